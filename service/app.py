@@ -1,0 +1,268 @@
+"""The ASGI application: routes, the outbound-message handler, health endpoints.
+
+Order of work for a message: method and content type, bounded body read,
+parse (and WSDL typing), organization and action allow-lists, one durable
+store, then the acknowledgement. Every refusal is a SOAP fault whose
+correlation id also appears in the ``om.rejected`` log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from service.config import Config, EndpointConfig
+from service.inbox import Inbox, InboxError, IncomingMessage
+from service.logs import get_logger
+from service.soap import (
+    ACK,
+    CONTENT_TYPE,
+    NotificationSchema,
+    OutboundMessage,
+    SoapFaultError,
+    fault,
+    id_key,
+    parse_message,
+)
+
+ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
+log = get_logger("omgate")
+
+
+@dataclass
+class ServiceState:
+    """What changes while the process runs (the only mutable state the app shares)."""
+
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class EndpointRuntime:
+    config: EndpointConfig
+    schema: NotificationSchema | None
+    organization_keys: frozenset[str]
+    action_keys: frozenset[str] = field(init=False)
+    max_body_bytes: int = 10 * 1024 * 1024
+    store_session_id: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action_keys", frozenset(map(id_key, self.config.action_ids)))
+
+
+def new_correlation_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _peer(request: Request) -> str | None:
+    return f"{request.client.host}:{request.client.port}" if request.client else None
+
+
+def fault_response(error: SoapFaultError, correlation_id: str) -> Response:
+    headers = {"X-Correlation-Id": correlation_id}
+    if error.status == 405:
+        headers["Allow"] = "POST"
+    return Response(
+        fault(error.fault_code, error.message, correlation_id),
+        status_code=error.status,
+        media_type=CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _check_request_line(request: Request) -> None:
+    if request.method != "POST":
+        raise SoapFaultError(
+            "method_not_allowed",
+            f"{request.method} is not accepted here; Salesforce POSTs outbound messages.",
+            status=405,
+        )
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise SoapFaultError(
+            "unsupported_media_type",
+            f"Content-Type {media_type or '(none)'!r} is not accepted; "
+            "send text/xml; charset=utf-8.",
+            status=415,
+        )
+
+
+def _too_large(limit: int) -> SoapFaultError:
+    return SoapFaultError(
+        "body_too_large", f"The body is larger than {limit} bytes (server.max_body_bytes).",
+        status=413,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _internal_error() -> SoapFaultError:
+    return SoapFaultError("internal_error", "omgate failed to process the message; please retry.",
+                          status=500, fault_code="Server")
+
+
+def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
+    if endpoint.organization_keys and id_key(message.organization_id) not in (
+        endpoint.organization_keys
+    ):
+        raise SoapFaultError(
+            "organization_not_allowed",
+            f"Organization {message.organization_id} is not in salesforce.organization_ids.",
+            status=403,
+        )
+    if endpoint.action_keys and id_key(message.action_id) not in endpoint.action_keys:
+        raise SoapFaultError(
+            "action_not_allowed",
+            f"Action {message.action_id} is not in this endpoint's action_ids.",
+            status=403,
+        )
+
+
+class OutboundMessageHandler:
+    """Receive, store and acknowledge one Salesforce outbound message."""
+
+    def __init__(self, endpoint: EndpointRuntime, inbox: Inbox) -> None:
+        self.endpoint = endpoint
+        self.inbox = inbox
+
+    async def handle(self, request: Request) -> Response:
+        correlation_id = new_correlation_id()
+        context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
+                   "peer": _peer(request)}
+        try:
+            _check_request_line(request)
+            body = await read_body(request, self.endpoint.max_body_bytes)
+            message = parse_message(body, self.endpoint.schema)
+            _check_allowed(message, self.endpoint)
+        except SoapFaultError as error:
+            log.warning("om.rejected", reason=error.reason, status=error.status,
+                        detail=error.message, **context)
+            return fault_response(error, correlation_id)
+        except ClientDisconnect:
+            log.info("om.rejected", reason="client_disconnected", status=None, **context)
+            return Response(status_code=400)
+        except Exception:
+            log.exception("om.rejected", reason="internal_error", status=500, **context)
+            return fault_response(_internal_error(), correlation_id)
+        return await self._store(message, context)
+
+    async def _store(self, message: OutboundMessage, context: dict[str, str | None]) -> Response:
+        correlation_id = str(context["correlation_id"])
+        incoming = IncomingMessage(
+            message=message,
+            endpoint=self.endpoint.config.path,
+            received_at=dt.datetime.now(dt.UTC),
+            keep_session_id=self.endpoint.store_session_id,
+        )
+        try:
+            result = await self.inbox.store(incoming)
+        except Exception as error:
+            log.error("om.rejected", reason="store_failed", status=500, detail=str(error),
+                      org_id=message.organization_id, **context)
+            return fault_response(
+                SoapFaultError("store_failed",
+                               "The message could not be stored; please retry.",
+                               status=500, fault_code="Server"),
+                correlation_id,
+            )
+        for warning in message.warnings:
+            log.warning("om.warning", code=warning.code, where=warning.where,
+                        detail=warning.message, **context)
+        log.info(
+            "om.accepted",
+            org_id=message.organization_id,
+            action_id=message.action_id,
+            notifications=len(message.notifications),
+            new=result.new,
+            duplicates=result.duplicates,
+            **context,
+        )
+        return Response(ACK, media_type=CONTENT_TYPE,
+                        headers={"X-Correlation-Id": correlation_id})
+
+
+def _health_routes(inbox: Inbox, state: ServiceState) -> list[Route]:
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_request: Request) -> Response:
+        if state.draining:
+            return PlainTextResponse("draining\n", status_code=503)
+        try:
+            await inbox.check_writable()
+        except InboxError as error:
+            log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
+            return PlainTextResponse(f"inbox not writable: {error}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    return [Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"])]
+
+
+async def _not_found(request: Request, _exc: Exception) -> Response:
+    correlation_id = new_correlation_id()
+    error = SoapFaultError("unknown_endpoint",
+                           f"No outbound-message endpoint at {request.url.path}.", status=404)
+    log.warning("om.rejected", reason=error.reason, status=404, endpoint=request.url.path,
+                correlation_id=correlation_id, peer=_peer(request))
+    return fault_response(error, correlation_id)
+
+
+async def _unexpected(request: Request, _exc: Exception) -> Response:
+    correlation_id = new_correlation_id()
+    log.error("om.rejected", reason="internal_error", status=500, endpoint=request.url.path,
+              correlation_id=correlation_id, peer=_peer(request))
+    return fault_response(_internal_error(), correlation_id)
+
+
+def build_endpoints(
+    config: Config, schemas: dict[str, NotificationSchema | None]
+) -> list[EndpointRuntime]:
+    organization_keys = frozenset(map(id_key, config.salesforce.organization_ids))
+    return [
+        EndpointRuntime(
+            config=endpoint,
+            schema=schemas.get(endpoint.path),
+            organization_keys=organization_keys,
+            max_body_bytes=config.server.max_body_bytes,
+            store_session_id=config.inbox.store_session_id,
+        )
+        for endpoint in config.endpoints
+    ]
+
+
+def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState) -> Starlette:
+    routes = [
+        Route(endpoint.config.path, OutboundMessageHandler(endpoint, inbox).handle,
+              methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+        for endpoint in endpoints
+    ]
+    handlers: dict[int | type[Exception], Callable[..., Awaitable[Response]]] = {
+        404: _not_found,
+        Exception: _unexpected,
+    }
+    return Starlette(routes=[*routes, *_health_routes(inbox, state)],
+                     exception_handlers=handlers)
+
+
+def create_health_app(inbox: Inbox, state: ServiceState) -> Starlette:
+    return Starlette(routes=_health_routes(inbox, state))

@@ -1,0 +1,414 @@
+"""One typed configuration, loaded from TOML and ``OMGATE_<SECTION>__<KEY>`` variables.
+
+Every key is declared once in a schema below: its parser, its default and what
+it expects. Errors name the key, where the value came from and what was
+expected, so a bad deploy fails at start with one readable line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("config/omgate.toml")
+ENV_PREFIX = "OMGATE_"
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message names key and source."""
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind: tuple[BindAddress, ...]
+    certfile: Path
+    keyfile: Path
+    plain_bind: tuple[BindAddress, ...]
+    health_bind: BindAddress | None
+    max_body_bytes: int
+    read_timeout: float
+    shutdown_timeout: float
+
+
+@dataclass(frozen=True)
+class SalesforceConfig:
+    organization_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    path: str
+    wsdl: Path | None
+    action_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    url: str
+    store_session_id: bool
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str
+    level: str
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    server: ServerConfig
+    salesforce: SalesforceConfig
+    endpoints: tuple[EndpointConfig, ...]
+    inbox: InboxConfig
+    logging: LoggingConfig
+
+
+# ---------------------------------------------------------------------------
+# Key parsers. Each takes the raw TOML value (or an environment string already
+# decoded by `Key.decode_env`) and the config folder, and returns the typed
+# value or raises ValueError saying what was expected.
+
+Parser = Callable[[Any, Path], Any]
+
+
+def _string(value: Any, _base: Path) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _positive_int(value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("a positive whole number")
+    return value
+
+
+def _positive_seconds(value: Any, _base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("a positive number of seconds")
+    return float(value)
+
+
+def _boolean(value: Any, _base: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("true or false")
+    return value
+
+
+def _choice(*allowed: str) -> Parser:
+    def parse(value: Any, _base: Path) -> str:
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _path(value: Any, base: Path) -> Path:
+    text = _string(value, base)
+    if not text:
+        raise ValueError("a file path")
+    return (base / text).resolve() if not Path(text).is_absolute() else Path(text)
+
+
+def _optional_path(value: Any, base: Path) -> Path | None:
+    return None if value in ("", None) else _path(value, base)
+
+
+def _list_of(item: Parser) -> Parser:
+    def parse(value: Any, base: Path) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise ValueError("a list")
+        return tuple(item(element, base) for element in value)
+
+    return parse
+
+
+def parse_bind(value: Any, _base: Path) -> BindAddress:
+    """Parse ``host:port`` (``[v6]:port`` for IPv6); the host may be a name."""
+    expected = 'an address like "127.0.0.1:8443" or "[::1]:8443"'
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(expected)
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(expected)
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(expected) from None
+    elif ":" in host:
+        raise ValueError(expected + " (IPv6 addresses go in brackets)")
+    return BindAddress(host, int(port_text))
+
+
+def _optional_bind(value: Any, base: Path) -> BindAddress | None:
+    return None if value == "" else parse_bind(value, base)
+
+
+SALESFORCE_ID_LENGTHS = (15, 18)
+
+
+def _salesforce_id(value: Any, _base: Path) -> str:
+    if not (isinstance(value, str) and value.isalnum() and value.isascii()) or (
+        len(value) not in SALESFORCE_ID_LENGTHS
+    ):
+        raise ValueError("Salesforce IDs of 15 or 18 letters and digits")
+    return value
+
+
+def _endpoint_path(value: Any, base: Path) -> str:
+    text = _string(value, base)
+    if not text.startswith("/") or any(ch.isspace() for ch in text):
+        raise ValueError('a URL path starting with "/", like "/salesforce/outbound"')
+    return text
+
+
+def _inbox_url(value: Any, base: Path) -> str:
+    """Resolve a relative SQLite path against the config folder."""
+    text = _string(value, base)
+    prefix = "sqlite:///"
+    if not text.startswith(prefix) or len(text) == len(prefix):
+        raise ValueError('"sqlite:///relative/path.db" or "sqlite:////absolute/path.db"')
+    path = Path(text[len(prefix) :])
+    return prefix + str(path if path.is_absolute() else (base / path).resolve())
+
+
+# ---------------------------------------------------------------------------
+# Schema
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Parser
+    default: Any
+    env_kind: str = "string"  # how an environment string is decoded: string|int|float|bool|json
+
+    def decode_env(self, text: str) -> Any:
+        try:
+            match self.env_kind:
+                case "int":
+                    return int(text)
+                case "float":
+                    return float(text)
+                case "bool":
+                    lowered = text.strip().lower()
+                    if lowered in ("true", "1", "yes"):
+                        return True
+                    if lowered in ("false", "0", "no"):
+                        return False
+                    return text
+                case "json":
+                    return json.loads(text)
+        except ValueError:
+            return text
+        return text
+
+
+def _string_list(item: Parser = _string) -> Key:
+    return Key(_list_of(item), [], "json")
+
+
+SCHEMA: Mapping[str, Mapping[str, Key]] = {
+    "server": {
+        "bind": Key(_list_of(parse_bind), ["127.0.0.1:8443"], "json"),
+        "certfile": Key(_path, "../certs/dev/server.pem"),
+        "keyfile": Key(_path, "../certs/dev/server.key"),
+        "plain_bind": _string_list(parse_bind),
+        "health_bind": Key(_optional_bind, ""),
+        "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
+        "read_timeout": Key(_positive_seconds, 30, "float"),
+        "shutdown_timeout": Key(_positive_seconds, 30, "float"),
+    },
+    "salesforce": {
+        "organization_ids": _string_list(_salesforce_id),
+    },
+    "inbox": {
+        "url": Key(_inbox_url, "sqlite:///../var/inbox.db"),
+        "store_session_id": Key(_boolean, False, "bool"),
+    },
+    "logging": {
+        "format": Key(_choice("auto", "json", "console"), "auto"),
+        "level": Key(_choice("debug", "info", "warning", "error"), "info"),
+    },
+}
+
+ENDPOINT_SCHEMA: Mapping[str, Key] = {
+    "path": Key(_endpoint_path, None),
+    "wsdl": Key(_optional_path, ""),
+    "action_ids": _string_list(_salesforce_id),
+}
+
+DEFAULT_ENDPOINTS: list[dict[str, Any]] = [{"path": "/salesforce/outbound"}]
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a raw value came from, for error messages."""
+
+    description: str
+    raw: Any = field(repr=False)
+
+
+def _fail(where: str, key: str, expected: str, got: Any) -> ConfigError:
+    return ConfigError(f"{where}: {key}: expected {expected}, got {got!r}")
+
+
+def _parse_key(key: Key, source: _Source, label: str, base: Path) -> Any:
+    try:
+        return key.parse(source.raw, base)
+    except ValueError as error:
+        raise _fail(source.description, label, str(error), source.raw) from None
+
+
+def _parse_table(
+    schema: Mapping[str, Key],
+    table: Mapping[str, Any],
+    label: str,
+    file_label: str,
+    base: Path,
+    env_overrides: Mapping[str, _Source],
+) -> dict[str, Any]:
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        known = ", ".join(schema)
+        raise ConfigError(
+            f"{file_label}: {label}: unknown key {unknown[0]!r} (known keys: {known})"
+        )
+    values: dict[str, Any] = {}
+    for name, key in schema.items():
+        if name in env_overrides:
+            source = env_overrides[name]
+        elif name in table:
+            source = _Source(file_label, table[name])
+        else:
+            source = _Source("built-in default", key.default)
+        if source.raw is None:
+            raise ConfigError(f"{file_label}: {label}: required key {name!r} is missing")
+        values[name] = _parse_key(key, source, f"{label} {name}", base)
+    return values
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, _Source]], Any]:
+    """Collect ``OMGATE_<SECTION>__<KEY>`` values, and ``OMGATE_ENDPOINTS`` (a JSON list)."""
+    overrides: dict[str, dict[str, _Source]] = {}
+    endpoints: Any = None
+    for variable, text in environ.items():
+        if variable == ENV_PREFIX + "ENDPOINTS":
+            try:
+                endpoints = json.loads(text)
+            except ValueError:
+                raise _fail(f"environment variable {variable}", "[[endpoints]]",
+                            "a JSON list of tables", text) from None
+            continue
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable:
+            continue
+        section, _, name = variable[len(ENV_PREFIX) :].lower().partition("__")
+        key = SCHEMA.get(section, {}).get(name)
+        if key is None:
+            raise ConfigError(
+                f"environment variable {variable}: no key [{section}] {name} "
+                f"(known sections: {', '.join(SCHEMA)})"
+            )
+        where = f"environment variable {variable}"
+        overrides.setdefault(section, {})[name] = _Source(where, key.decode_env(text))
+    return overrides, endpoints
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def _parse_endpoints(raw: Any, where: str, base: Path) -> tuple[EndpointConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _fail(where, "[[endpoints]]", "at least one [[endpoints]] table", raw)
+    endpoints = []
+    for index, table in enumerate(raw, start=1):
+        label = f"[[endpoints]] #{index}"
+        if not isinstance(table, dict):
+            raise _fail(where, label, "a table", table)
+        values = _parse_table(ENDPOINT_SCHEMA, table, label, where, base, {})
+        endpoints.append(EndpointConfig(**values))
+    paths = [endpoint.path for endpoint in endpoints]
+    duplicated = sorted({path for path in paths if paths.count(path) > 1})
+    if duplicated:
+        raise ConfigError(f"{where}: [[endpoints]]: path {duplicated[0]!r} is listed twice")
+    return tuple(endpoints)
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration file and apply environment overrides.
+
+    ``path`` defaults to ``$OMGATE_CONFIG``, else ``config/omgate.toml``.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
+    document = _read_toml(path)
+    base = path.resolve().parent
+    file_label = str(path)
+    overrides, env_endpoints = _env_overrides(environ)
+
+    unknown = sorted(set(document) - set(SCHEMA) - {"endpoints"})
+    if unknown:
+        raise ConfigError(
+            f"{file_label}: unknown section [{unknown[0]}] (known: {', '.join(SCHEMA)}, endpoints)"
+        )
+    sections: dict[str, dict[str, Any]] = {}
+    for section, schema in SCHEMA.items():
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            raise _fail(file_label, f"[{section}]", "a table", table)
+        sections[section] = _parse_table(
+            schema, table, f"[{section}]", file_label, base, overrides.get(section, {})
+        )
+
+    if env_endpoints is not None:
+        endpoints = _parse_endpoints(env_endpoints, f"environment variable {ENV_PREFIX}ENDPOINTS",
+                                     base)
+    else:
+        endpoints = _parse_endpoints(document.get("endpoints", DEFAULT_ENDPOINTS), file_label, base)
+
+    return Config(
+        source=path,
+        server=ServerConfig(**sections["server"]),
+        salesforce=SalesforceConfig(**sections["salesforce"]),
+        endpoints=endpoints,
+        inbox=InboxConfig(**sections["inbox"]),
+        logging=LoggingConfig(**sections["logging"]),
+    )

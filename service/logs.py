@@ -1,0 +1,72 @@
+"""structlog setup: JSON lines for machines, a readable console for people.
+
+Every library's stdlib logging goes through the same renderer, so hypercorn's
+messages and omgate's events share one format. Logs go to standard error;
+standard output belongs to command results (``omgate inbox list``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+# Keys that could carry a message's session id; dropped from every event as a backstop.
+_SECRET_KEYS = frozenset({"session_id", "sessionid", "SessionId", "private_key"})
+
+
+def _drop_secret_keys(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in _SECRET_KEYS & event.keys():
+        event[key] = "<redacted>"
+    return event
+
+
+def _event_first(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Put time, level and event name first, so a JSON line reads left to right."""
+    head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    return {**head, **event}
+
+
+def _renderer(log_format: str, stream: TextIO) -> Any:
+    use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    if use_json:
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+
+
+def configure_logging(log_format: str = "auto", level: str = "info",
+                      stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secret_keys,
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _event_first,
+            _renderer(log_format, stream),
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[
+            level.upper()]),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str = "omgate") -> Any:
+    return structlog.get_logger(name)

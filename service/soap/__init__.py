@@ -1,0 +1,33 @@
+"""Salesforce Outbound Messaging SOAP: parsing, WSDL typing and the answers. No I/O."""
+
+from service.soap.documents import ACK, CONTENT_TYPE, fault
+from service.soap.model import (
+    MAX_NOTIFICATIONS,
+    FieldValue,
+    Notification,
+    OutboundMessage,
+    ParseWarning,
+    Secret,
+    SoapFaultError,
+    id_key,
+)
+from service.soap.parse import parse_message
+from service.soap.wsdl import NotificationSchema, WsdlError, load_wsdl
+
+__all__ = [
+    "ACK",
+    "CONTENT_TYPE",
+    "MAX_NOTIFICATIONS",
+    "FieldValue",
+    "Notification",
+    "NotificationSchema",
+    "OutboundMessage",
+    "ParseWarning",
+    "Secret",
+    "SoapFaultError",
+    "WsdlError",
+    "fault",
+    "id_key",
+    "load_wsdl",
+    "parse_message",
+]

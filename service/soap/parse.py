@@ -1,0 +1,263 @@
+"""Read a SOAP 1.1 ``notifications`` message with a hardened XML parser.
+
+No DTDs, no entities, no network; a document that declares a DTD is refused
+outright. Without a WSDL every field value is a string (or ``None`` for
+``xsi:nil``); with one, :mod:`service.soap.wsdl` types the values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from lxml import etree
+
+from service.soap.model import (
+    MAX_NOTIFICATIONS,
+    OUTBOUND_NS,
+    SOAP_ENV_NS,
+    XSI_NS,
+    FieldValue,
+    Notification,
+    OutboundMessage,
+    ParseWarning,
+    Secret,
+    SoapFaultError,
+)
+from service.soap.wsdl import NotificationSchema, type_notification
+
+SOAP12_ENV_NS = "http://www.w3.org/2003/05/soap-envelope"
+_XSI_NIL = f"{{{XSI_NS}}}nil"
+_XSI_TYPE = f"{{{XSI_NS}}}type"
+_ID_LENGTHS = (15, 18)
+
+
+def _hardened_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        load_dtd=False,
+        dtd_validation=False,
+        no_network=True,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        collect_ids=False,
+    )
+
+
+def _prolog_declares_dtd(body: bytes) -> bool:
+    """True when a DOCTYPE comes before the first element (checked before lxml sees it)."""
+    position = 0
+    skips = {b"<?": b"?>", b"<!--": b"-->"}
+    while (start := body.find(b"<", position)) >= 0:
+        if body.startswith(b"<!DOCTYPE", start):
+            return True
+        closing = next((end for opening, end in skips.items() if body.startswith(opening, start)),
+                       None)
+        if closing is None:
+            return False
+        position = body.find(closing, start)
+        if position < 0:
+            return False
+    return False
+
+
+_DTD_FORBIDDEN = "Document type declarations (DTDs) and entities are not accepted."
+
+
+def _parse_xml(body: bytes) -> etree._Element:
+    if not body.strip():
+        raise SoapFaultError("empty_body", "The request body is empty; expected a SOAP envelope.")
+    if _prolog_declares_dtd(body):
+        raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+    try:
+        root = etree.fromstring(body, _hardened_parser())
+    except etree.XMLSyntaxError as error:
+        raise SoapFaultError(
+            "malformed_xml", f"The body is not well-formed XML: {error.msg}."
+        ) from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+    return root
+
+
+def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
+    for child in element:
+        if isinstance(child.tag, str):
+            yield child
+        elif isinstance(child, etree._Entity):
+            raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+
+
+def _notifications_element(root: etree._Element) -> etree._Element:
+    if root.tag == f"{{{SOAP12_ENV_NS}}}Envelope":
+        raise SoapFaultError(
+            "not_soap_envelope",
+            "This is a SOAP 1.2 envelope; Salesforce Outbound Messaging uses SOAP 1.1.",
+        )
+    if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
+        raise SoapFaultError(
+            "not_soap_envelope",
+            f"The document element is {etree.QName(root).localname!r}, not a SOAP 1.1 Envelope.",
+        )
+    body = root.find(f"{{{SOAP_ENV_NS}}}Body")
+    if body is None:
+        raise SoapFaultError("not_soap_envelope", "The SOAP envelope has no Body.")
+    payload = next(_child_elements(body), None)
+    if payload is None or payload.tag != f"{{{OUTBOUND_NS}}}notifications":
+        found = "nothing" if payload is None else repr(etree.QName(payload).text)
+        raise SoapFaultError(
+            "no_notifications",
+            f"The SOAP Body holds {found}, not a notifications element in {OUTBOUND_NS}.",
+        )
+    return payload
+
+
+def _is_nil(element: etree._Element) -> bool:
+    return element.get(_XSI_NIL, "").strip() in ("true", "1")
+
+
+def _text(element: etree._Element) -> str:
+    return element.text or ""
+
+
+def _value(element: etree._Element, where: str) -> FieldValue:
+    if _is_nil(element):
+        return None
+    children = list(_child_elements(element))
+    if not children:
+        return _text(element)
+    nested: dict[str, FieldValue] = {}
+    for child in children:
+        name = etree.QName(child).localname
+        if name in nested:
+            raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
+        nested[name] = _value(child, f"{where}.{name}")
+    return nested
+
+
+def _required_id(parent: etree._Element, name: str, where: str) -> str:
+    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+    if element is None or _is_nil(element):
+        raise SoapFaultError("missing_element", f"{where}: the {name} element is missing.")
+    value = _text(element).strip()
+    if len(value) not in _ID_LENGTHS or not (value.isascii() and value.isalnum()):
+        raise SoapFaultError(
+            "invalid_id",
+            f"{where}: {name} {value[:40]!r} is not a Salesforce ID "
+            "(15 or 18 letters and digits).",
+        )
+    return value
+
+
+def _optional_text(parent: etree._Element, name: str) -> str | None:
+    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+    if element is None or _is_nil(element):
+        return None
+    return _text(element).strip()
+
+
+def _resolve_xsi_type(sobject: etree._Element, where: str) -> tuple[str | None, str | None]:
+    """Return (namespace, local name) of ``xsi:type``, resolving the prefix by namespace."""
+    raw = sobject.get(_XSI_TYPE)
+    if raw is None:
+        return None, None
+    prefix, sep, local = raw.strip().rpartition(":")
+    namespace = sobject.nsmap.get(prefix if sep else None)
+    if sep and namespace is None:
+        raise SoapFaultError(
+            "invalid_sobject_type",
+            f"{where}: xsi:type {raw!r} uses the prefix {prefix!r}, which is not declared.",
+        )
+    if not local:
+        raise SoapFaultError("invalid_sobject_type", f"{where}: xsi:type {raw!r} names no type.")
+    return namespace, local
+
+
+def _notification(element: etree._Element, index: int) -> Notification:
+    where = f"Notification {index}"
+    notification_id = _required_id(element, "Id", where)
+    where = f"Notification {index} (Id {notification_id})"
+    sobject = element.find(f"{{{OUTBOUND_NS}}}sObject")
+    if sobject is None:
+        raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
+    namespace, sobject_type = _resolve_xsi_type(sobject, where)
+    fields: dict[str, FieldValue] = {}
+    for child in _child_elements(sobject):
+        name = etree.QName(child).localname
+        if name in fields:
+            raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
+        fields[name] = _value(child, f"{where}, field {name}")
+    return Notification(notification_id, sobject_type, namespace, fields)
+
+
+def _notification_elements(payload: etree._Element) -> list[etree._Element]:
+    elements = []
+    for element in payload.iterchildren(f"{{{OUTBOUND_NS}}}Notification"):
+        elements.append(element)
+        if len(elements) > MAX_NOTIFICATIONS:
+            raise SoapFaultError(
+                "too_many_notifications",
+                f"The message holds more than {MAX_NOTIFICATIONS} notifications, "
+                "the most Salesforce sends in one message.",
+            )
+    if not elements:
+        raise SoapFaultError(
+            "no_notification", "The notifications element holds no Notification."
+        )
+    return elements
+
+
+def _short_id_warnings(
+    message: OutboundMessage, schema: NotificationSchema | None
+) -> tuple[ParseWarning, ...]:
+    places: dict[str, int] = {}
+
+    def count(place: str, value: object) -> None:
+        if isinstance(value, str) and len(value) == 15:
+            places[place] = places.get(place, 0) + 1
+
+    count("OrganizationId", message.organization_id)
+    count("ActionId", message.action_id)
+    for notification in message.notifications:
+        count("Notification Id", notification.id)
+        count("sObject Id", notification.record_id)
+        for spec in schema.id_fields if schema else ():
+            if spec.name != "Id":
+                count(f"field {spec.name}", notification.fields.get(spec.name))
+    return tuple(
+        ParseWarning(
+            "short_id",
+            place,
+            f"{place}: {number} 15-character ID(s); 18-character IDs are the case-safe form.",
+        )
+        for place, number in places.items()
+    )
+
+
+def parse_message(body: bytes, schema: NotificationSchema | None = None) -> OutboundMessage:
+    """Parse a request body into an :class:`OutboundMessage` or raise :class:`SoapFaultError`."""
+    payload = _notifications_element(_parse_xml(body))
+    notification_elements = _notification_elements(payload)
+    organization_id = _required_id(payload, "OrganizationId", "notifications")
+    action_id = _required_id(payload, "ActionId", "notifications")
+    session_text = _optional_text(payload, "SessionId")
+    notifications = tuple(
+        _notification(element, index)
+        for index, element in enumerate(notification_elements, start=1)
+    )
+    if schema is not None:
+        notifications = tuple(
+            type_notification(notification, schema, index)
+            for index, notification in enumerate(notifications, start=1)
+        )
+    message = OutboundMessage(
+        organization_id=organization_id,
+        action_id=action_id,
+        session_id=Secret(session_text) if session_text else None,
+        enterprise_url=_optional_text(payload, "EnterpriseUrl"),
+        partner_url=_optional_text(payload, "PartnerUrl"),
+        notifications=notifications,
+    )
+    return dataclasses.replace(message, warnings=_short_id_warnings(message, schema))

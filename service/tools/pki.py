@@ -1,0 +1,184 @@
+"""``omgate pki dev``: development certificates for a local server and a Salesforce-like client.
+
+Writes, under ``--out`` (default ``certs/dev``):
+
+- ``ca.pem``: the development server CA (trust it in clients: ``curl --cacert``);
+- ``server.pem`` / ``server.key``: a server certificate for localhost, 127.0.0.1 and ::1;
+- ``client-ca.pem``, ``client-intermediate.pem``: a client root and intermediate, shaped like
+  the public CA chain behind Salesforce's API client certificate;
+- ``client.pem`` / ``client.key`` / ``client-chain.pem``: the client leaf, its key, and the
+  leaf followed by its intermediate (what a client should send).
+
+No CA private key is written: development CAs cannot issue anything later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: x509.Certificate
+    key: PrivateKey
+
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def new_key(kind: str = "ec") -> PrivateKey:
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def name(common_name: str, organization: str = "omgate development") -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+    ])
+
+
+def issue(
+    subject: x509.Name,
+    *,
+    issuer: Issued | None = None,
+    key: PrivateKey | None = None,
+    ca: bool = False,
+    path_length: int | None = None,
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    usages: tuple[x509.ObjectIdentifier, ...] = (),
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    hash_algorithm: hashes.HashAlgorithm | None = None,
+) -> Issued:
+    """Issue one certificate; without ``issuer`` it is self-signed."""
+    key = key or new_key()
+    now = dt.datetime.now(dt.UTC)
+    not_before = not_before or now - dt.timedelta(hours=1)
+    not_after = not_after or now + dt.timedelta(days=825 if not ca else 3650)
+    signer_key = issuer.key if issuer else key
+    issuer_name = issuer.certificate.subject if issuer else subject
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None),
+                       critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                          crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                          crl_sign=False, encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    alternative_names: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]
+    alternative_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    if alternative_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names),
+                                        critical=False)
+    certificate = builder.sign(signer_key, hash_algorithm or hashes.SHA256())
+    return Issued(certificate, key)
+
+
+@dataclass(frozen=True)
+class DevPki:
+    server_ca: Issued
+    server: Issued
+    client_root: Issued
+    client_intermediate: Issued
+    client: Issued
+
+
+def build_dev_pki() -> DevPki:
+    server_ca = issue(name("omgate development server CA"), ca=True, path_length=0)
+    server = issue(
+        name("localhost"), issuer=server_ca, dns_names=("localhost",),
+        ip_addresses=("127.0.0.1", "::1"), usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+    )
+    client_root = issue(name("omgate development client root CA"), key=new_key("rsa"), ca=True)
+    client_intermediate = issue(
+        name("omgate development client intermediate CA"), issuer=client_root,
+        key=new_key("rsa"), ca=True, path_length=0,
+    )
+    client = issue(
+        name("omgate development client (Salesforce-like)"), issuer=client_intermediate,
+        key=new_key("rsa"), usages=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+    )
+    return DevPki(server_ca, server, client_root, client_intermediate, client)
+
+
+def dev_files(pki: DevPki) -> dict[str, bytes]:
+    return {
+        "ca.pem": pki.server_ca.pem(),
+        "server.pem": pki.server.pem(),
+        "server.key": pki.server.key_pem(),
+        "client-ca.pem": pki.client_root.pem(),
+        "client-intermediate.pem": pki.client_intermediate.pem(),
+        "client.pem": pki.client.pem(),
+        "client.key": pki.client.key_pem(),
+        "client-chain.pem": pki.client.pem() + pki.client_intermediate.pem(),
+    }
+
+
+class PkiError(Exception):
+    pass
+
+
+def write_dev_pki(out: Path, *, force: bool = False) -> list[Path]:
+    """Write the development files; refuse to overwrite unless ``force``."""
+    files = dev_files(build_dev_pki())
+    existing = [out / filename for filename in files if (out / filename).exists()]
+    if existing and not force:
+        raise PkiError(f"{existing[0]} exists; pass --force to replace the development PKI")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, content in files.items():
+        path = out / filename
+        mode = 0o600 if filename.endswith(".key") else 0o644
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+        written.append(path)
+    return written

@@ -1,0 +1,196 @@
+"""Start real omgate processes for tests, and talk to them over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lxml import etree
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "external"
+PAYLOADS = FIXTURES / "payloads"
+WSDLS = FIXTURES / "wsdl"
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
+SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'}
+# The SessionId in aspnet-contacts-2.xml: it must never appear in a log line.
+CONTACTS_SESSION_ID = (
+    "00D1I000003qqqE!AQsAQOjGFnFJzGPA12yhUGL9Aii0N6lADjH2bNUBHRer5QjjTq3_RbIzlAqHBkfjp3vl"
+    "HhlwByFY9MJQJlgz_7YaGJZzRF3t"
+)
+
+
+def require_executable(name: str) -> str:
+    """The path of a program the test needs: skip without it, unless OMGATE_REQUIRE_ALL=1."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("OMGATE_REQUIRE_ALL") == "1":
+            pytest.fail(message + " (OMGATE_REQUIRE_ALL=1)")
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(value)
+
+
+def to_toml(document: dict[str, Any]) -> str:
+    """Enough TOML for test configs: tables of scalars and lists, and arrays of tables."""
+    lines: list[str] = []
+    for section, table in document.items():
+        tables = table if isinstance(table, list) else [table]
+        for entry in tables:
+            lines.append(f"[[{section}]]" if isinstance(table, list) else f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    config_path: Path
+    log_path: Path
+    ca_path: Path
+    https_port: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=ssl_context(self.ca_path), timeout=20,
+                            **kwargs)
+
+    def post(self, body: bytes, path: str = "/salesforce/outbound",
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        with self.client() as client:
+            return client.post(path, content=body, headers=headers or SOAP_HEADERS)
+
+    def logs(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                events.append(json.loads(line))
+        return events
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [event for event in self.logs() if event.get("event") == name]
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+def ssl_context(ca_path: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_path))
+
+
+def omgate_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service", *args]
+
+
+def run_omgate(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(omgate_command(*args), capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+
+
+def wait_ready(server: RunningServer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    context = ssl_context(server.ca_path)
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(
+                f"omgate exited with {server.process.returncode}:\n{server.log_path.read_text()}"
+            )
+        try:
+            response = httpx.get(f"{server.url}/healthz", verify=context, timeout=2)
+            if response.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"omgate did not become ready:\n{server.log_path.read_text()}")
+
+
+def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: int,
+                 env: dict[str, str] | None = None, wait: bool = True) -> RunningServer:
+    log_handle = log_path.open("ab")
+    process = subprocess.Popen(
+        omgate_command("serve", "--config", str(config_path)),
+        cwd=ROOT, stdout=log_handle, stderr=subprocess.STDOUT,
+        env={**os.environ, "OMGATE_LOGGING__FORMAT": "json", **(env or {})},
+    )
+    log_handle.close()
+    server = RunningServer(process, config_path, log_path, ca_path, https_port)
+    if wait:
+        wait_ready(server)
+    return server
+
+
+def is_ack(response: httpx.Response) -> bool:
+    if response.status_code != 200:
+        return False
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    document = etree.fromstring(response.content)
+    response_element = f"{{{OUTBOUND_NS}}}notificationsResponse"
+    ack = document.find(f"{{{SOAP_NS}}}Body/{response_element}/{{{OUTBOUND_NS}}}Ack")
+    return ack is not None and ack.text == "true"
+
+
+def fault_of(response: httpx.Response) -> tuple[str, str, str]:
+    """(faultcode, faultstring, correlation id) of a SOAP 1.1 fault response."""
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    document = etree.fromstring(response.content)
+    fault = document.find(f"{{{SOAP_NS}}}Body/{{{SOAP_NS}}}Fault")
+    assert fault is not None, response.text
+    correlation = fault.find("detail/{urn:omgate}correlationId").text
+    assert response.headers["x-correlation-id"] == correlation
+    return fault.findtext("faultcode"), fault.findtext("faultstring"), correlation

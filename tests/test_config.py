@@ -1,0 +1,117 @@
+"""Configuration: TOML, environment overrides, and errors that name key, file and expectation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from harness import ROOT
+
+from service.config import BindAddress, ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "conf").mkdir(exist_ok=True)
+    path = tmp_path / "conf" / "omgate.toml"
+    path.write_text(text)
+    return path
+
+
+def error_for(path: Path, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ or {})
+    return str(caught.value)
+
+
+def test_shipped_config_loads_with_documented_defaults():
+    config = load_config(ROOT / "config" / "omgate.toml", {})
+    assert config.server.bind == (BindAddress("127.0.0.1", 8443),)
+    assert config.server.certfile == ROOT / "certs" / "dev" / "server.pem"
+    assert config.inbox.url == f"sqlite:///{ROOT / 'var' / 'inbox.db'}"
+    assert [endpoint.path for endpoint in config.endpoints] == ["/salesforce/outbound"]
+    assert config.inbox.store_session_id is False
+
+
+def test_every_shipped_key_is_documented_with_a_comment():
+    lines = (ROOT / "config" / "omgate.toml").read_text().splitlines()
+    keys = [number for number, line in enumerate(lines) if re.match(r"^\w+ = ", line)]
+    assert len(keys) > 10
+    for number in keys:
+        assert lines[number - 1].startswith("#"), f"no comment above {lines[number]!r}"
+
+
+def test_relative_paths_are_relative_to_the_config_folder(tmp_path):
+    path = write(tmp_path, '[server]\ncertfile = "certs/a.pem"\n'
+                           '[inbox]\nurl = "sqlite:///data/inbox.db"\n')
+    config = load_config(path, {})
+    assert config.server.certfile == tmp_path / "conf" / "certs" / "a.pem"
+    assert config.inbox.url == f"sqlite:///{tmp_path / 'conf' / 'data' / 'inbox.db'}"
+
+
+def test_environment_overrides_every_kind_of_value(tmp_path):
+    path = write(tmp_path, "")
+    config = load_config(path, {
+        "OMGATE_SERVER__BIND": '["0.0.0.0:9443", "[::1]:9444"]',
+        "OMGATE_SERVER__MAX_BODY_BYTES": "2048",
+        "OMGATE_INBOX__STORE_SESSION_ID": "true",
+        "OMGATE_LOGGING__FORMAT": "json",
+        "OMGATE_SALESFORCE__ORGANIZATION_IDS": '["00Dxx0000001gPF"]',
+        "OMGATE_ENDPOINTS": '[{"path": "/a"}, {"path": "/b", "action_ids": []}]',
+        "OMGATE_REQUIRE_ALL": "1",
+    })
+    assert config.server.bind == (BindAddress("0.0.0.0", 9443), BindAddress("::1", 9444))
+    assert config.server.max_body_bytes == 2048
+    assert config.inbox.store_session_id is True
+    assert config.logging.format == "json"
+    assert config.salesforce.organization_ids == ("00Dxx0000001gPF",)
+    assert [endpoint.path for endpoint in config.endpoints] == ["/a", "/b"]
+
+
+def test_omgate_config_variable_names_the_file(tmp_path):
+    path = write(tmp_path, '[logging]\nlevel = "debug"\n')
+    assert load_config(None, {"OMGATE_CONFIG": str(path)}).logging.level == "debug"
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[client]\nmode = "x"\n', ["unknown section [client]"]),
+    ('[server]\nbnid = []\n', ["[server]", "unknown key 'bnid'"]),
+    ('[server]\nmax_body_bytes = "ten"\n',
+     ["[server] max_body_bytes", "expected a positive whole number", "'ten'"]),
+    ('[server]\nbind = ["localhost"]\n', ["[server] bind", "127.0.0.1:8443"]),
+    ('[server]\nbind = ["::1:8443"]\n', ["[server] bind", "brackets"]),
+    ('[logging]\nformat = "yaml"\n', ["[logging] format", "auto, json, console"]),
+    ('[salesforce]\norganization_ids = ["00D-bad"]\n',
+     ["[salesforce] organization_ids", "15 or 18"]),
+    ('[[endpoints]]\npath = "relative"\n', ["[[endpoints]] #1 path", "starting with"]),
+    ('[[endpoints]]\nwsdl = "x.wsdl"\n', ["[[endpoints]] #1", "required key 'path'"]),
+    ('[[endpoints]]\npath = "/a"\n[[endpoints]]\npath = "/a"\n', ["'/a' is listed twice"]),
+    ('[inbox]\nurl = "mysql://x"\n', ["[inbox] url", "sqlite:///"]),
+    ("[server\n", ["not valid TOML"]),
+])
+def test_errors_name_the_file_the_key_and_the_expectation(tmp_path, text, words):
+    path = write(tmp_path, text)
+    message = error_for(path)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_environment_errors_name_the_variable(tmp_path):
+    path = write(tmp_path, "")
+    message = error_for(path, {"OMGATE_SERVER__MAX_BODY_BYTES": "-3"})
+    assert "environment variable OMGATE_SERVER__MAX_BODY_BYTES" in message
+    assert "positive whole number" in message
+    assert "OMGATE_SERVER__BINDD" in error_for(path, {"OMGATE_SERVER__BINDD": "[]"})
+
+
+def test_missing_file_is_named(tmp_path):
+    assert "configuration file not found" in error_for(tmp_path / "nope.toml")
+
+
+def test_container_config_loads():
+    config = load_config(ROOT / "config" / "container.toml", {})
+    assert config.server.bind == (BindAddress("0.0.0.0", 8443),)
+    assert config.server.certfile == Path("/certs/server.pem")
+    assert config.inbox.url == "sqlite:////var/lib/omgate/inbox.db"
+    assert config.logging.format == "json"

@@ -1,0 +1,201 @@
+"""The hardened SOAP parser, without sockets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from harness import CONTACTS_SESSION_ID, PAYLOADS, ROOT
+
+from service.soap import MAX_NOTIFICATIONS, SoapFaultError, parse_message
+
+VALID_PAYLOADS = sorted(
+    path for path in PAYLOADS.glob("*.xml")
+    if path.name not in ("aspnet-empty.xml", "aspnet-ack-response.xml")
+)
+
+ENVELOPE = """<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>00Dxx0000001gPFEAY</OrganizationId>
+   <ActionId>04kxx00000000blAAA</ActionId>
+   <SessionId xsi:nil="true"/>
+   <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/60.0/00Dxx0000001gPF</EnterpriseUrl>
+   <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/60.0/00Dxx0000001gPF</PartnerUrl>
+   {notifications}
+  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>"""
+
+
+def notification(notification_id: str = "04lxx000000CaSdAAK", fields: str = "",
+                 sobject_attrs: str = 'xsi:type="sf:Account" '
+                                   'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"') -> str:
+    return (f"<Notification><Id>{notification_id}</Id><sObject {sobject_attrs}>"
+            f"<sf:Id>001xx000003DGb2AAG</sf:Id>{fields}</sObject></Notification>")
+
+
+def envelope(*notifications: str) -> bytes:
+    return ENVELOPE.format(notifications="".join(notifications)).encode()
+
+
+def fault_reason(body: bytes) -> str:
+    with pytest.raises(SoapFaultError) as caught:
+        parse_message(body)
+    return caught.value.reason
+
+
+@pytest.mark.parametrize("path", VALID_PAYLOADS, ids=lambda path: path.name)
+def test_every_real_payload_parses(path):
+    message = parse_message(path.read_bytes())
+    assert message.notifications
+    for item in message.notifications:
+        assert len(item.id) in (15, 18)
+        assert item.sobject_type
+        assert item.record_id
+
+
+def test_batch_payload_keeps_every_notification_in_order():
+    message = parse_message((PAYLOADS / "amplabs-batch_update_contacts.xml").read_bytes())
+    assert [n.id for n in message.notifications] == [
+        "04lxx000000CaSeAAK", "04lxx000000CaSfAAK", "04lxx000000CaSgAAK"]
+    assert message.organization_id == "00Dxx0000001gPFEAY"
+    assert message.action_id == "04kxx00000000blBAA"
+    assert message.enterprise_url.endswith("/services/Soap/c/60.0/00Dxx0000001gPF")
+    assert message.partner_url.endswith("/services/Soap/u/60.0/00Dxx0000001gPF")
+    assert message.notifications[0].fields == {
+        "Id": "003xx000004TmiQAAS",
+        "CreatedDate": "2026-08-26T23:25:15.000Z",
+        "LastModifiedDate": "2026-09-09T00:41:57.000Z",
+    }
+
+
+def test_byte_order_mark_and_custom_types_are_fine():
+    message = parse_message((PAYLOADS / "aspnet-leads-bom.xml").read_bytes())
+    assert [n.sobject_type for n in message.notifications] == ["Lead1", "Lead2", "Lead3"]
+    assert message.notifications[0].fields["IsConverted"] == "false"
+
+
+def test_session_id_is_kept_but_never_printed():
+    message = parse_message((PAYLOADS / "aspnet-contacts-2.xml").read_bytes())
+    assert message.session_id is not None
+    assert message.session_id.value == CONTACTS_SESSION_ID
+    assert CONTACTS_SESSION_ID not in repr(message)
+    assert CONTACTS_SESSION_ID not in str(message.session_id)
+
+
+def test_omitted_field_stays_absent_and_nil_is_none():
+    omitted = parse_message((PAYLOADS / "amplabs-null_field_omitted.xml").read_bytes())
+    assert "Industry" not in omitted.notifications[0].fields
+    populated = parse_message((PAYLOADS / "amplabs-field_populated.xml").read_bytes())
+    assert populated.notifications[0].fields["Industry"] == "Agriculture"
+    nil = parse_message(envelope(notification(fields='<sf:Industry xsi:nil="true"/>')))
+    assert nil.notifications[0].fields["Industry"] is None
+    empty = parse_message(envelope(notification(fields="<sf:Industry/>")))
+    assert empty.notifications[0].fields["Industry"] == ""
+
+
+def test_sobject_type_is_resolved_by_namespace_not_prefix():
+    other_prefix = notification(sobject_attrs='xsi:type="q:Contact" '
+                                              'xmlns:q="urn:sobject.enterprise.soap.sforce.com" '
+                                              'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"')
+    item = parse_message(envelope(other_prefix)).notifications[0]
+    assert (item.sobject_namespace, item.sobject_type) == (
+        "urn:sobject.enterprise.soap.sforce.com", "Contact")
+    partner = notification(sobject_attrs='xsi:type="sf:Contact" '
+                                         'xmlns:sf="urn:sobject.partner.soap.sforce.com"')
+    item = parse_message(envelope(partner)).notifications[0]
+    assert item.sobject_namespace == "urn:sobject.partner.soap.sforce.com"
+
+
+def test_undeclared_type_prefix_is_refused():
+    undeclared = notification(sobject_attrs='xsi:type="nope:Contact" '
+                                            'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"')
+    assert fault_reason(envelope(undeclared)) == "invalid_sobject_type"
+
+
+def test_short_ids_are_accepted_with_a_warning():
+    message = parse_message((PAYLOADS / "mulesoft-opportunity-15char-ids.xml").read_bytes())
+    assert message.organization_id == "00DQ0000000EB93"
+    places = {warning.where for warning in message.warnings}
+    assert places == {"OrganizationId", "sObject Id"}
+    assert not parse_message((PAYLOADS / "amplabs-create_account.xml").read_bytes()).warnings
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"", "empty_body"),
+    (b"<not-closed>", "malformed_xml"),
+    (b"<html><body>hello</body></html>", "not_soap_envelope"),
+    (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>',
+     "not_soap_envelope"),
+    (b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>',
+     "no_notifications"),
+    ((PAYLOADS / "aspnet-empty.xml").read_bytes(), "no_notification"),
+    ((PAYLOADS / "aspnet-ack-response.xml").read_bytes(), "no_notifications"),
+], ids=["empty", "malformed", "html", "soap12", "empty-body", "no-notification", "ack"])
+def test_refusals_name_the_reason(body, reason):
+    assert fault_reason(body) == reason
+
+
+def test_more_than_one_hundred_notifications_are_refused():
+    items = [notification(f"04lxx000000C{index:04d}AK") for index in range(MAX_NOTIFICATIONS)]
+    assert len(parse_message(envelope(*items)).notifications) == MAX_NOTIFICATIONS
+    items.append(notification("04lxx000000CzzzzAK"))
+    assert fault_reason(envelope(*items)) == "too_many_notifications"
+
+
+@pytest.mark.parametrize("bad_id", ["short", "04lxx000000CaSdAAK!", "04lxx000000CaSdAAKXX"])
+def test_notification_ids_must_be_salesforce_ids(bad_id):
+    assert fault_reason(envelope(notification(bad_id))) == "invalid_id"
+
+
+def test_repeated_field_is_refused_with_where():
+    body = envelope(notification(fields="<sf:Name>a</sf:Name><sf:Name>b</sf:Name>"))
+    with pytest.raises(SoapFaultError) as caught:
+        parse_message(body)
+    assert "Notification 1 (Id 04lxx000000CaSdAAK)" in caught.value.message
+    assert "'Name'" in caught.value.message
+
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>
+<notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+<OrganizationId>&xxe;</OrganizationId></notifications></soapenv:Body></soapenv:Envelope>"""
+
+
+def billion_laughs(levels: int = 10) -> bytes:
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">' for level in range(1, levels)
+    ]
+    return (f'<?xml version="1.0"?><!DOCTYPE lolz [{"".join(entities)}]>'
+            f"<lolz>&lol{levels - 1};</lolz>").encode()
+
+
+@pytest.mark.parametrize("body", [XXE, billion_laughs(), XXE.decode().encode("utf-16")],
+                         ids=["xxe", "billion-laughs", "xxe-utf16"])
+def test_dtds_and_entities_are_refused(body):
+    started = time.monotonic()
+    assert fault_reason(body) in ("dtd_forbidden", "malformed_xml")
+    assert time.monotonic() - started < 1
+
+
+def test_billion_laughs_memory_stays_bounded():
+    """Measured in a fresh process, so the suite's own memory does not hide a blow-up."""
+    code = (
+        "import resource, sys\n"
+        "from service.soap import parse_message, SoapFaultError\n"
+        "body = sys.stdin.buffer.read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for _ in range(50):\n"
+        "    try: parse_message(body)\n"
+        "    except SoapFaultError as error: assert error.reason == 'dtd_forbidden'\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, input=billion_laughs(12),
+                            capture_output=True, check=True, timeout=60)
+    assert int(result.stdout) < 20 * 1024  # KiB
