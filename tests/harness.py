@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -194,3 +195,19 @@ def fault_of(response: httpx.Response) -> tuple[str, str, str]:
     correlation = fault.find("detail/{urn:omgate}correlationId").text
     assert response.headers["x-correlation-id"] == correlation
     return fault.findtext("faultcode"), fault.findtext("faultstring"), correlation
+
+
+def break_writes(database: Path, table: str, message: str, operation: str = "UPDATE") -> None:
+    """Make every ``operation`` on ``table`` fail, as a full or failing disk would."""
+    connection = sqlite3.connect(database)
+    connection.execute(f"CREATE TRIGGER fail_{table} BEFORE {operation} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+    connection.commit()
+    connection.close()
+
+
+def mend_writes(database: Path, table: str) -> None:
+    connection = sqlite3.connect(database)
+    connection.execute(f"DROP TRIGGER fail_{table}")
+    connection.commit()
+    connection.close()

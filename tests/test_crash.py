@@ -9,7 +9,7 @@ import time
 
 import httpx
 from harness import SOAP_HEADERS, free_port, is_ack, run_omgate
-from test_soap_parse import envelope, notification
+from messages import envelope, notification
 
 SENDERS = 4
 CYCLES = 3

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import PAYLOADS
+from harness import PAYLOADS, break_writes
 
 from service.inbox import Inbox, InboxError, IncomingMessage, open_inbox
 from service.soap import parse_message
@@ -99,7 +99,7 @@ def test_same_notification_id_in_another_org_is_new(inbox):
 
 def test_typed_fields_keep_their_json_types(inbox):
     from harness import WSDLS
-    from wsdl_messages import message_for
+    from messages import message_for
 
     from service.soap import load_wsdl
 
@@ -134,7 +134,7 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(inbox, sqlite_path):
 def test_a_failed_message_stores_none_of_its_notifications(inbox, sqlite_path):
     inbox.store(incoming("amplabs-create_account.xml"))
     connection = sqlite3.connect(sqlite_path)
-    connection.execute(
+    connection.execute(  # fails on the third notification, after two inserts succeeded
         "CREATE TRIGGER fail BEFORE INSERT ON notifications "
         "WHEN NEW.notification_id = '04lxx000000CaSgAAK' "
         "BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
@@ -143,15 +143,6 @@ def test_a_failed_message_stores_none_of_its_notifications(inbox, sqlite_path):
     with pytest.raises(InboxError, match="disk trouble"):
         inbox.store(incoming("amplabs-batch_update_contacts.xml"))
     assert [item.notification_id for item in inbox.list(limit=10)] == ["04lxx000000CaSdAAK"]
-
-
-def break_writes(path: Path, table: str, message: str) -> None:
-    """Make every write to ``table`` fail, as a full or failing disk would."""
-    connection = sqlite3.connect(path)
-    connection.execute(f"CREATE TRIGGER fail_{table} BEFORE UPDATE ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
-    connection.commit()
-    connection.close()
 
 
 def test_unwritable_inbox_is_reported(inbox, sqlite_path):

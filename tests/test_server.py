@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import ssl
 import time
 from pathlib import Path
@@ -15,14 +14,16 @@ from harness import (
     PAYLOADS,
     SOAP_HEADERS,
     WSDLS,
+    break_writes,
     fault_of,
     free_port,
     is_ack,
+    mend_writes,
     run_omgate,
     ssl_context,
 )
-from test_soap_parse import XXE, billion_laughs, envelope, notification
-from wsdl_messages import message_for
+from messages import envelope, message_for, notification
+from test_soap_parse import XXE, billion_laughs
 
 from service.soap import load_wsdl
 
@@ -145,10 +146,7 @@ def test_organization_and_action_allow_lists(omgate_server):
 
 def test_store_failure_answers_a_server_fault_so_salesforce_retries(omgate_server, tmp_path):
     server = omgate_server()
-    connection = sqlite3.connect(tmp_path / "inbox.db")
-    connection.execute("CREATE TRIGGER fail BEFORE INSERT ON notifications "
-                       "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
-    connection.commit()
+    break_writes(tmp_path / "inbox.db", "notifications", "disk full", "INSERT")
     body = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
     response = server.post(body)
     assert response.status_code == 500
@@ -157,9 +155,7 @@ def test_store_failure_answers_a_server_fault_so_salesforce_retries(omgate_serve
     assert rejected_event(server, correlation)["reason"] == "store_failed"
     ready = httpx.get(f"{server.url}/readyz", verify=ssl_context(server.ca_path))
     assert ready.status_code == 200
-    connection.execute("DROP TRIGGER fail")
-    connection.commit()
-    connection.close()
+    mend_writes(tmp_path / "inbox.db", "notifications")
     assert is_ack(server.post(body))  # the retry succeeds and is stored once
     assert server.events("om.accepted")[-1]["new"] == 1
 
@@ -215,11 +211,7 @@ def test_health_endpoints_and_the_extra_listeners(omgate_server):
 
 def test_readiness_fails_when_the_inbox_cannot_be_written(omgate_server, tmp_path):
     server = omgate_server()
-    connection = sqlite3.connect(tmp_path / "inbox.db")
-    connection.execute("CREATE TRIGGER fail BEFORE UPDATE ON heartbeat "
-                       "BEGIN SELECT RAISE(ABORT, 'read-only file system'); END")
-    connection.commit()
-    connection.close()
+    break_writes(tmp_path / "inbox.db", "heartbeat", "read-only file system")
     response = httpx.get(f"{server.url}/readyz", verify=ssl_context(server.ca_path))
     assert response.status_code == 503
     assert "read-only file system" in response.text

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from harness import CONTACTS_SESSION_ID, PAYLOADS, ROOT
+from messages import envelope, notification
 
 from service.soap import MAX_NOTIFICATIONS, SoapFaultError, parse_message
 
@@ -15,33 +16,6 @@ VALID_PAYLOADS = sorted(
     path for path in PAYLOADS.glob("*.xml")
     if path.name not in ("aspnet-empty.xml", "aspnet-ack-response.xml")
 )
-
-ENVELOPE = """<?xml version="1.0" encoding="UTF-8"?>
-<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
-    xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
- <soapenv:Body>
-  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
-   <OrganizationId>00Dxx0000001gPFEAY</OrganizationId>
-   <ActionId>04kxx00000000blAAA</ActionId>
-   <SessionId xsi:nil="true"/>
-   <EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/60.0/00Dxx0000001gPF</EnterpriseUrl>
-   <PartnerUrl>https://example.my.salesforce.com/services/Soap/u/60.0/00Dxx0000001gPF</PartnerUrl>
-   {notifications}
-  </notifications>
- </soapenv:Body>
-</soapenv:Envelope>"""
-
-
-def notification(notification_id: str = "04lxx000000CaSdAAK", fields: str = "",
-                 sobject_attrs: str = 'xsi:type="sf:Account" '
-                                   'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"') -> str:
-    return (f"<Notification><Id>{notification_id}</Id><sObject {sobject_attrs}>"
-            f"<sf:Id>001xx000003DGb2AAG</sf:Id>{fields}</sObject></Notification>")
-
-
-def envelope(*notifications: str) -> bytes:
-    return ENVELOPE.format(notifications="".join(notifications)).encode()
-
 
 def fault_reason(body: bytes) -> str:
     with pytest.raises(SoapFaultError) as caught:
@@ -101,20 +75,19 @@ def test_omitted_field_stays_absent_and_nil_is_none():
 
 def test_sobject_type_is_resolved_by_namespace_not_prefix():
     other_prefix = notification(sobject_attrs='xsi:type="q:Contact" '
-                                              'xmlns:q="urn:sobject.enterprise.soap.sforce.com" '
-                                              'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"')
+                                              'xmlns:q="urn:sobject.enterprise.soap.sforce.com"',
+                                namespace="urn:other")
     item = parse_message(envelope(other_prefix)).notifications[0]
     assert (item.sobject_namespace, item.sobject_type) == (
         "urn:sobject.enterprise.soap.sforce.com", "Contact")
-    partner = notification(sobject_attrs='xsi:type="sf:Contact" '
-                                         'xmlns:sf="urn:sobject.partner.soap.sforce.com"')
+    partner = notification(sobject_attrs='xsi:type="sf:Contact"',
+                           namespace="urn:sobject.partner.soap.sforce.com")
     item = parse_message(envelope(partner)).notifications[0]
     assert item.sobject_namespace == "urn:sobject.partner.soap.sforce.com"
 
 
 def test_undeclared_type_prefix_is_refused():
-    undeclared = notification(sobject_attrs='xsi:type="nope:Contact" '
-                                            'xmlns:sf="urn:sobject.enterprise.soap.sforce.com"')
+    undeclared = notification(sobject_attrs='xsi:type="nope:Contact"')
     assert fault_reason(envelope(undeclared)) == "invalid_sobject_type"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from harness import PAYLOADS, WSDLS
-from wsdl_messages import message_for
+from messages import message_for
 
 from service.soap import SoapFaultError, WsdlError, load_wsdl, parse_message
 
