@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEV_CERTS := certs/dev
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ test: lint
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py

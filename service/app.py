@@ -18,7 +18,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from service.clientauth import ClientIdentity
 from service.config import Config, EndpointConfig
+from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
 from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
 from service.soap import (
@@ -137,18 +139,34 @@ def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
         )
 
 
+def connection_verdict(request: Request, gate: ClientAuthGate) -> Verdict:
+    """The TLS connection's verdict, or (no TLS of ours) one for this request alone."""
+    extension = request.scope.get("extensions", {}).get(CLIENT_AUTH_EXTENSION)
+    if extension is not None:
+        verdict: Verdict = extension["verdict"]
+        return verdict
+    return gate.decide(ClientIdentity((), "forwarded", _peer(request)), path=request.url.path)
+
+
+def _client_cert_refused() -> SoapFaultError:
+    return SoapFaultError("client_cert_rejected", "Client certificate not accepted.", status=403)
+
+
 class OutboundMessageHandler:
     """Receive, store and acknowledge one Salesforce outbound message."""
 
-    def __init__(self, endpoint: EndpointRuntime, inbox: Inbox) -> None:
+    def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate) -> None:
         self.endpoint = endpoint
         self.inbox = inbox
+        self.gate = gate
 
     async def handle(self, request: Request) -> Response:
         correlation_id = new_correlation_id()
         context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
                    "peer": _peer(request)}
         try:
+            if self.gate.policy.mode != "off" and connection_verdict(request, self.gate).refuse:
+                raise _client_cert_refused()
             _check_request_line(request)
             body = await read_body(request, self.endpoint.max_body_bytes)
             message = parse_message(body, self.endpoint.schema)
@@ -175,7 +193,7 @@ class OutboundMessageHandler:
         )
         try:
             result = await self.inbox.store(incoming)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure to store means no ack
             log.error("om.rejected", reason="store_failed", status=500, detail=str(error),
                       org_id=message.organization_id, **context)
             return fault_response(
@@ -250,9 +268,10 @@ def build_endpoints(
     ]
 
 
-def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState) -> Starlette:
+def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState,
+               gate: ClientAuthGate) -> Starlette:
     routes = [
-        Route(endpoint.config.path, OutboundMessageHandler(endpoint, inbox).handle,
+        Route(endpoint.config.path, OutboundMessageHandler(endpoint, inbox, gate).handle,
               methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         for endpoint in endpoints
     ]

@@ -45,9 +45,21 @@ class ServerConfig:
     keyfile: Path
     plain_bind: tuple[BindAddress, ...]
     health_bind: BindAddress | None
+    public_names: tuple[str, ...]
     max_body_bytes: int
+    handshake_timeout: float
     read_timeout: float
     shutdown_timeout: float
+    reload_check_seconds: float
+
+
+@dataclass(frozen=True)
+class ClientAuthConfig:
+    mode: str
+    trust: tuple[Path, ...]
+    verify_depth: int
+    advertise_ca_names: str | Path
+    reject_with: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class LoggingConfig:
 class Config:
     source: Path
     server: ServerConfig
+    client_auth: ClientAuthConfig
     salesforce: SalesforceConfig
     endpoints: tuple[EndpointConfig, ...]
     inbox: InboxConfig
@@ -110,6 +123,18 @@ def _positive_seconds(value: Any, _base: Path) -> float:
     return float(value)
 
 
+def _non_negative_int(value: Any, _base: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number, 0 or more")
+    return value
+
+
+def _non_negative_seconds(value: Any, _base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("a number of seconds, 0 or more")
+    return float(value)
+
+
 def _boolean(value: Any, _base: Path) -> bool:
     if not isinstance(value, bool):
         raise ValueError("true or false")
@@ -130,6 +155,25 @@ def _path(value: Any, base: Path) -> Path:
     if not text:
         raise ValueError("a file path")
     return (base / text).resolve() if not Path(text).is_absolute() else Path(text)
+
+
+def _keyword_or_path(*keywords: str) -> Parser:
+    def parse(value: Any, base: Path) -> str | Path:
+        if value in keywords:
+            return str(value)
+        try:
+            return _path(value, base)
+        except ValueError:
+            choices = " or ".join(f'"{word}"' for word in keywords)
+            raise ValueError(f"{choices} or a file path") from None
+
+    return parse
+
+
+def _host_name(value: Any, _base: Path) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise ValueError('host names like "omgate.example.com" or "*.example.com"')
+    return value.lower().rstrip(".")
 
 
 def _optional_path(value: Any, base: Path) -> Path | None:
@@ -240,9 +284,19 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "keyfile": Key(_path, "../certs/dev/server.key"),
         "plain_bind": _string_list(parse_bind),
         "health_bind": Key(_optional_bind, ""),
+        "public_names": Key(_list_of(_host_name), ["localhost"], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
+        "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "read_timeout": Key(_positive_seconds, 30, "float"),
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),
+        "reload_check_seconds": Key(_non_negative_seconds, 60, "float"),
+    },
+    "client_auth": {
+        "mode": Key(_choice("off", "request", "optional", "require"), "request"),
+        "trust": Key(_list_of(_path), ["../certs/dev/client-ca.pem"], "json"),
+        "verify_depth": Key(_non_negative_int, 2, "int"),
+        "advertise_ca_names": Key(_keyword_or_path("none", "anchors"), "none"),
+        "reject_with": Key(_choice("http", "handshake"), "http"),
     },
     "salesforce": {
         "organization_ids": _string_list(_salesforce_id),
@@ -407,6 +461,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     return Config(
         source=path,
         server=ServerConfig(**sections["server"]),
+        client_auth=ClientAuthConfig(**sections["client_auth"]),
         salesforce=SalesforceConfig(**sections["salesforce"]),
         endpoints=endpoints,
         inbox=InboxConfig(**sections["inbox"]),

@@ -1,54 +1,40 @@
-"""``omgate serve``: open the inbox, load WSDLs, and run the listeners until SIGTERM.
+"""``omgate serve``: load everything, open the listeners, run until SIGTERM.
 
-All listener setup lives here, so the TLS front door can be replaced without
-touching the app: HTTPS on ``server.bind``, plain HTTP on ``server.plain_bind``
-(for a balancer that terminates TLS) and the health listener on
-``server.health_bind``.
+All listener setup lives here: HTTPS on ``server.bind`` through omgate's own
+TLS front door, plain HTTP on ``server.plain_bind`` (for a balancer that
+terminates TLS) and the health listener on ``server.health_bind``. SIGHUP (and
+a periodic file check) reloads the server certificate without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import signal
-import ssl
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config as HypercornConfig
-
 from service.app import ServiceState, build_endpoints, create_app, create_health_app
-from service.config import Config, ConfigError
+from service.certfiles import CertificateFileError, load_certificates
+from service.clientauth import Policy
+from service.config import BindAddress, Config, ConfigError
+from service.gate import ClientAuthGate
 from service.inbox import open_inbox
 from service.logs import get_logger
 from service.soap import NotificationSchema, WsdlError, load_wsdl
+from service.tls.capture import ResumptionMemory
+from service.tls.context import ServerTls, TlsSettings, TlsSetupError
+from service.tls.hypercorn_glue import HttpServing, hypercorn_config
+from service.tls.listener import PlainConnectionHandler, TlsConnectionHandler
 
 log = get_logger("omgate")
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+LISTEN_BACKLOG = 1024
 
-KEEP_ALIVE_SECONDS = 15
-HANDSHAKE_TIMEOUT_SECONDS = 10
 
-
-def check_server_certificate(config: Config) -> None:
-    """Load the server chain and key once, so a bad file fails at start naming the key."""
-    if not config.server.bind:
-        return
-    for key in ("certfile", "keyfile"):
-        path = getattr(config.server, key)
-        if not path.is_file():
-            raise ConfigError(
-                f"{config.source}: [server] {key}: file not found: {path} "
-                "(run `omgate pki dev` for development certificates)"
-            )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(config.server.certfile, config.server.keyfile)
-    except (ssl.SSLError, OSError) as error:
-        raise ConfigError(
-            f"{config.source}: [server] certfile/keyfile: cannot use "
-            f"{config.server.certfile} with {config.server.keyfile}: {error}"
-        ) from None
+def _config_error(config: Config, message: str) -> ConfigError:
+    return ConfigError(f"{config.source}: {message}")
 
 
 def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
@@ -60,79 +46,182 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
         try:
             schemas[endpoint.path] = load_wsdl(endpoint.wsdl)
         except WsdlError as error:
-            raise ConfigError(f"{config.source}: [[endpoints]] #{index} wsdl: {error}") from None
+            raise _config_error(config, f"[[endpoints]] #{index} wsdl: {error}") from None
     return schemas
 
 
-def _hypercorn_config(config: Config, *, tls: bool) -> HypercornConfig:
-    hyper = HypercornConfig()
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger("hypercorn.error")
-    hyper.graceful_timeout = config.server.shutdown_timeout
-    hyper.read_timeout = int(config.server.read_timeout)
-    hyper.keep_alive_timeout = KEEP_ALIVE_SECONDS
-    hyper.ssl_handshake_timeout = HANDSHAKE_TIMEOUT_SECONDS
-    hyper.bind = []
-    hyper.insecure_bind = []
-    if tls:
-        hyper.bind = [str(address) for address in config.server.bind]
-        hyper.insecure_bind = [str(address) for address in config.server.plain_bind]
-        hyper.certfile = str(config.server.certfile)
-        hyper.keyfile = str(config.server.keyfile)
+@dataclass(frozen=True)
+class ClientAuthFiles:
+    anchors: tuple[Any, ...]
+    advertised: tuple[Any, ...]
+
+
+def load_client_auth_files(config: Config) -> ClientAuthFiles:
+    settings = config.client_auth
+    try:
+        anchors = tuple(certificate for path in settings.trust
+                        for certificate in load_certificates(path, "[client_auth] trust"))
+        if settings.advertise_ca_names == "none":
+            advertised: tuple[Any, ...] = ()
+        elif settings.advertise_ca_names == "anchors":
+            advertised = anchors
+        else:
+            advertised = tuple(load_certificates(settings.advertise_ca_names,  # type: ignore[arg-type]
+                                                 "[client_auth] advertise_ca_names"))
+    except CertificateFileError as error:
+        raise _config_error(config, str(error)) from None
+    return ClientAuthFiles(anchors, advertised)
+
+
+def build_policy(config: Config, files: ClientAuthFiles) -> Policy:
+    return Policy(mode=config.client_auth.mode, anchors=files.anchors,
+                  verify_depth=config.client_auth.verify_depth)
+
+
+def build_server_tls(config: Config, files: ClientAuthFiles) -> ServerTls:
+    settings = TlsSettings(
+        certfile=config.server.certfile,
+        keyfile=config.server.keyfile,
+        client_auth_mode=config.client_auth.mode,
+        anchors=files.anchors,
+        verify_depth=config.client_auth.verify_depth,
+        advertised_ca=files.advertised,
+        refuse_in_handshake=config.client_auth.reject_with == "handshake",
+        public_names=config.server.public_names,
+    )
+    try:
+        return ServerTls(settings)
+    except TlsSetupError as error:
+        raise _config_error(config, str(error)) from None
+
+
+def build_tls_handler(config: Config, files: ClientAuthFiles, server_tls: ServerTls,
+                      gate: ClientAuthGate, serving: HttpServing) -> TlsConnectionHandler:
+    return TlsConnectionHandler(
+        server_tls=server_tls, gate=gate, serving=serving,
+        handshake_timeout=config.server.handshake_timeout,
+        refuse_in_handshake=config.client_auth.reject_with == "handshake",
+        advertised_ca_names=tuple(c.subject.rfc4514_string() for c in files.advertised),
+        memory=ResumptionMemory(),
+    )
+
+
+@dataclass
+class ConnectionTracker:
+    """Remembers running connection tasks, so shutdown can wait for them."""
+
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def wrap(self, handler: Handler) -> Handler:
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            try:
+                await handler(reader, writer)
+            except Exception:
+                log.exception("connection.failed")
+                writer.close()
+
+        return tracked
+
+    async def drain(self, timeout: float) -> None:
+        if not self.tasks:
+            return
+        _done, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("server.shutdown_timeout", cancelled_connections=len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _listen(handler: Handler, address: BindAddress) -> asyncio.Server:
+    return await asyncio.start_server(handler, address.host, address.port,
+                                      backlog=LISTEN_BACKLOG, reuse_address=True)
+
+
+def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
+    try:
+        server_tls.reload()
+    except TlsSetupError as error:
+        log.error("tls.reload_failed", trigger=trigger, reason=str(error),
+                  detail="keeping the certificate already loaded")
     else:
-        hyper.bind = [str(address) for address in config.server.plain_bind]
-    return hyper
+        log.info("tls.reloaded", trigger=trigger, certfile=str(server_tls.settings.certfile))
 
 
-def _health_config(config: Config) -> HypercornConfig | None:
-    if config.server.health_bind is None:
-        return None
-    hyper = _hypercorn_config(config, tls=False)
-    hyper.bind = [str(config.server.health_bind)]
-    hyper.graceful_timeout = 1
-    return hyper
-
-
-async def _run_until_done(
-    servers: list[Coroutine[Any, Any, None]], shutdown: asyncio.Event
-) -> None:
-    """Run all listeners; if one fails (say its port is taken), stop the others too."""
-    tasks = [asyncio.ensure_future(server) for server in servers]
-    done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    failed = [task for task in done if task.exception() is not None]
-    if failed:
-        shutdown.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    if failed:
-        raise failed[0].exception()  # type: ignore[misc]
+async def _watch_certificate(server_tls: ServerTls, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        if server_tls.files_changed():
+            _reload_tls(server_tls, "file_change")
 
 
 async def serve(config: Config) -> None:
     if not config.server.bind and not config.server.plain_bind:
-        raise ConfigError(f"{config.source}: [server] bind and plain_bind are both empty; "
-                          "nothing would listen")
-    check_server_certificate(config)
+        raise _config_error(config, "[server] bind and plain_bind are both empty; "
+                                    "nothing would listen")
     schemas = load_schemas(config)
+    files = load_client_auth_files(config)
+    gate = ClientAuthGate(build_policy(config, files))
+    server_tls = build_server_tls(config, files) if config.server.bind else None
     inbox = await open_inbox(config.inbox.url)
     state = ServiceState()
-    shutdown = asyncio.Event()
+    hyper = hypercorn_config(read_timeout=config.server.read_timeout,
+                             graceful_timeout=config.server.shutdown_timeout)
+    main = HttpServing(create_app(build_endpoints(config, schemas), inbox, state, gate), hyper)
+    health = HttpServing(create_health_app(inbox, state), hyper)
+    tracker = ConnectionTracker()
+    servers: list[asyncio.Server] = []
+    watcher: asyncio.Task[None] | None = None
+    try:
+        if server_tls is not None:
+            tls_handler = build_tls_handler(config, files, server_tls, gate, main)
+            for address in config.server.bind:
+                servers.append(await _listen(tracker.wrap(tls_handler), address))
+        for address in config.server.plain_bind:
+            servers.append(await _listen(tracker.wrap(PlainConnectionHandler(main)), address))
+        if config.server.health_bind is not None:
+            servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
+                                         config.server.health_bind))
+        shutdown = asyncio.Event()
+        _install_signals(state, shutdown, server_tls)
+        if server_tls is not None and config.server.reload_check_seconds > 0:
+            watcher = asyncio.create_task(
+                _watch_certificate(server_tls, config.server.reload_check_seconds))
+        _log_started(config, gate)
+        await shutdown.wait()
+    finally:
+        for server in servers:
+            server.close()
+        if watcher is not None:
+            watcher.cancel()
+        await main.terminate()
+        await health.terminate()
+        await tracker.drain(config.server.shutdown_timeout)
+        await inbox.close()
+        log.info("server.stopped")
+
+
+def _install_signals(state: ServiceState, shutdown: asyncio.Event,
+                     server_tls: ServerTls | None) -> None:
+    loop = asyncio.get_running_loop()
 
     def begin_shutdown(signame: str) -> None:
         log.info("server.draining", signal=signame)
         state.draining = True
         shutdown.set()
 
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown, signum.name)
+    if server_tls is not None:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, "SIGHUP")
 
-    app = create_app(build_endpoints(config, schemas), inbox, state)
-    servers = [hypercorn_serve(app, _hypercorn_config(config, tls=bool(config.server.bind)),
-                               shutdown_trigger=shutdown.wait)]
-    health = _health_config(config)
-    if health is not None:
-        servers.append(hypercorn_serve(create_health_app(inbox, state), health,
-                                       shutdown_trigger=shutdown.wait))
+
+def _log_started(config: Config, gate: ClientAuthGate) -> None:
     log.info(
         "server.started",
         https=[str(address) for address in config.server.bind],
@@ -141,9 +230,7 @@ async def serve(config: Config) -> None:
         endpoints=[endpoint.path for endpoint in config.endpoints],
         inbox=config.inbox.url,
         organizations=list(config.salesforce.organization_ids) or "any",
+        client_auth_mode=gate.policy.mode,
+        reject_with=config.client_auth.reject_with,
+        trust_anchors=[anchor.subject.rfc4514_string() for anchor in gate.policy.anchors],
     )
-    try:
-        await _run_until_done(servers, shutdown)
-    finally:
-        await inbox.close()
-        log.info("server.stopped")

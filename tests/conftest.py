@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_pki import ClientPki, build_client_pki
 from harness import RunningServer, free_port, merge, start_server, to_toml
 
 from service.tools.pki import write_dev_pki
@@ -18,20 +19,27 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def client_pki(tmp_path_factory: pytest.TempPathFactory) -> ClientPki:
+    return build_client_pki(tmp_path_factory.mktemp("client-pki"))
+
+
+@pytest.fixture(scope="session")
 def server_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every server the suite starts logs here; the SessionId sweep reads all of it."""
     return tmp_path_factory.mktemp("server-logs")
 
 
-def base_config(dev_pki: Path, folder: Path, port: int) -> dict[str, Any]:
+def base_config(dev_pki: Path, client_root: Path, folder: Path, port: int) -> dict[str, Any]:
     return {
         "server": {
             "bind": [f"127.0.0.1:{port}"],
+            "health_bind": f"127.0.0.1:{free_port()}",  # readiness polls need no certificate
             "certfile": dev_pki / "server.pem",
             "keyfile": dev_pki / "server.key",
             "read_timeout": 10,
             "shutdown_timeout": 10,
         },
+        "client_auth": {"trust": [client_root]},
         "inbox": {"url": f"sqlite:///{folder / 'inbox.db'}"},
         "logging": {"level": "debug"},
     }
@@ -43,21 +51,26 @@ ServerFactory = Callable[..., RunningServer]
 class Launcher:
     """Starts ``omgate serve`` processes with the base config merged with overrides."""
 
-    def __init__(self, dev_pki: Path, log_dir: Path, folder: Path, label: str) -> None:
-        self.dev_pki, self.log_dir, self.folder, self.label = dev_pki, log_dir, folder, label
+    def __init__(self, dev_pki: Path, client_root: Path, log_dir: Path, folder: Path,
+                 label: str) -> None:
+        self.dev_pki, self.client_root = dev_pki, client_root
+        self.log_dir, self.folder, self.label = log_dir, folder, label
         self.started: list[RunningServer] = []
 
     def __call__(self, overrides: dict[str, Any] | None = None, *,
                  env: dict[str, str] | None = None, port: int | None = None,
                  wait: bool = True) -> RunningServer:
         port = port or free_port()
-        config = merge(base_config(self.dev_pki, self.folder, port), overrides or {})
+        config = merge(base_config(self.dev_pki, self.client_root, self.folder, port),
+                       overrides or {})
+        health = config["server"].get("health_bind", "")
+        health_port = int(health.rpartition(":")[2]) if health else None
         number = len(self.started)
         config_path = self.folder / f"omgate-{number}.toml"
         config_path.write_text(to_toml(config))
         log_path = self.log_dir / f"{self.label}-{number}.log".replace("/", "_")
         server = start_server(config_path, log_path, self.dev_pki / "ca.pem", port, env=env,
-                              wait=wait)
+                              wait=wait, health_port=health_port)
         self.started.append(server)
         return server
 
@@ -67,19 +80,21 @@ class Launcher:
 
 
 @pytest.fixture
-def omgate_server(dev_pki: Path, server_log_dir: Path, tmp_path: Path,
+def omgate_server(dev_pki: Path, client_pki: ClientPki, server_log_dir: Path, tmp_path: Path,
                   request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
-    launcher = Launcher(dev_pki, server_log_dir, tmp_path, request.node.name)
+    launcher = Launcher(dev_pki, client_pki.root_file, server_log_dir, tmp_path,
+                        request.node.name)
     yield launcher
     launcher.kill_all()
 
 
 @pytest.fixture(scope="module")
-def shared_server(dev_pki: Path, server_log_dir: Path,
+def shared_server(dev_pki: Path, client_pki: ClientPki, server_log_dir: Path,
                   tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """One default server for a module's tests that do not need their own."""
     folder = tmp_path_factory.mktemp("shared")
-    launcher = Launcher(dev_pki, server_log_dir, folder, request.module.__name__)
+    launcher = Launcher(dev_pki, client_pki.root_file, server_log_dir, folder,
+                        request.module.__name__)
     yield launcher()
     launcher.kill_all()

@@ -98,14 +98,39 @@ class RunningServer:
     def url(self) -> str:
         return f"https://localhost:{self.https_port}"
 
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=ssl_context(self.ca_path), timeout=20,
-                            **kwargs)
+    def client(self, cert: Any = None, **kwargs: Any) -> httpx.Client:
+        """An HTTPS client; ``cert`` is a ClientCase whose chain and key it presents."""
+        context = ssl_context(self.ca_path)
+        if cert is not None:
+            context.load_cert_chain(cert.chain, cert.key)
+        return httpx.Client(base_url=self.url, verify=context, timeout=20, **kwargs)
 
     def post(self, body: bytes, path: str = "/salesforce/outbound",
-             headers: dict[str, str] | None = None) -> httpx.Response:
-        with self.client() as client:
+             headers: dict[str, str] | None = None, cert: Any = None) -> httpx.Response:
+        with self.client(cert) as client:
             return client.post(path, content=body, headers=headers or SOAP_HEADERS)
+
+    def wait_for(self, name: str, predicate: Any = None, timeout: float = 5) -> dict[str, Any]:
+        """The first logged event ``name`` matching ``predicate`` (waits for it to appear)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events(name):
+                if predicate is None or predicate(event):
+                    return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {name} event matched in {self.log_path}")
+            time.sleep(0.05)
+
+    def peer_of(self, correlation_id: str) -> str:
+        """The client address of the request that got ``correlation_id``."""
+        for name in ("om.accepted", "om.rejected"):
+            for event in self.events(name):
+                if event.get("correlation_id") == correlation_id:
+                    return str(event["peer"])
+        raise AssertionError(f"no om.* event with correlation id {correlation_id}")
+
+    def decision_for(self, peer: str) -> dict[str, Any]:
+        return self.wait_for("client_auth.decision", lambda event: event.get("peer") == peer)
 
     def logs(self) -> list[dict[str, Any]]:
         events = []
@@ -143,15 +168,18 @@ def run_omgate(*args: str, env: dict[str, str] | None = None,
 
 
 def wait_ready(server: RunningServer, timeout: float = 30) -> None:
+    """Poll /healthz on the health listener (or the TLS one, when there is none)."""
     deadline = time.monotonic() + timeout
     context = ssl_context(server.ca_path)
+    health_port = server.extra.get("health_port")
+    url = f"http://127.0.0.1:{health_port}" if health_port else server.url
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise AssertionError(
                 f"omgate exited with {server.process.returncode}:\n{server.log_path.read_text()}"
             )
         try:
-            response = httpx.get(f"{server.url}/healthz", verify=context, timeout=2)
+            response = httpx.get(f"{url}/healthz", verify=context, timeout=2)
             if response.status_code == 200:
                 return
         except httpx.HTTPError:
@@ -162,7 +190,8 @@ def wait_ready(server: RunningServer, timeout: float = 30) -> None:
 
 
 def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: int,
-                 env: dict[str, str] | None = None, wait: bool = True) -> RunningServer:
+                 env: dict[str, str] | None = None, wait: bool = True,
+                 health_port: int | None = None) -> RunningServer:
     log_handle = log_path.open("ab")
     process = subprocess.Popen(
         omgate_command("serve", "--config", str(config_path)),
@@ -170,7 +199,8 @@ def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: i
         env={**os.environ, "OMGATE_LOGGING__FORMAT": "json", **(env or {})},
     )
     log_handle.close()
-    server = RunningServer(process, config_path, log_path, ca_path, https_port)
+    server = RunningServer(process, config_path, log_path, ca_path, https_port,
+                           {"health_port": health_port})
     if wait:
         wait_ready(server)
     return server

@@ -128,7 +128,7 @@ def load_wsdl(path: Path) -> NotificationSchema:
         raise
     except FileNotFoundError:
         raise WsdlError(f"{path}: file not found") from None
-    except Exception as error:  # zeep raises many types for a bad WSDL
+    except Exception as error:  # noqa: BLE001 - zeep raises many types for a bad WSDL
         raise WsdlError(f"{path}: cannot read the WSDL: {error}") from None
     notification = _child(notifications.type, "Notification", path, "notifications")
     sobject = _child(notification.type, "sObject", path, "the Notification type")
@@ -164,7 +164,7 @@ def _typed(spec: FieldSpec, value: FieldValue, where: str) -> FieldValue:
         )
     try:
         return spec.convert(value)
-    except Exception as error:  # zeep and isodate raise assorted types
+    except Exception as error:  # noqa: BLE001 - zeep and isodate raise assorted types
         raise SoapFaultError(
             "wsdl_mismatch",
             f"{where}: {value[:60]!r} is not a valid {spec.type_name} ({error}).",

@@ -1,0 +1,113 @@
+"""Values the policy engine reads and writes: identities, policies, findings, decisions.
+
+A client certificate chain is data: whether it arrived in omgate's own TLS
+handshake or in a header from a trusted proxy, it becomes a
+:class:`ClientIdentity` and goes through the same pure policy function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+Severity = Literal["error", "warning", "info"]
+Outcome = Literal["accept", "reject"]
+Source = Literal["tls", "forwarded"]
+MODES = ("off", "request", "optional", "require")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the analysis noticed. ``cert`` indexes the chain as presented (0 = leaf)."""
+
+    code: str
+    severity: Severity
+    cert: int | None
+    message: str
+    hint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "cert": self.cert,
+                "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One call of OpenSSL's verify callback: what it thought of the certificate at ``depth``."""
+
+    depth: int
+    error: int
+    error_text: str
+    subject: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"depth": self.depth, "error": self.error, "error_text": self.error_text,
+                "subject": self.subject}
+
+
+@dataclass(frozen=True)
+class HandshakeFacts:
+    tls_version: str | None = None
+    cipher: str | None = None
+    sni: str | None = None
+    alpn: str | None = None
+    resumed: bool = False
+    advertised_ca_names: tuple[str, ...] = ()
+    verify_results: tuple[VerifyResult, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tls_version": self.tls_version, "cipher": self.cipher, "sni": self.sni,
+            "alpn": self.alpn, "resumed": self.resumed,
+            "advertised_ca_names": list(self.advertised_ca_names),
+            "verify_results": [result.to_json() for result in self.verify_results],
+        }
+
+
+def chain_fingerprint(chain: tuple[x509.Certificate, ...]) -> str:
+    """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""
+    if not chain:
+        return ""
+    digest = hashlib.sha256()
+    for certificate in chain:
+        digest.update(certificate.public_bytes(Encoding.DER))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    chain: tuple[x509.Certificate, ...]
+    source: Source
+    peer: str | None = None
+    handshake: HandshakeFacts | None = None
+    chain_sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chain_sha256", chain_fingerprint(self.chain))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules one decision is made under (built from ``[client_auth]`` by the caller)."""
+
+    mode: str
+    anchors: tuple[x509.Certificate, ...] = ()
+    verify_depth: int = 2
+
+    @property
+    def enforced(self) -> bool:
+        return self.mode in ("optional", "require")
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    findings: tuple[Finding, ...]
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accept"

@@ -1,0 +1,88 @@
+"""Certificate summaries, the shape every log line and tool output uses."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
+
+
+def spki_sha256(certificate: x509.Certificate) -> str:
+    """Base64 SHA-256 of the SubjectPublicKeyInfo (Envoy's and HPKP's pin format)."""
+    spki = certificate.public_key().public_bytes(Encoding.DER,
+                                                 PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def describe_key(certificate: x509.Certificate) -> str:
+    try:
+        key = certificate.public_key()
+    except (ValueError, TypeError) as error:  # unsupported algorithms still get a summary
+        return f"unsupported ({error})"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA {key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    return type(key).__name__
+
+
+def signature_algorithm(certificate: x509.Certificate) -> str:
+    oid = certificate.signature_algorithm_oid
+    return oid._name if oid._name != "Unknown OID" else oid.dotted_string
+
+
+def subject_alternative_names(certificate: x509.Certificate) -> list[str]:
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    names = [f"DNS:{name}" for name in extension.value.get_values_for_type(x509.DNSName)]
+    names += [f"IP:{address}" for address in extension.value.get_values_for_type(x509.IPAddress)]
+    names += [f"URI:{uri}" for uri in extension.value.get_values_for_type(
+        x509.UniformResourceIdentifier)]
+    names += [f"email:{mail}" for mail in extension.value.get_values_for_type(x509.RFC822Name)]
+    return names
+
+
+def is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def days_left(certificate: x509.Certificate, now: dt.datetime) -> int:
+    return (certificate.not_valid_after_utc - now).days
+
+
+def summarize(certificate: x509.Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    return {
+        "subject": certificate.subject.rfc4514_string(),
+        "issuer": certificate.issuer.rfc4514_string(),
+        "serial": format(certificate.serial_number, "x"),
+        "not_before": certificate.not_valid_before_utc.isoformat(),
+        "not_after": certificate.not_valid_after_utc.isoformat(),
+        "days_left": days_left(certificate, now),
+        "sha256": fingerprint(certificate),
+        "spki_sha256": spki_sha256(certificate),
+        "sans": subject_alternative_names(certificate),
+        "key": describe_key(certificate),
+        "signature_algorithm": signature_algorithm(certificate),
+        "is_ca": is_ca(certificate),
+    }

@@ -1,0 +1,95 @@
+"""The client-certificate gate: runs the policy, logs the decision, says whether to refuse.
+
+The TLS layer captures and the policy engine explains; this is where the two
+meet. ``client_auth.decision`` is logged once per TLS connection (or per
+request for identities that did not come from omgate's own handshake), with
+full certificate summaries the first time this process sees a chain and only
+its fingerprint afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
+from service.logs import get_logger
+
+log = get_logger("omgate")
+SEEN_CHAINS_LIMIT = 10_000
+# The scope["extensions"] key under which a TLS connection's verdict reaches the app.
+CLIENT_AUTH_EXTENSION = "omgate.client_auth"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    mode: str
+    enforced: bool
+
+    @property
+    def refuse(self) -> bool:
+        return self.enforced and not self.decision.accepted
+
+
+class SeenChains:
+    """A bounded memory of chain fingerprints already logged in full."""
+
+    def __init__(self, limit: int = SEEN_CHAINS_LIMIT) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def first_time(self, fingerprint: str) -> bool:
+        if fingerprint in self._seen:
+            self._seen.move_to_end(fingerprint)
+            return False
+        self._seen[fingerprint] = None
+        if len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return True
+
+
+class ClientAuthGate:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._seen = SeenChains()
+
+    def decide(self, identity: ClientIdentity, **context: Any) -> Verdict:
+        if self.policy.mode == "off":  # nothing was asked for: nothing to decide or log
+            return Verdict(Decision("accept", ()), "off", enforced=False)
+        now = dt.datetime.now(dt.UTC)
+        decision = evaluate(identity, self.policy, now)
+        verdict = Verdict(decision, self.policy.mode, self.policy.enforced)
+        self._log(identity, verdict, now, context)
+        return verdict
+
+    def _chain_field(self, identity: ClientIdentity, now: dt.datetime) -> Any:
+        if not identity.chain:
+            return []
+        if self._seen.first_time(identity.chain_sha256):
+            return [summarize(certificate, now) for certificate in identity.chain]
+        return None
+
+    def _log(self, identity: ClientIdentity, verdict: Verdict, now: dt.datetime,
+             context: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {
+            "outcome": verdict.decision.outcome,
+            "enforced": verdict.enforced,
+            "mode": verdict.mode,
+            "source": identity.source,
+            "peer": identity.peer,
+            "findings": [finding.to_json() for finding in verdict.decision.findings],
+            "chain_sha256": identity.chain_sha256 or None,
+        }
+        chain = self._chain_field(identity, now)
+        if chain is not None:
+            fields["chain"] = chain
+        if identity.handshake is not None:
+            fields["tls"] = identity.handshake.to_json()
+        fields.update(context)
+        if verdict.decision.accepted:
+            log.info("client_auth.decision", **fields)
+        else:
+            log.warning("client_auth.decision", would_reject=not verdict.enforced, **fields)

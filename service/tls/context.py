@@ -1,0 +1,135 @@
+"""The server's TLS context: certificate chain, protocol floor, ciphers, CertificateRequest.
+
+OpenSSL is configured to *ask* for a client certificate and never to refuse
+one by itself (except in ``reject_with = "handshake"`` mode, where the
+listener's verify step refuses on the policy's behalf). Trust anchors are
+still loaded so OpenSSL's per-depth verify results mean something.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from service.tls import openssl_glue
+
+# TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 uses OpenSSL's defaults.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+ALPN_PROTOCOLS = (b"h2", b"http/1.1")
+SESSION_ID_CONTEXT = b"omgate"
+
+
+class TlsSetupError(Exception):
+    """The server certificate or key cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    certfile: Path
+    keyfile: Path
+    client_auth_mode: str
+    anchors: tuple[x509.Certificate, ...]
+    verify_depth: int
+    advertised_ca: tuple[x509.Certificate, ...]  # their subjects go in the CertificateRequest
+    refuse_in_handshake: bool
+    public_names: tuple[str, ...]
+
+
+def _verify_mode(settings: TlsSettings) -> int:
+    if settings.client_auth_mode == "off":
+        return 0
+    mode = SSL.VERIFY_PEER
+    if settings.client_auth_mode == "require" and settings.refuse_in_handshake:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    return mode
+
+
+def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    for protocol in ALPN_PROTOCOLS:
+        if protocol in offered:
+            return protocol
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _load_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -> None:
+    for key, path in (("certfile", certfile), ("keyfile", keyfile)):
+        if not path.is_file():
+            raise TlsSetupError(f"[server] {key}: file not found: {path} "
+                                "(run `omgate pki dev` for development certificates)")
+    try:
+        context.use_certificate_chain_file(str(certfile))
+    except SSL.Error as error:
+        raise TlsSetupError(f"[server] certfile: cannot use {certfile}: {error}") from None
+    try:
+        context.use_privatekey_file(str(keyfile))
+        context.check_privatekey()
+    except SSL.Error as error:
+        raise TlsSetupError(
+            f"[server] keyfile: {keyfile} cannot be used with {certfile}: {error}"
+        ) from None
+
+
+def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_cipher_list(TLS12_CIPHERS.encode())
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_session_id(SESSION_ID_CONTEXT)
+    context.set_alpn_select_callback(_select_alpn)
+    _load_server_identity(context, settings.certfile, settings.keyfile)
+    store = context.get_cert_store()
+    for anchor in settings.anchors:
+        with contextlib.suppress(crypto.Error):  # the same anchor listed twice
+            store.add_cert(crypto.X509.from_cryptography(anchor))
+    # OpenSSL would stop at verify_depth and report error 22; +1 lets it reach the anchor
+    # so its results describe the chain, while the policy enforces the depth itself.
+    context.set_verify_depth(max(settings.verify_depth + 1, 1))
+    for certificate in settings.advertised_ca:  # none: an empty list in the CertificateRequest
+        context.add_client_ca(certificate)
+    server_names = openssl_glue.ServerNameCheck(settings.public_names)
+    openssl_glue.install(context, verify_mode=_verify_mode(settings), server_names=server_names)
+    return context, server_names
+
+
+def _file_signature(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    signature = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+            signature.append((status.st_mtime_ns, status.st_size))
+        except OSError:
+            signature.append((0, 0))
+    return tuple(signature)
+
+
+class ServerTls:
+    """The current context, replaced atomically by :meth:`reload` when files change."""
+
+    def __init__(self, settings: TlsSettings) -> None:
+        self.settings = settings
+        self.context, self._server_names = build_context(settings)
+        self._signature = _file_signature(self._watched())
+        self._failed_signature: tuple[tuple[int, int], ...] | None = None
+
+    def _watched(self) -> list[Path]:
+        return [self.settings.certfile, self.settings.keyfile]
+
+    def files_changed(self) -> bool:
+        signature = _file_signature(self._watched())
+        return signature not in (self._signature, self._failed_signature)
+
+    def reload(self) -> None:
+        """Build a context from the files as they are now; on error keep the old one."""
+        signature = _file_signature(self._watched())
+        try:
+            context, server_names = build_context(self.settings)
+        except TlsSetupError:
+            self._failed_signature = signature  # do not retry until the files change again
+            raise
+        self.context, self._server_names, self._signature = context, server_names, signature

@@ -1,0 +1,145 @@
+"""Accept connections, complete TLS handshakes, capture the client chain, serve HTTP.
+
+Per TLS connection: handshake (bounded by ``handshake_timeout``), capture of
+the chain as presented with OpenSSL's per-depth results, one client-auth
+verdict from the gate, and then HTTP through hypercorn with the TLS facts in
+``scope["extensions"]``. A failed handshake is logged as ``tls.handshake_failed``
+and never disturbs other connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+
+from service.clientauth import ClientIdentity, VerifyResult
+from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
+from service.logs import get_logger
+from service.tls import openssl_glue
+from service.tls.capture import (
+    CIPHER_SUITE_NUMBERS,
+    TLS_VERSION_NUMBERS,
+    Captured,
+    ResumptionMemory,
+    capture_chain,
+    handshake_facts,
+    refused_handshake_facts,
+)
+from service.tls.context import ServerTls
+from service.tls.hypercorn_glue import HttpServing
+from service.tls.stream import HandshakeError, TlsStream
+
+log = get_logger("omgate")
+
+
+def peer_of(writer: asyncio.StreamWriter) -> str | None:
+    address = writer.get_extra_info("peername")
+    if not address:
+        return None
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def tls_extension(captured: Captured, connection: SSL.Connection,
+                  verdict: Verdict) -> dict[str, Any]:
+    """The ASGI TLS extension (scope["extensions"]["tls"])."""
+    chain = captured.chain
+    first_error = next((r for r in captured.verify_results if r.error), None)
+    return {
+        "server_cert": None,
+        "client_cert_chain": [c.public_bytes(Encoding.PEM).decode() for c in chain],
+        "client_cert_name": chain[0].subject.rfc4514_string() if chain else None,
+        "client_cert_error": first_error.error_text if first_error else (
+            None if verdict.decision.accepted or not chain else "rejected by omgate policy"),
+        "tls_version": TLS_VERSION_NUMBERS.get(connection.get_protocol_version_name()),
+        "cipher_suite": CIPHER_SUITE_NUMBERS.get(connection.get_cipher_name() or ""),
+    }
+
+
+@dataclass
+class TlsConnectionHandler:
+    """Runs one accepted TLS connection from handshake to close."""
+
+    server_tls: ServerTls
+    gate: ClientAuthGate
+    serving: HttpServing
+    handshake_timeout: float
+    refuse_in_handshake: bool
+    advertised_ca_names: tuple[str, ...]
+    memory: ResumptionMemory
+
+    def _verify_step(self) -> Callable[[openssl_glue.ConnectionState, VerifyResult], int | None]:
+        """In handshake mode, refuse where OpenSSL found a fault (its alert names it)."""
+        enforced = self.gate.policy.enforced
+
+        def step(_state: openssl_glue.ConnectionState, result: VerifyResult) -> int | None:
+            return result.error if (enforced and result.error) else None
+
+        return step
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer)
+        state = openssl_glue.ConnectionState()
+        if self.refuse_in_handshake:
+            state.verify_step = self._verify_step()
+        connection = SSL.Connection(self.server_tls.context, None)
+        connection.set_app_data(state)
+        connection.set_accept_state()
+        stream = TlsStream(connection, reader, writer)
+        try:
+            await asyncio.wait_for(stream.handshake(), self.handshake_timeout)
+        except (HandshakeError, TimeoutError, OSError) as error:
+            self._handshake_failed(error, state, peer)
+            writer.close()
+            return
+        try:
+            await self._serve(stream, connection, state, peer)
+        finally:
+            stream.close()
+
+    def _handshake_failed(self, error: Exception, state: openssl_glue.ConnectionState,
+                          peer: str | None) -> None:
+        if isinstance(error, HandshakeError):
+            reason, detail = error.reason, error.detail
+        elif isinstance(error, TimeoutError):
+            reason, detail = "timeout", f"no handshake within {self.handshake_timeout:g} s"
+        else:
+            reason, detail = "connection_error", str(error)
+        if state.refused_sni is not None:
+            reason = "unknown_sni"
+            detail = f"SNI {state.refused_sni!r} is not in server.public_names"
+        log.warning("tls.handshake_failed", peer=peer, reason=reason, stage="handshake",
+                    detail=detail)
+        chain = openssl_glue.presented_chain(state)
+        if chain is not None or reason == "no_client_cert":
+            identity = ClientIdentity(chain or (), "tls", peer,
+                                      refused_handshake_facts(state, self.advertised_ca_names))
+            self.gate.decide(identity, handshake="refused")
+
+    async def _serve(self, stream: TlsStream, connection: SSL.Connection,
+                     state: openssl_glue.ConnectionState, peer: str | None) -> None:
+        resumed = openssl_glue.session_reused(connection)
+        captured = capture_chain(connection, state, self.memory, resumed)
+        facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
+                                resumed)
+        identity = ClientIdentity(captured.chain, "tls", peer, facts)
+        verdict = self.gate.decide(identity)
+        if verdict.refuse and self.refuse_in_handshake:
+            return  # a resumed session of a chain now refused: close_notify, nothing served
+        await self.serving.serve(stream, stream, {
+            "tls": tls_extension(captured, connection, verdict),
+            CLIENT_AUTH_EXTENSION: {"verdict": verdict, "identity": identity},
+        })
+
+
+@dataclass
+class PlainConnectionHandler:
+    serving: HttpServing
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self.serving.serve(reader, writer)

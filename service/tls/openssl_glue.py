@@ -1,0 +1,192 @@
+"""The OpenSSL hooks pyOpenSSL does not wrap, in one place.
+
+- a message callback that keeps the client's Certificate message, so the chain
+  *as presented* is known even when the handshake is then refused;
+- a raw verify callback that records every ``(depth, error)`` and lets the
+  connection's state decide, setting the X509 error OpenSSL turns into the alert;
+- a server-name callback that can refuse an unknown SNI with ``unrecognized_name``.
+
+These use pyOpenSSL internals (``OpenSSL._util``, ``Context._context``,
+``Connection._ssl``, ``Connection._reverse_mapping``), which is why they live
+here and are covered by their own tests. Exceptions never escape a callback
+into OpenSSL: they are stored on the connection state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL
+from OpenSSL._util import ffi, lib
+from OpenSSL.crypto import X509
+
+from service.clientauth import VerifyResult
+
+HANDSHAKE = 22
+CERTIFICATE_MESSAGE = 11
+TLS13 = 0x0304
+ALERT_UNRECOGNIZED_NAME = 112
+X509_V_OK = 0
+MAX_PRESENTED_CERTIFICATES = 20
+
+
+@dataclass
+class ConnectionState:
+    """What the hooks learn about one connection (mutable, owned by that connection)."""
+
+    verify_results: list[VerifyResult] = field(default_factory=list)
+    presented_der: list[bytes] | None = None
+    refused_sni: str | None = None
+    problems: list[str] = field(default_factory=list)
+    # Called on every verify-callback step; returns an X509 error to fail the handshake
+    # with, or None to continue. Set by the listener.
+    verify_step: Callable[[ConnectionState, VerifyResult], int | None] | None = None
+
+
+def state_of(ssl_pointer: Any) -> ConnectionState | None:
+    connection = SSL.Connection._reverse_mapping.get(ssl_pointer)
+    if connection is None:
+        return None
+    state = connection.get_app_data()
+    return state if isinstance(state, ConnectionState) else None
+
+
+def parse_certificate_message(body: bytes, version: int) -> list[bytes]:
+    """DER certificates of a TLS Certificate handshake message (type byte included)."""
+    position = 4  # type (1) + length (3)
+    if version >= TLS13:
+        context_length = body[position]
+        position += 1 + context_length
+    list_end = position + 3 + int.from_bytes(body[position:position + 3], "big")
+    position += 3
+    certificates = []
+    while position + 3 <= list_end and len(certificates) < MAX_PRESENTED_CERTIFICATES:
+        length = int.from_bytes(body[position:position + 3], "big")
+        position += 3
+        certificates.append(body[position:position + length])
+        position += length
+        if version >= TLS13:  # per-certificate extensions
+            position += 2 + int.from_bytes(body[position:position + 2], "big")
+    return certificates
+
+
+def _subject_of(certificate_pointer: Any) -> str:
+    lib.X509_up_ref(certificate_pointer)  # the X509 wrapper below takes one reference
+    certificate = X509._from_raw_x509_ptr(certificate_pointer)
+    try:
+        return certificate.to_cryptography().subject.rfc4514_string()
+    except ValueError:
+        return "(unparseable certificate)"
+
+
+def error_text(error: int) -> str:
+    return ffi.string(lib.X509_verify_cert_error_string(error)).decode(errors="replace")
+
+
+@ffi.callback("void (*)(int, int, int, const void *, size_t, SSL *, void *)")
+def _message_callback(write_p: int, version: int, content_type: int, buffer: Any,
+                      length: int, ssl_pointer: Any, _arg: Any) -> None:
+    if write_p or content_type != HANDSHAKE or length < 4:
+        return
+    try:
+        head = ffi.buffer(buffer, 1)[0]
+        if head[0] != CERTIFICATE_MESSAGE:
+            return
+        state = state_of(ssl_pointer)
+        if state is not None:
+            state.presented_der = parse_certificate_message(bytes(ffi.buffer(buffer, length)),
+                                                            version)
+    except Exception as error:  # noqa: BLE001 - never raise into OpenSSL
+        state = state_of(ssl_pointer)
+        if state is not None:
+            state.problems.append(f"certificate message: {error}")
+
+
+@ffi.callback("int (*)(int, X509_STORE_CTX *)")
+def _verify_callback(_preverify_ok: int, store: Any) -> int:
+    ssl_pointer = lib.X509_STORE_CTX_get_ex_data(store, lib.SSL_get_ex_data_X509_STORE_CTX_idx())
+    state = state_of(ssl_pointer)
+    if state is None:
+        return 1
+    try:
+        error = lib.X509_STORE_CTX_get_error(store)
+        result = VerifyResult(
+            depth=lib.X509_STORE_CTX_get_error_depth(store),
+            error=error,
+            error_text=error_text(error),
+            subject=_subject_of(lib.X509_STORE_CTX_get_current_cert(store)),
+        )
+        state.verify_results.append(result)
+        refusal = state.verify_step(state, result) if state.verify_step else None
+    except Exception as error:  # noqa: BLE001 - the HTTP layer decides again
+        state.problems.append(f"verify callback: {error}")
+        refusal = None
+    if refusal is not None:
+        lib.X509_STORE_CTX_set_error(store, refusal)
+        return 0
+    lib.X509_STORE_CTX_set_error(store, X509_V_OK)
+    return 1
+
+
+def name_matches(name: str, pattern: str) -> bool:
+    """DNS name match with one-label wildcards (``*.example.com`` covers ``a.example.com``)."""
+    name, pattern = name.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return name == pattern
+
+
+@dataclass
+class ServerNameCheck:
+    """Refuses a handshake whose SNI is none of ``public_names`` (empty: any name)."""
+
+    public_names: tuple[str, ...]
+    callback: Any = None
+
+    def __post_init__(self) -> None:
+        @ffi.callback("int (*)(SSL *, int *, void *)")
+        def check(ssl_pointer: Any, alert: Any, _arg: Any) -> int:
+            raw = lib.SSL_get_servername(ssl_pointer, lib.TLSEXT_NAMETYPE_host_name)
+            if raw == ffi.NULL or not self.public_names:
+                return lib.SSL_TLSEXT_ERR_OK
+            name = ffi.string(raw).decode("ascii", errors="replace")
+            if any(name_matches(name, pattern) for pattern in self.public_names):
+                return lib.SSL_TLSEXT_ERR_OK
+            state = state_of(ssl_pointer)
+            if state is not None:
+                state.refused_sni = name
+            alert[0] = ALERT_UNRECOGNIZED_NAME
+            return lib.SSL_TLSEXT_ERR_ALERT_FATAL
+
+        self.callback = check
+
+
+def install(context: SSL.Context, *, verify_mode: int, server_names: ServerNameCheck) -> None:
+    """Attach the hooks to a context; ``verify_mode`` 0 means no CertificateRequest."""
+    lib.SSL_CTX_set_msg_callback(context._context, _message_callback)
+    if verify_mode:
+        lib.SSL_CTX_set_verify(context._context, verify_mode, _verify_callback)
+    else:
+        lib.SSL_CTX_set_verify(context._context, SSL.VERIFY_NONE, ffi.NULL)
+    lib.SSL_CTX_set_tlsext_servername_callback(context._context, server_names.callback)
+
+
+def session_reused(connection: SSL.Connection) -> bool:
+    return bool(lib.SSL_session_reused(connection._ssl))
+
+
+def presented_chain(state: ConnectionState) -> tuple[x509.Certificate, ...] | None:
+    """The chain from the Certificate message, leaf first, order and duplicates kept."""
+    if state.presented_der is None:
+        return None
+    chain = []
+    for der in state.presented_der:
+        try:
+            chain.append(x509.load_der_x509_certificate(der))
+        except ValueError as error:
+            state.problems.append(f"unparseable certificate in the chain: {error}")
+    return tuple(chain)

@@ -1,0 +1,42 @@
+"""Tripwires for the hypercorn internals service/tls/hypercorn_glue.py relies on.
+
+If hypercorn changes one of these, this fails with a message naming it, before
+any end-to-end test fails for an obscure reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tomllib
+from importlib.metadata import version
+
+from harness import ROOT
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.worker_context import WorkerContext
+from packaging.specifiers import SpecifierSet
+
+
+def test_installed_hypercorn_is_inside_the_pinned_range():
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pin] = [d for d in dependencies if d.lower().startswith("hypercorn")]
+    assert version("hypercorn") in SpecifierSet(pin[len("hypercorn"):])
+
+
+def test_tcp_server_takes_a_reader_and_a_writer():
+    parameters = list(inspect.signature(TCPServer.__init__).parameters)
+    assert parameters == ["self", "app", "loop", "config", "context", "state", "reader",
+                          "writer"]
+    source = inspect.getsource(TCPServer)
+    for used in ('get_extra_info("socket")', 'get_extra_info("ssl_object")',
+                 "selected_alpn_protocol()", "self.reader.read(", "self.reader.at_eof()",
+                 "self.writer.write(", "self.writer.drain()", "self.writer.close()",
+                 "self.writer.wait_closed()", "self.writer.write_eof()"):
+        assert used in source, f"TCPServer no longer uses {used}"
+
+
+def test_worker_context_and_app_wrapper():
+    context = WorkerContext(None)
+    assert hasattr(context, "terminated")
+    assert list(inspect.signature(ASGIWrapper.__call__).parameters) == [
+        "self", "scope", "receive", "send", "sync_spawn", "call_soon"]

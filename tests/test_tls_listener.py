@@ -1,0 +1,122 @@
+"""The TLS front door in-process: what reaches the ASGI app, with real clients."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from harness import require_executable
+from inprocess import InProcessListener
+
+
+@pytest.fixture
+def listener_config(dev_pki, client_pki, tmp_path):
+    return {
+        "server": {"certfile": dev_pki / "server.pem", "keyfile": dev_pki / "server.key"},
+        "client_auth": {"mode": "request", "trust": [client_pki.root_file]},
+        "inbox": {"url": f"sqlite:///{tmp_path / 'unused.db'}"},
+    }
+
+
+def pems(path) -> list[str]:
+    return [c.public_bytes(Encoding.PEM).decode()
+            for c in x509.load_pem_x509_certificates(path.read_bytes())]
+
+
+def s_client(port: int, ca, *args: str, request: bytes) -> subprocess.CompletedProcess[bytes]:
+    openssl = require_executable("openssl")
+    return subprocess.run(
+        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+         "-CAfile", str(ca), "-quiet", "-verify_return_error", *args],
+        input=request, capture_output=True, timeout=30, check=False)
+
+
+REQUEST = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def test_s_client_chain_reaches_the_app_certificate_by_certificate(
+        listener_config, tmp_path, dev_pki, client_pki):
+    case = client_pki.cases["valid"]
+    # Out of order and with a duplicate: the app must see exactly what was sent.
+    extra = tmp_path / "extra.pem"
+    extra.write_bytes(client_pki.root.pem() + client_pki.intermediate.pem()
+                      + client_pki.intermediate.pem())
+    with InProcessListener(tmp_path, listener_config) as listener:
+        result = s_client(listener.port, dev_pki / "ca.pem", "-cert", str(case.leaf),
+                          "-cert_chain", str(extra), "-key", str(case.key), request=REQUEST)
+        assert result.stdout.startswith(b"HTTP/1.1 200"), result.stderr.decode()
+        tls = listener.app.scopes[-1]["extensions"]["tls"]
+    assert tls["client_cert_chain"] == pems(case.leaf) + pems(extra)
+    assert tls["client_cert_name"] == "CN=valid.client.test,O=Salesforce-like test"
+    assert tls["tls_version"] in (0x0303, 0x0304)
+    assert isinstance(tls["cipher_suite"], int)
+
+
+def test_python_client_chain_and_tls_facts(listener_config, tmp_path, dev_pki, client_pki):
+    case = client_pki.cases["valid"]
+    context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    context.load_cert_chain(case.chain, case.key)
+    with InProcessListener(tmp_path, listener_config) as listener:
+        response = httpx.get(f"https://localhost:{listener.port}/echo", verify=context)
+        assert response.status_code == 200
+        scope = listener.app.scopes[-1]
+    assert scope["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
+    assert scope["extensions"]["tls"]["client_cert_error"] is None
+    identity = scope["extensions"]["omgate.client_auth"]["identity"]
+    assert identity.handshake.sni == "localhost"
+    assert identity.handshake.tls_version == "TLSv1.3"
+    assert [r.error for r in identity.handshake.verify_results] == [0, 0, 0]
+    assert scope["scheme"] == "https"
+
+
+def test_untrusted_chain_reaches_the_app_with_openssls_error(listener_config, tmp_path,
+                                                             dev_pki, client_pki):
+    case = client_pki.cases["untrusted"]
+    context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    context.load_cert_chain(case.chain, case.key)
+    with InProcessListener(tmp_path, listener_config) as listener:
+        assert httpx.get(f"https://localhost:{listener.port}/x", verify=context).status_code == 200
+        tls = listener.app.scopes[-1]["extensions"]["tls"]
+    assert tls["client_cert_chain"] == pems(case.chain)
+    assert tls["client_cert_error"] == "unable to get local issuer certificate"
+
+
+def test_http2_is_negotiated_with_alpn(listener_config, tmp_path, dev_pki):
+    pytest.importorskip("h2")
+    context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    with InProcessListener(tmp_path, listener_config) as listener, \
+            httpx.Client(http2=True, verify=context) as client:
+        response = client.get(f"https://localhost:{listener.port}/h2")
+        assert response.http_version == "HTTP/2"
+        assert listener.app.scopes[-1]["http_version"] == "2"
+
+
+def test_resumed_session_still_knows_the_original_chain(listener_config, tmp_path, dev_pki,
+                                                        client_pki):
+    case = client_pki.cases["valid"]
+    context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    context.load_cert_chain(case.chain, case.key)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # session IDs: resumption is certain
+    import socket
+
+    with InProcessListener(tmp_path, listener_config) as listener:
+        session = None
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", listener.port)) as raw, \
+                    context.wrap_socket(raw, server_hostname="localhost",
+                                        session=session) as tls:
+                tls.sendall(REQUEST)
+                while tls.recv(4096):
+                    pass
+                resumed = tls.session_reused
+                session = tls.session
+        assert resumed
+        first, second = listener.app.scopes[-2:]
+    identity = second["extensions"]["omgate.client_auth"]["identity"]
+    assert identity.handshake.resumed is True
+    assert second["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
+    assert first["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
