@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -18,11 +19,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from service.clientauth import ClientIdentity
+from service.clientauth import ClientIdentity, Policy
 from service.config import Config, EndpointConfig
 from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
 from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
+from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from service.metrics import Metrics
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -53,6 +56,7 @@ class EndpointRuntime:
     action_keys: frozenset[str] = field(init=False)
     max_body_bytes: int = 10 * 1024 * 1024
     store_session_id: bool = False
+    policy: Policy | None = None  # this endpoint's client-auth rules, when it overrides any
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_keys", frozenset(map(id_key, self.config.action_ids)))
@@ -139,13 +143,23 @@ def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
         )
 
 
-def connection_verdict(request: Request, gate: ClientAuthGate) -> Verdict:
-    """The TLS connection's verdict, or (no TLS of ours) one for this request alone."""
+def connection_verdict(request: Request, gate: ClientAuthGate,
+                       policy: Policy | None = None) -> Verdict:
+    """The verdict for this request's client: the TLS connection's, decided once, or under an
+    endpoint's own ``policy`` once per connection and endpoint; without a TLS connection of
+    ours, one for this request alone."""
+    path = request.url.path
     extension = request.scope.get("extensions", {}).get(CLIENT_AUTH_EXTENSION)
-    if extension is not None:
+    if extension is None:
+        return gate.decide(ClientIdentity((), "forwarded", _peer(request)), policy,
+                           endpoint=path)
+    if policy is None:
         verdict: Verdict = extension["verdict"]
         return verdict
-    return gate.decide(ClientIdentity((), "forwarded", _peer(request)), path=request.url.path)
+    cache: dict[str, Verdict] = extension["endpoint_verdicts"]
+    if path not in cache:
+        cache[path] = gate.decide(extension["identity"], policy, endpoint=path)
+    return cache[path]
 
 
 def _client_cert_refused() -> SoapFaultError:
@@ -155,17 +169,27 @@ def _client_cert_refused() -> SoapFaultError:
 class OutboundMessageHandler:
     """Receive, store and acknowledge one Salesforce outbound message."""
 
-    def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate) -> None:
+    def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate,
+                 metrics: Metrics) -> None:
         self.endpoint = endpoint
         self.inbox = inbox
         self.gate = gate
+        self.metrics = metrics
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        response = await self._handle(request)
+        self.metrics.request_seconds.labels(self.endpoint.config.path).observe(
+            time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: Request) -> Response:
         correlation_id = new_correlation_id()
         context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
                    "peer": _peer(request)}
         try:
-            if self.gate.policy.mode != "off" and connection_verdict(request, self.gate).refuse:
+            if self.gate.policy.mode != "off" and connection_verdict(
+                    request, self.gate, self.endpoint.policy).refuse:
                 raise _client_cert_refused()
             _check_request_line(request)
             body = await read_body(request, self.endpoint.max_body_bytes)
@@ -174,6 +198,7 @@ class OutboundMessageHandler:
         except SoapFaultError as error:
             log.warning("om.rejected", reason=error.reason, status=error.status,
                         detail=error.message, **context)
+            self.metrics.messages.labels("rejected", error.reason).inc()
             return fault_response(error, correlation_id)
         except ClientDisconnect:
             log.info("om.rejected", reason="client_disconnected", status=None, **context)
@@ -196,6 +221,7 @@ class OutboundMessageHandler:
         except Exception as error:  # noqa: BLE001 - any failure to store means no ack
             log.error("om.rejected", reason="store_failed", status=500, detail=str(error),
                       org_id=message.organization_id, **context)
+            self.metrics.messages.labels("rejected", "store_failed").inc()
             return fault_response(
                 SoapFaultError("store_failed",
                                "The message could not be stored; please retry.",
@@ -205,6 +231,9 @@ class OutboundMessageHandler:
         for warning in message.warnings:
             log.warning("om.warning", code=warning.code, where=warning.where,
                         detail=warning.message, **context)
+        self.metrics.messages.labels("accepted", "").inc()
+        self.metrics.notifications.labels("new").inc(result.new)
+        self.metrics.notifications.labels("duplicate").inc(result.duplicates)
         log.info(
             "om.accepted",
             org_id=message.organization_id,
@@ -253,9 +282,11 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
 
 
 def build_endpoints(
-    config: Config, schemas: dict[str, NotificationSchema | None]
+    config: Config, schemas: dict[str, NotificationSchema | None],
+    policies: dict[str, Policy] | None = None,
 ) -> list[EndpointRuntime]:
     organization_keys = frozenset(map(id_key, config.salesforce.organization_ids))
+    policies = policies or {}
     return [
         EndpointRuntime(
             config=endpoint,
@@ -263,15 +294,17 @@ def build_endpoints(
             organization_keys=organization_keys,
             max_body_bytes=config.server.max_body_bytes,
             store_session_id=config.inbox.store_session_id,
+            policy=policies.get(endpoint.path),
         )
         for endpoint in config.endpoints
     ]
 
 
 def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState,
-               gate: ClientAuthGate) -> Starlette:
+               gate: ClientAuthGate, metrics: Metrics) -> Starlette:
     routes = [
-        Route(endpoint.config.path, OutboundMessageHandler(endpoint, inbox, gate).handle,
+        Route(endpoint.config.path,
+              OutboundMessageHandler(endpoint, inbox, gate, metrics).handle,
               methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         for endpoint in endpoints
     ]
@@ -283,5 +316,10 @@ def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceSta
                      exception_handlers=handlers)
 
 
-def create_health_app(inbox: Inbox, state: ServiceState) -> Starlette:
-    return Starlette(routes=_health_routes(inbox, state))
+def create_health_app(inbox: Inbox, state: ServiceState, metrics: Metrics) -> Starlette:
+    """/healthz, /readyz and /metrics: for the health listener only, never the public one."""
+    async def prometheus(_request: Request) -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    return Starlette(routes=[*_health_routes(inbox, state),
+                             Route("/metrics", prometheus, methods=["GET"])])

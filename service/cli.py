@@ -54,6 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     export = inbox_commands.add_parser("export", help="every notification, as JSON Lines")
     _add_config(export)
 
+    inspect = commands.add_parser(
+        "inspect", help="analyse a client certificate chain file against the policy",
+        description="Analyse the certificates in PEMFILE, in file order, as if a client had "
+                    "presented them: every finding with its fix, against the configuration's "
+                    "[client_auth] rules. Exit status 1 when the chain would be refused.",
+        epilog="Example: omgate inspect salesforce-chain.pem --trust digicert-root.pem",
+    )
+    inspect.add_argument("pemfile", type=Path, metavar="PEMFILE",
+                         help="the chain, leaf first, as the client would send it")
+    _add_config(inspect)
+    inspect.add_argument("--trust", type=Path, metavar="PEM",
+                         help="trust anchors to use instead of client_auth.trust")
+    inspect.add_argument("--endpoint", metavar="PATH",
+                         help="use this endpoint's [endpoints.client_auth] rules")
+    inspect.add_argument("--json", action="store_true", help="findings as JSON")
+
     pki = commands.add_parser("pki", help="certificates for development")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     dev = pki_commands.add_parser(
@@ -99,6 +115,13 @@ def _inbox(args: argparse.Namespace) -> int:
             return asyncio.run(inbox.export_notifications(config, sys.stdout))
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from service.tools.inspect import inspect_chain
+
+    return inspect_chain(args.pemfile, _load(args), sys.stdout, endpoint=args.endpoint,
+                         trust=args.trust, as_json=args.json)
+
+
 def _pki(args: argparse.Namespace) -> int:
     from service.tools.pki import PkiError, write_dev_pki
 
@@ -116,6 +139,7 @@ def _pki(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "inbox": _inbox,
+    "inspect": _inspect,
     "pki": _pki,
 }
 

@@ -7,6 +7,7 @@ expected, so a bad deploy fails at start with one readable line.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -15,6 +16,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from service.clientauth import (
+    DistinguishedName,
+    DnSyntaxError,
+    Pin,
+    PinSyntaxError,
+    parse_dn,
+    parse_pin,
+)
 
 DEFAULT_CONFIG_PATH = Path("config/omgate.toml")
 ENV_PREFIX = "OMGATE_"
@@ -54,12 +64,30 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class PolicyRules:
+    """The ``[client_auth]`` keys an endpoint may override (everything but the listener's)."""
+
+    trust: tuple[Path, ...]
+    trust_intermediates: bool
+    verify_depth: int
+    pins: tuple[Pin, ...]
+    pin_files: tuple[Path, ...]
+    issuer_dn: DistinguishedName | None
+    subject_dn: DistinguishedName | None
+    allowed_names: tuple[str, ...]
+    require_client_auth_eku: bool
+    crl_files: tuple[Path, ...]
+    clock_skew_seconds: int
+    expiry_warning_days: int
+    reject_weak_signatures: bool
+
+
+@dataclass(frozen=True)
 class ClientAuthConfig:
     mode: str
-    trust: tuple[Path, ...]
-    verify_depth: int
     advertise_ca_names: str | Path
     reject_with: str
+    rules: PolicyRules
 
 
 @dataclass(frozen=True)
@@ -72,6 +100,7 @@ class EndpointConfig:
     path: str
     wsdl: Path | None
     action_ids: tuple[str, ...]
+    client_auth: PolicyRules | None = None  # the global rules with this endpoint's overrides
 
 
 @dataclass(frozen=True)
@@ -174,6 +203,26 @@ def _host_name(value: Any, _base: Path) -> str:
     if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
         raise ValueError('host names like "omgate.example.com" or "*.example.com"')
     return value.lower().rstrip(".")
+
+
+def _pin(value: Any, _base: Path) -> Pin:
+    if not isinstance(value, str):
+        raise ValueError('pins like "sha256:<hex>" or "spki:<base64>"')
+    try:
+        return parse_pin(value)
+    except PinSyntaxError as error:
+        raise ValueError(str(error)) from None
+
+
+def _optional_dn(value: Any, _base: Path) -> DistinguishedName | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError('a distinguished name, like "CN=a,O=b" or "/C=US/O=b/CN=a"')
+    try:
+        return parse_dn(value)
+    except DnSyntaxError as error:
+        raise ValueError(f"a distinguished name ({error})") from None
 
 
 def _optional_path(value: Any, base: Path) -> Path | None:
@@ -293,10 +342,22 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     },
     "client_auth": {
         "mode": Key(_choice("off", "request", "optional", "require"), "request"),
-        "trust": Key(_list_of(_path), ["../certs/dev/client-ca.pem"], "json"),
-        "verify_depth": Key(_non_negative_int, 2, "int"),
         "advertise_ca_names": Key(_keyword_or_path("none", "anchors"), "none"),
         "reject_with": Key(_choice("http", "handshake"), "http"),
+        # the policy rules; an [endpoints.client_auth] table may override any of these
+        "trust": Key(_list_of(_path), ["../certs/dev/client-ca.pem"], "json"),
+        "trust_intermediates": Key(_boolean, False, "bool"),
+        "verify_depth": Key(_non_negative_int, 2, "int"),
+        "pins": Key(_list_of(_pin), [], "json"),
+        "pin_files": Key(_list_of(_path), [], "json"),
+        "issuer_dn": Key(_optional_dn, ""),
+        "subject_dn": Key(_optional_dn, ""),
+        "allowed_names": Key(_list_of(_host_name), [], "json"),
+        "require_client_auth_eku": Key(_boolean, False, "bool"),
+        "crl_files": Key(_list_of(_path), [], "json"),
+        "clock_skew_seconds": Key(_non_negative_int, 300, "int"),
+        "expiry_warning_days": Key(_non_negative_int, 30, "int"),
+        "reject_weak_signatures": Key(_boolean, True, "bool"),
     },
     "salesforce": {
         "organization_ids": _string_list(_salesforce_id),
@@ -311,6 +372,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     },
 }
 
+LISTENER_ONLY_KEYS = ("mode", "advertise_ca_names", "reject_with")
 ENDPOINT_SCHEMA: Mapping[str, Key] = {
     "path": Key(_endpoint_path, None),
     "wsdl": Key(_optional_path, ""),
@@ -409,7 +471,29 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
 
 
-def _parse_endpoints(raw: Any, where: str, base: Path) -> tuple[EndpointConfig, ...]:
+def _rules_override(table: Any, label: str, where: str, base: Path,
+                    rules: PolicyRules) -> PolicyRules:
+    if not isinstance(table, dict):
+        raise _fail(where, label, "a table of [client_auth] rule keys", table)
+    for name in table:
+        if name in LISTENER_ONLY_KEYS:
+            raise ConfigError(f"{where}: {label}: {name!r} is set per listener in "
+                              "[client_auth], not per endpoint (the CertificateRequest is sent "
+                              "before the path is known)")
+    rule_schema = {name: key for name, key in SCHEMA["client_auth"].items()
+                   if name not in LISTENER_ONLY_KEYS}
+    unknown = sorted(set(table) - set(rule_schema))
+    if unknown:
+        raise ConfigError(f"{where}: {label}: unknown key {unknown[0]!r} "
+                          f"(known keys: {', '.join(rule_schema)})")
+    overrides = {name: _parse_key(rule_schema[name], _Source(where, value), f"{label} {name}",
+                                  base)
+                 for name, value in table.items()}
+    return dataclasses.replace(rules, **overrides)
+
+
+def _parse_endpoints(raw: Any, where: str, base: Path,
+                     rules: PolicyRules) -> tuple[EndpointConfig, ...]:
     if not isinstance(raw, list) or not raw:
         raise _fail(where, "[[endpoints]]", "at least one [[endpoints]] table", raw)
     endpoints = []
@@ -417,7 +501,11 @@ def _parse_endpoints(raw: Any, where: str, base: Path) -> tuple[EndpointConfig, 
         label = f"[[endpoints]] #{index}"
         if not isinstance(table, dict):
             raise _fail(where, label, "a table", table)
-        values = _parse_table(ENDPOINT_SCHEMA, table, label, where, base, {})
+        plain = {key: value for key, value in table.items() if key != "client_auth"}
+        values = _parse_table(ENDPOINT_SCHEMA, plain, label, where, base, {})
+        if "client_auth" in table:
+            values["client_auth"] = _rules_override(table["client_auth"],
+                                                    f"{label} client_auth", where, base, rules)
         endpoints.append(EndpointConfig(**values))
     paths = [endpoint.path for endpoint in endpoints]
     duplicated = sorted({path for path in paths if paths.count(path) > 1})
@@ -452,16 +540,22 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             schema, table, f"[{section}]", file_label, base, overrides.get(section, {})
         )
 
+    client_auth = sections["client_auth"]
+    rules = PolicyRules(**{name: value for name, value in client_auth.items()
+                           if name not in LISTENER_ONLY_KEYS})
     if env_endpoints is not None:
         endpoints = _parse_endpoints(env_endpoints, f"environment variable {ENV_PREFIX}ENDPOINTS",
-                                     base)
+                                     base, rules)
     else:
-        endpoints = _parse_endpoints(document.get("endpoints", DEFAULT_ENDPOINTS), file_label, base)
+        endpoints = _parse_endpoints(document.get("endpoints", DEFAULT_ENDPOINTS), file_label,
+                                     base, rules)
 
     return Config(
         source=path,
         server=ServerConfig(**sections["server"]),
-        client_auth=ClientAuthConfig(**sections["client_auth"]),
+        client_auth=ClientAuthConfig(
+            mode=client_auth["mode"], advertise_ca_names=client_auth["advertise_ca_names"],
+            reject_with=client_auth["reject_with"], rules=rules),
         salesforce=SalesforceConfig(**sections["salesforce"]),
         endpoints=endpoints,
         inbox=InboxConfig(**sections["inbox"]),

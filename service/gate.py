@@ -16,6 +16,7 @@ from typing import Any
 
 from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
 from service.logs import get_logger
+from service.metrics import Metrics
 
 log = get_logger("omgate")
 SEEN_CHAINS_LIMIT = 10_000
@@ -52,17 +53,23 @@ class SeenChains:
 
 
 class ClientAuthGate:
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, metrics: Metrics | None = None) -> None:
         self.policy = policy
+        self.metrics = metrics
         self._seen = SeenChains()
 
-    def decide(self, identity: ClientIdentity, **context: Any) -> Verdict:
-        if self.policy.mode == "off":  # nothing was asked for: nothing to decide or log
+    def decide(self, identity: ClientIdentity, policy: Policy | None = None,
+               **context: Any) -> Verdict:
+        """Evaluate under ``policy`` (an endpoint's) or the listener's, and log the decision."""
+        policy = policy or self.policy
+        if policy.mode == "off":  # nothing was asked for: nothing to decide or log
             return Verdict(Decision("accept", ()), "off", enforced=False)
         now = dt.datetime.now(dt.UTC)
-        decision = evaluate(identity, self.policy, now)
-        verdict = Verdict(decision, self.policy.mode, self.policy.enforced)
+        decision = evaluate(identity, policy, now)
+        verdict = Verdict(decision, policy.mode, policy.enforced)
         self._log(identity, verdict, now, context)
+        if self.metrics is not None:
+            self.metrics.decision(identity, decision, verdict.enforced, now)
         return verdict
 
     def _chain_field(self, identity: ClientIdentity, now: dt.datetime) -> Any:

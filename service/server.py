@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.app import ServiceState, build_endpoints, create_app, create_health_app
-from service.certfiles import CertificateFileError, load_certificates
-from service.clientauth import Policy
 from service.config import BindAddress, Config, ConfigError
 from service.gate import ClientAuthGate
 from service.inbox import open_inbox
 from service.logs import get_logger
+from service.metrics import Metrics
+from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
@@ -50,42 +50,16 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
     return schemas
 
 
-@dataclass(frozen=True)
-class ClientAuthFiles:
-    anchors: tuple[Any, ...]
-    advertised: tuple[Any, ...]
-
-
-def load_client_auth_files(config: Config) -> ClientAuthFiles:
-    settings = config.client_auth
-    try:
-        anchors = tuple(certificate for path in settings.trust
-                        for certificate in load_certificates(path, "[client_auth] trust"))
-        if settings.advertise_ca_names == "none":
-            advertised: tuple[Any, ...] = ()
-        elif settings.advertise_ca_names == "anchors":
-            advertised = anchors
-        else:
-            advertised = tuple(load_certificates(settings.advertise_ca_names,  # type: ignore[arg-type]
-                                                 "[client_auth] advertise_ca_names"))
-    except CertificateFileError as error:
-        raise _config_error(config, str(error)) from None
-    return ClientAuthFiles(anchors, advertised)
-
-
-def build_policy(config: Config, files: ClientAuthFiles) -> Policy:
-    return Policy(mode=config.client_auth.mode, anchors=files.anchors,
-                  verify_depth=config.client_auth.verify_depth)
-
-
-def build_server_tls(config: Config, files: ClientAuthFiles) -> ServerTls:
+def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
+    rules = config.client_auth.rules
     settings = TlsSettings(
         certfile=config.server.certfile,
         keyfile=config.server.keyfile,
         client_auth_mode=config.client_auth.mode,
-        anchors=files.anchors,
-        verify_depth=config.client_auth.verify_depth,
-        advertised_ca=files.advertised,
+        trusted=policies.trusted(rules),
+        partial_chain=rules.trust_intermediates,
+        verify_depth=rules.verify_depth,
+        advertised_ca=policies.advertised(),
         refuse_in_handshake=config.client_auth.reject_with == "handshake",
         public_names=config.server.public_names,
     )
@@ -95,14 +69,17 @@ def build_server_tls(config: Config, files: ClientAuthFiles) -> ServerTls:
         raise _config_error(config, str(error)) from None
 
 
-def build_tls_handler(config: Config, files: ClientAuthFiles, server_tls: ServerTls,
-                      gate: ClientAuthGate, serving: HttpServing) -> TlsConnectionHandler:
+def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGate,
+                      serving: HttpServing, metrics: Metrics | None = None
+                      ) -> TlsConnectionHandler:
+    advertised = server_tls.settings.advertised_ca
     return TlsConnectionHandler(
         server_tls=server_tls, gate=gate, serving=serving,
         handshake_timeout=config.server.handshake_timeout,
         refuse_in_handshake=config.client_auth.reject_with == "handshake",
-        advertised_ca_names=tuple(c.subject.rfc4514_string() for c in files.advertised),
+        advertised_ca_names=tuple(c.subject.rfc4514_string() for c in advertised),
         memory=ResumptionMemory(),
+        metrics=metrics,
     )
 
 
@@ -164,21 +141,23 @@ async def serve(config: Config) -> None:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
     schemas = load_schemas(config)
-    files = load_client_auth_files(config)
-    gate = ClientAuthGate(build_policy(config, files))
-    server_tls = build_server_tls(config, files) if config.server.bind else None
+    policies = PolicyBuilder(config)
+    metrics = Metrics()
+    gate = ClientAuthGate(policies.listener_policy(), metrics)
+    endpoints = build_endpoints(config, schemas, policies.endpoint_policies())
+    server_tls = build_server_tls(config, policies) if config.server.bind else None
     inbox = await open_inbox(config.inbox.url)
     state = ServiceState()
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
                              graceful_timeout=config.server.shutdown_timeout)
-    main = HttpServing(create_app(build_endpoints(config, schemas), inbox, state, gate), hyper)
-    health = HttpServing(create_health_app(inbox, state), hyper)
+    main = HttpServing(create_app(endpoints, inbox, state, gate, metrics), hyper)
+    health = HttpServing(create_health_app(inbox, state, metrics), hyper)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []
     watcher: asyncio.Task[None] | None = None
     try:
         if server_tls is not None:
-            tls_handler = build_tls_handler(config, files, server_tls, gate, main)
+            tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
             for address in config.server.bind:
                 servers.append(await _listen(tracker.wrap(tls_handler), address))
         for address in config.server.plain_bind:

@@ -64,13 +64,19 @@ def _toml_value(value: Any) -> str:
 
 
 def to_toml(document: dict[str, Any]) -> str:
-    """Enough TOML for test configs: tables of scalars and lists, and arrays of tables."""
+    """Enough TOML for test configs: tables of scalars and lists, arrays of tables, and
+    sub-tables of those (``[endpoints.client_auth]``)."""
     lines: list[str] = []
     for section, table in document.items():
         tables = table if isinstance(table, list) else [table]
         for entry in tables:
             lines.append(f"[[{section}]]" if isinstance(table, list) else f"[{section}]")
-            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()
+                      if not isinstance(value, dict)]
+            for key, value in entry.items():
+                if isinstance(value, dict):
+                    lines.append(f"[{section}.{key}]")
+                    lines += [f"{name} = {_toml_value(item)}" for name, item in value.items()]
             lines.append("")
     return "\n".join(lines)
 

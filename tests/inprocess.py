@@ -11,13 +11,8 @@ from harness import free_port, merge, to_toml
 
 from service.config import load_config
 from service.gate import ClientAuthGate
-from service.server import (
-    ConnectionTracker,
-    build_policy,
-    build_server_tls,
-    build_tls_handler,
-    load_client_auth_files,
-)
+from service.policies import PolicyBuilder
+from service.server import ConnectionTracker, build_server_tls, build_tls_handler
 from service.tls.hypercorn_glue import HttpServing, hypercorn_config
 
 
@@ -58,12 +53,12 @@ class InProcessListener:
         return self
 
     async def _start(self) -> None:
-        files = load_client_auth_files(self.config)
-        gate = ClientAuthGate(build_policy(self.config, files))
-        server_tls = build_server_tls(self.config, files)
+        policies = PolicyBuilder(self.config)
+        gate = ClientAuthGate(policies.listener_policy())
+        server_tls = build_server_tls(self.config, policies)
         serving = HttpServing(self.app, hypercorn_config(read_timeout=10, graceful_timeout=2))
         self.serving = serving
-        handler = build_tls_handler(self.config, files, server_tls, gate, serving)
+        handler = build_tls_handler(self.config, server_tls, gate, serving)
         address = self.config.server.bind[0]
         self._server = await asyncio.start_server(self._tracker.wrap(handler), address.host,
                                                   address.port)

@@ -33,12 +33,23 @@ def test_shipped_config_loads_with_documented_defaults():
     assert config.inbox.store_session_id is False
 
 
-def test_every_shipped_key_is_documented_with_a_comment():
-    lines = (ROOT / "config" / "omgate.toml").read_text().splitlines()
+@pytest.mark.parametrize("name", ["omgate.toml", "container.toml"])
+def test_every_shipped_key_is_documented_with_a_comment(name):
+    lines = (ROOT / "config" / name).read_text().splitlines()
     keys = [number for number, line in enumerate(lines) if re.match(r"^\w+ = ", line)]
     assert len(keys) > 10
     for number in keys:
         assert lines[number - 1].startswith("#"), f"no comment above {lines[number]!r}"
+
+
+def test_every_schema_key_is_in_the_shipped_config():
+    from service.config import SCHEMA
+
+    text = (ROOT / "config" / "omgate.toml").read_text()
+    for section, keys in SCHEMA.items():
+        assert f"[{section}]" in text
+        for key in keys:
+            assert re.search(rf"^{key} = ", text, re.MULTILINE), f"[{section}] {key}"
 
 
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path):
@@ -115,3 +126,59 @@ def test_container_config_loads():
     assert config.server.certfile == Path("/certs/server.pem")
     assert config.inbox.url == "sqlite:////var/lib/omgate/inbox.db"
     assert config.logging.format == "json"
+
+
+def test_client_auth_rules_parse_pins_and_dns(tmp_path):
+    path = write(tmp_path, """
+[client_auth]
+pins = ["sha256:AB:CD:""" + ":".join(["ef"] * 30) + """", "spki:""" + "A" * 43 + """="]
+issuer_dn = "/C=US/O=DigiCert Inc/CN=DigiCert Global G2 TLS RSA SHA256 2020 CA1"
+subject_dn = "CN=proxy.salesforce.com,O=Salesforce\\\\, Inc.,C=US"
+allowed_names = ["*.Salesforce.com"]
+""")
+    rules = load_config(path, {}).client_auth.rules
+    assert [pin.kind for pin in rules.pins] == ["sha256", "spki"]
+    assert rules.pins[0].value == "abcd" + "ef" * 30
+    assert len(rules.issuer_dn.rdns) == 3
+    assert rules.subject_dn.rdns[0] == frozenset({("2.5.4.6", "us")})
+    assert rules.allowed_names == ("*.salesforce.com",)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[client_auth]\npins = ["md5:00"]\n', ["[client_auth] pins", "sha256:<hex>"]),
+    ('[client_auth]\npins = ["sha256:abc"]\n', ["[client_auth] pins", "64 hex digits"]),
+    ('[client_auth]\nissuer_dn = "FOO=bar"\n', ["[client_auth] issuer_dn",
+                                                  "unknown attribute type 'FOO'"]),
+    ('[client_auth]\nmode = "sometimes"\n', ["[client_auth] mode", "off, request"]),
+    ('[[endpoints]]\npath = "/a"\n[endpoints.client_auth]\nmode = "require"\n',
+     ["[[endpoints]] #1 client_auth", "'mode' is set per listener"]),
+    ('[[endpoints]]\npath = "/a"\n[endpoints.client_auth]\nverify_dept = 3\n',
+     ["[[endpoints]] #1 client_auth", "unknown key 'verify_dept'"]),
+    ('[[endpoints]]\npath = "/a"\n[endpoints.client_auth]\nverify_depth = -1\n',
+     ["[[endpoints]] #1 client_auth verify_depth", "0 or more"]),
+])
+def test_client_auth_errors_name_the_key(tmp_path, text, words):
+    message = error_for(write(tmp_path, text))
+    for word in words:
+        assert word in message
+
+
+def test_endpoint_overrides_inherit_the_other_rules(tmp_path):
+    path = write(tmp_path, """
+[client_auth]
+verify_depth = 3
+pins = ["sha256:""" + "ab" * 32 + """"]
+[[endpoints]]
+path = "/plain"
+[[endpoints]]
+path = "/strict"
+[endpoints.client_auth]
+subject_dn = "CN=proxy.salesforce.com"
+pins = []
+""")
+    config = load_config(path, {})
+    plain, strict = config.endpoints
+    assert plain.client_auth is None
+    assert strict.client_auth.verify_depth == 3  # inherited
+    assert strict.client_auth.pins == ()  # overridden
+    assert strict.client_auth.subject_dn is not None

@@ -1,5 +1,6 @@
 """Client-certificate policy: pure functions over presented chains. No I/O, no logging."""
 
+from service.clientauth.dn import DistinguishedName, DnSyntaxError, parse_dn
 from service.clientauth.model import (
     MODES,
     ClientIdentity,
@@ -10,6 +11,8 @@ from service.clientauth.model import (
     VerifyResult,
     chain_fingerprint,
 )
+from service.clientauth.names import name_matches
+from service.clientauth.pins import Pin, PinSyntaxError, parse_pin, pin_for_certificate
 from service.clientauth.policy import evaluate
 from service.clientauth.summary import fingerprint, summarize
 
@@ -17,12 +20,20 @@ __all__ = [
     "MODES",
     "ClientIdentity",
     "Decision",
+    "DistinguishedName",
+    "DnSyntaxError",
     "Finding",
     "HandshakeFacts",
+    "Pin",
+    "PinSyntaxError",
     "Policy",
     "VerifyResult",
     "chain_fingerprint",
     "evaluate",
     "fingerprint",
+    "name_matches",
+    "parse_dn",
+    "parse_pin",
+    "pin_for_certificate",
     "summarize",
 ]

@@ -7,12 +7,16 @@ handshake or in a header from a trusted proxy, it becomes a
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from service.clientauth.dn import DistinguishedName
+from service.clientauth.pins import Pin
 
 Severity = Literal["error", "warning", "info"]
 Outcome = Literal["accept", "reject"]
@@ -92,15 +96,36 @@ class ClientIdentity:
 
 @dataclass(frozen=True)
 class Policy:
-    """The rules one decision is made under (built from ``[client_auth]`` by the caller)."""
+    """The rules one decision is made under, built from ``[client_auth]`` by the caller.
 
-    mode: str
+    ``anchors`` are the self-signed certificates of ``trust`` (and, with
+    ``trust_intermediates``, the others too); ``known_cas`` are the other certificates of
+    ``trust``, usable to complete a path but not to end it.
+    """
+
+    mode: str = "request"
     anchors: tuple[x509.Certificate, ...] = ()
+    known_cas: tuple[x509.Certificate, ...] = ()
+    trust_intermediates: bool = False
     verify_depth: int = 2
+    pins: tuple[Pin, ...] = ()
+    issuer_dn: DistinguishedName | None = None
+    subject_dn: DistinguishedName | None = None
+    allowed_names: tuple[str, ...] = ()
+    require_client_auth_eku: bool = False
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    clock_skew: dt.timedelta = dt.timedelta(seconds=300)
+    expiry_warning_days: int = 30
+    reject_weak_signatures: bool = True
 
     @property
     def enforced(self) -> bool:
         return self.mode in ("optional", "require")
+
+    @property
+    def trust_required(self) -> bool:
+        """Without anchors, pins alone decide (Envoy's verify_certificate_hash)."""
+        return bool(self.anchors) or not self.pins
 
 
 @dataclass(frozen=True)

@@ -1,45 +1,27 @@
-"""The decision: a pure function of a presented identity, a policy and the time.
-
-This first version reads OpenSSL's per-depth verify results for TLS
-identities; path building and the full rule set replace it behind the same
-signature.
-"""
+"""The decision: a pure function of a presented identity, a policy and the time."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from service.clientauth.model import ClientIdentity, Decision, Finding, Policy, Severity
+from cryptography.x509 import verification
 
-# OpenSSL X509_V_ERR_* codes and the finding each one means.
-_OPENSSL_FINDINGS: dict[int, tuple[str, str]] = {
-    2: ("untrusted_root", "Add the issuing CA to client_auth.trust, or ask the sender to send "
-                          "its full chain."),
-    7: ("bad_signature", "The certificate was altered or was not issued by the CA it names; "
-                         "ask the sender for a fresh copy of its chain."),
-    9: ("not_yet_valid", "Check the clocks on both sides, or wait until the certificate's "
-                         "notBefore date."),
-    10: ("expired", "Ask the sender to renew the certificate (Salesforce rotates its client "
-                    "certificate yearly)."),
-    18: ("self_signed", "Pin this certificate (client_auth.pins) or add it to "
-                        "client_auth.trust if you really mean to trust it."),
-    19: ("untrusted_root", "Add the chain's root CA to client_auth.trust."),
-    20: ("untrusted_root", "Add the issuing CA to client_auth.trust, or ask the sender to send "
-                           "its intermediate certificates."),
-    21: ("untrusted_root", "Add the issuing CA to client_auth.trust, or ask the sender to send "
-                           "its intermediate certificates."),
-    22: ("depth_exceeded", "Raise client_auth.verify_depth by one, or trust the intermediate "
-                           "directly."),
-    23: ("revoked", "The certificate was revoked; the sender must use a new one."),
-}
-_FALLBACK = ("untrusted_root", "Check the chain against client_auth.trust.")
+from service.clientauth import rules
+from service.clientauth.chain import ChainAnalysis, analyse_chain
+from service.clientauth.model import ClientIdentity, Decision, Finding, Policy, Severity
+from service.clientauth.names import has_subject_alternative_name
+from service.clientauth.rules import marked_for_client_auth
 
 
 def _no_certificate(identity: ClientIdentity, policy: Policy) -> Finding:
     # request mode reports what require would do: that is the mode it prepares for.
     severity: Severity = "info" if policy.mode == "optional" else "error"
     advertised = identity.handshake.advertised_ca_names if identity.handshake else ()
-    if advertised:
+    if identity.source == "forwarded":
+        message = "No client certificate reached omgate with this request."
+        hint = ("When a load balancer terminates TLS, set client_auth.forwarded_cert to the "
+                "header it forwards the certificate in.")
+    elif advertised:
         names = "; ".join(advertised)
         message = (f"The client sent no certificate. The CertificateRequest listed these CA "
                    f"names: {names}. Java clients, Salesforce among them, send a certificate "
@@ -55,36 +37,74 @@ def _no_certificate(identity: ClientIdentity, policy: Policy) -> Finding:
     return Finding("no_client_cert", severity, None, message, hint)
 
 
-def _presented_index(identity: ClientIdentity, subject: str) -> int | None:
-    for index, certificate in enumerate(identity.chain):
-        if certificate.subject.rfc4514_string() == subject:
-            return index
-    return None
+def _rfc5280_cross_check(analysis: ChainAnalysis, policy: Policy,
+                         now: dt.datetime) -> list[Finding]:
+    """Confirm a clean path with cryptography's client verifier, where its rules fit.
+
+    It needs a leaf with a SAN and the clientAuth usage, modern signatures and
+    certificates valid at this instant (it knows no clock skew); other chains are
+    judged by the rules above alone.
+    """
+    leaf = analysis.path[0].certificate
+    fits = (analysis.anchored and has_subject_alternative_name(leaf)
+            and marked_for_client_auth(leaf)
+            and not any(link.certificate.signature_algorithm_oid.dotted_string
+                        in rules.WEAK_SIGNATURES for link in analysis.path)
+            and all(link.certificate.not_valid_before_utc <= now
+                    <= link.certificate.not_valid_after_utc for link in analysis.path))
+    if not fits:
+        return []
+    anchor = analysis.path[-1].certificate
+    intermediates = [link.certificate for link in analysis.path[1:-1]]
+    try:
+        verifier = (verification.PolicyBuilder()
+                    .store(verification.Store([anchor]))
+                    .time(now)
+                    .max_chain_depth(max(policy.verify_depth, len(intermediates)))
+                    .build_client_verifier())
+        verifier.verify(leaf, intermediates)
+    except verification.VerificationError as error:
+        return [Finding(
+            "untrusted_root", "error", analysis.path[0].index,
+            f"RFC 5280 path validation (cryptography's client verifier) rejects the path "
+            f"from {rules.describe(analysis.path[0])}: {error}.",
+            "Ask the sender for a chain whose CA certificates are marked as CAs and allowed "
+            "to sign certificates.",
+        )]
+    except (ValueError, TypeError):
+        return []  # a key or extension that the verifier cannot read: nothing to add
+    return []
 
 
-def _openssl_findings(identity: ClientIdentity) -> list[Finding]:
-    findings: dict[tuple[str, int | None], Finding] = {}
-    results = identity.handshake.verify_results if identity.handshake else ()
-    for result in results:
-        if result.error == 0:
-            continue
-        code, hint = _OPENSSL_FINDINGS.get(result.error, _FALLBACK)
-        index = _presented_index(identity, result.subject)
-        where = f"certificate {index} ({result.subject})" if index is not None else result.subject
-        message = f"OpenSSL: {result.error_text} at depth {result.depth}, {where}."
-        findings.setdefault((code, index), Finding(code, "error", index, message, hint))
-    return list(findings.values())
+def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[Finding]:
+    """Every finding about a non-empty presented chain."""
+    analysis = analyse_chain(identity.chain, policy.anchors, policy.known_cas)
+    leaf = analysis.path[0]
+    findings = rules.structure(analysis, identity.chain)
+    if policy.trust_required:
+        findings += rules.reach_anchor(analysis, policy)
+        findings += rules.unchecked_signatures(analysis)
+    findings += rules.validity(analysis, policy, now)
+    findings += rules.weak_signatures(analysis, policy)
+    findings += rules.revocation(analysis, policy)
+    findings += rules.pins(leaf, policy)
+    findings += rules.distinguished_name(leaf, policy.issuer_dn, "issuer")
+    findings += rules.distinguished_name(leaf, policy.subject_dn, "subject")
+    findings += rules.allowed_names(leaf, policy)
+    findings += rules.client_auth_usage(leaf, policy)
+    if policy.trust_required and not any(f.severity == "error" for f in findings):
+        findings += _rfc5280_cross_check(analysis, policy, now)
+    return findings
 
 
 def evaluate(identity: ClientIdentity, policy: Policy,
              now: dt.datetime | None = None) -> Decision:
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
-    del now  # the OpenSSL-based rules already applied the time
     if policy.mode == "off":
         return Decision("accept", ())
     if not identity.chain:
         finding = _no_certificate(identity, policy)
         return Decision("reject" if finding.severity == "error" else "accept", (finding,))
-    findings = tuple(_openssl_findings(identity))
+    findings = tuple(analyse(identity, policy, now or dt.datetime.now(dt.UTC)))
     outcome = "reject" if any(f.severity == "error" for f in findings) else "accept"
     return Decision(outcome, findings)

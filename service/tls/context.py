@@ -34,7 +34,8 @@ class TlsSettings:
     certfile: Path
     keyfile: Path
     client_auth_mode: str
-    anchors: tuple[x509.Certificate, ...]
+    trusted: tuple[x509.Certificate, ...]  # everything in client_auth.trust
+    partial_chain: bool  # trust_intermediates: a trusted intermediate may end a path
     verify_depth: int
     advertised_ca: tuple[x509.Certificate, ...]  # their subjects go in the CertificateRequest
     refuse_in_handshake: bool
@@ -84,9 +85,11 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     context.set_alpn_select_callback(_select_alpn)
     _load_server_identity(context, settings.certfile, settings.keyfile)
     store = context.get_cert_store()
-    for anchor in settings.anchors:
-        with contextlib.suppress(crypto.Error):  # the same anchor listed twice
-            store.add_cert(crypto.X509.from_cryptography(anchor))
+    for certificate in settings.trusted:
+        with contextlib.suppress(crypto.Error):  # the same certificate listed twice
+            store.add_cert(crypto.X509.from_cryptography(certificate))
+    if settings.partial_chain:
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
     # OpenSSL would stop at verify_depth and report error 22; +1 lets it reach the anchor
     # so its results describe the chain, while the policy enforces the depth itself.
     context.set_verify_depth(max(settings.verify_depth + 1, 1))

@@ -17,9 +17,10 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from service.clientauth import ClientIdentity, VerifyResult
+from service.clientauth import ClientIdentity, HandshakeFacts, VerifyResult
 from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
 from service.logs import get_logger
+from service.metrics import Metrics
 from service.tls import openssl_glue
 from service.tls.capture import (
     CIPHER_SUITE_NUMBERS,
@@ -61,6 +62,35 @@ def tls_extension(captured: Captured, connection: SSL.Connection,
     }
 
 
+# The X509 error whose alert best names a refusal (OpenSSL maps errors to alerts).
+_REFUSAL_ERRORS = {
+    "expired": 10,  # certificate_expired
+    "not_yet_valid": 9,  # bad_certificate
+    "revoked": 23,  # certificate_revoked
+    "untrusted_root": 20, "missing_intermediate": 20, "self_signed": 18,  # unknown_ca
+    "depth_exceeded": 22,  # unknown_ca
+    "bad_signature": 7,  # decrypt_error
+}
+_CERT_REJECTED = 28  # bad_certificate
+
+
+def refusal_error(verdict: Verdict) -> int:
+    first = next((f for f in verdict.decision.findings if f.severity == "error"), None)
+    return _REFUSAL_ERRORS.get(first.code, _CERT_REJECTED) if first else _CERT_REJECTED
+
+
+def in_handshake_facts(connection: SSL.Connection, state: openssl_glue.ConnectionState,
+                       advertised: tuple[str, ...]) -> HandshakeFacts:
+    sni = connection.get_servername()
+    return HandshakeFacts(
+        tls_version=connection.get_protocol_version_name(),
+        cipher=connection.get_cipher_name(),
+        sni=sni.decode(errors="replace") if sni else None,
+        advertised_ca_names=advertised,
+        verify_results=tuple(state.verify_results),
+    )
+
+
 @dataclass
 class TlsConnectionHandler:
     """Runs one accepted TLS connection from handshake to close."""
@@ -72,22 +102,30 @@ class TlsConnectionHandler:
     refuse_in_handshake: bool
     advertised_ca_names: tuple[str, ...]
     memory: ResumptionMemory
+    metrics: Metrics | None = None
 
-    def _verify_step(self) -> Callable[[openssl_glue.ConnectionState, VerifyResult], int | None]:
-        """In handshake mode, refuse where OpenSSL found a fault (its alert names it)."""
-        enforced = self.gate.policy.enforced
+    def _verify_step(self, connection: SSL.Connection, peer: str | None
+                     ) -> Callable[[openssl_glue.ConnectionState, VerifyResult], int | None]:
+        """Decide at the first verify call, from the chain as presented; refuse if enforced.
 
-        def step(_state: openssl_glue.ConnectionState, result: VerifyResult) -> int | None:
-            return result.error if (enforced and result.error) else None
+        OpenSSL turns the X509 error returned into the alert the client sees.
+        """
+        def step(state: openssl_glue.ConnectionState, _result: VerifyResult) -> int | None:
+            if state.verdict is None:
+                chain = openssl_glue.presented_chain(state) or ()
+                facts = in_handshake_facts(connection, state, self.advertised_ca_names)
+                state.verdict = self.gate.decide(ClientIdentity(chain, "tls", peer, facts))
+            verdict: Verdict = state.verdict
+            return refusal_error(verdict) if verdict.refuse else None
 
         return step
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
         state = openssl_glue.ConnectionState()
-        if self.refuse_in_handshake:
-            state.verify_step = self._verify_step()
         connection = SSL.Connection(self.server_tls.context, None)
+        if self.refuse_in_handshake:
+            state.verify_step = self._verify_step(connection, peer)
         connection.set_app_data(state)
         connection.set_accept_state()
         stream = TlsStream(connection, reader, writer)
@@ -115,8 +153,10 @@ class TlsConnectionHandler:
             detail = f"SNI {state.refused_sni!r} is not in server.public_names"
         log.warning("tls.handshake_failed", peer=peer, reason=reason, stage="handshake",
                     detail=detail)
+        if self.metrics is not None:
+            self.metrics.handshake_failures.labels(reason).inc()
         chain = openssl_glue.presented_chain(state)
-        if chain is not None or reason == "no_client_cert":
+        if state.verdict is None and (chain is not None or reason == "no_client_cert"):
             identity = ClientIdentity(chain or (), "tls", peer,
                                       refused_handshake_facts(state, self.advertised_ca_names))
             self.gate.decide(identity, handshake="refused")
@@ -128,12 +168,13 @@ class TlsConnectionHandler:
         facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
                                 resumed)
         identity = ClientIdentity(captured.chain, "tls", peer, facts)
-        verdict = self.gate.decide(identity)
+        verdict = state.verdict or self.gate.decide(identity)
         if verdict.refuse and self.refuse_in_handshake:
             return  # a resumed session of a chain now refused: close_notify, nothing served
         await self.serving.serve(stream, stream, {
             "tls": tls_extension(captured, connection, verdict),
-            CLIENT_AUTH_EXTENSION: {"verdict": verdict, "identity": identity},
+            CLIENT_AUTH_EXTENSION: {"verdict": verdict, "identity": identity,
+                                    "endpoint_verdicts": {}},
         })
 
 

@@ -24,6 +24,7 @@ from OpenSSL._util import ffi, lib
 from OpenSSL.crypto import X509
 
 from service.clientauth import VerifyResult
+from service.clientauth.names import name_matches
 
 HANDSHAKE = 22
 CERTIFICATE_MESSAGE = 11
@@ -44,6 +45,8 @@ class ConnectionState:
     # Called on every verify-callback step; returns an X509 error to fail the handshake
     # with, or None to continue. Set by the listener.
     verify_step: Callable[[ConnectionState, VerifyResult], int | None] | None = None
+    # The client-auth verdict when it was reached inside the handshake (by verify_step).
+    verdict: Any = None
 
 
 def state_of(ssl_pointer: Any) -> ConnectionState | None:
@@ -129,15 +132,6 @@ def _verify_callback(_preverify_ok: int, store: Any) -> int:
         return 0
     lib.X509_STORE_CTX_set_error(store, X509_V_OK)
     return 1
-
-
-def name_matches(name: str, pattern: str) -> bool:
-    """DNS name match with one-label wildcards (``*.example.com`` covers ``a.example.com``)."""
-    name, pattern = name.lower().rstrip("."), pattern.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, rest = name.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return name == pattern
 
 
 @dataclass

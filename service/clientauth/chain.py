@@ -1,0 +1,222 @@
+"""Build a path from a presented chain to a trust anchor, tolerating disorder and extras.
+
+The presented list may be out of order, repeat certificates, or carry certificates
+that belong to nothing; the path is built from the client certificate upwards by
+issuer name *and* signature, preferring trust anchors, then presented
+certificates, then certificates configured in ``trust``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from service.clientauth.summary import fingerprint, is_ca
+
+Origin = Literal["presented", "anchor", "configured"]
+PathEnd = Literal["anchor", "self_signed", "issuer_not_found", "bad_signature", "loop"]
+MAX_PATH = 16
+
+
+@dataclass(frozen=True)
+class Link:
+    certificate: x509.Certificate
+    origin: Origin
+    index: int | None  # position in the presented chain (its first occurrence), if presented
+
+
+@dataclass(frozen=True)
+class ChainAnalysis:
+    leaf_index: int
+    path: tuple[Link, ...]  # leaf first
+    end: PathEnd
+    unverified_issuer: x509.Certificate | None  # named as issuer, signature did not verify
+    unchecked_links: tuple[int, ...]  # path positions whose signature could not be checked
+    duplicates: tuple[int, ...]
+    unrelated: tuple[int, ...]
+    roots_included: tuple[int, ...]  # presented copies of the anchor the path ends at
+    out_of_order: bool
+
+    @property
+    def anchored(self) -> bool:
+        return self.end == "anchor"
+
+    @property
+    def depth(self) -> int:
+        """CA certificates above the client certificate, the anchor included."""
+        return len(self.path) - 1
+
+
+def same_certificate(first: x509.Certificate, second: x509.Certificate) -> bool:
+    return fingerprint(first) == fingerprint(second)
+
+
+def same_key_and_name(first: x509.Certificate, second: x509.Certificate) -> bool:
+    """What OpenSSL treats as the same CA: one subject, one public key."""
+    if first.subject != second.subject:
+        return False
+    try:
+        return first.public_key() == second.public_key()
+    except (ValueError, TypeError):
+        return same_certificate(first, second)
+
+
+# Signature algorithms cryptography no longer verifies in verify_directly_issued_by, but
+# whose signatures can still be checked (and are reported as weak by the rules).
+_LEGACY_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "1.2.840.113549.1.1.5": hashes.SHA1,  # sha1WithRSAEncryption
+    "1.3.14.3.2.29": hashes.SHA1,  # sha1WithRSA (OIW)
+    "1.2.840.113549.1.1.4": hashes.MD5,  # md5WithRSAEncryption
+    "1.2.840.10045.4.1": hashes.SHA1,  # ecdsa-with-SHA1
+}
+
+
+def _legacy_signature_ok(child: x509.Certificate, parent: x509.Certificate) -> bool | None:
+    digest = _LEGACY_HASHES.get(child.signature_algorithm_oid.dotted_string)
+    if digest is None:
+        return None
+    key = parent.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes, padding.PKCS1v15(),
+                       digest())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(digest()))
+        else:
+            return None
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return True
+
+
+def signature_ok(child: x509.Certificate, parent: x509.Certificate) -> bool | None:
+    """True: ``parent`` signed ``child``; False: it did not; None: it cannot be checked here."""
+    if child.issuer != parent.subject:
+        return False
+    try:
+        child.verify_directly_issued_by(parent)
+    except InvalidSignature:
+        return False
+    except Exception:  # noqa: BLE001 - unsupported key or digest (SHA-1, MD2, exotic curves)
+        return _legacy_signature_ok(child, parent)
+    return True
+
+
+def is_self_signed(certificate: x509.Certificate) -> bool:
+    return certificate.subject == certificate.issuer and signature_ok(certificate,
+                                                                      certificate) is not False
+
+
+@dataclass
+class _Builder:
+    presented: tuple[x509.Certificate, ...]
+    anchors: tuple[x509.Certificate, ...]
+    configured: tuple[x509.Certificate, ...]
+    unchecked: list[int] = field(default_factory=list)
+
+    def is_anchor(self, certificate: x509.Certificate) -> bool:
+        return any(same_key_and_name(certificate, anchor) for anchor in self.anchors)
+
+    def candidates(self, certificate: x509.Certificate) -> list[Link]:
+        wanted = certificate.issuer
+        links = [Link(anchor, "anchor", None) for anchor in self.anchors
+                 if anchor.subject == wanted]
+        links += [Link(cert, "presented", index) for index, cert in enumerate(self.presented)
+                  if cert.subject == wanted]
+        links += [Link(cert, "configured", None) for cert in self.configured
+                  if cert.subject == wanted]
+        return links
+
+    def build(self, leaf: Link) -> tuple[list[Link], PathEnd, x509.Certificate | None]:
+        path = [leaf]
+        while len(path) < MAX_PATH:
+            current = path[-1].certificate
+            if self.is_anchor(current):
+                return path, "anchor", None
+            if current.subject == current.issuer and signature_ok(current, current) is not False:
+                return path, "self_signed", None
+            rejected: x509.Certificate | None = None
+            chosen: Link | None = None
+            for candidate in self.candidates(current):
+                if any(same_certificate(candidate.certificate, link.certificate)
+                       for link in path):
+                    continue
+                verdict = signature_ok(current, candidate.certificate)
+                if verdict is False:
+                    rejected = rejected or candidate.certificate
+                    continue
+                if verdict is None:
+                    self.unchecked.append(len(path) - 1)
+                chosen = candidate
+                break
+            if chosen is None:
+                return path, ("bad_signature" if rejected else "issuer_not_found"), rejected
+            path.append(chosen)
+        return path, "loop", None
+
+
+def _leaf_index(presented: tuple[x509.Certificate, ...]) -> int:
+    """The first certificate, unless it is a CA that issued another presented certificate."""
+    def issues_another(position: int) -> bool:
+        return any(position != other and signature_ok(cert, presented[position])
+                   for other, cert in enumerate(presented))
+
+    if not is_ca(presented[0]) or not issues_another(0):
+        return 0
+    ends = [i for i in range(len(presented)) if not issues_another(i)]
+    non_ca = [i for i in ends if not is_ca(presented[i])]
+    return (non_ca or ends or [0])[0]
+
+
+def analyse_chain(presented: tuple[x509.Certificate, ...],
+                  anchors: tuple[x509.Certificate, ...],
+                  configured: tuple[x509.Certificate, ...] = ()) -> ChainAnalysis:
+    """Structure of a non-empty presented chain against anchors (and extra known CAs)."""
+    first_seen: dict[str, int] = {}
+    duplicates = []
+    for index, certificate in enumerate(presented):
+        key = fingerprint(certificate)
+        if key in first_seen:
+            duplicates.append(index)
+        else:
+            first_seen[key] = index
+    unique = tuple(presented[i] for i in sorted(first_seen.values()))
+    original_index = sorted(first_seen.values())
+    builder = _Builder(unique, anchors, configured)
+    leaf_position = _leaf_index(unique)
+    leaf = Link(unique[leaf_position], "presented", original_index[leaf_position])
+    raw_path, end, rejected = builder.build(leaf)
+    path = tuple(Link(link.certificate, link.origin,
+                      original_index[link.index] if link.index is not None else None)
+                 for link in raw_path)
+    on_path = {link.index for link in path if link.index is not None}
+    anchor = path[-1].certificate if end == "anchor" else None
+    roots_included = tuple(
+        index for index in first_seen.values()
+        if index not in on_path and anchor is not None
+        and same_key_and_name(presented[index], anchor))
+    claimed = {index for index in first_seen.values()
+               if rejected is not None and same_certificate(presented[index], rejected)}
+    unrelated = tuple(index for index in sorted(first_seen.values())
+                      if index not in on_path and index not in roots_included
+                      and index not in claimed)
+    presented_order = [link.index for link in path if link.index is not None]
+    out_of_order = leaf.index != 0 or presented_order != sorted(presented_order)
+    return ChainAnalysis(
+        leaf_index=leaf.index or 0,
+        path=path,
+        end=end,
+        unverified_issuer=rejected,
+        unchecked_links=tuple(builder.unchecked),
+        duplicates=tuple(duplicates),
+        unrelated=unrelated,
+        roots_included=roots_included,
+        out_of_order=out_of_order,
+    )

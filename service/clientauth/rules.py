@@ -1,0 +1,365 @@
+"""Each policy rule: a pure function from what is known to a list of findings.
+
+Every message names the certificate it is about (its position in the chain as
+presented, and its subject) and every hint says what to change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from service.clientauth.chain import ChainAnalysis, Link
+from service.clientauth.dn import DistinguishedName, from_name
+from service.clientauth.model import Finding, Policy, Severity
+from service.clientauth.names import identity_names, name_matches
+from service.clientauth.summary import fingerprint, spki_sha256
+
+WEAK_SIGNATURES = {
+    "1.2.840.113549.1.1.2": "MD2",
+    "1.2.840.113549.1.1.3": "MD4",
+    "1.2.840.113549.1.1.4": "MD5",
+    "1.2.840.113549.1.1.5": "SHA-1",
+    "1.3.14.3.2.29": "SHA-1",
+    "1.2.840.10045.4.1": "SHA-1",
+    "1.2.840.10040.4.3": "SHA-1",
+}
+
+
+def subject_of(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string() or "(empty subject)"
+
+
+def describe(link: Link) -> str:
+    if link.index is None:
+        origin = "trust anchor" if link.origin == "anchor" else "configured CA"
+        return f"the {origin} {subject_of(link.certificate)}"
+    return f"certificate {link.index} ({subject_of(link.certificate)})"
+
+
+def sentence_start(link: Link) -> str:
+    """``describe`` capitalised, to open a sentence."""
+    text = describe(link)
+    return text[0].upper() + text[1:]
+
+
+def _date(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- the shape of what was sent ------------------------------------------------------------
+
+
+def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...]) -> list[Finding]:
+    findings: list[Finding] = []
+    leaf = analysis.path[0]
+    if analysis.leaf_index != 0:
+        findings.append(Finding(
+            "chain_out_of_order", "error", 0,
+            f"The chain starts with certificate 0 ({subject_of(chain[0])}), a CA certificate; "
+            f"the client certificate is {describe(leaf)}.",
+            "Send the client certificate first, then its issuer, then that issuer's issuer.",
+        ))
+    elif analysis.out_of_order:
+        order = ", ".join(str(link.index) for link in analysis.path if link.index is not None)
+        findings.append(Finding(
+            "chain_out_of_order", "warning", None,
+            f"The issuers are not in order: the path uses the certificates in the order "
+            f"{order}.",
+            "Order the chain leaf first, then each issuer in turn; strict peers refuse "
+            "any other order.",
+        ))
+    for index in analysis.duplicates:
+        first = next(i for i, cert in enumerate(chain) if fingerprint(cert) ==
+                     fingerprint(chain[index]))
+        findings.append(Finding(
+            "duplicate_certificate", "warning", index,
+            f"Certificate {index} ({subject_of(chain[index])}) repeats certificate {first}.",
+            "Send each certificate once.",
+        ))
+    for index in analysis.unrelated:
+        findings.append(Finding(
+            "unrelated_certificate", "warning", index,
+            f"Certificate {index} ({subject_of(chain[index])}) is not part of the path from "
+            "the client certificate to a trust anchor; it is ignored.",
+            "Remove it from the chain the client sends.",
+        ))
+    for index in analysis.roots_included:
+        findings.append(Finding(
+            "root_included", "warning", index,
+            f"Certificate {index} ({subject_of(chain[index])}) is the trust anchor itself; "
+            "the server already has it.",
+            "Leave the root out of the chain the client sends; it only adds bytes.",
+        ))
+    return findings
+
+
+# -- reaching a trust anchor --------------------------------------------------------------
+
+
+def _issuer_not_found(analysis: ChainAnalysis) -> Finding:
+    last = analysis.path[-1]
+    issuer = last.certificate.issuer.rfc4514_string()
+    if len(analysis.path) == 1:
+        return Finding(
+            "missing_intermediate", "error", last.index,
+            f"The client sent only its certificate, {describe(last)}; the intermediate with "
+            f"subject {issuer} that issued it is missing.",
+            f"Add the intermediate {issuer} to client_auth.trust, or ask the sender to send "
+            "its chain (its certificate, then the intermediate).",
+        )
+    return Finding(
+        "untrusted_root", "error", last.index,
+        f"{sentence_start(last)} was issued by {issuer}, which is "
+        "neither in the chain nor in client_auth.trust.",
+        f"Add the CA {issuer} to client_auth.trust (or, to trust "
+        f"{subject_of(last.certificate)} itself, add it with trust_intermediates = true).",
+    )
+
+
+def reach_anchor(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    last = analysis.path[-1]
+    match analysis.end:
+        case "anchor":
+            if analysis.depth > policy.verify_depth:
+                above = ", ".join(subject_of(link.certificate) for link in analysis.path[1:])
+                return [Finding(
+                    "depth_exceeded", "error", 0,
+                    f"The path from {describe(analysis.path[0])} needs depth "
+                    f"{analysis.depth} ({analysis.depth} CA certificates above it, the anchor "
+                    f"included: {above}); client_auth.verify_depth allows "
+                    f"{policy.verify_depth}.",
+                    f"Set client_auth.verify_depth = {analysis.depth}, or trust the "
+                    "intermediate directly (trust_intermediates = true).",
+                )]
+            return []
+        case "self_signed" if len(analysis.path) == 1:
+            return [Finding(
+                "self_signed", "error", last.index,
+                f"{sentence_start(last)} is self-signed and is not a "
+                "trust anchor.",
+                f'Pin it (client_auth.pins = ["sha256:{fingerprint(last.certificate)}"]) or '
+                "add it to client_auth.trust, if you mean to trust it.",
+            )]
+        case "self_signed":
+            return [Finding(
+                "untrusted_root", "error", last.index,
+                f"The path ends at {describe(last)}, a self-signed root that is not in "
+                "client_auth.trust.",
+                f"If you trust {subject_of(last.certificate)}, add it to client_auth.trust.",
+            )]
+        case "bad_signature":
+            claimed = analysis.unverified_issuer
+            named = subject_of(claimed) if claimed else last.certificate.issuer.rfc4514_string()
+            return [Finding(
+                "bad_signature", "error", last.index,
+                f"{sentence_start(last)} names {named} as its "
+                "issuer, but its signature does not verify with that certificate's key"
+                + (f" (sha256 {fingerprint(claimed)})." if claimed else "."),
+                "The chain mixes certificates of different CA keys, or was altered; ask the "
+                "sender for its current chain, and check client_auth.trust holds the current "
+                "CA certificate.",
+            )]
+        case "issuer_not_found":
+            return [_issuer_not_found(analysis)]
+    return [Finding("untrusted_root", "error", None,
+                    "The chain does not lead to a trust anchor within 16 certificates.",
+                    "Send a shorter chain.")]
+
+
+def unchecked_signatures(analysis: ChainAnalysis) -> list[Finding]:
+    findings = []
+    for position in analysis.unchecked_links:
+        link = analysis.path[position]
+        algorithm = WEAK_SIGNATURES.get(link.certificate.signature_algorithm_oid.dotted_string,
+                                        link.certificate.signature_algorithm_oid.dotted_string)
+        findings.append(Finding(
+            "bad_signature", "error", link.index,
+            f"The {algorithm} signature on {describe(link)} cannot be checked: nothing "
+            "vouches for it.",
+            "Ask the CA for a certificate signed with SHA-256 or stronger.",
+        ))
+    return findings
+
+
+# -- time ----------------------------------------------------------------------------------
+
+
+def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime) -> list[Finding]:
+    findings = []
+    for position, link in enumerate(analysis.path):
+        certificate = link.certificate
+        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+        renew = ("The sender must renew its certificate (in Salesforce: create or upload a new "
+                 "one and select it for the outbound message)." if position == 0 else
+                 f"Replace {subject_of(certificate)} with the CA's current certificate, in "
+                 "client_auth.trust or in the chain the sender sends.")
+        if now + policy.clock_skew < not_before:
+            days = (not_before - now).days
+            findings.append(Finding(
+                "not_yet_valid", "error", link.index,
+                f"{sentence_start(link)} is valid only from "
+                f"{_date(not_before)} (in {days} days).",
+                "Check the clocks on both sides; a certificate this new is unusual.",
+            ))
+        elif now - policy.clock_skew > not_after:
+            days = (now - not_after).days
+            findings.append(Finding(
+                "expired", "error", link.index,
+                f"{sentence_start(link)} expired on "
+                f"{_date(not_after)}, {days} days ago.", renew,
+            ))
+        elif (not_after - now).days < policy.expiry_warning_days:
+            findings.append(Finding(
+                "expires_soon", "warning", link.index,
+                f"{sentence_start(link)} expires on "
+                f"{_date(not_after)}, in {(not_after - now).days} days.", renew,
+            ))
+    return findings
+
+
+# -- algorithms and revocation ------------------------------------------------------------
+
+
+def weak_signatures(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    severity: Severity = "error" if policy.reject_weak_signatures else "warning"
+    signed = analysis.path[:-1] if analysis.anchored else analysis.path
+    findings = []
+    for link in signed:  # an anchor's own signature vouches for nothing
+        oid = link.certificate.signature_algorithm_oid.dotted_string
+        if oid in WEAK_SIGNATURES:
+            findings.append(Finding(
+                "weak_signature_algorithm", severity, link.index,
+                f"{sentence_start(link)} is signed with "
+                f"{WEAK_SIGNATURES[oid]}, which no longer protects a signature.",
+                "Ask the CA for a certificate signed with SHA-256 or stronger"
+                + ("; client_auth.reject_weak_signatures = false accepts it meanwhile."
+                   if policy.reject_weak_signatures else "."),
+            ))
+    return findings
+
+
+def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    findings = []
+    for position, link in enumerate(analysis.path[:-1]):
+        issuer = analysis.path[position + 1].certificate
+        for crl in policy.crls:
+            if crl.issuer != issuer.subject:
+                continue
+            try:
+                if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                    continue
+            except (TypeError, ValueError):
+                continue
+            revoked = crl.get_revoked_certificate_by_serial_number(
+                link.certificate.serial_number)
+            if revoked is not None:
+                findings.append(Finding(
+                    "revoked", "error", link.index,
+                    f"{sentence_start(link)} (serial "
+                    f"{link.certificate.serial_number:x}) was revoked on "
+                    f"{_date(revoked.revocation_date_utc)} by {subject_of(issuer)}.",
+                    "The sender must use a new certificate.",
+                ))
+    return findings
+
+
+# -- who the client is ---------------------------------------------------------------------
+
+
+def pins(leaf: Link, policy: Policy) -> list[Finding]:
+    if not policy.pins or any(pin.matches(leaf.certificate) for pin in policy.pins):
+        return []
+    sha256 = fingerprint(leaf.certificate)
+    return [Finding(
+        "pin_mismatch", "error", leaf.index,
+        f"{sentence_start(leaf)} matches none of the "
+        f"{len(policy.pins)} configured pin(s); its fingerprint is sha256:{sha256} and its key "
+        f"pin spki:{spki_sha256(leaf.certificate)}.",
+        f'If the sender rotated its certificate (Salesforce does, yearly), add "sha256:{sha256}"'
+        " to client_auth.pins and keep the old pin until the rotation is over.",
+    )]
+
+
+def _first_difference(expected: DistinguishedName, actual: x509.Name) -> str:
+    actual_rdns = from_name(actual).rdns
+    for position, (want, have) in enumerate(zip(expected.rdns, actual_rdns, strict=False)):
+        if want != have:
+            return f"attribute {position + 1} differs"
+    return f"{len(expected.rdns)} attribute(s) expected, {len(actual_rdns)} found"
+
+
+def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: str) -> list[Finding]:
+    if expected is None:
+        return []
+    name = leaf.certificate.issuer if which == "issuer" else leaf.certificate.subject
+    if expected.matches(name):
+        return []
+    if expected.matches_reversed(name):
+        hint = ("The same attributes match in the opposite order: RFC 4514 writes the most "
+                "specific first (CN=...,O=...,C=...), OpenSSL's forms start with C.")
+    else:
+        hint = (f"If this {which} is expected, set "
+                f'client_auth.{which}_dn = "{name.rfc4514_string()}".')
+    verb = "was issued by" if which == "issuer" else "has the subject"
+    return [Finding(
+        f"{which}_dn_mismatch", "error", leaf.index,
+        f"{sentence_start(leaf)} {verb} {name.rfc4514_string()}, not "
+        f"the configured client_auth.{which}_dn {expected.text!r} "
+        f"({_first_difference(expected, name)}).",
+        hint,
+    )]
+
+
+def allowed_names(leaf: Link, policy: Policy) -> list[Finding]:
+    if not policy.allowed_names:
+        return []
+    names = identity_names(leaf.certificate)
+    if any(name_matches(name, pattern) for name in names for pattern in policy.allowed_names):
+        return []
+    shown = ", ".join(names) or "no DNS name and no CN"
+    return [Finding(
+        "name_not_allowed", "error", leaf.index,
+        f"{sentence_start(leaf)} names {shown}; none is in "
+        f"client_auth.allowed_names ({', '.join(policy.allowed_names)}).",
+        "Add the sender's name to client_auth.allowed_names (\"*.example.com\" covers one "
+        "label).",
+    )]
+
+
+_CLIENT_USAGES = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+
+
+def extended_key_usages(certificate: x509.Certificate) -> list[x509.ObjectIdentifier] | None:
+    try:
+        return list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def marked_for_client_auth(certificate: x509.Certificate) -> bool:
+    return bool(_CLIENT_USAGES & set(extended_key_usages(certificate) or ()))
+
+
+def client_auth_usage(leaf: Link, policy: Policy) -> list[Finding]:
+    usages = extended_key_usages(leaf.certificate)
+    if marked_for_client_auth(leaf.certificate):
+        return []
+    if usages is None and not policy.require_client_auth_eku:
+        return []
+    listed = ", ".join(getattr(usage, "_name", usage.dotted_string) for usage in usages or [])
+    what = f"its extended key usage lists only {listed}" if usages else \
+        "it has no extended key usage extension"
+    severity: Severity = "error" if policy.require_client_auth_eku else "warning"
+    tail = "" if policy.require_client_auth_eku else \
+        " nginx, Apache and OpenSSL-based servers refuse such a client certificate."
+    return [Finding(
+        "missing_client_auth_eku", severity, leaf.index,
+        f"{sentence_start(leaf)} is not marked for TLS client "
+        f"authentication: {what}.{tail}",
+        "Ask the sender for a certificate with the clientAuth extended key usage"
+        + (" (or set client_auth.require_client_auth_eku = false)."
+           if policy.require_client_auth_eku else "."),
+    )]

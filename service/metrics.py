@@ -1,0 +1,56 @@
+"""Prometheus metrics, served on the health listener's /metrics.
+
+One :class:`Metrics` object per process, passed to whoever records; its registry
+is its own, so tests and several apps in one process never share counters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from service.clientauth import ClientIdentity, Decision
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "omgate_client_auth_decisions", "Client-certificate decisions.",
+            ["outcome", "enforced", "source"], registry=self.registry)
+        self.findings = Counter(
+            "omgate_client_auth_findings", "Findings in client-certificate decisions.",
+            ["code", "severity"], registry=self.registry)
+        self.client_cert_days_left = Gauge(
+            "omgate_client_cert_days_left",
+            "Days until the most recently accepted client certificate expires.",
+            registry=self.registry)
+        self.handshake_failures = Counter(
+            "omgate_tls_handshake_failures", "TLS handshakes that did not complete.",
+            ["reason"], registry=self.registry)
+        self.messages = Counter(
+            "omgate_messages", "Outbound messages by result (accepted, rejected).",
+            ["result", "reason"], registry=self.registry)
+        self.notifications = Counter(
+            "omgate_notifications", "Notifications acknowledged, new or duplicate.",
+            ["kind"], registry=self.registry)
+        self.request_seconds = Histogram(
+            "omgate_request_seconds", "Time from request to answer on message endpoints.",
+            ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    def decision(self, identity: ClientIdentity, decision: Decision, enforced: bool,
+                 now: dt.datetime) -> None:
+        self.decisions.labels(decision.outcome, str(enforced).lower(), identity.source).inc()
+        for finding in decision.findings:
+            self.findings.labels(finding.code, finding.severity).inc()
+        if decision.accepted and identity.chain:
+            leaf = identity.chain[0]
+            self.client_cert_days_left.set((leaf.not_valid_after_utc - now).days)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

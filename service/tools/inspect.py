@@ -1,0 +1,82 @@
+"""``omgate inspect PEMFILE``: the policy engine's analysis of a chain file, before a deploy.
+
+The certificates are analysed in the order the file lists them, as if a client had
+presented them, against the configuration's ``[client_auth]`` rules (or an
+endpoint's, with ``--endpoint``); ``--trust`` replaces the trust anchors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from service.certfiles import CertificateFileError, load_certificates
+from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
+from service.config import Config, ConfigError
+from service.policies import PolicyBuilder
+
+SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
+
+
+def inspect_policy(config: Config, endpoint: str | None, trust: Path | None) -> Policy:
+    rules = config.client_auth.rules
+    if endpoint is not None:
+        matching = [e for e in config.endpoints if e.path == endpoint]
+        if not matching:
+            paths = ", ".join(e.path for e in config.endpoints)
+            raise ConfigError(f"{config.source}: no [[endpoints]] path {endpoint!r} ({paths})")
+        rules = matching[0].client_auth or rules
+    if trust is not None:
+        rules = dataclasses.replace(rules, trust=(trust.resolve(),))
+    # a certificate is being judged: report what enforcement would do with it
+    return PolicyBuilder(config).policy(rules, mode="require")
+
+
+def report(identity: ClientIdentity, decision: Decision, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "outcome": decision.outcome,
+        "chain": [summarize(certificate, now) for certificate in identity.chain],
+        "chain_sha256": identity.chain_sha256,
+        "findings": [finding.to_json() for finding in decision.findings],
+    }
+
+
+def _text(document: dict[str, Any], out: TextIO) -> None:
+    for index, summary in enumerate(document["chain"]):
+        out.write(f"certificate {index}: {summary['subject']}\n")
+        out.write(f"  issuer     {summary['issuer']}\n")
+        out.write(f"  valid      {summary['not_before']} .. {summary['not_after']} "
+                  f"({summary['days_left']} days left)\n")
+        out.write(f"  key        {summary['key']}, signed {summary['signature_algorithm']}\n")
+        out.write(f"  sha256     {summary['sha256']}\n")
+        out.write(f"  spki       {summary['spki_sha256']}\n")
+        if summary["sans"]:
+            out.write(f"  names      {', '.join(summary['sans'])}\n")
+    out.write("\n")
+    for finding in document["findings"]:
+        where = "" if finding["cert"] is None else f" [certificate {finding['cert']}]"
+        out.write(f"{SEVERITY_MARK[finding['severity']]} {finding['code']}{where}: "
+                  f"{finding['message']}\n      fix: {finding['hint']}\n")
+    verdict = "accepted" if document["outcome"] == "accept" else "REFUSED"
+    count = len(document["findings"])
+    out.write(f"\n{verdict} under this policy ({count} finding{'s' * (count != 1)})\n")
+
+
+def inspect_chain(pem: Path, config: Config, out: TextIO, *, endpoint: str | None,
+                  trust: Path | None, as_json: bool, now: dt.datetime | None = None) -> int:
+    try:
+        chain = tuple(load_certificates(pem, "PEMFILE"))
+    except CertificateFileError as error:
+        raise ConfigError(str(error)) from None
+    now = now or dt.datetime.now(dt.UTC)
+    identity = ClientIdentity(chain, "forwarded")
+    decision = evaluate(identity, inspect_policy(config, endpoint, trust), now)
+    document = report(identity, decision, now)
+    if as_json:
+        out.write(json.dumps(document, indent=2) + "\n")
+    else:
+        _text(document, out)
+    return 0 if decision.accepted else 1

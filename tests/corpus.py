@@ -1,0 +1,226 @@
+"""A corpus of client chains around a moment ``now``: valid ones and one per fault.
+
+Used as pure-function cases (tests/test_clientauth_policy.py) and, for the chains a
+TLS client can present, through a live server (tests/test_policy_live.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from service.clientauth import fingerprint, parse_dn, parse_pin, pin_for_certificate
+from service.clientauth.summary import spki_sha256
+from service.tools.pki import Issued, issue, name, new_key
+
+DAY = dt.timedelta(days=1)
+
+
+def dn(common_name: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(x509.oid.NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "Example, Inc."),
+        x509.NameAttribute(x509.oid.NameOID.ORGANIZATIONAL_UNIT_NAME, "www.example.com/CPS"),
+        x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name),
+    ])
+
+
+
+
+@dataclass
+class Pki:
+    root: Issued
+    intermediate: Issued
+    second_intermediate: Issued
+    leaf: Issued
+    deep_leaf: Issued
+    other_root: Issued
+    other_intermediate: Issued
+    extras: dict[str, Issued] = field(default_factory=dict)
+
+
+def build_pki(now: dt.datetime) -> Pki:
+    """Every certificate of the corpus, valid around ``now`` unless a case says otherwise."""
+    def at(**kwargs: object) -> dict[str, object]:
+        return {"not_before": now - 30 * DAY, "not_after": now + 365 * DAY, **kwargs}
+
+    def client(issuer: Issued, common_name: str = "proxy.example.com", *,
+               dns: tuple[str, ...] = ("proxy.example.com",),
+               usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+               **kwargs: object) -> Issued:
+        return issue(dn(common_name), issuer=issuer, key=new_key("rsa"), dns_names=dns,
+                     usages=usages, **at(**kwargs))  # type: ignore[arg-type]
+
+    def ca(subject: x509.Name, issuer: Issued | None = None, **kwargs: object) -> Issued:
+        return issue(subject, issuer=issuer, ca=True, **at(**kwargs))  # type: ignore[arg-type]
+
+    root = ca(name("Corpus Root CA"))
+    intermediate = ca(dn("Corpus Intermediate CA"), root)
+    second = ca(dn("Corpus Second Intermediate CA"), intermediate)
+    other_root = ca(name("Other Root CA"))
+    other_intermediate = ca(name("Other Intermediate CA"), other_root)
+    not_a_ca = issue(dn("Not A CA"), issuer=root, **at())  # type: ignore[arg-type]
+    result = Pki(root, intermediate, second, client(intermediate), client(second, "deep"),
+                 other_root, other_intermediate)
+    forger = Issued(intermediate.certificate, new_key())  # right name, wrong key
+    result.extras = {
+        "expired": client(intermediate, not_before=now - 400 * DAY, not_after=now - 35 * DAY),
+        "not_yet": client(intermediate, not_before=now + 10 * DAY, not_after=now + 400 * DAY),
+        "soon": client(intermediate, not_after=now + 5 * DAY),
+        "expired_intermediate": ca(dn("Expired Intermediate CA"), root,
+                                   not_before=now - 900 * DAY, not_after=now - 2 * DAY),
+        "forged": client(forger),
+        "self_signed": issue(dn("proxy.example.com"), dns_names=("proxy.example.com",),
+                             usages=(ExtendedKeyUsageOID.CLIENT_AUTH,), **at()),  # type: ignore[arg-type]
+        "untrusted": client(other_intermediate),
+        "server_only": client(intermediate, usages=(ExtendedKeyUsageOID.SERVER_AUTH,)),
+        "no_eku": client(intermediate, usages=()),
+        "sha1": resigned_with_sha1(client(intermediate), intermediate),
+        "two_labels": client(intermediate, "a.b.example.com", dns=("a.b.example.com",)),
+    }
+    result.extras["leaf_of_expired_ca"] = client(result.extras["expired_intermediate"])
+    result.extras["not_a_ca"] = not_a_ca
+    result.extras["leaf_of_non_ca"] = client(not_a_ca)
+    return result
+
+
+def resigned_with_sha1(certificate: Issued, issuer: Issued) -> Issued:
+    """cryptography no longer signs with SHA-1; pyOpenSSL (OpenSSL) still does."""
+    from OpenSSL import crypto
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy = crypto.X509.from_cryptography(certificate.certificate)
+        legacy.sign(crypto.PKey.from_cryptography_key(issuer.key), "sha1")
+    return Issued(legacy.to_cryptography(), certificate.key)
+
+
+def crl_revoking(issuer: Issued, revoked: x509.Certificate) -> x509.CertificateRevocationList:
+    when = revoked.not_valid_before_utc + DAY
+    entry = (x509.RevokedCertificateBuilder().serial_number(revoked.serial_number)
+             .revocation_date(when).build())
+    return (x509.CertificateRevocationListBuilder().issuer_name(issuer.certificate.subject)
+            .last_update(when).next_update(when + 400 * DAY)
+            .add_revoked_certificate(entry).sign(issuer.key, hashes.SHA256()))
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    chain: Callable[[Pki], list[Issued]]
+    errors: set[str]
+    warnings: set[str] = field(default_factory=set)
+    policy: Callable[[Pki], dict[str, object]] = lambda pki: {}
+    names: Callable[[Pki], Issued | None] = lambda pki: None  # certificate the message names
+
+
+LEAF = lambda pki: pki.leaf  # noqa: E731
+
+
+CASES = [
+    Case("valid chain", lambda p: [p.leaf, p.intermediate], set()),
+    Case("leaf without its intermediate", lambda p: [p.leaf], {"missing_intermediate"},
+         names=LEAF),
+    Case("chain in reverse order", lambda p: [p.intermediate, p.leaf], {"chain_out_of_order"},
+         names=lambda p: p.intermediate),
+    Case("intermediates out of order", lambda p: [p.deep_leaf, p.intermediate,
+                                                  p.second_intermediate],
+         set(), {"chain_out_of_order"}, policy=lambda p: {"verify_depth": 3}),
+    Case("root included", lambda p: [p.leaf, p.intermediate, p.root], set(), {"root_included"},
+         names=lambda p: p.root),
+    Case("duplicate certificate", lambda p: [p.leaf, p.intermediate, p.intermediate], set(),
+         {"duplicate_certificate"}, names=lambda p: p.intermediate),
+    Case("unrelated extra certificate", lambda p: [p.leaf, p.intermediate, p.other_intermediate],
+         set(), {"unrelated_certificate"}, names=lambda p: p.other_intermediate),
+    Case("self-signed leaf", lambda p: [p.extras["self_signed"]], {"self_signed"},
+         names=lambda p: p.extras["self_signed"]),
+    Case("untrusted root", lambda p: [p.extras["untrusted"], p.other_intermediate],
+         {"untrusted_root"}, names=lambda p: p.other_intermediate),
+    Case("expired leaf", lambda p: [p.extras["expired"], p.intermediate], {"expired"},
+         names=lambda p: p.extras["expired"]),
+    Case("expired intermediate",
+         lambda p: [p.extras["leaf_of_expired_ca"], p.extras["expired_intermediate"]],
+         {"expired"}, names=lambda p: p.extras["expired_intermediate"]),
+    Case("not yet valid", lambda p: [p.extras["not_yet"], p.intermediate], {"not_yet_valid"},
+         names=lambda p: p.extras["not_yet"]),
+    Case("expires soon", lambda p: [p.extras["soon"], p.intermediate], set(), {"expires_soon"},
+         names=lambda p: p.extras["soon"]),
+    Case("depth one too small", lambda p: [p.deep_leaf, p.second_intermediate, p.intermediate],
+         {"depth_exceeded"}, names=lambda p: p.deep_leaf),
+    Case("same chain at depth + 1", lambda p: [p.deep_leaf, p.second_intermediate,
+                                               p.intermediate], set(),
+         policy=lambda p: {"verify_depth": 3}),
+    Case("bad signature", lambda p: [p.extras["forged"], p.intermediate], {"bad_signature"},
+         names=lambda p: p.extras["forged"]),
+    Case("sha256 pin matches", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"pins": (parse_pin("sha256:" + fingerprint(p.leaf.certificate)),)}),
+    Case("sha256 pin with colons matches", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"pins": (parse_pin("sha256:" + ":".join(
+             fingerprint(p.leaf.certificate)[i:i + 2].upper() for i in range(0, 64, 2))),)}),
+    Case("sha256 pin mismatches", lambda p: [p.leaf, p.intermediate], {"pin_mismatch"},
+         policy=lambda p: {"pins": (parse_pin("sha256:" + "ab" * 32),)}, names=LEAF),
+    Case("spki pin matches", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"pins": (parse_pin("spki:" + spki_sha256(p.leaf.certificate)),)}),
+    Case("spki pin mismatches", lambda p: [p.leaf, p.intermediate], {"pin_mismatch"},
+         policy=lambda p: {"pins": (parse_pin("spki:" + spki_sha256(p.root.certificate)),)},
+         names=LEAF),
+    Case("two pins during a rotation", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"pins": (parse_pin("sha256:" + "cd" * 32),
+                                    parse_pin("spki:" + spki_sha256(p.leaf.certificate)))}),
+    Case("pin file matches", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"pins": (pin_for_certificate(p.leaf.certificate, "leaf.pem"),)}),
+    Case("pins alone, no trust anchors", lambda p: [p.extras["self_signed"]], set(),
+         policy=lambda p: {"anchors": (), "pins": (
+             pin_for_certificate(p.extras["self_signed"].certificate, "self.pem"),)}),
+    Case("issuer DN, RFC 4514", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"issuer_dn": parse_dn(
+             r"CN=Corpus Intermediate CA,OU=www.example.com/CPS,O=Example\, Inc.,C=US")}),
+    Case("issuer DN, OpenSSL one-line", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"issuer_dn": parse_dn(
+             "/C=US/O=Example, Inc./OU=www.example.com/CPS/CN=corpus  intermediate CA")}),
+    Case("issuer DN, OpenSSL comma form", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"issuer_dn": parse_dn(
+             'C = US, O = "Example, Inc.", OU = www.example.com/CPS, CN = Corpus Intermediate CA'
+         )}),
+    Case("issuer DN, one attribute off", lambda p: [p.leaf, p.intermediate],
+         {"issuer_dn_mismatch"}, names=LEAF, policy=lambda p: {"issuer_dn": parse_dn(
+             "/C=US/O=Example, Inc./OU=www.example.com/CPS/CN=Corpus Other CA")}),
+    Case("subject DN matches", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"subject_dn": parse_dn(
+             r"CN=proxy.example.com,OU=www.example.com/CPS,O=Example\, Inc.,C=US")}),
+    Case("subject DN mismatches", lambda p: [p.leaf, p.intermediate], {"subject_dn_mismatch"},
+         names=LEAF, policy=lambda p: {"subject_dn": parse_dn("CN=someone.else,C=US")}),
+    Case("allowed name, exact", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"allowed_names": ("proxy.example.com",)}),
+    Case("allowed name, wildcard", lambda p: [p.leaf, p.intermediate], set(),
+         policy=lambda p: {"allowed_names": ("*.example.com",)}),
+    Case("allowed name, wildcard covers one label only",
+         lambda p: [p.extras["two_labels"], p.intermediate], {"name_not_allowed"},
+         policy=lambda p: {"allowed_names": ("*.example.com",)},
+         names=lambda p: p.extras["two_labels"]),
+    Case("missing clientAuth EKU", lambda p: [p.extras["server_only"], p.intermediate],
+         {"missing_client_auth_eku"}, policy=lambda p: {"require_client_auth_eku": True},
+         names=lambda p: p.extras["server_only"]),
+    Case("no EKU when clientAuth is required", lambda p: [p.extras["no_eku"], p.intermediate],
+         {"missing_client_auth_eku"}, policy=lambda p: {"require_client_auth_eku": True}),
+    Case("server-only EKU is a warning when not required",
+         lambda p: [p.extras["server_only"], p.intermediate], set(),
+         {"missing_client_auth_eku"}),
+    Case("revoked by a CRL", lambda p: [p.leaf, p.intermediate], {"revoked"}, names=LEAF,
+         policy=lambda p: {"crls": (crl_revoking(p.intermediate, p.leaf.certificate),)}),
+    Case("SHA-1 signature", lambda p: [p.extras["sha1"], p.intermediate],
+         {"weak_signature_algorithm"}, names=lambda p: p.extras["sha1"]),
+    Case("intermediate that is not a CA (RFC 5280 check)",
+         lambda p: [p.extras["leaf_of_non_ca"], p.extras["not_a_ca"]], {"untrusted_root"},
+         names=LEAF),
+    Case("SHA-1 accepted when allowed", lambda p: [p.extras["sha1"], p.intermediate], set(),
+         {"weak_signature_algorithm"}, policy=lambda p: {"reject_weak_signatures": False}),
+]
+
+
