@@ -1,19 +1,27 @@
 # omgate container: multi-stage, non-root, JSON logs, config at /etc/omgate/omgate.toml,
 # certificates under /certs, inbox on the volume /var/lib/omgate.
-# BASE_IMAGE must provide python3 (>= 3.11) with venv; swap it with --build-arg.
+#
+# BASE_IMAGE must provide python3 (3.11 or newer) with the venv module; swap it with
+#   --build-arg BASE_IMAGE=...
+# PIP_INSTALL_OPTIONS lets a build without a package index use wheels placed in the
+# context's wheels/ folder:
+#   --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /src/wheels"
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+ARG PIP_INSTALL_OPTIONS=""
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY service ./service
+COPY . /src
+# hadolint ignore=SC2086
 RUN python3 -m venv /opt/omgate \
-    && /opt/omgate/bin/pip install --no-cache-dir --disable-pip-version-check . \
-    && /opt/omgate/bin/pip uninstall --yes pip setuptools
+    && /opt/omgate/bin/pip install --no-cache-dir --disable-pip-version-check \
+       ${PIP_INSTALL_OPTIONS} /src \
+    && /opt/omgate/bin/pip uninstall --yes --disable-pip-version-check pip setuptools
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 omgate \
-    && useradd --system --uid 10001 --gid omgate --no-create-home --home-dir /var/lib/omgate omgate \
+    && useradd --system --uid 10001 --gid omgate --no-create-home \
+       --home-dir /var/lib/omgate --shell /usr/sbin/nologin omgate \
     && mkdir -p /var/lib/omgate /etc/omgate /certs \
     && chown omgate:omgate /var/lib/omgate
 COPY --from=build /opt/omgate /opt/omgate
@@ -22,10 +30,12 @@ ENV PATH=/opt/omgate/bin:$PATH \
     OMGATE_CONFIG=/etc/omgate/omgate.toml \
     OMGATE_LOGGING__FORMAT=json \
     PYTHONUNBUFFERED=1
-USER omgate
+USER 10001:10001
+WORKDIR /var/lib/omgate
 VOLUME ["/var/lib/omgate"]
 EXPOSE 8443 9090
+# OMGATE_HEALTH_URL: where the check asks, when server.health_bind is not the default.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/readyz', timeout=2)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('OMGATE_HEALTH_URL', 'http://127.0.0.1:9090/readyz'), timeout=2)"]
 ENTRYPOINT ["omgate"]
 CMD ["serve"]

@@ -21,6 +21,7 @@ run: $(BIN)/.installed $(DEV_CERTS)/server.pem
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

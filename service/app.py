@@ -19,9 +19,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from service.clientauth import ClientIdentity, Policy
+from service.clientauth import Policy
 from service.config import Config, EndpointConfig
-from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
+from service.forwarded import Network, RequestOrigin, within
+from service.forwarded.middleware import ORIGIN_EXTENSION
+from service.gate import ClientAuthGate, ForwardedCertificateUnreadable
 from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
@@ -57,6 +59,7 @@ class EndpointRuntime:
     max_body_bytes: int = 10 * 1024 * 1024
     store_session_id: bool = False
     policy: Policy | None = None  # this endpoint's client-auth rules, when it overrides any
+    allowed_networks: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_keys", frozenset(map(id_key, self.config.action_ids)))
@@ -143,25 +146,6 @@ def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
         )
 
 
-def connection_verdict(request: Request, gate: ClientAuthGate,
-                       policy: Policy | None = None) -> Verdict:
-    """The verdict for this request's client: the TLS connection's, decided once, or under an
-    endpoint's own ``policy`` once per connection and endpoint; without a TLS connection of
-    ours, one for this request alone."""
-    path = request.url.path
-    extension = request.scope.get("extensions", {}).get(CLIENT_AUTH_EXTENSION)
-    if extension is None:
-        return gate.decide(ClientIdentity((), "forwarded", _peer(request)), policy,
-                           endpoint=path)
-    if policy is None:
-        verdict: Verdict = extension["verdict"]
-        return verdict
-    cache: dict[str, Verdict] = extension["endpoint_verdicts"]
-    if path not in cache:
-        cache[path] = gate.decide(extension["identity"], policy, endpoint=path)
-    return cache[path]
-
-
 def _client_cert_refused() -> SoapFaultError:
     return SoapFaultError("client_cert_rejected", "Client certificate not accepted.", status=403)
 
@@ -176,6 +160,28 @@ class OutboundMessageHandler:
         self.gate = gate
         self.metrics = metrics
 
+    def _check_client(self, request: Request) -> None:
+        """Refuse a client outside allowed_client_networks, or one the policy refuses."""
+        extensions = request.scope.get("extensions") or {}
+        origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
+        allowed = self.endpoint.allowed_networks
+        if allowed and not within(origin.client if origin else None, allowed):
+            raise SoapFaultError(
+                "client_address_not_allowed",
+                f"Client address {origin.client if origin else '(unknown)'} is not in "
+                "server.allowed_client_networks.", status=403)
+        if self.gate.policy.mode == "off":
+            return
+        try:
+            verdict = self.gate.request_verdict(extensions, _peer(request), request.url.path,
+                                                self.endpoint.policy)
+        except ForwardedCertificateUnreadable as error:
+            raise SoapFaultError("forwarded_cert_invalid",
+                                 f"The client certificate the proxy forwarded cannot be read: "
+                                 f"{error}.") from None
+        if verdict.refuse:
+            raise _client_cert_refused()
+
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         response = await self._handle(request)
@@ -188,9 +194,7 @@ class OutboundMessageHandler:
         context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
                    "peer": _peer(request)}
         try:
-            if self.gate.policy.mode != "off" and connection_verdict(
-                    request, self.gate, self.endpoint.policy).refuse:
-                raise _client_cert_refused()
+            self._check_client(request)
             _check_request_line(request)
             body = await read_body(request, self.endpoint.max_body_bytes)
             message = parse_message(body, self.endpoint.schema)
@@ -295,6 +299,7 @@ def build_endpoints(
             max_body_bytes=config.server.max_body_bytes,
             store_session_id=config.inbox.store_session_id,
             policy=policies.get(endpoint.path),
+            allowed_networks=config.server.allowed_client_networks,
         )
         for endpoint in config.endpoints
     ]

@@ -25,6 +25,7 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
+from service.forwarded import ForwardedFormat, Network, forwarded_format
 
 DEFAULT_CONFIG_PATH = Path("config/omgate.toml")
 ENV_PREFIX = "OMGATE_"
@@ -56,10 +57,14 @@ class ServerConfig:
     plain_bind: tuple[BindAddress, ...]
     health_bind: BindAddress | None
     public_names: tuple[str, ...]
+    trusted_proxies: tuple[Network, ...]
+    proxy_protocol: bool
+    allowed_client_networks: tuple[Network, ...]
     max_body_bytes: int
     handshake_timeout: float
     read_timeout: float
     shutdown_timeout: float
+    drain_seconds: float
     reload_check_seconds: float
 
 
@@ -87,6 +92,7 @@ class ClientAuthConfig:
     mode: str
     advertise_ca_names: str | Path
     reject_with: str
+    forwarded_cert: ForwardedFormat | None
     rules: PolicyRules
 
 
@@ -225,6 +231,24 @@ def _optional_dn(value: Any, _base: Path) -> DistinguishedName | None:
         raise ValueError(f"a distinguished name ({error})") from None
 
 
+def _network(value: Any, _base: Path) -> Network:
+    expected = 'networks like "10.0.0.0/8", "192.0.2.7" or "2001:db8::/32"'
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(expected) from None
+
+
+def _forwarded_cert(value: Any, _base: Path) -> ForwardedFormat | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return forwarded_format(value)
+
+
 def _optional_path(value: Any, base: Path) -> Path | None:
     return None if value in ("", None) else _path(value, base)
 
@@ -334,16 +358,21 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "plain_bind": _string_list(parse_bind),
         "health_bind": Key(_optional_bind, ""),
         "public_names": Key(_list_of(_host_name), ["localhost"], "json"),
+        "trusted_proxies": Key(_list_of(_network), [], "json"),
+        "proxy_protocol": Key(_boolean, False, "bool"),
+        "allowed_client_networks": Key(_list_of(_network), [], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "read_timeout": Key(_positive_seconds, 30, "float"),
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),
+        "drain_seconds": Key(_non_negative_seconds, 0, "float"),
         "reload_check_seconds": Key(_non_negative_seconds, 60, "float"),
     },
     "client_auth": {
         "mode": Key(_choice("off", "request", "optional", "require"), "request"),
         "advertise_ca_names": Key(_keyword_or_path("none", "anchors"), "none"),
         "reject_with": Key(_choice("http", "handshake"), "http"),
+        "forwarded_cert": Key(_forwarded_cert, ""),
         # the policy rules; an [endpoints.client_auth] table may override any of these
         "trust": Key(_list_of(_path), ["../certs/dev/client-ca.pem"], "json"),
         "trust_intermediates": Key(_boolean, False, "bool"),
@@ -372,7 +401,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     },
 }
 
-LISTENER_ONLY_KEYS = ("mode", "advertise_ca_names", "reject_with")
+LISTENER_ONLY_KEYS = ("mode", "advertise_ca_names", "reject_with", "forwarded_cert")
 ENDPOINT_SCHEMA: Mapping[str, Key] = {
     "path": Key(_endpoint_path, None),
     "wsdl": Key(_optional_path, ""),
@@ -555,7 +584,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         server=ServerConfig(**sections["server"]),
         client_auth=ClientAuthConfig(
             mode=client_auth["mode"], advertise_ca_names=client_auth["advertise_ca_names"],
-            reject_with=client_auth["reject_with"], rules=rules),
+            reject_with=client_auth["reject_with"], forwarded_cert=client_auth["forwarded_cert"],
+            rules=rules),
         salesforce=SalesforceConfig(**sections["salesforce"]),
         endpoints=endpoints,
         inbox=InboxConfig(**sections["inbox"]),

@@ -9,12 +9,15 @@ its fingerprint afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
+from service.forwarded.middleware import ORIGIN_EXTENSION
+from service.forwarded.origin import RequestOrigin
 from service.logs import get_logger
 from service.metrics import Metrics
 
@@ -50,6 +53,10 @@ class SeenChains:
         if len(self._seen) > self._limit:
             self._seen.popitem(last=False)
         return True
+
+
+class ForwardedCertificateUnreadable(Exception):
+    """A trusted proxy forwarded a client certificate header that cannot be read."""
 
 
 class ClientAuthGate:
@@ -100,3 +107,34 @@ class ClientAuthGate:
             log.info("client_auth.decision", **fields)
         else:
             log.warning("client_auth.decision", would_reject=not verdict.enforced, **fields)
+
+    def request_verdict(self, extensions: dict[str, Any], peer: str | None, path: str,
+                        policy: Policy | None = None) -> Verdict:
+        """The verdict for one request's client, from whichever source applies.
+
+        A certificate a trusted proxy forwarded wins; otherwise the TLS connection's own
+        verdict (decided once per connection, or once per connection and endpoint for an
+        endpoint with its own rules); forwarding headers from an untrusted peer are noted
+        and force a decision for this request alone.
+        """
+        origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
+        ignored = origin.ignored_headers if origin else ()
+        if origin is not None and origin.forwarded_error is not None:
+            raise ForwardedCertificateUnreadable(origin.forwarded_error)
+        if origin is not None and origin.forwarded_chain is not None:
+            identity = ClientIdentity(origin.forwarded_chain, "forwarded", peer)
+            return self.decide(identity, policy, endpoint=path, proxy=str(origin.peer))
+        tls = extensions.get(CLIENT_AUTH_EXTENSION)
+        if tls is None:
+            return self.decide(ClientIdentity((), "forwarded", peer, ignored_headers=ignored),
+                               policy, endpoint=path)
+        if ignored:
+            identity = dataclasses.replace(tls["identity"], ignored_headers=ignored)
+            return self.decide(identity, policy, endpoint=path)
+        if policy is None:
+            verdict: Verdict = tls["verdict"]
+            return verdict
+        cache: dict[str, Verdict] = tls["endpoint_verdicts"]
+        if path not in cache:
+            cache[path] = self.decide(tls["identity"], policy, endpoint=path)
+        return cache[path]

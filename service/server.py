@@ -15,10 +15,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.app import ServiceState, build_endpoints, create_app, create_health_app
+from service.app import (
+    EndpointRuntime,
+    ServiceState,
+    build_endpoints,
+    create_app,
+    create_health_app,
+)
 from service.config import BindAddress, Config, ConfigError
+from service.forwarded import ForwardingSettings
+from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
-from service.inbox import open_inbox
+from service.inbox import Inbox, open_inbox
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.policies import PolicyBuilder
@@ -26,7 +34,13 @@ from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
 from service.tls.hypercorn_glue import HttpServing, hypercorn_config
-from service.tls.listener import PlainConnectionHandler, TlsConnectionHandler
+from service.tls.listener import (
+    OriginReader,
+    PlainConnectionHandler,
+    ProxyProtocol,
+    TlsConnectionHandler,
+    direct_origin,
+)
 
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -69,6 +83,13 @@ def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
         raise _config_error(config, str(error)) from None
 
 
+def origin_reader(config: Config) -> OriginReader:
+    """PROXY protocol from trusted proxies when server.proxy_protocol is on."""
+    if not config.server.proxy_protocol:
+        return direct_origin
+    return ProxyProtocol(config.server.trusted_proxies, config.server.handshake_timeout).origin
+
+
 def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGate,
                       serving: HttpServing, metrics: Metrics | None = None
                       ) -> TlsConnectionHandler:
@@ -80,7 +101,15 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
         advertised_ca_names=tuple(c.subject.rfc4514_string() for c in advertised),
         memory=ResumptionMemory(),
         metrics=metrics,
+        read_origin=origin_reader(config),
     )
+
+
+def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
+                   state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
+    forwarding = ForwardingSettings(config.server.trusted_proxies,
+                                    config.client_auth.forwarded_cert)
+    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics), forwarding)
 
 
 @dataclass
@@ -150,48 +179,55 @@ async def serve(config: Config) -> None:
     state = ServiceState()
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
                              graceful_timeout=config.server.shutdown_timeout)
-    main = HttpServing(create_app(endpoints, inbox, state, gate, metrics), hyper)
+    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics), hyper)
     health = HttpServing(create_health_app(inbox, state, metrics), hyper)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []
+    health_servers: list[asyncio.Server] = []
     watcher: asyncio.Task[None] | None = None
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
             for address in config.server.bind:
                 servers.append(await _listen(tracker.wrap(tls_handler), address))
+        plain = PlainConnectionHandler(main, origin_reader(config))
         for address in config.server.plain_bind:
-            servers.append(await _listen(tracker.wrap(PlainConnectionHandler(main)), address))
+            servers.append(await _listen(tracker.wrap(plain), address))
         if config.server.health_bind is not None:
-            servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
-                                         config.server.health_bind))
-        shutdown = asyncio.Event()
-        _install_signals(state, shutdown, server_tls)
+            health_servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
+                                                config.server.health_bind))
+        stop = asyncio.Event()
+        _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, config.server.reload_check_seconds))
         _log_started(config, gate)
-        await shutdown.wait()
+        await stop.wait()
+        # /readyz answers 503 from now on; keep serving while the balancer notices.
+        await asyncio.sleep(min(config.server.drain_seconds, config.server.shutdown_timeout))
     finally:
         for server in servers:
             server.close()
         if watcher is not None:
             watcher.cancel()
         await main.terminate()
+        remaining = config.server.shutdown_timeout - config.server.drain_seconds
+        await tracker.drain(max(remaining, 1.0))
+        for server in health_servers:
+            server.close()
         await health.terminate()
-        await tracker.drain(config.server.shutdown_timeout)
         await inbox.close()
         log.info("server.stopped")
 
 
-def _install_signals(state: ServiceState, shutdown: asyncio.Event,
+def _install_signals(state: ServiceState, stop: asyncio.Event,
                      server_tls: ServerTls | None) -> None:
     loop = asyncio.get_running_loop()
 
     def begin_shutdown(signame: str) -> None:
         log.info("server.draining", signal=signame)
         state.draining = True
-        shutdown.set()
+        stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown, signum.name)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from service.text import split_unquoted
+
 # Attribute type names (lower case) and the OIDs they stand for.
 ATTRIBUTE_OIDS = {
     "c": "2.5.4.6", "countryname": "2.5.4.6",
@@ -106,26 +108,10 @@ def from_name(name: x509.Name) -> DistinguishedName:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
-    for character in text:
-        if escaped:
-            current.append(character)
-            escaped = False
-        elif character == "\\":
-            current.append(character)
-            escaped = True
-        elif character == '"':
-            quoted = not quoted
-            current.append(character)
-        elif character == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(character)
-    if quoted:
-        raise DnSyntaxError("unbalanced quotes")
-    parts.append("".join(current))
-    return parts
+    try:
+        return split_unquoted(text, separator)
+    except ValueError as error:
+        raise DnSyntaxError(str(error)) from None
 
 
 def _unescape(value: str) -> str:

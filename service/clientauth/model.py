@@ -88,6 +88,8 @@ class ClientIdentity:
     source: Source
     peer: str | None = None
     handshake: HandshakeFacts | None = None
+    # Forwarded headers that came from a peer not in server.trusted_proxies (and were dropped).
+    ignored_headers: tuple[str, ...] = ()
     chain_sha256: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -97,14 +97,28 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     return findings
 
 
+def _untrusted_forwarding(identity: ClientIdentity) -> list[Finding]:
+    if not identity.ignored_headers:
+        return []
+    headers = ", ".join(identity.ignored_headers)
+    return [Finding(
+        "forwarded_from_untrusted_peer", "warning", None,
+        f"The peer {identity.peer or '(unknown)'} sent forwarding headers ({headers}) but is "
+        "not in server.trusted_proxies; they were removed and ignored.",
+        "If that peer is your load balancer, add its address to server.trusted_proxies; if "
+        "not, a client tried to pass itself off as someone else.",
+    )]
+
+
 def evaluate(identity: ClientIdentity, policy: Policy,
              now: dt.datetime | None = None) -> Decision:
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
     if policy.mode == "off":
         return Decision("accept", ())
-    if not identity.chain:
-        finding = _no_certificate(identity, policy)
-        return Decision("reject" if finding.severity == "error" else "accept", (finding,))
-    findings = tuple(analyse(identity, policy, now or dt.datetime.now(dt.UTC)))
+    if identity.chain:
+        findings = analyse(identity, policy, now or dt.datetime.now(dt.UTC))
+    else:
+        findings = [_no_certificate(identity, policy)]
+    findings += _untrusted_forwarding(identity)
     outcome = "reject" if any(f.severity == "error" for f in findings) else "accept"
-    return Decision(outcome, findings)
+    return Decision(outcome, tuple(findings))

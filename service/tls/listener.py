@@ -10,7 +10,7 @@ and never disturbs other connections.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from service.clientauth import ClientIdentity, HandshakeFacts, VerifyResult
+from service.forwarded import Network, ProxyHeader, ProxyProtocolError, parse_address, within
+from service.forwarded import parse as parse_proxy_header
+from service.forwarded.middleware import CONNECTION_EXTENSION
+from service.forwarded.proxy_protocol import V2_SIGNATURE
 from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
 from service.logs import get_logger
 from service.metrics import Metrics
@@ -38,12 +42,79 @@ from service.tls.stream import HandshakeError, TlsStream
 log = get_logger("omgate")
 
 
-def peer_of(writer: asyncio.StreamWriter) -> str | None:
-    address = writer.get_extra_info("peername")
+def format_address(address: tuple[str, int] | None) -> str | None:
     if not address:
         return None
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class ConnectionOrigin:
+    """The TCP peer, and the client a trusted proxy's PROXY header names (if any)."""
+
+    peer: tuple[str, int] | None
+    client: tuple[str, int] | None
+
+    @property
+    def proxied(self) -> bool:
+        return self.client != self.peer
+
+    def label(self) -> str | None:
+        return format_address(self.client)
+
+    def extensions(self) -> dict[str, Any]:
+        return {CONNECTION_EXTENSION: {"client": self.client}} if self.proxied else {}
+
+
+@dataclass(frozen=True)
+class ProxyProtocol:
+    """Reads a PROXY v1/v2 header from trusted proxies before anything else is read."""
+
+    trusted: tuple[Network, ...]
+    timeout: float
+
+    async def _read_header(self, reader: asyncio.StreamReader) -> ProxyHeader:
+        head = await reader.readexactly(12)
+        if head == V2_SIGNATURE:
+            fixed = await reader.readexactly(4)
+            payload = await reader.readexactly(int.from_bytes(fixed[2:4], "big"))
+            data = head + fixed + payload
+        elif head.startswith(b"PROXY "):
+            data = head + await reader.readuntil(b"\r\n")
+        else:
+            raise ProxyProtocolError("the connection does not start with a PROXY header")
+        result = parse_proxy_header(data)
+        if not isinstance(result, ProxyHeader):
+            raise ProxyProtocolError("incomplete PROXY header")
+        return result
+
+    async def origin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                     ) -> ConnectionOrigin | None:
+        """None when a trusted proxy sent no valid header (the connection is then closed)."""
+        peer = writer.get_extra_info("peername")
+        peer = (peer[0], peer[1]) if peer else None
+        if not within(parse_address(peer[0]) if peer else None, self.trusted):
+            return ConnectionOrigin(peer, peer)  # a direct client: no header is read
+        try:
+            header = await asyncio.wait_for(self._read_header(reader), self.timeout)
+        except (ProxyProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError, OSError) as error:
+            log.warning("proxy_protocol.invalid", peer=format_address(peer),
+                        reason=str(error) or type(error).__name__)
+            return None
+        return ConnectionOrigin(peer, header.source or peer)
+
+
+async def direct_origin(_reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> ConnectionOrigin | None:
+    peer = writer.get_extra_info("peername")
+    peer = (peer[0], peer[1]) if peer else None
+    return ConnectionOrigin(peer, peer)
+
+
+OriginReader = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                        Awaitable[ConnectionOrigin | None]]
 
 
 def tls_extension(captured: Captured, connection: SSL.Connection,
@@ -103,6 +174,7 @@ class TlsConnectionHandler:
     advertised_ca_names: tuple[str, ...]
     memory: ResumptionMemory
     metrics: Metrics | None = None
+    read_origin: OriginReader = direct_origin
 
     def _verify_step(self, connection: SSL.Connection, peer: str | None
                      ) -> Callable[[openssl_glue.ConnectionState, VerifyResult], int | None]:
@@ -121,7 +193,11 @@ class TlsConnectionHandler:
         return step
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = peer_of(writer)
+        origin = await self.read_origin(reader, writer)
+        if origin is None:
+            writer.close()
+            return
+        peer = origin.label()
         state = openssl_glue.ConnectionState()
         connection = SSL.Connection(self.server_tls.context, None)
         if self.refuse_in_handshake:
@@ -136,7 +212,7 @@ class TlsConnectionHandler:
             writer.close()
             return
         try:
-            await self._serve(stream, connection, state, peer)
+            await self._serve(stream, connection, state, origin)
         finally:
             stream.close()
 
@@ -162,25 +238,33 @@ class TlsConnectionHandler:
             self.gate.decide(identity, handshake="refused")
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
-                     state: openssl_glue.ConnectionState, peer: str | None) -> None:
+                     state: openssl_glue.ConnectionState, origin: ConnectionOrigin) -> None:
+        peer = origin.label()
         resumed = openssl_glue.session_reused(connection)
         captured = capture_chain(connection, state, self.memory, resumed)
         facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
                                 resumed)
         identity = ClientIdentity(captured.chain, "tls", peer, facts)
-        verdict = state.verdict or self.gate.decide(identity)
+        proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
+        verdict = state.verdict or self.gate.decide(identity, **proxy)
         if verdict.refuse and self.refuse_in_handshake:
             return  # a resumed session of a chain now refused: close_notify, nothing served
         await self.serving.serve(stream, stream, {
             "tls": tls_extension(captured, connection, verdict),
             CLIENT_AUTH_EXTENSION: {"verdict": verdict, "identity": identity,
                                     "endpoint_verdicts": {}},
+            **origin.extensions(),
         })
 
 
 @dataclass
 class PlainConnectionHandler:
     serving: HttpServing
+    read_origin: OriginReader = direct_origin
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self.serving.serve(reader, writer)
+        origin = await self.read_origin(reader, writer)
+        if origin is None:
+            writer.close()
+            return
+        await self.serving.serve(reader, writer, origin.extensions())

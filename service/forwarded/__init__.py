@@ -1,0 +1,23 @@
+"""Proxies in front of omgate: PROXY protocol, forwarded addresses and certificates."""
+
+from service.forwarded.addresses import Address, Network, parse_address, within
+from service.forwarded.certificates import ForwardedCertError, ForwardedFormat, forwarded_format
+from service.forwarded.origin import ForwardingSettings, RequestOrigin, resolve
+from service.forwarded.proxy_protocol import NEED_MORE, ProxyHeader, ProxyProtocolError, parse
+
+__all__ = [
+    "NEED_MORE",
+    "Address",
+    "ForwardedCertError",
+    "ForwardedFormat",
+    "ForwardingSettings",
+    "Network",
+    "ProxyHeader",
+    "ProxyProtocolError",
+    "RequestOrigin",
+    "forwarded_format",
+    "parse",
+    "parse_address",
+    "resolve",
+    "within",
+]

@@ -1,0 +1,56 @@
+"""Who the client really is: trusted proxies, X-Forwarded-For and Forwarded, sans-IO."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    text = text.strip().strip('"')
+    if text.startswith("["):  # [v6]:port
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # v4:port
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def within(address: Address | None, networks: Iterable[Network]) -> bool:
+    return address is not None and any(address in network for network in networks)
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """``for=`` values of an RFC 7239 Forwarded header, in order."""
+    return [match.group(1) for match in re.finditer(r'for\s*=\s*("[^"]*"|[^;,\s]+)', value,
+                                                    re.IGNORECASE)]
+
+
+def client_address(peer: Address | None, trusted: tuple[Network, ...],
+                   forwarded: str | None, x_forwarded_for: str | None) -> Address | None:
+    """The rightmost address not belonging to a trusted proxy (the standard walk).
+
+    Only called for a peer that is itself a trusted proxy; addresses a client wrote
+    itself further left are never believed.
+    """
+    hops: list[str] = []
+    if forwarded:
+        hops = _forwarded_for(forwarded)
+    elif x_forwarded_for:
+        hops = [hop for hop in x_forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None:
+            return peer  # an obfuscated or garbled hop: go no further than what we know
+        if not within(address, trusted):
+            return address
+    return parse_address(hops[0]) if hops else peer

@@ -1,0 +1,230 @@
+"""Client certificates as load balancers forward them in HTTP headers, sans-IO.
+
+Each format turns header values into the chain the balancer saw, leaf first:
+
+- ``xfcc``: Envoy's ``X-Forwarded-Client-Cert`` (the last element is the nearest hop's);
+- ``aws-alb``: ``X-Amzn-Mtls-Clientcert`` (passthrough, URL-encoded PEM chain) or, in
+  verify mode, ``X-Amzn-Mtls-Clientcert-Leaf`` with the ``-Serial-Number`` check;
+- ``pem-header:<Name>``: nginx ``$ssl_client_escaped_cert``, Apache
+  ``%{SSL_CLIENT_CERT}s`` (line breaks turned to spaces, ``(null)`` for none), HAProxy
+  ``%[ssl_c_der,base64]``;
+- ``traefik``: ``X-Forwarded-Tls-Client-Cert`` (URL-escaped, comma-joined base64 DER);
+- ``azure``: ``X-ARR-ClientCert`` (base64 DER of the leaf);
+- ``rfc9440``: ``Client-Cert`` and ``Client-Cert-Chain`` (RFC 8941 byte sequences).
+
+A value that cannot be read raises :class:`ForwardedCertError` with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from service.text import split_unquoted
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_CERTIFICATES = 10
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+
+
+class ForwardedCertError(ValueError):
+    """A forwarded certificate header that cannot be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class ForwardedFormat:
+    name: str
+    headers: tuple[str, ...]  # lower case, the ones this format reads
+    parse: Callable[[Mapping[str, str]], tuple[x509.Certificate, ...]]
+
+
+def _limit(name: str, value: str) -> str:
+    if len(value) > MAX_HEADER_BYTES:
+        raise ForwardedCertError(f"{name} is {len(value)} bytes, more than {MAX_HEADER_BYTES}")
+    return value
+
+
+def _der(data: bytes, what: str) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as error:
+        raise ForwardedCertError(f"{what} is not a DER certificate: {error}") from None
+
+
+def _base64_der(text: str, what: str) -> x509.Certificate:
+    cleaned = re.sub(r"\s+", "", text)
+    try:
+        data = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ForwardedCertError(f"{what} is not base64") from None
+    return _der(data, what)
+
+
+def pem_certificates(text: str, what: str) -> tuple[x509.Certificate, ...]:
+    """PEM blocks, tolerating line breaks flattened to spaces or tabs (Apache, old nginx)."""
+    blocks = _PEM_BLOCK.findall(text.encode("latin-1", errors="replace"))
+    if not blocks:
+        raise ForwardedCertError(f"{what} holds no PEM certificate")
+    return _bounded(tuple(_base64_der(block.decode("ascii", errors="replace"), what)
+                          for block in blocks), what)
+
+
+def _bounded(chain: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Certificate, ...]:
+    if len(chain) > MAX_CERTIFICATES:
+        raise ForwardedCertError(f"{what} holds {len(chain)} certificates, more than "
+                                 f"{MAX_CERTIFICATES}")
+    return chain
+
+
+# -- Envoy ---------------------------------------------------------------------------------
+
+def _split_unquoted(text: str, separator: str, *, verbatim: bool = False) -> list[str]:
+    try:
+        return split_unquoted(text, separator, keep_quoting=verbatim)
+    except ValueError:
+        raise ForwardedCertError("X-Forwarded-Client-Cert has an unterminated quote") from None
+
+
+def xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
+    """Envoy's XFCC: comma-separated elements of semicolon-separated key=value pairs."""
+    elements = []
+    for element in _split_unquoted(value, ",", verbatim=True):
+        pairs = []
+        for pair in _split_unquoted(element, ";"):
+            if not pair.strip():
+                continue
+            key, sep, item = pair.partition("=")
+            if not sep:
+                raise ForwardedCertError(f"X-Forwarded-Client-Cert pair {pair[:40]!r} has no =")
+            pairs.append((key.strip().lower(), item))
+        elements.append(pairs)
+    return elements
+
+
+def _xfcc(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    value = headers.get("x-forwarded-client-cert")
+    if not value:
+        return ()
+    element = dict(xfcc_elements(_limit("X-Forwarded-Client-Cert", value))[-1])
+    chain: tuple[x509.Certificate, ...] = ()
+    if element.get("chain"):
+        chain = pem_certificates(unquote(element["chain"]), "XFCC Chain")
+    elif element.get("cert"):
+        chain = pem_certificates(unquote(element["cert"]), "XFCC Cert")
+    if chain and element.get("hash"):
+        digest = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
+        if digest != element["hash"].strip().lower():
+            raise ForwardedCertError("XFCC Hash does not match the certificate it came with")
+    return chain
+
+
+# -- AWS ALB -------------------------------------------------------------------------------
+
+def _aws_alb(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    passthrough = headers.get("x-amzn-mtls-clientcert")
+    if passthrough:  # '+' is literal here: ALB leaves '+', '=' and '/' unencoded
+        return pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert", passthrough)),
+                                "X-Amzn-Mtls-Clientcert")
+    leaf_value = headers.get("x-amzn-mtls-clientcert-leaf")
+    if not leaf_value:
+        return ()
+    leaf = pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert-Leaf", leaf_value)),
+                            "X-Amzn-Mtls-Clientcert-Leaf")[:1]
+    serial = headers.get("x-amzn-mtls-clientcert-serial-number", "").strip()
+    if serial and not (re.fullmatch(r"[0-9A-Fa-f]+", serial)
+                       and int(serial, 16) == leaf[0].serial_number):
+        raise ForwardedCertError(
+            "X-Amzn-Mtls-Clientcert-Serial-Number does not match the forwarded leaf")
+    return leaf
+
+
+# -- nginx, Apache, HAProxy ----------------------------------------------------------------
+
+def pem_header(name: str) -> ForwardedFormat:
+    header = name.lower()
+
+    def parse(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+        value = _limit(name, headers.get(header, "")).strip()
+        if value in ("", "(null)"):
+            return ()
+        if re.search(r"%[0-9A-Fa-f]{2}", value):  # PEM and base64 have no percent escapes
+            value = unquote(value)  # nginx $ssl_client_escaped_cert
+        if "-----BEGIN" in value:
+            return pem_certificates(value, name)
+        return (_base64_der(value, name),)  # HAProxy %[ssl_c_der,base64]
+
+    return ForwardedFormat(f"pem-header:{name}", (header,), parse)
+
+
+# -- Traefik, Azure, RFC 9440 --------------------------------------------------------------
+
+def _traefik(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    value = headers.get("x-forwarded-tls-client-cert", "")
+    if not value:
+        return ()
+    parts = unquote(_limit("X-Forwarded-Tls-Client-Cert", value)).split(",")
+    return _bounded(tuple(_base64_der(part, "X-Forwarded-Tls-Client-Cert") for part in parts
+                          if part.strip()), "X-Forwarded-Tls-Client-Cert")
+
+
+def _azure(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    value = headers.get("x-arr-clientcert", "")
+    return (_base64_der(_limit("X-ARR-ClientCert", value), "X-ARR-ClientCert"),) if value \
+        else ()
+
+
+def _byte_sequence(item: str, what: str) -> bytes:
+    item = item.strip()
+    if len(item) < 2 or item[0] != ":" or item[-1] != ":":
+        raise ForwardedCertError(f"{what} is not an RFC 8941 byte sequence (:base64:)")
+    try:
+        return base64.b64decode(item[1:-1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ForwardedCertError(f"{what} is not base64") from None
+
+
+def _rfc9440(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    value = headers.get("client-cert", "")
+    if not value:
+        return ()
+    leaf = _der(_byte_sequence(_limit("Client-Cert", value), "Client-Cert"), "Client-Cert")
+    chain_value = _limit("Client-Cert-Chain", headers.get("client-cert-chain", ""))
+    rest = tuple(_der(_byte_sequence(item, "Client-Cert-Chain"), "Client-Cert-Chain")
+                 for item in chain_value.split(",") if item.strip())
+    return _bounded((leaf, *rest), "Client-Cert-Chain")
+
+
+FORMATS: dict[str, ForwardedFormat] = {
+    "xfcc": ForwardedFormat("xfcc", ("x-forwarded-client-cert",), _xfcc),
+    "aws-alb": ForwardedFormat("aws-alb", (
+        "x-amzn-mtls-clientcert", "x-amzn-mtls-clientcert-leaf",
+        "x-amzn-mtls-clientcert-serial-number", "x-amzn-mtls-clientcert-issuer",
+        "x-amzn-mtls-clientcert-subject", "x-amzn-mtls-clientcert-validity"), _aws_alb),
+    "traefik": ForwardedFormat("traefik", ("x-forwarded-tls-client-cert",
+                                           "x-forwarded-tls-client-cert-info"), _traefik),
+    "azure": ForwardedFormat("azure", ("x-arr-clientcert",), _azure),
+    "rfc9440": ForwardedFormat("rfc9440", ("client-cert", "client-cert-chain"), _rfc9440),
+}
+# Headers any format may carry: stripped from every request that no trusted proxy sent.
+KNOWN_CERT_HEADERS = frozenset(
+    {header for fmt in FORMATS.values() for header in fmt.headers}
+    | {"x-ssl-cert", "x-ssl-client-cert", "x-client-cert", "ssl-client-cert"})
+
+
+def forwarded_format(setting: str) -> ForwardedFormat:
+    """The parser a ``client_auth.forwarded_cert`` setting names."""
+    if setting.startswith("pem-header:") and len(setting) > len("pem-header:"):
+        return pem_header(setting[len("pem-header:"):])
+    if setting in FORMATS:
+        return FORMATS[setting]
+    raise ValueError('"", "xfcc", "aws-alb", "pem-header:<Name>", "traefik", "azure" or '
+                     '"rfc9440"')

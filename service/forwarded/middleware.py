@@ -1,0 +1,53 @@
+"""ASGI middleware: resolve each request's origin, and drop what untrusted peers forwarded.
+
+After it, ``scope["client"]`` is the real client as far as trusted proxies tell, and
+``scope["extensions"]["omgate.origin"]`` holds the :class:`RequestOrigin`; headers an
+untrusted peer sent to pass itself off as a proxy are gone from ``scope["headers"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.forwarded.addresses import parse_address
+from service.forwarded.origin import ForwardingSettings, resolve
+
+ORIGIN_EXTENSION = "omgate.origin"
+CONNECTION_EXTENSION = "omgate.connection"  # set by the listener: {"client": (host, port)}
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        merged[key] = f"{merged[key]},{text}" if key in merged else text
+    return merged
+
+
+class ForwardedMiddleware:
+    def __init__(self, app: Any, settings: ForwardingSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extensions = dict(scope.get("extensions") or {})
+        client = scope.get("client")
+        peer = parse_address(client[0]) if client else None
+        proxied = (extensions.get(CONNECTION_EXTENSION) or {}).get("client")
+        origin = resolve(_headers(scope["headers"]), peer,
+                         parse_address(proxied[0]) if proxied else None, self.settings)
+        scope = dict(scope)
+        if origin.ignored_headers:
+            dropped = {name.encode("latin-1") for name in origin.ignored_headers}
+            scope["headers"] = [(name, value) for name, value in scope["headers"]
+                                if name.lower() not in dropped]
+        if origin.client is not None and origin.client != peer:
+            port = proxied[1] if proxied and parse_address(proxied[0]) == origin.client else 0
+            scope["client"] = (str(origin.client), port)
+        extensions[ORIGIN_EXTENSION] = origin
+        scope["extensions"] = extensions
+        await self.app(scope, receive, send)

@@ -1,0 +1,61 @@
+"""Where a request really comes from, and what a trusted proxy says about its certificate.
+
+``resolve`` is pure: headers, the TCP peer and (from the PROXY protocol) the client the
+proxy saw go in; the real client address, the forwarded chain (when a trusted proxy
+sent one in the configured format) and the forwarded headers to drop come out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from service.forwarded.addresses import Address, Network, client_address, within
+from service.forwarded.certificates import (
+    KNOWN_CERT_HEADERS,
+    ForwardedCertError,
+    ForwardedFormat,
+)
+
+ADDRESS_HEADERS = frozenset({"forwarded", "x-forwarded-for", "x-real-ip"})
+
+
+@dataclass(frozen=True)
+class ForwardingSettings:
+    trusted_proxies: tuple[Network, ...]
+    certificate_format: ForwardedFormat | None
+
+    @property
+    def header_names(self) -> frozenset[str]:
+        """Every header a proxy forwards client facts in; dropped from untrusted peers."""
+        configured = self.certificate_format.headers if self.certificate_format else ()
+        return KNOWN_CERT_HEADERS | ADDRESS_HEADERS | frozenset(configured)
+
+
+@dataclass(frozen=True)
+class RequestOrigin:
+    peer: Address | None  # the TCP peer: a client, or a proxy
+    client: Address | None  # the real client, as far as trusted proxies tell
+    trusted_peer: bool
+    ignored_headers: tuple[str, ...] = ()  # forwarded headers an untrusted peer sent
+    forwarded_chain: tuple[x509.Certificate, ...] | None = None  # None: nothing forwarded
+    forwarded_error: str | None = None
+
+
+def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
+            settings: ForwardingSettings) -> RequestOrigin:
+    """``headers`` has lower-case names; ``proxied_client`` comes from a PROXY header."""
+    if not within(peer, settings.trusted_proxies):
+        ignored = tuple(sorted(name for name in headers if name in settings.header_names))
+        return RequestOrigin(peer, proxied_client or peer, False, ignored_headers=ignored)
+    client = client_address(proxied_client or peer, settings.trusted_proxies,
+                            headers.get("forwarded"), headers.get("x-forwarded-for"))
+    if settings.certificate_format is None:
+        return RequestOrigin(peer, client, True)
+    try:
+        chain = settings.certificate_format.parse(headers)
+    except ForwardedCertError as error:
+        return RequestOrigin(peer, client, True, forwarded_error=str(error))
+    return RequestOrigin(peer, client, True, forwarded_chain=chain)

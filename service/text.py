@@ -1,0 +1,35 @@
+"""Small text helpers shared by the pure parsers (DNs, forwarded headers)."""
+
+from __future__ import annotations
+
+
+def split_unquoted(text: str, separator: str, *, keep_quoting: bool = True) -> list[str]:
+    """Split on ``separator`` where it is neither inside double quotes nor escaped.
+
+    With ``keep_quoting`` the quotes and backslashes stay in the parts (to be split again
+    or unescaped later); without, they are resolved. Unbalanced quotes raise ValueError.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for character in text:
+        if escaped:
+            current.append(character)
+            escaped = False
+        elif character == "\\":
+            escaped = True
+            if keep_quoting:
+                current.append(character)
+        elif character == '"':
+            quoted = not quoted
+            if keep_quoting:
+                current.append(character)
+        elif character == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    if quoted:
+        raise ValueError("unbalanced quotes")
+    parts.append("".join(current))
+    return parts

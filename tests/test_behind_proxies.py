@@ -1,0 +1,385 @@
+"""omgate behind real nginx and HAProxy, and with hand-built Envoy and ALB headers.
+
+Each test runs an example deployment from config/examples/ with only addresses and
+file paths changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import tomllib
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from client_pki import ClientCase
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from harness import (
+    PAYLOADS,
+    ROOT,
+    SOAP_HEADERS,
+    free_port,
+    is_ack,
+    merge,
+    require_executable,
+    run_omgate,
+    ssl_context,
+)
+from messages import envelope, notification
+
+EXAMPLES = ROOT / "config" / "examples"
+BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
+
+
+def example(name: str) -> dict:
+    return tomllib.loads((EXAMPLES / name / "omgate.toml").read_text())
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """envsubst for ${NAME} only, leaving nginx's own $variables alone."""
+    return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], template)
+
+
+def wait_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited {process.returncode}: {log.read_text()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()}")
+
+
+class Daemons:
+    """Third-party servers a test starts, each stopped at the end."""
+
+    def __init__(self) -> None:
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, command: list[str], port: int, log: Path,
+              env: dict[str, str] | None = None) -> int:
+        log.touch()
+        process = subprocess.Popen(command, env=env, stdout=log.open("ab"),
+                                   stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        wait_port(port, process, log)
+        return port
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(10)
+
+
+def client_context(server_ca: Path, case=None, leaf_only: bool = False) -> ssl.SSLContext:
+    context = ssl_context(server_ca)
+    if case is not None:
+        context.load_cert_chain(case.leaf if leaf_only else case.chain, case.key)
+    return context
+
+
+def post(url: str, context: ssl.SSLContext, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(url, content=BODY, headers={**SOAP_HEADERS, **(headers or {})},
+                      verify=context, timeout=20)
+
+
+def codes_and_messages(decision: dict) -> list[tuple[str, str]]:
+    return [(f["code"], f["message"]) for f in decision["findings"]]
+
+
+# -- nginx terminating mTLS, forwarding $ssl_client_escaped_cert ----------------------------
+
+@pytest.fixture
+def nginx(tmp_path, dev_pki):
+    binary = require_executable("nginx")
+    daemons = Daemons()
+
+    def start(omgate_plain: str) -> int:
+        port = free_port()
+        run_dir = tmp_path / "nginx"
+        run_dir.mkdir(exist_ok=True)
+        config = run_dir / "nginx.conf"
+        config.write_text(fill((EXAMPLES / "nginx" / "nginx.conf.template").read_text(), {
+            "NGINX_RUN_DIR": str(run_dir), "NGINX_LISTEN": f"127.0.0.1:{port}",
+            "PUBLIC_NAME": "localhost", "SERVER_CERT": str(dev_pki / "server.pem"),
+            "SERVER_KEY": str(dev_pki / "server.key"), "OMGATE_PLAIN": omgate_plain,
+        }))
+        log = run_dir / "error.log"
+        return daemons.start([binary, "-c", str(config), "-p", str(run_dir), "-e", str(log),
+                              "-g", "daemon off;"], port, log)
+
+    yield start
+    daemons.stop()
+
+
+def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx, client_pki,
+                                                           dev_pki):
+    plain = f"127.0.0.1:{free_port()}"
+    intermediate = client_pki.root_file.parent / "client-intermediate.pem"
+    intermediate.write_bytes(client_pki.intermediate.pem())
+    server = omgate_server(merge(example("nginx"), {
+        "server": {"plain_bind": [plain], "health_bind": f"127.0.0.1:{free_port()}"},
+        "client_auth": {"trust": [client_pki.root_file, intermediate]},
+    }))
+    url = f"https://localhost:{nginx(plain)}/salesforce/outbound"
+    valid = client_pki.cases["valid"]
+    assert is_ack(post(url, client_context(dev_pki / "ca.pem", valid)))
+    accepted = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "accept")
+    assert accepted["source"] == "forwarded"
+    assert accepted["chain"][0]["subject"] == "CN=valid.client.test,O=Salesforce-like test"
+
+    untrusted = client_pki.cases["untrusted"]
+    refused = post(url, client_context(dev_pki / "ca.pem", untrusted))
+    assert refused.status_code == 403
+    via_nginx = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+
+    # The same certificate presented straight to omgate's own TLS front door.
+    direct = omgate_server({"client_auth": {"mode": "require",
+                                            "trust": [client_pki.root_file, intermediate]}})
+    leaf_only = ClientCase("untrusted leaf", untrusted.leaf, untrusted.leaf, untrusted.key, None)
+    assert direct.post(BODY, cert=leaf_only).status_code == 403  # what nginx forwards
+    straight = direct.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    assert codes_and_messages(via_nginx) == codes_and_messages(straight)
+    assert straight["source"] == "tls"
+
+    assert post(url, client_context(dev_pki / "ca.pem")).status_code == 403
+    server.wait_for("client_auth.decision",
+                    lambda e: [f["code"] for f in e["findings"]] == ["no_client_cert"])
+
+
+# -- HAProxy in TCP mode, PROXY protocol v2 to omgate's own TLS listener ---------------------
+
+@pytest.fixture
+def haproxy(tmp_path):
+    binary = require_executable("haproxy")
+    daemons = Daemons()
+
+    def start(omgate_tls: int, omgate_health: int) -> int:
+        port = free_port()
+        env = {**os.environ, "HAPROXY_LISTEN": f"127.0.0.1:{port}",
+               "OMGATE_TLS": f"127.0.0.1:{omgate_tls}", "OMGATE_HEALTH_PORT": str(omgate_health)}
+        return daemons.start([binary, "-f", str(EXAMPLES / "haproxy" / "haproxy.cfg"), "-db"],
+                             port, tmp_path / "haproxy.log", env)
+
+    yield start
+    daemons.stop()
+
+
+def exchange(port: int, context: ssl.SSLContext, preamble: bytes = b"") -> tuple[bytes, int]:
+    """POST over one TLS connection (after ``preamble`` in clear, say a PROXY header);
+    returns the answer and the client's local port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+        raw.sendall(preamble)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            local_port = tls.getsockname()[1]
+            tls.sendall(b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Content-Type: text/xml\r\nConnection: close\r\n"
+                        + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+    return answer, local_port
+
+
+def test_haproxy_passthrough_with_proxy_protocol(omgate_server, haproxy, client_pki, dev_pki):
+    tls_port, health_port = free_port(), free_port()
+    server = omgate_server(merge(example("haproxy"), {
+        "server": {"bind": [f"127.0.0.1:{tls_port}"], "health_bind": f"127.0.0.1:{health_port}",
+                   "certfile": dev_pki / "server.pem", "keyfile": dev_pki / "server.key",
+                   "public_names": ["localhost"], "trusted_proxies": ["127.0.0.1/32"]},
+        "client_auth": {"trust": [client_pki.root_file]},
+    }), port=tls_port)
+    port = haproxy(tls_port, health_port)
+    answer, local_port = exchange(port, client_context(dev_pki / "ca.pem",
+                                                       client_pki.cases["valid"]))
+    assert b"<Ack>true</Ack>" in answer
+    decision = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "accept")
+    assert decision["peer"] == f"127.0.0.1:{local_port}"  # from the PROXY header
+    assert decision["proxy"].startswith("127.0.0.1:")
+    assert decision["source"] == "tls"
+
+    untrusted = client_pki.cases["untrusted"]
+    answer, _ = exchange(port, client_context(dev_pki / "ca.pem", untrusted))
+    assert answer.startswith(b"HTTP/1.1 403")
+    refused = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    inspected = json.loads(run_omgate("inspect", str(untrusted.chain), "--config",
+                                      str(server.config_path), "--json").stdout)
+    assert [f["code"] for f in refused["findings"]] == ["untrusted_root"]
+    assert [f["message"] for f in refused["findings"]] == [
+        f["message"] for f in inspected["findings"]]
+
+    # A trusted peer that does not send the PROXY header is cut off and logged.
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+        raw.sendall(b"\x16\x03\x01\x00\x10" + b"\x00" * 16)  # a ClientHello-like start
+        raw.settimeout(10)
+        assert raw.recv(100) == b""
+    server.wait_for("proxy_protocol.invalid")
+
+
+def test_proxy_protocol_source_and_allowed_client_networks(omgate_server, client_pki, dev_pki):
+    server = omgate_server({"server": {"proxy_protocol": True,
+                                       "trusted_proxies": ["127.0.0.1/32"],
+                                       "allowed_client_networks": ["198.51.100.0/24"]},
+                            "client_auth": {"mode": "require"}})
+    context = client_context(dev_pki / "ca.pem", client_pki.cases["valid"])
+
+    def through_proxy(source: str) -> bytes:
+        header = f"PROXY TCP4 {source} 127.0.0.1 40001 443\r\n".encode()
+        return exchange(server.https_port, context, header)[0]
+
+    assert b"<Ack>true</Ack>" in through_proxy("198.51.100.20")
+    server.wait_for("client_auth.decision", lambda e: e["peer"] == "198.51.100.20:40001")
+    refused = through_proxy("203.0.113.50")
+    assert refused.startswith(b"HTTP/1.1 403")
+    event = server.wait_for("om.rejected",
+                            lambda e: e["reason"] == "client_address_not_allowed")
+    assert "203.0.113.50" in event["detail"]
+
+
+# -- Envoy's XFCC and the ALB header, built by hand ------------------------------------------
+
+def xfcc_for(case) -> str:
+    chain = x509.load_pem_x509_certificates(case.chain.read_bytes())
+    pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in chain)
+    digest = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
+    return (f'Hash={digest};Cert="{quote(chain[0].public_bytes(Encoding.PEM).decode(), safe="")}"'
+            f';Chain="{quote(pem, safe="")}";Subject="{chain[0].subject.rfc4514_string()}"')
+
+
+def plain_example(omgate_server, name: str, client_pki, *, trust_this_host: bool = True):
+    """An example deployment's omgate, on a free plain port; returns it and its URL."""
+    plain = free_port()
+    server_keys = {"plain_bind": [f"127.0.0.1:{plain}"],
+                   "health_bind": f"127.0.0.1:{free_port()}"}
+    if trust_this_host:  # else the example's own trusted_proxies stay, which exclude us
+        server_keys["trusted_proxies"] = ["127.0.0.1/32"]
+    server = omgate_server(merge(example(name), {
+        "server": server_keys, "client_auth": {"trust": [client_pki.root_file]}}))
+    return server, f"http://127.0.0.1:{plain}/salesforce/outbound"
+
+
+def test_envoy_xfcc_from_a_trusted_proxy(omgate_server, client_pki):
+    server, url = plain_example(omgate_server, "envoy", client_pki)
+    assert is_ack(httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "X-Forwarded-Client-Cert": xfcc_for(client_pki.cases["valid"])}))
+    refused = httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "X-Forwarded-Client-Cert": xfcc_for(client_pki.cases["untrusted"])})
+    assert refused.status_code == 403
+    garbled = httpx.post(url, content=BODY, headers={**SOAP_HEADERS,
+                                                     "X-Forwarded-Client-Cert": 'Cert="%2D'})
+    assert garbled.status_code == 400
+    event = server.wait_for("om.rejected", lambda e: e["reason"] == "forwarded_cert_invalid")
+    assert "unterminated quote" in event["detail"]
+
+
+def test_forged_xfcc_sent_straight_to_omgate_is_ignored_and_logged(omgate_server, client_pki):
+    server, url = plain_example(omgate_server, "envoy", client_pki, trust_this_host=False)
+    forged = xfcc_for(client_pki.cases["valid"])
+    response = httpx.post(url, content=BODY,
+                          headers={**SOAP_HEADERS, "X-Forwarded-Client-Cert": forged,
+                                   "X-Forwarded-For": "10.9.9.9"})
+    assert response.status_code == 403
+    decision = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    codes = [f["code"] for f in decision["findings"]]
+    assert codes == ["no_client_cert", "forwarded_from_untrusted_peer"]
+    warning = decision["findings"][1]
+    assert "x-forwarded-client-cert" in warning["message"]
+    assert "x-forwarded-for" in warning["message"]
+    assert decision["peer"].startswith("127.0.0.1")  # the forged X-Forwarded-For was ignored
+
+
+def test_forged_header_on_the_tls_listener(omgate_server, client_pki):
+    server = omgate_server({"client_auth": {"mode": "require", "forwarded_cert": "xfcc"}})
+    response = server.post(BODY, headers={**SOAP_HEADERS, "X-Forwarded-Client-Cert":
+                                          xfcc_for(client_pki.cases["valid"])})
+    assert response.status_code == 403
+    decision = server.wait_for("client_auth.decision",
+                               lambda e: any(f["code"] == "forwarded_from_untrusted_peer"
+                                             for f in e["findings"]))
+    assert decision["source"] == "tls"
+
+
+def test_aws_alb_passthrough_header(omgate_server, client_pki):
+    server, url = plain_example(omgate_server, "aws-alb", client_pki)
+
+    def alb(case) -> str:
+        return quote(case.chain.read_text(), safe="+=/")
+
+    assert is_ack(httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "X-Amzn-Mtls-Clientcert": alb(client_pki.cases["valid"])}))
+    expired = httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "X-Amzn-Mtls-Clientcert": alb(client_pki.cases["expired"])})
+    assert expired.status_code == 403
+    decision = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    assert [f["code"] for f in decision["findings"]] == ["expired"]
+    der = base64.b64encode(b"\x30\x03\x02\x01\x01").decode()
+    assert httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "X-Amzn-Mtls-Clientcert": der}).status_code == 400
+
+
+# -- SIGTERM: readiness first, nothing acknowledged lost ----------------------------------------
+
+def test_sigterm_drains_readiness_first_and_loses_nothing_acknowledged(omgate_server,
+                                                                       client_pki):
+    health = free_port()
+    server = omgate_server({"server": {"drain_seconds": 1.5, "shutdown_timeout": 10,
+                                       "health_bind": f"127.0.0.1:{health}"}})
+    acked: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(number: int) -> None:
+        sequence = 0
+        with server.client() as client:
+            while not stop.is_set():
+                ids = [f"04l{number}{part}{sequence:010d}AAA" for part in "BC"]
+                try:
+                    response = client.post("/salesforce/outbound", headers=SOAP_HEADERS,
+                                           content=envelope(*(notification(i) for i in ids)))
+                except httpx.HTTPError:
+                    return
+                if is_ack(response):
+                    with lock:
+                        acked.update(ids)
+                sequence += 1
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    while len(acked) < 60:
+        time.sleep(0.01)
+    server.process.send_signal(signal.SIGTERM)
+    readiness = []
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        try:
+            readiness.append(httpx.get(f"http://127.0.0.1:{health}/readyz").status_code)
+        except httpx.HTTPError:
+            break
+        time.sleep(0.1)
+    assert readiness and set(readiness) == {503}
+    acked_while_draining = len(acked)
+    assert server.process.wait(15) == 0
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(acked) >= acked_while_draining
+    stored = {json.loads(line)["notification_id"] for line in run_omgate(
+        "inbox", "export", "--config", str(server.config_path)).stdout.splitlines()}
+    assert acked <= stored
+    names = [e["event"] for e in server.logs()]
+    assert names.index("server.draining") < names.index("server.stopped")

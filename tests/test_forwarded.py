@@ -1,0 +1,210 @@
+"""Forwarded client facts, sans-IO: PROXY protocol, addresses, certificate headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import socket
+import struct
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from service.forwarded import (
+    NEED_MORE,
+    ForwardedCertError,
+    ForwardingSettings,
+    ProxyProtocolError,
+    forwarded_format,
+    parse,
+    parse_address,
+    resolve,
+)
+from service.forwarded.addresses import client_address
+from service.forwarded.certificates import MAX_HEADER_BYTES
+from service.forwarded.proxy_protocol import V2_SIGNATURE
+
+# -- PROXY protocol ------------------------------------------------------------------------
+
+def v2(command: int, family: int, payload: bytes) -> bytes:
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack("!H", len(payload)) \
+        + payload
+
+
+def test_proxy_v1_tcp4_tcp6_and_unknown():
+    header = parse(b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n\x16\x03\x01")
+    assert header.source == ("203.0.113.7", 51234)
+    assert header.destination == ("192.0.2.1", 443)
+    assert header.length == len(b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n")
+    six = parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n")
+    assert six.source == ("2001:db8::1", 1)
+    assert parse(b"PROXY UNKNOWN\r\n").source is None
+
+
+def test_proxy_v2_with_tlvs_local_and_ipv6():
+    payload = socket.inet_aton("198.51.100.9") + socket.inet_aton("10.0.0.5") + \
+        struct.pack("!HH", 40000, 8443) + bytes([0x04, 0x00, 0x03]) + b"abc"
+    header = parse(v2(1, 0x11, payload) + b"rest")
+    assert header.version == 2
+    assert header.source == ("198.51.100.9", 40000)
+    assert header.tlvs == ((0x04, b"abc"),)
+    assert header.length == 16 + len(payload)
+    assert parse(v2(0, 0x00, b"")).source is None  # LOCAL: a health check
+    six = ipaddress.IPv6Address("2001:db8::7").packed + ipaddress.IPv6Address("::1").packed
+    assert parse(v2(1, 0x21, six + struct.pack("!HH", 5, 6))).source == ("2001:db8::7", 5)
+
+
+@pytest.mark.parametrize("partial", [b"", b"PRO", b"PROXY TCP4 1.2.3.4", V2_SIGNATURE[:5],
+                                     V2_SIGNATURE + b"\x21\x11\x00\x0c" + b"\x00" * 4])
+def test_proxy_header_incomplete(partial):
+    assert parse(partial) is NEED_MORE
+
+
+@pytest.mark.parametrize("data", [
+    b"\x16\x03\x01\x02\x00",  # a TLS ClientHello, no header
+    b"GET / HTTP/1.1\r\n",
+    b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n",
+    b"PROXY TCP4 2001:db8::1 5.6.7.8 1 1\r\n",
+    b"PROXY UDP4 1.2.3.4 5.6.7.8 1 1\r\n",
+    b"PROXY TCP4 " + b"1" * 120,
+    V2_SIGNATURE + b"\x31\x11\x00\x00",  # version 3
+    V2_SIGNATURE + b"\x21\x11\xff\xff",  # oversized payload
+    V2_SIGNATURE + b"\x21\x12\x00\x0c" + b"\x00" * 12,  # UDP
+])
+def test_proxy_header_garbage_is_refused(data):
+    with pytest.raises(ProxyProtocolError):
+        parse(data)
+
+
+# -- addresses -----------------------------------------------------------------------------
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
+
+
+@pytest.mark.parametrize(("forwarded", "xff", "expected"), [
+    (None, "203.0.113.9", "203.0.113.9"),
+    (None, "198.51.100.1, 203.0.113.9, 10.1.1.1", "203.0.113.9"),  # rightmost untrusted
+    (None, "1.2.3.4, 10.1.1.1", "1.2.3.4"),
+    ('for="[2001:db8::9]:4711";proto=https, for=10.2.2.2', None, "2001:db8::9"),
+    ("for=192.0.2.60;proto=http;by=203.0.113.43", "198.51.100.99", "192.0.2.60"),
+    (None, None, "127.0.0.1"),
+    (None, "unknown, 10.1.1.1", "127.0.0.1"),  # a garbled hop stops the walk
+    (None, "10.9.9.9, 10.1.1.1", "10.9.9.9"),  # all proxies: the leftmost
+])
+def test_client_address_walks_from_the_right(forwarded, xff, expected):
+    peer = parse_address("127.0.0.1")
+    assert str(client_address(peer, TRUSTED, forwarded, xff)) == expected
+
+
+def test_ipv4_mapped_addresses_compare_as_ipv4():
+    assert parse_address("::ffff:127.0.0.1") == ipaddress.ip_address("127.0.0.1")
+
+
+# -- certificate headers, built the way each product builds them -----------------------------
+
+def pem(*certificates: x509.Certificate) -> str:
+    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
+
+
+def der_b64(certificate: x509.Certificate) -> str:
+    return base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
+
+
+@pytest.fixture(scope="module")
+def chain(client_pki):
+    return tuple(x509.load_pem_x509_certificates(client_pki.cases["valid"].chain.read_bytes()))
+
+
+def parsed(setting: str, headers: dict[str, str]):
+    return forwarded_format(setting).parse({k.lower(): v for k, v in headers.items()})
+
+
+def test_envoy_xfcc_takes_the_nearest_hop(chain, client_pki):
+    leaf, intermediate = chain
+    other = x509.load_pem_x509_certificate(client_pki.cases["untrusted"].leaf.read_bytes())
+    digest = hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest()
+    full_chain = quote(pem(leaf, intermediate), safe="")
+    nearest = (f'By=spiffe://cluster.local/ns/default/sa/omgate;Hash={digest};'
+               f'Cert="{quote(pem(leaf), safe="")}";Chain="{full_chain}";'
+               f'Subject="CN=valid.client.test,O=Salesforce-like test";URI=;'
+               f'DNS=proxy.example.com;DNS=other.example.com')
+    first_hop = f'By=spiffe://edge;Cert="{quote(pem(other), safe="")}"'
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": f"{first_hop},{nearest}"}) == chain
+    only_cert = f'Hash={digest};Cert="{quote(pem(leaf), safe="")}";Subject="CN=a\\"b;c,d"'
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": only_cert}) == (leaf,)
+    with pytest.raises(ForwardedCertError, match="Hash does not match"):
+        parsed("xfcc", {"X-Forwarded-Client-Cert": f'Hash={"0" * 64};Cert="'
+                                                   f'{quote(pem(leaf), safe="")}"'})
+    with pytest.raises(ForwardedCertError, match="unterminated quote"):
+        parsed("xfcc", {"X-Forwarded-Client-Cert": 'Cert="%2D%2D'})
+    assert parsed("xfcc", {}) == ()
+
+
+def test_aws_alb_passthrough_keeps_plus_and_verify_mode_checks_the_serial(chain):
+    leaf, _ = chain
+    value = quote(pem(*chain), safe="+=/")  # ALB leaves '+', '=' and '/' as they are
+    assert "+" in value or "/" in value
+    assert parsed("aws-alb", {"X-Amzn-Mtls-Clientcert": value}) == chain
+    verify = {"X-Amzn-Mtls-Clientcert-Leaf": quote(pem(leaf), safe="+=/"),
+              "X-Amzn-Mtls-Clientcert-Serial-Number": format(leaf.serial_number, "X"),
+              "X-Amzn-Mtls-Clientcert-Subject": leaf.subject.rfc4514_string()}
+    assert parsed("aws-alb", verify) == (leaf,)
+    with pytest.raises(ForwardedCertError, match="Serial-Number"):
+        parsed("aws-alb", {**verify, "X-Amzn-Mtls-Clientcert-Serial-Number": "0BAD"})
+
+
+def test_pem_header_reads_nginx_apache_and_haproxy(chain):
+    leaf, _ = chain
+    nginx = quote(pem(leaf), safe="")  # $ssl_client_escaped_cert
+    apache = pem(leaf).replace("\n", " ")  # %{SSL_CLIENT_CERT}s, line breaks to spaces
+    haproxy = der_b64(leaf)  # %[ssl_c_der,base64]
+    for value in (nginx, apache, haproxy, pem(leaf).replace("\n", "\n\t")):
+        assert parsed("pem-header:X-SSL-Cert", {"X-SSL-Cert": value}) == (leaf,)
+    assert parsed("pem-header:X-SSL-Cert", {"X-SSL-Cert": "(null)"}) == ()
+    assert parsed("pem-header:X-SSL-Cert", {}) == ()
+    with pytest.raises(ForwardedCertError):
+        parsed("pem-header:X-SSL-Cert", {"X-SSL-Cert": "not a certificate"})
+
+
+def test_traefik_azure_and_rfc9440(chain):
+    leaf, intermediate = chain
+    traefik = quote(",".join((der_b64(leaf), der_b64(intermediate))), safe="")
+    assert parsed("traefik", {"X-Forwarded-Tls-Client-Cert": traefik}) == chain
+    assert parsed("azure", {"X-ARR-ClientCert": der_b64(leaf)}) == (leaf,)
+    rfc = {"Client-Cert": f":{der_b64(leaf)}:", "Client-Cert-Chain": f":{der_b64(intermediate)}:"}
+    assert parsed("rfc9440", rfc) == chain
+    with pytest.raises(ForwardedCertError, match="byte sequence"):
+        parsed("rfc9440", {"Client-Cert": der_b64(leaf)})
+
+
+def test_oversized_and_too_many_certificates_are_refused(chain):
+    leaf, _ = chain
+    with pytest.raises(ForwardedCertError, match="more than"):
+        parsed("azure", {"X-ARR-ClientCert": "A" * (MAX_HEADER_BYTES + 1)})
+    with pytest.raises(ForwardedCertError, match="certificates, more than"):
+        parsed("traefik", {"X-Forwarded-Tls-Client-Cert": ",".join([der_b64(leaf)] * 11)})
+
+
+def test_unknown_format_setting():
+    with pytest.raises(ValueError, match="xfcc"):
+        forwarded_format("x-cert")
+
+
+# -- the origin of a request ---------------------------------------------------------------
+
+def test_untrusted_peers_forwarded_headers_are_dropped_trusted_ones_believed(chain):
+    settings = ForwardingSettings(TRUSTED, forwarded_format("azure"))
+    headers = {"x-arr-clientcert": der_b64(chain[0]), "x-forwarded-for": "203.0.113.1",
+               "content-type": "text/xml"}
+    direct = resolve(headers, parse_address("198.51.100.7"), None, settings)
+    assert direct.ignored_headers == ("x-arr-clientcert", "x-forwarded-for")
+    assert direct.forwarded_chain is None
+    assert str(direct.client) == "198.51.100.7"
+    proxied = resolve(headers, parse_address("10.0.0.2"), None, settings)
+    assert proxied.forwarded_chain == (chain[0],)
+    assert str(proxied.client) == "203.0.113.1"
+    broken = resolve({"x-arr-clientcert": "!!"}, parse_address("10.0.0.2"), None, settings)
+    assert broken.forwarded_error
