@@ -129,6 +129,23 @@ def _internal_error() -> SoapFaultError:
                           status=500, fault_code="Server")
 
 
+async def discard_body(request: Request, limit: int) -> bool:
+    """Read and drop an unread body, so the refusal reaches a client still sending it (closing
+    on a half-sent body resets the connection). False when it is too large to wait for."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return False
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return False
+    except (ClientDisconnect, RuntimeError):  # gone, or already partly read
+        return False
+    return True
+
+
 def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
     if endpoint.organization_keys and id_key(message.organization_id) not in (
         endpoint.organization_keys
@@ -193,17 +210,22 @@ class OutboundMessageHandler:
         correlation_id = new_correlation_id()
         context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
                    "peer": _peer(request)}
+        body_read = False
         try:
             self._check_client(request)
             _check_request_line(request)
             body = await read_body(request, self.endpoint.max_body_bytes)
+            body_read = True
             message = parse_message(body, self.endpoint.schema)
             _check_allowed(message, self.endpoint)
         except SoapFaultError as error:
             log.warning("om.rejected", reason=error.reason, status=error.status,
                         detail=error.message, **context)
             self.metrics.messages.labels("rejected", error.reason).inc()
-            return fault_response(error, correlation_id)
+            response = fault_response(error, correlation_id)
+            if not body_read and not await discard_body(request, self.endpoint.max_body_bytes):
+                response.headers["Connection"] = "close"  # the rest stays unread
+            return response
         except ClientDisconnect:
             log.info("om.rejected", reason="client_disconnected", status=None, **context)
             return Response(status_code=400)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,6 +71,69 @@ def _parser() -> argparse.ArgumentParser:
                          help="use this endpoint's [endpoints.client_auth] rules")
     inspect.add_argument("--json", action="store_true", help="findings as JSON")
 
+    check = commands.add_parser(
+        "check", help="validate the configuration and everything it points to",
+        description="Check the server certificate chain the way Salesforce will see it "
+                    "(order, intermediates, expiry, key, server.public_names, a public root) "
+                    "and the client-certificate settings (files, pins, DNs, combinations). "
+                    "Exit status 0 clean, 1 errors found, 2 unusable configuration.",
+        epilog="Example: omgate check --config /etc/omgate/omgate.toml",
+    )
+    _add_config(check)
+    check.add_argument("--trust", type=Path, metavar="PEM",
+                       help="roots to check the server chain against (default: the public "
+                            "roots of certifi, Mozilla's list)")
+    check.add_argument("--at", type=_moment, metavar="TIME",
+                       help="check as of this ISO 8601 time (say, the day of a deploy)")
+    check.add_argument("--json", action="store_true", help="findings as JSON")
+
+    probe = commands.add_parser(
+        "probe", help="connect to a deployed endpoint as Salesforce would",
+        description="Connect with TLS 1.2+ and SNI, show the chain the server sends and every "
+                    "finding, then POST one test notification and show the answer as it came. "
+                    "Exit status 1 when anything is wrong.",
+        epilog="Example: omgate probe https://omgate.example.com/salesforce/outbound "
+               "--connections 6",
+    )
+    probe.add_argument("url", metavar="URL")
+    probe.add_argument("--ca", type=Path, metavar="PEM",
+                       help="roots to trust instead of the public ones")
+    probe.add_argument("--client-cert", type=Path, metavar="PEM",
+                       help="present this certificate chain (leaf first)")
+    probe.add_argument("--client-key", type=Path, metavar="PEM", help="its private key")
+    probe.add_argument("--connections", type=_positive, default=1, metavar="N",
+                       help="open N connections and compare the chains they are served")
+    probe.add_argument("--connect", metavar="ADDRESS[:PORT]",
+                       help="connect here instead of the URL's host (one node behind a "
+                            "balancer); SNI, Host and the name check still use the URL")
+    probe.add_argument("--no-post", action="store_true",
+                       help="only look at TLS; send no test notification")
+    probe.add_argument("--json", action="store_true", help="the report as JSON")
+
+    send = commands.add_parser(
+        "send", help="send outbound messages like Salesforce (smoke tests, load)",
+        description="POST a payload file, or generated messages, and print the ack, fault or "
+                    "transport error of each. Exit status 1 when any was not acknowledged.",
+        epilog="Example: omgate send https://localhost:8443/salesforce/outbound --generate "
+               "Account --count 100 --client-cert certs/dev/client-chain.pem --client-key "
+               "certs/dev/client.key --ca certs/dev/ca.pem",
+    )
+    send.add_argument("url", metavar="URL")
+    source = send.add_mutually_exclusive_group(required=True)
+    source.add_argument("--payload", type=Path, metavar="FILE", help="a SOAP message file")
+    source.add_argument("--generate", metavar="TYPE",
+                        help="generate messages about this sObject type (say, Account)")
+    send.add_argument("--count", type=_positive, default=1, metavar="N",
+                      help="messages to send (1)")
+    send.add_argument("--notifications", type=_positive, default=1, metavar="K",
+                      help="notifications per generated message (1, at most 100)")
+    send.add_argument("--concurrency", type=_positive, default=1, metavar="C",
+                      help="connections sending at once (1)")
+    send.add_argument("--ca", type=Path, metavar="PEM", help="roots that sign the server")
+    send.add_argument("--client-cert", type=Path, metavar="PEM",
+                      help="client certificate chain to present (leaf first)")
+    send.add_argument("--client-key", type=Path, metavar="PEM", help="its private key")
+
     pki = commands.add_parser("pki", help="certificates for development")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     dev = pki_commands.add_parser(
@@ -81,6 +145,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder to write into (default certs/dev)")
     dev.add_argument("--force", action="store_true", help="replace existing files")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -122,6 +201,45 @@ def _inspect(args: argparse.Namespace) -> int:
                          trust=args.trust, as_json=args.json)
 
 
+def _check(args: argparse.Namespace) -> int:
+    from service.tools.check import run_check
+
+    return run_check(_load(args), sys.stdout, trust=args.trust, as_json=args.json, now=args.at)
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from service.tools.probe import run_probe
+
+    if args.client_key and not args.client_cert:
+        print("omgate probe: --client-key needs --client-cert", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_probe(args.url, sys.stdout, as_json=args.json, ca=args.ca,
+                         client_cert=args.client_cert, client_key=args.client_key,
+                         connections=args.connections, post=not args.no_post,
+                         connect=args.connect)
+    except ValueError as error:
+        print(f"omgate probe: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _send(args: argparse.Namespace) -> int:
+    from service.tools.send import run_send
+
+    if args.notifications > 100:
+        print("omgate send: --notifications is at most 100 (Salesforce's limit)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run_send(args.url, sys.stdout, payload=args.payload, generate=args.generate,
+                        count=args.count, notifications=args.notifications,
+                        concurrency=args.concurrency, ca=args.ca,
+                        client_cert=args.client_cert, client_key=args.client_key)
+    except (ValueError, OSError) as error:
+        print(f"omgate send: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def _pki(args: argparse.Namespace) -> int:
     from service.tools.pki import PkiError, write_dev_pki
 
@@ -132,15 +250,30 @@ def _pki(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     for path in written:
         print(f"wrote {path}")
-    print(f"\nTrust the server in clients with: curl --cacert {args.out / 'ca.pem'} ...")
+    out = args.out
+    print(f"""
+Configuration lines that trust the development client chain (config/omgate.toml; paths
+are relative to the config file's folder):
+
+[client_auth]
+trust = ["{Path("..") / out / "client-ca.pem"}"]
+
+Send a message with that client chain to a running server:
+
+omgate send https://localhost:8443/salesforce/outbound --generate Account \\
+  --ca {out / "ca.pem"} --client-cert {out / "client-chain.pem"} \\
+  --client-key {out / "client.key"}""")
     return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
+    "check": _check,
     "inbox": _inbox,
     "inspect": _inspect,
     "pki": _pki,
+    "probe": _probe,
+    "send": _send,
 }
 
 

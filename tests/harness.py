@@ -34,15 +34,20 @@ CONTACTS_SESSION_ID = (
 )
 
 
+def require(condition: bool, message: str) -> None:
+    """Skip when something the test needs is missing, unless OMGATE_REQUIRE_ALL=1."""
+    if condition:
+        return
+    if os.environ.get("OMGATE_REQUIRE_ALL") == "1":
+        pytest.fail(message + " (OMGATE_REQUIRE_ALL=1)")
+    pytest.skip(message)
+
+
 def require_executable(name: str) -> str:
-    """The path of a program the test needs: skip without it, unless OMGATE_REQUIRE_ALL=1."""
+    """The path of a program the test needs (see ``require``)."""
     path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed"
-        if os.environ.get("OMGATE_REQUIRE_ALL") == "1":
-            pytest.fail(message + " (OMGATE_REQUIRE_ALL=1)")
-        pytest.skip(message)
-    return path
+    require(path is not None, f"{name} is not installed")
+    return str(path)
 
 
 def free_port() -> int:

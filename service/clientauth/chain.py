@@ -207,7 +207,10 @@ def analyse_chain(presented: tuple[x509.Certificate, ...],
     unrelated = tuple(index for index in sorted(first_seen.values())
                       if index not in on_path and index not in roots_included
                       and index not in claimed)
+    # Each certificate sent must certify the one before it: the path's certificates, then
+    # a root that was included, in that order.
     presented_order = [link.index for link in path if link.index is not None]
+    presented_order += list(roots_included)
     out_of_order = leaf.index != 0 or presented_order != sorted(presented_order)
     return ChainAnalysis(
         leaf_index=leaf.index or 0,

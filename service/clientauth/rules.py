@@ -7,6 +7,7 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -52,15 +53,19 @@ def _date(moment: dt.datetime) -> str:
 # -- the shape of what was sent ------------------------------------------------------------
 
 
-def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...]) -> list[Finding]:
+Role = Literal["client", "server"]
+
+
+def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...],
+              role: Role = "client") -> list[Finding]:
     findings: list[Finding] = []
     leaf = analysis.path[0]
     if analysis.leaf_index != 0:
         findings.append(Finding(
             "chain_out_of_order", "error", 0,
             f"The chain starts with certificate 0 ({subject_of(chain[0])}), a CA certificate; "
-            f"the client certificate is {describe(leaf)}.",
-            "Send the client certificate first, then its issuer, then that issuer's issuer.",
+            f"the {role} certificate is {describe(leaf)}.",
+            f"Send the {role} certificate first, then its issuer, then that issuer's issuer.",
         ))
     elif analysis.out_of_order:
         order = ", ".join(str(link.index) for link in analysis.path if link.index is not None)
@@ -84,14 +89,14 @@ def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...]) -> l
             "unrelated_certificate", "warning", index,
             f"Certificate {index} ({subject_of(chain[index])}) is not part of the path from "
             "the client certificate to a trust anchor; it is ignored.",
-            "Remove it from the chain the client sends.",
+            f"Remove it from the chain the {role} sends.",
         ))
     for index in analysis.roots_included:
         findings.append(Finding(
             "root_included", "warning", index,
             f"Certificate {index} ({subject_of(chain[index])}) is the trust anchor itself; "
             "the server already has it.",
-            "Leave the root out of the chain the client sends; it only adds bytes.",
+            f"Leave the root out of the chain the {role} sends; it only adds bytes.",
         ))
     return findings
 
@@ -187,13 +192,21 @@ def unchecked_signatures(analysis: ChainAnalysis) -> list[Finding]:
 # -- time ----------------------------------------------------------------------------------
 
 
-def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime) -> list[Finding]:
+_RENEW_LEAF = {
+    "client": "The sender must renew its certificate (in Salesforce: create or upload a new one "
+              "and select it for the outbound message).",
+    "server": "Renew the server certificate and install it with its intermediates "
+              "(server.certfile).",
+}
+
+
+def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
+             role: Role = "client") -> list[Finding]:
     findings = []
     for position, link in enumerate(analysis.path):
         certificate = link.certificate
         not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        renew = ("The sender must renew its certificate (in Salesforce: create or upload a new "
-                 "one and select it for the outbound message)." if position == 0 else
+        renew = (_RENEW_LEAF[role] if position == 0 else
                  f"Replace {subject_of(certificate)} with the CA's current certificate, in "
                  "client_auth.trust or in the chain the sender sends.")
         if now + policy.clock_skew < not_before:

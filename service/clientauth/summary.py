@@ -67,7 +67,8 @@ def is_ca(certificate: x509.Certificate) -> bool:
 
 
 def days_left(certificate: x509.Certificate, now: dt.datetime) -> int:
-    return (certificate.not_valid_after_utc - now).days
+    """Whole days until notAfter, counted toward zero (-3 means it expired 3 days ago)."""
+    return int((certificate.not_valid_after_utc - now).total_seconds() / 86400)
 
 
 def summarize(certificate: x509.Certificate, now: dt.datetime | None = None) -> dict[str, Any]:

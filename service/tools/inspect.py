@@ -17,8 +17,7 @@ from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
 from service.config import Config, ConfigError
 from service.policies import PolicyBuilder
-
-SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
+from service.tools.report import write_certificates, write_findings
 
 
 def inspect_policy(config: Config, endpoint: str | None, trust: Path | None) -> Policy:
@@ -45,21 +44,9 @@ def report(identity: ClientIdentity, decision: Decision, now: dt.datetime) -> di
 
 
 def _text(document: dict[str, Any], out: TextIO) -> None:
-    for index, summary in enumerate(document["chain"]):
-        out.write(f"certificate {index}: {summary['subject']}\n")
-        out.write(f"  issuer     {summary['issuer']}\n")
-        out.write(f"  valid      {summary['not_before']} .. {summary['not_after']} "
-                  f"({summary['days_left']} days left)\n")
-        out.write(f"  key        {summary['key']}, signed {summary['signature_algorithm']}\n")
-        out.write(f"  sha256     {summary['sha256']}\n")
-        out.write(f"  spki       {summary['spki_sha256']}\n")
-        if summary["sans"]:
-            out.write(f"  names      {', '.join(summary['sans'])}\n")
+    write_certificates(document["chain"], out)
     out.write("\n")
-    for finding in document["findings"]:
-        where = "" if finding["cert"] is None else f" [certificate {finding['cert']}]"
-        out.write(f"{SEVERITY_MARK[finding['severity']]} {finding['code']}{where}: "
-                  f"{finding['message']}\n      fix: {finding['hint']}\n")
+    write_findings(document["findings"], out)
     verdict = "accepted" if document["outcome"] == "accept" else "REFUSED"
     count = len(document["findings"])
     out.write(f"\n{verdict} under this policy ({count} finding{'s' * (count != 1)})\n")

@@ -70,6 +70,7 @@ def issue(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     hash_algorithm: hashes.HashAlgorithm | None = None,
+    issuer_url: str | None = None,
 ) -> Issued:
     """Issue one certificate; without ``issuer`` it is self-signed."""
     key = key or new_key()
@@ -113,6 +114,11 @@ def issue(
         )
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    if issuer_url:  # where the issuer's certificate can be fetched (AIA caIssuers)
+        builder = builder.add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(issuer_url))]),
+            critical=False)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]
     alternative_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     if alternative_names:

@@ -1,0 +1,154 @@
+"""The server's own chain, judged the way Salesforce (a Java client) will see it.
+
+The same path building and rules as for client chains, plus what only a server chain
+needs: its key must match, every public name must be covered, and the chain must reach
+a root in a public trust store, because Salesforce neither fetches missing
+intermediates nor trusts private CAs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from service.clientauth import rules
+from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
+from service.clientauth.model import Finding, Policy
+from service.clientauth.names import common_names, dns_names, name_matches
+
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
+
+
+def _points_to_its_issuer(certificate: x509.Certificate) -> bool:
+    """An AIA caIssuers pointer marks a publicly issued leaf whose intermediate was left out
+    (private CAs rarely set one); clients like Java do not follow it."""
+    try:
+        access = certificate.extensions.get_extension_for_class(
+            x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    return any(item.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
+               for item in access)
+
+
+def _reach_public_root(analysis: ChainAnalysis) -> list[Finding]:
+    last = analysis.path[-1]
+    if analysis.end == "anchor":
+        return []
+    if analysis.end == "self_signed" and len(analysis.path) == 1:
+        return [Finding(
+            "self_signed", "error", last.index,
+            f"{rules.sentence_start(last)} is self-signed; Salesforce, like every client, "
+            "refuses a self-signed server certificate.",
+            "Get the server certificate from a public CA that Salesforce trusts.",
+        )]
+    if analysis.end == "self_signed":
+        return [Finding(
+            "not_publicly_trusted", "error", last.index,
+            f"The chain ends at {rules.describe(last)}, a root that is not in the public "
+            "trust store.",
+            "Use a certificate from a public CA; Salesforce trusts only its list of public "
+            "roots (pass --trust to check against another store).",
+        )]
+    if analysis.end == "bad_signature":
+        return rules.reach_anchor(analysis, Policy(verify_depth=len(analysis.path) + 1))
+    issuer = last.certificate.issuer.rfc4514_string()
+    if len(analysis.path) == 1 and _points_to_its_issuer(last.certificate):
+        return [Finding(
+            "missing_intermediate", "error", last.index,
+            f"The server sends only its certificate, {rules.describe(last)}; the intermediate "
+            f"{issuer} that issued it is missing, and Salesforce does not fetch it.",
+            f"Append the intermediate {issuer} to server.certfile after the server certificate "
+            "(nginx: in the ssl_certificate file; Apache: SSLCertificateChainFile).",
+        )]
+    return [Finding(
+        "not_publicly_trusted", "error", last.index,
+        f"{rules.sentence_start(last)} was issued by {issuer}, which is neither sent nor a "
+        "root in the public trust store.",
+        f"If {issuer} is an intermediate, append it to the chain; otherwise use a public CA.",
+    )]
+
+
+def _covers(certificate: x509.Certificate, name: str) -> bool:
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    if address is not None:
+        try:
+            sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except (x509.ExtensionNotFound, ValueError):
+            return False
+        return address in sans.value.get_values_for_type(x509.IPAddress)
+    names = dns_names(certificate) or common_names(certificate)  # CN only without SANs
+    return any(name_matches(name, pattern) for pattern in names)
+
+
+def _hostnames(leaf: Link, public_names: tuple[str, ...]) -> list[Finding]:
+    shown = ", ".join(dns_names(leaf.certificate) or common_names(leaf.certificate)) or "none"
+    return [Finding(
+        "hostname_mismatch", "error", leaf.index,
+        f"{rules.sentence_start(leaf)} does not cover {name!r}; it names {shown} (a wildcard "
+        "covers exactly one label).",
+        f"Get a certificate whose subject alternative names include {name}, or correct "
+        "server.public_names.",
+    ) for name in public_names if not _covers(leaf.certificate, name)]
+
+
+def _key_size_problem(key: PublicKeyTypes) -> str | None:
+    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"a {key.key_size}-bit {'RSA' if isinstance(key, rsa.RSAPublicKey) else 'DSA'} key"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_BITS:
+        return f"a {key.curve.key_size}-bit elliptic-curve key"
+    return None
+
+
+def _weak_keys(analysis: ChainAnalysis) -> list[Finding]:
+    findings = []
+    for link in analysis.path[:-1] if analysis.anchored else analysis.path:
+        try:
+            problem = _key_size_problem(link.certificate.public_key())
+        except (ValueError, TypeError):
+            continue
+        if problem:
+            findings.append(Finding(
+                "weak_signature_algorithm", "error", link.index,
+                f"{rules.sentence_start(link)} has {problem}, too weak to sign with.",
+                "Issue the certificate for a 2048-bit (or larger) RSA key or a P-256 key.",
+            ))
+    return findings
+
+
+def _key_match(leaf: Link, key: PublicKeyTypes | None) -> list[Finding]:
+    if key is None or leaf.certificate.public_key() == key:
+        return []
+    return [Finding(
+        "key_mismatch", "error", leaf.index,
+        f"The private key in server.keyfile does not belong to {rules.describe(leaf)}.",
+        "Pair the certificate with the key it was issued for (the first certificate in "
+        "server.certfile must be the one for server.keyfile).",
+    )]
+
+
+def analyse_server_chain(chain: tuple[x509.Certificate, ...], *,
+                         anchors: tuple[x509.Certificate, ...], public_names: tuple[str, ...],
+                         now: dt.datetime, key: PublicKeyTypes | None = None,
+                         expiry_warning_days: int = 30) -> list[Finding]:
+    """Every finding about a server chain as sent (leaf first)."""
+    analysis = analyse_chain(chain, anchors)
+    leaf = analysis.path[0]
+    timing = Policy(expiry_warning_days=expiry_warning_days, clock_skew=dt.timedelta(0))
+    return [
+        *rules.structure(analysis, chain, role="server"),
+        *_reach_public_root(analysis),
+        *rules.validity(analysis, timing, now, role="server"),
+        *rules.weak_signatures(analysis, timing),
+        *_weak_keys(analysis),
+        *_hostnames(leaf, public_names),
+        *_key_match(leaf, key),
+    ]

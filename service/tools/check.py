@@ -1,0 +1,219 @@
+"""``omgate check``: the whole configuration and everything it points to, before a deploy.
+
+The server chain is judged as Salesforce will see it (order, intermediates, expiry,
+key, host names, a public root); the client-certificate settings are checked for
+files that load, pins that chain to the anchors, DNs that something could match, and
+settings that cannot work together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import certifi
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.utils import CryptographyDeprecationWarning
+
+from service.certfiles import CertificateFileError, load_certificates
+from service.clientauth import ClientIdentity, Finding, Policy, evaluate, summarize
+from service.clientauth.serverchain import analyse_server_chain
+from service.config import Config, ConfigError, PolicyRules
+from service.policies import PolicyBuilder
+from service.tools.report import count_line, write_certificates, write_findings
+
+CONFIG_CONFLICT = "config_conflict"
+
+
+@dataclass
+class CheckReport:
+    config: Path
+    server_chain: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(finding.severity == "error" for finding in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": str(self.config), "server_chain": self.server_chain,
+                "findings": [finding.to_json() for finding in self.findings],
+                "ok": not self.failed}
+
+
+def public_roots(trust: Path | None) -> tuple[Any, ...]:
+    """``--trust`` anchors, or certifi's copy of Mozilla's public roots."""
+    path = trust or Path(certifi.where())
+    try:
+        with warnings.catch_warnings():  # a few old public roots have non-positive serials
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            return tuple(load_certificates(path, "--trust" if trust else "certifi"))
+    except CertificateFileError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _server_key(config: Config) -> PublicKeyTypes:
+    try:
+        data = config.server.keyfile.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{config.source}: [server] keyfile: cannot read "
+                          f"{config.server.keyfile}: {error.strerror}") from None
+    try:
+        return load_pem_private_key(data, password=None).public_key()
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{config.source}: [server] keyfile: {config.server.keyfile} is not "
+                          f"an unencrypted PEM private key: {error}") from None
+
+
+def check_server(config: Config, report: CheckReport, anchors: tuple[Any, ...],
+                 now: dt.datetime) -> None:
+    try:
+        chain = tuple(load_certificates(config.server.certfile, "[server] certfile"))
+    except CertificateFileError as error:
+        raise ConfigError(f"{config.source}: {error}") from None
+    report.server_chain = [summarize(certificate, now) for certificate in chain]
+    report.findings += analyse_server_chain(
+        chain, anchors=anchors, public_names=config.server.public_names, now=now,
+        key=_server_key(config), expiry_warning_days=config.client_auth.rules.expiry_warning_days)
+
+
+def _conflict(severity: str, message: str, hint: str) -> Finding:
+    return Finding(CONFIG_CONFLICT, severity, None, message, hint)  # type: ignore[arg-type]
+
+
+def listener_conflicts(config: Config, policy: Policy) -> list[Finding]:
+    settings, server = config.client_auth, config.server
+    findings = []
+    if settings.mode == "off" and (settings.advertise_ca_names != "none"
+                                   or settings.reject_with == "handshake"):
+        findings.append(_conflict(
+            "warning", "[client_auth] mode is off, so advertise_ca_names and reject_with have "
+                       "no effect.", "Remove them, or choose another mode."))
+    if policy.enforced and not policy.anchors and not policy.known_cas and not policy.pins:
+        findings.append(_conflict(
+            "error", f"[client_auth] mode is {settings.mode} with no trust anchors and no pins: "
+                     "every client certificate will be refused.",
+            "Set client_auth.trust (or pins) to what the sender's certificate chains to."))
+    if settings.forwarded_cert is not None and not server.trusted_proxies:
+        findings.append(_conflict(
+            "error", "[client_auth] forwarded_cert is set but server.trusted_proxies is empty: "
+                     "no forwarded certificate will ever be believed.",
+            "List the load balancer's networks in server.trusted_proxies."))
+    if server.proxy_protocol and not server.trusted_proxies:
+        findings.append(_conflict(
+            "error", "[server] proxy_protocol is on but trusted_proxies is empty: no PROXY "
+                     "header will ever be read.",
+            "List the load balancer's networks in server.trusted_proxies."))
+    if settings.forwarded_cert is not None and server.bind and not server.plain_bind:
+        findings.append(_conflict(
+            "warning", "[client_auth] forwarded_cert is set, but omgate terminates TLS itself "
+                       "(no plain_bind): a balancer in front would forward TCP, not headers.",
+            "Use forwarded_cert with plain_bind behind a TLS-terminating balancer."))
+    return findings
+
+
+def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy) -> list[Finding]:
+    advertised = {certificate.subject for certificate in builder.advertised()}
+    known = {c.subject for c in (*policy.anchors, *policy.known_cas)}
+    if not advertised or advertised & known:
+        return []
+    return [Finding(
+        "no_client_cert", "warning", None,
+        "[client_auth] advertise_ca_names lists no CA of client_auth.trust: a Java client "
+        "(Salesforce) whose chain leads to a trusted anchor would send no certificate.",
+        'Set advertise_ca_names = "anchors" or "none".',
+    )]
+
+
+def _pinned(rules: PolicyRules, builder: PolicyBuilder) -> list[tuple[Path, tuple[Any, ...]]]:
+    return [(path, builder.certificates(path, "[client_auth] pin_files"))
+            for path in rules.pin_files]
+
+
+def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: PolicyBuilder,
+                  now: dt.datetime) -> list[Finding]:
+    """Pinned certificates that would not pass, DNs that nothing configured could match."""
+    findings = []
+    pinned = _pinned(rules, builder)
+    for path, chain in pinned:
+        if not policy.anchors and not policy.known_cas:
+            continue  # pins alone decide: nothing to chain to
+        decision = evaluate(ClientIdentity(chain, "forwarded"), policy, now)
+        for finding in decision.findings:
+            if finding.severity == "error":
+                findings.append(Finding(
+                    finding.code, finding.severity, None,
+                    f"{label} pin_files {path}: {finding.message}", finding.hint))
+    configured = [*policy.anchors, *policy.known_cas, *(c for _, chain in pinned for c in chain)]
+    if rules.issuer_dn is not None and not any(
+            rules.issuer_dn.matches(c.subject) or rules.issuer_dn.matches(c.issuer)
+            for c in configured):
+        findings.append(Finding(
+            "issuer_dn_mismatch", "warning", None,
+            f"{label} issuer_dn {rules.issuer_dn.text!r} is the subject of no certificate in "
+            "trust or pin_files: unless the sender's CA is exactly that, nothing will match.",
+            "Compare it with `omgate inspect` of the sender's chain, or add that CA to trust."))
+    pinned_leaves = [chain[0] for _, chain in pinned if chain]
+    if rules.subject_dn is not None and pinned_leaves and not any(
+            rules.subject_dn.matches(c.subject) for c in pinned_leaves):
+        findings.append(Finding(
+            "subject_dn_mismatch", "warning", None,
+            f"{label} subject_dn {rules.subject_dn.text!r} matches none of the pinned "
+            "certificates: they would all be refused.",
+            "Make subject_dn the pinned certificate's subject, or drop one of the two rules."))
+    return findings
+
+
+def check_client_auth(config: Config, report: CheckReport, now: dt.datetime) -> None:
+    builder = PolicyBuilder(config)
+    policy = builder.listener_policy()
+    report.findings += listener_conflicts(config, policy)
+    if config.client_auth.mode == "off":
+        return
+    report.findings += advertised_conflicts(config, builder, policy)
+    report.findings += rule_problems("[client_auth]", config.client_auth.rules, policy, builder,
+                                     now)
+    for endpoint in config.endpoints:
+        if endpoint.client_auth is not None:
+            report.findings += rule_problems(
+                f"[[endpoints]] {endpoint.path}:", endpoint.client_auth,
+                builder.policy(endpoint.client_auth), builder, now)
+
+
+def check_deployment(config: Config, *, trust: Path | None = None,
+                     now: dt.datetime | None = None) -> CheckReport:
+    now = now or dt.datetime.now(dt.UTC)
+    report = CheckReport(config.source)
+    if config.server.bind:
+        check_server(config, report, public_roots(trust), now)
+    check_client_auth(config, report, now)
+    return report
+
+
+def write_text(report: CheckReport, config: Config, out: TextIO) -> None:
+    out.write(f"omgate check: {report.config}\n\n")
+    if report.server_chain:
+        out.write(f"server certificate chain ({config.server.certfile}), as sent:\n")
+        write_certificates(report.server_chain, out, indent="  ")
+    else:
+        out.write("no TLS listener (server.bind is empty): check the balancer's certificate "
+                  "with `omgate probe`.\n")
+    out.write(f"\nclient certificates: mode {config.client_auth.mode}, reject_with "
+              f"{config.client_auth.reject_with}\n\n")
+    write_findings(report.findings, out)
+    out.write(f"\n{'FAILED' if report.failed else 'OK'}: {count_line(report.findings)}\n")
+
+
+def run_check(config: Config, out: TextIO, *, trust: Path | None, as_json: bool,
+              now: dt.datetime | None = None) -> int:
+    report = check_deployment(config, trust=trust, now=now)
+    if as_json:
+        out.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        write_text(report, config, out)
+    return 1 if report.failed else 0

@@ -1,0 +1,39 @@
+"""Printing findings and certificate summaries for people (text) and machines (JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from service.clientauth import Finding
+
+SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
+
+
+def write_certificates(summaries: Iterable[dict[str, Any]], out: TextIO,
+                       indent: str = "") -> None:
+    for index, summary in enumerate(summaries):
+        out.write(f"{indent}certificate {index}: {summary['subject']}\n")
+        out.write(f"{indent}  issuer     {summary['issuer']}\n")
+        out.write(f"{indent}  valid      {summary['not_before']} .. {summary['not_after']} "
+                  f"({summary['days_left']} days left)\n")
+        out.write(f"{indent}  key        {summary['key']}, signed "
+                  f"{summary['signature_algorithm']}\n")
+        out.write(f"{indent}  sha256     {summary['sha256']}\n")
+        out.write(f"{indent}  spki       {summary['spki_sha256']}\n")
+        if summary["sans"]:
+            out.write(f"{indent}  names      {', '.join(summary['sans'])}\n")
+
+
+def write_findings(findings: Iterable[Finding | dict[str, Any]], out: TextIO) -> None:
+    for finding in findings:
+        item = finding.to_json() if isinstance(finding, Finding) else finding
+        where = "" if item["cert"] is None else f" [certificate {item['cert']}]"
+        out.write(f"{SEVERITY_MARK[item['severity']]} {item['code']}{where}: "
+                  f"{item['message']}\n      fix: {item['hint']}\n")
+
+
+def count_line(findings: list[Finding]) -> str:
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"

@@ -1,0 +1,155 @@
+"""`omgate check`: a deployment judged before it goes live."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from cryptography import x509
+from harness import FIXTURES, run_omgate, to_toml
+from server_pki import build_server_pki
+
+from service.tools.pki import issue, name, new_key
+
+
+@pytest.fixture(scope="module")
+def server_pki(tmp_path_factory):
+    return build_server_pki(tmp_path_factory.mktemp("server-pki"))
+
+
+def config_for(folder, certfile, keyfile, public_names, client_auth=None, server=None) -> str:
+    path = folder / "omgate.toml"
+    path.write_text(to_toml({
+        "server": {"certfile": certfile, "keyfile": keyfile, "public_names": list(public_names),
+                   **(server or {})},
+        "client_auth": {"trust": [], "mode": "request", **(client_auth or {})},
+        "inbox": {"url": f"sqlite:///{folder / 'inbox.db'}"},
+    }))
+    return str(path)
+
+
+def checked(config: str, *args: str) -> tuple[int, dict]:
+    result = run_omgate("check", "--config", config, "--json", *args)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def codes(report: dict, severity: str) -> set[str]:
+    return {f["code"] for f in report["findings"] if f["severity"] == severity}
+
+
+CASES = ["correct", "no_intermediate", "wrong_order", "root_included", "expired",
+         "wildcard_one_label", "self_signed", "weak_key"]
+
+
+@pytest.mark.parametrize("label", CASES)
+def test_each_server_fault_is_named_with_its_fix(server_pki, tmp_path, label):
+    case = server_pki.cases[label]
+    config = config_for(tmp_path, case.chain, case.key, case.public_names)
+    status, report = checked(config, "--trust", str(server_pki.root))
+    assert codes(report, "error") == case.errors, report["findings"]
+    assert codes(report, "warning") == case.warnings, report["findings"]
+    assert status == (1 if case.errors else 0)
+    assert len(report["server_chain"]) == case.chain.read_text().count("BEGIN CERTIFICATE")
+    for finding in report["findings"]:
+        assert set(finding) == {"code", "severity", "cert", "message", "hint"}
+        assert finding["hint"]
+
+
+def test_key_mismatch_and_text_output(server_pki, tmp_path):
+    correct = server_pki.cases["correct"]
+    other_key = server_pki.cases["expired"].key
+    config = config_for(tmp_path, correct.chain, other_key, correct.public_names)
+    result = run_omgate("check", "--config", config, "--trust", str(server_pki.root))
+    assert result.returncode == 1
+    assert "ERROR key_mismatch [certificate 0]" in result.stdout
+    assert "fix: Pair the certificate with the key" in result.stdout
+    assert "days left" in result.stdout
+    assert result.stdout.rstrip().endswith("FAILED: 1 error, 0 warnings")
+
+
+def test_without_trust_the_public_roots_are_used(server_pki, tmp_path):
+    correct = server_pki.cases["correct"]
+    config = config_for(tmp_path, correct.chain, correct.key, correct.public_names)
+    status, report = checked(config)  # certifi's roots do not include the test root
+    assert status == 1
+    assert codes(report, "error") == {"not_publicly_trusted"}
+
+
+def test_unusable_configuration_exits_2(tmp_path):
+    config = config_for(tmp_path, tmp_path / "missing.pem", tmp_path / "missing.key", ["x"])
+    result = run_omgate("check", "--config", config)
+    assert result.returncode == 2
+    assert "[server] certfile" in result.stderr and "missing.pem" in result.stderr
+
+
+def test_client_auth_settings_that_cannot_work(server_pki, client_pki, tmp_path):
+    correct = server_pki.cases["correct"]
+    stranger = issue(name("Stranger CA"), ca=True)
+    stranger_leaf = issue(name("pinned.example.test"), issuer=stranger, key=new_key())
+    (tmp_path / "pinned.pem").write_bytes(stranger_leaf.pem())
+    (tmp_path / "stranger.pem").write_bytes(stranger.pem())
+    config = config_for(tmp_path, correct.chain, correct.key, correct.public_names, {
+        "mode": "require", "trust": [client_pki.root_file],
+        "pin_files": [tmp_path / "pinned.pem"],
+        "issuer_dn": "/C=US/O=Nobody/CN=No Such CA",
+        "forwarded_cert": "xfcc",
+        "advertise_ca_names": tmp_path / "stranger.pem",
+    })
+    status, report = checked(config, "--trust", str(server_pki.root))
+    assert status == 1
+    by_code = {f["code"]: f for f in report["findings"]}
+    [no_proxies] = [f for f in report["findings"] if f["code"] == "config_conflict"
+                    and "trusted_proxies is empty" in f["message"]]
+    assert no_proxies["severity"] == "error"  # a forwarded certificate never believed
+    # the pinned certificate chains to nothing in trust
+    assert by_code["missing_intermediate"]["message"].startswith("[client_auth] pin_files")
+    [nothing_matches] = [f for f in report["findings"] if f["code"] == "issuer_dn_mismatch"
+                         and f["severity"] == "warning"]
+    assert "nothing will match" in nothing_matches["message"]
+    assert by_code["no_client_cert"]["severity"] == "warning"  # Java would send nothing
+    assert "advertise_ca_names" in by_code["no_client_cert"]["message"]
+
+
+def test_require_without_anchors_or_pins_refuses_everyone(server_pki, tmp_path):
+    correct = server_pki.cases["correct"]
+    config = config_for(tmp_path, correct.chain, correct.key, correct.public_names,
+                        {"mode": "require"})
+    _, report = checked(config, "--trust", str(server_pki.root))
+    [conflict] = [f for f in report["findings"] if f["code"] == "config_conflict"]
+    assert "every client certificate will be refused" in conflict["message"]
+
+
+def limbo(path):
+    case = json.loads(path.read_text())
+    return case, dt.datetime.fromisoformat(case["validation_time"])
+
+
+CHAINS = sorted((FIXTURES / "chains").glob("*.limbo.json"))
+
+
+@pytest.mark.parametrize("path", CHAINS, ids=lambda p: p.name.split(".limbo")[0])
+def test_real_chains_in_each_broken_order(path, tmp_path):
+    case, when = limbo(path)
+    peer, intermediates = case["peer_certificate"], case["untrusted_intermediates"]
+    (tmp_path / "root.pem").write_text("".join(case["trusted_certs"]))
+    (tmp_path / "any.key").write_bytes(
+        issue(x509.Name([]), key=new_key()).key_pem())  # nobody has the real keys
+    host = case["expected_peer_name"]["value"]
+    orders = {
+        "as sent": ([peer, *intermediates], {"key_mismatch"}, set()),
+        "reversed": ([*reversed(intermediates), peer], {"key_mismatch", "chain_out_of_order"},
+                     set()),
+        "leaf only": ([peer], {"key_mismatch", "missing_intermediate"}, set()),
+        "root included": ([peer, *intermediates, *case["trusted_certs"]], {"key_mismatch"},
+                          {"root_included"}),
+    }
+    for label, (chain, errors, warnings) in orders.items():
+        (tmp_path / "chain.pem").write_text("".join(chain))
+        config = config_for(tmp_path, tmp_path / "chain.pem", tmp_path / "any.key", [host])
+        _, report = checked(config, "--trust", str(tmp_path / "root.pem"), "--at",
+                            when.isoformat())
+        assert codes(report, "error") == errors, (label, report["findings"])
+        assert codes(report, "warning") - {"expires_soon"} == warnings, (label,
+                                                                         report["findings"])

@@ -1,0 +1,195 @@
+"""`omgate probe` against servers with faults (omgate and real nginx), and `omgate send`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import PAYLOADS, free_port, require, require_executable, run_omgate
+from server_pki import HOST, build_server_pki
+from test_behind_proxies import Daemons
+
+# What a client sees: the ones `omgate check` also finds, minus the key checks (a server
+# with a mismatched or 1024-bit key does not even start under OpenSSL's defaults).
+PROBED = ["correct", "no_intermediate", "wrong_order", "root_included", "expired",
+          "wildcard_one_label", "self_signed"]
+ACK_BODY = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv='
+            '"http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notificationsResponse '
+            'xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
+            "</notificationsResponse></soapenv:Body></soapenv:Envelope>")
+
+
+@pytest.fixture(scope="module")
+def server_pki(tmp_path_factory):
+    return build_server_pki(tmp_path_factory.mktemp("server-pki"))
+
+
+def probe(port: int, root: Path, host: str = HOST, *args: str) -> tuple[int, dict]:
+    result = run_omgate("probe", f"https://{host}:{port}/salesforce/outbound", "--ca",
+                        str(root), "--connect", "127.0.0.1", "--json", *args, timeout=120)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def chain_codes(report: dict, severity: str) -> set[str]:
+    return {finding["code"] for chain in report["chains"].values()
+            for finding in chain["findings"] if finding["severity"] == severity}
+
+
+def probed_host(label: str) -> str:
+    return f"a.b.{HOST}" if label == "wildcard_one_label" else HOST
+
+
+def assert_probe_names(report: dict, case, status: int) -> None:
+    assert chain_codes(report, "error") == case.errors, report["chains"]
+    assert chain_codes(report, "warning") == case.warnings, report["chains"]
+    [chain] = report["chains"].values()
+    assert len(chain["certificates"]) == case.chain.read_text().count("BEGIN CERTIFICATE")
+    for finding in chain["findings"]:
+        assert finding["hint"]
+    assert status == (1 if case.errors else 0)
+
+
+@pytest.mark.parametrize("label", PROBED)
+def test_probe_names_each_fault_of_an_omgate_server(omgate_server, server_pki, label):
+    case = server_pki.cases[label]
+    server = omgate_server({"server": {"certfile": case.chain, "keyfile": case.key,
+                                       "public_names": []}})
+    status, report = probe(server.https_port, server_pki.root, probed_host(label))
+    assert_probe_names(report, case, status)
+    assert report["post"]["result"] == "ack"
+    assert "<Ack>true</Ack>" in report["post"]["body"]
+    stored = json.loads(run_omgate("inbox", "list", "--config",
+                                   str(server.config_path)).stdout)
+    assert [item["notification_id"] for item in stored] == report["post"]["notification_ids"]
+
+
+NGINX = """
+{modules}
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 64; }}
+{body}
+"""
+TEMP_PATHS = ("client_body_temp_path {run}/cb; proxy_temp_path {run}/px; "
+              "fastcgi_temp_path {run}/fc; uwsgi_temp_path {run}/uw; scgi_temp_path {run}/sc;")
+
+
+def start_nginx(daemons: Daemons, folder: Path, port: int, body: str,
+                modules: str = "") -> int:
+    nginx = require_executable("nginx")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "nginx.conf"
+    config.write_text(NGINX.format(run=folder, body=body.replace("{run}", str(folder)),
+                                   modules=modules))
+    return daemons.start([nginx, "-c", str(config), "-p", str(folder), "-e",
+                          str(folder / "error.log"), "-g", "daemon off;"], port,
+                         folder / "error.log")
+
+
+def https_server(case, port: int) -> str:
+    return ("http { access_log off; " + TEMP_PATHS + f" server {{ listen 127.0.0.1:{port} ssl; "
+            f"ssl_certificate {case.chain}; ssl_certificate_key {case.key}; "
+            "location / { default_type 'text/xml; charset=utf-8'; "
+            f"return 200 '{ACK_BODY}'; }} }} }}")
+
+
+@pytest.mark.parametrize("label", PROBED)
+def test_probe_names_each_fault_of_an_nginx_server(server_pki, tmp_path, label):
+    case = server_pki.cases[label]
+    daemons = Daemons()
+    try:
+        port = free_port()
+        start_nginx(daemons, tmp_path / "nginx", port, https_server(case, port))
+        status, report = probe(port, server_pki.root, probed_host(label))
+    finally:
+        daemons.stop()
+    assert_probe_names(report, case, status)
+    assert report["post"]["result"] == "ack"
+
+
+def test_probe_reports_a_bad_node_behind_a_round_robin_balancer(omgate_server, server_pki,
+                                                                tmp_path):
+    good, bad = server_pki.cases["correct"], server_pki.cases["expired"]
+    nodes = [omgate_server({"server": {"certfile": case.chain, "keyfile": case.key,
+                                       "public_names": [HOST]}}) for case in (good, bad)]
+    module = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+    require(module.exists(), "nginx's stream module (libnginx-mod-stream) is not installed")
+    balancer = free_port()
+    stream = ("stream { upstream nodes { " + " ".join(
+        f"server 127.0.0.1:{node.https_port};" for node in nodes)
+        + f" }} server {{ listen 127.0.0.1:{balancer}; proxy_pass nodes; }} }}")
+    daemons = Daemons()
+    try:
+        start_nginx(daemons, tmp_path / "balancer", balancer, stream,
+                    modules=f"load_module {module};")
+        status, report = probe(balancer, server_pki.root, HOST, "--connections", "4")
+        text = run_omgate("probe", f"https://{HOST}:{balancer}/salesforce/outbound", "--ca",
+                          str(server_pki.root), "--connect", "127.0.0.1", "--connections", "4",
+                          "--no-post", timeout=120).stdout
+    finally:
+        daemons.stop()
+    assert status == 1
+    assert report["different_chains"] is True
+    assert len(report["chains"]) == 2
+    assert len({c["chain_sha256"] for c in report["connections"]}) == 2
+    per_chain = [{f["code"] for f in chain["findings"]} for chain in report["chains"].values()]
+    assert sorted(per_chain, key=len) == [set(), {"expired"}]
+    assert "DIFFERENT CHAINS: 4 connections were served 2 different chains" in text
+
+
+def test_probe_says_plainly_when_nothing_or_no_tls_answers(tmp_path):
+    closed = run_omgate("probe", f"https://127.0.0.1:{free_port()}/x")
+    assert closed.returncode == 1
+    assert "cannot connect to 127.0.0.1:" in closed.stdout
+    assert "refused" in closed.stdout.lower()
+    plain_port = free_port()
+    plain = subprocess.Popen(["python3", "-m", "http.server", str(plain_port), "--bind",
+                              "127.0.0.1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        from test_behind_proxies import wait_port
+
+        log = tmp_path / "none.log"
+        log.touch()
+        wait_port(plain_port, plain, log)
+        result = run_omgate("probe", f"https://127.0.0.1:{plain_port}/x")
+    finally:
+        plain.terminate()
+        plain.wait(10)
+    assert result.returncode == 1
+    assert "does not speak TLS" in result.stdout
+    assert run_omgate("probe", "http://example.test/").returncode == 2
+
+
+def test_send_generates_and_reports_each_message(omgate_server, client_pki):
+    server = omgate_server({"client_auth": {"mode": "require"}})
+    valid = client_pki.cases["valid"]
+    common = ["--ca", str(server.ca_path)]
+    result = run_omgate("send", f"{server.url}/salesforce/outbound", "--generate", "Contact",
+                        "--count", "12", "--notifications", "3", "--concurrency", "3",
+                        "--client-cert", str(valid.chain), "--client-key", str(valid.key),
+                        *common, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(": acknowledged" in line for line in lines) == 12
+    assert lines[-1].startswith("12/12 acknowledged")
+    stored = json.loads(run_omgate("inbox", "list", "--config", str(server.config_path),
+                                   "--limit", "100").stdout)
+    assert len(stored) == 36
+    assert {item["sobject_type"] for item in stored} == {"Contact"}
+
+    refused = run_omgate("send", f"{server.url}/salesforce/outbound", "--payload",
+                         str(PAYLOADS / "amplabs-create_account.xml"), "--count", "2", *common)
+    assert refused.returncode == 1
+    assert refused.stdout.count("fault: HTTP 403 SOAP fault: Client certificate not accepted") \
+        == 2
+    assert refused.stdout.splitlines()[-1].startswith("0/2 acknowledged")
+
+    nowhere = run_omgate("send", f"https://127.0.0.1:{free_port()}/x", "--generate", "Account",
+                         *common)
+    assert nowhere.returncode == 1
+    assert "transport_error: ConnectionRefusedError" in nowhere.stdout
