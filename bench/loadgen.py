@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import re
 import ssl
 import statistics
 import time
@@ -41,14 +43,28 @@ class Stats:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.acks = 0
+        self.notifications = 0
         self.errors = 0
 
-    def record(self, started: float, response: bytes) -> None:
+    def record(self, started: float, response: bytes, notifications: int) -> None:
         self.latencies.append(time.perf_counter() - started)
         if b"<Ack>true</Ack>" in response:
             self.acks += 1
+            self.notifications += notifications
         else:
             self.errors += 1
+
+
+NOTIFICATION_ID = re.compile(rb"<Id>04l[0-9A-Za-z]{12,15}</Id>")
+_serial = itertools.count()
+
+
+def _unique(payload: bytes, run: str) -> bytes:
+    """The payload with fresh notification IDs: each message is new, so each commit writes."""
+    def fresh(_match: re.Match[bytes]) -> bytes:
+        return f"<Id>04l{run}{next(_serial):010d}AAA</Id>".encode()
+
+    return NOTIFICATION_ID.sub(fresh, payload)
 
 
 async def _worker(args: argparse.Namespace, context: ssl.SSLContext, payload: bytes,
@@ -56,9 +72,12 @@ async def _worker(args: argparse.Namespace, context: ssl.SSLContext, payload: by
     url = urlsplit(args.url)
     port = url.port or 443
     keep_alive = args.mode == "keep-alive"
-    request = _request(url.hostname or "localhost", url.path, payload, keep_alive)
+    host = url.hostname or "localhost"
+    request = _request(host, url.path, payload, keep_alive)
     reader = writer = None
     while time.perf_counter() < deadline:
+        if args.unique:
+            request = _request(host, url.path, _unique(payload, args.run_id), keep_alive)
         started = time.perf_counter()
         try:
             if writer is None:
@@ -66,7 +85,7 @@ async def _worker(args: argparse.Namespace, context: ssl.SSLContext, payload: by
                     url.hostname, port, ssl=context, server_hostname=url.hostname)
             writer.write(request)
             response = await _read_response(reader)
-            stats.record(started, response)
+            stats.record(started, response, args.notifications)
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             stats.errors += 1
             response = b""
@@ -89,6 +108,7 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
     context = ssl.create_default_context(cafile=args.ca)
     context.load_cert_chain(args.cert, args.key)
     payload = open(args.body, "rb").read()  # noqa: SIM115 - read once
+    args.notifications = max(1, len(NOTIFICATION_ID.findall(payload)))
     stats = Stats()
     started = time.perf_counter()
     deadline = started + args.seconds
@@ -98,6 +118,7 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
     return {
         "requests": len(stats.latencies), "acks": stats.acks, "errors": stats.errors,
         "seconds": round(elapsed, 2), "rate": round(stats.acks / elapsed, 1),
+        "notifications_per_second": round(stats.notifications / elapsed, 1),
         "p50_ms": round(statistics.median(stats.latencies) * 1000, 2) if stats.latencies else 0,
         "p99_ms": round(_percentile(stats.latencies, 0.99), 2),
     }
@@ -113,6 +134,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("new-connection", "keep-alive"), default="keep-alive")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--unique", action="store_true",
+                        help="fresh notification IDs in every message (no duplicates)")
+    parser.add_argument("--run-id", default="00", help="two characters kept in every ID")
     print(json.dumps(asyncio.run(_run(parser.parse_args()))))
 
 

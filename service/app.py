@@ -8,6 +8,7 @@ correlation id also appears in the ``om.rejected`` log line.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import secrets
 import time
@@ -48,6 +49,8 @@ class ServiceState:
     """What changes while the process runs (the only mutable state the app shares)."""
 
     draining: bool = False
+    # Set when new notifications were stored, to wake the delivery worker.
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -171,11 +174,12 @@ class OutboundMessageHandler:
     """Receive, store and acknowledge one Salesforce outbound message."""
 
     def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, state: ServiceState) -> None:
         self.endpoint = endpoint
         self.inbox = inbox
         self.gate = gate
         self.metrics = metrics
+        self.state = state
 
     def _check_client(self, request: Request) -> None:
         """Refuse a client outside allowed_client_networks, or one the policy refuses."""
@@ -259,6 +263,8 @@ class OutboundMessageHandler:
                         detail=warning.message, **context)
         self.metrics.messages.labels("accepted", "").inc()
         self.metrics.notifications.labels("new").inc(result.new)
+        if result.new:
+            self.state.stored.set()
         self.metrics.notifications.labels("duplicate").inc(result.duplicates)
         log.info(
             "om.accepted",
@@ -331,7 +337,7 @@ def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceSta
                gate: ClientAuthGate, metrics: Metrics) -> Starlette:
     routes = [
         Route(endpoint.config.path,
-              OutboundMessageHandler(endpoint, inbox, gate, metrics).handle,
+              OutboundMessageHandler(endpoint, inbox, gate, metrics, state).handle,
               methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         for endpoint in endpoints
     ]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service.config import Config, ConfigError, load_config
-from service.inbox import InboxError
+from service.inbox import STATES, InboxError
 from service.logs import configure_logging
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -49,11 +49,30 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
     listing.add_argument("--after", type=int, default=0, metavar="ID",
                          help="only notifications with an inbox id above ID (for paging)")
+    listing.add_argument("--state", choices=STATES,
+                         help="only notifications in this delivery state")
     show = inbox_commands.add_parser("show", help="one notification by its inbox id")
     show.add_argument("id", type=int, metavar="ID", help='the inbox id ("id" in `inbox list`)')
     _add_config(show)
     export = inbox_commands.add_parser("export", help="every notification, as JSON Lines")
     _add_config(export)
+    retry = inbox_commands.add_parser(
+        "retry", help="deliver a notification again (or every dead letter)",
+        description="Make a notification pending delivery again, at once: one by its inbox id, "
+                    "or with --dead every notification given up on.")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", metavar="ID", help="an inbox id")
+    which.add_argument("--dead", action="store_true", help="every dead letter")
+    _add_config(retry)
+    migrate = inbox_commands.add_parser(
+        "migrate", help="create or upgrade the inbox schema (omgate serve does it at start)")
+    _add_config(migrate)
+
+    deliver = commands.add_parser(
+        "deliver", help="run the delivery worker alone (no listeners)",
+        description="Hand stored notifications to [delivery] webhook_url or handler until "
+                    "SIGTERM, as omgate serve does; for running delivery separately.")
+    _add_config(deliver)
 
     inspect = commands.add_parser(
         "inspect", help="analyse a client certificate chain file against the policy",
@@ -187,11 +206,24 @@ def _inbox(args: argparse.Namespace) -> int:
     match args.inbox_command:
         case "list":
             return asyncio.run(inbox.list_notifications(config, sys.stdout, limit=args.limit,
-                                                        after_id=args.after))
+                                                        after_id=args.after, state=args.state))
         case "show":
             return asyncio.run(inbox.show_notification(config, sys.stdout, sys.stderr, args.id))
+        case "retry":
+            return asyncio.run(inbox.retry_notifications(config, sys.stdout, sys.stderr,
+                                                         None if args.dead else args.id))
+        case "migrate":
+            return asyncio.run(inbox.migrate(config, sys.stdout))
         case _:
             return asyncio.run(inbox.export_notifications(config, sys.stdout))
+
+
+def _deliver(args: argparse.Namespace) -> int:
+    from service.tools.deliver import run_delivery
+
+    config = _load(args)
+    configure_logging(config.logging.format, config.logging.level)
+    return asyncio.run(run_delivery(config))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -269,6 +301,7 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "check": _check,
+    "deliver": _deliver,
     "inbox": _inbox,
     "inspect": _inspect,
     "pki": _pki,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from service.clientauth import (
     DistinguishedName,
@@ -113,6 +114,23 @@ class EndpointConfig:
 class InboxConfig:
     url: str
     store_session_id: bool
+    group_commit: bool
+    pool_size: int
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    webhook_url: str
+    handler: str
+    timeout: float
+    max_attempts: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+    concurrency: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.handler)
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ class Config:
     salesforce: SalesforceConfig
     endpoints: tuple[EndpointConfig, ...]
     inbox: InboxConfig
+    delivery: DeliveryConfig
     logging: LoggingConfig
 
 
@@ -249,6 +268,27 @@ def _forwarded_cert(value: Any, _base: Path) -> ForwardedFormat | None:
     return forwarded_format(value)
 
 
+def _webhook_url(value: Any, _base: Path) -> str:
+    expected = 'an http:// or https:// URL, or ""'
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    parts = urlsplit(value)
+    if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ValueError(expected)
+    return value
+
+
+def _handler(value: Any, _base: Path) -> str:
+    expected = '"module:function", or ""'
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    module, sep, function = value.partition(":")
+    if value and not (sep and module and function.isidentifier()
+                      and all(part.isidentifier() for part in module.split("."))):
+        raise ValueError(expected)
+    return value
+
+
 def _optional_path(value: Any, base: Path) -> Path | None:
     return None if value in ("", None) else _path(value, base)
 
@@ -306,11 +346,14 @@ def _endpoint_path(value: Any, base: Path) -> str:
 
 
 def _inbox_url(value: Any, base: Path) -> str:
-    """Resolve a relative SQLite path against the config folder."""
+    """Resolve a relative SQLite path against the config folder; PostgreSQL URLs as they are."""
     text = _string(value, base)
+    if text.startswith(("postgresql://", "postgres://")) and len(text.split("://")[1]) > 0:
+        return text
     prefix = "sqlite:///"
     if not text.startswith(prefix) or len(text) == len(prefix):
-        raise ValueError('"sqlite:///relative/path.db" or "sqlite:////absolute/path.db"')
+        raise ValueError('"sqlite:///relative/path.db", "sqlite:////absolute/path.db" or '
+                         '"postgresql://user@host/database"')
     path = Path(text[len(prefix) :])
     return prefix + str(path if path.is_absolute() else (base / path).resolve())
 
@@ -394,6 +437,17 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
     "inbox": {
         "url": Key(_inbox_url, "sqlite:///../var/inbox.db"),
         "store_session_id": Key(_boolean, False, "bool"),
+        "group_commit": Key(_boolean, True, "bool"),
+        "pool_size": Key(_positive_int, 10, "int"),
+    },
+    "delivery": {
+        "webhook_url": Key(_webhook_url, ""),
+        "handler": Key(_handler, ""),
+        "timeout": Key(_positive_seconds, 10, "float"),
+        "max_attempts": Key(_positive_int, 12, "int"),
+        "retry_base_seconds": Key(_positive_seconds, 2, "float"),
+        "retry_max_seconds": Key(_positive_seconds, 3600, "float"),
+        "concurrency": Key(_positive_int, 4, "int"),
     },
     "logging": {
         "format": Key(_choice("auto", "json", "console"), "auto"),
@@ -589,5 +643,6 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         salesforce=SalesforceConfig(**sections["salesforce"]),
         endpoints=endpoints,
         inbox=InboxConfig(**sections["inbox"]),
+        delivery=DeliveryConfig(**sections["delivery"]),
         logging=LoggingConfig(**sections["logging"]),
     )

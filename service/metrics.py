@@ -43,6 +43,19 @@ class Metrics:
             ["endpoint"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
+        self.delivery_attempts = Counter(
+            "omgate_delivery_attempts", "Delivery attempts by result (delivered, failed, dead).",
+            ["result"], registry=self.registry)
+        self.delivery_backlog = Gauge(
+            "omgate_delivery_backlog", "Notifications stored and not yet delivered.",
+            registry=self.registry)
+        self.oldest_pending_seconds = Gauge(
+            "omgate_delivery_oldest_pending_seconds",
+            "Age of the oldest notification waiting for delivery.", registry=self.registry)
+        self.dead_letters = Gauge(
+            "omgate_delivery_dead_letters", "Notifications given up on (dead letters).",
+            registry=self.registry)
+
     def decision(self, identity: ClientIdentity, decision: Decision, enforced: bool,
                  now: dt.datetime) -> None:
         self.decisions.labels(decision.outcome, str(enforced).lower(), identity.source).inc()

@@ -23,6 +23,7 @@ from service.app import (
     create_health_app,
 )
 from service.config import BindAddress, Config, ConfigError
+from service.delivery import DeliveryWorker, delivery_target
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -81,6 +82,11 @@ def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
         return ServerTls(settings)
     except TlsSetupError as error:
         raise _config_error(config, str(error)) from None
+
+
+async def open_inbox_of(config: Config) -> Inbox:
+    return await open_inbox(config.inbox.url, group_commit=config.inbox.group_commit,
+                            pool_size=config.inbox.pool_size)
 
 
 def origin_reader(config: Config) -> OriginReader:
@@ -175,7 +181,12 @@ async def serve(config: Config) -> None:
     gate = ClientAuthGate(policies.listener_policy(), metrics)
     endpoints = build_endpoints(config, schemas, policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
-    inbox = await open_inbox(config.inbox.url)
+    inbox = await open_inbox_of(config)
+    if config.delivery.enabled:
+        try:  # a handler that cannot be loaded fails before anything listens
+            target = delivery_target(config.delivery)
+        except ValueError as error:
+            raise _config_error(config, f"[delivery] handler: {error}") from None
     state = ServiceState()
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
                              graceful_timeout=config.server.shutdown_timeout)
@@ -185,6 +196,7 @@ async def serve(config: Config) -> None:
     servers: list[asyncio.Server] = []
     health_servers: list[asyncio.Server] = []
     watcher: asyncio.Task[None] | None = None
+    worker: asyncio.Task[None] | None = None
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
@@ -202,6 +214,9 @@ async def serve(config: Config) -> None:
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, config.server.reload_check_seconds))
         _log_started(config, gate)
+        if config.delivery.enabled:
+            worker = asyncio.create_task(DeliveryWorker(
+                inbox, target, config.delivery, metrics, wake=state.stored).run(stop))
         await stop.wait()
         # /readyz answers 503 from now on; keep serving while the balancer notices.
         await asyncio.sleep(min(config.server.drain_seconds, config.server.shutdown_timeout))
@@ -216,6 +231,8 @@ async def serve(config: Config) -> None:
         for server in health_servers:
             server.close()
         await health.terminate()
+        if worker is not None:
+            await asyncio.wait_for(worker, config.delivery.timeout + 5)
         await inbox.close()
         log.info("server.stopped")
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from client_pki import ClientPki, build_client_pki
 from harness import RunningServer, free_port, merge, start_server, to_toml
+from postgres_server import PostgresServer, start_postgres
 
 from service.tools.pki import write_dev_pki
 
@@ -21,6 +22,13 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def client_pki(tmp_path_factory: pytest.TempPathFactory) -> ClientPki:
     return build_client_pki(tmp_path_factory.mktemp("client-pki"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_notification(omgate_server):
     port = free_port()
     acked: set[str] = set()
     lock = threading.Lock()
-    rng = random.Random(20261126)  # noqa: S311 - a test's kill schedule, not a secret
+    rng = random.Random(20261126)
     server = omgate_server(port=port)
     for cycle in range(CYCLES):
         stop = threading.Event()

@@ -1,4 +1,4 @@
-"""The inbox contract, run against each backend (SQLite now)."""
+"""The inbox contract, run against each backend: SQLite and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,49 +10,57 @@ from pathlib import Path
 
 import pytest
 from harness import PAYLOADS, break_writes
+from messages import envelope, notification
 
-from service.inbox import Inbox, InboxError, IncomingMessage, open_inbox
+from service.inbox import DEAD, DELIVERED, PENDING, Inbox, InboxError, IncomingMessage, open_inbox
 from service.soap import parse_message
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
-
-
-def run(coroutine):
-    return asyncio.run(coroutine)
+BACKENDS = ["sqlite", "postgresql"]
 
 
 class SyncInbox:
     """Drive an async inbox from plain tests, on one event loop."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, group_commit: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
-        self.inbox: Inbox = self.loop.run_until_complete(open_inbox(url))
+        self.inbox: Inbox = self.loop.run_until_complete(open_inbox(url,
+                                                                    group_commit=group_commit))
 
     def __getattr__(self, name: str):
         method = getattr(self.inbox, name)
         return lambda *args, **kwargs: self.loop.run_until_complete(method(*args, **kwargs))
+
+    def concurrently(self, incomings: list[IncomingMessage]) -> list:
+        async def all_of() -> list:
+            return await asyncio.gather(*(self.inbox.store(i) for i in incomings),
+                                        return_exceptions=True)
+
+        return self.loop.run_until_complete(all_of())
 
     def shutdown(self) -> None:
         self.loop.run_until_complete(self.inbox.close())
         self.loop.close()
 
 
-@pytest.fixture
-def sqlite_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "inbox.db"
+@pytest.fixture(params=BACKENDS)
+def inbox_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'inbox.db'}"
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture
-def inbox(sqlite_path: Path) -> Iterator[SyncInbox]:
-    opened = SyncInbox(f"sqlite:///{sqlite_path}")
+def inbox(inbox_url: str) -> Iterator[SyncInbox]:
+    opened = SyncInbox(inbox_url)
     yield opened
     opened.shutdown()
 
 
 def incoming(name: str, *, keep_session_id: bool = False, body: bytes | None = None,
-             endpoint: str = "/salesforce/outbound") -> IncomingMessage:
+             endpoint: str = "/salesforce/outbound", at: dt.datetime = NOW) -> IncomingMessage:
     message = parse_message(body or (PAYLOADS / name).read_bytes())
-    return IncomingMessage(message, endpoint, NOW, keep_session_id)
+    return IncomingMessage(message, endpoint, at, keep_session_id)
 
 
 def test_store_then_read_back_everything(inbox):
@@ -67,10 +75,11 @@ def test_store_then_read_back_everything(inbox):
     assert first["sobject_type"] == "Contact"
     assert first["record_id"] == "003xx000004TmiQAAS"
     assert first["fields"]["CreatedDate"] == "2026-08-26T23:25:15.000Z"
-    assert first["received_at"] == NOW.isoformat()
+    assert dt.datetime.fromisoformat(first["received_at"]) == NOW
+    assert first["state"] == PENDING and first["attempts"] == 0
     assert "session_id" not in first
     assert inbox.get(stored[1].id).notification_id == "04lxx000000CaSfAAK"
-    assert inbox.get(9999) is None
+    assert inbox.get(999999) is None
     assert [item.id for item in inbox.list(limit=10, after_id=stored[0].id)] == [
         stored[1].id, stored[2].id]
 
@@ -105,8 +114,7 @@ def test_typed_fields_keep_their_json_types(inbox):
 
     schema = load_wsdl(WSDLS / "gwestersf-Shipment__c.wsdl")
     body, _ = message_for(schema)
-    message = parse_message(body, schema)
-    inbox.store(IncomingMessage(message, "/typed", NOW))
+    inbox.store(IncomingMessage(parse_message(body, schema), "/typed", NOW))
     fields = inbox.list(limit=1)[0].fields
     assert fields["gwestr__Weight__c"] == 12.5
     assert fields["gwestr__Rush__c"] is True
@@ -123,16 +131,99 @@ def test_session_id_is_stored_only_when_asked(inbox):
     assert kept.session_id is not None and kept.session_id.startswith("00D1I000003qqqE!")
 
 
-def test_sqlite_runs_in_wal_mode_with_full_sync(inbox, sqlite_path):
-    inbox.check_writable()
+def unique_message(index: int, record: str = "001xx000003DGb2AAG") -> IncomingMessage:
+    body = envelope(notification(f"04l{index:012d}AAA", record_id=record))
+    return IncomingMessage(parse_message(body), "/salesforce/outbound", NOW)
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_concurrent_stores_each_get_their_own_answer(inbox_url, group_commit):
+    opened = SyncInbox(inbox_url, group_commit=group_commit)
+    try:
+        batch = [unique_message(i) for i in range(40)] + [unique_message(3)]
+        results = opened.concurrently(batch)
+        assert [r.new for r in results[:40]] == [1] * 40
+        assert (results[40].new, results[40].duplicates) == (0, 1)
+        assert len(opened.list(limit=100)) == 40
+    finally:
+        opened.shutdown()
+
+
+def test_claims_keep_each_records_order_and_lease(inbox):
+    for index, record in enumerate(["001A00000000001AAA", "001A00000000001AAA",
+                                    "001B00000000001AAA", None]):
+        inbox.store(unique_message(index, record=record))
+    first = inbox.claim(limit=10, lease_seconds=60, now=NOW)
+    assert [n.notification_id[3:15] for n in first] == ["000000000000", "000000000002",
+                                                        "000000000003"]
+    assert inbox.claim(limit=10, lease_seconds=60, now=NOW) == []  # all leased
+    inbox.mark_delivered(first[0].id, NOW)
+    inbox.mark_failed(first[1].id, "HTTP 500", retry_at=NOW + dt.timedelta(minutes=5), now=NOW)
+    inbox.mark_delivered(first[2].id, NOW)
+    soon = NOW + dt.timedelta(seconds=1)
+    [second] = inbox.claim(limit=10, lease_seconds=60, now=soon)
+    assert second.notification_id[3:15] == "000000000001"  # record A's next state
+    inbox.mark_delivered(second.id, soon)
+    assert inbox.claim(limit=10, lease_seconds=60, now=soon) == []  # the retry is not due
+    later = NOW + dt.timedelta(minutes=6)
+    [retried] = inbox.claim(limit=10, lease_seconds=60, now=later)
+    assert retried.notification_id[3:15] == "000000000002"
+    assert (retried.attempts, retried.last_error) == (1, "HTTP 500")
+    assert inbox.claim(limit=10, lease_seconds=60, now=later) == []  # leased
+    lease_over = later + dt.timedelta(minutes=2)  # the worker holding it died
+    assert [n.id for n in inbox.claim(limit=10, lease_seconds=60, now=lease_over)] == [
+        retried.id]
+
+
+def test_dead_letters_unblock_the_record_and_can_be_retried(inbox):
+    inbox.store(unique_message(1, record="001A00000000001AAA"))
+    inbox.store(unique_message(2, record="001A00000000001AAA"))
+    [older] = inbox.claim(limit=10, lease_seconds=60, now=NOW)
+    inbox.mark_failed(older.id, "gave up", retry_at=None, now=NOW)
+    [newer] = inbox.claim(limit=10, lease_seconds=60, now=NOW)
+    assert newer.id != older.id
+    assert [n.state for n in inbox.list(limit=10, state=DEAD)] == [DEAD]
+    stats = inbox.stats()
+    assert (stats.pending, stats.dead) == (1, 1)
+    assert stats.oldest_pending_received_at == NOW
+    assert inbox.retry(None, NOW) == 1
+    assert inbox.list(limit=10, state=DEAD) == []
+    inbox.mark_delivered(newer.id, NOW)
+    assert [n.notification_id for n in inbox.list(limit=10, state=DELIVERED)] == [
+        newer.notification_id]
+    assert inbox.retry(newer.id, NOW) == 1
+    assert inbox.retry(424242, NOW) == 0
+
+
+def test_migrate_is_idempotent(inbox):
+    assert inbox.migrate() == 2
+    assert inbox.migrate() == 2
+
+
+# -- SQLite specifics ----------------------------------------------------------------------
+
+@pytest.fixture
+def sqlite_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "inbox.db"
+
+
+@pytest.fixture
+def sqlite_inbox(sqlite_path: Path) -> Iterator[SyncInbox]:
+    opened = SyncInbox(f"sqlite:///{sqlite_path}")
+    yield opened
+    opened.shutdown()
+
+
+def test_sqlite_runs_in_wal_mode_with_full_sync(sqlite_inbox, sqlite_path):
+    sqlite_inbox.check_writable()
     connection = sqlite3.connect(sqlite_path)
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()
-    assert inbox.inbox._connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert sqlite_inbox.inbox._connection.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
-def test_a_failed_message_stores_none_of_its_notifications(inbox, sqlite_path):
-    inbox.store(incoming("amplabs-create_account.xml"))
+def test_a_failed_message_stores_none_of_its_notifications(sqlite_inbox, sqlite_path):
+    sqlite_inbox.store(incoming("amplabs-create_account.xml"))
     connection = sqlite3.connect(sqlite_path)
     connection.execute(  # fails on the third notification, after two inserts succeeded
         "CREATE TRIGGER fail BEFORE INSERT ON notifications "
@@ -140,16 +231,42 @@ def test_a_failed_message_stores_none_of_its_notifications(inbox, sqlite_path):
         "BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
     connection.commit()
     connection.close()
-    with pytest.raises(InboxError, match="disk trouble"):
-        inbox.store(incoming("amplabs-batch_update_contacts.xml"))
-    assert [item.notification_id for item in inbox.list(limit=10)] == ["04lxx000000CaSdAAK"]
+    results = sqlite_inbox.concurrently([incoming("amplabs-batch_update_contacts.xml"),
+                                         unique_message(7)])
+    assert isinstance(results[0], InboxError) and "disk trouble" in str(results[0])
+    assert results[1].new == 1  # the other message of the same group commit is stored
+    assert {item.notification_id for item in sqlite_inbox.list(limit=10)} == {
+        "04lxx000000CaSdAAK", "04l000000000007AAA"}
 
 
-def test_unwritable_inbox_is_reported(inbox, sqlite_path):
-    inbox.check_writable()
+def test_unwritable_inbox_is_reported(sqlite_inbox, sqlite_path):
+    sqlite_inbox.check_writable()
     break_writes(sqlite_path, "heartbeat", "disk is read-only")
     with pytest.raises(InboxError, match="disk is read-only"):
-        inbox.check_writable()
+        sqlite_inbox.check_writable()
+
+
+def test_a_version_1_inbox_is_migrated_and_its_rows_become_pending(sqlite_path):
+    sqlite_path.parent.mkdir(parents=True)
+    connection = sqlite3.connect(sqlite_path)
+    from service.inbox.sqlite import _MIGRATIONS
+
+    for statement in _MIGRATIONS[1]:
+        connection.execute(statement)
+    connection.execute("INSERT INTO notifications (org_key, notification_key, organization_id, "
+                       "action_id, notification_id, record_id, fields, endpoint, received_at) "
+                       "VALUES ('00D', '04l', '00D', '04k', '04l', '001xx000003DGb2AAG', '{}', "
+                       "'/x', '2026-01-01T00:00:00+00:00')")
+    connection.execute("PRAGMA user_version=1")
+    connection.commit()
+    connection.close()
+    opened = SyncInbox(f"sqlite:///{sqlite_path}")
+    try:
+        [row] = opened.list(limit=10)
+        assert row.state == PENDING
+        assert [n.id for n in opened.claim(limit=5, lease_seconds=5, now=NOW)] == [row.id]
+    finally:
+        opened.shutdown()
 
 
 def test_newer_schema_is_refused(sqlite_path):
@@ -164,4 +281,11 @@ def test_newer_schema_is_refused(sqlite_path):
 
 def test_unknown_url_is_refused():
     with pytest.raises(InboxError, match="unsupported inbox URL"):
-        run(open_inbox("mysql://localhost/x"))
+        asyncio.run(open_inbox("mysql://localhost/x"))
+
+
+def test_unreachable_postgres_is_reported():
+    from harness import free_port
+
+    with pytest.raises(InboxError, match="cannot connect"):
+        asyncio.run(open_inbox(f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x"))

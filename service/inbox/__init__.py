@@ -1,31 +1,52 @@
-"""Durable storage of notifications behind one interface."""
+"""Durable storage of notifications and their delivery state, behind one interface."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from service.inbox.base import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    STATES,
     Inbox,
     InboxError,
+    InboxStats,
     IncomingMessage,
     StoredNotification,
     StoreResult,
 )
 from service.inbox.sqlite import SqliteInbox
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
-async def open_inbox(url: str) -> Inbox:
+
+async def open_inbox(url: str, *, group_commit: bool = True, pool_size: int = 10) -> Inbox:
     """Open (and create or migrate) the inbox a configuration URL names."""
+    inbox: Inbox
     if url.startswith("sqlite:///"):
-        inbox = SqliteInbox(Path(url[len("sqlite:///") :]))
+        inbox = SqliteInbox(Path(url[len("sqlite:///"):]), group_commit=group_commit)
         await inbox.open()
         return inbox
-    raise InboxError(f"unsupported inbox URL {url!r}; expected sqlite:///PATH")
+    if url.startswith(POSTGRES_SCHEMES):
+        from service.inbox.postgres import PostgresInbox
+
+        inbox = PostgresInbox(url, group_commit=group_commit, pool_size=pool_size)
+        await inbox.open()
+        return inbox
+    raise InboxError(f"unsupported inbox URL {url!r}; expected sqlite:///PATH or "
+                     "postgresql://USER@HOST/DATABASE")
 
 
 __all__ = [
+    "DEAD",
+    "DELIVERED",
+    "PENDING",
+    "POSTGRES_SCHEMES",
+    "STATES",
     "Inbox",
     "InboxError",
+    "InboxStats",
     "IncomingMessage",
     "StoreResult",
     "StoredNotification",

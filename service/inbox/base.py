@@ -1,21 +1,52 @@
-"""The inbox interface: durable storage of notifications, deduplicated per organization.
+"""The inbox interface: durable storage of notifications and their delivery state.
 
-A backend stores one message in one transaction and returns only after the
-commit is durable; the caller acknowledges only then. Duplicates are decided
-by a unique constraint on the 15-character forms of (organization ID,
-notification ID), so 15- and 18-character spellings of one ID are one key.
+A backend stores one message in one transaction and returns only after the commit is
+durable; the caller acknowledges only then. With group commit, messages that arrive
+while a commit is in progress are stored together in the next transaction (one fsync
+for many), each behind its own savepoint, and each caller still waits for that commit.
+
+Duplicates are decided by a unique constraint on the 15-character forms of
+(organization ID, notification ID), so 15- and 18-character spellings of one ID are one
+key. Delivery claims respect each record's order: a notification is not handed out
+while an earlier one for the same record is still pending.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from service.soap import FieldValue, OutboundMessage
+from service.soap import FieldValue, OutboundMessage, id_key
+
+PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+# What a read returns (StoredNotification's fields), and what a store writes (row_values).
+SELECT_COLUMNS = (
+    "id", "endpoint", "organization_id", "action_id", "notification_id", "sobject_type",
+    "record_id", "fields", "received_at", "enterprise_url", "partner_url", "session_id",
+    "state", "attempts", "last_error", "delivered_at",
+)
+INSERT_COLUMNS = (
+    "org_key", "notification_key", "organization_id", "action_id", "notification_id",
+    "sobject_type", "record_id", "record_key", "fields", "endpoint", "enterprise_url",
+    "partner_url", "session_id", "received_at",
+)
+
+
+def insert_statement(placeholder: str) -> str:
+    """The deduplicating INSERT, with ``placeholder`` formatting a parameter name."""
+    names = ", ".join(INSERT_COLUMNS)
+    values = ", ".join(placeholder.format(name) for name in INSERT_COLUMNS)
+    return (f"INSERT INTO notifications ({names}, next_attempt_at) "  # noqa: S608 - constants
+            f"VALUES ({values}, {placeholder.format('received_at')}) "
+            "ON CONFLICT (org_key, notification_key) DO NOTHING")
+STATES = (PENDING, DELIVERED, DEAD)
+GROUP_COMMIT_LIMIT = 256  # messages in one transaction at the most
 
 
 class InboxError(Exception):
@@ -52,6 +83,10 @@ class StoredNotification:
     enterprise_url: str | None
     partner_url: str | None
     session_id: str | None
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str | None = None
+    delivered_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -66,10 +101,26 @@ class StoredNotification:
             "endpoint": self.endpoint,
             "enterprise_url": self.enterprise_url,
             "partner_url": self.partner_url,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "delivered_at": self.delivered_at,
         }
         if self.session_id is not None:
             document["session_id"] = self.session_id
         return document
+
+    def delivery_document(self) -> dict[str, Any]:
+        """What a webhook or handler receives: the notification, without delivery state."""
+        return {key: value for key, value in self.to_json().items()
+                if key not in ("state", "attempts", "last_error", "delivered_at")}
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    pending: int
+    dead: int
+    oldest_pending_received_at: dt.datetime | None
 
 
 def _json_default(value: Any) -> Any:
@@ -85,25 +136,147 @@ def encode_fields(fields: dict[str, FieldValue]) -> str:
     return json.dumps(fields, default=_json_default, ensure_ascii=False, separators=(",", ":"))
 
 
+def isoformat(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
+
+
+def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
+    """One row per notification, the same for every backend."""
+    message = incoming.message
+    session_id = (
+        message.session_id.value if incoming.keep_session_id and message.session_id else None
+    )
+    return [
+        {
+            "org_key": id_key(message.organization_id),
+            "notification_key": id_key(notification.id),
+            "organization_id": message.organization_id,
+            "action_id": message.action_id,
+            "notification_id": notification.id,
+            "sobject_type": notification.sobject_type,
+            "record_id": notification.record_id,
+            "record_key": id_key(notification.record_id) if notification.record_id else None,
+            "fields": encode_fields(notification.fields),
+            "endpoint": incoming.endpoint,
+            "enterprise_url": message.enterprise_url,
+            "partner_url": message.partner_url,
+            "session_id": session_id,
+            "received_at": incoming.received_at,
+        }
+        for notification in message.notifications
+    ]
+
+
+BatchStore = Callable[[Sequence[IncomingMessage]], Awaitable[list[StoreResult | Exception]]]
+
+
+class GroupCommitter:
+    """Collects concurrent stores into shared transactions.
+
+    While one batch commits, newly arriving messages wait together; they form the next
+    batch. Nobody waits for a timer, so a lone message is committed at once.
+    """
+
+    def __init__(self, store_batch: BatchStore, limit: int = GROUP_COMMIT_LIMIT) -> None:
+        self._store_batch = store_batch
+        self._limit = limit
+        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[StoreResult]]] = (
+            asyncio.Queue())
+        self._task: asyncio.Task[None] | None = None
+
+    async def store(self, incoming: IncomingMessage) -> StoreResult:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put((incoming, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._limit and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await self._store_batch([incoming for incoming, _ in batch])
+            except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
+                results = [error] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 class Inbox(ABC):
-    """Durable storage behind one interface (SQLite now; PostgreSQL can follow)."""
+    """Durable storage behind one interface: SQLite (embedded) and PostgreSQL (shared)."""
+
+    def __init__(self, *, group_commit: bool = True) -> None:
+        self._committer = GroupCommitter(self.store_batch) if group_commit else None
+
+    async def store(self, incoming: IncomingMessage) -> StoreResult:
+        """Store every notification of a message durably (together with others, if grouped)."""
+        if self._committer is not None:
+            return await self._committer.store(incoming)
+        [result] = await self.store_batch([incoming])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     @abstractmethod
-    async def store(self, incoming: IncomingMessage) -> StoreResult:
-        """Store every notification of a message in one durable transaction."""
+    async def store_batch(self, batch: Sequence[IncomingMessage]
+                          ) -> list[StoreResult | Exception]:
+        """Store messages in one transaction, each behind a savepoint; one result each."""
 
     @abstractmethod
     async def check_writable(self) -> None:
         """Raise :class:`InboxError` unless a write transaction can be opened now."""
 
     @abstractmethod
-    async def list(self, *, limit: int, after_id: int = 0) -> list[StoredNotification]:
-        """Stored notifications in arrival order, after ``after_id``."""
+    async def list(self, *, limit: int, after_id: int = 0,
+                   state: str | None = None) -> list[StoredNotification]:
+        """Stored notifications in arrival order, after ``after_id``, optionally by state."""
 
     @abstractmethod
     async def get(self, inbox_id: int) -> StoredNotification | None:
         """One stored notification by its inbox ID."""
 
     @abstractmethod
+    async def claim(self, *, limit: int, lease_seconds: float,
+                    now: dt.datetime) -> list[StoredNotification]:
+        """Pending notifications due now whose record has no earlier pending one; each is
+        leased so no other worker takes it until the lease ends."""
+
+    @abstractmethod
+    async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
+        """Delivered: never handed out again."""
+
+    @abstractmethod
+    async def mark_failed(self, inbox_id: int, error: str, *, retry_at: dt.datetime | None,
+                          now: dt.datetime) -> None:
+        """One more failed attempt; ``retry_at`` None means give up (dead letter)."""
+
+    @abstractmethod
+    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
+        """Make one notification (or, with None, every dead one) pending again; how many."""
+
+    @abstractmethod
+    async def stats(self) -> InboxStats:
+        """Backlog figures for metrics."""
+
+    @abstractmethod
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; the version it is at afterwards."""
+
     async def close(self) -> None:
         """Release connections; pending stores have finished when this returns."""
+        if self._committer is not None:
+            await self._committer.close()

@@ -1,93 +1,97 @@
 """SQLite inbox: WAL journal, full synchronous commits, one writer thread.
 
-All access goes through a single-thread executor that owns the connection, so
-the event loop never blocks on a commit and SQLite never sees two threads.
+All access goes through a single-thread executor that owns the connection, so the
+event loop never blocks on a commit and SQLite never sees two threads. Several
+processes may share the file (serve and deliver): write transactions are IMMEDIATE and
+wait on the busy timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from service.inbox.base import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    SELECT_COLUMNS,
     Inbox,
     InboxError,
+    InboxStats,
     IncomingMessage,
     StoredNotification,
     StoreResult,
-    encode_fields,
+    insert_statement,
+    row_values,
 )
-from service.soap import id_key
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS = {
-    1: """
-    CREATE TABLE notifications (
-        id               INTEGER PRIMARY KEY,
-        org_key          TEXT NOT NULL,
-        notification_key TEXT NOT NULL,
-        organization_id  TEXT NOT NULL,
-        action_id        TEXT NOT NULL,
-        notification_id  TEXT NOT NULL,
-        sobject_type     TEXT,
-        record_id        TEXT,
-        fields           TEXT NOT NULL,
-        endpoint         TEXT NOT NULL,
-        enterprise_url   TEXT,
-        partner_url      TEXT,
-        session_id       TEXT,
-        received_at      TEXT NOT NULL,
-        UNIQUE (org_key, notification_key)
-    );
-    CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT);
-    INSERT INTO heartbeat (id, at) VALUES (1, NULL);
-    """,
+    1: [
+        """CREATE TABLE notifications (
+            id               INTEGER PRIMARY KEY,
+            org_key          TEXT NOT NULL,
+            notification_key TEXT NOT NULL,
+            organization_id  TEXT NOT NULL,
+            action_id        TEXT NOT NULL,
+            notification_id  TEXT NOT NULL,
+            sobject_type     TEXT,
+            record_id        TEXT,
+            fields           TEXT NOT NULL,
+            endpoint         TEXT NOT NULL,
+            enterprise_url   TEXT,
+            partner_url      TEXT,
+            session_id       TEXT,
+            received_at      TEXT NOT NULL,
+            UNIQUE (org_key, notification_key)
+        )""",
+        "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT)",
+        "INSERT INTO heartbeat (id, at) VALUES (1, NULL)",
+    ],
+    2: [  # delivery state; rows stored before it are pending delivery
+        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
+        "UPDATE notifications SET record_key = substr(record_id, 1, 15) "
+        "WHERE record_id IS NOT NULL",
+        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
+        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE notifications ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE notifications ADD COLUMN lease_until TEXT",
+        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
+        "ALTER TABLE notifications ADD COLUMN delivered_at TEXT",
+        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
+        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
+    ],
 }
 
-_INSERT = """
-INSERT INTO notifications (
-    org_key, notification_key, organization_id, action_id, notification_id, sobject_type,
-    record_id, fields, endpoint, enterprise_url, partner_url, session_id, received_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (org_key, notification_key) DO NOTHING
-"""
+_INSERT = insert_statement(":{}")
 
-_COLUMNS = (
-    "id, endpoint, organization_id, action_id, notification_id, sobject_type, record_id, "
-    "fields, received_at, enterprise_url, partner_url, session_id"
-)
+_COLUMNS = ", ".join(SELECT_COLUMNS)
+
+# Due, not leased, and no earlier pending notification for the same record.
+_CLAIMABLE = f"""
+SELECT {_COLUMNS} FROM notifications AS n
+WHERE n.state = '{PENDING}' AND n.next_attempt_at <= :now
+  AND (n.lease_until IS NULL OR n.lease_until < :now)
+  AND (n.record_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM notifications AS o
+        WHERE o.org_key = n.org_key AND o.record_key = n.record_key
+          AND o.id < n.id AND o.state = '{PENDING}'))
+ORDER BY n.id LIMIT :limit
+"""  # noqa: S608 - constants only
 
 
-def _row_values(incoming: IncomingMessage) -> list[tuple[Any, ...]]:
-    message = incoming.message
-    session_id = (
-        message.session_id.value if incoming.keep_session_id and message.session_id else None
-    )
-    received_at = incoming.received_at.isoformat()
-    return [
-        (
-            id_key(message.organization_id),
-            id_key(notification.id),
-            message.organization_id,
-            message.action_id,
-            notification.id,
-            notification.sobject_type,
-            notification.record_id,
-            encode_fields(notification.fields),
-            incoming.endpoint,
-            message.enterprise_url,
-            message.partner_url,
-            session_id,
-            received_at,
-        )
-        for notification in message.notifications
-    ]
+def _timestamp(moment: dt.datetime) -> str:
+    """UTC, fixed width: compares as text the way it does as time."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def _stored(row: sqlite3.Row) -> StoredNotification:
@@ -97,7 +101,9 @@ def _stored(row: sqlite3.Row) -> StoredNotification:
 
 
 class SqliteInbox(Inbox):
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, *, group_commit: bool = True,
+                 busy_timeout_ms: int = 10000) -> None:
+        super().__init__(group_commit=group_commit)
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omgate-sqlite")
@@ -118,13 +124,23 @@ class SqliteInbox(Inbox):
                 raise InboxError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode})")
             connection.execute("PRAGMA synchronous=FULL")
             connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            self._migrate(connection)
             self._connection = connection
+            self._migrate(connection)
         return self._connection
 
-    def _migrate(self, connection: sqlite3.Connection) -> None:
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._connect()
         connection.execute("BEGIN IMMEDIATE")
         try:
+            result = work(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return result
+
+    def _migrate(self, connection: sqlite3.Connection) -> int:
+        def upgrade(connection: sqlite3.Connection) -> int:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise InboxError(
@@ -132,26 +148,34 @@ class SqliteInbox(Inbox):
                     f"understands ({SCHEMA_VERSION}); upgrade omgate"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
+                for statement in _MIGRATIONS[step]:
+                    connection.execute(statement)
                 connection.execute(f"PRAGMA user_version={step}")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+            if version < 2 <= SCHEMA_VERSION:
+                connection.execute("UPDATE notifications SET next_attempt_at = received_at")
+            return SCHEMA_VERSION
 
-    def _store(self, incoming: IncomingMessage) -> StoreResult:
-        connection = self._connect()
-        rows = _row_values(incoming)
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            new = sum(connection.execute(_INSERT, row).rowcount for row in rows)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        return StoreResult(new=new, duplicates=len(rows) - new)
+        return self._transaction(upgrade)
+
+    def _store_batch(self, batch: Sequence[IncomingMessage]) -> list[StoreResult | Exception]:
+        def store_all(connection: sqlite3.Connection) -> list[StoreResult | Exception]:
+            results: list[StoreResult | Exception] = []
+            for incoming in batch:
+                rows = row_values(incoming)
+                for row in rows:
+                    row["received_at"] = _timestamp(row["received_at"])
+                connection.execute("SAVEPOINT message")
+                try:
+                    new = sum(connection.execute(_INSERT, row).rowcount for row in rows)
+                except sqlite3.Error as error:
+                    connection.execute("ROLLBACK TO message")
+                    results.append(InboxError(f"{self.path}: {error}"))
+                else:
+                    results.append(StoreResult(new=new, duplicates=len(rows) - new))
+                connection.execute("RELEASE message")
+            return results
+
+        return self._transaction(store_all)
 
     def _check_writable(self) -> None:
         connection = self._connect()
@@ -161,11 +185,13 @@ class SqliteInbox(Inbox):
         finally:
             connection.execute("ROLLBACK")
 
-    def _list(self, limit: int, after_id: int) -> list[StoredNotification]:
+    def _list(self, limit: int, after_id: int, state: str | None) -> list[StoredNotification]:
+        where, parameters = "id > ?", [after_id]
+        if state is not None:
+            where, parameters = "id > ? AND state = ?", [after_id, state]
         rows = self._connect().execute(
-            f"SELECT {_COLUMNS} FROM notifications WHERE id > ? ORDER BY id LIMIT ?",  # noqa: S608
-            (after_id, limit),
-        )
+            f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
+            (*parameters, limit))
         return [_stored(row) for row in rows]
 
     def _get(self, inbox_id: int) -> StoredNotification | None:
@@ -174,6 +200,31 @@ class SqliteInbox(Inbox):
         ).fetchone()
         return None if row is None else _stored(row)
 
+    def _claim(self, limit: int, lease_seconds: float,
+               now: dt.datetime) -> list[StoredNotification]:
+        def claim(connection: sqlite3.Connection) -> list[StoredNotification]:
+            rows = connection.execute(_CLAIMABLE, {"now": _timestamp(now), "limit": limit})
+            claimed = [_stored(row) for row in rows]
+            lease = _timestamp(now + dt.timedelta(seconds=lease_seconds))
+            connection.executemany("UPDATE notifications SET lease_until = ? WHERE id = ?",
+                                   [(lease, item.id) for item in claimed])
+            return claimed
+
+        return self._transaction(claim)
+
+    def _update(self, statement: str, parameters: dict[str, Any]) -> int:
+        return self._transaction(lambda connection: connection.execute(statement,
+                                                                        parameters).rowcount)
+
+    def _stats(self) -> InboxStats:
+        row = self._connect().execute(
+            f"SELECT SUM(state = '{PENDING}'), SUM(state = '{DEAD}'), "  # noqa: S608
+            f"MIN(CASE WHEN state = '{PENDING}' THEN received_at END) FROM notifications"
+        ).fetchone()
+        oldest = dt.datetime.fromisoformat(row[2]) if row[2] else None
+        return InboxStats(pending=row[0] or 0, dead=row[1] or 0,
+                          oldest_pending_received_at=oldest)
+
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -181,7 +232,7 @@ class SqliteInbox(Inbox):
 
     # -- the async interface ----------------------------------------------------------------
 
-    async def _run(self, function: Any, *args: Any) -> Any:
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, function, *args
@@ -192,21 +243,56 @@ class SqliteInbox(Inbox):
     async def open(self) -> None:
         await self._run(self._connect)
 
-    async def store(self, incoming: IncomingMessage) -> StoreResult:
-        result: StoreResult = await self._run(self._store, incoming)
-        return result
+    async def migrate(self) -> int:
+        await self._run(self._connect)
+        return await self._run(self._migrate, self._connect())
+
+    async def store_batch(self, batch: Sequence[IncomingMessage]
+                          ) -> list[StoreResult | Exception]:
+        return await self._run(self._store_batch, batch)
 
     async def check_writable(self) -> None:
         await self._run(self._check_writable)
 
-    async def list(self, *, limit: int, after_id: int = 0) -> list[StoredNotification]:
-        result: list[StoredNotification] = await self._run(self._list, limit, after_id)
-        return result
+    async def list(self, *, limit: int, after_id: int = 0,
+                   state: str | None = None) -> list[StoredNotification]:
+        return await self._run(self._list, limit, after_id, state)
 
     async def get(self, inbox_id: int) -> StoredNotification | None:
-        result: StoredNotification | None = await self._run(self._get, inbox_id)
-        return result
+        return await self._run(self._get, inbox_id)
+
+    async def claim(self, *, limit: int, lease_seconds: float,
+                    now: dt.datetime) -> list[StoredNotification]:
+        return await self._run(self._claim, limit, lease_seconds, now)
+
+    async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
+        await self._run(self._update, (
+            "UPDATE notifications SET state = :state, delivered_at = :now, "
+            "attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = :id"),
+            {"state": DELIVERED, "now": _timestamp(now), "id": inbox_id})
+
+    async def mark_failed(self, inbox_id: int, error: str, *, retry_at: dt.datetime | None,
+                          now: dt.datetime) -> None:
+        state = PENDING if retry_at is not None else DEAD
+        await self._run(self._update, (
+            "UPDATE notifications SET state = :state, attempts = attempts + 1, "
+            "last_error = :error, lease_until = NULL, next_attempt_at = :retry WHERE id = :id"),
+            {"state": state, "error": error[:2000], "id": inbox_id,
+             "retry": _timestamp(retry_at or now)})
+
+    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
+        if inbox_id is None:
+            where, parameters = f"state = '{DEAD}'", {"now": _timestamp(now)}
+        else:
+            where, parameters = "id = :id", {"now": _timestamp(now), "id": inbox_id}
+        return await self._run(self._update, (
+            f"UPDATE notifications SET state = '{PENDING}', next_attempt_at = :now, "  # noqa: S608
+            f"lease_until = NULL WHERE {where}"), parameters)
+
+    async def stats(self) -> InboxStats:
+        return await self._run(self._stats)
 
     async def close(self) -> None:
+        await super().close()
         await self._run(self._close)
         self._executor.shutdown(wait=True)

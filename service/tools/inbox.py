@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TextIO
 
@@ -16,13 +17,14 @@ def _dump(document: object) -> str:
 
 
 async def _open(config: Config) -> Inbox:
-    return await open_inbox(config.inbox.url)
+    return await open_inbox(config.inbox.url, group_commit=False)
 
 
-async def list_notifications(config: Config, out: TextIO, *, limit: int, after_id: int) -> int:
+async def list_notifications(config: Config, out: TextIO, *, limit: int, after_id: int,
+                             state: str | None = None) -> int:
     inbox = await _open(config)
     try:
-        stored = await inbox.list(limit=limit, after_id=after_id)
+        stored = await inbox.list(limit=limit, after_id=after_id, state=state)
     finally:
         await inbox.close()
     out.write(_dump([notification.to_json() for notification in stored]) + "\n")
@@ -53,4 +55,29 @@ async def export_notifications(config: Config, out: TextIO) -> int:
             after_id = page[-1].id
     finally:
         await inbox.close()
+    return 0
+
+
+async def retry_notifications(config: Config, out: TextIO, err: TextIO,
+                              inbox_id: int | None) -> int:
+    """Make one notification, or (``inbox_id`` None) every dead one, pending again."""
+    inbox = await _open(config)
+    try:
+        count = await inbox.retry(inbox_id, dt.datetime.now(dt.UTC))
+    finally:
+        await inbox.close()
+    if inbox_id is not None and count == 0:
+        err.write(f"omgate inbox retry: no notification with inbox id {inbox_id}\n")
+        return 1
+    out.write(f"{count} notification{'s' * (count != 1)} pending delivery again\n")
+    return 0
+
+
+async def migrate(config: Config, out: TextIO) -> int:
+    inbox = await _open(config)  # opening creates or upgrades the schema
+    try:
+        version = await inbox.migrate()
+    finally:
+        await inbox.close()
+    out.write(f"inbox schema at version {version}\n")
     return 0

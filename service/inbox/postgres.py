@@ -1,0 +1,250 @@
+"""PostgreSQL inbox: shared by replicas, with exactly the SQLite inbox's semantics.
+
+psycopg 3 with a connection pool. Deduplication is the same unique constraint, so a
+redelivery reaching another replica is recognised too; claims use FOR UPDATE SKIP
+LOCKED so replicas delivering at once never take the same notification. The schema is
+created and migrated by omgate under an advisory lock (``omgate inbox migrate``, and at
+start).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from service.inbox.base import (
+    DEAD,
+    DELIVERED,
+    PENDING,
+    SELECT_COLUMNS,
+    Inbox,
+    InboxError,
+    InboxStats,
+    IncomingMessage,
+    StoredNotification,
+    StoreResult,
+    insert_statement,
+    isoformat,
+    row_values,
+)
+
+SCHEMA_VERSION = 2
+MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
+_MIGRATIONS = {
+    1: [
+        """CREATE TABLE notifications (
+            id               BIGSERIAL PRIMARY KEY,
+            org_key          TEXT NOT NULL,
+            notification_key TEXT NOT NULL,
+            organization_id  TEXT NOT NULL,
+            action_id        TEXT NOT NULL,
+            notification_id  TEXT NOT NULL,
+            sobject_type     TEXT,
+            record_id        TEXT,
+            fields           TEXT NOT NULL,
+            endpoint         TEXT NOT NULL,
+            enterprise_url   TEXT,
+            partner_url      TEXT,
+            session_id       TEXT,
+            received_at      TIMESTAMPTZ NOT NULL,
+            UNIQUE (org_key, notification_key)
+        )""",
+    ],
+    2: [
+        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
+        "UPDATE notifications SET record_key = left(record_id, 15) WHERE record_id IS NOT NULL",
+        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
+        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE notifications ADD COLUMN next_attempt_at TIMESTAMPTZ",
+        "UPDATE notifications SET next_attempt_at = received_at",
+        "ALTER TABLE notifications ALTER COLUMN next_attempt_at SET NOT NULL",
+        "ALTER TABLE notifications ADD COLUMN lease_until TIMESTAMPTZ",
+        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
+        "ALTER TABLE notifications ADD COLUMN delivered_at TIMESTAMPTZ",
+        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
+        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
+    ],
+}
+
+_INSERT = insert_statement("%({})s")
+
+_COLUMNS = ", ".join(SELECT_COLUMNS)
+
+_CLAIM = f"""
+WITH due AS (
+    SELECT n.id FROM notifications AS n
+    WHERE n.state = '{PENDING}' AND n.next_attempt_at <= %(now)s
+      AND (n.lease_until IS NULL OR n.lease_until < %(now)s)
+      AND (n.record_key IS NULL OR NOT EXISTS (
+            SELECT 1 FROM notifications AS o
+            WHERE o.org_key = n.org_key AND o.record_key = n.record_key
+              AND o.id < n.id AND o.state = '{PENDING}'))
+    ORDER BY n.id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications SET lease_until = %(lease)s
+FROM due WHERE notifications.id = due.id
+RETURNING {", ".join(f"notifications.{column}" for column in _COLUMNS.split(", "))}
+"""  # noqa: S608 - constants only
+
+
+def _stored(row: dict[str, Any]) -> StoredNotification:
+    values = dict(row)
+    values["fields"] = json.loads(values["fields"])
+    values["received_at"] = isoformat(values["received_at"])
+    values["delivered_at"] = isoformat(values["delivered_at"])
+    return StoredNotification(**values)
+
+
+class PostgresInbox(Inbox):
+    def __init__(self, url: str, *, group_commit: bool = True, pool_size: int = 10) -> None:
+        super().__init__(group_commit=group_commit)
+        self.url = url
+        self._pool_size = pool_size
+        self._pool: Any = None
+
+    @property
+    def _where(self) -> str:
+        """The URL without its password, for error messages."""
+        scheme, _, rest = self.url.partition("://")
+        credentials, at, location = rest.rpartition("@")
+        return f"{scheme}://{credentials.split(':')[0]}@{location}" if at else self.url
+
+    async def open(self) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self._pool_size, open=False, timeout=30,
+            kwargs={"row_factory": dict_row, "autocommit": False})
+        try:
+            await self._pool.open(wait=True, timeout=30)
+        except Exception as error:
+            raise InboxError(f"{self._where}: cannot connect: {error}") from error
+        await self.migrate()
+
+    async def _execute(self, statement: str, parameters: Any = None) -> list[dict[str, Any]]:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection:
+                cursor = await connection.execute(statement, parameters)
+                return await cursor.fetchall() if cursor.description else []
+        except psycopg.Error as error:
+            raise InboxError(f"{self._where}: {error}") from error
+
+    async def migrate(self) -> int:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                await connection.execute(
+                    "CREATE TABLE IF NOT EXISTS omgate_schema (version INTEGER NOT NULL)")
+                row = await (await connection.execute(
+                    "SELECT version FROM omgate_schema")).fetchone()
+                version = row["version"] if row else 0
+                if version > SCHEMA_VERSION:
+                    raise InboxError(
+                        f"{self._where}: inbox schema version {version} is newer than this "
+                        f"omgate understands ({SCHEMA_VERSION}); upgrade omgate")
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[step]:
+                        await connection.execute(statement)
+                await connection.execute("DELETE FROM omgate_schema")
+                await connection.execute("INSERT INTO omgate_schema VALUES (%s)",
+                                         (max(version, SCHEMA_VERSION),))
+        except psycopg.Error as error:
+            raise InboxError(f"{self._where}: migration failed: {error}") from error
+        return SCHEMA_VERSION
+
+    async def store_batch(self, batch: Sequence[IncomingMessage]
+                          ) -> list[StoreResult | Exception]:
+        import psycopg
+
+        results: list[StoreResult | Exception] = []
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                for incoming in batch:
+                    rows = row_values(incoming)
+                    try:
+                        async with connection.transaction():  # a savepoint per message
+                            new = 0
+                            for row in rows:
+                                cursor = await connection.execute(_INSERT, row)
+                                new += cursor.rowcount
+                    except psycopg.Error as error:
+                        results.append(InboxError(f"{self._where}: {error}"))
+                    else:
+                        results.append(StoreResult(new=new, duplicates=len(rows) - new))
+        except psycopg.Error as error:
+            raise InboxError(f"{self._where}: {error}") from error
+        return results
+
+    async def check_writable(self) -> None:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection:
+                row = await (await connection.execute("SELECT pg_is_in_recovery() AS r")
+                             ).fetchone()
+        except psycopg.Error as error:
+            raise InboxError(f"{self._where}: {error}") from error
+        if row and row["r"]:
+            raise InboxError(f"{self._where}: the server is a read-only standby")
+
+    async def list(self, *, limit: int, after_id: int = 0,
+                   state: str | None = None) -> list[StoredNotification]:
+        where = "id > %s" + (" AND state = %s" if state is not None else "")
+        parameters = (after_id, state, limit) if state is not None else (after_id, limit)
+        rows = await self._execute(
+            f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT %s",  # noqa: S608
+            parameters)
+        return [_stored(row) for row in rows]
+
+    async def get(self, inbox_id: int) -> StoredNotification | None:
+        rows = await self._execute(
+            f"SELECT {_COLUMNS} FROM notifications WHERE id = %s", (inbox_id,))  # noqa: S608
+        return _stored(rows[0]) if rows else None
+
+    async def claim(self, *, limit: int, lease_seconds: float,
+                    now: dt.datetime) -> list[StoredNotification]:
+        rows = await self._execute(_CLAIM, {
+            "now": now, "limit": limit, "lease": now + dt.timedelta(seconds=lease_seconds)})
+        return sorted((_stored(row) for row in rows), key=lambda item: item.id)
+
+    async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
+        await self._execute(
+            "UPDATE notifications SET state = %s, delivered_at = %s, "
+            "attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = %s",
+            (DELIVERED, now, inbox_id))
+
+    async def mark_failed(self, inbox_id: int, error: str, *, retry_at: dt.datetime | None,
+                          now: dt.datetime) -> None:
+        await self._execute(
+            "UPDATE notifications SET state = %s, attempts = attempts + 1, last_error = %s, "
+            "lease_until = NULL, next_attempt_at = %s WHERE id = %s",
+            (PENDING if retry_at is not None else DEAD, error[:2000], retry_at or now,
+             inbox_id))
+
+    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
+        where = f"state = '{DEAD}'" if inbox_id is None else "id = %(id)s"
+        rows = await self._execute(
+            f"UPDATE notifications SET state = '{PENDING}', next_attempt_at = %(now)s, "  # noqa: S608
+            f"lease_until = NULL WHERE {where} RETURNING id", {"now": now, "id": inbox_id})
+        return len(rows)
+
+    async def stats(self) -> InboxStats:
+        [row] = await self._execute(
+            f"SELECT count(*) FILTER (WHERE state = '{PENDING}') AS pending, "  # noqa: S608
+            f"count(*) FILTER (WHERE state = '{DEAD}') AS dead, "
+            f"min(received_at) FILTER (WHERE state = '{PENDING}') AS oldest FROM notifications")
+        return InboxStats(pending=row["pending"], dead=row["dead"],
+                          oldest_pending_received_at=row["oldest"])
+
+    async def close(self) -> None:
+        await super().close()
+        if self._pool is not None:
+            await self._pool.close()

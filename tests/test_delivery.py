@@ -1,0 +1,247 @@
+"""Delivery downstream: at least once, in each record's order, through failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from harness import SOAP_HEADERS, is_ack, omgate_command, run_omgate
+from messages import envelope, notification
+
+from service.delivery import backoff
+
+
+def test_backoff_doubles_with_jitter_and_a_cap():
+    rng = random.Random(7)
+    for attempt, full in ((1, 2), (2, 4), (3, 8), (10, 60)):
+        delays = [backoff(attempt, 2, 60, rng) for _ in range(200)]
+        assert min(delays) >= full / 2
+        assert max(delays) <= full
+        assert max(delays) - min(delays) > full / 10  # jittered, not constant
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver that misbehaves on purpose, then recovers."""
+
+    behaviour: Callable[[int, dict], str]  # (request number, document) -> ok|fail|hang
+    accepted: list[dict] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                document = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with receiver.lock:
+                    receiver.requests += 1
+                    number = receiver.requests
+                action = receiver.behaviour(number, document)
+                if action == "hang":
+                    time.sleep(3)  # longer than the attempt timeout
+                if action != "ok":
+                    self.send_response(500 if action == "fail" else 200)
+                    self.end_headers()
+                    return
+                with receiver.lock:
+                    receiver.accepted.append({**document,
+                                              "idempotency_key": self.headers["Idempotency-Key"]})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[[Callable[[int, dict], str]], Receiver]]:
+    started: list[Receiver] = []
+
+    def make(behaviour: Callable[[int, dict], str]) -> Receiver:
+        receiver = Receiver(behaviour).start()
+        started.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in started:
+        receiver.stop()
+
+
+FAST_RETRIES = {"timeout": 1, "retry_base_seconds": 0.1, "retry_max_seconds": 0.5,
+                "max_attempts": 50, "concurrency": 4}
+RECORDS = [f"001A0000000000{index}AAA" for index in range(4)]
+
+
+def states_message(version: int) -> bytes:
+    """One notification per record: that record's state number ``version``."""
+    return envelope(*(notification(f"04l{index}{version:011d}AAA",
+                                   f"<sf:Version__c>{version}</sf:Version__c>",
+                                   record_id=record)
+                      for index, record in enumerate(RECORDS)))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.1)
+
+
+def states_of(server, state: str) -> list[dict]:
+    return json.loads(run_omgate("inbox", "list", "--config", str(server.config_path),
+                                 "--state", state, "--limit", "1000").stdout)
+
+
+def test_a_flaky_receiver_gets_everything_at_least_once_and_in_order(omgate_server,
+                                                                      receiver_factory):
+    def flaky(number: int, _document: dict) -> str:
+        if number <= 6:
+            return "fail"
+        if number in (9, 10):
+            return "hang"
+        return "fail" if number % 3 == 0 else "ok"
+
+    receiver = receiver_factory(flaky)
+    server = omgate_server({"delivery": {"webhook_url": receiver.url, **FAST_RETRIES}})
+    for version in range(1, 6):
+        assert is_ack(server.post(states_message(version)))
+    total = len(RECORDS) * 5
+    wait_until(lambda: len(states_of(server, "delivered")) == total, timeout=90)
+    by_record: dict[str, list[int]] = defaultdict(list)
+    for document in receiver.accepted:
+        by_record[document["record_id"]].append(int(document["fields"]["Version__c"]))
+    assert set(by_record) == set(RECORDS)  # nothing lost
+    for record, versions in by_record.items():
+        first_seen = list(dict.fromkeys(versions))
+        assert first_seen == [1, 2, 3, 4, 5], (record, versions)  # never out of order
+    assert receiver.requests > total  # failures and time-outs were retried
+    keys = {document["idempotency_key"] for document in receiver.accepted}
+    assert len(keys) == total
+    failures = [e for e in server.events("delivery.failed")]
+    assert any(e["reason"] == "timed out" for e in failures)
+    assert any("HTTP 500" in e["reason"] for e in failures)
+    metrics = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    assert 'omgate_delivery_attempts_total{result="delivered"} 20.0' in metrics
+
+
+def test_dead_letters_and_retry(omgate_server, receiver_factory):
+    healthy = threading.Event()
+    receiver = receiver_factory(lambda _n, _d: "ok" if healthy.is_set() else "fail")
+    server = omgate_server({"delivery": {"webhook_url": receiver.url, **FAST_RETRIES,
+                                         "max_attempts": 2}})
+    assert is_ack(server.post(states_message(1)))
+    wait_until(lambda: len(states_of(server, "dead")) == len(RECORDS))
+    dead = states_of(server, "dead")[0]
+    assert dead["attempts"] == 2 and "HTTP 500" in dead["last_error"]
+    server.wait_for("delivery.dead_letter")
+    healthy.set()
+    result = run_omgate("inbox", "retry", "--dead", "--config", str(server.config_path))
+    assert result.stdout.startswith(f"{len(RECORDS)} notifications pending delivery again")
+    wait_until(lambda: len(states_of(server, "delivered")) == len(RECORDS))
+    assert {d["record_id"] for d in receiver.accepted} == set(RECORDS)
+    missing = run_omgate("inbox", "retry", "424242", "--config", str(server.config_path))
+    assert missing.returncode == 1
+
+
+HANDLER = '''
+import json, os
+
+def handle(document):
+    with open(os.environ["OMGATE_TEST_HANDLER_OUT"], "a") as out:
+        out.write(json.dumps(document) + "\\n")
+'''
+
+
+def test_a_python_handler_and_omgate_deliver_on_its_own(omgate_server, tmp_path):
+    (tmp_path / "downstream_handler.py").write_text(HANDLER)
+    out = tmp_path / "handled.jsonl"
+    server = omgate_server()  # stores only: no delivery configured
+    assert is_ack(server.post(states_message(1)))
+    assert len(states_of(server, "pending")) == len(RECORDS)
+    env = {"PYTHONPATH": str(tmp_path), "OMGATE_TEST_HANDLER_OUT": str(out),
+           "OMGATE_DELIVERY__HANDLER": "downstream_handler:handle"}
+    deliver = subprocess.Popen(omgate_command("deliver", "--config", str(server.config_path)),
+                               env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: len(states_of(server, "delivered")) == len(RECORDS))
+    finally:
+        deliver.terminate()
+        assert deliver.wait(20) == 0
+    handled = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {d["record_id"] for d in handled} == set(RECORDS)
+    assert set(handled[0]) >= {"organization_id", "action_id", "notification_id",
+                               "sobject_type", "record_id", "fields", "received_at"}
+
+
+def test_a_handler_that_cannot_be_loaded_stops_serve_at_start(omgate_server):
+    server = omgate_server({"delivery": {"handler": "no_such_module:handle"}}, wait=False)
+    assert server.process.wait(30) == 2
+    assert "[delivery] handler" in server.log_path.read_text()
+
+
+def test_two_replicas_on_one_postgresql_store_once_and_ack_every_copy(omgate_server, postgres):
+    url = postgres.new_database()
+    replicas = [omgate_server({"inbox": {"url": url}}) for _ in range(2)]
+    body = envelope(*(notification(f"04lREPLICA{index:05d}AAA") for index in range(5)))
+    outcomes: list[bool] = []
+    lock = threading.Lock()
+
+    def hammer(replica) -> None:
+        with replica.client() as client:
+            for _ in range(15):
+                response = client.post("/salesforce/outbound", content=body,
+                                       headers=SOAP_HEADERS)
+                with lock:
+                    outcomes.append(is_ack(response))
+
+    threads = [threading.Thread(target=hammer, args=(replica,)) for replica in replicas
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(outcomes) == 90 and all(outcomes)
+    stored = json.loads(run_omgate("inbox", "list", "--config",
+                                   str(replicas[0].config_path)).stdout)
+    assert sorted(item["notification_id"] for item in stored) == sorted(
+        f"04lREPLICA{index:05d}AAA" for index in range(5))
+    accepted = [e for replica in replicas for e in replica.events("om.accepted")]
+    assert sum(e["new"] for e in accepted) == 5
+    assert sum(e["duplicates"] for e in accepted) == 90 * 5 - 5
+    assert len({e["peer"] for e in accepted}) > 1
+
+
+def test_inbox_migrate_command(tmp_path, postgres):
+    config = tmp_path / "omgate.toml"
+    config.write_text(f'[inbox]\nurl = "{postgres.new_database()}"\n')
+    result = run_omgate("inbox", "migrate", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "inbox schema at version 2"
