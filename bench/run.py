@@ -1,23 +1,32 @@
-"""`make bench`: start omgate with client certificates required, drive it, print a table.
+"""`make bench`: omgate against a real nginx anchor, measured in the same run; one table.
 
-The load generator (bench/loadgen.py) runs in its own process and presents a client
-certificate on every connection; server and generator are pinned to different cores
-when `taskset` exists. Rows:
+Both servers run one worker pinned to one core, with client certificates required
+(nginx: `ssl_verify_client on`, answering a static ack); the load generator
+(bench/loadgen.py, a separate asyncio client that presents a client certificate on
+every connection) runs pinned to the other core. Rows:
 
-- handshakes: a new TLS connection with a client certificate for every message;
-- durable commits: keep-alive connections sending messages with fresh notification IDs,
-  so every acknowledgement waited for a durable commit, on SQLite and on PostgreSQL
-  (when it is installed), with and without group commit.
+- a new TLS connection with a client certificate per message;
+- keep-alive connections, 1 and 100 notifications per message, with durable inbox
+  commits on omgate's side (fresh notification IDs: every ack waited for a commit);
+- durable commits on SQLite and PostgreSQL, with and without group commit;
+- peak memory with 500 open client connections.
+
+The table is printed and written between the bench markers of docs/PERFORMANCE.md; the
+rest of that file (the analysis) is kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime as dt
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,15 +34,24 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from service.tools.messages import outbound_message  # noqa: E402
 from service.tools.pki import build_dev_pki, dev_files  # noqa: E402
 
-PAYLOAD = ROOT / "tests" / "fixtures" / "external" / "payloads" / "amplabs-create_account.xml"
+PAYLOAD_1 = ROOT / "tests" / "fixtures" / "external" / "payloads" / "amplabs-create_account.xml"
+PERFORMANCE = ROOT / "docs" / "PERFORMANCE.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+ACK = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas'
+       '.xmlsoap.org/soap/envelope/"><soapenv:Body><notificationsResponse xmlns="http://soap.'
+       'sforce.com/2005/09/outbound"><Ack>true</Ack></notificationsResponse></soapenv:Body>'
+       "</soapenv:Envelope>")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -49,9 +67,55 @@ def _pinned(command: list[str], core: int) -> list[str]:
     return command
 
 
+def _wait_port(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"server did not start:\n{log.read_text()}")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen
+
+    def pids(self) -> list[int]:
+        """The server's processes (nginx: master and workers)."""
+        children = subprocess.run([shutil.which("pgrep") or "/usr/bin/pgrep", "-P",
+                                   str(self.process.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        return [self.process.pid, *map(int, children)]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / CLOCK_TICKS
+
+    def memory_kib(self, key: str = "VmHWM") -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
+
+
 @contextmanager
-def omgate(folder: Path, inbox_url: str, group_commit: bool) -> Iterator[int]:
-    """An omgate server on its own core; yields its TLS port."""
+def omgate(folder: Path, inbox_url: str, group_commit: bool = True) -> Iterator[Server]:
     port, health = _free_port(), _free_port()
     config = folder / f"omgate-{port}.toml"
     config.write_text(f"""
@@ -60,6 +124,8 @@ bind = ["127.0.0.1:{port}"]
 health_bind = "127.0.0.1:{health}"
 certfile = "server.pem"
 keyfile = "server.key"
+workers = 1
+idle_timeout = 120
 [client_auth]
 mode = "require"
 trust = ["client-ca.pem"]
@@ -70,7 +136,7 @@ group_commit = {"true" if group_commit else "false"}
 level = "warning"
 format = "json"
 """)
-    log = folder / f"server-{port}.log"
+    log = folder / f"omgate-{port}.log"
     command = [sys.executable, "-m", "service", "serve", "--config", str(config)]
     process = subprocess.Popen(_pinned(command, 0), cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=log.open("wb"))
@@ -84,67 +150,244 @@ format = "json"
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise SystemExit(f"omgate did not start:\n{log.read_text()}") from None
                 time.sleep(0.1)
-        yield port
+        yield Server("omgate", port, process)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
 
 
-def load(folder: Path, port: int, mode: str, concurrency: int, seconds: float,
-         unique: bool = False, run_id: str = "00") -> dict:
-    command = [sys.executable, str(ROOT / "bench" / "loadgen.py"),
-               "--url", f"https://localhost:{port}/salesforce/outbound",
-               "--ca", str(folder / "ca.pem"), "--cert", str(folder / "client-chain.pem"),
-               "--key", str(folder / "client.key"), "--body", str(PAYLOAD),
-               "--mode", mode, "--concurrency", str(concurrency), "--seconds", str(seconds),
-               "--run-id", run_id, *(["--unique"] if unique else [])]
-    output = subprocess.run(_pinned(command, 1), capture_output=True, text=True, check=True,
-                            timeout=seconds + 120).stdout
-    return json.loads(output)
-
-
-def postgres_url() -> tuple[str | None, object]:
+@contextmanager
+def nginx_anchor(folder: Path) -> Iterator[Server]:
+    binary = shutil.which("nginx")
+    if binary is None:
+        raise SystemExit("make bench needs nginx (Debian package nginx)")
+    port = _free_port()
+    run = folder / f"nginx-{port}"
+    run.mkdir()
+    (run / "nginx.conf").write_text(f"""
+worker_processes 1;
+worker_cpu_affinity 1;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/cb; proxy_temp_path {run}/px; fastcgi_temp_path {run}/fc;
+    uwsgi_temp_path {run}/uw; scgi_temp_path {run}/sc;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 10m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {folder}/server.pem;
+        ssl_certificate_key {folder}/server.key;
+        ssl_client_certificate {folder}/client-ca.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 2;
+        location / {{
+            default_type "text/xml; charset=utf-8";
+            return 200 '{ACK}';
+        }}
+    }}
+}}
+""")
+    log = run / "error.log"
+    log.touch()
+    process = subprocess.Popen(
+        _pinned([binary, "-c", str(run / "nginx.conf"), "-p", str(run), "-e", str(log),
+                 "-g", "daemon off;"], 0), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        from postgres_server import start_postgres
+        _wait_port(port, process, log)
+        yield Server("nginx", port, process)
+    finally:
+        process.terminate()
+        process.wait(30)
 
-        server = start_postgres()
-    except BaseException as error:  # noqa: BLE001 - pytest's skip is a BaseException
-        print(f"(PostgreSQL rows skipped: {error})", file=sys.stderr)
-        return None, None
-    return server.new_database(), server
+
+def load(folder: Path, server: Server, mode: str, concurrency: int, seconds: float,
+         body: Path, unique: bool, run_id: str) -> dict:
+    command = [sys.executable, str(ROOT / "bench" / "loadgen.py"),
+               "--url", f"https://localhost:{server.port}/salesforce/outbound",
+               "--ca", str(folder / "ca.pem"), "--cert", str(folder / "client-chain.pem"),
+               "--key", str(folder / "client.key"), "--body", str(body), "--mode", mode,
+               "--concurrency", str(concurrency), "--seconds", str(seconds),
+               "--run-id", run_id, *(["--unique"] if unique else [])]
+    cpu_before = server.cpu_seconds()
+    started = time.perf_counter()
+    generator = subprocess.run(_pinned(command, 1), capture_output=True, text=True,
+                               check=True, timeout=seconds + 120)
+    result = json.loads(generator.stdout)
+    cpu = server.cpu_seconds() - cpu_before
+    result["cpu_per_1000"] = round(cpu / max(result["acks"], 1) * 1000, 3)
+    result["server_cpu_percent"] = round(cpu / (time.perf_counter() - started) * 100)
+    result["peak_mib"] = round(server.memory_kib() / 1024, 1)
+    return result
+
+
+def open_connections_memory(folder: Path, server: Server, count: int) -> float:
+    """Resident memory (MiB) of the server with ``count`` client connections open."""
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    context.load_cert_chain(folder / "client-chain.pem", folder / "client.key")
+
+    async def crowd() -> float:
+        semaphore = asyncio.Semaphore(32)
+        writers = []
+
+        async def connect() -> None:
+            async with semaphore:
+                _, writer = await asyncio.open_connection(
+                    "127.0.0.1", server.port, ssl=context, server_hostname="localhost")
+                writers.append(writer)
+
+        await asyncio.gather(*(connect() for _ in range(count)))
+        await asyncio.sleep(1)
+        resident = server.memory_kib("VmRSS") / 1024
+        for writer in writers:
+            writer.close()
+        return resident
+
+    return round(asyncio.run(crowd()), 1)
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    nginx = subprocess.run([shutil.which("nginx") or "nginx", "-v"], capture_output=True,
+                           text=True, check=False).stderr.strip()
+    return (f"{os.cpu_count()} x {model}, {memory / 1024 / 1024:.0f} GiB, Linux "
+            f"{platform.release()}, Python {platform.python_version()}, {ssl.OPENSSL_VERSION}, "
+            f"{nginx.replace('nginx version: ', '')}")
+
+
+TARGETS = {
+    "handshake": 0.5,  # at least half of nginx's connections per second
+    "keepalive_rate": 1000, "keepalive_p99": 50, "batch_notifications": 5000,
+    "memory_500": 200,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--no-write", action="store_true",
+                        help="print the table without updating docs/PERFORMANCE.md")
     args = parser.parse_args()
-    rows: list[tuple[str, str, dict]] = []
+    rows: list[tuple[str, str, dict, dict | None]] = []
+    extra: list[str] = []
     with tempfile.TemporaryDirectory(prefix="omgate-bench-") as temp:
         folder = Path(temp)
         for filename, content in dev_files(build_dev_pki()).items():
             (folder / filename).write_bytes(content)
-        sqlite = f"sqlite:///{folder / 'inbox.db'}"
-        with omgate(folder, sqlite, True) as port:
-            rows.append(("new TLS connection + client cert per message", "handshakes/s",
-                         load(folder, port, "new-connection", 16, args.seconds)))
-            rows.append(("keep-alive, redeliveries (no write)", "acks/s",
-                         load(folder, port, "keep-alive", 32, args.seconds)))
-        pg_url, pg_server = postgres_url()
-        inboxes = [("SQLite", sqlite)] + ([("PostgreSQL", pg_url)] if pg_url else [])
-        for run, (label, url) in enumerate(inboxes):
+        batch = folder / "batch-100.xml"
+        batch.write_bytes(outbound_message("Account", 100)[0])
+        scenarios = [
+            ("new TLS connection + client cert per message", "conn/s", "new-connection", 16,
+             PAYLOAD_1),
+            ("keep-alive, 1 notification/message, durable", "msgs/s", "keep-alive", 32,
+             PAYLOAD_1),
+            ("keep-alive, 100 notifications/message, durable", "msgs/s", "keep-alive", 32,
+             batch),
+        ]
+        results: dict[str, dict[str, dict]] = {"omgate": {}, "nginx": {}}
+        memory: dict[str, float] = {}
+        for name, start in (("omgate", lambda: omgate(folder, f"sqlite:///{folder}/a.db")),
+                            ("nginx", lambda: nginx_anchor(folder))):
+            with start() as server:
+                for number, (label, _unit, mode, concurrency, body) in enumerate(scenarios):
+                    results[name][label] = load(folder, server, mode, concurrency,
+                                                args.seconds, body, unique=True,
+                                                run_id=f"{name[0]}{number}")
+                memory[name] = open_connections_memory(folder, server, 500)
+        for label, unit, *_ in scenarios:
+            rows.append((label, unit, results["omgate"][label], results["nginx"][label]))
+        rows += durable_rows(folder, args.seconds)
+        extra.append(f"Resident memory with 500 open client connections: omgate "
+                     f"{memory['omgate']} MiB, nginx {memory['nginx']} MiB.")
+        verdicts = judge(results, memory, scenarios)
+    table = render(rows)
+    print(table)
+    print("\n".join(extra + verdicts))
+    if not args.no_write:
+        write_report(table, extra + verdicts)
+
+
+def durable_rows(folder: Path, seconds: float) -> list[tuple[str, str, dict, dict | None]]:
+    rows: list[tuple[str, str, dict, dict | None]] = []
+    inboxes = [("SQLite", f"sqlite:///{folder}/durable.db")]
+    pg_server = None
+    try:
+        from postgres_server import start_postgres
+
+        pg_server = start_postgres()
+        inboxes.append(("PostgreSQL", pg_server.new_database()))
+    except BaseException as error:  # noqa: BLE001 - pytest's skip is a BaseException
+        print(f"(PostgreSQL rows skipped: {error})", file=sys.stderr)
+    try:
+        for number, (label, url) in enumerate(inboxes):
             for group_commit in (True, False):
-                with omgate(folder, url, group_commit) as port:
-                    result = load(folder, port, "keep-alive", 32, args.seconds, unique=True,
-                                  run_id=f"{run}{int(group_commit)}")
-                grouping = "group commit" if group_commit else "one commit per message"
-                rows.append((f"durable commits, {label}, {grouping}", "msgs/s", result))
+                with omgate(folder, url, group_commit) as server:
+                    result = load(folder, server, "keep-alive", 32, seconds, PAYLOAD_1,
+                                  unique=True, run_id=f"d{number * 2 + int(group_commit)}")
+                grouping = "group commit" if group_commit else "a commit per message"
+                rows.append((f"durable commits, {label}, {grouping}", "msgs/s", result, None))
+    finally:
         if pg_server is not None:
-            pg_server.stop()  # type: ignore[attr-defined]
-    print(f"{'scenario':<56} {'rate':>20} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for label, unit, result in rows:
-        rate = f"{result['rate']} {unit}"
-        print(f"{label:<56} {rate:>20} {result['p50_ms']:>8} {result['p99_ms']:>8} "
-              f"{result['errors']:>7}")
+            pg_server.stop()
+    return rows
+
+
+def judge(results: dict[str, dict[str, dict]], memory: dict[str, float],
+          scenarios: list[tuple]) -> list[str]:
+    handshake, keepalive, batch = (scenario[0] for scenario in scenarios)
+    ours, anchor = results["omgate"], results["nginx"]
+    ratio = ours[handshake]["rate"] / max(anchor[handshake]["rate"], 1)
+    checks = [
+        (f"new connections at {ratio:.2f} x nginx (target ≥ {TARGETS['handshake']})",
+         ratio >= TARGETS["handshake"]),
+        (f"keep-alive {ours[keepalive]['rate']} msgs/s (target ≥ {TARGETS['keepalive_rate']})",
+         ours[keepalive]["rate"] >= TARGETS["keepalive_rate"]),
+        (f"keep-alive p99 {ours[keepalive]['p99_ms']} ms (target < {TARGETS['keepalive_p99']})",
+         ours[keepalive]["p99_ms"] < TARGETS["keepalive_p99"]),
+        (f"{ours[batch]['notifications_per_second']} notifications/s in 100-notification "
+         f"messages (target ≥ {TARGETS['batch_notifications']})",
+         ours[batch]["notifications_per_second"] >= TARGETS["batch_notifications"]),
+        (f"{memory['omgate']} MiB with 500 connections (target < {TARGETS['memory_500']})",
+         memory["omgate"] < TARGETS["memory_500"]),
+    ]
+    return [f"{'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
+
+
+def render(rows: list[tuple[str, str, dict, dict | None]]) -> str:
+    header = ("| scenario | omgate | p50 / p99 ms | CPU s per 1000 | nginx | p50 / p99 ms | "
+              "CPU s per 1000 | omgate / nginx |\n|---|---|---|---|---|---|---|---|")
+    lines = [header]
+    for label, unit, ours, anchor in rows:
+        cells = [label, f"{ours['rate']} {unit}", f"{ours['p50_ms']} / {ours['p99_ms']}",
+                 str(ours["cpu_per_1000"])]
+        if anchor is None:
+            cells += ["", "", "", ""]
+        else:
+            cells += [f"{anchor['rate']} {unit}", f"{anchor['p50_ms']} / {anchor['p99_ms']}",
+                      str(anchor["cpu_per_1000"]),
+                      f"{ours['rate'] / max(anchor['rate'], 0.1):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    peaks = ", ".join(f"{label.split(',')[0]}: {ours['peak_mib']} MiB" for label, _, ours, _
+                      in rows[:1])
+    return "\n".join(lines) + f"\n\nPeak memory of omgate ({peaks})."
+
+
+def write_report(table: str, notes: list[str]) -> None:
+    generated = (f"{START}\nMeasured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on "
+                 f"{machine()}. Server and nginx: one worker pinned to core 0; load generator "
+                 f"pinned to core 1.\n\n{table}\n\n" + "\n".join(f"- {note}" for note in notes)
+                 + f"\n{END}")
+    text = PERFORMANCE.read_text() if PERFORMANCE.exists() else f"# Performance\n\n{START}\n{END}\n"
+    before, _, rest = text.partition(START)
+    _, _, after = rest.partition(END)
+    PERFORMANCE.write_text(before + generated + after)
 
 
 if __name__ == "__main__":

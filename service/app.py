@@ -9,10 +9,11 @@ correlation id also appears in the ``om.rejected`` log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -41,6 +42,7 @@ from service.soap import (
 )
 
 ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
+PARSE_IN_THREAD_BYTES = 256 * 1024
 log = get_logger("omgate")
 
 
@@ -132,6 +134,45 @@ def _internal_error() -> SoapFaultError:
                           status=500, fault_code="Server")
 
 
+class BodyBudget:
+    """Bounds the request bodies held in memory at once, across all connections.
+
+    A request that would go beyond waits for room; after ``wait`` seconds it is refused
+    with a Server fault (HTTP 503), which Salesforce retries.
+    """
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit = limit
+        self.wait = wait
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = min(size, self.limit)
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.used + size <= self.limit), self.wait)
+            except TimeoutError:
+                raise SoapFaultError(
+                    "server_busy", "Too many large messages at once; please retry.",
+                    status=503, fault_code="Server") from None
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= size
+                self._changed.notify_all()
+
+
+def _expected_size(request: Request, limit: int) -> int:
+    """The declared body size (a chunked body is counted as the largest allowed)."""
+    declared = request.headers.get("content-length", "")
+    return min(int(declared), limit) if declared.isdigit() else limit
+
+
 async def discard_body(request: Request, limit: int) -> bool:
     """Read and drop an unread body, so the refusal reaches a client still sending it (closing
     on a half-sent body resets the connection). False when it is too large to wait for."""
@@ -174,12 +215,19 @@ class OutboundMessageHandler:
     """Receive, store and acknowledge one Salesforce outbound message."""
 
     def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate,
-                 metrics: Metrics, state: ServiceState) -> None:
+                 metrics: Metrics, state: ServiceState, budget: BodyBudget) -> None:
         self.endpoint = endpoint
         self.inbox = inbox
         self.gate = gate
         self.metrics = metrics
         self.state = state
+        self.budget = budget
+
+    async def _parse(self, body: bytes) -> OutboundMessage:
+        """Parse; a large body off the event loop, so other connections keep moving."""
+        if len(body) < PARSE_IN_THREAD_BYTES:
+            return parse_message(body, self.endpoint.schema)
+        return await asyncio.to_thread(parse_message, body, self.endpoint.schema)
 
     def _check_client(self, request: Request) -> None:
         """Refuse a client outside allowed_client_networks, or one the policy refuses."""
@@ -218,9 +266,10 @@ class OutboundMessageHandler:
         try:
             self._check_client(request)
             _check_request_line(request)
-            body = await read_body(request, self.endpoint.max_body_bytes)
-            body_read = True
-            message = parse_message(body, self.endpoint.schema)
+            async with self.budget.hold(_expected_size(request, self.endpoint.max_body_bytes)):
+                body = await read_body(request, self.endpoint.max_body_bytes)
+                body_read = True
+                message = await self._parse(body)
             _check_allowed(message, self.endpoint)
         except SoapFaultError as error:
             log.warning("om.rejected", reason=error.reason, status=error.status,
@@ -334,10 +383,10 @@ def build_endpoints(
 
 
 def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState,
-               gate: ClientAuthGate, metrics: Metrics) -> Starlette:
+               gate: ClientAuthGate, metrics: Metrics, budget: BodyBudget) -> Starlette:
     routes = [
         Route(endpoint.config.path,
-              OutboundMessageHandler(endpoint, inbox, gate, metrics, state).handle,
+              OutboundMessageHandler(endpoint, inbox, gate, metrics, state, budget).handle,
               methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         for endpoint in endpoints
     ]

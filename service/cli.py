@@ -186,16 +186,11 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.server import serve
+    from service.supervisor import serve_processes
 
     config = _load(args)
     configure_logging(config.logging.format, config.logging.level)
-    try:
-        asyncio.run(serve(config))
-    except OSError as error:
-        print(f"omgate serve: cannot listen: {error}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    return EXIT_OK
+    return serve_processes(config)
 
 
 def _inbox(args: argparse.Namespace) -> int:

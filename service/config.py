@@ -62,7 +62,11 @@ class ServerConfig:
     proxy_protocol: bool
     allowed_client_networks: tuple[Network, ...]
     max_body_bytes: int
+    max_buffered_bytes: int
+    workers: int
     handshake_timeout: float
+    request_timeout: float
+    idle_timeout: float
     read_timeout: float
     shutdown_timeout: float
     drain_seconds: float
@@ -405,7 +409,11 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "proxy_protocol": Key(_boolean, False, "bool"),
         "allowed_client_networks": Key(_list_of(_network), [], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
+        "max_buffered_bytes": Key(_positive_int, 64 * 1024 * 1024, "int"),
+        "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
+        "request_timeout": Key(_positive_seconds, 60, "float"),
+        "idle_timeout": Key(_positive_seconds, 15, "float"),
         "read_timeout": Key(_positive_seconds, 30, "float"),
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),
         "drain_seconds": Key(_non_negative_seconds, 0, "float"),

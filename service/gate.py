@@ -23,6 +23,7 @@ from service.metrics import Metrics
 
 log = get_logger("omgate")
 SEEN_CHAINS_LIMIT = 10_000
+DECISION_TTL_SECONDS = 60
 # The scope["extensions"] key under which a TLS connection's verdict reaches the app.
 CLIENT_AUTH_EXTENSION = "omgate.client_auth"
 
@@ -59,11 +60,46 @@ class ForwardedCertificateUnreadable(Exception):
     """A trusted proxy forwarded a client certificate header that cannot be read."""
 
 
+class DecisionCache:
+    """Recent decisions by chain and policy: a sender reconnecting with the same chain (as
+    Salesforce does, many times a minute) costs one path building per ``ttl`` seconds, not
+    one per connection. Entries expire so that time-bound findings stay current."""
+
+    def __init__(self, ttl: float = DECISION_TTL_SECONDS, limit: int = SEEN_CHAINS_LIMIT) -> None:
+        self._ttl = dt.timedelta(seconds=ttl)
+        self._limit = limit
+        self._entries: OrderedDict[tuple[object, ...], tuple[dt.datetime, Decision]] = (
+            OrderedDict())
+
+    def get(self, key: tuple[object, ...], now: dt.datetime) -> Decision | None:
+        entry = self._entries.get(key)
+        if entry is None or now - entry[0] > self._ttl:
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[object, ...], now: dt.datetime, decision: Decision) -> None:
+        self._entries[key] = (now, decision)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+
 class ClientAuthGate:
     def __init__(self, policy: Policy, metrics: Metrics | None = None) -> None:
         self.policy = policy
         self.metrics = metrics
         self._seen = SeenChains()
+        self._decisions = DecisionCache()
+
+    def _evaluate(self, identity: ClientIdentity, policy: Policy, now: dt.datetime) -> Decision:
+        if not identity.chain:  # cheap, and its message depends on the handshake
+            return evaluate(identity, policy, now)
+        key = (identity.chain_sha256, id(policy), identity.source, identity.ignored_headers)
+        decision = self._decisions.get(key, now)
+        if decision is None:
+            decision = evaluate(identity, policy, now)
+            self._decisions.put(key, now, decision)
+        return decision
 
     def decide(self, identity: ClientIdentity, policy: Policy | None = None,
                **context: Any) -> Verdict:
@@ -72,7 +108,7 @@ class ClientAuthGate:
         if policy.mode == "off":  # nothing was asked for: nothing to decide or log
             return Verdict(Decision("accept", ()), "off", enforced=False)
         now = dt.datetime.now(dt.UTC)
-        decision = evaluate(identity, policy, now)
+        decision = self._evaluate(identity, policy, now)
         verdict = Verdict(decision, policy.mode, policy.enforced)
         self._log(identity, verdict, now, context)
         if self.metrics is not None:

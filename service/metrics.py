@@ -7,13 +7,22 @@ is its own, so tests and several apps in one process never share counters.
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.clientauth import ClientIdentity, Decision
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -28,7 +37,7 @@ class Metrics:
         self.client_cert_days_left = Gauge(
             "omgate_client_cert_days_left",
             "Days until the most recently accepted client certificate expires.",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="mostrecent")
         self.handshake_failures = Counter(
             "omgate_tls_handshake_failures", "TLS handshakes that did not complete.",
             ["reason"], registry=self.registry)
@@ -48,13 +57,14 @@ class Metrics:
             ["result"], registry=self.registry)
         self.delivery_backlog = Gauge(
             "omgate_delivery_backlog", "Notifications stored and not yet delivered.",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="mostrecent")
         self.oldest_pending_seconds = Gauge(
             "omgate_delivery_oldest_pending_seconds",
-            "Age of the oldest notification waiting for delivery.", registry=self.registry)
+            "Age of the oldest notification waiting for delivery.", registry=self.registry,
+            multiprocess_mode="mostrecent")
         self.dead_letters = Gauge(
             "omgate_delivery_dead_letters", "Notifications given up on (dead letters).",
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="mostrecent")
 
     def decision(self, identity: ClientIdentity, decision: Decision, enforced: bool,
                  now: dt.datetime) -> None:
@@ -66,4 +76,8 @@ class Metrics:
             self.client_cert_days_left.set((leaf.not_valid_after_utc - now).days)
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_FOLDER):  # several workers: sum what they all wrote
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.app import (
+    BodyBudget,
     EndpointRuntime,
     ServiceState,
     build_endpoints,
     create_app,
     create_health_app,
 )
+from service.clientauth import Policy
 from service.config import BindAddress, Config, ConfigError
-from service.delivery import DeliveryWorker, delivery_target
+from service.delivery import DeliveryWorker, Target, delivery_target
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -115,7 +117,9 @@ def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbo
                    state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
                                     config.client_auth.forwarded_cert)
-    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics), forwarding)
+    budget = BodyBudget(config.server.max_buffered_bytes, config.server.read_timeout)
+    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
+                               forwarding)
 
 
 @dataclass
@@ -149,9 +153,11 @@ class ConnectionTracker:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _listen(handler: Handler, address: BindAddress) -> asyncio.Server:
+async def _listen(handler: Handler, address: BindAddress,
+                  reuse_port: bool = False) -> asyncio.Server:
     return await asyncio.start_server(handler, address.host, address.port,
-                                      backlog=LISTEN_BACKLOG, reuse_address=True)
+                                      backlog=LISTEN_BACKLOG, reuse_address=True,
+                                      reuse_port=reuse_port or None)
 
 
 def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
@@ -171,27 +177,48 @@ async def _watch_certificate(server_tls: ServerTls, interval: float) -> None:
             _reload_tls(server_tls, "file_change")
 
 
-async def serve(config: Config) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """Everything built from the configuration that can fail, before anything listens."""
+
+    endpoints: list[EndpointRuntime]
+    listener_policy: Policy
+    server_tls: ServerTls | None
+    target: Target | None
+
+
+def prepare(config: Config) -> Prepared:
+    """Load WSDLs, trust, pins, CRLs, the server certificate and the delivery target; every
+    problem is a ConfigError naming the key and the file."""
     if not config.server.bind and not config.server.plain_bind:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
-    schemas = load_schemas(config)
     policies = PolicyBuilder(config)
-    metrics = Metrics()
-    gate = ClientAuthGate(policies.listener_policy(), metrics)
-    endpoints = build_endpoints(config, schemas, policies.endpoint_policies())
+    endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
-    inbox = await open_inbox_of(config)
+    target = None
     if config.delivery.enabled:
-        try:  # a handler that cannot be loaded fails before anything listens
+        try:
             target = delivery_target(config.delivery)
         except ValueError as error:
             raise _config_error(config, f"[delivery] handler: {error}") from None
+    return Prepared(endpoints, policies.listener_policy(), server_tls, target)
+
+
+async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = False) -> None:
+    prepared = prepare(config)
+    metrics = Metrics()
+    gate = ClientAuthGate(prepared.listener_policy, metrics)
+    endpoints, server_tls = prepared.endpoints, prepared.server_tls
+    inbox = await open_inbox_of(config)
     state = ServiceState()
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
-                             graceful_timeout=config.server.shutdown_timeout)
-    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics), hyper)
-    health = HttpServing(create_health_app(inbox, state, metrics), hyper)
+                             graceful_timeout=config.server.shutdown_timeout,
+                             idle_timeout=config.server.idle_timeout)
+    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics), hyper,
+                       config.server.request_timeout)
+    health = HttpServing(create_health_app(inbox, state, metrics), hyper,
+                         config.server.request_timeout)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []
     health_servers: list[asyncio.Server] = []
@@ -201,22 +228,22 @@ async def serve(config: Config) -> None:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
             for address in config.server.bind:
-                servers.append(await _listen(tracker.wrap(tls_handler), address))
+                servers.append(await _listen(tracker.wrap(tls_handler), address, reuse_port))
         plain = PlainConnectionHandler(main, origin_reader(config))
         for address in config.server.plain_bind:
-            servers.append(await _listen(tracker.wrap(plain), address))
+            servers.append(await _listen(tracker.wrap(plain), address, reuse_port))
         if config.server.health_bind is not None:
             health_servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
-                                                config.server.health_bind))
+                                                config.server.health_bind, reuse_port))
         stop = asyncio.Event()
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, config.server.reload_check_seconds))
-        _log_started(config, gate)
-        if config.delivery.enabled:
+        _log_started(config, gate, worker_index)
+        if prepared.target is not None and worker_index == 0:  # one deliverer per host
             worker = asyncio.create_task(DeliveryWorker(
-                inbox, target, config.delivery, metrics, wake=state.stored).run(stop))
+                inbox, prepared.target, config.delivery, metrics, wake=state.stored).run(stop))
         await stop.wait()
         # /readyz answers 503 from now on; keep serving while the balancer notices.
         await asyncio.sleep(min(config.server.drain_seconds, config.server.shutdown_timeout))
@@ -253,9 +280,10 @@ def _install_signals(state: ServiceState, stop: asyncio.Event,
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, "SIGHUP")
 
 
-def _log_started(config: Config, gate: ClientAuthGate) -> None:
+def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:
     log.info(
         "server.started",
+        worker=worker_index,
         https=[str(address) for address in config.server.bind],
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,

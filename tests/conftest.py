@@ -46,6 +46,7 @@ def base_config(dev_pki: Path, client_root: Path, folder: Path, port: int) -> di
             "keyfile": dev_pki / "server.key",
             "read_timeout": 10,
             "shutdown_timeout": 10,
+            "workers": 1,
         },
         "client_auth": {"trust": [client_root]},
         "inbox": {"url": f"sqlite:///{folder / 'inbox.db'}"},

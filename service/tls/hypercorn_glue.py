@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,16 +19,24 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 
+from service.logs import get_logger
+
+log = get_logger("omgate")
+
 KEEP_ALIVE_SECONDS = 15
+MAX_HEADER_BYTES = 64 * 1024
 
 
-def hypercorn_config(*, read_timeout: float, graceful_timeout: float) -> HypercornConfig:
+def hypercorn_config(*, read_timeout: float, graceful_timeout: float,
+                     idle_timeout: float = KEEP_ALIVE_SECONDS) -> HypercornConfig:
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = int(read_timeout)
-    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    config.keep_alive_timeout = idle_timeout
     config.graceful_timeout = graceful_timeout
+    # room for a forwarded certificate chain in one header (an ALB sends whole PEM chains)
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
     return config
 
 
@@ -44,20 +53,68 @@ class _WithExtensions(ASGIWrapper):
         await self.app(scope, receive, send)
 
 
+def _label(address: Any) -> str | None:
+    return f"{address[0]}:{address[1]}" if address else None
+
+
+class RequestDeadline:
+    """Both ends of a connection, given to hypercorn, with one more rule: a request must
+    arrive whole within ``timeout`` seconds of its first byte.
+
+    hypercorn bounds each wait for data (read_timeout), not a client that trickles a byte
+    at a time (slow loris). A request is answered when the server writes; until then,
+    data that keeps arriving past the deadline closes the connection.
+    """
+
+    def __init__(self, reader: Any, writer: Any, timeout: float) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._timeout = timeout
+        self._unanswered_since: float | None = None
+
+    async def read(self, size: int) -> bytes:
+        data: bytes = await self._reader.read(size)
+        if data:
+            now = time.monotonic()
+            if self._unanswered_since is None:
+                self._unanswered_since = now
+            elif now - self._unanswered_since > self._timeout:
+                log.warning("connection.request_timeout",
+                            peer=_label(self._writer.get_extra_info("peername")),
+                            timeout=self._timeout)
+                # close now: hypercorn would keep the socket until its idle timer ran out
+                self._writer.close()
+                raise ConnectionResetError(
+                    f"no whole request within {self._timeout:g} s (server.request_timeout)")
+        return data
+
+    def at_eof(self) -> bool:
+        return bool(self._reader.at_eof())
+
+    def write(self, data: bytes) -> None:
+        self._unanswered_since = None
+        self._writer.write(data)
+
+    def __getattr__(self, name: str) -> Any:  # drain, close, get_extra_info, ...
+        return getattr(self._writer, name)
+
+
 class HttpServing:
     """Serves HTTP/1.1 (and HTTP/2 after ALPN ``h2``) connections of one ASGI app."""
 
-    def __init__(self, app: Any, config: HypercornConfig) -> None:
+    def __init__(self, app: Any, config: HypercornConfig, request_timeout: float = 60) -> None:
         self.app = app
         self.config = config
+        self.request_timeout = request_timeout
         self.context = WorkerContext(None)
         self._state: dict[str, Any] = {}
 
     async def serve(self, reader: Any, writer: Any,
                     extensions: dict[str, Any] | None = None) -> None:
         app = _WithExtensions(self.app, extensions or {})
+        guarded = RequestDeadline(reader, writer, self.request_timeout)
         await TCPServer(app, asyncio.get_running_loop(), self.config, self.context, self._state,
-                        reader, writer)
+                        guarded, guarded)
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""

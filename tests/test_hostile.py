@@ -1,0 +1,260 @@
+"""Hostile input: fuzzed parsers, slow loris, idle crowds, floods of large bodies.
+
+Every parser either returns a value or raises its own documented error, quickly; the
+server answers everything with an ack or a SOAP fault and keeps serving. The fuzz runs
+are bounded (a few hundred examples each) so they fit in CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+from harness import PAYLOADS, SOAP_HEADERS, is_ack, ssl_context
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from messages import envelope, notification
+
+from service.clientauth import DnSyntaxError, parse_dn
+from service.config import ConfigError, load_config
+from service.forwarded import (
+    NEED_MORE,
+    ForwardedCertError,
+    ProxyHeader,
+    ProxyProtocolError,
+    forwarded_format,
+    parse,
+)
+from service.forwarded.proxy_protocol import V2_SIGNATURE
+from service.soap import SoapFaultError, parse_message
+
+FUZZ = settings(max_examples=300, deadline=1000,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+VALID = (PAYLOADS / "aspnet-contacts-2.xml").read_bytes()
+
+
+def mutations() -> st.SearchStrategy[bytes]:
+    """A real message cut, spliced and sprinkled with XML-special bytes."""
+    special = st.sampled_from([b"<", b">", b"&", b"<!DOCTYPE x>", b"]]>", b"\x00", b"\xff",
+                               b"xsi:nil=\"true\"", b"<Notification>", b"</sObject>", b"\"",
+                               b"&amp;", b"&#0;", b"<?xml version='1.0'?>"])
+    return st.builds(
+        lambda cut, insert, at: VALID[:at] + insert + VALID[at + cut:],
+        st.integers(0, 40), special, st.integers(0, len(VALID)))
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=2000), mutations()))
+def test_soap_parser_only_refuses_with_faults(body):
+    started = time.monotonic()
+    try:
+        parse_message(body)
+    except SoapFaultError as error:
+        assert error.reason and error.message
+    assert time.monotonic() - started < 0.5
+
+
+FORMATS = ["xfcc", "aws-alb", "pem-header:X-SSL-Cert", "traefik", "azure", "rfc9440"]
+HEADER_NAMES = ["x-forwarded-client-cert", "x-amzn-mtls-clientcert",
+                "x-amzn-mtls-clientcert-leaf", "x-amzn-mtls-clientcert-serial-number",
+                "x-ssl-cert", "x-forwarded-tls-client-cert", "x-arr-clientcert", "client-cert",
+                "client-cert-chain"]
+PEMISH = st.sampled_from(["-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----", "%0A",
+                          ":", ",", ";", '"', "\\", "=", "Cert=", "Chain=", "Hash=", "MII",
+                          "%2D%2D", "(null)", " "])
+
+
+@FUZZ
+@given(st.sampled_from(FORMATS), st.dictionaries(
+    st.sampled_from(HEADER_NAMES),
+    st.one_of(st.text(max_size=300), st.lists(PEMISH, max_size=40).map("".join)), max_size=4))
+def test_forwarded_certificate_parsers_only_refuse_with_their_error(setting, headers):
+    try:
+        chain = forwarded_format(setting).parse(headers)
+    except ForwardedCertError:
+        return
+    assert isinstance(chain, tuple)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=300),
+                 st.binary(max_size=300).map(lambda tail: V2_SIGNATURE + tail),
+                 st.text(max_size=120).map(lambda tail: ("PROXY " + tail).encode())))
+def test_proxy_protocol_parser_only_refuses_with_its_error(data):
+    try:
+        result = parse(data)
+    except ProxyProtocolError:
+        return
+    assert result is NEED_MORE or isinstance(result, ProxyHeader)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=200), st.lists(st.sampled_from(
+    ["/", "C=", "CN=", "O=", ",", "+", "\\", '"', " = ", "OU=a/b", "1.2.3=", "=", "#"]),
+    max_size=30).map("".join)))
+def test_dn_parser_only_refuses_with_its_error(text):
+    with contextlib.suppress(DnSyntaxError):
+        parse_dn(text)
+
+
+TOML_VALUES = st.one_of(st.integers(-5, 10**9), st.booleans(), st.text(max_size=30),
+                        st.lists(st.text(max_size=20), max_size=3), st.floats(allow_nan=False))
+SECTION_KEYS = {
+    "server": ["bind", "max_body_bytes", "public_names", "trusted_proxies", "read_timeout",
+               "workers", "health_bind", "proxy_protocol"],
+    "client_auth": ["mode", "trust", "pins", "issuer_dn", "verify_depth", "forwarded_cert",
+                    "advertise_ca_names"],
+    "inbox": ["url", "group_commit"],
+    "delivery": ["webhook_url", "handler", "max_attempts"],
+    "logging": ["format", "level"],
+    "nonsense": ["x"],
+}
+
+
+def toml_value(value: object) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(list(SECTION_KEYS)), st.data(), max_size=3))
+def test_config_loader_only_refuses_with_config_errors(tmp_path_factory, sections):
+    folder = tmp_path_factory.mktemp("fuzz-config")
+    lines = []
+    for section, data in sections.items():
+        keys = data.draw(st.dictionaries(st.sampled_from(SECTION_KEYS[section]), TOML_VALUES,
+                                         max_size=3))
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+    path = folder / "omgate.toml"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        load_config(path, {})
+    except ConfigError as error:
+        assert str(path) in str(error)
+
+
+# -- against a live server -------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(st.binary(max_size=600), mutations()))
+def test_live_server_answers_garbage_with_faults(shared_server, body):
+    with shared_server.client() as client:
+        response = client.post("/salesforce/outbound", content=body, headers=SOAP_HEADERS)
+    assert response.headers["content-type"] == "text/xml; charset=utf-8"
+    assert b"<Ack>true</Ack>" in response.content or b"Fault>" in response.content
+    assert response.status_code != 500 or b"soapenv:Server" in response.content
+
+
+def tls_client(server) -> ssl.SSLContext:
+    return ssl_context(server.ca_path)
+
+
+def test_slow_loris_is_cut_off_and_others_are_served(omgate_server):
+    server = omgate_server({"server": {"request_timeout": 2, "read_timeout": 5}})
+    request = b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n" + b"X-Slow: " + \
+        b"a" * 200
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.https_port), timeout=10) as raw, \
+            tls_client(server).wrap_socket(raw, server_hostname="localhost") as tls:
+        closed = False
+        for byte in request:
+            try:
+                tls.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.25)
+            if time.monotonic() - started > 2.5:
+                assert is_ack(server.post((PAYLOADS / "amplabs-create_account.xml").read_bytes()))
+                tls.settimeout(5)
+                try:
+                    closed = tls.recv(100) == b""
+                except TimeoutError:
+                    closed = False  # still open: the deadline did not work
+                except OSError:
+                    closed = True  # reset
+                break
+        assert closed
+    assert time.monotonic() - started < 8
+
+
+def peak_memory_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def resident_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_two_thousand_idle_tls_connections_do_not_stop_service(omgate_server):
+    server = omgate_server({"server": {"idle_timeout": 120, "handshake_timeout": 60}})
+    context = tls_client(server)
+
+    async def crowd() -> tuple[int, bool, int]:
+        semaphore = asyncio.Semaphore(64)
+        writers = []
+
+        async def idle_connection() -> None:
+            async with semaphore:
+                _reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", server.https_port, ssl=context, server_hostname="localhost")
+                writers.append(writer)
+
+        results = await asyncio.gather(*(idle_connection() for _ in range(2000)),
+                                       return_exceptions=True)
+        opened = sum(result is None for result in results)
+        resident = resident_kib(server.process.pid)
+        served = await asyncio.to_thread(
+            lambda: is_ack(server.post((PAYLOADS / "amplabs-create_account.xml").read_bytes())))
+        for writer in writers:
+            writer.close()
+        return opened, served, resident
+
+    opened, served, resident = asyncio.run(crowd())
+    assert opened == 2000
+    assert served
+    assert resident < 400 * 1024  # KiB, with 2,000 TLS connections open
+
+
+def test_a_flood_of_large_bodies_keeps_memory_bounded(omgate_server):
+    server = omgate_server({"server": {"max_body_bytes": 1024 * 1024,
+                                       "max_buffered_bytes": 3 * 1024 * 1024,
+                                       "read_timeout": 3}})
+    filler = "x" * (1024 * 1024 - 4096)
+    body = envelope(notification(fields=f"<sf:Description>{filler}</sf:Description>"))
+    assert len(body) < 1024 * 1024
+    before = resident_kib(server.process.pid)
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(verify=tls_client(server), timeout=60,
+                                     limits=httpx.Limits(max_connections=40)) as client:
+            responses = await asyncio.gather(*(
+                client.post(f"{server.url}/salesforce/outbound", content=body,
+                            headers=SOAP_HEADERS) for _ in range(40)))
+        return [response.status_code for response in responses]
+
+    statuses = asyncio.run(flood())
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) >= 3  # one notification Id: the first stores, others duplicate
+    growth = peak_memory_kib(server.process.pid) - before
+    assert growth < 120 * 1024, f"peak grew by {growth} KiB"
+    if 503 in statuses:
+        server.wait_for("om.rejected", lambda e: e["reason"] == "server_busy")
+    assert os.path.exists(f"/proc/{server.process.pid}")  # still running
