@@ -258,8 +258,10 @@ async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = Fal
         for server in health_servers:
             server.close()
         await health.terminate()
-        if worker is not None:
-            await asyncio.wait_for(worker, config.delivery.timeout + 5)
+        if worker is not None:  # it stops after the attempts under way (bounded by timeout)
+            _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
+            for task in late:
+                task.cancel()
         await inbox.close()
         log.info("server.stopped")
 
