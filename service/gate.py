@@ -15,7 +15,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
+from service.clientauth import (
+    ClientIdentity,
+    Decision,
+    Policy,
+    UnreadableCertificate,
+    evaluate,
+    summarize,
+)
+from service.clientauth.model import in_presented_order
 from service.forwarded.middleware import ORIGIN_EXTENSION
 from service.forwarded.origin import RequestOrigin
 from service.logs import get_logger
@@ -84,6 +92,13 @@ class DecisionCache:
             self._entries.popitem(last=False)
 
 
+def chain_summary(identity: ClientIdentity, now: dt.datetime) -> list[dict[str, Any]]:
+    """Each presented certificate's summary in presented order; unreadable ones by digest."""
+    return [{"unreadable": item.reason, "sha256": item.sha256}
+            if isinstance(item, UnreadableCertificate) else summarize(item, now)
+            for item in in_presented_order(identity.chain, identity.unreadable)]
+
+
 class ClientAuthGate:
     def __init__(self, policy: Policy, metrics: Metrics | None = None) -> None:
         self.policy = policy
@@ -92,7 +107,7 @@ class ClientAuthGate:
         self._decisions = DecisionCache()
 
     def _evaluate(self, identity: ClientIdentity, policy: Policy, now: dt.datetime) -> Decision:
-        if not identity.chain:  # cheap, and its message depends on the handshake
+        if not identity.presented:  # cheap, and its message depends on the handshake
             return evaluate(identity, policy, now)
         key = (identity.chain_sha256, id(policy), identity.source, identity.ignored_headers)
         decision = self._decisions.get(key, now)
@@ -116,10 +131,10 @@ class ClientAuthGate:
         return verdict
 
     def _chain_field(self, identity: ClientIdentity, now: dt.datetime) -> Any:
-        if not identity.chain:
+        if not identity.presented:
             return []
         if self._seen.first_time(identity.chain_sha256):
-            return [summarize(certificate, now) for certificate in identity.chain]
+            return chain_summary(identity, now)
         return None
 
     def _log(self, identity: ClientIdentity, verdict: Verdict, now: dt.datetime,

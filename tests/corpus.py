@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from service.clientauth import fingerprint, parse_dn, parse_pin, pin_for_certificate
@@ -99,6 +100,43 @@ def resigned_with_sha1(certificate: Issued, issuer: Issued) -> Issued:
         legacy = crypto.X509.from_cryptography(certificate.certificate)
         legacy.sign(crypto.PKey.from_cryptography_key(issuer.key), "sha1")
     return Issued(legacy.to_cryptography(), certificate.key)
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
+
+
+def _element_end(der: bytes, start: int) -> tuple[int, int]:
+    """Where the contents of the DER element at ``start`` begin and where it ends."""
+    first = der[start + 1]
+    if first < 0x80:
+        return start + 2, start + 2 + first
+    count = first & 0x7F
+    contents = start + 2 + count
+    return contents, contents + int.from_bytes(der[start + 2:contents], "big")
+
+
+def with_lax_boolean(certificate: Issued, issuer: Issued) -> bytes:
+    """The certificate's DER, its first BOOLEAN TRUE written 0x01 (BER, not DER), re-signed.
+
+    OpenSSL parses and verifies it; cryptography refuses to parse it. A client can send it.
+    """
+    der = certificate.certificate.public_bytes(serialization.Encoding.DER)
+    outer_contents, _ = _element_end(der, 0)
+    _, tbs_end = _element_end(der, outer_contents)
+    _, algorithm_end = _element_end(der, tbs_end)
+    tbs = der[outer_contents:tbs_end].replace(b"\x01\x01\xff", b"\x01\x01\x01", 1)
+    assert tbs != der[outer_contents:tbs_end], "no BOOLEAN TRUE to loosen"
+    if isinstance(issuer.key, rsa.RSAPrivateKey):
+        signature = issuer.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        signature = issuer.key.sign(tbs, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg,union-attr]
+    bits = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    body = tbs + der[tbs_end:algorithm_end] + bits
+    return b"\x30" + _der_length(len(body)) + body
 
 
 def crl_revoking(issuer: Issued, revoked: x509.Certificate) -> x509.CertificateRevocationList:

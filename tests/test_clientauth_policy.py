@@ -8,7 +8,15 @@ import datetime as dt
 import pytest
 from corpus import CASES, DAY, Case, Pki, build_pki
 
-from service.clientauth import ClientIdentity, Policy, evaluate, fingerprint, parse_dn, parse_pin
+from service.clientauth import (
+    ClientIdentity,
+    Policy,
+    UnreadableCertificate,
+    evaluate,
+    fingerprint,
+    parse_dn,
+    parse_pin,
+)
 from service.tools.pki import issue
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -52,6 +60,18 @@ def test_no_certificate_per_mode():
         assert [(f.code, f.severity) for f in decision.findings] == [("no_client_cert",
                                                                       severity)]
     assert evaluate(identity, Policy(mode="off"), NOW).findings == ()
+
+
+def test_an_unreadable_certificate_alone_decides(pki):
+    readable = (pki.intermediate.certificate,)
+    policy = Policy(mode="require", anchors=(pki.root.certificate,))
+    unreadable = UnreadableCertificate(0, b"\x30\x03\x01\x01\x01", "bad BOOLEAN")
+    identity = ClientIdentity(readable, "tls", unreadable=(unreadable,))
+    decision = evaluate(identity, policy, NOW)
+    assert decision.outcome == "reject"
+    assert [(f.code, f.cert) for f in decision.findings] == [("unreadable_certificate", 0)]
+    assert "bad BOOLEAN" in decision.findings[0].message
+    assert identity.chain_sha256 != ClientIdentity(readable, "tls").chain_sha256
 
 
 def test_expiry_message_gives_date_and_days(pki):

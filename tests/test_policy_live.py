@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import ssl
 
 import httpx
 import pytest
-from corpus import CASES, build_pki
+from corpus import CASES, build_pki, with_lax_boolean
 from cryptography import x509
 from harness import PAYLOADS, SOAP_HEADERS, is_ack, run_omgate, ssl_context
 
@@ -57,6 +58,32 @@ def post_with(server, chain, key) -> httpx.Response:
     context.load_cert_chain(chain, key)
     return httpx.post(f"{server.url}/salesforce/outbound", content=BODY, headers=SOAP_HEADERS,
                       verify=context, timeout=20)
+
+
+@pytest.mark.parametrize("mode", ["request", "require"])
+def test_a_leaf_only_openssl_can_read_stays_in_the_chain(corpus_servers, live_pki, tmp_path,
+                                                         mode):
+    """OpenSSL verifies this leaf, cryptography cannot parse it: dropped, the intermediate
+    behind it would be judged as the client's certificate. It is reported and refused."""
+    pki, _folder, _files = live_pki
+    lax = with_lax_boolean(pki.leaf, pki.intermediate)
+    chain, key = tmp_path / "lax.pem", tmp_path / "lax.key"
+    chain.write_bytes(ssl.DER_cert_to_PEM_cert(lax).encode() + pki.intermediate.pem())
+    key.write_bytes(pki.leaf.key_pem())
+    server = corpus_servers[mode]
+    response = post_with(server, chain, key)
+    if mode == "request":
+        assert is_ack(response), response.text
+    else:
+        assert response.status_code == 403
+    decision = server.decision_for(server.peer_of(response.headers["x-correlation-id"]))
+    assert decision["outcome"] == "reject"
+    assert [(f["code"], f["cert"]) for f in decision["findings"]] == [
+        ("unreadable_certificate", 0)]
+    unreadable, intermediate = decision["chain"]
+    assert unreadable["sha256"] == hashlib.sha256(lax).hexdigest()
+    assert "Extension::critical" in unreadable["unreadable"]
+    assert intermediate["sha256"] == fingerprint(pki.intermediate.certificate)
 
 
 @pytest.mark.parametrize("mode", ["request", "require"])

@@ -8,6 +8,7 @@ from service.clientauth.model import (
     Finding,
     HandshakeFacts,
     Policy,
+    UnreadableCertificate,
     VerifyResult,
     chain_fingerprint,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Pin",
     "PinSyntaxError",
     "Policy",
+    "UnreadableCertificate",
     "VerifyResult",
     "chain_fingerprint",
     "evaluate",

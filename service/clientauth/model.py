@@ -72,28 +72,64 @@ class HandshakeFacts:
         }
 
 
-def chain_fingerprint(chain: tuple[x509.Certificate, ...]) -> str:
+@dataclass(frozen=True)
+class UnreadableCertificate:
+    """A presented certificate that cannot be parsed; ``index`` is its place as presented."""
+
+    index: int
+    der: bytes
+    reason: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+
+def in_presented_order(chain: tuple[x509.Certificate, ...],
+                       unreadable: tuple[UnreadableCertificate, ...] = ()
+                       ) -> list[x509.Certificate | UnreadableCertificate]:
+    """Every presented certificate in presented order, unreadable ones in their place."""
+    readable = iter(chain)
+    by_index = {item.index: item for item in unreadable}
+    return [by_index.get(index) or next(readable)
+            for index in range(len(chain) + len(unreadable))]
+
+
+def _der(item: x509.Certificate | UnreadableCertificate) -> bytes:
+    return item.der if isinstance(item, UnreadableCertificate) else item.public_bytes(Encoding.DER)
+
+
+def chain_fingerprint(chain: tuple[x509.Certificate, ...],
+                      unreadable: tuple[UnreadableCertificate, ...] = ()) -> str:
     """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""
-    if not chain:
+    if not chain and not unreadable:
         return ""
     digest = hashlib.sha256()
-    for certificate in chain:
-        digest.update(certificate.public_bytes(Encoding.DER))
+    for item in in_presented_order(chain, unreadable):
+        digest.update(_der(item))
     return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class ClientIdentity:
+    """A presented chain: ``chain`` holds the readable certificates in presented order,
+    ``unreadable`` the ones that could not be parsed (each knows its presented index)."""
+
     chain: tuple[x509.Certificate, ...]
     source: Source
     peer: str | None = None
     handshake: HandshakeFacts | None = None
     # Forwarded headers that came from a peer not in server.trusted_proxies (and were dropped).
     ignored_headers: tuple[str, ...] = ()
+    unreadable: tuple[UnreadableCertificate, ...] = ()
     chain_sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "chain_sha256", chain_fingerprint(self.chain))
+        object.__setattr__(self, "chain_sha256", chain_fingerprint(self.chain, self.unreadable))
+
+    @property
+    def presented(self) -> bool:
+        return bool(self.chain or self.unreadable)
 
 
 @dataclass(frozen=True)

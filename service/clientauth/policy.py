@@ -97,6 +97,16 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     return findings
 
 
+def _unreadable(identity: ClientIdentity) -> list[Finding]:
+    return [Finding(
+        "unreadable_certificate", "error", item.index,
+        f"Certificate {item.index} as presented cannot be read ({item.reason}); omgate "
+        "decides only on a chain it can read in full.",
+        "Ask the sender for a certificate in strict DER (RFC 5280): OpenSSL tolerates some "
+        "encodings that omgate's certificate parser refuses.",
+    ) for item in identity.unreadable]
+
+
 def _untrusted_forwarding(identity: ClientIdentity) -> list[Finding]:
     if not identity.ignored_headers:
         return []
@@ -115,7 +125,9 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
     if policy.mode == "off":
         return Decision("accept", ())
-    if identity.chain:
+    if identity.unreadable:
+        findings = _unreadable(identity)
+    elif identity.chain:
         findings = analyse(identity, policy, now or dt.datetime.now(dt.UTC))
     else:
         findings = [_no_certificate(identity, policy)]

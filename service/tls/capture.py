@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate
 
-from service.clientauth import HandshakeFacts, VerifyResult, fingerprint
+from service.clientauth import HandshakeFacts, UnreadableCertificate, VerifyResult
 from service.tls import openssl_glue
 
 # IANA numbers of the suites the context allows (the ASGI TLS extension reports numbers).
@@ -32,6 +33,9 @@ RESUMPTION_MEMORY = 4096
 class Captured:
     chain: tuple[x509.Certificate, ...]
     verify_results: tuple[VerifyResult, ...]
+    unreadable: tuple[UnreadableCertificate, ...] = ()
+    # SHA-256 of the leaf's DER as sent: the key a resumed session is recalled by.
+    leaf_sha256: str = ""
 
 
 class ResumptionMemory:
@@ -47,43 +51,55 @@ class ResumptionMemory:
         self._limit = limit
 
     def remember(self, captured: Captured) -> None:
-        if not captured.chain:
+        if not captured.leaf_sha256:
             return
-        key = fingerprint(captured.chain[0])
+        key = captured.leaf_sha256
         self._entries[key] = captured
         self._entries.move_to_end(key)
         if len(self._entries) > self._limit:
             self._entries.popitem(last=False)
 
-    def recall(self, leaf: x509.Certificate) -> Captured | None:
-        return self._entries.get(fingerprint(leaf))
+    def recall(self, leaf_sha256: str) -> Captured | None:
+        return self._entries.get(leaf_sha256)
 
 
-def _peer_chain(connection: SSL.Connection) -> tuple[x509.Certificate, ...]:
+def _peer_der(connection: SSL.Connection) -> list[bytes]:
     """Leaf from get_peer_certificate, then the rest as sent (the server side omits the leaf)."""
-    leaf = connection.get_peer_certificate(as_cryptography=True)
+    leaf = connection.get_peer_certificate()
     if leaf is None:
-        return ()
-    rest = connection.get_peer_cert_chain(as_cryptography=True) or []
-    leaf_der = leaf.public_bytes(Encoding.DER)
-    if rest and rest[0].public_bytes(Encoding.DER) == leaf_der:
+        return []
+    leaf_der = dump_certificate(FILETYPE_ASN1, leaf)
+    sent = connection.get_peer_cert_chain() or []
+    rest = [dump_certificate(FILETYPE_ASN1, item) for item in sent]
+    if rest and rest[0] == leaf_der:
         rest = rest[1:]
-    return (leaf, *rest)
+    return [leaf_der, *rest]
+
+
+def _captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
+    presented = openssl_glue.load_chain(der)
+    return Captured(presented.certificates, tuple(state.verify_results), presented.unreadable,
+                    hashlib.sha256(der[0]).hexdigest() if der else "")
 
 
 def capture_chain(connection: SSL.Connection, state: openssl_glue.ConnectionState,
                   memory: ResumptionMemory, resumed: bool) -> Captured:
-    presented = openssl_glue.presented_chain(state)
-    if presented is not None:
-        captured = Captured(presented, tuple(state.verify_results))
+    """The chain as the client sent it; for a resumed session, as it was first sent."""
+    peer_der = _peer_der(connection)
+    if state.presented_der is not None and state.presented_der[:1] != peer_der[:1]:
+        # Never expected: the Certificate message as read disagrees with OpenSSL's peer.
+        # OpenSSL's copy is the one it verified, so decide again on that.
+        state.problems.append("the Certificate message's leaf is not OpenSSL's peer")
+        state.presented_der, state.verdict = None, None
+    if state.presented_der is not None:
+        captured = _captured(state.presented_der, state)
         memory.remember(captured)
         return captured
-    chain = _peer_chain(connection)
-    if resumed and chain:
-        recalled = memory.recall(chain[0])
+    if resumed and peer_der:
+        recalled = memory.recall(hashlib.sha256(peer_der[0]).hexdigest())
         if recalled is not None:
             return recalled
-    return Captured(chain, tuple(state.verify_results))
+    return _captured(peer_der, state)
 
 
 def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResult, ...],

@@ -162,6 +162,11 @@ def in_handshake_facts(connection: SSL.Connection, state: openssl_glue.Connectio
     )
 
 
+def problems_of(state: openssl_glue.ConnectionState) -> dict[str, list[str]]:
+    """What the OpenSSL hooks could not do, for the decision's log line."""
+    return {"hook_problems": state.problems} if state.problems else {}
+
+
 @dataclass
 class TlsConnectionHandler:
     """Runs one accepted TLS connection from handshake to close."""
@@ -184,9 +189,11 @@ class TlsConnectionHandler:
         """
         def step(state: openssl_glue.ConnectionState, _result: VerifyResult) -> int | None:
             if state.verdict is None:
-                chain = openssl_glue.presented_chain(state) or ()
+                presented = openssl_glue.presented_chain(state) or openssl_glue.PresentedChain(())
                 facts = in_handshake_facts(connection, state, self.advertised_ca_names)
-                state.verdict = self.gate.decide(ClientIdentity(chain, "tls", peer, facts))
+                state.verdict = self.gate.decide(ClientIdentity(
+                    presented.certificates, "tls", peer, facts,
+                    unreadable=presented.unreadable))
             verdict: Verdict = state.verdict
             return refusal_error(verdict) if verdict.refuse else None
 
@@ -231,11 +238,13 @@ class TlsConnectionHandler:
                     detail=detail)
         if self.metrics is not None:
             self.metrics.handshake_failures.labels(reason).inc()
-        chain = openssl_glue.presented_chain(state)
-        if state.verdict is None and (chain is not None or reason == "no_client_cert"):
-            identity = ClientIdentity(chain or (), "tls", peer,
-                                      refused_handshake_facts(state, self.advertised_ca_names))
-            self.gate.decide(identity, handshake="refused")
+        presented = openssl_glue.presented_chain(state)
+        if state.verdict is None and (presented is not None or reason == "no_client_cert"):
+            presented = presented or openssl_glue.PresentedChain(())
+            identity = ClientIdentity(presented.certificates, "tls", peer,
+                                      refused_handshake_facts(state, self.advertised_ca_names),
+                                      unreadable=presented.unreadable)
+            self.gate.decide(identity, handshake="refused", **problems_of(state))
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
                      state: openssl_glue.ConnectionState, origin: ConnectionOrigin) -> None:
@@ -244,9 +253,10 @@ class TlsConnectionHandler:
         captured = capture_chain(connection, state, self.memory, resumed)
         facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
                                 resumed)
-        identity = ClientIdentity(captured.chain, "tls", peer, facts)
+        identity = ClientIdentity(captured.chain, "tls", peer, facts,
+                                  unreadable=captured.unreadable)
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
-        verdict = state.verdict or self.gate.decide(identity, **proxy)
+        verdict = state.verdict or self.gate.decide(identity, **proxy, **problems_of(state))
         if verdict.refuse and self.refuse_in_handshake:
             return  # a resumed session of a chain now refused: close_notify, nothing served
         await self.serving.serve(stream, stream, {

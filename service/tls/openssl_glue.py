@@ -23,7 +23,7 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
 from OpenSSL.crypto import X509
 
-from service.clientauth import VerifyResult
+from service.clientauth import UnreadableCertificate, VerifyResult
 from service.clientauth.names import name_matches
 
 HANDSHAKE = 22
@@ -173,14 +173,31 @@ def session_reused(connection: SSL.Connection) -> bool:
     return bool(lib.SSL_session_reused(connection._ssl))
 
 
-def presented_chain(state: ConnectionState) -> tuple[x509.Certificate, ...] | None:
+@dataclass(frozen=True)
+class PresentedChain:
+    """The Certificate message's chain: readable certificates and the ones that are not."""
+
+    certificates: tuple[x509.Certificate, ...]
+    unreadable: tuple[UnreadableCertificate, ...] = ()
+
+
+def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
+    # OpenSSL accepts encodings (a BOOLEAN of 0x01, say) the stricter parser refuses; such a
+    # certificate must stay in the chain as unreadable, never silently vanish from it.
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, x509.InvalidVersion) as error:
+        return UnreadableCertificate(index, der, str(error))
+
+
+def load_chain(presented_der: list[bytes]) -> PresentedChain:
+    loaded = [_load(index, der) for index, der in enumerate(presented_der)]
+    return PresentedChain(
+        tuple(item for item in loaded if isinstance(item, x509.Certificate)),
+        tuple(item for item in loaded if isinstance(item, UnreadableCertificate)),
+    )
+
+
+def presented_chain(state: ConnectionState) -> PresentedChain | None:
     """The chain from the Certificate message, leaf first, order and duplicates kept."""
-    if state.presented_der is None:
-        return None
-    chain = []
-    for der in state.presented_der:
-        try:
-            chain.append(x509.load_der_x509_certificate(der))
-        except ValueError as error:
-            state.problems.append(f"unparseable certificate in the chain: {error}")
-    return tuple(chain)
+    return None if state.presented_der is None else load_chain(state.presented_der)
