@@ -26,7 +26,12 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
-from service.forwarded import ForwardedFormat, Network, forwarded_format
+from service.forwarded import (
+    CLIENT_ADDRESS_HEADERS,
+    ForwardedFormat,
+    Network,
+    forwarded_format,
+)
 
 DEFAULT_CONFIG_PATH = Path("config/omgate.toml")
 ENV_PREFIX = "OMGATE_"
@@ -59,6 +64,7 @@ class ServerConfig:
     health_bind: BindAddress | None
     public_names: tuple[str, ...]
     trusted_proxies: tuple[Network, ...]
+    client_address_header: str
     proxy_protocol: bool
     allowed_client_networks: tuple[Network, ...]
     max_body_bytes: int
@@ -406,6 +412,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "health_bind": Key(_optional_bind, ""),
         "public_names": Key(_list_of(_host_name), ["localhost"], "json"),
         "trusted_proxies": Key(_list_of(_network), [], "json"),
+        "client_address_header": Key(_choice(*CLIENT_ADDRESS_HEADERS), "x-forwarded-for"),
         "proxy_protocol": Key(_boolean, False, "bool"),
         "allowed_client_networks": Key(_list_of(_network), [], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),

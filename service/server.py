@@ -116,7 +116,8 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
                    state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
-                                    config.client_auth.forwarded_cert)
+                                    config.client_auth.forwarded_cert,
+                                    config.server.client_address_header)
     budget = BodyBudget(config.server.max_buffered_bytes, config.server.read_timeout)
     return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
                                forwarding)

@@ -179,15 +179,16 @@ def haproxy(tmp_path):
     daemons.stop()
 
 
-def exchange(port: int, context: ssl.SSLContext, preamble: bytes = b"") -> tuple[bytes, int]:
-    """POST over one TLS connection (after ``preamble`` in clear, say a PROXY header);
-    returns the answer and the client's local port."""
+def exchange(port: int, context: ssl.SSLContext, preamble: bytes = b"",
+             headers: bytes = b"") -> tuple[bytes, int]:
+    """POST over one TLS connection (after ``preamble`` in clear, say a PROXY header, and
+    with extra ``headers`` lines); returns the answer and the client's local port."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
         raw.sendall(preamble)
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             local_port = tls.getsockname()[1]
             tls.sendall(b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
-                        b"Content-Type: text/xml\r\nConnection: close\r\n"
+                        b"Content-Type: text/xml\r\nConnection: close\r\n" + headers
                         + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
             answer = b""
             while chunk := tls.recv(65536):
@@ -237,9 +238,9 @@ def test_proxy_protocol_source_and_allowed_client_networks(omgate_server, client
                             "client_auth": {"mode": "require"}})
     context = client_context(dev_pki / "ca.pem", client_pki.cases["valid"])
 
-    def through_proxy(source: str) -> bytes:
+    def through_proxy(source: str, headers: bytes = b"") -> bytes:
         header = f"PROXY TCP4 {source} 127.0.0.1 40001 443\r\n".encode()
-        return exchange(server.https_port, context, header)[0]
+        return exchange(server.https_port, context, header, headers)[0]
 
     assert b"<Ack>true</Ack>" in through_proxy("198.51.100.20")
     server.wait_for("client_auth.decision", lambda e: e["peer"] == "198.51.100.20:40001")
@@ -248,6 +249,11 @@ def test_proxy_protocol_source_and_allowed_client_networks(omgate_server, client
     event = server.wait_for("om.rejected",
                             lambda e: e["reason"] == "client_address_not_allowed")
     assert "203.0.113.50" in event["detail"]
+    # The client, not the passthrough balancer, wrote this header: it changes nothing.
+    spoofed = through_proxy("203.0.113.51", b"X-Forwarded-For: 198.51.100.20\r\n")
+    assert spoofed.startswith(b"HTTP/1.1 403")
+    event = server.wait_for("om.rejected", lambda e: "203.0.113.51" in e.get("detail", ""))
+    assert event["reason"] == "client_address_not_allowed"
 
 
 # -- Envoy's XFCC and the ALB header, built by hand ------------------------------------------

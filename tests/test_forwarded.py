@@ -84,19 +84,20 @@ def test_proxy_header_garbage_is_refused(data):
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/32"))
 
 
-@pytest.mark.parametrize(("forwarded", "xff", "expected"), [
-    (None, "203.0.113.9", "203.0.113.9"),
-    (None, "198.51.100.1, 203.0.113.9, 10.1.1.1", "203.0.113.9"),  # rightmost untrusted
-    (None, "1.2.3.4, 10.1.1.1", "1.2.3.4"),
-    ('for="[2001:db8::9]:4711";proto=https, for=10.2.2.2', None, "2001:db8::9"),
-    ("for=192.0.2.60;proto=http;by=203.0.113.43", "198.51.100.99", "192.0.2.60"),
-    (None, None, "127.0.0.1"),
-    (None, "unknown, 10.1.1.1", "127.0.0.1"),  # a garbled hop stops the walk
-    (None, "10.9.9.9, 10.1.1.1", "10.9.9.9"),  # all proxies: the leftmost
+@pytest.mark.parametrize(("header", "value", "expected"), [
+    ("x-forwarded-for", "203.0.113.9", "203.0.113.9"),
+    ("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.1.1.1", "203.0.113.9"),  # rightmost
+    ("x-forwarded-for", "1.2.3.4, 10.1.1.1", "1.2.3.4"),
+    ("forwarded", 'for="[2001:db8::9]:4711";proto=https, for=10.2.2.2', "2001:db8::9"),
+    ("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60"),
+    ("x-forwarded-for", None, "127.0.0.1"),
+    ("x-forwarded-for", "unknown, 10.1.1.1", "127.0.0.1"),  # a garbled hop stops the walk
+    ("x-forwarded-for", "10.9.9.9, 10.1.1.1", "10.9.9.9"),  # all proxies: the leftmost
+    ("none", "203.0.113.9", "127.0.0.1"),
 ])
-def test_client_address_walks_from_the_right(forwarded, xff, expected):
+def test_client_address_walks_from_the_right(header, value, expected):
     peer = parse_address("127.0.0.1")
-    assert str(client_address(peer, TRUSTED, forwarded, xff)) == expected
+    assert str(client_address(peer, TRUSTED, header, value)) == expected
 
 
 def test_ipv4_mapped_addresses_compare_as_ipv4():
@@ -194,6 +195,32 @@ def test_unknown_format_setting():
 
 
 # -- the origin of a request ---------------------------------------------------------------
+
+def test_only_the_configured_address_header_is_read():
+    # The proxy appends to X-Forwarded-For; the client wrote a Forwarded header of its own.
+    headers = {"x-forwarded-for": "203.0.113.1", "forwarded": "for=192.0.2.66"}
+    proxy = parse_address("10.0.0.2")
+    by_xff = resolve(headers, proxy, None, ForwardingSettings(TRUSTED, None))
+    assert str(by_xff.client) == "203.0.113.1"
+    by_forwarded = resolve(headers, proxy, None, ForwardingSettings(TRUSTED, None, "forwarded"))
+    assert str(by_forwarded.client) == "192.0.2.66"
+    by_peer = resolve(headers, proxy, None, ForwardingSettings(TRUSTED, None, "none"))
+    assert by_peer.client == proxy
+
+
+def test_headers_after_a_proxy_header_are_the_named_clients(chain):
+    """A passthrough balancer cannot add headers: what follows PROXY is the client's."""
+    settings = ForwardingSettings(TRUSTED, forwarded_format("azure"))
+    headers = {"x-arr-clientcert": der_b64(chain[0]), "x-forwarded-for": "10.9.9.9"}
+    balancer, client = parse_address("10.0.0.2"), parse_address("198.51.100.7")
+    spoofed = resolve(headers, balancer, client, settings)
+    assert spoofed.forwarded_chain is None
+    assert spoofed.ignored_headers == ("x-arr-clientcert", "x-forwarded-for")
+    assert spoofed.client == client
+    inner_proxy = resolve(headers, balancer, parse_address("10.0.0.3"), settings)
+    assert inner_proxy.forwarded_chain == (chain[0],)
+    assert str(inner_proxy.client) == "10.9.9.9"
+
 
 def test_untrusted_peers_forwarded_headers_are_dropped_trusted_ones_believed(chain):
     settings = ForwardingSettings(TRUSTED, forwarded_format("azure"))

@@ -35,18 +35,27 @@ def _forwarded_for(value: str) -> list[str]:
                                                     re.IGNORECASE)]
 
 
+CLIENT_ADDRESS_HEADERS = ("x-forwarded-for", "forwarded", "none")
+
+
+def _hops(header: str, value: str | None) -> list[str]:
+    if not value or header == "none":
+        return []
+    if header == "forwarded":
+        return _forwarded_for(value)
+    return [hop for hop in value.split(",") if hop.strip()]
+
+
 def client_address(peer: Address | None, trusted: tuple[Network, ...],
-                   forwarded: str | None, x_forwarded_for: str | None) -> Address | None:
-    """The rightmost address not belonging to a trusted proxy (the standard walk).
+                   header: str, value: str | None) -> Address | None:
+    """The rightmost address in ``header`` not belonging to a trusted proxy (the standard walk).
 
     Only called for a peer that is itself a trusted proxy; addresses a client wrote
-    itself further left are never believed.
+    itself further left are never believed. One header is read, the one the proxies are
+    configured to write (nginx's real_ip_header): a client can send the other one too,
+    and a proxy that does not know it passes it on untouched.
     """
-    hops: list[str] = []
-    if forwarded:
-        hops = _forwarded_for(forwarded)
-    elif x_forwarded_for:
-        hops = [hop for hop in x_forwarded_for.split(",") if hop.strip()]
+    hops = _hops(header, value)
     for hop in reversed(hops):
         address = parse_address(hop)
         if address is None:

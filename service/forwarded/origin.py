@@ -26,6 +26,7 @@ ADDRESS_HEADERS = frozenset({"forwarded", "x-forwarded-for", "x-real-ip"})
 class ForwardingSettings:
     trusted_proxies: tuple[Network, ...]
     certificate_format: ForwardedFormat | None
+    client_address_header: str = "x-forwarded-for"  # or "forwarded", or "none"
 
     @property
     def header_names(self) -> frozenset[str]:
@@ -46,12 +47,17 @@ class RequestOrigin:
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
             settings: ForwardingSettings) -> RequestOrigin:
-    """``headers`` has lower-case names; ``proxied_client`` comes from a PROXY header."""
-    if not within(peer, settings.trusted_proxies):
+    """``headers`` has lower-case names; ``proxied_client`` comes from a PROXY header.
+
+    After a PROXY header the bytes, headers included, come from the client the proxy
+    names, not from the proxy: they are believed only if that client is a trusted proxy.
+    """
+    sender = proxied_client or peer
+    if not within(sender, settings.trusted_proxies):
         ignored = tuple(sorted(name for name in headers if name in settings.header_names))
-        return RequestOrigin(peer, proxied_client or peer, False, ignored_headers=ignored)
-    client = client_address(proxied_client or peer, settings.trusted_proxies,
-                            headers.get("forwarded"), headers.get("x-forwarded-for"))
+        return RequestOrigin(peer, sender, False, ignored_headers=ignored)
+    header = settings.client_address_header
+    client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
         return RequestOrigin(peer, client, True)
     try:
