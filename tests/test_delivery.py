@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import os
 import random
@@ -9,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,7 +20,11 @@ import pytest
 from harness import SOAP_HEADERS, is_ack, omgate_command, run_omgate
 from messages import envelope, notification
 
-from service.delivery import backoff
+from service.config import DeliveryConfig
+from service.delivery import DeliveryFailed, DeliveryWorker, backoff, webhook
+from service.delivery.targets import ThreadedCalls
+from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
+from service.soap import parse_message
 
 
 def test_backoff_doubles_with_jitter_and_a_cap():
@@ -245,3 +251,131 @@ def test_inbox_migrate_command(tmp_path, postgres):
     result = run_omgate("inbox", "migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "inbox schema at version 2"
+
+
+# -- the worker and its targets, in process -------------------------------------------------
+
+def delivery_config(**overrides: object) -> DeliveryConfig:
+    settings: dict = {"webhook_url": "", "handler": "test:handler", "timeout": 0.5,
+                      "max_attempts": 10, "retry_base_seconds": 0.05,
+                      "retry_max_seconds": 0.1, "concurrency": 4, **overrides}
+    return DeliveryConfig(**settings)
+
+
+async def stored_inbox(folder) -> Inbox:
+    inbox = await open_inbox(f"sqlite:///{folder / 'inbox.db'}")
+    await inbox.store(IncomingMessage(parse_message(states_message(1)), "/salesforce/outbound",
+                                      dt.datetime.now(dt.UTC)))
+    return inbox
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+def test_the_worker_outlives_an_inbox_that_cannot_record_a_delivery(tmp_path):
+    """The result is lost, not the worker: the lease runs out and the notification goes
+    again (at least once)."""
+    async def scenario() -> list[str]:
+        inbox = await stored_inbox(tmp_path)
+        record_delivery, failures = inbox.mark_delivered, []
+
+        async def mark_delivered(inbox_id: int, now: dt.datetime) -> None:
+            if not failures:
+                failures.append(inbox_id)
+                raise InboxError("disk I/O error")
+            await record_delivery(inbox_id, now)
+
+        inbox.mark_delivered = mark_delivered  # type: ignore[method-assign]
+        handed: list[str] = []
+
+        async def target(notification: StoredNotification, _attempt: int) -> None:
+            handed.append(notification.notification_id)
+
+        stop = asyncio.Event()
+        worker = asyncio.create_task(DeliveryWorker(inbox, target, delivery_config()).run(stop))
+        try:
+            await until(lambda: _pending_is_zero(inbox))
+        finally:
+            stop.set()
+            await worker
+            await inbox.close()
+        return handed
+
+    handed = asyncio.run(scenario())
+    assert len(set(handed)) == len(RECORDS)
+    assert len(handed) == len(RECORDS) + 1  # the one whose result was lost went twice
+
+
+async def _pending_is_zero(inbox: Inbox) -> bool:
+    return (await inbox.stats()).pending == 0
+
+
+def test_a_synchronous_handler_never_runs_twice_at_once_for_one_record():
+    release, calls = threading.Event(), []
+
+    def slow(document: dict) -> None:
+        calls.append(document["n"])
+        release.wait(10)
+
+    async def scenario() -> None:
+        threaded = ThreadedCalls(slow, threads=2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(threaded.call("record-a", {"n": 1}), 0.2)
+        with pytest.raises(DeliveryFailed, match="has not returned"):
+            await threaded.call("record-a", {"n": 2})
+        other = asyncio.create_task(threaded.call("record-b", {"n": 3}))  # others go on
+        await until(lambda: _called(calls, 3))
+        release.set()
+        await other
+        await until(lambda: _retry_succeeds(threaded))
+
+    asyncio.run(scenario())
+    assert calls == [1, 3, 4]
+
+
+async def _called(calls: list, number: int) -> bool:
+    return number in calls
+
+
+async def _retry_succeeds(threaded: ThreadedCalls) -> bool:
+    try:
+        await threaded.call("record-a", {"n": 4})
+    except DeliveryFailed:
+        return False
+    return True
+
+
+def test_a_webhook_attempt_that_times_out_closes_its_connection():
+    """Nothing of a timed-out attempt may reach the receiver after a later one."""
+    async def scenario() -> tuple[bytes, float]:
+        seen: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
+
+        async def never_answers(reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+            request = await reader.readuntil(b"\r\n\r\n")
+            await reader.read()  # the body, then EOF when the client gives up
+            await seen.put((request, time.monotonic()))
+            writer.close()
+
+        server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        inbox_item = StoredNotification(1, "/salesforce/outbound", "00D000000000001AAA",
+                                        "04k000000000001AAA", "04l000000000001AAA",
+                                        "Account", RECORDS[0], {}, "2026-11-26T00:00:00+00:00",
+                                        None, None, None)
+        deliver = webhook(f"http://127.0.0.1:{port}/hook?x=1")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(deliver(inbox_item, 1), 0.3)
+        request, closed_at = await asyncio.wait_for(seen.get(), 5)
+        server.close()
+        return request, closed_at - started
+
+    request, closed_after = asyncio.run(scenario())
+    assert request.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
+    assert b"Idempotency-Key: 00D000000000001:04l000000000001" in request
+    assert closed_after < 2  # closed when the attempt gave up, not left running

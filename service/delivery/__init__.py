@@ -10,8 +10,8 @@ from service.delivery.worker import DeliveryWorker, backoff
 def delivery_target(config: DeliveryConfig) -> Target:
     """The configured target: the handler when set, else the webhook."""
     if config.handler:
-        return handler(config.handler)
-    return webhook(config.webhook_url, config.timeout)
+        return handler(config.handler, config.concurrency)
+    return webhook(config.webhook_url)
 
 
 __all__ = ["DeliveryFailed", "DeliveryWorker", "Target", "backoff", "delivery_target",

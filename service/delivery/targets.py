@@ -1,14 +1,23 @@
-"""Where notifications go: a webhook (one JSON document per notification) or a callable."""
+"""Where notifications go: a webhook (one JSON document per notification) or a callable.
+
+A target is awaited under the worker's per-attempt timeout and must stop when cancelled,
+or a late first attempt could land after a retry and after the record's next
+notification. The webhook is plain asyncio, so cancelling it closes the connection; a
+synchronous handler runs in a thread that cannot be stopped, so the record's next call
+waits until the previous one has returned.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import http.client
+import concurrent.futures
+import contextlib
 import importlib
 import inspect
 import json
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,35 +25,77 @@ from service.inbox import StoredNotification
 
 Target = Callable[[StoredNotification, int], Awaitable[None]]
 MAX_ANSWER_BYTES = 64 * 1024
+MAX_HEADER_LINES = 100
+CLOSE_SECONDS = 1.0
 
 
 class DeliveryFailed(Exception):
     """The target did not take the notification; the message says what it answered."""
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], timeout: float,
-          context: ssl.SSLContext) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname or "", parts.port,
-                                                 timeout=timeout, context=context)
-    else:
-        connection = http.client.HTTPConnection(parts.hostname or "", parts.port,
-                                                timeout=timeout)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
+@dataclass(frozen=True)
+class WebhookUrl:
+    https: bool
+    host: str
+    port: int
+    authority: str  # the Host header
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> WebhookUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        https = parts.scheme == "https"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(https, parts.hostname, parts.port or (443 if https else 80),
+                   parts.netloc.rpartition("@")[2], path)
+
+
+def _request(url: WebhookUrl, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {url.path} HTTP/1.1", f"Host: {url.authority}",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def _status(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The answer's status code, and for a failure the start of its body."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise DeliveryFailed("the connection closed without an answer")
+    version, _, rest = status_line.decode("latin-1").partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or not code.isdigit():
+        raise DeliveryFailed(f"not an HTTP/1.x answer: {status_line[:80]!r}")
+    status = int(code)
+    if 200 <= status < 300:
+        return status, b""
+    for _ in range(MAX_HEADER_LINES):
+        if (await reader.readline()).strip() == b"":
+            break
+    return status, await reader.read(MAX_ANSWER_BYTES)
+
+
+async def post(url: WebhookUrl, body: bytes, headers: dict[str, str],
+               context: ssl.SSLContext) -> tuple[int, bytes]:
+    """One HTTP/1.1 POST; cancelling it closes the connection at once."""
+    reader, writer = await asyncio.open_connection(
+        url.host, url.port, ssl=context if url.https else None,
+        server_hostname=url.host if url.https else None, limit=MAX_ANSWER_BYTES)
     try:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.read(MAX_ANSWER_BYTES)
+        writer.write(_request(url, body, headers))
+        await writer.drain()
+        return await _status(reader)
     finally:
-        connection.close()
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), CLOSE_SECONDS)
 
 
-def webhook(url: str, timeout: float) -> Target:
+def webhook(url: str) -> Target:
     """POST the notification as JSON; any 2xx answer is success."""
+    target = WebhookUrl.parse(url)
     context = ssl.create_default_context()
 
     async def deliver(notification: StoredNotification, attempt: int) -> None:
@@ -57,8 +108,8 @@ def webhook(url: str, timeout: float) -> Target:
             "X-Omgate-Attempt": str(attempt),
         }
         try:
-            status, answer = await asyncio.to_thread(_post, url, body, headers, timeout, context)
-        except (OSError, http.client.HTTPException) as error:
+            status, answer = await post(target, body, headers, context)
+        except (OSError, ValueError, ssl.SSLError) as error:
             raise DeliveryFailed(f"{type(error).__name__}: {error}") from None
         if not 200 <= status < 300:
             raise DeliveryFailed(f"HTTP {status}: {answer[:200]!r}")
@@ -66,7 +117,40 @@ def webhook(url: str, timeout: float) -> Target:
     return deliver
 
 
-def handler(reference: str) -> Target:
+class ThreadedCalls:
+    """Runs a synchronous function per record, never two at once for the same record.
+
+    A call that outlives the attempt's timeout keeps running (a thread cannot be
+    stopped); until it returns, the record's next attempt fails at once instead of
+    racing it.
+    """
+
+    def __init__(self, function: Callable[[dict[str, Any]], Any], threads: int) -> None:
+        self._function = function
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="omgate-handler")
+        self._running: dict[str, concurrent.futures.Future[Any]] = {}
+
+    async def call(self, record: str, document: dict[str, Any]) -> None:
+        self._forget_finished()
+        if record in self._running:
+            raise DeliveryFailed("the handler's previous call for this record has not "
+                                 "returned yet")
+        future = self._executor.submit(self._function, document)
+        self._running[record] = future
+        await asyncio.wrap_future(future)
+
+    def _forget_finished(self) -> None:
+        for record in [key for key, future in self._running.items() if future.done()]:
+            del self._running[record]
+
+
+def _record_key(notification: StoredNotification) -> str:
+    record = notification.record_id or notification.notification_id
+    return f"{notification.organization_id[:15]}:{record[:15]}"
+
+
+def handler(reference: str, threads: int = 4) -> Target:
     """Call ``module:function`` with the notification's JSON document (async or not)."""
     module_name, _, function_name = reference.partition(":")
     try:
@@ -74,12 +158,14 @@ def handler(reference: str) -> Target:
             importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot load the delivery handler {reference!r}: {error}") from None
+    threaded = None if inspect.iscoroutinefunction(function) else ThreadedCalls(function,
+                                                                                threads)
 
     async def deliver(notification: StoredNotification, _attempt: int) -> None:
         document = notification.delivery_document()
-        if inspect.iscoroutinefunction(function):
+        if threaded is None:
             await function(document)
         else:
-            await asyncio.to_thread(function, document)
+            await threaded.call(_record_key(notification), document)
 
     return deliver

@@ -62,7 +62,8 @@ class DeliveryWorker:
                 log.error("delivery.inbox_failed", detail=str(error))
                 claimed = []
             if claimed:
-                await asyncio.gather(*(self.attempt(item) for item in claimed))
+                await asyncio.gather(*(self.attempt(item) for item in claimed),
+                                     return_exceptions=True)
                 continue
             await self._idle(stop)
         log.info("delivery.stopped")
@@ -81,9 +82,18 @@ class DeliveryWorker:
             waiter.cancel()
 
     async def attempt(self, notification: StoredNotification) -> None:
+        """One try; an inbox that cannot record the result leaves the claim to expire,
+        and the notification is tried again when its lease runs out."""
         attempt = notification.attempts + 1
         fields = {"inbox_id": notification.id, "notification_id": notification.notification_id,
                   "record_id": notification.record_id, "attempt": attempt}
+        try:
+            await self._try(notification, attempt, fields)
+        except InboxError as error:
+            log.error("delivery.inbox_failed", detail=str(error), **fields)
+
+    async def _try(self, notification: StoredNotification, attempt: int,
+                   fields: dict[str, object]) -> None:
         try:
             await asyncio.wait_for(self.target(notification, attempt), self.config.timeout)
         except Exception as error:  # noqa: BLE001 - any failure means: try again later
