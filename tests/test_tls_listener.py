@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 
@@ -85,14 +86,20 @@ def test_untrusted_chain_reaches_the_app_with_openssls_error(listener_config, tm
     assert tls["client_cert_error"] == "unable to get local issuer certificate"
 
 
-def test_http2_is_negotiated_with_alpn(listener_config, tmp_path, dev_pki):
-    pytest.importorskip("h2")
+def test_alpn_selects_http_1_1_even_when_h2_is_offered_first(listener_config, tmp_path,
+                                                              dev_pki):
+    """HTTP/2 would let PINGs keep a stalled request past server.request_timeout."""
     context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
-    with InProcessListener(tmp_path, listener_config) as listener, \
-            httpx.Client(http2=True, verify=context) as client:
-        response = client.get(f"https://localhost:{listener.port}/h2")
-        assert response.http_version == "HTTP/2"
-        assert listener.app.scopes[-1]["http_version"] == "2"
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with InProcessListener(tmp_path, listener_config) as listener:
+        with socket.create_connection(("localhost", listener.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+        only_h2 = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+        only_h2.set_alpn_protocols(["h2"])
+        with socket.create_connection(("localhost", listener.port), timeout=10) as raw, \
+                only_h2.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() is None
 
 
 def test_resumed_session_still_knows_the_original_chain(listener_config, tmp_path, dev_pki,

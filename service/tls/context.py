@@ -21,7 +21,9 @@ from service.tls import openssl_glue
 
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 uses OpenSSL's defaults.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
-ALPN_PROTOCOLS = (b"h2", b"http/1.1")
+# HTTP/1.1 only: Salesforce speaks it, and on HTTP/2 a client's PINGs and window updates
+# would keep a stalled request alive past server.request_timeout.
+ALPN_PROTOCOLS = (b"http/1.1",)
 SESSION_ID_CONTEXT = b"omgate"
 
 

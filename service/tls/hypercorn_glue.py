@@ -100,7 +100,7 @@ class RequestDeadline:
 
 
 class HttpServing:
-    """Serves HTTP/1.1 (and HTTP/2 after ALPN ``h2``) connections of one ASGI app."""
+    """Serves the HTTP/1.1 connections of one ASGI app (ALPN never selects ``h2``)."""
 
     def __init__(self, app: Any, config: HypercornConfig, request_timeout: float = 60) -> None:
         self.app = app
