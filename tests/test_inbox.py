@@ -289,3 +289,41 @@ def test_unreachable_postgres_is_reported():
 
     with pytest.raises(InboxError, match="cannot connect"):
         asyncio.run(open_inbox(f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x"))
+
+
+def test_postgresql_stores_of_one_record_take_turns(postgres):
+    """Ids come from a sequence, so two stores of one record in flight at once could commit
+    out of id order and a claim in between would hand out the newer state alone. The
+    second store waits for the first: claims see the states in arrival order."""
+    import psycopg
+
+    from service.inbox.base import insert_statement, row_values
+    from service.inbox.postgres import record_lock
+
+    url = postgres.new_database()
+    record, other_record = "001A00000000001AAA", "001B00000000001AAA"
+
+    async def scenario() -> list[str]:
+        inbox = await open_inbox(url, group_commit=False)
+        older = row_values(unique_message(1, record=record))[0]
+        try:
+            # a store of the older state that has not committed yet
+            async with await psycopg.AsyncConnection.connect(url) as in_flight, \
+                    in_flight.transaction():
+                await in_flight.execute("SELECT pg_advisory_xact_lock(%s)",
+                                        (record_lock(older["org_key"], older["record_key"]),))
+                await in_flight.execute(insert_statement("%({})s"), older)
+                newer = asyncio.create_task(inbox.store(unique_message(2, record=record)))
+                await asyncio.wait_for(inbox.store(unique_message(3, record=other_record)),
+                                       10)  # other records are not held up
+                await asyncio.sleep(0.3)
+                assert not newer.done()
+                assert [n.notification_id[3:15] for n in await inbox.claim(
+                    limit=10, lease_seconds=60, now=NOW)] == ["000000000003"]
+            await asyncio.wait_for(newer, 10)
+            claimed = await inbox.claim(limit=10, lease_seconds=60, now=NOW)
+            return [n.notification_id[3:15] for n in claimed]
+        finally:
+            await inbox.close()
+
+    assert asyncio.run(scenario()) == ["000000000001"]  # the older state, alone

@@ -10,6 +10,7 @@ start).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -71,6 +72,27 @@ _MIGRATIONS = {
 _INSERT = insert_statement("%({})s")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
+
+# Ids come from a sequence, so two transactions storing states of one record could commit
+# out of id order, and a claim in between would hand out the newer state alone. A store
+# takes its records' advisory locks before inserting and keeps them until commit: the
+# stores of one record take their ids, and commit, one after the other.
+_LOCK_RECORDS = ("SELECT count(pg_advisory_xact_lock(key)) "
+                 "FROM unnest(%s::bigint[]) AS keys(key)")
+
+
+def record_lock(org_key: str, record_key: str) -> int:
+    """The advisory lock key of one record (64 bits of SHA-256)."""
+    digest = hashlib.sha256(f"{org_key}:{record_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _record_locks(messages: list[list[dict[str, Any]]]) -> list[int]:
+    """Each record's lock once, in one global order, so two stores never deadlock."""
+    keys = {record_lock(row["org_key"], row["record_key"])
+            for rows in messages for row in rows if row["record_key"]}
+    return sorted(keys)
+
 
 _CLAIM = f"""
 WITH due AS (
@@ -167,8 +189,10 @@ class PostgresInbox(Inbox):
         results: list[StoreResult | Exception] = []
         try:
             async with self._pool.connection() as connection, connection.transaction():
-                for incoming in batch:
-                    rows = row_values(incoming)
+                messages = [row_values(incoming) for incoming in batch]
+                if locks := _record_locks(messages):
+                    await connection.execute(_LOCK_RECORDS, (locks,))
+                for rows in messages:
                     try:
                         async with connection.transaction():  # a savepoint per message
                             new = 0
