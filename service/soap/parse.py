@@ -7,7 +7,9 @@ outright. Without a WSDL every field value is a string (or ``None`` for
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import re
 from collections.abc import Iterator
 
 from lxml import etree
@@ -63,12 +65,49 @@ def _prolog_declares_dtd(body: bytes) -> bool:
 
 
 _DTD_FORBIDDEN = "Document type declarations (DTDs) and entities are not accepted."
+# Byte-order marks, then the first bytes of "<?" without one (XML 1.0, appendix F).
+_WIDE_ENCODINGS = (
+    (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le"),
+    (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
+)
+_DECLARED_ENCODING = re.compile(
+    rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?encoding\s*=\s*[\"']([^\"']{1,40})[\"']")
+# Encodings in which "<" can only be the byte 0x3C (unlike UTF-7's "+ADw-" or EBCDIC).
+_ASCII_MARKUP_ENCODINGS = frozenset({
+    "utf-8", "ascii", "shift_jis", "cp932", "euc_jp", "gb2312", "gbk", "gb18030",
+    "big5", "euc_kr", "iso2022_jp",
+})
+
+
+def _markup_is_ascii(encoding: str) -> bool:
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        return False
+    return name in _ASCII_MARKUP_ENCODINGS or name.startswith(("iso8859-", "cp125"))
+
+
+def _scannable(body: bytes) -> bytes:
+    """The body in bytes where markup is ASCII, for the DTD scan; refuses an encoding in
+    which it would not be (a DOCTYPE the scan cannot see must never reach the parser)."""
+    for mark, encoding in _WIDE_ENCODINGS:
+        if body.startswith(mark):
+            return body.decode(encoding, errors="replace").encode()
+    declared = _DECLARED_ENCODING.match(body)
+    if declared is not None:
+        encoding = declared.group(1).decode("ascii", errors="replace")
+        if not _markup_is_ascii(encoding):
+            raise SoapFaultError("malformed_xml", f"The XML declaration names the encoding "
+                                 f"{encoding!r}, which omgate does not accept; send UTF-8.")
+    return body
 
 
 def _parse_xml(body: bytes) -> etree._Element:
     if not body.strip():
         raise SoapFaultError("empty_body", "The request body is empty; expected a SOAP envelope.")
-    if _prolog_declares_dtd(body):
+    if _prolog_declares_dtd(_scannable(body)):
         raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
     try:
         root = etree.fromstring(body, _hardened_parser())
