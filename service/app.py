@@ -234,11 +234,12 @@ class OutboundMessageHandler:
         extensions = request.scope.get("extensions") or {}
         origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
         allowed = self.endpoint.allowed_networks
-        if allowed and not within(origin.client if origin else None, allowed):
+        client = origin.client if origin else None
+        if allowed and not within(client, allowed):
             raise SoapFaultError(
                 "client_address_not_allowed",
-                f"Client address {origin.client if origin else '(unknown)'} is not in "
-                "server.allowed_client_networks.", status=403)
+                f"Client address {client or '(unknown: the PROXY header names none)'} is not "
+                "in server.allowed_client_networks.", status=403)
         if self.gate.policy.mode == "off":
             return
         try:

@@ -254,6 +254,10 @@ def test_proxy_protocol_source_and_allowed_client_networks(omgate_server, client
     assert spoofed.startswith(b"HTTP/1.1 403")
     event = server.wait_for("om.rejected", lambda e: "203.0.113.51" in e.get("detail", ""))
     assert event["reason"] == "client_address_not_allowed"
+    unnamed = exchange(server.https_port, context, b"PROXY UNKNOWN\r\n",
+                       b"X-Forwarded-For: 198.51.100.20\r\n")[0]
+    assert unnamed.startswith(b"HTTP/1.1 403")
+    server.wait_for("om.rejected", lambda e: "PROXY header names none" in e.get("detail", ""))
 
 
 # -- Envoy's XFCC and the ALB header, built by hand ------------------------------------------

@@ -41,7 +41,8 @@ def test_proxy_v1_tcp4_tcp6_and_unknown():
     assert header.length == len(b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 443\r\n")
     six = parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n")
     assert six.source == ("2001:db8::1", 1)
-    assert parse(b"PROXY UNKNOWN\r\n").source is None
+    unknown = parse(b"PROXY UNKNOWN\r\n")
+    assert unknown.source is None and unknown.relayed  # a client, just not a named one
 
 
 def test_proxy_v2_with_tlvs_local_and_ipv6():
@@ -52,7 +53,10 @@ def test_proxy_v2_with_tlvs_local_and_ipv6():
     assert header.source == ("198.51.100.9", 40000)
     assert header.tlvs == ((0x04, b"abc"),)
     assert header.length == 16 + len(payload)
-    assert parse(v2(0, 0x00, b"")).source is None  # LOCAL: a health check
+    local = parse(v2(0, 0x00, b""))
+    assert local.source is None and not local.relayed  # LOCAL: the proxy's health check
+    unspec = parse(v2(1, 0x00, b""))
+    assert unspec.source is None and unspec.relayed
     six = ipaddress.IPv6Address("2001:db8::7").packed + ipaddress.IPv6Address("::1").packed
     assert parse(v2(1, 0x21, six + struct.pack("!HH", 5, 6))).source == ("2001:db8::7", 5)
 
@@ -220,6 +224,10 @@ def test_headers_after_a_proxy_header_are_the_named_clients(chain):
     inner_proxy = resolve(headers, balancer, parse_address("10.0.0.3"), settings)
     assert inner_proxy.forwarded_chain == (chain[0],)
     assert str(inner_proxy.client) == "10.9.9.9"
+    # PROXY UNKNOWN (v1) or UNSPEC (v2): a relayed client, but which one is not said
+    unnamed = resolve(headers, balancer, None, settings, relayed=True)
+    assert unnamed.forwarded_chain is None and unnamed.client is None
+    assert unnamed.ignored_headers == ("x-arr-clientcert", "x-forwarded-for")
 
 
 def test_untrusted_peers_forwarded_headers_are_dropped_trusted_ones_believed(chain):

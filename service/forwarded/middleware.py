@@ -37,9 +37,11 @@ class ForwardedMiddleware:
         extensions = dict(scope.get("extensions") or {})
         client = scope.get("client")
         peer = parse_address(client[0]) if client else None
-        proxied = (extensions.get(CONNECTION_EXTENSION) or {}).get("client")
+        connection = extensions.get(CONNECTION_EXTENSION)
+        proxied = connection["client"] if connection else None
         origin = resolve(_headers(scope["headers"]), peer,
-                         parse_address(proxied[0]) if proxied else None, self.settings)
+                         parse_address(proxied[0]) if proxied else None, self.settings,
+                         relayed=connection is not None)
         scope = dict(scope)
         if origin.ignored_headers:
             dropped = {name.encode("latin-1") for name in origin.ignored_headers}

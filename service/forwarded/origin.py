@@ -46,13 +46,15 @@ class RequestOrigin:
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
-            settings: ForwardingSettings) -> RequestOrigin:
-    """``headers`` has lower-case names; ``proxied_client`` comes from a PROXY header.
+            settings: ForwardingSettings, *, relayed: bool = False) -> RequestOrigin:
+    """``headers`` has lower-case names; ``relayed`` says a PROXY header came first, and
+    ``proxied_client`` is the client it names (None: UNKNOWN or UNSPEC).
 
     After a PROXY header the bytes, headers included, come from the client the proxy
-    names, not from the proxy: they are believed only if that client is a trusted proxy.
+    relays, not from the proxy: they are believed only if that client is a trusted proxy
+    (never when the header names none).
     """
-    sender = proxied_client or peer
+    sender = proxied_client if relayed or proxied_client is not None else peer
     if not within(sender, settings.trusted_proxies):
         ignored = tuple(sorted(name for name in headers if name in settings.header_names))
         return RequestOrigin(peer, sender, False, ignored_headers=ignored)

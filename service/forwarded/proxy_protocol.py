@@ -23,13 +23,18 @@ class ProxyProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class ProxyHeader:
-    """What the proxy says about the connection; ``source`` is None for LOCAL/UNKNOWN."""
+    """What the proxy says about the connection; ``source`` is None for LOCAL/UNKNOWN.
+
+    ``relayed`` is False only for v2 LOCAL (the proxy's own connection, a health check):
+    otherwise what follows comes from a client, named or (UNKNOWN, UNSPEC) not.
+    """
 
     version: int
     source: tuple[str, int] | None
     destination: tuple[str, int] | None
     length: int  # bytes the header occupied
     tlvs: tuple[tuple[int, bytes], ...] = ()
+    relayed: bool = True
 
 
 class _NeedMore:
@@ -101,7 +106,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | _NeedMore:
     payload = data[16:16 + length]
     command = version_command & 0x0F
     if command == 0x0:  # LOCAL: the proxy's own connection (a health check)
-        return ProxyHeader(2, None, None, 16 + length)
+        return ProxyHeader(2, None, None, 16 + length, relayed=False)
     if command != 0x1:
         raise ProxyProtocolError(f"PROXY v2 command {command}")
     if family == 0x11 and length >= 12:  # TCP over IPv4

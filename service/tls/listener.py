@@ -51,17 +51,15 @@ def format_address(address: tuple[str, int] | None) -> str | None:
 
 @dataclass(frozen=True)
 class ConnectionOrigin:
-    """The TCP peer, and the client a trusted proxy's PROXY header names (if any)."""
+    """The TCP peer and, when a trusted proxy relays the connection with a PROXY header,
+    the client it names (None when it names none: UNKNOWN, UNSPEC)."""
 
     peer: tuple[str, int] | None
-    client: tuple[str, int] | None
-
-    @property
-    def proxied(self) -> bool:
-        return self.client != self.peer
+    client: tuple[str, int] | None = None
+    proxied: bool = False
 
     def label(self) -> str | None:
-        return format_address(self.client)
+        return format_address(self.client or self.peer)
 
     def extensions(self) -> dict[str, Any]:
         return {CONNECTION_EXTENSION: {"client": self.client}} if self.proxied else {}
@@ -95,7 +93,7 @@ class ProxyProtocol:
         peer = writer.get_extra_info("peername")
         peer = (peer[0], peer[1]) if peer else None
         if not within(parse_address(peer[0]) if peer else None, self.trusted):
-            return ConnectionOrigin(peer, peer)  # a direct client: no header is read
+            return ConnectionOrigin(peer)  # a direct client: no header is read
         try:
             header = await asyncio.wait_for(self._read_header(reader), self.timeout)
         except (ProxyProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
@@ -103,14 +101,14 @@ class ProxyProtocol:
             log.warning("proxy_protocol.invalid", peer=format_address(peer),
                         reason=str(error) or type(error).__name__)
             return None
-        return ConnectionOrigin(peer, header.source or peer)
+        return ConnectionOrigin(peer, header.source, proxied=header.relayed)
 
 
 async def direct_origin(_reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> ConnectionOrigin | None:
     peer = writer.get_extra_info("peername")
     peer = (peer[0], peer[1]) if peer else None
-    return ConnectionOrigin(peer, peer)
+    return ConnectionOrigin(peer)
 
 
 OriginReader = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
