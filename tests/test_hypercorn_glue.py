@@ -40,3 +40,12 @@ def test_worker_context_and_app_wrapper():
     assert hasattr(context, "terminated")
     assert list(inspect.signature(ASGIWrapper.__call__).parameters) == [
         "self", "scope", "receive", "send", "sync_spawn", "call_soon"]
+
+
+def test_http2_switches_live_where_http11_only_disables_them():
+    from hypercorn.protocol import ProtocolWrapper
+    from hypercorn.protocol.h11 import H11Protocol
+
+    assert "H11Protocol(" in inspect.getsource(ProtocolWrapper.__init__)
+    check = inspect.getsource(H11Protocol._check_protocol)
+    assert "H2CProtocolRequiredError" in check and "H2ProtocolAssumedError" in check

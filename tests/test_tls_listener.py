@@ -102,6 +102,24 @@ def test_alpn_selects_http_1_1_even_when_h2_is_offered_first(listener_config, tm
             assert tls.selected_alpn_protocol() is None
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+H2C_UPGRADE = (b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+
+
+@pytest.mark.parametrize("opening", [H2_PREFACE, H2C_UPGRADE], ids=["prior-knowledge", "h2c"])
+def test_http2_without_alpn_is_answered_in_http_1_1(listener_config, tmp_path, dev_pki,
+                                                     opening):
+    context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    with InProcessListener(tmp_path, listener_config) as listener, \
+            socket.create_connection(("localhost", listener.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(opening)
+        answer = tls.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 ")
+    assert not answer.startswith(b"HTTP/1.1 101")
+
+
 def test_resumed_session_still_knows_the_original_chain(listener_config, tmp_path, dev_pki,
                                                         client_pki):
     case = client_pki.cases["valid"]

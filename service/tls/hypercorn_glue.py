@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import hypercorn.protocol
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol.h11 import H11Protocol
 
 from service.logs import get_logger
 
@@ -99,10 +101,26 @@ class RequestDeadline:
         return getattr(self._writer, name)
 
 
+class Http11Only(H11Protocol):
+    """hypercorn's HTTP/1.1 without its switches to HTTP/2 (``Upgrade: h2c``, or the
+    ``PRI *`` preface sent without ALPN): an HTTP/2 client's PINGs would keep a stalled
+    request alive past RequestDeadline. The request is answered in HTTP/1.1 instead."""
+
+    async def _check_protocol(self, event: Any) -> None:
+        return None
+
+
+def serve_http11_only() -> None:
+    """Make hypercorn's connections use :class:`Http11Only` (omgate is its only user in
+    the process; tests/test_hypercorn_glue.py checks the name it is looked up by)."""
+    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[misc]
+
+
 class HttpServing:
     """Serves the HTTP/1.1 connections of one ASGI app (ALPN never selects ``h2``)."""
 
     def __init__(self, app: Any, config: HypercornConfig, request_timeout: float = 60) -> None:
+        serve_http11_only()
         self.app = app
         self.config = config
         self.request_timeout = request_timeout
