@@ -48,6 +48,7 @@ from service.tls.listener import (
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LISTEN_BACKLOG = 1024
+CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
 
 
 def _config_error(config: Config, message: str) -> ConfigError:
@@ -263,6 +264,8 @@ async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = Fal
             _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
             for task in late:
                 task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=CANCEL_SECONDS)
         await inbox.close()
         log.info("server.stopped")
 

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -322,13 +323,15 @@ def test_a_synchronous_handler_never_runs_twice_at_once_for_one_record():
         release.wait(10)
 
     async def scenario() -> None:
-        threaded = ThreadedCalls(slow, threads=2)
+        threaded = ThreadedCalls(slow, max_threads=2)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(threaded.call("record-a", {"n": 1}), 0.2)
         with pytest.raises(DeliveryFailed, match="has not returned"):
             await threaded.call("record-a", {"n": 2})
         other = asyncio.create_task(threaded.call("record-b", {"n": 3}))  # others go on
         await until(lambda: _called(calls, 3))
+        with pytest.raises(DeliveryFailed, match="all 2 handler threads are busy"):
+            await threaded.call("record-c", {"n": 5})
         release.set()
         await other
         await until(lambda: _retry_succeeds(threaded))
@@ -363,10 +366,7 @@ def test_a_webhook_attempt_that_times_out_closes_its_connection():
 
         server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        inbox_item = StoredNotification(1, "/salesforce/outbound", "00D000000000001AAA",
-                                        "04k000000000001AAA", "04l000000000001AAA",
-                                        "Account", RECORDS[0], {}, "2026-11-26T00:00:00+00:00",
-                                        None, None, None)
+        inbox_item = one_notification()
         deliver = webhook(f"http://127.0.0.1:{port}/hook?x=1")
         started = time.monotonic()
         with pytest.raises(TimeoutError):
@@ -379,3 +379,41 @@ def test_a_webhook_attempt_that_times_out_closes_its_connection():
     assert request.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
     assert b"Idempotency-Key: 00D000000000001:04l000000000001" in request
     assert closed_after < 2  # closed when the attempt gave up, not left running
+
+
+def one_notification() -> StoredNotification:
+    return StoredNotification(1, "/salesforce/outbound", "00D000000000001AAA",
+                              "04k000000000001AAA", "04l000000000001AAA", "Account", RECORDS[0],
+                              {}, "2026-11-26T00:00:00+00:00", None, None, None)
+
+
+@pytest.mark.parametrize(("answer", "failure"), [
+    (b"HTTP/1.1 204 No Content\r\n\r\n", None),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+     b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", None),
+    (b"HTTP/1.0 202\r\n\r\n", None),
+    (b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy", "HTTP 503: b'busy'"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x status line"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "not an HTTP/1.x status line"),
+    (b"", "closed without an answer"),
+])
+def test_webhook_reads_the_final_answer(answer, failure):
+    async def scenario() -> None:
+        async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answering, "127.0.0.1", 0)
+        deliver = webhook(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook")
+        try:
+            await asyncio.wait_for(deliver(one_notification(), 1), 10)
+        finally:
+            server.close()
+
+    if failure is None:
+        asyncio.run(scenario())
+    else:
+        with pytest.raises(DeliveryFailed, match=re.escape(failure)):
+            asyncio.run(scenario())

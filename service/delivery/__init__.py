@@ -10,7 +10,8 @@ from service.delivery.worker import DeliveryWorker, backoff
 def delivery_target(config: DeliveryConfig) -> Target:
     """The configured target: the handler when set, else the webhook."""
     if config.handler:
-        return handler(config.handler, config.concurrency)
+        # room for calls that outlived their attempt beside a full batch of new ones
+        return handler(config.handler, max_threads=2 * config.concurrency)
     return webhook(config.webhook_url)
 
 

@@ -15,7 +15,9 @@ import contextlib
 import importlib
 import inspect
 import json
+import re
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,22 +61,33 @@ def _request(url: WebhookUrl, body: bytes, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def _status(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The answer's status code, and for a failure the start of its body."""
-    status_line = await reader.readline()
-    if not status_line:
-        raise DeliveryFailed("the connection closed without an answer")
-    version, _, rest = status_line.decode("latin-1").partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not code.isdigit():
-        raise DeliveryFailed(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-    status = int(code)
-    if 200 <= status < 300:
-        return status, b""
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9]{2})(?: [^\r\n]*)?\r?\n")
+MAX_INTERIM_ANSWERS = 10
+
+
+async def _skip_headers(reader: asyncio.StreamReader) -> None:
     for _ in range(MAX_HEADER_LINES):
         if (await reader.readline()).strip() == b"":
-            break
-    return status, await reader.read(MAX_ANSWER_BYTES)
+            return
+    raise DeliveryFailed(f"more than {MAX_HEADER_LINES} header lines in the answer")
+
+
+async def _status(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The final answer's status code (past any 1xx), and for a failure its body's start."""
+    for _ in range(MAX_INTERIM_ANSWERS):
+        line = await reader.readline()
+        if not line:
+            raise DeliveryFailed("the connection closed without an answer")
+        match = _STATUS_LINE.fullmatch(line)
+        if match is None:
+            raise DeliveryFailed(f"not an HTTP/1.x status line: {line[:80]!r}")
+        status = int(match.group(1))
+        if 200 <= status < 300:
+            return status, b""
+        await _skip_headers(reader)
+        if status >= 200 or status == 101:
+            return status, await reader.read(MAX_ANSWER_BYTES)
+    raise DeliveryFailed(f"more than {MAX_INTERIM_ANSWERS} interim (1xx) answers")
 
 
 async def post(url: WebhookUrl, body: bytes, headers: dict[str, str],
@@ -122,13 +135,13 @@ class ThreadedCalls:
 
     A call that outlives the attempt's timeout keeps running (a thread cannot be
     stopped); until it returns, the record's next attempt fails at once instead of
-    racing it.
+    racing it. Threads are daemons, so a call that never returns cannot hold up the
+    process's exit, and at most ``max_threads`` run at once.
     """
 
-    def __init__(self, function: Callable[[dict[str, Any]], Any], threads: int) -> None:
+    def __init__(self, function: Callable[[dict[str, Any]], Any], max_threads: int) -> None:
         self._function = function
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="omgate-handler")
+        self._max_threads = max_threads
         self._running: dict[str, concurrent.futures.Future[Any]] = {}
 
     async def call(self, record: str, document: dict[str, Any]) -> None:
@@ -136,9 +149,22 @@ class ThreadedCalls:
         if record in self._running:
             raise DeliveryFailed("the handler's previous call for this record has not "
                                  "returned yet")
-        future = self._executor.submit(self._function, document)
+        if len(self._running) >= self._max_threads:
+            raise DeliveryFailed(f"all {self._max_threads} handler threads are busy with "
+                                 "calls that have not returned")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        threading.Thread(target=self._run, args=(future, document), name="omgate-handler",
+                         daemon=True).start()
         self._running[record] = future
         await asyncio.wrap_future(future)
+
+    def _run(self, future: concurrent.futures.Future[Any], document: dict[str, Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._function(document))
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting attempt
+            future.set_exception(error)
 
     def _forget_finished(self) -> None:
         for record in [key for key, future in self._running.items() if future.done()]:
@@ -150,7 +176,7 @@ def _record_key(notification: StoredNotification) -> str:
     return f"{notification.organization_id[:15]}:{record[:15]}"
 
 
-def handler(reference: str, threads: int = 4) -> Target:
+def handler(reference: str, max_threads: int = 8) -> Target:
     """Call ``module:function`` with the notification's JSON document (async or not)."""
     module_name, _, function_name = reference.partition(":")
     try:
@@ -158,8 +184,8 @@ def handler(reference: str, threads: int = 4) -> Target:
             importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot load the delivery handler {reference!r}: {error}") from None
-    threaded = None if inspect.iscoroutinefunction(function) else ThreadedCalls(function,
-                                                                                threads)
+    threaded = (None if inspect.iscoroutinefunction(function)
+                else ThreadedCalls(function, max_threads))
 
     async def deliver(notification: StoredNotification, _attempt: int) -> None:
         document = notification.delivery_document()

@@ -62,8 +62,10 @@ class DeliveryWorker:
                 log.error("delivery.inbox_failed", detail=str(error))
                 claimed = []
             if claimed:
-                await asyncio.gather(*(self.attempt(item) for item in claimed),
-                                     return_exceptions=True)
+                results = await asyncio.gather(*(self.attempt(item) for item in claimed),
+                                               return_exceptions=True)
+                for error in (r for r in results if isinstance(r, Exception)):
+                    log.error("delivery.worker_error", detail=f"{type(error).__name__}: {error}")
                 continue
             await self._idle(stop)
         log.info("delivery.stopped")
