@@ -74,10 +74,11 @@ _WIDE_ENCODINGS = (
 )
 _DECLARED_ENCODING = re.compile(
     rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?encoding\s*=\s*[\"']([^\"']{1,40})[\"']")
-# Encodings in which "<" can only be the byte 0x3C (unlike UTF-7's "+ADw-" or EBCDIC).
+# Encodings in which markup is its ASCII bytes and nothing else is (unlike UTF-7's
+# "+ADw-", EBCDIC, or ISO-2022's escape sequences, which can sit inside "<!DOCTYPE").
 _ASCII_MARKUP_ENCODINGS = frozenset({
-    "utf-8", "ascii", "shift_jis", "cp932", "euc_jp", "gb2312", "gbk", "gb18030",
-    "big5", "euc_kr", "iso2022_jp",
+    "utf-8", "ascii", "shift_jis", "cp932", "euc_jp", "gb2312", "gbk", "gb18030", "big5",
+    "euc_kr",
 })
 
 
