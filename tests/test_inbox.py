@@ -327,3 +327,29 @@ def test_postgresql_stores_of_one_record_take_turns(postgres):
             await inbox.close()
 
     assert asyncio.run(scenario()) == ["000000000001"]  # the older state, alone
+
+
+def test_postgresql_store_waits_for_a_record_lock_only_so_long(postgres, monkeypatch):
+    import psycopg
+
+    from service.inbox import postgres as postgres_inbox
+    from service.inbox.base import row_values
+
+    monkeypatch.setattr(postgres_inbox, "LOCK_WAIT_MS", 300)
+    url = postgres.new_database()
+    message = unique_message(1, record="001A00000000001AAA")
+    row = row_values(message)[0]
+
+    async def scenario() -> None:
+        inbox = await open_inbox(url, group_commit=False)
+        try:
+            async with await psycopg.AsyncConnection.connect(url) as stuck, stuck.transaction():
+                await stuck.execute("SELECT pg_advisory_xact_lock(%s)", (
+                    postgres_inbox.record_lock(row["org_key"], row["record_key"]),))
+                with pytest.raises(InboxError, match="lock timeout"):
+                    await asyncio.wait_for(inbox.store(message), 10)
+            assert (await inbox.store(message)).new == 1  # nothing half-stored before
+        finally:
+            await inbox.close()
+
+    asyncio.run(scenario())

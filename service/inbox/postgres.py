@@ -77,6 +77,7 @@ _COLUMNS = ", ".join(SELECT_COLUMNS)
 # out of id order, and a claim in between would hand out the newer state alone. A store
 # takes its records' advisory locks before inserting and keeps them until commit: the
 # stores of one record take their ids, and commit, one after the other.
+LOCK_WAIT_MS = 5000  # then the store fails, the sender gets a fault and retries
 _LOCK_RECORDS = ("SELECT count(pg_advisory_xact_lock(key)) "
                  "FROM unnest(%s::bigint[]) AS keys(key)")
 
@@ -190,6 +191,8 @@ class PostgresInbox(Inbox):
         try:
             async with self._pool.connection() as connection, connection.transaction():
                 messages = [row_values(incoming) for incoming in batch]
+                # a store stuck holding a record's lock must not hold up the others for good
+                await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
                 if locks := _record_locks(messages):
                     await connection.execute(_LOCK_RECORDS, (locks,))
                 for rows in messages:
