@@ -139,6 +139,14 @@ def with_lax_boolean(certificate: Issued, issuer: Issued) -> bytes:
     return b"\x30" + _der_length(len(body)) + body
 
 
+def with_loose_length(der: bytes) -> bytes:
+    """The certificate with its outer length in 4 bytes where DER wants the fewest (BER):
+    OpenSSL reads it, and verifies it (the signature covers only the inner part);
+    cryptography refuses it."""
+    contents, end = _element_end(der, 0)
+    return b"\x30\x84" + (end - contents).to_bytes(4, "big") + der[contents:end]
+
+
 def crl_revoking(issuer: Issued, revoked: x509.Certificate) -> x509.CertificateRevocationList:
     when = revoked.not_valid_before_utc + DAY
     entry = (x509.RevokedCertificateBuilder().serial_number(revoked.serial_number)

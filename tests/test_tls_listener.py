@@ -8,10 +8,14 @@ import subprocess
 
 import httpx
 import pytest
+from corpus import with_loose_length
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from harness import require_executable
 from inprocess import InProcessListener
+
+from service.tls.capture import same_leaf
+from service.tls.openssl_glue import load_chain
 
 
 @pytest.fixture
@@ -145,3 +149,16 @@ def test_resumed_session_still_knows_the_original_chain(listener_config, tmp_pat
     assert identity.handshake.resumed is True
     assert second["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
     assert first["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
+
+
+def test_a_leaf_sent_in_loose_der_is_judged_as_sent(client_pki):
+    """OpenSSL re-encodes such a leaf as its peer certificate; the bytes as sent (which
+    the policy cannot read) are still the ones judged, not OpenSSL's tidied copy."""
+    strict = x509.load_pem_x509_certificate(client_pki.cases["valid"].leaf.read_bytes())
+    strict_der = strict.public_bytes(Encoding.DER)
+    loose = with_loose_length(strict_der)
+    assert same_leaf([loose], [strict_der])
+    assert not same_leaf([strict_der], [with_loose_length(strict_der)[:-1] + b"\x00"])
+    presented = load_chain([loose, strict_der])
+    assert [item.index for item in presented.unreadable] == [0]
+    assert presented.certificates == (strict,)

@@ -7,8 +7,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography import x509
-from OpenSSL import SSL
-from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate
+from OpenSSL import SSL, crypto
+from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate, load_certificate
 
 from service.clientauth import HandshakeFacts, UnreadableCertificate, VerifyResult
 from service.tls import openssl_glue
@@ -76,6 +76,21 @@ def _peer_der(connection: SSL.Connection) -> list[bytes]:
     return [leaf_der, *rest]
 
 
+def _as_openssl_encodes(der: bytes) -> bytes | None:
+    try:
+        return dump_certificate(FILETYPE_ASN1, load_certificate(FILETYPE_ASN1, der))
+    except crypto.Error:
+        return None
+
+
+def same_leaf(presented_der: list[bytes], peer_der: list[bytes]) -> bool:
+    """Whether the message's leaf is OpenSSL's peer, compared as OpenSSL encodes both
+    (it re-encodes a leaf sent in loose DER; the bytes as sent are what gets judged)."""
+    if not presented_der or not peer_der:
+        return not presented_der and not peer_der
+    return _as_openssl_encodes(presented_der[0]) == peer_der[0]
+
+
 def _captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
     presented = openssl_glue.load_chain(der)
     return Captured(presented.certificates, tuple(state.verify_results), presented.unreadable,
@@ -86,7 +101,7 @@ def capture_chain(connection: SSL.Connection, state: openssl_glue.ConnectionStat
                   memory: ResumptionMemory, resumed: bool) -> Captured:
     """The chain as the client sent it; for a resumed session, as it was first sent."""
     peer_der = _peer_der(connection)
-    if state.presented_der is not None and state.presented_der[:1] != peer_der[:1]:
+    if state.presented_der is not None and not same_leaf(state.presented_der, peer_der):
         # Never expected: the Certificate message as read disagrees with OpenSSL's peer.
         # OpenSSL's copy is the one it verified, so decide again on that.
         state.problems.append("the Certificate message's leaf is not OpenSSL's peer")
