@@ -86,6 +86,21 @@ def test_a_leaf_only_openssl_can_read_stays_in_the_chain(corpus_servers, live_pk
     assert intermediate["sha256"] == fingerprint(pki.intermediate.certificate)
 
 
+def test_certificates_beyond_twenty_are_not_dropped_silently(corpus_servers, live_pki,
+                                                            tmp_path):
+    pki, _folder, _files = live_pki
+    chain, key = tmp_path / "long.pem", tmp_path / "long.key"
+    chain.write_bytes(pki.leaf.pem() + pki.intermediate.pem() + pki.root.pem() * 21)
+    key.write_bytes(pki.leaf.key_pem())
+    server = corpus_servers["require"]
+    response = post_with(server, chain, key)
+    assert response.status_code == 403
+    decision = server.decision_for(server.peer_of(response.headers["x-correlation-id"]))
+    errors = [(f["code"], f["cert"]) for f in decision["findings"] if f["severity"] == "error"]
+    assert errors == [("unreadable_certificate", 20)]
+    assert "first 20" in decision["findings"][0]["message"]
+
+
 @pytest.mark.parametrize("mode", ["request", "require"])
 @pytest.mark.parametrize("case", LIVE, ids=[case.label for case in LIVE])
 def test_corpus_through_a_live_server(corpus_servers, live_pki, mode, case):

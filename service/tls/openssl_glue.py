@@ -32,6 +32,7 @@ TLS13 = 0x0304
 ALERT_UNRECOGNIZED_NAME = 112
 X509_V_OK = 0
 MAX_PRESENTED_CERTIFICATES = 20
+NOT_READ = b"\x00not read"  # stands for those presented beyond the limit (never DER)
 
 
 @dataclass
@@ -65,8 +66,11 @@ def parse_certificate_message(body: bytes, version: int) -> list[bytes]:
         position += 1 + context_length
     list_end = position + 3 + int.from_bytes(body[position:position + 3], "big")
     position += 3
-    certificates = []
-    while position + 3 <= list_end and len(certificates) < MAX_PRESENTED_CERTIFICATES:
+    certificates: list[bytes] = []
+    while position + 3 <= list_end:
+        if len(certificates) == MAX_PRESENTED_CERTIFICATES:
+            certificates.append(NOT_READ)  # the rest is judged as one unreadable entry
+            break
         length = int.from_bytes(body[position:position + 3], "big")
         position += 3
         certificates.append(body[position:position + length])
@@ -182,6 +186,9 @@ class PresentedChain:
 
 
 def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
+    if der == NOT_READ:
+        return UnreadableCertificate(index, der, f"only the first {MAX_PRESENTED_CERTIFICATES}"
+                                     " presented certificates are read")
     # OpenSSL accepts encodings (a BOOLEAN of 0x01, say) the stricter parser refuses; such a
     # certificate must stay in the chain as unreadable, never silently vanish from it.
     try:
