@@ -98,6 +98,9 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1/3
     ("x-forwarded-for", "unknown, 10.1.1.1", "127.0.0.1"),  # a garbled hop stops the walk
     ("x-forwarded-for", "10.9.9.9, 10.1.1.1", "10.9.9.9"),  # all proxies: the leftmost
     ("none", "203.0.113.9", "127.0.0.1"),
+    ("forwarded", 'for=203.0.113.1;host="x.xfor=198.51.100.7"', "203.0.113.1"),  # quoted
+    ("forwarded", "For=198.51.100.1, by=10.1.1.1", "127.0.0.1"),  # a hop without for=
+    ("forwarded", 'for="198.51.100.1', "127.0.0.1"),  # unbalanced quotes
 ])
 def test_client_address_walks_from_the_right(header, value, expected):
     peer = parse_address("127.0.0.1")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable
+
+from service.text import split_unquoted
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,10 +30,21 @@ def within(address: Address | None, networks: Iterable[Network]) -> bool:
     return address is not None and any(address in network for network in networks)
 
 
+def _for_of(element: str) -> str:
+    for pair in split_unquoted(element, ";"):
+        name, _, value = pair.partition("=")
+        if name.strip().lower() == "for":
+            return value.strip()
+    return ""  # a hop that does not say whom it was for: the walk stops there
+
+
 def _forwarded_for(value: str) -> list[str]:
-    """``for=`` values of an RFC 7239 Forwarded header, in order."""
-    return [match.group(1) for match in re.finditer(r'for\s*=\s*("[^"]*"|[^;,\s]+)', value,
-                                                    re.IGNORECASE)]
+    """``for=`` values of an RFC 7239 Forwarded header, one per element, in order; quoted
+    strings are kept whole, so a ``for=`` inside another parameter's value is not one."""
+    try:
+        return [_for_of(element) for element in split_unquoted(value, ",")]
+    except ValueError:
+        return [""]  # unbalanced quotes: nothing in it can be placed
 
 
 CLIENT_ADDRESS_HEADERS = ("x-forwarded-for", "forwarded", "none")
