@@ -6,11 +6,10 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cryptography import x509
 from OpenSSL import SSL, crypto
 from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate, load_certificate
 
-from service.clientauth import HandshakeFacts, UnreadableCertificate, VerifyResult
+from service.clientauth import HandshakeFacts, VerifyResult
 from service.tls import openssl_glue
 
 # IANA numbers of the suites the context allows (the ASGI TLS extension reports numbers).
@@ -31,9 +30,8 @@ RESUMPTION_MEMORY = 4096
 
 @dataclass(frozen=True)
 class Captured:
-    chain: tuple[x509.Certificate, ...]
+    presented: openssl_glue.PresentedChain
     verify_results: tuple[VerifyResult, ...]
-    unreadable: tuple[UnreadableCertificate, ...] = ()
     # SHA-256 of the leaf's DER as sent: the key a resumed session is recalled by.
     leaf_sha256: str = ""
 
@@ -88,12 +86,12 @@ def same_leaf(presented_der: list[bytes], peer_der: list[bytes]) -> bool:
     (it re-encodes a leaf sent in loose DER; the bytes as sent are what gets judged)."""
     if not presented_der or not peer_der:
         return not presented_der and not peer_der
-    return _as_openssl_encodes(presented_der[0]) == peer_der[0]
+    return (presented_der[0] == peer_der[0]
+            or _as_openssl_encodes(presented_der[0]) == peer_der[0])
 
 
 def _captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
-    presented = openssl_glue.load_chain(der)
-    return Captured(presented.certificates, tuple(state.verify_results), presented.unreadable,
+    return Captured(openssl_glue.load_chain(der), tuple(state.verify_results),
                     hashlib.sha256(der[0]).hexdigest() if der else "")
 
 

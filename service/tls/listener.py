@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from service.clientauth import ClientIdentity, HandshakeFacts, VerifyResult
+from service.clientauth import HandshakeFacts, VerifyResult
 from service.forwarded import Network, ProxyHeader, ProxyProtocolError, parse_address, within
 from service.forwarded import parse as parse_proxy_header
 from service.forwarded.middleware import CONNECTION_EXTENSION
@@ -118,7 +118,7 @@ OriginReader = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
 def tls_extension(captured: Captured, connection: SSL.Connection,
                   verdict: Verdict) -> dict[str, Any]:
     """The ASGI TLS extension (scope["extensions"]["tls"])."""
-    chain = captured.chain
+    chain = captured.presented.certificates
     first_error = next((r for r in captured.verify_results if r.error), None)
     return {
         "server_cert": None,
@@ -187,11 +187,9 @@ class TlsConnectionHandler:
         """
         def step(state: openssl_glue.ConnectionState, _result: VerifyResult) -> int | None:
             if state.verdict is None:
-                presented = openssl_glue.presented_chain(state) or openssl_glue.PresentedChain(())
+                presented = openssl_glue.presented_chain(state) or openssl_glue.NOTHING_PRESENTED
                 facts = in_handshake_facts(connection, state, self.advertised_ca_names)
-                state.verdict = self.gate.decide(ClientIdentity(
-                    presented.certificates, "tls", peer, facts,
-                    unreadable=presented.unreadable))
+                state.verdict = self.gate.decide(presented.identity(peer, facts))
             verdict: Verdict = state.verdict
             return refusal_error(verdict) if verdict.refuse else None
 
@@ -238,10 +236,9 @@ class TlsConnectionHandler:
             self.metrics.handshake_failures.labels(reason).inc()
         presented = openssl_glue.presented_chain(state)
         if state.verdict is None and (presented is not None or reason == "no_client_cert"):
-            presented = presented or openssl_glue.PresentedChain(())
-            identity = ClientIdentity(presented.certificates, "tls", peer,
-                                      refused_handshake_facts(state, self.advertised_ca_names),
-                                      unreadable=presented.unreadable)
+            presented = presented or openssl_glue.NOTHING_PRESENTED
+            identity = presented.identity(
+                peer, refused_handshake_facts(state, self.advertised_ca_names))
             self.gate.decide(identity, handshake="refused", **problems_of(state))
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
@@ -251,8 +248,7 @@ class TlsConnectionHandler:
         captured = capture_chain(connection, state, self.memory, resumed)
         facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
                                 resumed)
-        identity = ClientIdentity(captured.chain, "tls", peer, facts,
-                                  unreadable=captured.unreadable)
+        identity = captured.presented.identity(peer, facts)
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
         verdict = state.verdict or self.gate.decide(identity, **proxy, **problems_of(state))
         if verdict.refuse and self.refuse_in_handshake:

@@ -23,7 +23,12 @@ from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
 from OpenSSL.crypto import X509
 
-from service.clientauth import UnreadableCertificate, VerifyResult
+from service.clientauth import (
+    ClientIdentity,
+    HandshakeFacts,
+    UnreadableCertificate,
+    VerifyResult,
+)
 from service.clientauth.names import name_matches
 
 HANDSHAKE = 22
@@ -183,6 +188,12 @@ class PresentedChain:
 
     certificates: tuple[x509.Certificate, ...]
     unreadable: tuple[UnreadableCertificate, ...] = ()
+
+    def identity(self, peer: str | None, facts: HandshakeFacts) -> ClientIdentity:
+        return ClientIdentity(self.certificates, "tls", peer, facts, unreadable=self.unreadable)
+
+
+NOTHING_PRESENTED = PresentedChain(())
 
 
 def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
