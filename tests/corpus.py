@@ -88,7 +88,83 @@ def build_pki(now: dt.datetime) -> Pki:
     result.extras["leaf_of_expired_ca"] = client(result.extras["expired_intermediate"])
     result.extras["not_a_ca"] = not_a_ca
     result.extras["leaf_of_non_ca"] = client(not_a_ca)
+    result.extras.update(rfc5280_extras(result, client, ca, at))
     return result
+
+
+UNKNOWN_EXTENSION = x509.UnrecognizedExtension(
+    x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+
+
+def rfc5280_extras(pki: Pki, client: Callable[..., Issued], ca: Callable[..., Issued],
+                   at: Callable[..., dict[str, object]]) -> dict[str, Issued]:
+    """Chains an attacker or a sloppy CA would present, each breaking one RFC 5280 rule."""
+    no_cert_sign = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+        encipher_only=False, decipher_only=False)
+    only_example = x509.NameConstraints(permitted_subtrees=[x509.DNSName("example.com")],
+                                        excluded_subtrees=[x509.DNSName("bad.example.com")])
+    pathlen_zero = issue(dn("Path Length Zero CA"), issuer=pki.root, ca=True, path_length=0,
+                         **at())  # type: ignore[arg-type]
+    below_zero = ca(dn("Below Path Length Zero CA"), pathlen_zero)
+    constrained = ca(dn("Constrained CA"), pki.root, extensions=((only_example, True),))
+    unsigning = issue(dn("No Certificate Signing CA"), issuer=pki.root, ca=True,
+                      **at())  # type: ignore[arg-type]
+    unsigning = Issued(_with_key_usage(unsigning, pki.root, no_cert_sign), unsigning.key)
+    server_only_ca = ca(dn("Server Only CA"), pki.root, extensions=(
+        (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),))
+    return {
+        # A certificate its holder signed with an ordinary client certificate's key.
+        "forged_by_leaf": issue(dn("proxy.salesforce.com"), issuer=pki.leaf,
+                                key=new_key("rsa"), usages=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+                                **at()),  # type: ignore[arg-type]
+        "pathlen_zero": pathlen_zero,
+        "below_zero": below_zero,
+        "leaf_below_zero": client(below_zero),
+        "constrained": constrained,
+        "constrained_ok": client(constrained, "a.example.com", dns=("a.example.com",)),
+        "constrained_san_out": client(constrained, "a.example.com", dns=("evil.org",)),
+        "constrained_excluded": client(constrained, "x", dns=("x.bad.example.com",)),
+        "constrained_cn_out": client(constrained, "evil.org", dns=()),
+        "unknown_critical": client(pki.intermediate, extensions=((UNKNOWN_EXTENSION, True),)),
+        "unknown_non_critical": client(pki.intermediate,
+                                       extensions=((UNKNOWN_EXTENSION, False),)),
+        "unsigning": unsigning,
+        "leaf_of_unsigning": client(unsigning),
+        "server_only_ca": server_only_ca,
+        "leaf_of_server_only_ca": client(server_only_ca),
+        "email_san_only": client(pki.intermediate, dns=(), extensions=(
+            (x509.SubjectAlternativeName([x509.RFC822Name("ops@example.com")]), False),)),
+        "huge_exponent": _with_public_key(pki.leaf, pki.intermediate, rsa.RSAPublicNumbers(
+            2**1500 + 1, pki.leaf.key.public_key().public_numbers().n).public_key()),  # type: ignore[union-attr]
+    }
+
+
+def _with_key_usage(certificate: Issued, issuer: Issued,
+                    usage: x509.KeyUsage) -> x509.Certificate:
+    """The certificate re-issued with ``usage`` in place of its key usage."""
+    return _reissued(certificate.certificate, issuer, certificate.certificate.public_key(),
+                     replace={x509.KeyUsage: usage})
+
+
+def _with_public_key(certificate: Issued, issuer: Issued,
+                     key: rsa.RSAPublicKey) -> Issued:
+    return Issued(_reissued(certificate.certificate, issuer, key), certificate.key)
+
+
+def _reissued(original: x509.Certificate, issuer: Issued, key: rsa.RSAPublicKey | object,
+              replace: dict[type, x509.ExtensionType] | None = None) -> x509.Certificate:
+    replace = replace or {}
+    builder = (x509.CertificateBuilder().subject_name(original.subject)
+               .issuer_name(original.issuer).public_key(key)  # type: ignore[arg-type]
+               .serial_number(original.serial_number)
+               .not_valid_before(original.not_valid_before_utc)
+               .not_valid_after(original.not_valid_after_utc))
+    for extension in original.extensions:
+        value = replace.get(type(extension.value), extension.value)
+        builder = builder.add_extension(value, critical=extension.critical)
+    return builder.sign(issuer.key, hashes.SHA256())
 
 
 def resigned_with_sha1(certificate: Issued, issuer: Issued) -> Issued:
@@ -263,8 +339,47 @@ CASES = [
     Case("SHA-1 signature", lambda p: [p.extras["sha1"], p.intermediate],
          {"weak_signature_algorithm"}, names=lambda p: p.extras["sha1"]),
     Case("intermediate that is not a CA (RFC 5280 check)",
-         lambda p: [p.extras["leaf_of_non_ca"], p.extras["not_a_ca"]], {"untrusted_root"},
-         names=LEAF),
+         lambda p: [p.extras["leaf_of_non_ca"], p.extras["not_a_ca"]], {"issuer_not_a_ca"},
+         names=lambda p: p.extras["not_a_ca"]),
+    Case("a leaf signed with an ordinary client certificate's key",
+         lambda p: [p.extras["forged_by_leaf"], p.leaf, p.intermediate], {"issuer_not_a_ca"},
+         policy=lambda p: {"verify_depth": 3}, names=LEAF),
+    Case("a leaf signed with a client key, intermediates trusted",
+         lambda p: [p.extras["forged_by_leaf"], p.leaf, p.intermediate], {"issuer_not_a_ca"},
+         {"root_included"},
+         policy=lambda p: {"anchors": (p.root.certificate, p.intermediate.certificate),
+                           "trust_intermediates": True,
+                           "allowed_names": ("proxy.salesforce.com",)}, names=LEAF),
+    Case("path length constraint exceeded",
+         lambda p: [p.extras["leaf_below_zero"], p.extras["below_zero"],
+                    p.extras["pathlen_zero"]], {"path_length_exceeded"},
+         policy=lambda p: {"verify_depth": 3}, names=lambda p: p.extras["pathlen_zero"]),
+    Case("within name constraints", lambda p: [p.extras["constrained_ok"],
+                                               p.extras["constrained"]], set()),
+    Case("SAN outside the name constraints",
+         lambda p: [p.extras["constrained_san_out"], p.extras["constrained"]],
+         {"name_constraints_violated"}, names=lambda p: p.extras["constrained_san_out"]),
+    Case("SAN inside an excluded subtree",
+         lambda p: [p.extras["constrained_excluded"], p.extras["constrained"]],
+         {"name_constraints_violated"}),
+    Case("CN used as a name, outside the name constraints",
+         lambda p: [p.extras["constrained_cn_out"], p.extras["constrained"]],
+         {"name_constraints_violated"}, names=lambda p: p.extras["constrained_cn_out"]),
+    Case("unknown critical extension", lambda p: [p.extras["unknown_critical"], p.intermediate],
+         {"unknown_critical_extension"}, names=lambda p: p.extras["unknown_critical"]),
+    Case("unknown non-critical extension",
+         lambda p: [p.extras["unknown_non_critical"], p.intermediate], set()),
+    Case("CA whose key usage does not allow certificate signing",
+         lambda p: [p.extras["leaf_of_unsigning"], p.extras["unsigning"]], {"issuer_not_a_ca"},
+         names=lambda p: p.extras["unsigning"]),
+    Case("CA restricted to server authentication",
+         lambda p: [p.extras["leaf_of_server_only_ca"], p.extras["server_only_ca"]],
+         {"missing_client_auth_eku"}, names=lambda p: p.extras["server_only_ca"]),
+    Case("a SAN with only an email rules the CN out of allowed_names",
+         lambda p: [p.extras["email_san_only"], p.intermediate], {"name_not_allowed"},
+         policy=lambda p: {"allowed_names": ("proxy.example.com",)}),
+    Case("an RSA exponent that would make checks slow",
+         lambda p: [p.extras["huge_exponent"], p.intermediate], {"unsupported_key"}),
     Case("SHA-1 accepted when allowed", lambda p: [p.extras["sha1"], p.intermediate], set(),
          {"weak_signature_algorithm"}, policy=lambda p: {"reject_weak_signatures": False}),
 ]

@@ -17,8 +17,10 @@ from service.clientauth import fingerprint
 
 BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 # Cases a TLS client can present as they are: its own certificate first, default rules.
+# (A leaf with a made-up public key has no private key to present it with.)
 LIVE = [case for case in CASES
-        if case.label not in ("chain in reverse order", "same chain at depth + 1")
+        if case.label not in ("chain in reverse order", "same chain at depth + 1",
+                              "an RSA exponent that would make checks slow")
         and case.policy(build_pki(dt.datetime.now(dt.UTC))) == {}]
 
 

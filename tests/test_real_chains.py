@@ -11,6 +11,7 @@ from cryptography import x509
 from harness import FIXTURES
 
 from service.clientauth import ClientIdentity, Policy, evaluate, summarize
+from service.clientauth.extensions import CLIENT_USAGES, extended_key_usages
 from service.tools.pki import Issued, issue, new_key
 
 CHAINS = sorted((FIXTURES / "chains").glob("*.limbo.json"))
@@ -38,12 +39,24 @@ def codes(decision, severity):
     return {finding.code for finding in decision.findings if finding.severity == severity}
 
 
+def server_only_cas(intermediates):
+    """Indexes (as presented, after the leaf) of CAs whose usage excludes clientAuth."""
+    return {index for index, certificate in enumerate(intermediates, start=1)
+            if (usages := extended_key_usages(certificate)) is not None
+            and not CLIENT_USAGES & set(usages)}
+
+
 @pytest.mark.parametrize("path", CHAINS, ids=lambda path: path.name.split(".limbo")[0])
 def test_real_chain_analyses_without_errors(path):
+    """Real server chains judged as client chains: sound, except that a CA restricted to
+    serverAuth may not issue client certificates (OpenSSL and browsers agree)."""
     peer, intermediates, roots, when = load(path)
     decision = verdict([peer, *intermediates], roots, when, verify_depth=len(intermediates) + 1)
-    assert not codes(decision, "error"), decision.findings
-    assert decision.accepted
+    restricted = server_only_cas(intermediates)
+    errors = [f for f in decision.findings if f.severity == "error"]
+    assert {(f.code, f.cert) for f in errors} == {("missing_client_auth_eku", index)
+                                                  for index in restricted}, decision.findings
+    assert decision.accepted == (not restricted)
     for certificate in [peer, *intermediates, *roots]:
         assert summarize(certificate, when)["sha256"]
 
@@ -53,7 +66,9 @@ def test_real_chain_reversed_is_out_of_order(path):
     peer, intermediates, roots, when = load(path)
     decision = verdict([*reversed(intermediates), peer], roots, when,
                        verify_depth=len(intermediates) + 1)
-    assert codes(decision, "error") == {"chain_out_of_order"}, decision.findings
+    expected = {"chain_out_of_order"} | ({"missing_client_auth_eku"}
+                                         if server_only_cas(intermediates) else set())
+    assert codes(decision, "error") == expected, decision.findings
     [finding] = [f for f in decision.findings if f.code == "chain_out_of_order"]
     assert peer.subject.rfc4514_string() in finding.message
 
@@ -75,9 +90,10 @@ def test_real_chain_without_its_intermediate_misses_it(path):
 def test_depth_counts_ca_certificates_above_the_leaf_like_apache():
     bing = FIXTURES / "chains" / "bing.com.limbo.json"
     peer, intermediates, roots, when = load(bing)  # leaf, CA, cross-signed root, anchor
-    assert codes(verdict([peer, *intermediates], roots, when, verify_depth=2),
-                 "error") == {"depth_exceeded"}
-    assert verdict([peer, *intermediates], roots, when, verify_depth=3).accepted
+    tight = verdict([peer, *intermediates], roots, when, verify_depth=2)
+    assert "depth_exceeded" in codes(tight, "error")
+    assert "depth_exceeded" not in codes(verdict([peer, *intermediates], roots, when,
+                                                 verify_depth=3), "error")
 
 
 def verisign_root() -> x509.Certificate:

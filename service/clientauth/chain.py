@@ -16,11 +16,16 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from service.clientauth.extensions import ca_problem
 from service.clientauth.summary import fingerprint, is_ca
 
 Origin = Literal["presented", "anchor", "configured"]
-PathEnd = Literal["anchor", "self_signed", "issuer_not_found", "bad_signature", "loop"]
+PathEnd = Literal["anchor", "self_signed", "issuer_not_found", "bad_signature", "loop",
+                  "too_complex"]
 MAX_PATH = 16
+# Enough for any honest chain (each certificate checked against its issuer, and the
+# leaf search), far from the all-pairs search a chain of look-alike names would ask for.
+MAX_SIGNATURE_CHECKS = 32
 
 
 @dataclass(frozen=True)
@@ -114,63 +119,103 @@ def is_self_signed(certificate: x509.Certificate) -> bool:
                                                                       certificate) is not False
 
 
+class SignatureBudgetExceeded(Exception):
+    """More signature checks than one chain may cost (see MAX_SIGNATURE_CHECKS)."""
+
+
+@dataclass
+class SignatureChecks:
+    """Signature checks for one analysis: each pair at most once, and a bounded number, so
+    a chain of many look-alike names cannot make omgate search all pairs."""
+
+    limit: int = MAX_SIGNATURE_CHECKS
+    done: int = 0
+    _results: dict[tuple[int, int], bool | None] = field(default_factory=dict)
+
+    def __call__(self, child: x509.Certificate, parent: x509.Certificate) -> bool | None:
+        if child.issuer != parent.subject:
+            return False
+        pair = (id(child), id(parent))  # the objects live as long as the analysis
+        if pair not in self._results:
+            if self.done >= self.limit:
+                raise SignatureBudgetExceeded
+            self.done += 1
+            self._results[pair] = signature_ok(child, parent)
+        return self._results[pair]
+
+
 @dataclass
 class _Builder:
     presented: tuple[x509.Certificate, ...]
     anchors: tuple[x509.Certificate, ...]
     configured: tuple[x509.Certificate, ...]
+    signed_by: SignatureChecks
     unchecked: list[int] = field(default_factory=list)
 
     def is_anchor(self, certificate: x509.Certificate) -> bool:
         return any(same_key_and_name(certificate, anchor) for anchor in self.anchors)
 
     def candidates(self, certificate: x509.Certificate) -> list[Link]:
+        """Possible issuers: anchors, then presented, then configured certificates; among
+        each, those allowed to sign certificates first (as OpenSSL's issuer check does)."""
         wanted = certificate.issuer
-        links = [Link(anchor, "anchor", None) for anchor in self.anchors
-                 if anchor.subject == wanted]
-        links += [Link(cert, "presented", index) for index, cert in enumerate(self.presented)
-                  if cert.subject == wanted]
-        links += [Link(cert, "configured", None) for cert in self.configured
-                  if cert.subject == wanted]
-        return links
+        groups = (
+            [Link(anchor, "anchor", None) for anchor in self.anchors if anchor.subject == wanted],
+            [Link(cert, "presented", index) for index, cert in enumerate(self.presented)
+             if cert.subject == wanted],
+            [Link(cert, "configured", None) for cert in self.configured
+             if cert.subject == wanted],
+        )
+        return [link for group in groups for link in sorted(
+            group, key=lambda link: ca_problem(link.certificate,
+                                               as_anchor=link.origin == "anchor") is not None)]
 
     def build(self, leaf: Link) -> tuple[list[Link], PathEnd, x509.Certificate | None]:
         path = [leaf]
-        while len(path) < MAX_PATH:
-            current = path[-1].certificate
-            if self.is_anchor(current):
-                return path, "anchor", None
-            if current.subject == current.issuer and signature_ok(current, current) is not False:
-                return path, "self_signed", None
-            rejected: x509.Certificate | None = None
-            chosen: Link | None = None
-            for candidate in self.candidates(current):
-                if any(same_certificate(candidate.certificate, link.certificate)
-                       for link in path):
-                    continue
-                verdict = signature_ok(current, candidate.certificate)
-                if verdict is False:
-                    rejected = rejected or candidate.certificate
-                    continue
-                if verdict is None:
-                    self.unchecked.append(len(path) - 1)
-                chosen = candidate
-                break
-            if chosen is None:
-                return path, ("bad_signature" if rejected else "issuer_not_found"), rejected
-            path.append(chosen)
+        try:
+            while len(path) < MAX_PATH:
+                current = path[-1].certificate
+                if self.is_anchor(current):
+                    return path, "anchor", None
+                if (current.subject == current.issuer
+                        and self.signed_by(current, current) is not False):
+                    return path, "self_signed", None
+                chosen, rejected = self._issuer(current, path)
+                if chosen is None:
+                    return path, ("bad_signature" if rejected else "issuer_not_found"), rejected
+                path.append(chosen)
+        except SignatureBudgetExceeded:
+            return path, "too_complex", None
         return path, "loop", None
 
+    def _issuer(self, current: x509.Certificate, path: list[Link]
+                ) -> tuple[Link | None, x509.Certificate | None]:
+        rejected: x509.Certificate | None = None
+        for candidate in self.candidates(current):
+            if any(same_certificate(candidate.certificate, link.certificate) for link in path):
+                continue
+            verdict = self.signed_by(current, candidate.certificate)
+            if verdict is False:
+                rejected = rejected or candidate.certificate
+                continue
+            if verdict is None:
+                self.unchecked.append(len(path) - 1)
+            return candidate, rejected
+        return None, rejected
 
-def _leaf_index(presented: tuple[x509.Certificate, ...]) -> int:
+
+def _leaf_index(presented: tuple[x509.Certificate, ...], signed_by: SignatureChecks) -> int:
     """The first certificate, unless it is a CA that issued another presented certificate."""
     def issues_another(position: int) -> bool:
-        return any(position != other and signature_ok(cert, presented[position])
+        return any(position != other and signed_by(cert, presented[position])
                    for other, cert in enumerate(presented))
 
-    if not is_ca(presented[0]) or not issues_another(0):
+    try:
+        if not is_ca(presented[0]) or not issues_another(0):
+            return 0
+        ends = [i for i in range(len(presented)) if not issues_another(i)]
+    except SignatureBudgetExceeded:
         return 0
-    ends = [i for i in range(len(presented)) if not issues_another(i)]
     non_ca = [i for i in ends if not is_ca(presented[i])]
     return (non_ca or ends or [0])[0]
 
@@ -189,8 +234,9 @@ def analyse_chain(presented: tuple[x509.Certificate, ...],
             first_seen[key] = index
     unique = tuple(presented[i] for i in sorted(first_seen.values()))
     original_index = sorted(first_seen.values())
-    builder = _Builder(unique, anchors, configured)
-    leaf_position = _leaf_index(unique)
+    signed_by = SignatureChecks()
+    builder = _Builder(unique, anchors, configured, signed_by)
+    leaf_position = _leaf_index(unique, signed_by)
     leaf = Link(unique[leaf_position], "presented", original_index[leaf_position])
     raw_path, end, rejected = builder.build(leaf)
     path = tuple(Link(link.certificate, link.origin,

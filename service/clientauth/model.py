@@ -8,9 +8,10 @@ handshake or in a header from a trusted proxy, it becomes a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -19,16 +20,33 @@ from service.clientauth.dn import DistinguishedName
 from service.clientauth.pins import Pin
 
 Severity = Literal["error", "warning", "info"]
-Outcome = Literal["accept", "reject"]
+# "unproven": the chain arrived, but the handshake did not complete, so the client never
+# proved it holds the key; such a decision never counts as an acceptance.
+Outcome = Literal["accept", "reject", "unproven"]
 Source = Literal["tls", "forwarded"]
-MODES = ("off", "request", "optional", "require")
+Mode = Literal["off", "request", "optional", "require"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+# Every finding code omgate writes: stable names, documented in the README and DESIGN.md.
+FindingCode = Literal[
+    "no_client_cert", "chain_out_of_order", "missing_intermediate", "untrusted_root",
+    "self_signed", "expired", "not_yet_valid", "depth_exceeded", "bad_signature",
+    "pin_mismatch", "issuer_dn_mismatch", "subject_dn_mismatch", "name_not_allowed",
+    "missing_client_auth_eku", "revoked", "weak_signature_algorithm", "root_included",
+    "duplicate_certificate", "unrelated_certificate", "expires_soon",
+    "forwarded_from_untrusted_peer", "unreadable_certificate", "issuer_not_a_ca",
+    "path_length_exceeded", "name_constraints_violated", "unknown_critical_extension",
+    "path_validation_failed", "unsupported_key",
+    # the server's own chain (omgate check, omgate probe) and the configuration
+    "hostname_mismatch", "key_mismatch", "not_publicly_trusted", "config_conflict",
+]
+FINDING_CODES: tuple[FindingCode, ...] = get_args(FindingCode)
 
 
 @dataclass(frozen=True)
 class Finding:
     """One thing the analysis noticed. ``cert`` indexes the chain as presented (0 = leaf)."""
 
-    code: str
+    code: FindingCode
     severity: Severity
     cert: int | None
     message: str
@@ -62,6 +80,8 @@ class HandshakeFacts:
     resumed: bool = False
     advertised_ca_names: tuple[str, ...] = ()
     verify_results: tuple[VerifyResult, ...] = ()
+    # Policy.verification_digest of the settings OpenSSL verified with (the listener's).
+    verified_under: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,6 +152,14 @@ class ClientIdentity:
         return bool(self.chain or self.unreadable)
 
 
+def verification_digest(trusted: tuple[x509.Certificate, ...], partial_chain: bool,
+                        verify_depth: int) -> str:
+    digest = hashlib.sha256(f"{partial_chain}:{verify_depth}".encode())
+    for der in sorted({certificate.public_bytes(Encoding.DER) for certificate in trusted}):
+        digest.update(hashlib.sha256(der).digest())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Policy:
     """The rules one decision is made under, built from ``[client_auth]`` by the caller.
@@ -141,7 +169,7 @@ class Policy:
     ``trust``, usable to complete a path but not to end it.
     """
 
-    mode: str = "request"
+    mode: Mode = "request"
     anchors: tuple[x509.Certificate, ...] = ()
     known_cas: tuple[x509.Certificate, ...] = ()
     trust_intermediates: bool = False
@@ -164,6 +192,13 @@ class Policy:
     def trust_required(self) -> bool:
         """Without anchors, pins alone decide (Envoy's verify_certificate_hash)."""
         return bool(self.anchors) or not self.pins
+
+    @functools.cached_property
+    def verification_digest(self) -> str:
+        """What OpenSSL's verdict depends on: the trusted certificates, whether they may end
+        a path, the depth. Equal digests: OpenSSL verified under these same settings."""
+        return verification_digest(self.anchors + self.known_cas, self.trust_intermediates,
+                                   self.verify_depth)
 
 
 @dataclass(frozen=True)

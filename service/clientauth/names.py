@@ -5,6 +5,8 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from service.clientauth.extensions import optional_extension
+
 
 def name_matches(name: str, pattern: str) -> bool:
     """``*.example.com`` covers ``a.example.com`` but not ``example.com`` or ``a.b.example.com``."""
@@ -16,11 +18,8 @@ def name_matches(name: str, pattern: str) -> bool:
 
 
 def dns_names(certificate: x509.Certificate) -> list[str]:
-    try:
-        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
-        return []
-    return list(extension.value.get_values_for_type(x509.DNSName))
+    alternative = optional_extension(certificate, x509.SubjectAlternativeName)
+    return [] if alternative is None else list(alternative.get_values_for_type(x509.DNSName))
 
 
 def common_names(certificate: x509.Certificate) -> list[str]:
@@ -29,13 +28,12 @@ def common_names(certificate: x509.Certificate) -> list[str]:
 
 
 def identity_names(certificate: x509.Certificate) -> list[str]:
-    """The DNS SANs, or the CN when there are none (how clients are named)."""
-    return dns_names(certificate) or common_names(certificate)
+    """The DNS SANs; the CN only when there is no subjectAltName extension at all (RFC 6125:
+    a SAN holding only an email address or a URI still rules the CN out)."""
+    if has_subject_alternative_name(certificate):
+        return dns_names(certificate)
+    return common_names(certificate)
 
 
 def has_subject_alternative_name(certificate: x509.Certificate) -> bool:
-    try:
-        certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-    return True
+    return optional_extension(certificate, x509.SubjectAlternativeName) is not None

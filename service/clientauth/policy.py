@@ -1,16 +1,18 @@
-"""The decision: a pure function of a presented identity, a policy and the time."""
+"""The decision: a pure function of a presented identity, a policy and the time.
+
+Three opinions, the strictest wins: omgate's own rules (which explain), cryptography's
+RFC 5280 verifier on every path they anchor, and OpenSSL's verdicts from the handshake.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from cryptography.x509 import verification
-
-from service.clientauth import rules
+from service.clientauth import openssl_opinion, pathrules, rules, verifier
 from service.clientauth.chain import ChainAnalysis, analyse_chain
+from service.clientauth.keys import costly_key, weak_key
 from service.clientauth.model import ClientIdentity, Decision, Finding, Policy, Severity
-from service.clientauth.names import has_subject_alternative_name
-from service.clientauth.rules import marked_for_client_auth
+from service.clientauth.wording import sentence_start
 
 
 def _no_certificate(identity: ClientIdentity, policy: Policy) -> Finding:
@@ -37,63 +39,92 @@ def _no_certificate(identity: ClientIdentity, policy: Policy) -> Finding:
     return Finding("no_client_cert", severity, None, message, hint)
 
 
-def _rfc5280_cross_check(analysis: ChainAnalysis, policy: Policy,
-                         now: dt.datetime) -> list[Finding]:
-    """Confirm a clean path with cryptography's client verifier, where its rules fit.
+def _costly_keys(identity: ClientIdentity) -> list[Finding]:
+    """Keys that would make signature checks expensive: refused before any is checked."""
+    findings = []
+    for index, certificate in enumerate(identity.chain):
+        problem = costly_key(certificate)
+        if problem is not None:
+            findings.append(Finding(
+                "unsupported_key", "error", index,
+                f"Certificate {index} ({certificate.subject.rfc4514_string()}) has {problem}; "
+                "omgate checks no signature with such a key.",
+                "Ask the sender for a certificate with an RSA key of 2048 to 8192 bits (public "
+                "exponent 65537) or an elliptic-curve key.",
+            ))
+    return findings
 
-    It needs a leaf with a SAN and the clientAuth usage, modern signatures and
-    certificates valid at this instant (it knows no clock skew); other chains are
-    judged by the rules above alone.
-    """
-    leaf = analysis.path[0].certificate
-    fits = (analysis.anchored and has_subject_alternative_name(leaf)
-            and marked_for_client_auth(leaf)
-            and not any(link.certificate.signature_algorithm_oid.dotted_string
-                        in rules.WEAK_SIGNATURES for link in analysis.path)
-            and all(link.certificate.not_valid_before_utc <= now
-                    <= link.certificate.not_valid_after_utc for link in analysis.path))
-    if not fits:
-        return []
-    anchor = analysis.path[-1].certificate
-    intermediates = [link.certificate for link in analysis.path[1:-1]]
-    try:
-        verifier = (verification.PolicyBuilder()
-                    .store(verification.Store([anchor]))
-                    .time(now)
-                    .max_chain_depth(max(policy.verify_depth, len(intermediates)))
-                    .build_client_verifier())
-        verifier.verify(leaf, intermediates)
-    except verification.VerificationError as error:
-        return [Finding(
-            "untrusted_root", "error", analysis.path[0].index,
-            f"RFC 5280 path validation (cryptography's client verifier) rejects the path "
-            f"from {rules.describe(analysis.path[0])}: {error}.",
-            "Ask the sender for a chain whose CA certificates are marked as CAs and allowed "
-            "to sign certificates.",
-        )]
-    except (ValueError, TypeError):
-        return []  # a key or extension that the verifier cannot read: nothing to add
-    return []
+
+def _weak_keys(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    severity: Severity = "error" if policy.reject_weak_signatures else "warning"
+    findings = []
+    for link in analysis.path[:-1] if analysis.anchored else analysis.path:  # as OpenSSL
+        problem = weak_key(link.certificate)
+        if problem is not None:
+            findings.append(Finding(
+                "weak_signature_algorithm", severity, link.index,
+                f"{sentence_start(link)} has {problem}, too weak to rely on.",
+                "Ask the sender for a certificate with a 2048-bit (or larger) RSA key or a "
+                "P-256 key" + ("; client_auth.reject_weak_signatures = false accepts it "
+                               "meanwhile." if policy.reject_weak_signatures else "."),
+            ))
+    return findings
+
+
+def _has_error(findings: list[Finding]) -> bool:
+    return any(finding.severity == "error" for finding in findings)
+
+
+def _path_findings(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    """RFC 5280 on the path built: it must reach an anchor, through CAs allowed to sign."""
+    if not policy.trust_required:  # pins alone decide; only the leaf itself is judged
+        return pathrules.critical_extensions(analysis.path[:1])
+    return [
+        *rules.reach_anchor(analysis, policy),
+        *rules.unchecked_signatures(analysis),
+        *pathrules.critical_extensions(analysis.path),
+        *pathrules.issuers_are_cas(analysis),
+        *pathrules.issuer_usages(analysis),
+        *pathrules.path_lengths(analysis),
+        *pathrules.name_constraints(analysis),
+    ]
+
+
+def _verifier_applies(analysis: ChainAnalysis, policy: Policy,
+                      findings: list[Finding]) -> bool:
+    """Every anchored path longer than the anchor alone, except one whose weak signatures or
+    keys the policy deliberately accepts (the verifier refuses those outright)."""
+    weak_accepted = any(finding.code == "weak_signature_algorithm" for finding in findings)
+    return (policy.trust_required and analysis.anchored and len(analysis.path) > 1
+            and not weak_accepted and not _has_error(findings))
 
 
 def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[Finding]:
     """Every finding about a non-empty presented chain."""
+    costly = _costly_keys(identity)
+    if costly:
+        return costly
     analysis = analyse_chain(identity.chain, policy.anchors, policy.known_cas)
     leaf = analysis.path[0]
     findings = rules.structure(analysis, identity.chain)
-    if policy.trust_required:
-        findings += rules.reach_anchor(analysis, policy)
-        findings += rules.unchecked_signatures(analysis)
+    findings += _path_findings(analysis, policy)
     findings += rules.validity(analysis, policy, now)
     findings += rules.weak_signatures(analysis, policy)
+    findings += _weak_keys(analysis, policy)
     findings += rules.revocation(analysis, policy)
-    findings += rules.pins(leaf, policy)
-    findings += rules.distinguished_name(leaf, policy.issuer_dn, "issuer")
-    findings += rules.distinguished_name(leaf, policy.subject_dn, "subject")
     findings += rules.allowed_names(leaf, policy)
     findings += rules.client_auth_usage(leaf, policy)
-    if policy.trust_required and not any(f.severity == "error" for f in findings):
-        findings += _rfc5280_cross_check(analysis, policy, now)
+    findings += rules.signing_usage(leaf)
+    verified = not _has_error(findings)
+    findings += rules.pins(leaf, policy, verified)
+    findings += rules.distinguished_name(leaf, policy.issuer_dn, "issuer", verified)
+    findings += rules.distinguished_name(leaf, policy.subject_dn, "subject", verified)
+    if _verifier_applies(analysis, policy, findings):
+        findings += verifier.cross_check(analysis, policy, now)
+    if identity.handshake is not None:
+        findings += openssl_opinion.unexplained(
+            identity.handshake.verify_results, identity.handshake.verified_under, analysis,
+            policy, findings, now)
     return findings
 
 
@@ -132,5 +163,5 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     else:
         findings = [_no_certificate(identity, policy)]
     findings += _untrusted_forwarding(identity)
-    outcome = "reject" if any(f.severity == "error" for f in findings) else "accept"
+    outcome = "reject" if _has_error(findings) else "accept"
     return Decision(outcome, tuple(findings))

@@ -10,13 +10,19 @@ import datetime as dt
 from typing import Literal
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from service.clientauth.chain import ChainAnalysis, Link
+from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
 from service.clientauth.dn import DistinguishedName, from_name
+from service.clientauth.extensions import (
+    CLIENT_USAGES,
+    extended_key_usages,
+    optional_extension,
+    usage_name,
+)
 from service.clientauth.model import Finding, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
 from service.clientauth.summary import fingerprint, spki_sha256
+from service.clientauth.wording import date, describe, sentence_start, subject_of
 
 WEAK_SIGNATURES = {
     "1.2.840.113549.1.1.2": "MD2",
@@ -27,27 +33,6 @@ WEAK_SIGNATURES = {
     "1.2.840.10045.4.1": "SHA-1",
     "1.2.840.10040.4.3": "SHA-1",
 }
-
-
-def subject_of(certificate: x509.Certificate) -> str:
-    return certificate.subject.rfc4514_string() or "(empty subject)"
-
-
-def describe(link: Link) -> str:
-    if link.index is None:
-        origin = "trust anchor" if link.origin == "anchor" else "configured CA"
-        return f"the {origin} {subject_of(link.certificate)}"
-    return f"certificate {link.index} ({subject_of(link.certificate)})"
-
-
-def sentence_start(link: Link) -> str:
-    """``describe`` capitalised, to open a sentence."""
-    text = describe(link)
-    return text[0].upper() + text[1:]
-
-
-def _date(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 # -- the shape of what was sent ------------------------------------------------------------
@@ -104,23 +89,31 @@ def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...],
 # -- reaching a trust anchor --------------------------------------------------------------
 
 
+# How an operator confirms a CA certificate before trusting it: never from the connection.
+CONFIRM_CA = ("obtain that CA certificate from the sender's published chain (for Salesforce, "
+              "its documentation of the API client certificate), not from this connection, "
+              "and compare its SHA-256 fingerprint with the one the CA publishes")
+
+
 def _issuer_not_found(analysis: ChainAnalysis) -> Finding:
     last = analysis.path[-1]
     issuer = last.certificate.issuer.rfc4514_string()
     if len(analysis.path) == 1:
         return Finding(
             "missing_intermediate", "error", last.index,
-            f"The client sent only its certificate, {describe(last)}; the intermediate with "
-            f"subject {issuer} that issued it is missing.",
-            f"Add the intermediate {issuer} to client_auth.trust, or ask the sender to send "
-            "its chain (its certificate, then the intermediate).",
+            f"The client sent only its certificate, {describe(last)}, issued by {issuer}, "
+            "which is neither sent nor in client_auth.trust: either the sender left out "
+            "its intermediate, or its CA is not one you trust.",
+            "Ask the sender to send its chain (its certificate, then the intermediate). If "
+            f"{issuer} is a CA you mean to trust, {CONFIRM_CA}, then add it to "
+            "client_auth.trust.",
         )
     return Finding(
         "untrusted_root", "error", last.index,
         f"{sentence_start(last)} was issued by {issuer}, which is "
         "neither in the chain nor in client_auth.trust.",
-        f"Add the CA {issuer} to client_auth.trust (or, to trust "
-        f"{subject_of(last.certificate)} itself, add it with trust_intermediates = true).",
+        f"If {issuer} is a CA you mean to trust, {CONFIRM_CA}, then add it to "
+        "client_auth.trust; otherwise this client is not one of yours.",
     )
 
 
@@ -145,15 +138,28 @@ def reach_anchor(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                 "self_signed", "error", last.index,
                 f"{sentence_start(last)} is self-signed and is not a "
                 "trust anchor.",
-                f'Pin it (client_auth.pins = ["sha256:{fingerprint(last.certificate)}"]) or '
-                "add it to client_auth.trust, if you mean to trust it.",
+                "Anyone can make a self-signed certificate with this name. If the sender "
+                "really uses a self-signed certificate, obtain it from the sender out of band "
+                "(in Salesforce: Setup, Certificate and Key Management), check that its "
+                "SHA-256 fingerprint is the one in this line's chain, and list that file in "
+                "client_auth.pin_files.",
             )]
         case "self_signed":
             return [Finding(
                 "untrusted_root", "error", last.index,
                 f"The path ends at {describe(last)}, a self-signed root that is not in "
                 "client_auth.trust.",
-                f"If you trust {subject_of(last.certificate)}, add it to client_auth.trust.",
+                f"If {subject_of(last.certificate)} is a CA you mean to trust, {CONFIRM_CA}, "
+                "then add it to client_auth.trust.",
+            )]
+        case "too_complex":
+            return [Finding(
+                "path_validation_failed", "error", None,
+                "omgate stopped building the path after checking "
+                f"{MAX_SIGNATURE_CHECKS} signatures: the chain holds many certificates with "
+                "the same names.",
+                "Ask the sender to present its certificate and the intermediates of its one "
+                "path, each once.",
             )]
         case "bad_signature":
             claimed = analysis.unverified_issuer
@@ -214,7 +220,7 @@ def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
             findings.append(Finding(
                 "not_yet_valid", "error", link.index,
                 f"{sentence_start(link)} is valid only from "
-                f"{_date(not_before)} (in {days} days).",
+                f"{date(not_before)} (in {days} days).",
                 "Check the clocks on both sides; a certificate this new is unusual.",
             ))
         elif now - policy.clock_skew > not_after:
@@ -222,13 +228,13 @@ def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
             findings.append(Finding(
                 "expired", "error", link.index,
                 f"{sentence_start(link)} expired on "
-                f"{_date(not_after)}, {days} days ago.", renew,
+                f"{date(not_after)}, {days} days ago.", renew,
             ))
         elif (not_after - now).days < policy.expiry_warning_days:
             findings.append(Finding(
                 "expires_soon", "warning", link.index,
                 f"{sentence_start(link)} expires on "
-                f"{_date(not_after)}, in {(not_after - now).days} days.", renew,
+                f"{date(not_after)}, in {(not_after - now).days} days.", renew,
             ))
     return findings
 
@@ -273,7 +279,7 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                     "revoked", "error", link.index,
                     f"{sentence_start(link)} (serial "
                     f"{link.certificate.serial_number:x}) was revoked on "
-                    f"{_date(revoked.revocation_date_utc)} by {subject_of(issuer)}.",
+                    f"{date(revoked.revocation_date_utc)} by {subject_of(issuer)}.",
                     "The sender must use a new certificate.",
                 ))
     return findings
@@ -282,17 +288,25 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
 # -- who the client is ---------------------------------------------------------------------
 
 
-def pins(leaf: Link, policy: Policy) -> list[Finding]:
+def pins(leaf: Link, policy: Policy, verified: bool) -> list[Finding]:
+    """``verified``: the chain has no other error, so a new pin may be suggested as is."""
     if not policy.pins or any(pin.matches(leaf.certificate) for pin in policy.pins):
         return []
     sha256 = fingerprint(leaf.certificate)
+    if verified and policy.trust_required:
+        hint = (f'If the sender rotated its certificate (Salesforce does, yearly), add '
+                f'"sha256:{sha256}" to client_auth.pins and keep the old pin until the '
+                "rotation is over.")
+    else:
+        hint = ("Nothing else vouches for this certificate, so do not pin it from this line: "
+                "if the sender rotated its certificate, obtain the new one from the sender "
+                "out of band, check its SHA-256 fingerprint, and pin that.")
     return [Finding(
         "pin_mismatch", "error", leaf.index,
         f"{sentence_start(leaf)} matches none of the "
         f"{len(policy.pins)} configured pin(s); its fingerprint is sha256:{sha256} and its key "
         f"pin spki:{spki_sha256(leaf.certificate)}.",
-        f'If the sender rotated its certificate (Salesforce does, yearly), add "sha256:{sha256}"'
-        " to client_auth.pins and keep the old pin until the rotation is over.",
+        hint,
     )]
 
 
@@ -304,7 +318,9 @@ def _first_difference(expected: DistinguishedName, actual: x509.Name) -> str:
     return f"{len(expected.rdns)} attribute(s) expected, {len(actual_rdns)} found"
 
 
-def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: str) -> list[Finding]:
+def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: str,
+                       verified: bool) -> list[Finding]:
+    """``verified``: the chain has no other error, so its DN may be suggested as is."""
     if expected is None:
         return []
     name = leaf.certificate.issuer if which == "issuer" else leaf.certificate.subject
@@ -313,9 +329,12 @@ def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: st
     if expected.matches_reversed(name):
         hint = ("The same attributes match in the opposite order: RFC 4514 writes the most "
                 "specific first (CN=...,O=...,C=...), OpenSSL's forms start with C.")
-    else:
+    elif verified:
         hint = (f"If this {which} is expected, set "
                 f'client_auth.{which}_dn = "{name.rfc4514_string()}".')
+    else:
+        hint = (f"This chain has other errors, so its {which} proves nothing yet; correct "
+                f"those first, then compare the {which} with the one you expect.")
     verb = "was issued by" if which == "issuer" else "has the subject"
     return [Finding(
         f"{which}_dn_mismatch", "error", leaf.index,
@@ -342,27 +361,13 @@ def allowed_names(leaf: Link, policy: Policy) -> list[Finding]:
     )]
 
 
-_CLIENT_USAGES = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
-
-
-def extended_key_usages(certificate: x509.Certificate) -> list[x509.ObjectIdentifier] | None:
-    try:
-        return list(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
-    except (x509.ExtensionNotFound, ValueError):
-        return None
-
-
-def marked_for_client_auth(certificate: x509.Certificate) -> bool:
-    return bool(_CLIENT_USAGES & set(extended_key_usages(certificate) or ()))
-
-
 def client_auth_usage(leaf: Link, policy: Policy) -> list[Finding]:
     usages = extended_key_usages(leaf.certificate)
-    if marked_for_client_auth(leaf.certificate):
+    if usages is not None and CLIENT_USAGES & set(usages):
         return []
     if usages is None and not policy.require_client_auth_eku:
         return []
-    listed = ", ".join(getattr(usage, "_name", usage.dotted_string) for usage in usages or [])
+    listed = ", ".join(usage_name(usage) for usage in usages or [])
     what = f"its extended key usage lists only {listed}" if usages else \
         "it has no extended key usage extension"
     severity: Severity = "error" if policy.require_client_auth_eku else "warning"
@@ -375,4 +380,19 @@ def client_auth_usage(leaf: Link, policy: Policy) -> list[Finding]:
         "Ask the sender for a certificate with the clientAuth extended key usage"
         + (" (or set client_auth.require_client_auth_eku = false)."
            if policy.require_client_auth_eku else "."),
+    )]
+
+
+def signing_usage(leaf: Link) -> list[Finding]:
+    """A client proves who it is by signing the handshake: its key usage, when present,
+    must allow that (OpenSSL's SSL client purpose checks the same)."""
+    usage = optional_extension(leaf.certificate, x509.KeyUsage)
+    if usage is None or usage.digital_signature or usage.key_agreement:
+        return []
+    return [Finding(
+        "missing_client_auth_eku", "error", leaf.index,
+        f"{sentence_start(leaf)} is not allowed for TLS client authentication: its key usage "
+        "allows neither digital signatures nor key agreement, and a client proves who it is "
+        "by signing the handshake.",
+        "Ask the sender for a certificate whose key usage includes digitalSignature.",
     )]

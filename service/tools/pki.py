@@ -71,8 +71,10 @@ def issue(
     not_after: dt.datetime | None = None,
     hash_algorithm: hashes.HashAlgorithm | None = None,
     issuer_url: str | None = None,
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
 ) -> Issued:
-    """Issue one certificate; without ``issuer`` it is self-signed."""
+    """Issue one certificate; without ``issuer`` it is self-signed. ``extensions`` adds
+    (extension, critical) pairs to the usual ones."""
     key = key or new_key()
     now = dt.datetime.now(dt.UTC)
     not_before = not_before or now - dt.timedelta(hours=1)
@@ -124,6 +126,8 @@ def issue(
     if alternative_names:
         builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names),
                                         critical=False)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     certificate = builder.sign(signer_key, hash_algorithm or hashes.SHA256())
     return Issued(certificate, key)
 

@@ -1,0 +1,90 @@
+"""Reading a certificate's extensions: one helper for an optional one, one for the unreadable.
+
+cryptography parses every extension when any is asked for, and raises ``ValueError`` for a
+malformed or repeated one. An extension that cannot be read must never pass for an absent
+one in a decision, so :func:`extensions_problem` reports it and the policy refuses the
+certificate; the other rules may then read it as absent without deciding anything on that.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+
+E = TypeVar("E", bound=x509.ExtensionType)
+
+# Critical extensions omgate (and OpenSSL) process, or may safely accept as understood.
+# Anything else marked critical refuses the certificate (RFC 5280, section 4.2).
+UNDERSTOOD_CRITICAL = frozenset({
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    ExtensionOID.NAME_CONSTRAINTS,
+    ExtensionOID.CERTIFICATE_POLICIES,
+    ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.POLICY_MAPPINGS,
+    ExtensionOID.INHIBIT_ANY_POLICY,
+})
+
+
+CLIENT_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH,
+                           ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+
+def optional_extension(certificate: x509.Certificate, kind: type[E]) -> E | None:
+    """The extension's value, or None when it is absent (or unreadable: see above)."""
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def extensions_problem(certificate: x509.Certificate) -> str | None:
+    """Why the certificate's extensions cannot be read, or None when they can."""
+    try:
+        certificate.extensions  # noqa: B018 - parsing is the check
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def unknown_critical(certificate: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    try:
+        extensions = certificate.extensions
+    except ValueError:
+        return []
+    return [extension.oid for extension in extensions
+            if extension.critical and extension.oid not in UNDERSTOOD_CRITICAL]
+
+
+def ca_problem(certificate: x509.Certificate, *, as_anchor: bool) -> str | None:
+    """Why ``certificate`` may not sign certificates (RFC 5280, 4.2.1.3 and 4.2.1.9), or None.
+
+    A version 1 certificate has no extensions to say so; it is accepted as a CA only as
+    a trust anchor, as OpenSSL does.
+    """
+    usage = optional_extension(certificate, x509.KeyUsage)
+    if usage is not None and not usage.key_cert_sign:
+        return "its key usage does not include certificate signing (keyCertSign)"
+    constraints = optional_extension(certificate, x509.BasicConstraints)
+    if constraints is None:
+        if as_anchor and certificate.version == x509.Version.v1:
+            return None
+        return "it has no basic constraints extension, so it is not a CA certificate"
+    if not constraints.ca:
+        return "its basic constraints say it is not a CA (cA=FALSE)"
+    return None
+
+
+def extended_key_usages(certificate: x509.Certificate) -> list[x509.ObjectIdentifier] | None:
+    """The extended key usages, or None when the certificate has no such extension."""
+    usages = optional_extension(certificate, x509.ExtendedKeyUsage)
+    return None if usages is None else list(usages)
+
+
+def usage_name(usage: x509.ObjectIdentifier) -> str:
+    name = usage._name  # cryptography's short name, "Unknown OID" for others
+    return name if name != "Unknown OID" else usage.dotted_string

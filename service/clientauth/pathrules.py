@@ -1,0 +1,149 @@
+"""RFC 5280 path rules on the path the engine built (section 6.1), each with its own code.
+
+- ``issuer_not_a_ca``: every certificate that signs another on the path is a CA allowed to
+  sign certificates (basicConstraints cA=TRUE, keyCertSign when keyUsage is present; a
+  version 1 certificate only as the trust anchor);
+- ``path_length_exceeded``: pathLenConstraint, counting the non-self-issued intermediates
+  below the CA that sets it;
+- ``name_constraints_violated``: nameConstraints of every CA on the path;
+- ``unknown_critical_extension``: a critical extension omgate does not process, anywhere
+  on the path;
+- ``unreadable_certificate``: extensions that cannot be parsed (never read as absent).
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from service.clientauth import nameconstraints
+from service.clientauth.chain import ChainAnalysis, Link
+from service.clientauth.extensions import (
+    CLIENT_USAGES,
+    ca_problem,
+    extended_key_usages,
+    extensions_problem,
+    optional_extension,
+    unknown_critical,
+    usage_name,
+)
+from service.clientauth.model import Finding
+from service.clientauth.wording import describe, sentence_start, subject_of
+
+
+def _self_issued(certificate: x509.Certificate) -> bool:
+    return certificate.subject == certificate.issuer
+
+
+def _is_path_anchor(analysis: ChainAnalysis, position: int) -> bool:
+    return analysis.anchored and position == len(analysis.path) - 1
+
+
+def issuers_are_cas(analysis: ChainAnalysis) -> list[Finding]:
+    findings = []
+    for position, link in enumerate(analysis.path[1:], start=1):
+        problem = ca_problem(link.certificate, as_anchor=_is_path_anchor(analysis, position))
+        if problem is None:
+            continue
+        signed = analysis.path[position - 1]
+        findings.append(Finding(
+            "issuer_not_a_ca", "error", link.index,
+            f"{sentence_start(link)} signed {describe(signed)}, but {problem}: it may not "
+            "issue certificates, so the certificate it signed proves nothing.",
+            "The sender must present a certificate issued by its CA, followed by that CA's "
+            "intermediates; a certificate signed with an end-entity certificate's key is a "
+            "forgery or a mistake.",
+        ))
+    return findings
+
+
+def issuer_usages(analysis: ChainAnalysis) -> list[Finding]:
+    """A CA whose extended key usage leaves out clientAuth may not issue client certificates
+    (OpenSSL's purpose check, and cryptography's verifier, refuse such a path)."""
+    findings = []
+    for link in analysis.path[1:]:
+        usages = extended_key_usages(link.certificate)
+        if usages is None or CLIENT_USAGES & set(usages):
+            continue
+        listed = ", ".join(usage_name(usage) for usage in usages)
+        findings.append(Finding(
+            "missing_client_auth_eku", "error", link.index,
+            f"{sentence_start(link)} is a CA whose extended key usage lists only {listed}: "
+            "the certificates it issues may not be used for TLS client authentication.",
+            "The sender needs a certificate from a CA hierarchy issued for client "
+            "authentication (clientAuth in every CA's extended key usage, or none listed).",
+        ))
+    return findings
+
+
+def path_lengths(analysis: ChainAnalysis) -> list[Finding]:
+    findings = []
+    for position, link in enumerate(analysis.path[1:], start=1):
+        constraints = optional_extension(link.certificate, x509.BasicConstraints)
+        if constraints is None or constraints.path_length is None:
+            continue
+        below = [item for item in analysis.path[1:position]
+                 if not _self_issued(item.certificate)]
+        if len(below) > constraints.path_length:
+            findings.append(Finding(
+                "path_length_exceeded", "error", link.index,
+                f"{sentence_start(link)} allows at most {constraints.path_length} "
+                f"intermediate CA certificate(s) below it (pathLenConstraint), and the path "
+                f"has {len(below)}: {', '.join(subject_of(item.certificate) for item in below)}.",
+                "The sender's chain goes through more CAs than its root allows: it must use a "
+                "certificate issued within its CA's allowed depth.",
+            ))
+    return findings
+
+
+def name_constraints(analysis: ChainAnalysis) -> list[Finding]:
+    findings = []
+    for position, issuer in enumerate(analysis.path[1:], start=1):
+        constraints = optional_extension(issuer.certificate, x509.NameConstraints)
+        if constraints is None:
+            continue
+        for below, link in enumerate(analysis.path[:position]):
+            if below > 0 and _self_issued(link.certificate):
+                continue
+            for violation in nameconstraints.violations(link.certificate, constraints,
+                                                        is_leaf=below == 0):
+                findings.append(_name_violation(link, issuer, violation))
+    return findings
+
+
+def _name_violation(link: Link, issuer: Link,
+                    violation: nameconstraints.Violation) -> Finding:
+    return Finding(
+        "name_constraints_violated", "error", link.index,
+        f"{sentence_start(link)} carries the name {violation.name}, which "
+        f"{violation.reason} of the name constraints of {describe(issuer)}.",
+        f"{subject_of(issuer.certificate)} may only issue certificates for the names its "
+        "constraints allow; the sender needs a certificate from a CA allowed to issue "
+        "that name.",
+    )
+
+
+def critical_extensions(links: tuple[Link, ...]) -> list[Finding]:
+    findings = []
+    for link in links:
+        problem = extensions_problem(link.certificate)
+        if problem is not None:
+            findings.append(Finding(
+                "unreadable_certificate", "error", link.index,
+                f"The extensions of {describe(link)} cannot be read ({problem}); omgate "
+                "decides only on certificates it can read in full.",
+                "Ask the sender for a certificate encoded as RFC 5280 requires (each "
+                "extension once, each well formed).",
+            ))
+            continue
+        unknown = unknown_critical(link.certificate)
+        if unknown:
+            listed = ", ".join(oid.dotted_string for oid in unknown)
+            findings.append(Finding(
+                "unknown_critical_extension", "error", link.index,
+                f"{sentence_start(link)} has critical extension(s) {listed} that omgate does "
+                "not process; RFC 5280 says a certificate with an unrecognised critical "
+                "extension must be refused.",
+                "Ask the sender's CA for a certificate without that critical extension (or "
+                "with it marked non-critical).",
+            ))
+    return findings
