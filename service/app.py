@@ -229,7 +229,7 @@ class OutboundMessageHandler:
             return parse_message(body, self.endpoint.schema)
         return await asyncio.to_thread(parse_message, body, self.endpoint.schema)
 
-    def _check_client(self, request: Request) -> None:
+    async def _check_client(self, request: Request) -> None:
         """Refuse a client outside allowed_client_networks, or one the policy refuses."""
         extensions = request.scope.get("extensions") or {}
         origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
@@ -243,8 +243,8 @@ class OutboundMessageHandler:
         if self.gate.policy.mode == "off":
             return
         try:
-            verdict = self.gate.request_verdict(extensions, _peer(request), request.url.path,
-                                                self.endpoint.policy)
+            verdict = await self.gate.request_verdict(extensions, _peer(request),
+                                                      request.url.path, self.endpoint.policy)
         except ForwardedCertificateUnreadable as error:
             raise SoapFaultError("forwarded_cert_invalid",
                                  f"The client certificate the proxy forwarded cannot be read: "
@@ -265,7 +265,7 @@ class OutboundMessageHandler:
                    "peer": _peer(request)}
         body_read = False
         try:
-            self._check_client(request)
+            await self._check_client(request)
             _check_request_line(request)
             async with self.budget.hold(_expected_size(request, self.endpoint.max_body_bytes)):
                 body = await read_body(request, self.endpoint.max_body_bytes)

@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.clientauth import ClientIdentity, Decision
+from service.clientauth.model import Outcome
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
@@ -66,12 +67,13 @@ class Metrics:
             "omgate_delivery_dead_letters", "Notifications given up on (dead letters).",
             registry=self.registry, multiprocess_mode="mostrecent")
 
-    def decision(self, identity: ClientIdentity, decision: Decision, enforced: bool,
-                 now: dt.datetime) -> None:
-        self.decisions.labels(decision.outcome, str(enforced).lower(), identity.source).inc()
+    def decision(self, identity: ClientIdentity, decision: Decision, outcome: Outcome,
+                 enforced: bool, now: dt.datetime) -> None:
+        """Count a decision; only a proven acceptance moves the accepted certificate's age."""
+        self.decisions.labels(outcome, str(enforced).lower(), identity.source).inc()
         for finding in decision.findings:
             self.findings.labels(finding.code, finding.severity).inc()
-        if decision.accepted and identity.chain:
+        if outcome == "accept" and identity.chain:
             leaf = identity.chain[0]
             self.client_cert_days_left.set((leaf.not_valid_after_utc - now).days)
 

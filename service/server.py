@@ -24,6 +24,7 @@ from service.app import (
     create_health_app,
 )
 from service.clientauth import Policy
+from service.clientauth.model import verification_digest
 from service.config import BindAddress, Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.forwarded import ForwardingSettings
@@ -102,7 +103,8 @@ def origin_reader(config: Config) -> OriginReader:
 def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGate,
                       serving: HttpServing, metrics: Metrics | None = None
                       ) -> TlsConnectionHandler:
-    advertised = server_tls.settings.advertised_ca
+    settings = server_tls.settings
+    advertised = settings.advertised_ca
     return TlsConnectionHandler(
         server_tls=server_tls, gate=gate, serving=serving,
         handshake_timeout=config.server.handshake_timeout,
@@ -111,6 +113,8 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
         memory=ResumptionMemory(),
         metrics=metrics,
         read_origin=origin_reader(config),
+        verified_under=verification_digest(settings.trusted, settings.partial_chain,
+                                           settings.verify_depth),
     )
 
 
@@ -267,6 +271,7 @@ async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = Fal
             if late:
                 await asyncio.wait(late, timeout=CANCEL_SECONDS)
         await inbox.close()
+        gate.close()
         log.info("server.stopped")
 
 

@@ -115,8 +115,10 @@ def capture_chain(connection: SSL.Connection, state: openssl_glue.ConnectionStat
     return _captured(peer_der, state)
 
 
-def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResult, ...],
-                    advertised: tuple[str, ...], resumed: bool) -> HandshakeFacts:
+def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResult, ...], *,
+                    advertised: tuple[str, ...], verified_under: str,
+                    resumed: bool = False) -> HandshakeFacts:
+    """What the handshake showed, complete or not (a refused one knows less)."""
     alpn = connection.get_alpn_proto_negotiated()
     sni = connection.get_servername()
     return HandshakeFacts(
@@ -127,10 +129,5 @@ def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResu
         resumed=resumed,
         advertised_ca_names=advertised,
         verify_results=verify_results,
+        verified_under=verified_under,
     )
-
-
-def refused_handshake_facts(state: openssl_glue.ConnectionState,
-                            advertised: tuple[str, ...]) -> HandshakeFacts:
-    return HandshakeFacts(advertised_ca_names=advertised,
-                          verify_results=tuple(state.verify_results))

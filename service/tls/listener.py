@@ -33,7 +33,6 @@ from service.tls.capture import (
     ResumptionMemory,
     capture_chain,
     handshake_facts,
-    refused_handshake_facts,
 )
 from service.tls.context import ServerTls
 from service.tls.hypercorn_glue import HttpServing
@@ -138,6 +137,8 @@ _REFUSAL_ERRORS = {
     "revoked": 23,  # certificate_revoked
     "untrusted_root": 20, "missing_intermediate": 20, "self_signed": 18,  # unknown_ca
     "depth_exceeded": 22,  # unknown_ca
+    "issuer_not_a_ca": 79, "path_length_exceeded": 25,  # unknown_ca, bad_certificate
+    "unknown_critical_extension": 34, "name_constraints_violated": 47,
     "bad_signature": 7,  # decrypt_error
 }
 _CERT_REJECTED = 28  # bad_certificate
@@ -146,18 +147,6 @@ _CERT_REJECTED = 28  # bad_certificate
 def refusal_error(verdict: Verdict) -> int:
     first = next((f for f in verdict.decision.findings if f.severity == "error"), None)
     return _REFUSAL_ERRORS.get(first.code, _CERT_REJECTED) if first else _CERT_REJECTED
-
-
-def in_handshake_facts(connection: SSL.Connection, state: openssl_glue.ConnectionState,
-                       advertised: tuple[str, ...]) -> HandshakeFacts:
-    sni = connection.get_servername()
-    return HandshakeFacts(
-        tls_version=connection.get_protocol_version_name(),
-        cipher=connection.get_cipher_name(),
-        sni=sni.decode(errors="replace") if sni else None,
-        advertised_ca_names=advertised,
-        verify_results=tuple(state.verify_results),
-    )
 
 
 def problems_of(state: openssl_glue.ConnectionState) -> dict[str, list[str]]:
@@ -178,19 +167,27 @@ class TlsConnectionHandler:
     memory: ResumptionMemory
     metrics: Metrics | None = None
     read_origin: OriginReader = direct_origin
+    verified_under: str = ""  # Policy.verification_digest of the settings OpenSSL verifies with
+
+    def _facts(self, connection: SSL.Connection, results: tuple[VerifyResult, ...],
+               resumed: bool = False) -> HandshakeFacts:
+        return handshake_facts(connection, results, advertised=self.advertised_ca_names,
+                               verified_under=self.verified_under, resumed=resumed)
 
     def _verify_step(self, connection: SSL.Connection, peer: str | None
                      ) -> Callable[[openssl_glue.ConnectionState, VerifyResult], int | None]:
-        """Decide at the first verify call, from the chain as presented; refuse if enforced.
+        """Decide at the first verify call, from the chain as presented, and again whenever
+        OpenSSL reports a new error while the verdict still accepts (its third opinion is
+        complete only at the end); refuse if enforced.
 
         OpenSSL turns the X509 error returned into the alert the client sees.
         """
-        def step(state: openssl_glue.ConnectionState, _result: VerifyResult) -> int | None:
-            if state.verdict is None:
+        def step(state: openssl_glue.ConnectionState, result: VerifyResult) -> int | None:
+            verdict: Verdict | None = state.verdict
+            if verdict is None or (result.error and verdict.decision.accepted):
                 presented = openssl_glue.presented_chain(state) or openssl_glue.NOTHING_PRESENTED
-                facts = in_handshake_facts(connection, state, self.advertised_ca_names)
-                state.verdict = self.gate.decide(presented.identity(peer, facts))
-            verdict: Verdict = state.verdict
+                facts = self._facts(connection, tuple(state.verify_results))
+                verdict = state.verdict = self.gate.evaluate(presented.identity(peer, facts))
             return refusal_error(verdict) if verdict.refuse else None
 
         return step
@@ -211,16 +208,16 @@ class TlsConnectionHandler:
         try:
             await asyncio.wait_for(stream.handshake(), self.handshake_timeout)
         except (HandshakeError, TimeoutError, OSError) as error:
-            self._handshake_failed(error, state, peer)
             writer.close()
+            await self._handshake_failed(error, connection, state, peer)
             return
         try:
             await self._serve(stream, connection, state, origin)
         finally:
             stream.close()
 
-    def _handshake_failed(self, error: Exception, state: openssl_glue.ConnectionState,
-                          peer: str | None) -> None:
+    async def _handshake_failed(self, error: Exception, connection: SSL.Connection,
+                                state: openssl_glue.ConnectionState, peer: str | None) -> None:
         if isinstance(error, HandshakeError):
             reason, detail = error.reason, error.detail
         elif isinstance(error, TimeoutError):
@@ -235,22 +232,28 @@ class TlsConnectionHandler:
         if self.metrics is not None:
             self.metrics.handshake_failures.labels(reason).inc()
         presented = openssl_glue.presented_chain(state)
-        if state.verdict is None and (presented is not None or reason == "no_client_cert"):
-            presented = presented or openssl_glue.NOTHING_PRESENTED
-            identity = presented.identity(
-                peer, refused_handshake_facts(state, self.advertised_ca_names))
-            self.gate.decide(identity, handshake="refused", **problems_of(state))
+        if presented is None and reason != "no_client_cert":
+            return
+        identity = (presented or openssl_glue.NOTHING_PRESENTED).identity(
+            peer, self._facts(connection, tuple(state.verify_results)))
+        # omgate refused it (its verify step, or require with no certificate), or the
+        # handshake failed otherwise: then the client never proved it holds the key.
+        refused = (state.verdict is not None and state.verdict.refuse) or (
+            reason == "no_client_cert" and self.refuse_in_handshake)
+        verdict = state.verdict or await self.gate.evaluate_async(identity)
+        self.gate.record(identity, verdict, handshake="refused" if refused else "failed",
+                         **problems_of(state))
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
                      state: openssl_glue.ConnectionState, origin: ConnectionOrigin) -> None:
         peer = origin.label()
         resumed = openssl_glue.session_reused(connection)
         captured = capture_chain(connection, state, self.memory, resumed)
-        facts = handshake_facts(connection, captured.verify_results, self.advertised_ca_names,
-                                resumed)
-        identity = captured.presented.identity(peer, facts)
+        identity = captured.presented.identity(
+            peer, self._facts(connection, captured.verify_results, resumed))
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
-        verdict = state.verdict or self.gate.decide(identity, **proxy, **problems_of(state))
+        verdict = state.verdict or await self.gate.evaluate_async(identity)
+        self.gate.record(identity, verdict, **proxy, **problems_of(state))
         if verdict.refuse and self.refuse_in_handshake:
             return  # a resumed session of a chain now refused: close_notify, nothing served
         await self.serving.serve(stream, stream, {
