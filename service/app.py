@@ -316,6 +316,12 @@ class OutboundMessageHandler:
         if result.new:
             self.state.stored.set()
         self.metrics.notifications.labels("duplicate").inc(result.duplicates)
+        self.metrics.notifications.labels("conflict").inc(len(result.conflicts))
+        for conflict in result.conflicts:
+            log.warning("om.duplicate_conflict", org_id=message.organization_id,
+                        notification_id=conflict.notification_id, inbox_id=conflict.inbox_id,
+                        stored_sha256=conflict.stored_sha256,
+                        redelivered_sha256=conflict.redelivered_sha256, **context)
         log.info(
             "om.accepted",
             org_id=message.organization_id,
@@ -323,6 +329,7 @@ class OutboundMessageHandler:
             notifications=len(message.notifications),
             new=result.new,
             duplicates=result.duplicates,
+            conflicts=len(result.conflicts),
             **context,
         )
         return Response(ACK, media_type=CONTENT_TYPE,

@@ -51,7 +51,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="only notifications with an inbox id above ID (for paging)")
     listing.add_argument("--state", choices=STATES,
                          help="only notifications in this delivery state")
-    show = inbox_commands.add_parser("show", help="one notification by its inbox id")
+    listing.add_argument("--conflicts", action="store_true",
+                         help="only notifications redelivered with other content (see "
+                              "`inbox show ID` for what each redelivery said)")
+    show = inbox_commands.add_parser(
+        "show", help="one notification by its inbox id (and any conflicting redeliveries)")
     show.add_argument("id", type=int, metavar="ID", help='the inbox id ("id" in `inbox list`)')
     _add_config(show)
     export = inbox_commands.add_parser("export", help="every notification, as JSON Lines")
@@ -201,7 +205,8 @@ def _inbox(args: argparse.Namespace) -> int:
     match args.inbox_command:
         case "list":
             return asyncio.run(inbox.list_notifications(config, sys.stdout, limit=args.limit,
-                                                        after_id=args.after, state=args.state))
+                                                        after_id=args.after, state=args.state,
+                                                        conflicted=args.conflicts))
         case "show":
             return asyncio.run(inbox.show_notification(config, sys.stdout, sys.stderr, args.id))
         case "retry":

@@ -46,7 +46,9 @@ class Metrics:
             "omgate_messages", "Outbound messages by result (accepted, rejected).",
             ["result", "reason"], registry=self.registry)
         self.notifications = Counter(
-            "omgate_notifications", "Notifications acknowledged, new or duplicate.",
+            "omgate_notifications",
+            "Notifications acknowledged: new, duplicate (a redelivery of what is stored) or "
+            "conflict (a redelivery whose content differs).",
             ["kind"], registry=self.registry)
         self.request_seconds = Histogram(
             "omgate_request_seconds", "Time from request to answer on message endpoints.",

@@ -26,6 +26,7 @@ import pytest
 from client_pki import ClientCase
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from envoy_xfcc import envoy_xfcc, self_signed_with_dns_name, url_pem
 from harness import (
     PAYLOADS,
     ROOT,
@@ -262,12 +263,18 @@ def test_proxy_protocol_source_and_allowed_client_networks(omgate_server, client
 
 # -- Envoy's XFCC and the ALB header, built by hand ------------------------------------------
 
+def example_envoy_details() -> tuple[str, ...]:
+    """What the example's Envoy forwards (its set_current_client_cert_details)."""
+    config = (EXAMPLES / "envoy" / "envoy.yaml").read_text()
+    block = re.search(r"set_current_client_cert_details:\n((?:\s+\w+: true\n)+)", config)
+    assert block is not None
+    return tuple(re.findall(r"(\w+): true", block.group(1)))
+
+
 def xfcc_for(case) -> str:
-    chain = x509.load_pem_x509_certificates(case.chain.read_bytes())
-    pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in chain)
-    digest = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
-    return (f'Hash={digest};Cert="{quote(chain[0].public_bytes(Encoding.PEM).decode(), safe="")}"'
-            f';Chain="{quote(pem, safe="")}";Subject="{chain[0].subject.rfc4514_string()}"')
+    """The XFCC the example's Envoy writes for a client presenting ``case``'s chain."""
+    return envoy_xfcc(tuple(x509.load_pem_x509_certificates(case.chain.read_bytes())),
+                      example_envoy_details())
 
 
 def plain_example(omgate_server, name: str, client_pki, *, trust_this_host: bool = True):
@@ -294,6 +301,30 @@ def test_envoy_xfcc_from_a_trusted_proxy(omgate_server, client_pki):
     assert garbled.status_code == 400
     event = server.wait_for("om.rejected", lambda e: e["reason"] == "forwarded_cert_invalid")
     assert "unterminated quote" in event["detail"]
+
+
+def test_envoy_forwards_only_what_omgate_reads():
+    assert example_envoy_details() == ("cert", "chain")  # no names: they are not quoted
+
+
+def test_xfcc_forged_through_a_certificate_name_is_not_believed(omgate_server, client_pki):
+    """A self-signed certificate whose DNS name carries a victim's chain, behind an Envoy
+    that also forwards names: omgate must not judge the victim's chain."""
+    server, url = plain_example(omgate_server, "envoy", client_pki)
+    victim = tuple(x509.load_pem_x509_certificates(
+        client_pki.cases["valid"].chain.read_bytes()))
+    attacker = self_signed_with_dns_name(f'x,Cert="{url_pem(*victim)}"')
+    header = envoy_xfcc((attacker,), ("cert", "subject", "uri", "dns"))
+    response = httpx.post(url, content=BODY, headers={**SOAP_HEADERS,
+                                                      "X-Forwarded-Client-Cert": header})
+    assert not is_ack(response)
+    server.wait_for("om.rejected")
+    log = server.log_path.read_text()
+    victim_sha256 = hashlib.sha256(victim[0].public_bytes(Encoding.DER)).hexdigest()
+    assert victim_sha256 not in log  # no decision line names the victim's certificate
+    assert all(decision["outcome"] == "reject" for decision in server.events(
+        "client_auth.decision"))
+    assert "after a URI or DNS name" in log
 
 
 def test_forged_xfcc_sent_straight_to_omgate_is_ignored_and_logged(omgate_server, client_pki):

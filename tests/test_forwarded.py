@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
 import socket
 import struct
 from urllib.parse import quote
@@ -12,6 +13,7 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from envoy_xfcc import envoy_xfcc, pem, self_signed_with_dns_name, url_pem
 
 from service.forwarded import (
     NEED_MORE,
@@ -113,10 +115,6 @@ def test_ipv4_mapped_addresses_compare_as_ipv4():
 
 # -- certificate headers, built the way each product builds them -----------------------------
 
-def pem(*certificates: x509.Certificate) -> str:
-    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
-
-
 def der_b64(certificate: x509.Certificate) -> str:
     return base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
 
@@ -149,6 +147,87 @@ def test_envoy_xfcc_takes_the_nearest_hop(chain, client_pki):
     with pytest.raises(ForwardedCertError, match="unterminated quote"):
         parsed("xfcc", {"X-Forwarded-Client-Cert": 'Cert="%2D%2D'})
     assert parsed("xfcc", {}) == ()
+
+
+# A client certificate's DNS name, written unquoted by Envoy after everything else; each
+# tries to make the victim's chain look like the nearest hop's.
+FORGING_NAMES = [
+    'x,Cert="{chain}"',  # a new element: the "nearest hop"
+    'x,Hash={hash};Cert="{leaf}";Chain="{chain}"',  # one that passes the Hash check
+    '"x",By=spiffe://edge;Cert="{chain}"',  # a name that looks quoted
+    'x;Chain="{chain}"',  # a Chain for an Envoy that forwards only Cert
+    'x;Hash={hash};Cert="{leaf}"',  # pairs in Envoy's own element
+]
+
+
+@pytest.mark.parametrize("forging_name", FORGING_NAMES)
+@pytest.mark.parametrize("details", [("cert", "subject", "uri", "dns"), ("cert", "dns"),
+                                     ("dns",)])
+def test_xfcc_forged_through_a_certificate_name_is_refused(chain, forging_name, details):
+    leaf, _ = chain
+    victim_hash = hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest()
+    attacker = self_signed_with_dns_name(forging_name.format(
+        chain=url_pem(*chain), leaf=url_pem(leaf), hash=victim_hash))
+    header = envoy_xfcc((attacker,), details)  # what Envoy sends for the attacker
+    with pytest.raises(ForwardedCertError, match="after a URI or DNS name"):
+        parsed("xfcc", {"X-Forwarded-Client-Cert": header})
+
+
+def test_xfcc_quoting_rules_and_the_nearest_hop(chain, client_pki):
+    from service.forwarded.xfcc import XfccPair, parse_xfcc
+
+    [element] = parse_xfcc(r'Subject="CN=a\"b;c,d=e\\";URI=;DNS=a.example;DNS=b.example')
+    assert element.pairs == (XfccPair("subject", 'CN=a"b;c,d=e\\'), XfccPair("uri", ""),
+                             XfccPair("dns", "a.example"), XfccPair("dns", "b.example"))
+    first, second = parse_xfcc('By=spiffe://edge;Hash=00, by=spiffe://a;by=spiffe://b')
+    assert first.value("hash") == "00"
+    assert second.values("by") == ("spiffe://a", "spiffe://b")  # one By per proxy URI
+
+    leaf = chain[0]
+    other = x509.load_pem_x509_certificate(client_pki.cases["untrusted"].leaf.read_bytes())
+    from_envoy = envoy_xfcc(chain, ("cert", "chain"))
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": from_envoy}) == chain
+    digest = from_envoy.partition(";")[0].removeprefix("Hash=")
+    shouting = from_envoy.replace(f"Hash={digest}", f"HASH={digest.upper()}")
+    hops = f'{envoy_xfcc((other,), ("cert", "subject"))}, {shouting}'  # a space after ','
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": hops}) == chain
+    quoted = f'Cert="{url_pem(leaf)}";Subject="CN=x,Cert=\\"{url_pem(other)}\\""'
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": quoted}) == (leaf,)
+    assert parsed("xfcc", {"X-Forwarded-Client-Cert": "Hash=" + "a" * 64}) == ()
+
+
+@pytest.mark.parametrize(("header", "reason"), [
+    ('Cert="{leaf}"x', "'x' after the closing quote of Cert"),
+    ("Hash=ab=cd", "unquoted value of Hash holds '='"),
+    ('Hash=a"b"', "unquoted value of Hash holds '\"'"),
+    ("Hash=a\\b", "unquoted value of Hash holds '\\\\'"),
+    ('Cert="{leaf}";cert="{leaf}"', "element 1 has Cert more than once"),
+    ('Hash={hash};Chain="{chain}";Chain="{chain}"', "element 1 has Chain more than once"),
+    ("Subject=;Subject=", "element 1 has Subject more than once"),
+    ('Cert="%2D%2D', "unterminated quote"),
+    ('By=a,Cert="{leaf}', "unterminated quote"),
+    ("Cert", "pair 'Cert' has no '='"),
+    ("Foo=bar", "key 'Foo' is not one Envoy writes"),
+    ('Hash={hash};;Cert="{leaf}"', "an empty pair"),
+    ('Cert="{leaf}";', "an empty pair"),
+    (',Cert="{leaf}"', "an empty element"),
+    ('Cert="{leaf}",', "an empty element"),
+    ('Cert=""', "XFCC Cert is empty"),
+    ('Cert="{chain}"', "XFCC Cert holds 2 certificates, not one"),
+    ('Cert="{leaf}";Chain="{other}"', "Chain does not start with the Cert"),
+    ("Hash=xyz;Cert=\"{leaf}\"", "Hash is not a SHA-256 digest"),
+    ('Hash={zeros};Cert="{leaf}"', "Hash does not match the certificate"),
+    ('URI=;Cert="{leaf}"', "Cert after a URI or DNS name"),
+    ('DNS=a,Cert="{leaf}"', "another element after a URI or DNS name"),
+])
+def test_xfcc_that_cannot_be_read_one_way_only_is_refused(chain, client_pki, header, reason):
+    leaf, _ = chain
+    other = x509.load_pem_x509_certificates(client_pki.cases["untrusted"].chain.read_bytes())
+    value = header.format(leaf=url_pem(leaf), chain=url_pem(*chain), other=url_pem(*other),
+                          hash=hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+                          zeros="0" * 64)
+    with pytest.raises(ForwardedCertError, match=re.escape(reason)):
+        parsed("xfcc", {"X-Forwarded-Client-Cert": value})
 
 
 def test_aws_alb_passthrough_keeps_plus_and_verify_mode_checks_the_serial(chain):

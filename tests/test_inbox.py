@@ -195,9 +195,117 @@ def test_dead_letters_unblock_the_record_and_can_be_retried(inbox):
     assert inbox.retry(424242, NOW) == 0
 
 
+def contact(first_name: str, *, notification_id: str = "04l000000000001AAA",
+            record_id: str = "003xx000004TmiQAAS", endpoint: str = "/salesforce/outbound",
+            extra: str = "", at: dt.datetime = NOW, session_id: str | None = None
+            ) -> IncomingMessage:
+    fields = f"<sf:FirstName>{first_name}</sf:FirstName><sf:LastName>Black</sf:LastName>"
+    body = envelope(notification(notification_id, fields + extra, record_id=record_id,
+                                 sobject_attrs='xsi:type="sf:Contact"'))
+    if session_id is not None:
+        body = body.replace(b'<SessionId xsi:nil="true"/>',
+                            f"<SessionId>{session_id}</SessionId>".encode())
+    return IncomingMessage(parse_message(body), endpoint, at)
+
+
+def test_a_redelivery_that_differs_is_acknowledged_as_a_conflict_and_kept_apart(inbox):
+    assert inbox.store(contact("Jeraldine")).new == 1
+    [stored] = inbox.list(limit=10)
+    assert stored.content_sha256 and stored.conflicts == 0
+    # the same content, sent again later and with a SessionId
+    same = inbox.store(contact("Jeraldine", session_id="00D!x", at=NOW + dt.timedelta(hours=1)))
+    assert (same.new, same.duplicates, same.conflicts) == (0, 1, ())
+
+    other = inbox.store(contact("Mallory", at=NOW + dt.timedelta(hours=2)))
+    assert (other.new, other.duplicates) == (0, 0)
+    [conflict] = other.conflicts
+    assert conflict.inbox_id == stored.id
+    assert conflict.notification_id == "04l000000000001AAA"
+    assert conflict.stored_sha256 == stored.content_sha256
+    assert conflict.redelivered_sha256 != stored.content_sha256
+    for changed in (contact("Jeraldine", endpoint="/elsewhere"),
+                    contact("Jeraldine", record_id="003xx000004TmiRAAS"),
+                    contact("Jeraldine", extra="<sf:Title>White</sf:Title>")):
+        assert len(inbox.store(changed).conflicts) == 1
+    assert inbox.store(contact("Jeraldine")).duplicates == 1  # still compared with the first
+
+    [kept] = inbox.list(limit=10)
+    assert kept.fields == {"Id": "003xx000004TmiQAAS", "FirstName": "Jeraldine",
+                           "LastName": "Black"}  # the first content stays
+    assert (kept.content_sha256, kept.conflicts) == (stored.content_sha256, 4)
+    first, *rest = inbox.conflicts(stored.id)
+    assert first.content_sha256 == conflict.redelivered_sha256
+    assert first.fields["FirstName"] == "Mallory"
+    assert dt.datetime.fromisoformat(first.received_at) == NOW + dt.timedelta(hours=2)
+    assert [item.endpoint for item in rest] == ["/elsewhere", "/salesforce/outbound",
+                                                "/salesforce/outbound"]
+    assert "session_id" not in first.to_json()
+
+    inbox.store(contact("Doug", notification_id="04l000000000002AAA"))
+    assert [item.id for item in inbox.list(limit=10, conflicted=True)] == [stored.id]
+    assert len(inbox.list(limit=10)) == 2
+    assert inbox.conflicts(stored.id + 1) == []
+
+
+V2_COLUMNS = ("org_key", "notification_key", "organization_id", "action_id",
+              "notification_id", "sobject_type", "record_id", "record_key", "fields",
+              "endpoint", "received_at", "next_attempt_at")
+
+
+def version_2_insert(placeholder: str) -> str:
+    values = ", ".join(placeholder.format(name) for name in V2_COLUMNS)
+    return f"INSERT INTO notifications ({', '.join(V2_COLUMNS)}) VALUES ({values})"  # noqa: S608
+
+
+def write_version_2_inbox(url: str, row: dict) -> None:
+    """An inbox as omgate left it before it kept content digests, holding ``row``."""
+    values = {**row, "next_attempt_at": row["received_at"]}
+    if url.startswith("sqlite:///"):
+        from service.inbox.sqlite import _MIGRATIONS, _timestamp
+
+        values["received_at"] = values["next_attempt_at"] = _timestamp(row["received_at"])
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True)
+        connection = sqlite3.connect(path)
+        for statement in (*_MIGRATIONS[1], *_MIGRATIONS[2]):
+            connection.execute(statement)
+        connection.execute(version_2_insert(":{}"), values)
+        connection.execute("PRAGMA user_version=2")
+        connection.commit()
+        connection.close()
+        return
+    import psycopg
+
+    from service.inbox.postgres import _MIGRATIONS
+
+    with psycopg.connect(url) as connection:
+        for statement in (*_MIGRATIONS[1], *_MIGRATIONS[2]):
+            connection.execute(statement)
+        connection.execute("CREATE TABLE omgate_schema (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO omgate_schema VALUES (2)")
+        connection.execute(version_2_insert("%({})s"), values)
+
+
+def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url):
+    from service.inbox.base import row_values
+
+    [row] = row_values(contact("Jeraldine"))
+    write_version_2_inbox(inbox_url, row)
+    opened = SyncInbox(inbox_url)
+    try:
+        assert opened.migrate() == 3
+        [old] = opened.list(limit=10)
+        assert old.content_sha256 == row["content_sha256"]  # what a store gives it today
+        assert opened.store(contact("Jeraldine")).duplicates == 1
+        [conflict] = opened.store(contact("Mallory")).conflicts
+        assert (conflict.inbox_id, conflict.stored_sha256) == (old.id, row["content_sha256"])
+    finally:
+        opened.shutdown()
+
+
 def test_migrate_is_idempotent(inbox):
-    assert inbox.migrate() == 2
-    assert inbox.migrate() == 2
+    assert inbox.migrate() == 3
+    assert inbox.migrate() == 3
 
 
 # -- SQLite specifics ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import (
+    CONTACTS_SESSION_ID,
     PAYLOADS,
     SOAP_HEADERS,
     WSDLS,
@@ -71,6 +72,42 @@ def test_redelivery_is_acknowledged_counted_and_stored_once(omgate_server):
     listed = json.loads(run_omgate("inbox", "list", "--config", str(server.config_path)).stdout)
     assert [item["notification_id"] for item in listed] == [
         "04lxx000000CaSeAAK", "04lxx000000CaSfAAK", "04lxx000000CaSgAAK"]
+
+
+def test_a_redelivery_that_differs_is_acknowledged_logged_and_kept_apart(omgate_server):
+    """Notification Ids stored in advance must not silently swallow the real messages."""
+    server = omgate_server({"inbox": {"store_session_id": True}})
+    body = (PAYLOADS / "aspnet-contacts-2.xml").read_bytes()
+    first = server.post(body)
+    changed = server.post(body.replace(b"<sf:Title>White</sf:Title>",
+                                       b"<sf:Title>Grey</sf:Title>"))
+    assert is_ack(first) and is_ack(changed)
+    [event] = server.events("om.duplicate_conflict")
+    assert event["notification_id"] == "04l1I000000fztEQAQ"
+    assert event["org_id"] == "012345678901234"
+    assert event["endpoint"] == "/salesforce/outbound"
+    assert event["correlation_id"] == changed.headers["x-correlation-id"]
+    assert event["stored_sha256"] != event["redelivered_sha256"]
+    assert "session_id" not in event
+    assert CONTACTS_SESSION_ID not in server.log_path.read_text()
+    accepted = server.events("om.accepted")[-1]
+    assert (accepted["new"], accepted["duplicates"], accepted["conflicts"]) == (0, 1, 1)
+
+    config = str(server.config_path)
+    listed = json.loads(run_omgate("inbox", "list", "--conflicts", "--config", config).stdout)
+    assert [(item["notification_id"], item["conflicts"]) for item in listed] == [
+        ("04l1I000000fztEQAQ", 1)]
+    assert listed[0]["fields"]["Title"] == "White"  # the first content stays
+    shown = json.loads(run_omgate("inbox", "show", str(listed[0]["id"]), "--config",
+                                  config).stdout)
+    assert shown["content_sha256"] == event["stored_sha256"]
+    [redelivery] = shown["conflicting_redeliveries"]
+    assert redelivery["content_sha256"] == event["redelivered_sha256"]
+    assert redelivery["fields"]["Title"] == "Grey"
+    assert "session_id" not in redelivery
+    metrics = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    assert 'omgate_notifications_total{kind="conflict"} 1.0' in metrics
+    assert 'omgate_notifications_total{kind="duplicate"} 1.0' in metrics
 
 
 def big_body(size: int) -> bytes:

@@ -2,7 +2,8 @@
 
 Each format turns header values into the chain the balancer saw, leaf first:
 
-- ``xfcc``: Envoy's ``X-Forwarded-Client-Cert`` (the last element is the nearest hop's);
+- ``xfcc``: Envoy's ``X-Forwarded-Client-Cert`` (the last element is the nearest hop's;
+  read strictly, see :mod:`service.forwarded.xfcc`);
 - ``aws-alb``: ``X-Amzn-Mtls-Clientcert`` (passthrough, URL-encoded PEM chain) or, in
   verify mode, ``X-Amzn-Mtls-Clientcert-Leaf`` with the ``-Serial-Number`` check;
 - ``pem-header:<Name>``: nginx ``$ssl_client_escaped_cert``, Apache
@@ -28,7 +29,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from service.text import split_unquoted
+from service.forwarded.xfcc import SPELLING, XfccElement, XfccKey, XfccSyntaxError, parse_xfcc
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CERTIFICATES = 10
@@ -87,43 +88,42 @@ def _bounded(chain: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Certi
 
 # -- Envoy ---------------------------------------------------------------------------------
 
-def _split_unquoted(text: str, separator: str, *, verbatim: bool = False) -> list[str]:
-    try:
-        return split_unquoted(text, separator, keep_quoting=verbatim)
-    except ValueError:
-        raise ForwardedCertError("X-Forwarded-Client-Cert has an unterminated quote") from None
+def _xfcc_certificates(element: XfccElement, key: XfccKey) -> tuple[x509.Certificate, ...]:
+    value = element.value(key)
+    if value is None:
+        return ()
+    what = f"XFCC {SPELLING[key]}"
+    if not value.strip():
+        raise ForwardedCertError(f"{what} is empty")
+    return pem_certificates(unquote(value), what)
 
 
-def xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
-    """Envoy's XFCC: comma-separated elements of semicolon-separated key=value pairs."""
-    elements = []
-    for element in _split_unquoted(value, ",", verbatim=True):
-        pairs = []
-        for pair in _split_unquoted(element, ";"):
-            if not pair.strip():
-                continue
-            key, sep, item = pair.partition("=")
-            if not sep:
-                raise ForwardedCertError(f"X-Forwarded-Client-Cert pair {pair[:40]!r} has no =")
-            pairs.append((key.strip().lower(), item))
-        elements.append(pairs)
-    return elements
+def _check_xfcc_hash(digest: str | None, leaf: x509.Certificate | None) -> None:
+    if digest is None:
+        return
+    if not re.fullmatch(r"[0-9A-Fa-f]{64}", digest):
+        raise ForwardedCertError("XFCC Hash is not a SHA-256 digest in hex")
+    if leaf is not None and digest.lower() != hashlib.sha256(
+            leaf.public_bytes(Encoding.DER)).hexdigest():
+        raise ForwardedCertError("XFCC Hash does not match the certificate it came with")
 
 
 def _xfcc(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
+    """The chain in the nearest proxy's element (the last): its Chain, else its Cert."""
     value = headers.get("x-forwarded-client-cert")
     if not value:
         return ()
-    element = dict(xfcc_elements(_limit("X-Forwarded-Client-Cert", value))[-1])
-    chain: tuple[x509.Certificate, ...] = ()
-    if element.get("chain"):
-        chain = pem_certificates(unquote(element["chain"]), "XFCC Chain")
-    elif element.get("cert"):
-        chain = pem_certificates(unquote(element["cert"]), "XFCC Cert")
-    if chain and element.get("hash"):
-        digest = hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
-        if digest != element["hash"].strip().lower():
-            raise ForwardedCertError("XFCC Hash does not match the certificate it came with")
+    try:
+        nearest = parse_xfcc(_limit("X-Forwarded-Client-Cert", value))[-1]
+    except XfccSyntaxError as error:
+        raise ForwardedCertError(str(error)) from None
+    cert = _xfcc_certificates(nearest, "cert")
+    if len(cert) > 1:
+        raise ForwardedCertError(f"XFCC Cert holds {len(cert)} certificates, not one")
+    chain = _xfcc_certificates(nearest, "chain") or cert
+    if cert and chain[0] != cert[0]:
+        raise ForwardedCertError("XFCC Chain does not start with the Cert it came with")
+    _check_xfcc_hash(nearest.value("hash"), chain[0] if chain else None)
     return chain
 
 

@@ -7,17 +7,22 @@ for many), each behind its own savepoint, and each caller still waits for that c
 
 Duplicates are decided by a unique constraint on the 15-character forms of
 (organization ID, notification ID), so 15- and 18-character spellings of one ID are one
-key. Delivery claims respect each record's order: a notification is not handed out
-while an earlier one for the same record is still pending.
+key. Each notification keeps a digest of its content: a redelivery with another digest is
+acknowledged like any duplicate (Salesforce must not retry it) but recorded as a
+conflict, with what it said, so that IDs stored in advance cannot silently swallow the
+real messages. Delivery claims respect each record's order: a notification is not handed
+out while an earlier one for the same record is still pending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,13 +34,17 @@ PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 SELECT_COLUMNS = (
     "id", "endpoint", "organization_id", "action_id", "notification_id", "sobject_type",
     "record_id", "fields", "received_at", "enterprise_url", "partner_url", "session_id",
-    "state", "attempts", "last_error", "delivered_at",
+    "state", "attempts", "last_error", "delivered_at", "content_sha256", "conflicts",
 )
 INSERT_COLUMNS = (
     "org_key", "notification_key", "organization_id", "action_id", "notification_id",
     "sobject_type", "record_id", "record_key", "fields", "endpoint", "enterprise_url",
-    "partner_url", "session_id", "received_at",
+    "partner_url", "session_id", "received_at", "content_sha256",
 )
+# What a notification says, for its digest: not who sent it when, nor the SessionId.
+CONTENT_COLUMNS = ("endpoint", "action_id", "sobject_type", "record_id", "fields")
+CONFLICT_COLUMNS = ("content_sha256", *CONTENT_COLUMNS, "received_at")
+DIGEST_PAGE = 500  # rows given a digest per statement when an inbox is migrated
 
 
 def insert_statement(placeholder: str) -> str:
@@ -45,6 +54,8 @@ def insert_statement(placeholder: str) -> str:
     return (f"INSERT INTO notifications ({names}, next_attempt_at) "  # noqa: S608 - constants
             f"VALUES ({values}, {placeholder.format('received_at')}) "
             "ON CONFLICT (org_key, notification_key) DO NOTHING")
+
+
 STATES = (PENDING, DELIVERED, DEAD)
 GROUP_COMMIT_LIMIT = 256  # messages in one transaction at the most
 
@@ -64,9 +75,20 @@ class IncomingMessage:
 
 
 @dataclass(frozen=True)
+class DuplicateConflict:
+    """A redelivery of a stored notification that says something else."""
+
+    inbox_id: int  # the notification stored first, which stays as it is
+    notification_id: str
+    stored_sha256: str
+    redelivered_sha256: str
+
+
+@dataclass(frozen=True)
 class StoreResult:
     new: int
-    duplicates: int
+    duplicates: int  # redeliveries identical to what is stored
+    conflicts: tuple[DuplicateConflict, ...] = ()  # redeliveries that differ
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,8 @@ class StoredNotification:
     attempts: int = 0
     last_error: str | None = None
     delivered_at: str | None = None
+    content_sha256: str | None = None  # None: stored by an omgate that kept no digest
+    conflicts: int = 0  # redeliveries whose content differed
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -105,6 +129,8 @@ class StoredNotification:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "delivered_at": self.delivered_at,
+            "content_sha256": self.content_sha256,
+            "conflicts": self.conflicts,
         }
         if self.session_id is not None:
             document["session_id"] = self.session_id
@@ -113,7 +139,31 @@ class StoredNotification:
     def delivery_document(self) -> dict[str, Any]:
         """What a webhook or handler receives: the notification, without delivery state."""
         return {key: value for key, value in self.to_json().items()
-                if key not in ("state", "attempts", "last_error", "delivered_at")}
+                if key not in ("state", "attempts", "last_error", "delivered_at",
+                               "content_sha256", "conflicts")}
+
+
+@dataclass(frozen=True)
+class RecordedConflict:
+    """What a conflicting redelivery said (the stored notification stays the first)."""
+
+    content_sha256: str
+    endpoint: str
+    action_id: str
+    sobject_type: str | None
+    record_id: str | None
+    fields: dict[str, Any]
+    received_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recorded_conflict(row: Mapping[str, Any]) -> RecordedConflict:
+    values = dict(row)
+    values["fields"] = json.loads(values["fields"])
+    values["received_at"] = isoformat(values["received_at"])
+    return RecordedConflict(**values)
 
 
 @dataclass(frozen=True)
@@ -142,13 +192,37 @@ def isoformat(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
+def content_digest(row: Mapping[str, Any]) -> str:
+    """SHA-256 of a canonical encoding of what a notification says: its CONTENT_COLUMNS as
+    stored (so a row about to be stored and one read back give the same digest), the
+    fields by value whatever their order."""
+    content = {name: row[name] for name in CONTENT_COLUMNS}
+    content["fields"] = json.loads(row["fields"])
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def conflict_with(row: Mapping[str, Any], stored: Mapping[str, Any]) -> DuplicateConflict | None:
+    """The conflict a duplicate ``row`` makes with the ``stored`` notification, if it differs."""
+    stored_sha256 = stored["content_sha256"] or content_digest(stored)
+    if stored_sha256 == row["content_sha256"]:
+        return None
+    return DuplicateConflict(stored["id"], row["notification_id"], stored_sha256,
+                             row["content_sha256"])
+
+
+def conflict_values(conflict: DuplicateConflict, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of ConflictStatements.record (and .count)."""
+    return {"inbox_id": conflict.inbox_id, **{name: row[name] for name in CONFLICT_COLUMNS}}
+
+
 def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
     """One row per notification, the same for every backend."""
     message = incoming.message
     session_id = (
         message.session_id.value if incoming.keep_session_id and message.session_id else None
     )
-    return [
+    rows = [
         {
             "org_key": id_key(message.organization_id),
             "notification_key": id_key(notification.id),
@@ -167,6 +241,82 @@ def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
         }
         for notification in message.notifications
     ]
+    return [{**row, "content_sha256": content_digest(row)} for row in rows]
+
+
+@dataclass(frozen=True)
+class ConflictStatements:
+    """SQL both backends share for redeliveries whose content differs; built by
+    :func:`conflict_statements` with the backend's parameter style."""
+
+    stored: str  # the notification a duplicate collided with (by org_key, notification_key)
+    record: str  # one conflicting redelivery, and what it said
+    count: str  # one more conflict on the stored notification (by id)
+    of_notification: str  # the recorded conflicts of one notification (by inbox_id)
+    undigested: str  # rows stored before digests were kept (migration)
+    set_digest: str  # one row's digest (by id, content_sha256)
+
+
+def conflict_statements(placeholder: str) -> ConflictStatements:
+    def named(*names: str) -> str:
+        return ", ".join(placeholder.format(name) for name in names)
+
+    content, conflict = ", ".join(CONTENT_COLUMNS), ", ".join(CONFLICT_COLUMNS)
+    return ConflictStatements(
+        stored=f"SELECT id, content_sha256, {content} FROM notifications "  # noqa: S608
+               f"WHERE org_key = {named('org_key')} "
+               f"AND notification_key = {named('notification_key')}",
+        record=f"INSERT INTO duplicate_conflicts (inbox_id, {conflict}) "  # noqa: S608
+               f"VALUES ({named('inbox_id', *CONFLICT_COLUMNS)})",
+        count=f"UPDATE notifications SET conflicts = conflicts + 1 "  # noqa: S608
+              f"WHERE id = {named('inbox_id')}",
+        of_notification=f"SELECT {conflict} FROM duplicate_conflicts "  # noqa: S608
+                        f"WHERE inbox_id = {named('inbox_id')} ORDER BY id",
+        undigested=f"SELECT id, {content} FROM notifications "  # noqa: S608
+                   f"WHERE content_sha256 IS NULL ORDER BY id LIMIT {DIGEST_PAGE}",
+        set_digest=f"UPDATE notifications SET content_sha256 = "  # noqa: S608
+                   f"{named('content_sha256')} WHERE id = {named('id')}",
+    )
+
+
+def list_filter(placeholder: str, after_id: int, state: str | None,
+                conflicted: bool) -> tuple[str, list[Any]]:
+    """The WHERE clause of :meth:`Inbox.list` and its parameters, in order."""
+    clauses = [f"id > {placeholder}"]
+    parameters: list[Any] = [after_id]
+    if state is not None:
+        clauses.append(f"state = {placeholder}")
+        parameters.append(state)
+    if conflicted:
+        clauses.append("conflicts > 0")
+    return " AND ".join(clauses), parameters
+
+
+def conflicts_migration(id_type: str, timestamp_type: str) -> list[str]:
+    """Schema version 3, in a backend's column types: content digests and the table of
+    conflicting redeliveries. Rows stored before it get their digest from
+    ``ConflictStatements.undigested`` and ``.set_digest``, in the same transaction."""
+    return [
+        "ALTER TABLE notifications ADD COLUMN content_sha256 TEXT",
+        "ALTER TABLE notifications ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
+        f"""CREATE TABLE duplicate_conflicts (
+            id               {id_type} PRIMARY KEY,
+            inbox_id         BIGINT NOT NULL REFERENCES notifications (id),
+            content_sha256   TEXT NOT NULL,
+            endpoint         TEXT NOT NULL,
+            action_id        TEXT NOT NULL,
+            sobject_type     TEXT,
+            record_id        TEXT,
+            fields           TEXT NOT NULL,
+            received_at      {timestamp_type} NOT NULL
+        )""",
+        "CREATE INDEX duplicate_conflicts_notification ON duplicate_conflicts (inbox_id, id)",
+    ]
+
+
+def digests(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The parameters of ConflictStatements.set_digest for rows stored without a digest."""
+    return [{"id": row["id"], "content_sha256": content_digest(row)} for row in rows]
 
 
 BatchStore = Callable[[Sequence[IncomingMessage]], Awaitable[list[StoreResult | Exception]]]
@@ -241,13 +391,18 @@ class Inbox(ABC):
         """Raise :class:`InboxError` unless a write transaction can be opened now."""
 
     @abstractmethod
-    async def list(self, *, limit: int, after_id: int = 0,
-                   state: str | None = None) -> list[StoredNotification]:
-        """Stored notifications in arrival order, after ``after_id``, optionally by state."""
+    async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
+                   conflicted: bool = False) -> list[StoredNotification]:
+        """Stored notifications in arrival order, after ``after_id``, optionally by state or
+        (``conflicted``) only those with conflicting redeliveries."""
 
     @abstractmethod
     async def get(self, inbox_id: int) -> StoredNotification | None:
         """One stored notification by its inbox ID."""
+
+    @abstractmethod
+    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+        """The conflicting redeliveries of one notification, in arrival order."""
 
     @abstractmethod
     async def claim(self, *, limit: int, lease_seconds: float,

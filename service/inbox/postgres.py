@@ -20,18 +20,27 @@ from service.inbox.base import (
     DELIVERED,
     PENDING,
     SELECT_COLUMNS,
+    DuplicateConflict,
     Inbox,
     InboxError,
     InboxStats,
     IncomingMessage,
+    RecordedConflict,
     StoredNotification,
     StoreResult,
+    conflict_statements,
+    conflict_values,
+    conflict_with,
+    conflicts_migration,
+    digests,
     insert_statement,
     isoformat,
+    list_filter,
+    recorded_conflict,
     row_values,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
 _MIGRATIONS = {
     1: [
@@ -67,9 +76,11 @@ _MIGRATIONS = {
         "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
         "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
     ],
+    3: conflicts_migration("BIGSERIAL", "TIMESTAMPTZ"),
 }
 
 _INSERT = insert_statement("%({})s")
+_CONFLICTS = conflict_statements("%({})s")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -176,12 +187,21 @@ class PostgresInbox(Inbox):
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
                         await connection.execute(statement)
+                if version < 3 <= SCHEMA_VERSION:
+                    await self._give_digests(connection)
                 await connection.execute("DELETE FROM omgate_schema")
                 await connection.execute("INSERT INTO omgate_schema VALUES (%s)",
                                          (max(version, SCHEMA_VERSION),))
         except psycopg.Error as error:
             raise InboxError(f"{self._where}: migration failed: {error}") from error
         return SCHEMA_VERSION
+
+    @staticmethod
+    async def _give_digests(connection: Any) -> None:
+        """Digests for the rows stored before schema version 3."""
+        while rows := await (await connection.execute(_CONFLICTS.undigested)).fetchall():
+            async with connection.cursor() as cursor:
+                await cursor.executemany(_CONFLICTS.set_digest, digests(rows))
 
     async def store_batch(self, batch: Sequence[IncomingMessage]
                           ) -> list[StoreResult | Exception]:
@@ -198,17 +218,33 @@ class PostgresInbox(Inbox):
                 for rows in messages:
                     try:
                         async with connection.transaction():  # a savepoint per message
-                            new = 0
-                            for row in rows:
-                                cursor = await connection.execute(_INSERT, row)
-                                new += cursor.rowcount
+                            result = await self._store_rows(connection, rows)
                     except psycopg.Error as error:
                         results.append(InboxError(f"{self._where}: {error}"))
                     else:
-                        results.append(StoreResult(new=new, duplicates=len(rows) - new))
+                        results.append(result)
         except psycopg.Error as error:
             raise InboxError(f"{self._where}: {error}") from error
         return results
+
+    @staticmethod
+    async def _store_rows(connection: Any, rows: list[dict[str, Any]]) -> StoreResult:
+        new = duplicates = 0
+        conflicts: list[DuplicateConflict] = []
+        for row in rows:
+            if (await connection.execute(_INSERT, row)).rowcount:
+                new += 1
+                continue
+            stored = await (await connection.execute(_CONFLICTS.stored, row)).fetchone()
+            conflict = conflict_with(row, stored)
+            if conflict is None:
+                duplicates += 1
+                continue
+            values = conflict_values(conflict, row)
+            await connection.execute(_CONFLICTS.record, values)
+            await connection.execute(_CONFLICTS.count, values)
+            conflicts.append(conflict)
+        return StoreResult(new, duplicates, tuple(conflicts))
 
     async def check_writable(self) -> None:
         import psycopg
@@ -222,19 +258,22 @@ class PostgresInbox(Inbox):
         if row and row["r"]:
             raise InboxError(f"{self._where}: the server is a read-only standby")
 
-    async def list(self, *, limit: int, after_id: int = 0,
-                   state: str | None = None) -> list[StoredNotification]:
-        where = "id > %s" + (" AND state = %s" if state is not None else "")
-        parameters = (after_id, state, limit) if state is not None else (after_id, limit)
+    async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
+                   conflicted: bool = False) -> list[StoredNotification]:
+        where, parameters = list_filter("%s", after_id, state, conflicted)
         rows = await self._execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT %s",  # noqa: S608
-            parameters)
+            (*parameters, limit))
         return [_stored(row) for row in rows]
 
     async def get(self, inbox_id: int) -> StoredNotification | None:
         rows = await self._execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE id = %s", (inbox_id,))  # noqa: S608
         return _stored(rows[0]) if rows else None
+
+    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+        rows = await self._execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
+        return [recorded_conflict(row) for row in rows]
 
     async def claim(self, *, limit: int, lease_seconds: float,
                     now: dt.datetime) -> list[StoredNotification]:

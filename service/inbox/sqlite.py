@@ -22,19 +22,28 @@ from service.inbox.base import (
     DELIVERED,
     PENDING,
     SELECT_COLUMNS,
+    DuplicateConflict,
     Inbox,
     InboxError,
     InboxStats,
     IncomingMessage,
+    RecordedConflict,
     StoredNotification,
     StoreResult,
+    conflict_statements,
+    conflict_values,
+    conflict_with,
+    conflicts_migration,
+    digests,
     insert_statement,
+    list_filter,
+    recorded_conflict,
     row_values,
 )
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATIONS = {
     1: [
         """CREATE TABLE notifications (
@@ -70,9 +79,11 @@ _MIGRATIONS = {
         "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
         "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
     ],
+    3: conflicts_migration("INTEGER", "TEXT"),
 }
 
 _INSERT = insert_statement(":{}")
+_CONFLICTS = conflict_statements(":{}")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -153,6 +164,10 @@ class SqliteInbox(Inbox):
                 connection.execute(f"PRAGMA user_version={step}")
             if version < 2 <= SCHEMA_VERSION:
                 connection.execute("UPDATE notifications SET next_attempt_at = received_at")
+            if version < 3 <= SCHEMA_VERSION:
+                while rows := connection.execute(_CONFLICTS.undigested).fetchall():
+                    undigested = [dict(row) for row in rows]
+                    connection.executemany(_CONFLICTS.set_digest, digests(undigested))
             return SCHEMA_VERSION
 
         return self._transaction(upgrade)
@@ -166,16 +181,33 @@ class SqliteInbox(Inbox):
                     row["received_at"] = _timestamp(row["received_at"])
                 connection.execute("SAVEPOINT message")
                 try:
-                    new = sum(connection.execute(_INSERT, row).rowcount for row in rows)
+                    results.append(self._store_rows(connection, rows))
                 except sqlite3.Error as error:
                     connection.execute("ROLLBACK TO message")
                     results.append(InboxError(f"{self.path}: {error}"))
-                else:
-                    results.append(StoreResult(new=new, duplicates=len(rows) - new))
                 connection.execute("RELEASE message")
             return results
 
         return self._transaction(store_all)
+
+    @staticmethod
+    def _store_rows(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> StoreResult:
+        new = duplicates = 0
+        conflicts: list[DuplicateConflict] = []
+        for row in rows:
+            if connection.execute(_INSERT, row).rowcount:
+                new += 1
+                continue
+            stored = dict(connection.execute(_CONFLICTS.stored, row).fetchone())
+            conflict = conflict_with(row, stored)
+            if conflict is None:
+                duplicates += 1
+                continue
+            values = conflict_values(conflict, row)
+            connection.execute(_CONFLICTS.record, values)
+            connection.execute(_CONFLICTS.count, values)
+            conflicts.append(conflict)
+        return StoreResult(new, duplicates, tuple(conflicts))
 
     def _check_writable(self) -> None:
         connection = self._connect()
@@ -185,10 +217,9 @@ class SqliteInbox(Inbox):
         finally:
             connection.execute("ROLLBACK")
 
-    def _list(self, limit: int, after_id: int, state: str | None) -> list[StoredNotification]:
-        where, parameters = "id > ?", [after_id]
-        if state is not None:
-            where, parameters = "id > ? AND state = ?", [after_id, state]
+    def _list(self, limit: int, after_id: int, state: str | None,
+              conflicted: bool) -> list[StoredNotification]:
+        where, parameters = list_filter("?", after_id, state, conflicted)
         rows = self._connect().execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
             (*parameters, limit))
@@ -199,6 +230,10 @@ class SqliteInbox(Inbox):
             f"SELECT {_COLUMNS} FROM notifications WHERE id = ?", (inbox_id,)  # noqa: S608
         ).fetchone()
         return None if row is None else _stored(row)
+
+    def _conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+        rows = self._connect().execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
+        return [recorded_conflict(dict(row)) for row in rows]
 
     def _claim(self, limit: int, lease_seconds: float,
                now: dt.datetime) -> list[StoredNotification]:
@@ -254,12 +289,15 @@ class SqliteInbox(Inbox):
     async def check_writable(self) -> None:
         await self._run(self._check_writable)
 
-    async def list(self, *, limit: int, after_id: int = 0,
-                   state: str | None = None) -> list[StoredNotification]:
-        return await self._run(self._list, limit, after_id, state)
+    async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
+                   conflicted: bool = False) -> list[StoredNotification]:
+        return await self._run(self._list, limit, after_id, state, conflicted)
 
     async def get(self, inbox_id: int) -> StoredNotification | None:
         return await self._run(self._get, inbox_id)
+
+    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+        return await self._run(self._conflicts, inbox_id)
 
     async def claim(self, *, limit: int, lease_seconds: float,
                     now: dt.datetime) -> list[StoredNotification]:

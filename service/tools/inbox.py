@@ -21,10 +21,11 @@ async def _open(config: Config) -> Inbox:
 
 
 async def list_notifications(config: Config, out: TextIO, *, limit: int, after_id: int,
-                             state: str | None = None) -> int:
+                             state: str | None = None, conflicted: bool = False) -> int:
     inbox = await _open(config)
     try:
-        stored = await inbox.list(limit=limit, after_id=after_id, state=state)
+        stored = await inbox.list(limit=limit, after_id=after_id, state=state,
+                                  conflicted=conflicted)
     finally:
         await inbox.close()
     out.write(_dump([notification.to_json() for notification in stored]) + "\n")
@@ -35,12 +36,16 @@ async def show_notification(config: Config, out: TextIO, err: TextIO, inbox_id: 
     inbox = await _open(config)
     try:
         stored = await inbox.get(inbox_id)
+        conflicts = await inbox.conflicts(inbox_id) if stored and stored.conflicts else []
     finally:
         await inbox.close()
     if stored is None:
         err.write(f"omgate inbox show: no notification with inbox id {inbox_id}\n")
         return 1
-    out.write(_dump(stored.to_json()) + "\n")
+    document = stored.to_json()
+    if conflicts:
+        document["conflicting_redeliveries"] = [conflict.to_json() for conflict in conflicts]
+    out.write(_dump(document) + "\n")
     return 0
 
 
