@@ -329,19 +329,29 @@ class OutboundMessageHandler:
                         headers={"X-Correlation-Id": correlation_id})
 
 
-def _health_routes(inbox: Inbox, state: ServiceState) -> list[Route]:
+async def _not_ready_reason(inbox: Inbox, state: ServiceState) -> str | None:
+    """Why this process should get no traffic now (None: it should)."""
+    if state.draining:
+        return "draining"
+    try:
+        await inbox.check_writable()
+    except InboxError as error:  # its text names the inbox with the password masked
+        log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
+        return f"inbox not writable: {error}"
+    return None
+
+
+def _health_routes(inbox: Inbox, state: ServiceState, *, with_reasons: bool) -> list[Route]:
+    """/healthz and /readyz; the reason for a 503 only ``with_reasons`` (the health
+    listener): the public listeners answer anyone, without a client certificate."""
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     async def readyz(_request: Request) -> Response:
-        if state.draining:
-            return PlainTextResponse("draining\n", status_code=503)
-        try:
-            await inbox.check_writable()
-        except InboxError as error:
-            log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
-            return PlainTextResponse(f"inbox not writable: {error}\n", status_code=503)
-        return PlainTextResponse("ready\n")
+        reason = await _not_ready_reason(inbox, state)
+        if reason is None:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse(f"{reason if with_reasons else 'not ready'}\n", status_code=503)
 
     return [Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"])]
@@ -395,7 +405,7 @@ def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceSta
         404: _not_found,
         Exception: _unexpected,
     }
-    return Starlette(routes=[*routes, *_health_routes(inbox, state)],
+    return Starlette(routes=[*routes, *_health_routes(inbox, state, with_reasons=False)],
                      exception_handlers=handlers)
 
 
@@ -404,5 +414,5 @@ def create_health_app(inbox: Inbox, state: ServiceState, metrics: Metrics) -> St
     async def prometheus(_request: Request) -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    return Starlette(routes=[*_health_routes(inbox, state),
+    return Starlette(routes=[*_health_routes(inbox, state, with_reasons=True),
                              Route("/metrics", prometheus, methods=["GET"])])

@@ -26,6 +26,7 @@ from service.app import (
 from service.clientauth import Policy
 from service.config import BindAddress, Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
+from service.dsn import mask_dsn
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -294,7 +295,7 @@ def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> Non
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,
         endpoints=[endpoint.path for endpoint in config.endpoints],
-        inbox=config.inbox.url,
+        inbox=mask_dsn(config.inbox.url).shown,
         organizations=list(config.salesforce.organization_ids) or "any",
         client_auth_mode=gate.policy.mode,
         reject_with=config.client_auth.reject_with,
