@@ -70,6 +70,7 @@ class ServerConfig:
     allowed_client_networks: tuple[Network, ...]
     max_body_bytes: int
     max_buffered_bytes: int
+    max_buffered_bytes_per_client: int
     workers: int
     handshake_timeout: float
     request_timeout: float
@@ -426,6 +427,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "allowed_client_networks": Key(_list_of(_network), [], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
         "max_buffered_bytes": Key(_positive_int, 64 * 1024 * 1024, "int"),
+        "max_buffered_bytes_per_client": Key(_positive_int, 16 * 1024 * 1024, "int"),
         "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "request_timeout": Key(_positive_seconds, 60, "float"),

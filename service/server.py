@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.app import (
-    BodyBudget,
     EndpointRuntime,
     ServiceState,
     build_endpoints,
     create_app,
     create_health_app,
 )
+from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.config import BindAddress, Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
@@ -115,12 +115,27 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
     )
 
 
+def budget_rules(config: Config) -> BudgetRules:
+    return BudgetRules(config.server.max_buffered_bytes,
+                       config.server.max_buffered_bytes_per_client)
+
+
+def _check_body_fits(config: Config) -> None:
+    """A body the budget can never hold whole would be refused (503) on every retry."""
+    largest = budget_rules(config).largest_body
+    if config.server.max_body_bytes > largest:
+        raise _config_error(
+            config, f"[server] max_body_bytes ({config.server.max_body_bytes}) is more than "
+                    f"one body can ever be given ({largest}: max_buffered_bytes_per_client, "
+                    "and three quarters of max_buffered_bytes)")
+
+
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
                    state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
-    budget = BodyBudget(config.server.max_buffered_bytes, config.server.read_timeout)
+    budget = BodyBudget(budget_rules(config), config.server.read_timeout)
     return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
                                forwarding)
 
@@ -196,6 +211,7 @@ def prepare(config: Config) -> Prepared:
     if not config.server.bind and not config.server.plain_bind:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
+    _check_body_fits(config)
     policies = PolicyBuilder(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None

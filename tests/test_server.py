@@ -250,6 +250,8 @@ def test_sigterm_drains_and_exits_cleanly(omgate_server):
 
 @pytest.mark.parametrize(("overrides", "words"), [
     ({"server": {"max_body_bytes": -1}}, ["[server] max_body_bytes", "positive whole number"]),
+    ({"server": {"max_body_bytes": 20 * 1024 * 1024}},  # more than one client may hold
+     ["[server] max_body_bytes", "max_buffered_bytes_per_client"]),
     ({"server": {"certfile": "/nonexistent/server.pem"}},
      ["[server] certfile", "/nonexistent/server.pem"]),
     ({"endpoints": [{"path": "/x", "wsdl": "/nonexistent/x.wsdl"}]},
