@@ -2,7 +2,8 @@
 
 All listener setup lives here: HTTPS on ``server.bind`` through omgate's own
 TLS front door, plain HTTP on ``server.plain_bind`` (for a balancer that
-terminates TLS) and the health listener on ``server.health_bind``. SIGHUP (and
+terminates TLS) and the health listener on ``server.health_bind``, on sockets
+the supervisor bound. SIGHUP (and
 a periodic file check) reloads the server certificate without a restart.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,7 @@ from service.app import (
 )
 from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
-from service.config import BindAddress, Config, ConfigError
+from service.config import Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.forwarded import ForwardingSettings
@@ -35,6 +37,7 @@ from service.logs import get_logger
 from service.metrics import Metrics
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
+from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
 from service.tls.hypercorn_glue import HttpServing, hypercorn_config
@@ -48,7 +51,6 @@ from service.tls.listener import (
 
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-LISTEN_BACKLOG = 1024
 CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
 
 
@@ -171,11 +173,11 @@ class ConnectionTracker:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _listen(handler: Handler, address: BindAddress,
-                  reuse_port: bool = False) -> asyncio.Server:
-    return await asyncio.start_server(handler, address.host, address.port,
-                                      backlog=LISTEN_BACKLOG, reuse_address=True,
-                                      reuse_port=reuse_port or None)
+async def _serve_on(handler: Handler, sockets: tuple[socket.socket, ...]
+                   ) -> list[asyncio.Server]:
+    """Accept on sockets the supervisor bound (shared by every worker)."""
+    return [await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
+            for sock in sockets]
 
 
 def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
@@ -224,7 +226,7 @@ def prepare(config: Config) -> Prepared:
     return Prepared(endpoints, policies.listener_policy(), server_tls, target)
 
 
-async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = False) -> None:
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
     prepared = prepare(config)
     metrics = Metrics()
     gate = ClientAuthGate(prepared.listener_policy, metrics)
@@ -246,14 +248,11 @@ async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = Fal
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
-            for address in config.server.bind:
-                servers.append(await _listen(tracker.wrap(tls_handler), address, reuse_port))
+            servers += await _serve_on(tracker.wrap(tls_handler), listeners.tls)
         plain = PlainConnectionHandler(main, origin_reader(config))
-        for address in config.server.plain_bind:
-            servers.append(await _listen(tracker.wrap(plain), address, reuse_port))
-        if config.server.health_bind is not None:
-            health_servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
-                                                config.server.health_bind, reuse_port))
+        servers += await _serve_on(tracker.wrap(plain), listeners.plain)
+        health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
+                                          listeners.health)
         stop = asyncio.Event()
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:

@@ -6,7 +6,6 @@ import json
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -264,12 +263,3 @@ def test_a_bad_config_fails_at_start_naming_key_and_file(omgate_server, override
     assert str(server.config_path) in output
     for word in words:
         assert word in output
-
-
-def test_a_taken_port_is_reported(shared_server, tmp_path):
-    config = Path(shared_server.config_path).read_text()
-    other = tmp_path / "second.toml"
-    other.write_text(config.replace("inbox.db", "inbox2.db"))
-    result = run_omgate("serve", "--config", str(other), timeout=30)
-    assert result.returncode == 1
-    assert "cannot listen" in result.stderr
