@@ -9,11 +9,10 @@ correlation id also appears in the ``om.rejected`` log line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -21,9 +20,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from service.budget import BodyBudget, BodyHold
 from service.clientauth import Policy
 from service.config import Config, EndpointConfig
-from service.forwarded import Network, RequestOrigin, within
+from service.forwarded import Address, Network, RequestOrigin, within
 from service.forwarded.middleware import ORIGIN_EXTENSION
 from service.gate import ClientAuthGate, ForwardedCertificateUnreadable
 from service.inbox import Inbox, InboxError, IncomingMessage
@@ -78,6 +78,21 @@ def _peer(request: Request) -> str | None:
     return f"{request.client.host}:{request.client.port}" if request.client else None
 
 
+def _client_address(request: Request) -> Address | None:
+    """The real client's address, as far as trusted proxies tell (None: unknown)."""
+    extensions = request.scope.get("extensions") or {}
+    origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
+    return origin.client if origin else None
+
+
+def _client_key(request: Request) -> str:
+    """Who a body counts against in the budget: the client address, else the TCP peer."""
+    client = _client_address(request)
+    if client is not None:
+        return str(client)
+    return request.client.host if request.client else "unknown"
+
+
 def fault_response(error: SoapFaultError, correlation_id: str) -> Response:
     headers = {"X-Correlation-Id": correlation_id}
     if error.status == 405:
@@ -114,8 +129,9 @@ def _too_large(limit: int) -> SoapFaultError:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, share: BodyHold) -> bytes:
+    """Read the body, refusing as soon as it is known to exceed ``limit`` bytes; each
+    chunk takes its room in the budget as it arrives."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -125,6 +141,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
+        await share.take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -134,40 +151,7 @@ def _internal_error() -> SoapFaultError:
                           status=500, fault_code="Server")
 
 
-class BodyBudget:
-    """Bounds the request bodies held in memory at once, across all connections.
-
-    A request that would go beyond waits for room; after ``wait`` seconds it is refused
-    with a Server fault (HTTP 503), which Salesforce retries.
-    """
-
-    def __init__(self, limit: int, wait: float) -> None:
-        self.limit = limit
-        self.wait = wait
-        self.used = 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = min(size, self.limit)
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.used + size <= self.limit), self.wait)
-            except TimeoutError:
-                raise SoapFaultError(
-                    "server_busy", "Too many large messages at once; please retry.",
-                    status=503, fault_code="Server") from None
-            self.used += size
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.used -= size
-                self._changed.notify_all()
-
-
-def _expected_size(request: Request, limit: int) -> int:
+def _declared_size(request: Request, limit: int) -> int:
     """The declared body size (a chunked body is counted as the largest allowed)."""
     declared = request.headers.get("content-length", "")
     return min(int(declared), limit) if declared.isdigit() else limit
@@ -232,9 +216,8 @@ class OutboundMessageHandler:
     async def _check_client(self, request: Request) -> None:
         """Refuse a client outside allowed_client_networks, or one the policy refuses."""
         extensions = request.scope.get("extensions") or {}
-        origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
         allowed = self.endpoint.allowed_networks
-        client = origin.client if origin else None
+        client = _client_address(request)
         if allowed and not within(client, allowed):
             raise SoapFaultError(
                 "client_address_not_allowed",
@@ -267,8 +250,10 @@ class OutboundMessageHandler:
         try:
             await self._check_client(request)
             _check_request_line(request)
-            async with self.budget.hold(_expected_size(request, self.endpoint.max_body_bytes)):
-                body = await read_body(request, self.endpoint.max_body_bytes)
+            async with self.budget.hold(_client_key(request),
+                                        _declared_size(request, self.endpoint.max_body_bytes)
+                                        ) as share:
+                body = await read_body(request, self.endpoint.max_body_bytes, share)
                 body_read = True
                 message = await self._parse(body)
             _check_allowed(message, self.endpoint)
@@ -336,19 +321,29 @@ class OutboundMessageHandler:
                         headers={"X-Correlation-Id": correlation_id})
 
 
-def _health_routes(inbox: Inbox, state: ServiceState) -> list[Route]:
+async def _not_ready_reason(inbox: Inbox, state: ServiceState) -> str | None:
+    """Why this process should get no traffic now (None: it should)."""
+    if state.draining:
+        return "draining"
+    try:
+        await inbox.check_writable()
+    except InboxError as error:  # its text names the inbox with the password masked
+        log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
+        return f"inbox not writable: {error}"
+    return None
+
+
+def _health_routes(inbox: Inbox, state: ServiceState, *, with_reasons: bool) -> list[Route]:
+    """/healthz and /readyz; the reason for a 503 only ``with_reasons`` (the health
+    listener): the public listeners answer anyone, without a client certificate."""
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     async def readyz(_request: Request) -> Response:
-        if state.draining:
-            return PlainTextResponse("draining\n", status_code=503)
-        try:
-            await inbox.check_writable()
-        except InboxError as error:
-            log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
-            return PlainTextResponse(f"inbox not writable: {error}\n", status_code=503)
-        return PlainTextResponse("ready\n")
+        reason = await _not_ready_reason(inbox, state)
+        if reason is None:
+            return PlainTextResponse("ready\n")
+        return PlainTextResponse(f"{reason if with_reasons else 'not ready'}\n", status_code=503)
 
     return [Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"])]
@@ -402,7 +397,7 @@ def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceSta
         404: _not_found,
         Exception: _unexpected,
     }
-    return Starlette(routes=[*routes, *_health_routes(inbox, state)],
+    return Starlette(routes=[*routes, *_health_routes(inbox, state, with_reasons=False)],
                      exception_handlers=handlers)
 
 
@@ -411,5 +406,5 @@ def create_health_app(inbox: Inbox, state: ServiceState, metrics: Metrics) -> St
     async def prometheus(_request: Request) -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    return Starlette(routes=[*_health_routes(inbox, state),
+    return Starlette(routes=[*_health_routes(inbox, state, with_reasons=True),
                              Route("/metrics", prometheus, methods=["GET"])])

@@ -1,4 +1,5 @@
-"""The ``omgate`` command line. Exit status: 0 fine, 1 problems found, 2 usage or config error."""
+"""The ``omgate`` command line. Exit status: 0 fine, 1 problems found, 2 usage or config error
+(or, for ``serve``, an address it cannot listen on)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from service.config import Config, ConfigError, load_config
 from service.inbox import STATES, InboxError
 from service.logs import configure_logging
+from service.supervisor import ListenError, serve_processes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -190,8 +192,6 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.supervisor import serve_processes
-
     config = _load(args)
     configure_logging(config.logging.format, config.logging.level)
     return serve_processes(config)
@@ -316,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as error:
         print(f"omgate: configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ListenError as error:
+        print(f"omgate {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except InboxError as error:
         print(f"omgate: inbox error: {error}", file=sys.stderr)

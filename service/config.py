@@ -26,6 +26,7 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
+from service.dsn import mask_dsn
 from service.forwarded import (
     CLIENT_ADDRESS_HEADERS,
     ForwardedFormat,
@@ -69,6 +70,7 @@ class ServerConfig:
     allowed_client_networks: tuple[Network, ...]
     max_body_bytes: int
     max_buffered_bytes: int
+    max_buffered_bytes_per_client: int
     workers: int
     handshake_timeout: float
     request_timeout: float
@@ -358,12 +360,15 @@ def _endpoint_path(value: Any, base: Path) -> str:
 def _inbox_url(value: Any, base: Path) -> str:
     """Resolve a relative SQLite path against the config folder; PostgreSQL URLs as they are."""
     text = _string(value, base)
+    expected = ('"sqlite:///relative/path.db", "sqlite:////absolute/path.db" or '
+                '"postgresql://user@host/database"')
     if text.startswith(("postgresql://", "postgres://")) and len(text.split("://")[1]) > 0:
+        if not mask_dsn(text).readable:
+            raise ValueError(expected + " that libpq can read")
         return text
     prefix = "sqlite:///"
     if not text.startswith(prefix) or len(text) == len(prefix):
-        raise ValueError('"sqlite:///relative/path.db", "sqlite:////absolute/path.db" or '
-                         '"postgresql://user@host/database"')
+        raise ValueError(expected)
     path = Path(text[len(prefix) :])
     return prefix + str(path if path.is_absolute() else (base / path).resolve())
 
@@ -377,6 +382,11 @@ class Key:
     parse: Parser
     default: Any
     env_kind: str = "string"  # how an environment string is decoded: string|int|float|bool|json
+    may_hold_password: bool = False  # then an error shows the value through mask_dsn
+
+    def shown(self, raw: Any) -> Any:
+        """The raw value as an error message may show it."""
+        return mask_dsn(raw).shown if self.may_hold_password and isinstance(raw, str) else raw
 
     def decode_env(self, text: str) -> Any:
         try:
@@ -417,6 +427,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "allowed_client_networks": Key(_list_of(_network), [], "json"),
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
         "max_buffered_bytes": Key(_positive_int, 64 * 1024 * 1024, "int"),
+        "max_buffered_bytes_per_client": Key(_positive_int, 16 * 1024 * 1024, "int"),
         "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "request_timeout": Key(_positive_seconds, 60, "float"),
@@ -450,7 +461,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "organization_ids": _string_list(_salesforce_id),
     },
     "inbox": {
-        "url": Key(_inbox_url, "sqlite:///../var/inbox.db"),
+        "url": Key(_inbox_url, "sqlite:///../var/inbox.db", may_hold_password=True),
         "store_session_id": Key(_boolean, False, "bool"),
         "group_commit": Key(_boolean, True, "bool"),
         "pool_size": Key(_positive_int, 10, "int"),
@@ -500,7 +511,7 @@ def _parse_key(key: Key, source: _Source, label: str, base: Path) -> Any:
     try:
         return key.parse(source.raw, base)
     except ValueError as error:
-        raise _fail(source.description, label, str(error), source.raw) from None
+        raise _fail(source.description, label, str(error), key.shown(source.raw)) from None
 
 
 def _parse_table(

@@ -2,7 +2,8 @@
 
 All listener setup lives here: HTTPS on ``server.bind`` through omgate's own
 TLS front door, plain HTTP on ``server.plain_bind`` (for a balancer that
-terminates TLS) and the health listener on ``server.health_bind``. SIGHUP (and
+terminates TLS) and the health listener on ``server.health_bind``, on sockets
+the supervisor bound. SIGHUP (and
 a periodic file check) reloads the server certificate without a restart.
 """
 
@@ -11,22 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.app import (
-    BodyBudget,
     EndpointRuntime,
     ServiceState,
     build_endpoints,
     create_app,
     create_health_app,
 )
+from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
-from service.config import BindAddress, Config, ConfigError
+from service.config import Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
+from service.dsn import mask_dsn
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -35,6 +38,7 @@ from service.logs import get_logger
 from service.metrics import Metrics
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
+from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
 from service.tls.hypercorn_glue import HttpServing, hypercorn_config
@@ -48,7 +52,6 @@ from service.tls.listener import (
 
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-LISTEN_BACKLOG = 1024
 CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
 
 
@@ -118,12 +121,27 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
     )
 
 
+def budget_rules(config: Config) -> BudgetRules:
+    return BudgetRules(config.server.max_buffered_bytes,
+                       config.server.max_buffered_bytes_per_client)
+
+
+def _check_body_fits(config: Config) -> None:
+    """A body the budget can never hold whole would be refused (503) on every retry."""
+    largest = budget_rules(config).largest_body
+    if config.server.max_body_bytes > largest:
+        raise _config_error(
+            config, f"[server] max_body_bytes ({config.server.max_body_bytes}) is more than "
+                    f"one body can ever be given ({largest}: max_buffered_bytes_per_client, "
+                    "and three quarters of max_buffered_bytes)")
+
+
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
                    state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
-    budget = BodyBudget(config.server.max_buffered_bytes, config.server.read_timeout)
+    budget = BodyBudget(budget_rules(config), config.server.read_timeout)
     return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
                                forwarding)
 
@@ -159,11 +177,11 @@ class ConnectionTracker:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _listen(handler: Handler, address: BindAddress,
-                  reuse_port: bool = False) -> asyncio.Server:
-    return await asyncio.start_server(handler, address.host, address.port,
-                                      backlog=LISTEN_BACKLOG, reuse_address=True,
-                                      reuse_port=reuse_port or None)
+async def _serve_on(handler: Handler, sockets: tuple[socket.socket, ...]
+                   ) -> list[asyncio.Server]:
+    """Accept on sockets the supervisor bound (shared by every worker)."""
+    return [await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
+            for sock in sockets]
 
 
 def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
@@ -199,6 +217,7 @@ def prepare(config: Config) -> Prepared:
     if not config.server.bind and not config.server.plain_bind:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
+    _check_body_fits(config)
     policies = PolicyBuilder(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
@@ -211,7 +230,7 @@ def prepare(config: Config) -> Prepared:
     return Prepared(endpoints, policies.listener_policy(), server_tls, target)
 
 
-async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = False) -> None:
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
     prepared = prepare(config)
     metrics = Metrics()
     gate = ClientAuthGate(prepared.listener_policy, metrics)
@@ -233,14 +252,11 @@ async def serve(config: Config, *, worker_index: int = 0, reuse_port: bool = Fal
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
-            for address in config.server.bind:
-                servers.append(await _listen(tracker.wrap(tls_handler), address, reuse_port))
+            servers += await _serve_on(tracker.wrap(tls_handler), listeners.tls)
         plain = PlainConnectionHandler(main, origin_reader(config))
-        for address in config.server.plain_bind:
-            servers.append(await _listen(tracker.wrap(plain), address, reuse_port))
-        if config.server.health_bind is not None:
-            health_servers.append(await _listen(tracker.wrap(PlainConnectionHandler(health)),
-                                                config.server.health_bind, reuse_port))
+        servers += await _serve_on(tracker.wrap(plain), listeners.plain)
+        health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
+                                          listeners.health)
         stop = asyncio.Event()
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
@@ -299,7 +315,7 @@ def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> Non
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,
         endpoints=[endpoint.path for endpoint in config.endpoints],
-        inbox=config.inbox.url,
+        inbox=mask_dsn(config.inbox.url).shown,
         organizations=list(config.salesforce.organization_ids) or "any",
         client_auth_mode=gate.policy.mode,
         reject_with=config.client_auth.reject_with,

@@ -258,3 +258,55 @@ def test_a_flood_of_large_bodies_keeps_memory_bounded(omgate_server):
     if 503 in statuses:
         server.wait_for("om.rejected", lambda e: e["reason"] == "server_busy")
     assert os.path.exists(f"/proc/{server.process.pid}")  # still running
+
+
+SLOW_BODY_HEAD = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: text/xml; charset=utf-8\r\n"
+                  b"Content-Length: 10485760\r\n\r\n")
+
+
+async def trickle_a_large_body(server, stop: asyncio.Event, started: list[int]) -> None:
+    """Declare 10 MiB, then send a byte a second until ``stop``; no client certificate."""
+    _reader, writer = await asyncio.open_connection(
+        "127.0.0.1", server.https_port, ssl=tls_client(server), server_hostname="localhost")
+    try:
+        writer.write(SLOW_BODY_HEAD + b"<")
+        await writer.drain()
+        started.append(1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1)
+            writer.write(b" ")
+            await writer.drain()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+def test_slow_large_bodies_do_not_keep_a_small_message_waiting(omgate_server, client_pki):
+    # four bodies said to be 10 MiB used to take all of it, however slowly they came
+    server = omgate_server({"server": {"max_buffered_bytes": 40 * 1024 * 1024}})
+    body = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
+
+    async def attack() -> tuple[bool, float, int]:
+        stop, started = asyncio.Event(), []
+        slow = [asyncio.create_task(trickle_a_large_body(server, stop, started))
+                for _ in range(50)]
+        try:
+            while len(started) < len(slow) and not any(task.done() for task in slow):
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # their bodies have begun: each handler has started
+            begun = time.monotonic()
+            response = await asyncio.to_thread(server.post, body,
+                                               cert=client_pki.cases["valid"])
+            return is_ack(response), time.monotonic() - begun, len(started)
+        finally:
+            stop.set()
+            await asyncio.gather(*slow, return_exceptions=True)
+
+    acked, took, trickling = asyncio.run(asyncio.wait_for(attack(), 60))
+    assert trickling == 50
+    assert acked
+    assert took < 2, f"the small message waited {took:.1f} s"
+    assert "server_busy" not in [event["reason"] for event in server.events("om.rejected")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from service.dsn import mask_dsn
 from service.inbox.base import (
     DEAD,
     DELIVERED,
@@ -36,7 +37,7 @@ async def open_inbox(url: str, *, group_commit: bool = True, pool_size: int = 10
         inbox = PostgresInbox(url, group_commit=group_commit, pool_size=pool_size)
         await inbox.open()
         return inbox
-    raise InboxError(f"unsupported inbox URL {url!r}; expected sqlite:///PATH or "
+    raise InboxError(f"unsupported inbox URL {mask_dsn(url).shown!r}; expected sqlite:///PATH or "
                      "postgresql://USER@HOST/DATABASE")
 
 

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from service.dsn import mask_dsn
 from service.inbox.base import (
     DEAD,
     DELIVERED,
@@ -42,6 +43,9 @@ from service.inbox.base import (
 
 SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
+# /readyz is asked by anyone on the public listeners, and by probes that give up after a
+# few seconds: it waits this long for a pooled connection, not the pool's 30 seconds.
+READINESS_WAIT_SECONDS = 3
 _MIGRATIONS = {
     1: [
         """CREATE TABLE notifications (
@@ -136,17 +140,18 @@ class PostgresInbox(Inbox):
     def __init__(self, url: str, *, group_commit: bool = True, pool_size: int = 10) -> None:
         super().__init__(group_commit=group_commit)
         self.url = url
+        self._masked = mask_dsn(url)
         self._pool_size = pool_size
         self._pool: Any = None
 
-    @property
-    def _where(self) -> str:
-        """The URL without its password, for error messages."""
-        scheme, _, rest = self.url.partition("://")
-        credentials, at, location = rest.rpartition("@")
-        return f"{scheme}://{credentials.split(':')[0]}@{location}" if at else self.url
+    def _error(self, error: Exception | str, doing: str = "") -> InboxError:
+        """An InboxError naming the database, with the password masked out of everything
+        (psycopg's text may quote the connection string)."""
+        prefix = f"{self._masked}: {doing}: " if doing else f"{self._masked}: "
+        return InboxError(prefix + self._masked.scrub(str(error)))
 
     async def open(self) -> None:
+        import psycopg
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
@@ -155,8 +160,8 @@ class PostgresInbox(Inbox):
             kwargs={"row_factory": dict_row, "autocommit": False})
         try:
             await self._pool.open(wait=True, timeout=30)
-        except Exception as error:
-            raise InboxError(f"{self._where}: cannot connect: {error}") from error
+        except psycopg.Error as error:  # a PoolTimeout too
+            raise self._error(error, "cannot connect") from None
         await self.migrate()
 
     async def _execute(self, statement: str, parameters: Any = None) -> list[dict[str, Any]]:
@@ -167,7 +172,7 @@ class PostgresInbox(Inbox):
                 cursor = await connection.execute(statement, parameters)
                 return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
-            raise InboxError(f"{self._where}: {error}") from error
+            raise self._error(error) from None
 
     async def migrate(self) -> int:
         import psycopg
@@ -181,9 +186,9 @@ class PostgresInbox(Inbox):
                     "SELECT version FROM omgate_schema")).fetchone()
                 version = row["version"] if row else 0
                 if version > SCHEMA_VERSION:
-                    raise InboxError(
-                        f"{self._where}: inbox schema version {version} is newer than this "
-                        f"omgate understands ({SCHEMA_VERSION}); upgrade omgate")
+                    raise self._error(
+                        f"inbox schema version {version} is newer than this omgate "
+                        f"understands ({SCHEMA_VERSION}); upgrade omgate")
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[step]:
                         await connection.execute(statement)
@@ -193,7 +198,7 @@ class PostgresInbox(Inbox):
                 await connection.execute("INSERT INTO omgate_schema VALUES (%s)",
                                          (max(version, SCHEMA_VERSION),))
         except psycopg.Error as error:
-            raise InboxError(f"{self._where}: migration failed: {error}") from error
+            raise self._error(error, "migration failed") from None
         return SCHEMA_VERSION
 
     @staticmethod
@@ -220,11 +225,11 @@ class PostgresInbox(Inbox):
                         async with connection.transaction():  # a savepoint per message
                             result = await self._store_rows(connection, rows)
                     except psycopg.Error as error:
-                        results.append(InboxError(f"{self._where}: {error}"))
+                        results.append(self._error(error))
                     else:
                         results.append(result)
         except psycopg.Error as error:
-            raise InboxError(f"{self._where}: {error}") from error
+            raise self._error(error) from None
         return results
 
     @staticmethod
@@ -250,13 +255,13 @@ class PostgresInbox(Inbox):
         import psycopg
 
         try:
-            async with self._pool.connection() as connection:
+            async with self._pool.connection(timeout=READINESS_WAIT_SECONDS) as connection:
                 row = await (await connection.execute("SELECT pg_is_in_recovery() AS r")
                              ).fetchone()
         except psycopg.Error as error:
-            raise InboxError(f"{self._where}: {error}") from error
+            raise self._error(error) from None
         if row and row["r"]:
-            raise InboxError(f"{self._where}: the server is a read-only standby")
+            raise self._error("the server is a read-only standby")
 
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
                    conflicted: bool = False) -> list[StoredNotification]:

@@ -1,0 +1,74 @@
+"""Inbox URLs as they may be shown: in logs, error messages and HTTP answers.
+
+A PostgreSQL connection string can carry a password in three places: the URL's user
+information (``postgresql://user:secret@host/db``), a ``password=`` query parameter, and
+the keyword form (``host=h password=secret dbname=d``). libpq's own parser (through
+psycopg's conninfo) finds it in each, so what it reads as the password is what is hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MASK = "***"
+SECRET_KEYWORDS = ("password", "sslpassword")  # sslpassword unlocks the client key
+UNREADABLE = "<not shown: not a connection string libpq can read>"
+
+
+@dataclass(frozen=True)
+class MaskedDsn:
+    """``shown`` is the connection string with its secrets replaced by ``***``."""
+
+    shown: str
+    readable: bool  # False: libpq cannot parse it (so it cannot be used either)
+    original: str = field(repr=False)
+    secrets: tuple[str, ...] = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.shown
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error message, say) with the string and its secrets masked."""
+        if self.original:
+            text = text.replace(self.original, self.shown)
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def _could_hold_a_secret(dsn: str) -> bool:
+    # Where libpq takes a password from: the user information (before "@") or a
+    # keyword=value pair, in the keyword form or a URL's query.
+    return "@" in dsn or "=" in dsn
+
+
+def _conninfo(dsn: str) -> dict[str, str] | None:
+    """libpq's reading of ``dsn``, or None when it cannot read it."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    if "\0" in dsn:  # libpq would stop reading there and silently drop the rest
+        return None
+    try:
+        return {name: str(value) for name, value in conninfo_to_dict(dsn).items()}
+    except (ProgrammingError, UnicodeError):
+        return None
+
+
+def mask_dsn(dsn: str) -> MaskedDsn:
+    """The one way an inbox URL or PostgreSQL connection string is shown.
+
+    What libpq cannot read is shown only when it could not hold a password, and never
+    with libpq's parse error (which quotes the string).
+    """
+    if dsn.startswith("sqlite:///"):
+        return MaskedDsn(dsn, True, dsn, ())
+    from psycopg.conninfo import make_conninfo
+
+    parts = _conninfo(dsn)
+    if parts is None:
+        return MaskedDsn(UNREADABLE if _could_hold_a_secret(dsn) else dsn, False, dsn, ())
+    secrets = {name: parts[name] for name in SECRET_KEYWORDS if parts.get(name)}
+    shown = make_conninfo(**{**parts, **dict.fromkeys(secrets, MASK)})
+    longest_first = sorted(set(secrets.values()), key=len, reverse=True)
+    return MaskedDsn(shown, True, dsn, tuple(longest_first))

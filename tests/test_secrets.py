@@ -1,0 +1,112 @@
+"""The inbox password never leaves omgate: not in logs, error messages or HTTP answers.
+
+The password is random per run, so any leak of it is unmistakable. PostgreSQL trusts
+local connections here, so a URL may carry any password and still connect.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from harness import free_port, ssl_context
+from postgres_server import PostgresServer, start_postgres
+
+PASSWORD = f"Wh1sper-{secrets.token_hex(6)}"
+ROLE = "omgate_with_password"
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class Database:
+    port: int
+    name: str
+
+    def url_with_password_in_user_info(self) -> str:
+        return f"postgresql://{ROLE}:{PASSWORD}@127.0.0.1:{self.port}/{self.name}"
+
+    def url_with_password_parameter(self) -> str:
+        return f"postgresql://{ROLE}@127.0.0.1:{self.port}/{self.name}?password={PASSWORD}"
+
+
+def database_owned_by_a_role_with_a_password(server: PostgresServer) -> Database:
+    import psycopg
+
+    name = f"secret_{secrets.token_hex(4)}"
+    with psycopg.connect(server.admin_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                    (ROLE,)).fetchone()
+        if not exists:
+            connection.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
+        connection.execute(f'CREATE DATABASE "{name}" OWNER {ROLE}')
+    return Database(server.port, name)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, so the test can stop it."""
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("form", ["url_with_password_in_user_info",
+                                  "url_with_password_parameter"])
+def test_server_started_shows_the_inbox_without_its_password(omgate_server, postgres, form):
+    url = getattr(database_owned_by_a_role_with_a_password(postgres), form)()
+    server = omgate_server({"inbox": {"url": url}})
+    started = server.wait_for("server.started")
+    assert f"password={MASK}" in started["inbox"]
+    assert f"user={ROLE}" in started["inbox"]
+    server.stop()
+    assert PASSWORD not in server.log_path.read_text()
+
+
+@pytest.mark.parametrize(("url", "env"), [
+    (f"host=127.0.0.1 password={PASSWORD} dbname=omgate", False),  # the keyword form
+    (f"postgresq://omgate:{PASSWORD}@127.0.0.1/omgate", False),
+    (f"postgresql://omgate@127.0.0.1:1/omgate?password={PASSWORD}&sslmod=require", False),
+    (f"postgresq://omgate:{PASSWORD}@127.0.0.1/omgate", True),
+])
+def test_a_bad_inbox_url_is_a_configuration_error_without_the_password(omgate_server, url,
+                                                                       env):
+    if env:
+        server = omgate_server(env={"OMGATE_INBOX__URL": url}, wait=False)
+    else:
+        server = omgate_server({"inbox": {"url": url}}, wait=False)
+    assert server.process.wait(30) == 2
+    output = server.log_path.read_text()
+    assert "configuration error" in output
+    assert "[inbox] url" in output
+    assert ("OMGATE_INBOX__URL" if env else str(server.config_path)) in output
+    assert PASSWORD not in output
+
+
+def test_readiness_tells_only_the_health_listener_why_postgresql_is_gone(omgate_server,
+                                                                        own_postgres):
+    url = database_owned_by_a_role_with_a_password(own_postgres).url_with_password_parameter()
+    plain_port, health_port = free_port(), free_port()
+    server = omgate_server({"inbox": {"url": url},
+                            "server": {"plain_bind": [f"127.0.0.1:{plain_port}"],
+                                       "health_bind": f"127.0.0.1:{health_port}"}})
+    public = {"tls": f"{server.url}/readyz", "plain": f"http://127.0.0.1:{plain_port}/readyz"}
+    health = f"http://127.0.0.1:{health_port}/readyz"
+    with httpx.Client(verify=ssl_context(server.ca_path), timeout=20) as client:
+        assert all(client.get(address).text == "ready\n" for address in public.values())
+        assert client.get(health).text == "ready\n"
+        own_postgres.stop()
+        for address in public.values():
+            answer = client.get(address)
+            assert (answer.status_code, answer.text) == (503, "not ready\n"), address
+        answer = client.get(health)
+    assert answer.status_code == 503
+    assert answer.text.startswith("inbox not writable: ")
+    assert f"password={MASK}" in answer.text
+    assert PASSWORD not in answer.text
+    not_ready = server.wait_for("health.not_ready")
+    assert f"password={MASK}" in not_ready["detail"]
+    server.stop()
+    assert PASSWORD not in server.log_path.read_text()
