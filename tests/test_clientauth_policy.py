@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 from corpus import CASES, DAY, Case, Pki, build_pki
+from costly_chains import junk_cas, look_alikes
 
 from service.clientauth import (
     ClientIdentity,
@@ -17,6 +18,8 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
+from service.clientauth import chain as chain_module
+from service.clientauth.chain import MAX_SIGNATURE_CHECKS
 from service.tools.pki import issue
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -132,3 +135,79 @@ def test_dn_order_mistake_gets_a_specific_hint(pki):
     [finding] = evaluate(ClientIdentity(chain, "tls"), policy, NOW).findings
     assert finding.code == "issuer_dn_mismatch"
     assert "opposite order" in finding.hint
+
+
+# -- hints never tell an operator to trust or pin what did not verify ----------------------
+
+
+def _hints(decision) -> str:
+    return " ".join(finding.hint for finding in decision.findings)
+
+
+def test_an_unknown_issuer_of_a_lone_leaf_is_either_a_gap_or_an_untrusted_ca(pki):
+    lone = pki.extras["untrusted"].certificate  # issued by a CA nobody here trusts
+    decision = evaluate(ClientIdentity((lone,), "tls"),
+                        Policy(mode="require", anchors=(pki.root.certificate,)), NOW)
+    [finding] = decision.findings
+    assert finding.code == "missing_intermediate"
+    assert "either the sender left out its intermediate, or its CA is not one you trust" \
+        in finding.message
+    assert "published chain" in finding.hint and "fingerprint" in finding.hint
+    assert not finding.hint.startswith("Add")
+
+
+@pytest.mark.parametrize("label", ["expired", "untrusted", "self_signed", "forged"])
+def test_no_pin_is_suggested_for_a_certificate_with_an_error(pki, label):
+    leaf = pki.extras[label]
+    chain = (leaf.certificate,) if label == "self_signed" else (
+        leaf.certificate, (pki.other_intermediate if label == "untrusted"
+                           else pki.intermediate).certificate)
+    policy = Policy(mode="require", anchors=(pki.root.certificate,),
+                    pins=(parse_pin("sha256:" + "ab" * 32),),
+                    subject_dn=parse_dn("CN=someone.else"))
+    decision = evaluate(ClientIdentity(chain, "tls"), policy, NOW)
+    assert not decision.accepted
+    fingerprint_text = fingerprint(leaf.certificate)
+    assert fingerprint_text not in _hints(decision)
+    assert "subject_dn = " not in _hints(decision)
+
+
+def test_pins_alone_never_suggest_the_pin_of_what_they_refused(pki):
+    stranger = pki.extras["self_signed"].certificate
+    policy = Policy(mode="require", pins=(parse_pin("sha256:" + "ab" * 32),))
+    [finding] = evaluate(ClientIdentity((stranger,), "tls"), policy, NOW).findings
+    assert finding.code == "pin_mismatch"
+    assert fingerprint(stranger) not in finding.hint
+    assert "out of band" in finding.hint
+
+
+# -- a chain cannot make omgate work without bound ----------------------------------------
+
+
+def test_huge_keys_are_refused_before_any_signature_check(pki, monkeypatch):
+    checks = []
+    monkeypatch.setattr(chain_module, "signature_ok",
+                        lambda *args: checks.append(args) or True)
+    junk = junk_cas(19, pki.leaf.certificate.issuer)
+    decision = evaluate(ClientIdentity((pki.leaf.certificate, *junk), "tls"),
+                        Policy(mode="require", anchors=(pki.root.certificate,)), NOW)
+    assert {(f.code, f.cert) for f in decision.findings} == {
+        ("unsupported_key", index) for index in range(1, 20)}
+    assert "16384-bit RSA key" in decision.findings[0].message
+    assert checks == []
+
+
+def test_look_alike_names_cost_a_bounded_number_of_signature_checks(pki, monkeypatch):
+    real = chain_module.signature_ok
+    checks = []
+
+    def counting(child, parent):
+        checks.append((child, parent))
+        return real(child, parent)
+
+    monkeypatch.setattr(chain_module, "signature_ok", counting)
+    crowd = look_alikes(20)
+    decision = evaluate(ClientIdentity(tuple(crowd), "tls"),
+                        Policy(mode="require", anchors=(pki.root.certificate,)), NOW)
+    assert not decision.accepted
+    assert len(checks) <= MAX_SIGNATURE_CHECKS

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from costly_chains import junk_cas
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -196,4 +197,24 @@ def test_a_chain_the_client_cannot_prove_is_never_an_acceptance(omgate_server, c
     assert 'outcome="accept"' not in metrics
     assert "\nomgate_client_cert_days_left 0.0" in metrics  # untouched: nothing accepted
     # a client that proves the same chain is accepted as before
+    assert is_ack(server.post(BODY, cert=client_pki.cases["valid"]))
+
+
+def test_a_chain_built_to_cost_cpu_is_refused_before_any_check(omgate_server, client_pki,
+                                                               tmp_path):
+    server = omgate_server({"client_auth": {"mode": "require"}})
+    own = own_certificate(client_pki)
+    junk = junk_cas(19, own.certificate.issuer)
+    chain, key = tmp_path / "costly.pem", tmp_path / "costly.key"
+    chain.write_bytes(own.pem() + b"".join(
+        certificate.public_bytes(serialization.Encoding.PEM) for certificate in junk))
+    key.write_bytes(own.key_pem())
+    context = ssl_context(server.ca_path)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(chain, key)
+    response = httpx.post(f"{server.url}/salesforce/outbound", content=BODY,
+                          headers=SOAP_HEADERS, verify=context, timeout=20)
+    assert response.status_code == 403
+    decision = server.wait_for("client_auth.decision")
+    assert {f["code"] for f in decision["findings"]} == {"unsupported_key"}
     assert is_ack(server.post(BODY, cert=client_pki.cases["valid"]))
