@@ -184,8 +184,10 @@ def test_handshake_mode_refuses_on_policy_with_the_alert_and_one_log_line(omgate
         httpx.post(f"{server.url}/salesforce/outbound", content=BODY, headers=SOAP_HEADERS,
                    verify=context)
     server.wait_for("tls.handshake_failed")
+    server.wait_for("client_auth.decision")  # written once the handshake has ended
     decisions = server.events("client_auth.decision")
     assert len(decisions) == 1
+    assert decisions[0]["outcome"] == "reject" and decisions[0]["handshake"] == "refused"
     assert [f["code"] for f in decisions[0]["findings"]] == ["pin_mismatch"]
     assert decisions[0]["tls"]["tls_version"] == "TLSv1.3"
 
