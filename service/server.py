@@ -39,7 +39,6 @@ from service.metrics import Metrics
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
-from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
 from service.tls.hypercorn_glue import HttpServing, hypercorn_config
 from service.tls.listener import (
@@ -113,7 +112,6 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
         handshake_timeout=config.server.handshake_timeout,
         refuse_in_handshake=config.client_auth.reject_with == "handshake",
         advertised_ca_names=tuple(c.subject.rfc4514_string() for c in advertised),
-        memory=ResumptionMemory(),
         metrics=metrics,
         read_origin=origin_reader(config),
         verified_under=verification_digest(settings.trusted, settings.partial_chain,

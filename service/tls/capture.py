@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from OpenSSL import SSL, crypto
@@ -11,6 +9,7 @@ from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate, load_certificate
 
 from service.clientauth import HandshakeFacts, VerifyResult
 from service.tls import openssl_glue
+from service.tls.resumption import TicketChains
 
 # IANA numbers of the suites the context allows (the ASGI TLS extension reports numbers).
 CIPHER_SUITE_NUMBERS = {
@@ -25,40 +24,13 @@ CIPHER_SUITE_NUMBERS = {
     "ECDHE-RSA-CHACHA20-POLY1305": 0xCCA8,
 }
 TLS_VERSION_NUMBERS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
-RESUMPTION_MEMORY = 4096
 
 
 @dataclass(frozen=True)
 class Captured:
     presented: openssl_glue.PresentedChain
     verify_results: tuple[VerifyResult, ...]
-    # SHA-256 of the leaf's DER as sent: the key a resumed session is recalled by.
-    leaf_sha256: str = ""
-
-
-class ResumptionMemory:
-    """Chains of full handshakes, by leaf fingerprint, for sessions resumed later.
-
-    A resumed session carries the client's leaf but not the rest of its chain, and
-    no verify callback runs; the chain the same leaf presented when it
-    authenticated is what the session stands on.
-    """
-
-    def __init__(self, limit: int = RESUMPTION_MEMORY) -> None:
-        self._entries: OrderedDict[str, Captured] = OrderedDict()
-        self._limit = limit
-
-    def remember(self, captured: Captured) -> None:
-        if not captured.leaf_sha256:
-            return
-        key = captured.leaf_sha256
-        self._entries[key] = captured
-        self._entries.move_to_end(key)
-        if len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
-
-    def recall(self, leaf_sha256: str) -> Captured | None:
-        return self._entries.get(leaf_sha256)
+    size: int = 0  # bytes presented: what remembering it for resumption costs
 
 
 def _peer_der(connection: SSL.Connection) -> list[bytes]:
@@ -90,29 +62,28 @@ def same_leaf(presented_der: list[bytes], peer_der: list[bytes]) -> bool:
             or _as_openssl_encodes(presented_der[0]) == peer_der[0])
 
 
-def _captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
+def captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
     return Captured(openssl_glue.load_chain(der), tuple(state.verify_results),
-                    hashlib.sha256(der[0]).hexdigest() if der else "")
+                    sum(map(len, der)))
 
 
 def capture_chain(connection: SSL.Connection, state: openssl_glue.ConnectionState,
-                  memory: ResumptionMemory, resumed: bool) -> Captured:
-    """The chain as the client sent it; for a resumed session, as it was first sent."""
+                  resumed_from: Captured | None) -> Captured:
+    """The chain as the client sent it; for a resumed session, the chain of the handshake
+    its ticket was issued on (``resumed_from``, from the ticket memory)."""
     peer_der = _peer_der(connection)
+    if openssl_glue.session_reused(connection):
+        if resumed_from is not None:
+            return resumed_from
+        # Never expected: an unknown ticket is declined before OpenSSL resumes it.
+        state.problems.append("a resumed session whose chain omgate does not know")
+        return captured(peer_der, state)
     if state.presented_der is not None and not same_leaf(state.presented_der, peer_der):
         # Never expected: the Certificate message as read disagrees with OpenSSL's peer.
         # OpenSSL's copy is the one it verified, so decide again on that.
         state.problems.append("the Certificate message's leaf is not OpenSSL's peer")
         state.presented_der, state.verdict = None, None
-    if state.presented_der is not None:
-        captured = _captured(state.presented_der, state)
-        memory.remember(captured)
-        return captured
-    if resumed and peer_der:
-        recalled = memory.recall(hashlib.sha256(peer_der[0]).hexdigest())
-        if recalled is not None:
-            return recalled
-    return _captured(peer_der, state)
+    return captured(peer_der if state.presented_der is None else state.presented_der, state)
 
 
 def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResult, ...], *,
@@ -131,3 +102,29 @@ def handshake_facts(connection: SSL.Connection, verify_results: tuple[VerifyResu
         verify_results=verify_results,
         verified_under=verified_under,
     )
+
+
+@dataclass
+class SessionTickets:
+    """One connection's part in resumption: which chain the tickets it offers stand for,
+    and the chain behind the tickets it is issued (``generation``: its context's)."""
+
+    tickets: TicketChains[Captured]
+    generation: int
+    connection: SSL.Connection
+    state: openssl_glue.ConnectionState
+    resumed_from: Captured | None = None
+    captured: Captured | None = None
+
+    def client_hello(self, offered: list[bytes]) -> bool:
+        self.resumed_from = self.tickets.chain_for(offered)
+        return self.tickets.must_decline(offered, self.generation)
+
+    def issued(self, ticket: bytes) -> None:
+        """Tickets are issued once the handshake is complete: the chain is final."""
+        if self.captured is None:
+            self.captured = capture_chain(self.connection, self.state, self.resumed_from)
+        self.tickets.remember(ticket, self.captured, self.captured.size, self.generation)
+
+    def chain(self) -> Captured:
+        return self.captured or capture_chain(self.connection, self.state, self.resumed_from)

@@ -18,6 +18,8 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from service.tls import openssl_glue
+from service.tls.capture import Captured
+from service.tls.resumption import TicketChains
 
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 uses OpenSSL's defaults.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -84,6 +86,9 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     context.set_cipher_list(TLS12_CIPHERS.encode())
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     context.set_session_id(SESSION_ID_CONTEXT)
+    # Sessions resume by ticket only, so every resumption is one service/tls/resumption.py
+    # can tie to the chain it authenticated with.
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_alpn_select_callback(_select_alpn)
     _load_server_identity(context, settings.certfile, settings.keyfile)
     store = context.get_cert_store()
@@ -114,11 +119,14 @@ def _file_signature(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
 
 
 class ServerTls:
-    """The current context, replaced atomically by :meth:`reload` when files change."""
+    """The current context, replaced atomically by :meth:`reload` when files change, and
+    the chains behind the session tickets it issued (every new context has new ticket
+    keys, so the memory starts anew with it)."""
 
     def __init__(self, settings: TlsSettings) -> None:
         self.settings = settings
         self.context, self._server_names = build_context(settings)
+        self.tickets: TicketChains[Captured] = TicketChains()
         self._signature = _file_signature(self._watched())
         self._failed_signature: tuple[tuple[int, int], ...] | None = None
 
@@ -138,3 +146,9 @@ class ServerTls:
             self._failed_signature = signature  # do not retry until the files change again
             raise
         self.context, self._server_names, self._signature = context, server_names, signature
+        self.tickets.rotate()
+
+    def renew_ticket_keys(self) -> None:
+        """A new context with new ticket keys, when the ticket memory is full."""
+        self.context, self._server_names = build_context(self.settings)
+        self.tickets.rotate()

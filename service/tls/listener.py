@@ -30,12 +30,12 @@ from service.tls.capture import (
     CIPHER_SUITE_NUMBERS,
     TLS_VERSION_NUMBERS,
     Captured,
-    ResumptionMemory,
-    capture_chain,
+    SessionTickets,
     handshake_facts,
 )
-from service.tls.context import ServerTls
+from service.tls.context import ServerTls, TlsSetupError
 from service.tls.hypercorn_glue import HttpServing
+from service.tls.resumption import TicketChains
 from service.tls.stream import HandshakeError, TlsStream
 
 log = get_logger("omgate")
@@ -164,7 +164,6 @@ class TlsConnectionHandler:
     handshake_timeout: float
     refuse_in_handshake: bool
     advertised_ca_names: tuple[str, ...]
-    memory: ResumptionMemory
     metrics: Metrics | None = None
     read_origin: OriginReader = direct_origin
     verified_under: str = ""  # Policy.verification_digest of the settings OpenSSL verifies with
@@ -199,7 +198,10 @@ class TlsConnectionHandler:
             return
         peer = origin.label()
         state = openssl_glue.ConnectionState()
+        tickets = self._ticket_memory()
         connection = SSL.Connection(self.server_tls.context, None)
+        session = SessionTickets(tickets, tickets.generation, connection, state)
+        state.on_client_hello, state.on_ticket = session.client_hello, session.issued
         if self.refuse_in_handshake:
             state.verify_step = self._verify_step(connection, peer)
         connection.set_app_data(state)
@@ -212,9 +214,21 @@ class TlsConnectionHandler:
             await self._handshake_failed(error, connection, state, peer)
             return
         try:
-            await self._serve(stream, connection, state, origin)
+            await self._serve(stream, connection, state, session, origin)
         finally:
             stream.close()
+
+    def _ticket_memory(self) -> TicketChains[Captured]:
+        """The ticket memory, renewed with the ticket keys once it is full."""
+        if self.server_tls.tickets.full:
+            try:
+                self.server_tls.renew_ticket_keys()
+            except TlsSetupError as error:  # unknown tickets stay declined meanwhile
+                log.error("tls.ticket_keys_not_renewed", reason=str(error))
+            else:
+                log.info("tls.ticket_keys_renewed",
+                         generation=self.server_tls.tickets.generation)
+        return self.server_tls.tickets
 
     async def _handshake_failed(self, error: Exception, connection: SSL.Connection,
                                 state: openssl_glue.ConnectionState, peer: str | None) -> None:
@@ -245,10 +259,11 @@ class TlsConnectionHandler:
                          **problems_of(state))
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
-                     state: openssl_glue.ConnectionState, origin: ConnectionOrigin) -> None:
+                     state: openssl_glue.ConnectionState, session: SessionTickets,
+                     origin: ConnectionOrigin) -> None:
         peer = origin.label()
         resumed = openssl_glue.session_reused(connection)
-        captured = capture_chain(connection, state, self.memory, resumed)
+        captured = session.chain()
         identity = captured.presented.identity(
             peer, self._facts(connection, captured.verify_results, resumed))
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}

@@ -30,10 +30,16 @@ from service.clientauth import (
     VerifyResult,
 )
 from service.clientauth.names import name_matches
+from service.tls.resumption import (
+    CLIENT_HELLO,
+    NEW_SESSION_TICKET,
+    TLS13,
+    issued_ticket,
+    offered_tickets,
+)
 
 HANDSHAKE = 22
 CERTIFICATE_MESSAGE = 11
-TLS13 = 0x0304
 ALERT_UNRECOGNIZED_NAME = 112
 X509_V_OK = 0
 MAX_PRESENTED_CERTIFICATES = 20
@@ -53,6 +59,10 @@ class ConnectionState:
     verify_step: Callable[[ConnectionState, VerifyResult], int | None] | None = None
     # The client-auth verdict when it was reached inside the handshake (by verify_step).
     verdict: Any = None
+    # Resumption: told the tickets a ClientHello offers, returns True to keep the
+    # connection from resuming (a full handshake instead); told each ticket issued.
+    on_client_hello: Callable[[list[bytes]], bool] | None = None
+    on_ticket: Callable[[bytes], None] | None = None
 
 
 def state_of(ssl_pointer: Any) -> ConnectionState | None:
@@ -98,23 +108,45 @@ def error_text(error: int) -> str:
     return ffi.string(lib.X509_verify_cert_error_string(error)).decode(errors="replace")
 
 
+def _client_hello(state: ConnectionState, message: bytes, ssl_pointer: Any) -> None:
+    if state.on_client_hello is None:
+        return
+    try:
+        decline = state.on_client_hello(offered_tickets(message))
+    except ValueError as error:  # unreadable here: resume nothing from it
+        state.problems.append(f"client hello: {error}")
+        decline = True
+    if decline:
+        # Its tickets are then looked up in the (disabled) session cache: a full handshake.
+        lib.SSL_set_options(ssl_pointer, lib.SSL_OP_NO_TICKET)
+
+
+_READ_MESSAGES = {CERTIFICATE_MESSAGE: "certificate message", CLIENT_HELLO: "client hello"}
+
+
 @ffi.callback("void (*)(int, int, int, const void *, size_t, SSL *, void *)")
 def _message_callback(write_p: int, version: int, content_type: int, buffer: Any,
                       length: int, ssl_pointer: Any, _arg: Any) -> None:
-    if write_p or content_type != HANDSHAKE or length < 4:
+    if content_type != HANDSHAKE or length < 4:
+        return
+    kind = ffi.buffer(buffer, 1)[0][0]
+    if (write_p and kind != NEW_SESSION_TICKET) or (not write_p and kind not in _READ_MESSAGES):
+        return
+    state = state_of(ssl_pointer)
+    if state is None:
         return
     try:
-        head = ffi.buffer(buffer, 1)[0]
-        if head[0] != CERTIFICATE_MESSAGE:
-            return
-        state = state_of(ssl_pointer)
-        if state is not None:
-            state.presented_der = parse_certificate_message(bytes(ffi.buffer(buffer, length)),
-                                                            version)
+        message = bytes(ffi.buffer(buffer, length))
+        if write_p:
+            if state.on_ticket is not None:
+                state.on_ticket(issued_ticket(message, version))
+        elif kind == CLIENT_HELLO:
+            _client_hello(state, message, ssl_pointer)
+        else:
+            state.presented_der = parse_certificate_message(message, version)
     except Exception as error:  # noqa: BLE001 - never raise into OpenSSL
-        state = state_of(ssl_pointer)
-        if state is not None:
-            state.problems.append(f"certificate message: {error}")
+        what = "new session ticket" if write_p else _READ_MESSAGES[kind]
+        state.problems.append(f"{what}: {error}")
 
 
 @ffi.callback("int (*)(int, X509_STORE_CTX *)")

@@ -1,0 +1,147 @@
+"""Resumed TLS sessions are judged on exactly the chain they authenticated with.
+
+A resumed session carries the client's leaf but not the rest of its chain, and no verify
+callback runs. The ticket OpenSSL issues is the session's identity: the client sends it
+back to resume. omgate remembers, for every ticket the current TLS context issued, the
+chain of the handshake it was issued on, so a resumption is judged on that chain.
+
+Why a memory beside OpenSSL, and why it cannot be turned against the sender: OpenSSL
+keeps application data with a session (``SSL_SESSION_set1_ticket_appdata``, session
+ex-data), but the bindings pyOpenSSL ships do not reach those functions. Instead, the
+memory is tied to the ticket keys: when it is full it is emptied and the TLS context is
+rebuilt, which draws new ticket keys, so no ticket OpenSSL can still decrypt is ever
+missing from it. A ticket it does not know is either one OpenSSL cannot decrypt (the
+client gets a full handshake) or one from a context being retired, which the listener
+declines (a full handshake again). A flood of handshakes can cost the sender a full
+handshake; it can never make it be judged on part of its chain, nor refused.
+
+Only the current generation of the context issues tickets the memory knows; session-ID
+resumption (TLS 1.2 without tickets) is switched off in the context for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+CLIENT_HELLO = 1
+NEW_SESSION_TICKET = 4
+TLS13 = 0x0304
+EXTENSION_SESSION_TICKET = 35
+EXTENSION_PRE_SHARED_KEY = 41
+MAX_TICKETS = 8192  # two a handshake: a context serves about 4,000 full handshakes
+MAX_CHAIN_BYTES = 16 * 1024 * 1024
+
+C = TypeVar("C")
+
+
+class _Reader:
+    """Reads big-endian lengths and vectors from a handshake message; raises ValueError when
+    the bytes run out (never trusted further than they go)."""
+
+    def __init__(self, data: bytes, position: int = 0) -> None:
+        self.data = data
+        self.position = position
+
+    def take(self, size: int) -> bytes:
+        if size < 0 or self.position + size > len(self.data):
+            raise ValueError("truncated handshake message")
+        chunk = self.data[self.position:self.position + size]
+        self.position += size
+        return chunk
+
+    def number(self, size: int) -> int:
+        return int.from_bytes(self.take(size), "big")
+
+    def vector(self, length_size: int) -> bytes:
+        return self.take(self.number(length_size))
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.position
+
+
+def offered_tickets(client_hello: bytes) -> list[bytes]:
+    """The session tickets a ClientHello (type byte included) offers to resume: TLS 1.3
+    pre_shared_key identities, or a non-empty TLS 1.2 SessionTicket extension."""
+    reader = _Reader(client_hello, 4)
+    reader.take(2 + 32)  # legacy_version, random
+    reader.vector(1)  # legacy_session_id (session-ID resumption is off)
+    reader.vector(2)  # cipher_suites
+    reader.vector(1)  # compression_methods
+    if reader.left == 0:
+        return []
+    extensions = _Reader(reader.vector(2))
+    tickets: list[bytes] = []
+    while extensions.left:
+        kind, body = extensions.number(2), extensions.vector(2)
+        if kind == EXTENSION_SESSION_TICKET and body:
+            tickets.append(body)
+        elif kind == EXTENSION_PRE_SHARED_KEY:
+            identities = _Reader(_Reader(body).vector(2))
+            while identities.left:
+                tickets.append(identities.vector(2))
+                identities.take(4)  # obfuscated_ticket_age
+    return tickets
+
+
+def issued_ticket(message: bytes, version: int) -> bytes:
+    """The ticket of a NewSessionTicket message (type byte included)."""
+    reader = _Reader(message, 4)
+    reader.take(4)  # ticket_lifetime
+    if version >= TLS13:
+        reader.take(4)  # ticket_age_add
+        reader.vector(1)  # ticket_nonce
+    return reader.vector(2)
+
+
+@dataclass
+class TicketChains(Generic[C]):
+    """The chain behind each ticket the current context generation issued.
+
+    ``chain_size`` is what one remembered chain weighs in bytes (chains are shared by the
+    tickets of one handshake, and counted once).
+    """
+
+    max_tickets: int = MAX_TICKETS
+    max_bytes: int = MAX_CHAIN_BYTES
+    generation: int = 0
+    full: bool = False
+    _by_ticket: dict[bytes, C] = field(default_factory=dict)
+    _weights: dict[int, int] = field(default_factory=dict)  # id(chain) -> bytes
+
+    def remember(self, ticket: bytes, chain: C, size: int, generation: int) -> None:
+        """Record a ticket issued on a connection of context ``generation``."""
+        if generation != self.generation or self.full:
+            return  # a retired context's ticket: it will be declined, never trusted
+        weight = sum(self._weights.values()) + (0 if id(chain) in self._weights else size)
+        if len(self._by_ticket) >= self.max_tickets or weight > self.max_bytes:
+            self.full = True  # from now on nothing unknown resumes; rotate() starts anew
+            return
+        self._by_ticket[ticket] = chain
+        self._weights[id(chain)] = size
+
+    def chain_for(self, tickets: list[bytes]) -> C | None:
+        """The chain the offered tickets stand for, when every one is known and they agree."""
+        chains = [self._by_ticket.get(ticket) for ticket in tickets]
+        if not chains or any(chain is None for chain in chains):
+            return None
+        first = chains[0]
+        return first if all(chain == first for chain in chains) else None
+
+    def must_decline(self, tickets: list[bytes], generation: int) -> bool:
+        """Whether a connection of context ``generation`` offering ``tickets`` must be kept
+        from resuming: it offers one that OpenSSL might decrypt but this memory does not
+        know (its context is being retired, or the memory filled up since)."""
+        if not tickets:
+            return False
+        if self.chain_for(tickets) is not None:
+            return False
+        return generation != self.generation or self.full
+
+    def rotate(self) -> None:
+        """Forget everything: the context was rebuilt with new ticket keys."""
+        self._by_ticket.clear()
+        self._weights.clear()
+        self.full = False
+        self.generation += 1
