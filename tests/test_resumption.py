@@ -8,11 +8,14 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import ssl_context
+from harness import PAYLOADS, ssl_context
 
 from service.tools.pki import issue, name
 
-REQUEST = (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
+REQUEST = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
+           b"Content-Type: text/xml; charset=utf-8\r\nConnection: close\r\n"
+           + f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
 FLOOD = 4200  # more than any memory of 4,096 chains keyed by leaf could hold
 
 
