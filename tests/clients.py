@@ -70,7 +70,7 @@ def _s_client(server, case) -> Answer:
     return _parse_http(result.stdout.decode())
 
 
-def _java_keystore(case, folder: Path) -> Path:
+def java_keystore(case, folder: Path) -> Path:
     path = folder / f"{case.label}.p12"
     if path.exists():
         return path
@@ -100,18 +100,30 @@ def java_command(folder: Path) -> list[str]:
     return [require_executable("java"), "-cp", str(_java_build["classes"]), "OmClient"]
 
 
-def run_java(folder: Path, url: str, ca: Path, keystore: Path | None) -> Answer:
+def _java_output(folder: Path, url: str, ca: Path, keystore: Path | None) -> list[str]:
     result = subprocess.run(
         [*java_command(folder), url, str(ca), str(keystore) if keystore else "-", "changeit",
          str(PAYLOAD)], capture_output=True, text=True, timeout=120, check=False)
-    lines = result.stdout.splitlines()
+    return (result.stdout + result.stderr).splitlines()
+
+
+def java_error(folder: Path, url: str, ca: Path, keystore: Path | None) -> str:
+    """The exception the JSSE client ended with (it must end with one)."""
+    lines = _java_output(folder, url, ca, keystore)
+    if not lines or not lines[0].startswith("ERROR "):
+        raise AssertionError(f"the java client did not fail: {lines}")
+    return lines[0]
+
+
+def run_java(folder: Path, url: str, ca: Path, keystore: Path | None) -> Answer:
+    lines = _java_output(folder, url, ca, keystore)
     if not lines or not lines[0].startswith("STATUS "):
-        raise AssertionError(f"java client failed: {result.stdout}{result.stderr}")
+        raise AssertionError(f"java client failed: {lines}")
     return Answer(int(lines[0].split()[1]), "\n".join(lines[2:]), lines[1].split()[1])
 
 
 def _java(server, case, folder: Path) -> Answer:
-    keystore = _java_keystore(case, folder) if case else None
+    keystore = java_keystore(case, folder) if case else None
     return run_java(folder, f"{server.url}/salesforce/outbound", server.ca_path, keystore)
 
 

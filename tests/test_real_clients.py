@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from clients import send
+from clients import java_error, java_keystore, send
 from harness import PAYLOADS, require_executable
 
 PAYLOAD = PAYLOADS / "amplabs-create_account.xml"
@@ -58,3 +58,16 @@ def test_java_sends_its_certificate_only_when_the_ca_names_match(
         assert "advertise_ca_names" in finding["hint"]
         assert decision["tls"]["advertised_ca_names"] == [
             "CN=Unrelated root CA,O=omgate development"]
+
+
+@pytest.mark.parametrize(("case", "alert"), [("expired", "certificate_expired"),
+                                             ("untrusted", "unknown_ca"),
+                                             ("none", "certificate_required")])
+def test_java_names_the_alert_of_a_refused_handshake(omgate_server, client_pki, tmp_path,
+                                                     case, alert):
+    """A JSSE client (Salesforce's sender is one) must see the alert, not a broken pipe:
+    omgate reads what the client still sends after the alert before it closes."""
+    server = omgate_server({"client_auth": {"mode": "require", "reject_with": "handshake"}})
+    keystore = None if case == "none" else java_keystore(client_pki.cases[case], tmp_path)
+    error = java_error(tmp_path, f"{server.url}/salesforce/outbound", server.ca_path, keystore)
+    assert f"Received fatal alert: {alert}" in error, error

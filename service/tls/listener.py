@@ -39,6 +39,10 @@ from service.tls.resumption import TicketChains
 from service.tls.stream import HandshakeError, TlsStream
 
 log = get_logger("omgate")
+# After an alert, what a client may still send before it reads it (its flight of the
+# handshake: certificates, key exchange, Finished) and how long omgate waits for it.
+LINGER_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
 
 
 def format_address(address: tuple[str, int] | None) -> str | None:
@@ -210,6 +214,8 @@ class TlsConnectionHandler:
         try:
             await asyncio.wait_for(stream.handshake(), self.handshake_timeout)
         except (HandshakeError, TimeoutError, OSError) as error:
+            if isinstance(error, HandshakeError) and error.alert_sent:
+                await stream.linger(LINGER_BYTES, min(LINGER_SECONDS, self.handshake_timeout))
             writer.close()
             await self._handshake_failed(error, connection, state, peer)
             return

@@ -25,12 +25,14 @@ PLAIN_HTTP_ANSWER = (
 
 
 class HandshakeError(Exception):
-    """The TLS handshake did not complete; ``reason`` is a stable code, ``detail`` is OpenSSL's."""
+    """The TLS handshake did not complete; ``reason`` is a stable code, ``detail`` is OpenSSL's.
+    ``alert_sent``: omgate sent the client an alert that names the problem."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, *, alert_sent: bool = False) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.alert_sent = alert_sent
 
 
 _REASONS = (
@@ -104,11 +106,27 @@ class TlsStream:
                 continue
             except SSL.Error as error:
                 self._flush()  # the alert OpenSSL queued
-                raise HandshakeError(*describe_ssl_error(error)) from None
+                raise HandshakeError(*describe_ssl_error(error), alert_sent=True) from None
             self._flush()
             protocol = self.connection.get_alpn_proto_negotiated()
             self._alpn = AlpnInfo(protocol.decode() if protocol else "http/1.1")
             return
+
+    async def linger(self, max_bytes: int, seconds: float) -> None:
+        """After an alert: read and drop what the client still sends, until it closes (or
+        ``max_bytes``, or ``seconds``). A client still writing its flight (a JSSE client
+        sends certificate, key exchange and Finished before it reads) would otherwise get
+        a connection reset from a close with unread data, and report "Broken pipe"
+        instead of the alert."""
+        with contextlib.suppress(OSError, TimeoutError):
+            await self._writer.drain()
+            async with asyncio.timeout(seconds):
+                received = 0
+                while received < max_bytes:
+                    data = await self._reader.read(READ_SIZE)
+                    if not data:
+                        return
+                    received += len(data)
 
     # -- reader interface -------------------------------------------------------------------
 
