@@ -13,9 +13,9 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from service.clientauth.algorithms import LEGACY_DIGESTS
 from service.clientauth.extensions import ca_problem
 from service.clientauth.summary import fingerprint, is_ca
 
@@ -71,18 +71,8 @@ def same_key_and_name(first: x509.Certificate, second: x509.Certificate) -> bool
         return same_certificate(first, second)
 
 
-# Signature algorithms cryptography no longer verifies in verify_directly_issued_by, but
-# whose signatures can still be checked (and are reported as weak by the rules).
-_LEGACY_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "1.2.840.113549.1.1.5": hashes.SHA1,  # sha1WithRSAEncryption
-    "1.3.14.3.2.29": hashes.SHA1,  # sha1WithRSA (OIW)
-    "1.2.840.113549.1.1.4": hashes.MD5,  # md5WithRSAEncryption
-    "1.2.840.10045.4.1": hashes.SHA1,  # ecdsa-with-SHA1
-}
-
-
 def _legacy_signature_ok(child: x509.Certificate, parent: x509.Certificate) -> bool | None:
-    digest = _LEGACY_HASHES.get(child.signature_algorithm_oid.dotted_string)
+    digest = LEGACY_DIGESTS.get(child.signature_algorithm_oid)
     if digest is None:
         return None
     key = parent.public_key()

@@ -47,10 +47,6 @@ ATTRIBUTE_OIDS = {
     "jurisdictionl": "1.3.6.1.4.1.311.60.2.1.1",
     "organizationidentifier": "2.5.4.97",
 }
-SHORT_NAMES = {"2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O",
-               "2.5.4.11": "OU", "2.5.4.3": "CN", "1.2.840.113549.1.9.1": "emailAddress",
-               "2.5.4.5": "serialNumber", "0.9.2342.19200300.100.1.25": "DC"}
-
 _OID = re.compile(r"^\d+(\.\d+)+$")
 _SLASH_BOUNDARY = re.compile(r"/(?=\s*([A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)\s*=)")
 

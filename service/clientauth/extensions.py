@@ -85,6 +85,8 @@ def extended_key_usages(certificate: x509.Certificate) -> list[x509.ObjectIdenti
     return None if usages is None else list(usages)
 
 
-def usage_name(usage: x509.ObjectIdentifier) -> str:
-    name = usage._name  # cryptography's short name, "Unknown OID" for others
-    return name if name != "Unknown OID" else usage.dotted_string
+def oid_name(oid: x509.ObjectIdentifier) -> str:
+    """cryptography's short name of an OID ("clientAuth", "sha256WithRSAEncryption"), or
+    its dotted form when it has none."""
+    name = oid._name
+    return name if name != "Unknown OID" else oid.dotted_string

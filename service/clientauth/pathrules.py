@@ -22,9 +22,9 @@ from service.clientauth.extensions import (
     ca_problem,
     extended_key_usages,
     extensions_problem,
+    oid_name,
     optional_extension,
     unknown_critical,
-    usage_name,
 )
 from service.clientauth.model import Finding
 from service.clientauth.wording import describe, sentence_start, subject_of
@@ -64,7 +64,7 @@ def issuer_usages(analysis: ChainAnalysis) -> list[Finding]:
         usages = extended_key_usages(link.certificate)
         if usages is None or CLIENT_USAGES & set(usages):
             continue
-        listed = ", ".join(usage_name(usage) for usage in usages)
+        listed = ", ".join(oid_name(usage) for usage in usages)
         findings.append(Finding(
             "missing_client_auth_eku", "error", link.index,
             f"{sentence_start(link)} is a CA whose extended key usage lists only {listed}: "

@@ -11,29 +11,19 @@ from typing import Literal
 
 from cryptography import x509
 
+from service.clientauth.algorithms import weak_signature
 from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
 from service.clientauth.dn import DistinguishedName, from_name
 from service.clientauth.extensions import (
     CLIENT_USAGES,
     extended_key_usages,
+    oid_name,
     optional_extension,
-    usage_name,
 )
 from service.clientauth.model import Finding, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.clientauth.wording import date, describe, sentence_start, subject_of
-
-WEAK_SIGNATURES = {
-    "1.2.840.113549.1.1.2": "MD2",
-    "1.2.840.113549.1.1.3": "MD4",
-    "1.2.840.113549.1.1.4": "MD5",
-    "1.2.840.113549.1.1.5": "SHA-1",
-    "1.3.14.3.2.29": "SHA-1",
-    "1.2.840.10045.4.1": "SHA-1",
-    "1.2.840.10040.4.3": "SHA-1",
-}
-
 
 # -- the shape of what was sent ------------------------------------------------------------
 
@@ -184,8 +174,8 @@ def unchecked_signatures(analysis: ChainAnalysis) -> list[Finding]:
     findings = []
     for position in analysis.unchecked_links:
         link = analysis.path[position]
-        algorithm = WEAK_SIGNATURES.get(link.certificate.signature_algorithm_oid.dotted_string,
-                                        link.certificate.signature_algorithm_oid.dotted_string)
+        algorithm = (weak_signature(link.certificate)
+                     or link.certificate.signature_algorithm_oid.dotted_string)
         findings.append(Finding(
             "bad_signature", "error", link.index,
             f"The {algorithm} signature on {describe(link)} cannot be checked: nothing "
@@ -247,12 +237,12 @@ def weak_signatures(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
     signed = analysis.path[:-1] if analysis.anchored else analysis.path
     findings = []
     for link in signed:  # an anchor's own signature vouches for nothing
-        oid = link.certificate.signature_algorithm_oid.dotted_string
-        if oid in WEAK_SIGNATURES:
+        digest = weak_signature(link.certificate)
+        if digest is not None:
             findings.append(Finding(
                 "weak_signature_algorithm", severity, link.index,
                 f"{sentence_start(link)} is signed with "
-                f"{WEAK_SIGNATURES[oid]}, which no longer protects a signature.",
+                f"{digest}, which no longer protects a signature.",
                 "Ask the CA for a certificate signed with SHA-256 or stronger"
                 + ("; client_auth.reject_weak_signatures = false accepts it meanwhile."
                    if policy.reject_weak_signatures else "."),
@@ -367,7 +357,7 @@ def client_auth_usage(leaf: Link, policy: Policy) -> list[Finding]:
         return []
     if usages is None and not policy.require_client_auth_eku:
         return []
-    listed = ", ".join(usage_name(usage) for usage in usages or [])
+    listed = ", ".join(oid_name(usage) for usage in usages or [])
     what = f"its extended key usage lists only {listed}" if usages else \
         "it has no extended key usage extension"
     severity: Severity = "error" if policy.require_client_auth_eku else "warning"

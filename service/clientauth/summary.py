@@ -11,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from service.clientauth.extensions import oid_name, optional_extension
+
 
 def fingerprint(certificate: x509.Certificate) -> str:
     return hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest()
@@ -42,28 +44,24 @@ def describe_key(certificate: x509.Certificate) -> str:
 
 
 def signature_algorithm(certificate: x509.Certificate) -> str:
-    oid = certificate.signature_algorithm_oid
-    return oid._name if oid._name != "Unknown OID" else oid.dotted_string
+    return oid_name(certificate.signature_algorithm_oid)
 
 
 def subject_alternative_names(certificate: x509.Certificate) -> list[str]:
-    try:
-        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
+    alternative = optional_extension(certificate, x509.SubjectAlternativeName)
+    if alternative is None:
         return []
-    names = [f"DNS:{name}" for name in extension.value.get_values_for_type(x509.DNSName)]
-    names += [f"IP:{address}" for address in extension.value.get_values_for_type(x509.IPAddress)]
-    names += [f"URI:{uri}" for uri in extension.value.get_values_for_type(
+    names = [f"DNS:{name}" for name in alternative.get_values_for_type(x509.DNSName)]
+    names += [f"IP:{address}" for address in alternative.get_values_for_type(x509.IPAddress)]
+    names += [f"URI:{uri}" for uri in alternative.get_values_for_type(
         x509.UniformResourceIdentifier)]
-    names += [f"email:{mail}" for mail in extension.value.get_values_for_type(x509.RFC822Name)]
+    names += [f"email:{mail}" for mail in alternative.get_values_for_type(x509.RFC822Name)]
     return names
 
 
 def is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
+    constraints = optional_extension(certificate, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
 
 
 def days_left(certificate: x509.Certificate, now: dt.datetime) -> int:

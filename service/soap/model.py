@@ -15,7 +15,6 @@ FieldValue: TypeAlias = (
 OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
-SOBJECT_ENTERPRISE_NS = "urn:sobject.enterprise.soap.sforce.com"
 MAX_NOTIFICATIONS = 100
 
 

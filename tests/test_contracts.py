@@ -1,0 +1,36 @@
+"""The stable names operators depend on are declared once, and the docs list exactly them."""
+
+from __future__ import annotations
+
+import re
+import typing
+
+from harness import ROOT
+
+from service.clientauth.model import FINDING_CODES, MODES, FindingCode, Mode
+
+README = (ROOT / "README.md").read_text()
+DESIGN = (ROOT / "docs" / "DESIGN.md").read_text()
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    following = re.search(r"\n#{2,4} ", text[start + len(heading):])
+    return text[start:start + len(heading) + (following.start() if following else len(text))]
+
+
+def test_every_finding_code_is_documented_and_every_documented_code_exists():
+    section = _section(README, "### The policy, and what")
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    codes = set(FINDING_CODES)
+    table_rows = re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|", section, re.MULTILINE)
+    in_table = {code for row in table_rows for code in re.findall(r"`([a-z_]+)`", row)}
+    assert in_table <= codes, in_table - codes  # no documented code that omgate lacks
+    assert codes <= documented, codes - documented  # no code without its explanation
+    design_codes = set(re.findall(r"`([a-z_]+)`", _section(DESIGN, "### Finding codes")))
+    assert codes <= design_codes, codes - design_codes
+
+
+def test_modes_are_one_literal_type():
+    assert typing.get_args(Mode) == MODES == ("off", "request", "optional", "require")
+    assert len(set(typing.get_args(FindingCode))) == len(FINDING_CODES)
