@@ -47,6 +47,19 @@ CONFLICT_COLUMNS = ("content_sha256", *CONTENT_COLUMNS, "received_at")
 DIGEST_PAGE = 500  # rows given a digest per statement when an inbox is migrated
 
 
+def claimable_condition(placeholder: str) -> str:
+    """Which notifications (``n``) a claim may hand out: pending, due, not leased, and with
+    no earlier pending notification for the same record. That last clause *is* the
+    ordering guarantee of delivery, so both backends use this one text."""
+    now = placeholder.format("now")
+    return (f"n.state = '{PENDING}' AND n.next_attempt_at <= {now}"  # noqa: S608 - constants
+            f" AND (n.lease_until IS NULL OR n.lease_until < {now})"
+            " AND (n.record_key IS NULL OR NOT EXISTS ("
+            "SELECT 1 FROM notifications AS o"
+            " WHERE o.org_key = n.org_key AND o.record_key = n.record_key"
+            f" AND o.id < n.id AND o.state = '{PENDING}'))")
+
+
 def insert_statement(placeholder: str) -> str:
     """The deduplicating INSERT, with ``placeholder`` formatting a parameter name."""
     names = ", ".join(INSERT_COLUMNS)

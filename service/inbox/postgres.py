@@ -29,6 +29,7 @@ from service.inbox.base import (
     RecordedConflict,
     StoredNotification,
     StoreResult,
+    claimable_condition,
     conflict_statements,
     conflict_values,
     conflict_with,
@@ -113,12 +114,7 @@ def _record_locks(messages: list[list[dict[str, Any]]]) -> list[int]:
 _CLAIM = f"""
 WITH due AS (
     SELECT n.id FROM notifications AS n
-    WHERE n.state = '{PENDING}' AND n.next_attempt_at <= %(now)s
-      AND (n.lease_until IS NULL OR n.lease_until < %(now)s)
-      AND (n.record_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM notifications AS o
-            WHERE o.org_key = n.org_key AND o.record_key = n.record_key
-              AND o.id < n.id AND o.state = '{PENDING}'))
+    WHERE {claimable_condition("%({})s")}
     ORDER BY n.id LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )

@@ -30,6 +30,7 @@ from service.inbox.base import (
     RecordedConflict,
     StoredNotification,
     StoreResult,
+    claimable_condition,
     conflict_statements,
     conflict_values,
     conflict_with,
@@ -88,16 +89,8 @@ _CONFLICTS = conflict_statements(":{}")
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
 # Due, not leased, and no earlier pending notification for the same record.
-_CLAIMABLE = f"""
-SELECT {_COLUMNS} FROM notifications AS n
-WHERE n.state = '{PENDING}' AND n.next_attempt_at <= :now
-  AND (n.lease_until IS NULL OR n.lease_until < :now)
-  AND (n.record_key IS NULL OR NOT EXISTS (
-        SELECT 1 FROM notifications AS o
-        WHERE o.org_key = n.org_key AND o.record_key = n.record_key
-          AND o.id < n.id AND o.state = '{PENDING}'))
-ORDER BY n.id LIMIT :limit
-"""  # noqa: S608 - constants only
+_CLAIMABLE = (f"SELECT {_COLUMNS} FROM notifications AS n "  # noqa: S608 - constants only
+              f"WHERE {claimable_condition(':{}')} ORDER BY n.id LIMIT :limit")
 
 
 def _timestamp(moment: dt.datetime) -> str:
