@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -270,6 +270,41 @@ class ConflictStatements:
     set_digest: str  # one row's digest (by id, content_sha256)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One statement a store asks its backend to run: the answer sent back is the row it
+    fetched (``fetch``), else the number of rows it changed."""
+
+    sql: str
+    parameters: Mapping[str, Any]
+    fetch: bool = False
+
+
+StorePlan = Generator[Statement, Any, StoreResult]
+
+
+def store_plan(rows: list[dict[str, Any]], insert: str,
+               conflicts: ConflictStatements) -> StorePlan:
+    """How one message's rows are stored, without I/O (each backend runs the statements it
+    yields): insert each; an identical redelivery is a duplicate; one whose content
+    differs is recorded as a conflict and the stored notification kept."""
+    new = duplicates = 0
+    found: list[DuplicateConflict] = []
+    for row in rows:
+        if (yield Statement(insert, row)):
+            new += 1
+            continue
+        conflict = conflict_with(row, (yield Statement(conflicts.stored, row, fetch=True)))
+        if conflict is None:
+            duplicates += 1
+            continue
+        values = conflict_values(conflict, row)
+        yield Statement(conflicts.record, values)
+        yield Statement(conflicts.count, values)
+        found.append(conflict)
+    return StoreResult(new, duplicates, tuple(found))
+
+
 def conflict_statements(placeholder: str) -> ConflictStatements:
     def named(*names: str) -> str:
         return ", ".join(placeholder.format(name) for name in names)
@@ -303,6 +338,46 @@ def list_filter(placeholder: str, after_id: int, state: str | None,
     if conflicted:
         clauses.append("conflicts > 0")
     return " AND ".join(clauses), parameters
+
+
+def notifications_migration(id_type: str, timestamp_type: str) -> list[str]:
+    """Schema version 1, in a backend's column types: the notifications themselves."""
+    return [f"""CREATE TABLE notifications (
+            id               {id_type} PRIMARY KEY,
+            org_key          TEXT NOT NULL,
+            notification_key TEXT NOT NULL,
+            organization_id  TEXT NOT NULL,
+            action_id        TEXT NOT NULL,
+            notification_id  TEXT NOT NULL,
+            sobject_type     TEXT,
+            record_id        TEXT,
+            fields           TEXT NOT NULL,
+            endpoint         TEXT NOT NULL,
+            enterprise_url   TEXT,
+            partner_url      TEXT,
+            session_id       TEXT,
+            received_at      {timestamp_type} NOT NULL,
+            UNIQUE (org_key, notification_key)
+        )"""]
+
+
+def delivery_migration(timestamp_type: str, *, first_15: str,
+                       next_attempt_at: list[str]) -> list[str]:
+    """Schema version 2, in a backend's column types: delivery state (rows stored before it
+    are pending delivery). ``first_15`` is the dialect's "first 15 characters of record_id"
+    and ``next_attempt_at`` the statements that add that column (NOT NULL, filled in)."""
+    return [
+        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
+        f"UPDATE notifications SET record_key = {first_15} WHERE record_id IS NOT NULL",  # noqa: S608
+        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
+        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        *next_attempt_at,
+        f"ALTER TABLE notifications ADD COLUMN lease_until {timestamp_type}",
+        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
+        f"ALTER TABLE notifications ADD COLUMN delivered_at {timestamp_type}",
+        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
+        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
+    ]
 
 
 def conflicts_migration(id_type: str, timestamp_type: str) -> list[str]:
