@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -45,6 +45,19 @@ INSERT_COLUMNS = (
 CONTENT_COLUMNS = ("endpoint", "action_id", "sobject_type", "record_id", "fields")
 CONFLICT_COLUMNS = ("content_sha256", *CONTENT_COLUMNS, "received_at")
 DIGEST_PAGE = 500  # rows given a digest per statement when an inbox is migrated
+
+
+def claimable_condition(placeholder: str) -> str:
+    """Which notifications (``n``) a claim may hand out: pending, due, not leased, and with
+    no earlier pending notification for the same record. That last clause *is* the
+    ordering guarantee of delivery, so both backends use this one text."""
+    now = placeholder.format("now")
+    return (f"n.state = '{PENDING}' AND n.next_attempt_at <= {now}"  # noqa: S608 - constants
+            f" AND (n.lease_until IS NULL OR n.lease_until < {now})"
+            " AND (n.record_key IS NULL OR NOT EXISTS ("
+            "SELECT 1 FROM notifications AS o"
+            " WHERE o.org_key = n.org_key AND o.record_key = n.record_key"
+            f" AND o.id < n.id AND o.state = '{PENDING}'))")
 
 
 def insert_statement(placeholder: str) -> str:
@@ -257,6 +270,41 @@ class ConflictStatements:
     set_digest: str  # one row's digest (by id, content_sha256)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One statement a store asks its backend to run: the answer sent back is the row it
+    fetched (``fetch``), else the number of rows it changed."""
+
+    sql: str
+    parameters: Mapping[str, Any]
+    fetch: bool = False
+
+
+StorePlan = Generator[Statement, Any, StoreResult]
+
+
+def store_plan(rows: list[dict[str, Any]], insert: str,
+               conflicts: ConflictStatements) -> StorePlan:
+    """How one message's rows are stored, without I/O (each backend runs the statements it
+    yields): insert each; an identical redelivery is a duplicate; one whose content
+    differs is recorded as a conflict and the stored notification kept."""
+    new = duplicates = 0
+    found: list[DuplicateConflict] = []
+    for row in rows:
+        if (yield Statement(insert, row)):
+            new += 1
+            continue
+        conflict = conflict_with(row, (yield Statement(conflicts.stored, row, fetch=True)))
+        if conflict is None:
+            duplicates += 1
+            continue
+        values = conflict_values(conflict, row)
+        yield Statement(conflicts.record, values)
+        yield Statement(conflicts.count, values)
+        found.append(conflict)
+    return StoreResult(new, duplicates, tuple(found))
+
+
 def conflict_statements(placeholder: str) -> ConflictStatements:
     def named(*names: str) -> str:
         return ", ".join(placeholder.format(name) for name in names)
@@ -290,6 +338,46 @@ def list_filter(placeholder: str, after_id: int, state: str | None,
     if conflicted:
         clauses.append("conflicts > 0")
     return " AND ".join(clauses), parameters
+
+
+def notifications_migration(id_type: str, timestamp_type: str) -> list[str]:
+    """Schema version 1, in a backend's column types: the notifications themselves."""
+    return [f"""CREATE TABLE notifications (
+            id               {id_type} PRIMARY KEY,
+            org_key          TEXT NOT NULL,
+            notification_key TEXT NOT NULL,
+            organization_id  TEXT NOT NULL,
+            action_id        TEXT NOT NULL,
+            notification_id  TEXT NOT NULL,
+            sobject_type     TEXT,
+            record_id        TEXT,
+            fields           TEXT NOT NULL,
+            endpoint         TEXT NOT NULL,
+            enterprise_url   TEXT,
+            partner_url      TEXT,
+            session_id       TEXT,
+            received_at      {timestamp_type} NOT NULL,
+            UNIQUE (org_key, notification_key)
+        )"""]
+
+
+def delivery_migration(timestamp_type: str, *, first_15: str,
+                       next_attempt_at: list[str]) -> list[str]:
+    """Schema version 2, in a backend's column types: delivery state (rows stored before it
+    are pending delivery). ``first_15`` is the dialect's "first 15 characters of record_id"
+    and ``next_attempt_at`` the statements that add that column (NOT NULL, filled in)."""
+    return [
+        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
+        f"UPDATE notifications SET record_key = {first_15} WHERE record_id IS NOT NULL",  # noqa: S608
+        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
+        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        *next_attempt_at,
+        f"ALTER TABLE notifications ADD COLUMN lease_until {timestamp_type}",
+        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
+        f"ALTER TABLE notifications ADD COLUMN delivered_at {timestamp_type}",
+        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
+        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
+    ]
 
 
 def conflicts_migration(id_type: str, timestamp_type: str) -> list[str]:

@@ -21,7 +21,6 @@ from service.inbox.base import (
     DELIVERED,
     PENDING,
     SELECT_COLUMNS,
-    DuplicateConflict,
     Inbox,
     InboxError,
     InboxStats,
@@ -29,16 +28,18 @@ from service.inbox.base import (
     RecordedConflict,
     StoredNotification,
     StoreResult,
+    claimable_condition,
     conflict_statements,
-    conflict_values,
-    conflict_with,
     conflicts_migration,
+    delivery_migration,
     digests,
     insert_statement,
     isoformat,
     list_filter,
+    notifications_migration,
     recorded_conflict,
     row_values,
+    store_plan,
 )
 
 SCHEMA_VERSION = 3
@@ -47,39 +48,11 @@ MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
 # few seconds: it waits this long for a pooled connection, not the pool's 30 seconds.
 READINESS_WAIT_SECONDS = 3
 _MIGRATIONS = {
-    1: [
-        """CREATE TABLE notifications (
-            id               BIGSERIAL PRIMARY KEY,
-            org_key          TEXT NOT NULL,
-            notification_key TEXT NOT NULL,
-            organization_id  TEXT NOT NULL,
-            action_id        TEXT NOT NULL,
-            notification_id  TEXT NOT NULL,
-            sobject_type     TEXT,
-            record_id        TEXT,
-            fields           TEXT NOT NULL,
-            endpoint         TEXT NOT NULL,
-            enterprise_url   TEXT,
-            partner_url      TEXT,
-            session_id       TEXT,
-            received_at      TIMESTAMPTZ NOT NULL,
-            UNIQUE (org_key, notification_key)
-        )""",
-    ],
-    2: [
-        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
-        "UPDATE notifications SET record_key = left(record_id, 15) WHERE record_id IS NOT NULL",
-        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
-        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    1: notifications_migration("BIGSERIAL", "TIMESTAMPTZ"),
+    2: delivery_migration("TIMESTAMPTZ", first_15="left(record_id, 15)", next_attempt_at=[
         "ALTER TABLE notifications ADD COLUMN next_attempt_at TIMESTAMPTZ",
         "UPDATE notifications SET next_attempt_at = received_at",
-        "ALTER TABLE notifications ALTER COLUMN next_attempt_at SET NOT NULL",
-        "ALTER TABLE notifications ADD COLUMN lease_until TIMESTAMPTZ",
-        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
-        "ALTER TABLE notifications ADD COLUMN delivered_at TIMESTAMPTZ",
-        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
-        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
-    ],
+        "ALTER TABLE notifications ALTER COLUMN next_attempt_at SET NOT NULL"]),
     3: conflicts_migration("BIGSERIAL", "TIMESTAMPTZ"),
 }
 
@@ -113,12 +86,7 @@ def _record_locks(messages: list[list[dict[str, Any]]]) -> list[int]:
 _CLAIM = f"""
 WITH due AS (
     SELECT n.id FROM notifications AS n
-    WHERE n.state = '{PENDING}' AND n.next_attempt_at <= %(now)s
-      AND (n.lease_until IS NULL OR n.lease_until < %(now)s)
-      AND (n.record_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM notifications AS o
-            WHERE o.org_key = n.org_key AND o.record_key = n.record_key
-              AND o.id < n.id AND o.state = '{PENDING}'))
+    WHERE {claimable_condition("%({})s")}
     ORDER BY n.id LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -234,22 +202,15 @@ class PostgresInbox(Inbox):
 
     @staticmethod
     async def _store_rows(connection: Any, rows: list[dict[str, Any]]) -> StoreResult:
-        new = duplicates = 0
-        conflicts: list[DuplicateConflict] = []
-        for row in rows:
-            if (await connection.execute(_INSERT, row)).rowcount:
-                new += 1
-                continue
-            stored = await (await connection.execute(_CONFLICTS.stored, row)).fetchone()
-            conflict = conflict_with(row, stored)
-            if conflict is None:
-                duplicates += 1
-                continue
-            values = conflict_values(conflict, row)
-            await connection.execute(_CONFLICTS.record, values)
-            await connection.execute(_CONFLICTS.count, values)
-            conflicts.append(conflict)
-        return StoreResult(new, duplicates, tuple(conflicts))
+        plan = store_plan(rows, _INSERT, _CONFLICTS)
+        answer: Any = None
+        try:
+            while True:
+                step = plan.send(answer)
+                cursor = await connection.execute(step.sql, step.parameters)
+                answer = await cursor.fetchone() if step.fetch else cursor.rowcount
+        except StopIteration as done:
+            return done.value
 
     async def check_writable(self) -> None:
         import psycopg

@@ -22,7 +22,6 @@ from service.inbox.base import (
     DELIVERED,
     PENDING,
     SELECT_COLUMNS,
-    DuplicateConflict,
     Inbox,
     InboxError,
     InboxStats,
@@ -30,15 +29,17 @@ from service.inbox.base import (
     RecordedConflict,
     StoredNotification,
     StoreResult,
+    claimable_condition,
     conflict_statements,
-    conflict_values,
-    conflict_with,
     conflicts_migration,
+    delivery_migration,
     digests,
     insert_statement,
     list_filter,
+    notifications_migration,
     recorded_conflict,
     row_values,
+    store_plan,
 )
 
 T = TypeVar("T")
@@ -46,39 +47,12 @@ T = TypeVar("T")
 SCHEMA_VERSION = 3
 _MIGRATIONS = {
     1: [
-        """CREATE TABLE notifications (
-            id               INTEGER PRIMARY KEY,
-            org_key          TEXT NOT NULL,
-            notification_key TEXT NOT NULL,
-            organization_id  TEXT NOT NULL,
-            action_id        TEXT NOT NULL,
-            notification_id  TEXT NOT NULL,
-            sobject_type     TEXT,
-            record_id        TEXT,
-            fields           TEXT NOT NULL,
-            endpoint         TEXT NOT NULL,
-            enterprise_url   TEXT,
-            partner_url      TEXT,
-            session_id       TEXT,
-            received_at      TEXT NOT NULL,
-            UNIQUE (org_key, notification_key)
-        )""",
+        *notifications_migration("INTEGER", "TEXT"),
         "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT)",
         "INSERT INTO heartbeat (id, at) VALUES (1, NULL)",
     ],
-    2: [  # delivery state; rows stored before it are pending delivery
-        "ALTER TABLE notifications ADD COLUMN record_key TEXT",
-        "UPDATE notifications SET record_key = substr(record_id, 1, 15) "
-        "WHERE record_id IS NOT NULL",
-        f"ALTER TABLE notifications ADD COLUMN state TEXT NOT NULL DEFAULT '{PENDING}'",
-        "ALTER TABLE notifications ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE notifications ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE notifications ADD COLUMN lease_until TEXT",
-        "ALTER TABLE notifications ADD COLUMN last_error TEXT",
-        "ALTER TABLE notifications ADD COLUMN delivered_at TEXT",
-        "CREATE INDEX notifications_due ON notifications (state, next_attempt_at)",
-        "CREATE INDEX notifications_record ON notifications (org_key, record_key, id)",
-    ],
+    2: delivery_migration("TEXT", first_15="substr(record_id, 1, 15)", next_attempt_at=[
+        "ALTER TABLE notifications ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''"]),
     3: conflicts_migration("INTEGER", "TEXT"),
 }
 
@@ -88,16 +62,8 @@ _CONFLICTS = conflict_statements(":{}")
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
 # Due, not leased, and no earlier pending notification for the same record.
-_CLAIMABLE = f"""
-SELECT {_COLUMNS} FROM notifications AS n
-WHERE n.state = '{PENDING}' AND n.next_attempt_at <= :now
-  AND (n.lease_until IS NULL OR n.lease_until < :now)
-  AND (n.record_key IS NULL OR NOT EXISTS (
-        SELECT 1 FROM notifications AS o
-        WHERE o.org_key = n.org_key AND o.record_key = n.record_key
-          AND o.id < n.id AND o.state = '{PENDING}'))
-ORDER BY n.id LIMIT :limit
-"""  # noqa: S608 - constants only
+_CLAIMABLE = (f"SELECT {_COLUMNS} FROM notifications AS n "  # noqa: S608 - constants only
+              f"WHERE {claimable_condition(':{}')} ORDER BY n.id LIMIT :limit")
 
 
 def _timestamp(moment: dt.datetime) -> str:
@@ -192,22 +158,15 @@ class SqliteInbox(Inbox):
 
     @staticmethod
     def _store_rows(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> StoreResult:
-        new = duplicates = 0
-        conflicts: list[DuplicateConflict] = []
-        for row in rows:
-            if connection.execute(_INSERT, row).rowcount:
-                new += 1
-                continue
-            stored = dict(connection.execute(_CONFLICTS.stored, row).fetchone())
-            conflict = conflict_with(row, stored)
-            if conflict is None:
-                duplicates += 1
-                continue
-            values = conflict_values(conflict, row)
-            connection.execute(_CONFLICTS.record, values)
-            connection.execute(_CONFLICTS.count, values)
-            conflicts.append(conflict)
-        return StoreResult(new, duplicates, tuple(conflicts))
+        plan = store_plan(rows, _INSERT, _CONFLICTS)
+        answer: Any = None
+        try:
+            while True:
+                step = plan.send(answer)
+                cursor = connection.execute(step.sql, step.parameters)
+                answer = dict(cursor.fetchone()) if step.fetch else cursor.rowcount
+        except StopIteration as done:
+            return done.value
 
     def _check_writable(self) -> None:
         connection = self._connect()
