@@ -25,7 +25,7 @@ from service.clientauth import Policy
 from service.config import Config, EndpointConfig
 from service.forwarded import Address, Network, RequestOrigin, within
 from service.forwarded.middleware import ORIGIN_EXTENSION
-from service.gate import ClientAuthGate, ForwardedCertificateUnreadable
+from service.gate import ClientAuthGate
 from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
@@ -225,13 +225,8 @@ class OutboundMessageHandler:
                 "in server.allowed_client_networks.", status=403)
         if self.gate.policy.mode == "off":
             return
-        try:
-            verdict = await self.gate.request_verdict(extensions, _peer(request),
-                                                      request.url.path, self.endpoint.policy)
-        except ForwardedCertificateUnreadable as error:
-            raise SoapFaultError("forwarded_cert_invalid",
-                                 f"The client certificate the proxy forwarded cannot be read: "
-                                 f"{error}.") from None
+        verdict = await self.gate.request_verdict(extensions, _peer(request),
+                                                  request.url.path, self.endpoint.policy)
         if verdict.refuse:
             raise _client_cert_refused()
 

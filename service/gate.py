@@ -73,10 +73,6 @@ class SeenChains:
         return True
 
 
-class ForwardedCertificateUnreadable(Exception):
-    """A trusted proxy forwarded a client certificate header that cannot be read."""
-
-
 CacheKey = tuple[object, ...]
 # How the TLS handshake behind a decision ended: "refused" by omgate's own verify step.
 HandshakeEnd = Literal["complete", "refused", "failed"]
@@ -247,10 +243,8 @@ class ClientAuthGate:
         """
         origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
         ignored = origin.ignored_headers if origin else ()
-        if origin is not None and origin.forwarded_error is not None:
-            raise ForwardedCertificateUnreadable(origin.forwarded_error)
         if origin is not None and origin.forwarded_chain is not None:
-            identity = ClientIdentity(origin.forwarded_chain, "forwarded", peer)
+            identity = origin.forwarded_chain.identity("forwarded", peer)
             return await self._decide_async(identity, policy, endpoint=path,
                                             proxy=str(origin.peer))
         tls = extensions.get(CLIENT_AUTH_EXTENSION)

@@ -298,9 +298,11 @@ def test_envoy_xfcc_from_a_trusted_proxy(omgate_server, client_pki):
     assert refused.status_code == 403
     garbled = httpx.post(url, content=BODY, headers={**SOAP_HEADERS,
                                                      "X-Forwarded-Client-Cert": 'Cert="%2D'})
-    assert garbled.status_code == 400
-    event = server.wait_for("om.rejected", lambda e: e["reason"] == "forwarded_cert_invalid")
-    assert "unterminated quote" in event["detail"]
+    assert garbled.status_code == 403  # a header that cannot be read is judged, and refused
+    decision = server.wait_for("client_auth.decision", lambda e: any(
+        f["code"] == "unreadable_certificate" for f in e["findings"]))
+    assert "unterminated quote" in decision["findings"][0]["message"]
+    assert decision["source"] == "forwarded" and decision["outcome"] == "reject"
 
 
 def test_envoy_forwards_only_what_omgate_reads():
@@ -369,7 +371,10 @@ def test_aws_alb_passthrough_header(omgate_server, client_pki):
     assert [f["code"] for f in decision["findings"]] == ["expired"]
     der = base64.b64encode(b"\x30\x03\x02\x01\x01").decode()
     assert httpx.post(url, content=BODY, headers={
-        **SOAP_HEADERS, "X-Amzn-Mtls-Clientcert": der}).status_code == 400
+        **SOAP_HEADERS, "X-Amzn-Mtls-Clientcert": der}).status_code == 403
+    unreadable = server.wait_for("client_auth.decision", lambda e: any(
+        f["code"] == "unreadable_certificate" for f in e["findings"]))
+    assert "holds no PEM certificate" in unreadable["findings"][0]["message"]
 
 
 # -- SIGTERM: readiness first, nothing acknowledged lost ----------------------------------------
@@ -424,3 +429,22 @@ def test_sigterm_drains_readiness_first_and_loses_nothing_acknowledged(omgate_se
     assert acked <= stored
     names = [e["event"] for e in server.logs()]
     assert names.index("server.draining") < names.index("server.stopped")
+
+
+def test_request_mode_acknowledges_behind_an_unreadable_forwarded_certificate(omgate_server):
+    """A forwarded certificate is data like any other: one that cannot be read is judged by
+    the policy (never an HTTP error), and request mode refuses nothing for it."""
+    plain = free_port()
+    server = omgate_server({
+        "server": {"plain_bind": [f"127.0.0.1:{plain}"], "trusted_proxies": ["127.0.0.1/32"]},
+        "client_auth": {"mode": "request", "forwarded_cert": "pem-header:X-SSL-Client-Cert"}})
+    response = httpx.post(f"http://127.0.0.1:{plain}/salesforce/outbound", content=BODY,
+                          headers={**SOAP_HEADERS, "X-SSL-Client-Cert": "not a certificate"})
+    assert is_ack(response), response.text
+    decision = server.wait_for("client_auth.decision")
+    assert decision["source"] == "forwarded" and decision["outcome"] == "reject"
+    assert decision["would_reject"] is True
+    assert [(f["code"], f["severity"]) for f in decision["findings"]] == [
+        ("unreadable_certificate", "error")]
+    assert "X-SSL-Client-Cert" in decision["findings"][0]["message"]
+    assert decision["chain"][0]["sha256"]  # the header, kept by digest

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy_xfcc import envoy_xfcc, pem, self_signed_with_dns_name, url_pem
 
+from service.clientauth.presented import PresentedChain
 from service.forwarded import (
     NEED_MORE,
     ForwardedCertError,
@@ -304,7 +305,7 @@ def test_headers_after_a_proxy_header_are_the_named_clients(chain):
     assert spoofed.ignored_headers == ("x-arr-clientcert", "x-forwarded-for")
     assert spoofed.client == client
     inner_proxy = resolve(headers, balancer, parse_address("10.0.0.3"), settings)
-    assert inner_proxy.forwarded_chain == (chain[0],)
+    assert inner_proxy.forwarded_chain == PresentedChain((chain[0],))
     assert str(inner_proxy.client) == "10.9.9.9"
     # PROXY UNKNOWN (v1) or UNSPEC (v2): a relayed client, but which one is not said
     unnamed = resolve(headers, balancer, None, settings, relayed=True)
@@ -321,7 +322,9 @@ def test_untrusted_peers_forwarded_headers_are_dropped_trusted_ones_believed(cha
     assert direct.forwarded_chain is None
     assert str(direct.client) == "198.51.100.7"
     proxied = resolve(headers, parse_address("10.0.0.2"), None, settings)
-    assert proxied.forwarded_chain == (chain[0],)
+    assert proxied.forwarded_chain == PresentedChain((chain[0],))
     assert str(proxied.client) == "203.0.113.1"
     broken = resolve({"x-arr-clientcert": "!!"}, parse_address("10.0.0.2"), None, settings)
-    assert broken.forwarded_error
+    assert broken.forwarded_chain is not None and not broken.forwarded_chain.certificates
+    [unreadable] = broken.forwarded_chain.unreadable
+    assert unreadable.der == b"!!" and "X-ARR-ClientCert is not base64" in unreadable.reason

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from harness import require_executable
 from inprocess import InProcessListener
 
+from service.clientauth.presented import load_chain
 from service.tls.capture import same_leaf
-from service.tls.openssl_glue import load_chain
 
 
 @pytest.fixture

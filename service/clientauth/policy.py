@@ -129,6 +129,13 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
 
 
 def _unreadable(identity: ClientIdentity) -> list[Finding]:
+    if identity.source == "forwarded":
+        return [Finding(
+            "unreadable_certificate", "error", item.index,
+            f"The client certificate a trusted proxy forwarded cannot be read: {item.reason}.",
+            "Check that client_auth.forwarded_cert names the format the proxy writes, and "
+            "that the proxy forwards the certificate itself, not its names.",
+        ) for item in identity.unreadable]
     return [Finding(
         "unreadable_certificate", "error", item.index,
         f"Certificate {item.index} as presented cannot be read ({item.reason}); omgate "

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cryptography import x509
-
+from service.clientauth.presented import PresentedChain, unreadable_chain
 from service.forwarded.addresses import Address, Network, client_address, within
 from service.forwarded.certificates import (
     KNOWN_CERT_HEADERS,
+    MAX_HEADER_BYTES,
     ForwardedCertError,
     ForwardedFormat,
 )
@@ -39,10 +39,10 @@ class ForwardingSettings:
 class RequestOrigin:
     peer: Address | None  # the TCP peer: a client, or a proxy
     client: Address | None  # the real client, as far as trusted proxies tell
-    trusted_peer: bool
     ignored_headers: tuple[str, ...] = ()  # forwarded headers an untrusted peer sent
-    forwarded_chain: tuple[x509.Certificate, ...] | None = None  # None: nothing forwarded
-    forwarded_error: str | None = None
+    # What a trusted proxy forwarded in the configured certificate header (None: nothing);
+    # a header that cannot be read is one unreadable certificate, judged by the policy.
+    forwarded_chain: PresentedChain | None = None
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
@@ -57,13 +57,22 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     sender = proxied_client if relayed or proxied_client is not None else peer
     if not within(sender, settings.trusted_proxies):
         ignored = tuple(sorted(name for name in headers if name in settings.header_names))
-        return RequestOrigin(peer, sender, False, ignored_headers=ignored)
+        return RequestOrigin(peer, sender, ignored_headers=ignored)
     header = settings.client_address_header
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
-        return RequestOrigin(peer, client, True)
+        return RequestOrigin(peer, client)
+    return RequestOrigin(peer, client, forwarded_chain=forwarded(headers,
+                                                                 settings.certificate_format))
+
+
+def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat
+              ) -> PresentedChain | None:
+    """The chain in the format's headers; None when they are absent or empty."""
     try:
-        chain = settings.certificate_format.parse(headers)
+        chain = certificate_format.parse(headers)
     except ForwardedCertError as error:
-        return RequestOrigin(peer, client, True, forwarded_error=str(error))
-    return RequestOrigin(peer, client, True, forwarded_chain=chain)
+        sent = "\n".join(headers.get(name, "") for name in certificate_format.headers)
+        return unreadable_chain(sent.encode("latin-1", errors="replace")[:MAX_HEADER_BYTES],
+                                f"the {certificate_format.name} header cannot be read: {error}")
+    return PresentedChain(chain) if chain else None

@@ -8,6 +8,7 @@ from OpenSSL import SSL, crypto
 from OpenSSL.crypto import FILETYPE_ASN1, dump_certificate, load_certificate
 
 from service.clientauth import HandshakeFacts, VerifyResult
+from service.clientauth.presented import PresentedChain, load_chain
 from service.tls import openssl_glue
 from service.tls.resumption import TicketChains
 
@@ -28,7 +29,7 @@ TLS_VERSION_NUMBERS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 @dataclass(frozen=True)
 class Captured:
-    presented: openssl_glue.PresentedChain
+    presented: PresentedChain
     verify_results: tuple[VerifyResult, ...]
     size: int = 0  # bytes presented: what remembering it for resumption costs
 
@@ -63,7 +64,7 @@ def same_leaf(presented_der: list[bytes], peer_der: list[bytes]) -> bool:
 
 
 def captured(der: list[bytes], state: openssl_glue.ConnectionState) -> Captured:
-    return Captured(openssl_glue.load_chain(der), tuple(state.verify_results),
+    return Captured(load_chain(der), tuple(state.verify_results),
                     sum(map(len, der)))
 
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from service.clientauth import HandshakeFacts, VerifyResult
+from service.clientauth.presented import NOTHING_PRESENTED
 from service.forwarded import Network, ProxyHeader, ProxyProtocolError, parse_address, within
 from service.forwarded import parse as parse_proxy_header
 from service.forwarded.middleware import CONNECTION_EXTENSION
@@ -188,9 +189,10 @@ class TlsConnectionHandler:
         def step(state: openssl_glue.ConnectionState, result: VerifyResult) -> int | None:
             verdict: Verdict | None = state.verdict
             if verdict is None or (result.error and verdict.decision.accepted):
-                presented = openssl_glue.presented_chain(state) or openssl_glue.NOTHING_PRESENTED
+                presented = openssl_glue.presented_chain(state) or NOTHING_PRESENTED
                 facts = self._facts(connection, tuple(state.verify_results))
-                verdict = state.verdict = self.gate.evaluate(presented.identity(peer, facts))
+                identity = presented.identity("tls", peer, facts)
+                verdict = state.verdict = self.gate.evaluate(identity)
             return refusal_error(verdict) if verdict.refuse else None
 
         return step
@@ -254,8 +256,8 @@ class TlsConnectionHandler:
         presented = openssl_glue.presented_chain(state)
         if presented is None and reason != "no_client_cert":
             return
-        identity = (presented or openssl_glue.NOTHING_PRESENTED).identity(
-            peer, self._facts(connection, tuple(state.verify_results)))
+        identity = (presented or NOTHING_PRESENTED).identity(
+            "tls", peer, self._facts(connection, tuple(state.verify_results)))
         # omgate refused it (its verify step, or require with no certificate), or the
         # handshake failed otherwise: then the client never proved it holds the key.
         refused = (state.verdict is not None and state.verdict.refuse) or (
@@ -271,7 +273,7 @@ class TlsConnectionHandler:
         resumed = openssl_glue.session_reused(connection)
         captured = session.chain()
         identity = captured.presented.identity(
-            peer, self._facts(connection, captured.verify_results, resumed))
+            "tls", peer, self._facts(connection, captured.verify_results, resumed))
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
         verdict = state.verdict or await self.gate.evaluate_async(identity)
         self.gate.record(identity, verdict, **proxy, **problems_of(state))

@@ -18,18 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
 from OpenSSL.crypto import X509
 
-from service.clientauth import (
-    ClientIdentity,
-    HandshakeFacts,
-    UnreadableCertificate,
-    VerifyResult,
-)
+from service.clientauth import VerifyResult
 from service.clientauth.names import name_matches
+from service.clientauth.presented import (
+    MAX_PRESENTED_CERTIFICATES,
+    NOT_READ,
+    PresentedChain,
+    load_chain,
+)
 from service.tls.resumption import (
     CLIENT_HELLO,
     NEW_SESSION_TICKET,
@@ -42,8 +42,6 @@ HANDSHAKE = 22
 CERTIFICATE_MESSAGE = 11
 ALERT_UNRECOGNIZED_NAME = 112
 X509_V_OK = 0
-MAX_PRESENTED_CERTIFICATES = 20
-NOT_READ = b"\x00not read"  # stands for those presented beyond the limit (never DER)
 
 
 @dataclass
@@ -212,40 +210,6 @@ def install(context: SSL.Context, *, verify_mode: int, server_names: ServerNameC
 
 def session_reused(connection: SSL.Connection) -> bool:
     return bool(lib.SSL_session_reused(connection._ssl))
-
-
-@dataclass(frozen=True)
-class PresentedChain:
-    """The Certificate message's chain: readable certificates and the ones that are not."""
-
-    certificates: tuple[x509.Certificate, ...]
-    unreadable: tuple[UnreadableCertificate, ...] = ()
-
-    def identity(self, peer: str | None, facts: HandshakeFacts) -> ClientIdentity:
-        return ClientIdentity(self.certificates, "tls", peer, facts, unreadable=self.unreadable)
-
-
-NOTHING_PRESENTED = PresentedChain(())
-
-
-def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
-    if der == NOT_READ:
-        return UnreadableCertificate(index, der, f"only the first {MAX_PRESENTED_CERTIFICATES}"
-                                     " presented certificates are read")
-    # OpenSSL accepts encodings (a BOOLEAN of 0x01, say) the stricter parser refuses; such a
-    # certificate must stay in the chain as unreadable, never silently vanish from it.
-    try:
-        return x509.load_der_x509_certificate(der)
-    except (ValueError, x509.InvalidVersion) as error:
-        return UnreadableCertificate(index, der, str(error))
-
-
-def load_chain(presented_der: list[bytes]) -> PresentedChain:
-    loaded = [_load(index, der) for index, der in enumerate(presented_der)]
-    return PresentedChain(
-        tuple(item for item in loaded if isinstance(item, x509.Certificate)),
-        tuple(item for item in loaded if isinstance(item, UnreadableCertificate)),
-    )
 
 
 def presented_chain(state: ConnectionState) -> PresentedChain | None:

@@ -1,0 +1,61 @@
+"""A presented chain as data: the certificates in the order sent, and those that cannot be
+read, each in its place. The same value whether the chain arrived in omgate's own TLS
+handshake or in a header from a trusted proxy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from service.clientauth.model import (
+    ClientIdentity,
+    HandshakeFacts,
+    Source,
+    UnreadableCertificate,
+)
+
+MAX_PRESENTED_CERTIFICATES = 20
+NOT_READ = b"\x00not read"  # stands for those presented beyond the limit (never DER)
+
+
+@dataclass(frozen=True)
+class PresentedChain:
+    """A presented chain: readable certificates and the ones that are not."""
+
+    certificates: tuple[x509.Certificate, ...]
+    unreadable: tuple[UnreadableCertificate, ...] = ()
+
+    def identity(self, source: Source, peer: str | None,
+                 facts: HandshakeFacts | None = None) -> ClientIdentity:
+        return ClientIdentity(self.certificates, source, peer, facts, unreadable=self.unreadable)
+
+
+NOTHING_PRESENTED = PresentedChain(())
+
+
+def unreadable_chain(data: bytes, reason: str) -> PresentedChain:
+    """What could not be read at all (a forwarded header), kept as one unreadable entry."""
+    return PresentedChain((), (UnreadableCertificate(0, data, reason),))
+
+
+def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
+    if der == NOT_READ:
+        return UnreadableCertificate(index, der, f"only the first {MAX_PRESENTED_CERTIFICATES}"
+                                     " presented certificates are read")
+    # OpenSSL accepts encodings (a BOOLEAN of 0x01, say) the stricter parser refuses; such a
+    # certificate must stay in the chain as unreadable, never silently vanish from it.
+    try:
+        return x509.load_der_x509_certificate(der)
+    except (ValueError, x509.InvalidVersion) as error:
+        return UnreadableCertificate(index, der, str(error))
+
+
+def load_chain(presented_der: list[bytes]) -> PresentedChain:
+    loaded = [_load(index, der) for index, der in enumerate(presented_der)]
+    return PresentedChain(
+        tuple(item for item in loaded if isinstance(item, x509.Certificate)),
+        tuple(item for item in loaded if isinstance(item, UnreadableCertificate)),
+    )
+
+
