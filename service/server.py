@@ -36,6 +36,8 @@ from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.observatory.policies import policy_fingerprint
+from service.observatory.registry import LISTENER, ChainRegistry
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
@@ -140,8 +142,18 @@ def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbo
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
     budget = BodyBudget(budget_rules(config), config.server.read_timeout)
-    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
-                               forwarding)
+    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget,
+                                          gate.chains), forwarding)
+
+
+def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> ChainRegistry | None:
+    """The registry of client chains seen (none when no certificate is asked for)."""
+    if prepared.listener_policy.mode == "off":
+        return None
+    fingerprints = {LISTENER: policy_fingerprint(prepared.listener_policy)}
+    fingerprints |= {endpoint.config.path: policy_fingerprint(endpoint.policy)
+                     for endpoint in prepared.endpoints if endpoint.policy is not None}
+    return ChainRegistry(config.chains, fingerprints, metrics)
 
 
 @dataclass
@@ -231,7 +243,8 @@ def prepare(config: Config) -> Prepared:
 async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
     prepared = prepare(config)
     metrics = Metrics()
-    gate = ClientAuthGate(prepared.listener_policy, metrics)
+    chains = chain_registry(config, prepared, metrics)
+    gate = ClientAuthGate(prepared.listener_policy, metrics, chains=chains)
     endpoints, server_tls = prepared.endpoints, prepared.server_tls
     inbox = await open_inbox_of(config)
     state = ServiceState()
@@ -247,6 +260,8 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     health_servers: list[asyncio.Server] = []
     watcher: asyncio.Task[None] | None = None
     worker: asyncio.Task[None] | None = None
+    flusher: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
@@ -255,12 +270,13 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         servers += await _serve_on(tracker.wrap(plain), listeners.plain)
         health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
                                           listeners.health)
-        stop = asyncio.Event()
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, config.server.reload_check_seconds))
         _log_started(config, gate, worker_index)
+        if chains is not None:
+            flusher = asyncio.create_task(chains.run(inbox, stop))
         if prepared.target is not None and worker_index == 0:  # one deliverer per host
             worker = asyncio.create_task(DeliveryWorker(
                 inbox, prepared.target, config.delivery, metrics, wake=state.stored).run(stop))
@@ -284,6 +300,11 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=CANCEL_SECONDS)
+        if chains is not None:  # what the drained connections added, too
+            stop.set()
+            if flusher is not None:
+                await asyncio.wait({flusher}, timeout=CANCEL_SECONDS)
+            await chains.flush(inbox)
         await inbox.close()
         gate.close()
         log.info("server.stopped")
