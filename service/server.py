@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
 from service.config import Config, ConfigError
+from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.forwarded import ForwardingSettings
@@ -219,6 +221,7 @@ class Prepared:
     listener_policy: Policy
     server_tls: ServerTls | None
     target: Target | None
+    console_token: str | None = None  # server.admin_bind's token (None: none asked for)
 
 
 def prepare(config: Config) -> Prepared:
@@ -237,7 +240,18 @@ def prepare(config: Config) -> Prepared:
             target = delivery_target(config.delivery)
         except ValueError as error:
             raise _config_error(config, f"[delivery] handler: {error}") from None
-    return Prepared(endpoints, policies.listener_policy(), server_tls, target)
+    token = console_token(config) if config.server.admin_bind is not None else None
+    return Prepared(endpoints, policies.listener_policy(), server_tls, target, token)
+
+
+def build_console_app(config: Config, inbox: Inbox, prepared: Prepared) -> Any:
+    """The console for server.admin_bind: the listener's policy, and the same rules in
+    require mode (what enforcement would do)."""
+    from service.console.app import build_console
+
+    policy = prepared.listener_policy
+    return build_console(config, inbox, policy, dataclasses.replace(policy, mode="require"),
+                         prepared.console_token)
 
 
 async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
@@ -261,6 +275,7 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     watcher: asyncio.Task[None] | None = None
     worker: asyncio.Task[None] | None = None
     flusher: asyncio.Task[None] | None = None
+    console: HttpServing | None = None
     stop = asyncio.Event()
     try:
         if server_tls is not None:
@@ -270,6 +285,11 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         servers += await _serve_on(tracker.wrap(plain), listeners.plain)
         health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
                                           listeners.health)
+        if listeners.admin:
+            console = HttpServing(build_console_app(config, inbox, prepared), hyper,
+                                  config.server.request_timeout)
+            health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(console)),
+                                              listeners.admin)
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
@@ -294,6 +314,8 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         for server in health_servers:
             server.close()
         await health.terminate()
+        if console is not None:
+            await console.terminate()
         if worker is not None:  # it stops after the attempts under way (bounded by timeout)
             _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
             for task in late:
@@ -333,6 +355,7 @@ def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> Non
         https=[str(address) for address in config.server.bind],
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,
+        console=str(config.server.admin_bind) if config.server.admin_bind else None,
         endpoints=[endpoint.path for endpoint in config.endpoints],
         inbox=mask_dsn(config.inbox.url).shown,
         organizations=list(config.salesforce.organization_ids) or "any",
