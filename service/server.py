@@ -231,6 +231,7 @@ def prepare(config: Config) -> Prepared:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
     _check_body_fits(config)
+    token = console_token(config) if config.server.admin_bind is not None else None
     policies = PolicyBuilder(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
@@ -240,7 +241,6 @@ def prepare(config: Config) -> Prepared:
             target = delivery_target(config.delivery)
         except ValueError as error:
             raise _config_error(config, f"[delivery] handler: {error}") from None
-    token = console_token(config) if config.server.admin_bind is not None else None
     return Prepared(endpoints, policies.listener_policy(), server_tls, target, token)
 
 

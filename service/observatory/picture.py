@@ -143,15 +143,16 @@ class _Layout:
 
     def presented_cards(self, timeline: _Timeline) -> list[Card]:
         leaf_index = self.analysis.path[0].index if self.analysis else None
-        chain_wide = {finding.code for finding in self.findings
-                      if finding.cert is None and finding.code == "chain_out_of_order"}
+        # a misordered chain is the client certificate's to fix: its card carries it
+        chain_wide = [finding for finding in self.findings
+                      if finding.cert is None and finding.code == "chain_out_of_order"]
         cards = []
         for index, item in enumerate(in_presented_order(self.identity.chain,
                                                         self.identity.unreadable)):
             own = [finding for finding in self.findings if finding.cert == index]
-            badges = [finding.code for finding in own]
             if index == leaf_index:
-                badges += [code for code in chain_wide if code not in badges]
+                own += chain_wide
+            badges = [finding.code for finding in own]
             order = "sent first" if index == 0 else f"sent #{index + 1}"
             if isinstance(item, UnreadableCertificate):
                 cards.append(Card(_y(index), "error", f"certificate {index} ({order})",
@@ -211,8 +212,11 @@ def _path(analysis: ChainAnalysis, cards: list[Card], timeline: _Timeline,
     slot = len(cards)
     path_cards: list[Card] = []
     for link in analysis.path:
-        if link.index is not None:
-            path_cards.append(by_index[link.index])
+        index = link.index
+        if index is None and link.origin == "anchor" and analysis.roots_included:
+            index = analysis.roots_included[0]  # the anchor was sent too: point at its copy
+        if index is not None:
+            path_cards.append(by_index[index])
             continue
         heading = "trust anchor (client_auth.trust)" if link.origin == "anchor" else \
             "configured intermediate (client_auth.trust)"
