@@ -16,7 +16,7 @@ from observatory import mixed_cases, send_mixed_run
 
 from service.inbox import open_inbox
 
-TOKEN = "console-token-for-tests-0123456789"
+TOKEN = "console-token-for-tests-0123456789"  # noqa: S105 - a test token
 OUTPUT = Path(os.environ.get("OMGATE_TEST_OUTPUT") or ROOT / "tests" / "output")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
@@ -85,7 +85,7 @@ def _dead_letter(database: Path) -> int:
 
 
 def test_the_chain_pages_draw_misorder_and_a_missing_issuer(browser, console):
-    server, run, origin = console
+    _server, run, origin = console
     page, elsewhere = _page(browser, origin)
     assert page.goto(origin + "/").status == 200
     assert "mode request" in page.inner_text("h2")
