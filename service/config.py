@@ -150,6 +150,7 @@ class DeliveryConfig:
 class ChainsConfig:
     """The registry of client chains seen (service/observatory/)."""
 
+    enabled: bool = True  # false: no registry (the console and `omgate chains` show nothing new)
     max_new_per_hour: int = 1000  # per worker; more are counted as not recorded
     retention_days: int = 90  # chains not seen for this long are removed
 
@@ -493,6 +494,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "concurrency": Key(_positive_int, 4, "int"),
     },
     "chains": {
+        "enabled": Key(_boolean, ChainsConfig.enabled, "bool"),
         "max_new_per_hour": Key(_non_negative_int, ChainsConfig.max_new_per_hour, "int"),
         "retention_days": Key(_positive_int, ChainsConfig.retention_days, "int"),
     },

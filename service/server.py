@@ -150,7 +150,7 @@ def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbo
 
 def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> ChainRegistry | None:
     """The registry of client chains seen (none when no certificate is asked for)."""
-    if prepared.listener_policy.mode == "off":
+    if prepared.listener_policy.mode == "off" or not config.chains.enabled:
         return None
     fingerprints = {LISTENER: policy_fingerprint(prepared.listener_policy)}
     fingerprints |= {endpoint.config.path: policy_fingerprint(endpoint.policy)
