@@ -11,7 +11,8 @@ every connection) runs pinned to the other core. Rows:
 - durable commits on SQLite and PostgreSQL, with and without group commit;
 - a keep-alive sender while 8 other connections keep presenting chains built to cost a
   verifier CPU (bench/abuse.py: 16,384-bit RSA keys, huge exponents, fresh every time);
-- peak memory with 500 open client connections.
+- peak memory with 500 open client connections;
+- new connections with the chain registry (`chains.enabled`) on and off.
 
 The table is printed and written between the bench markers of docs/PERFORMANCE.md; the
 rest of that file (the analysis) is kept.
@@ -117,7 +118,8 @@ class Server:
 
 
 @contextmanager
-def omgate(folder: Path, inbox_url: str, group_commit: bool = True) -> Iterator[Server]:
+def omgate(folder: Path, inbox_url: str, group_commit: bool = True,
+           chains: bool = True) -> Iterator[Server]:
     port, health = _free_port(), _free_port()
     config = folder / f"omgate-{port}.toml"
     config.write_text(f"""
@@ -134,6 +136,8 @@ trust = ["client-ca.pem"]
 [inbox]
 url = "{inbox_url}"
 group_commit = {"true" if group_commit else "false"}
+[chains]
+enabled = {"true" if chains else "false"}
 [logging]
 level = "warning"
 format = "json"
@@ -293,6 +297,26 @@ def cpu_abuse_row(folder: Path, seconds: float) -> tuple[str, str, dict, dict | 
     return ABUSE_ROW, "msgs/s", result, None
 
 
+REGISTRY_TARGET = 0.95  # new connections with the chain registry on, against it off
+
+
+def registry_rows(folder: Path, seconds: float) -> tuple[list[tuple[str, str, dict, dict | None]],
+                                                        str]:
+    """New connections per second with the chain registry on and off, and the verdict."""
+    results = {}
+    for enabled in (False, True):
+        with omgate(folder, f"sqlite:///{folder}/chains-{int(enabled)}.db",
+                    chains=enabled) as server:
+            results[enabled] = load(folder, server, "new-connection", 16, seconds, PAYLOAD_1,
+                                    unique=True, run_id=f"r{int(enabled)}")
+    ratio = results[True]["rate"] / max(results[False]["rate"], 0.1)
+    verdict = (f"{'met' if ratio >= REGISTRY_TARGET else 'MISSED'}: new connections with the "
+               f"chain registry on at {ratio:.3f} x off (target ≥ {REGISTRY_TARGET})")
+    rows = [(f"new TLS connection per message, chain registry {state}", "conn/s",
+             results[enabled], None) for enabled, state in ((True, "on"), (False, "off"))]
+    return rows, verdict
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6)
@@ -331,9 +355,12 @@ def main() -> None:
         rows.append(cpu_abuse_row(folder, args.seconds))
         extra.append(f"Costly chains presented during the abuse row: "
                      f"{rows[-1][2]['abuse_connections']}.")
+        abused = rows[-1][2]
+        registry, registry_verdict = registry_rows(folder, args.seconds)
+        rows += registry
         extra.append(f"Resident memory with 500 open client connections: omgate "
                      f"{memory['omgate']} MiB, nginx {memory['nginx']} MiB.")
-        verdicts = judge(results, memory, scenarios, rows[-1][2])
+        verdicts = [*judge(results, memory, scenarios, abused), registry_verdict]
     table = render(rows)
     print(table)
     print("\n".join(extra + verdicts))

@@ -30,6 +30,7 @@ from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
+from service.observatory.registry import ChainRegistry, request_chain_key
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -199,7 +200,9 @@ class OutboundMessageHandler:
     """Receive, store and acknowledge one Salesforce outbound message."""
 
     def __init__(self, endpoint: EndpointRuntime, inbox: Inbox, gate: ClientAuthGate,
-                 metrics: Metrics, state: ServiceState, budget: BodyBudget) -> None:
+                 metrics: Metrics, state: ServiceState, budget: BodyBudget,
+                 chains: ChainRegistry | None = None) -> None:
+        self.chains = chains
         self.endpoint = endpoint
         self.inbox = inbox
         self.gate = gate
@@ -266,7 +269,11 @@ class OutboundMessageHandler:
         except Exception:
             log.exception("om.rejected", reason="internal_error", status=500, **context)
             return fault_response(_internal_error(), correlation_id)
-        return await self._store(message, context)
+        response = await self._store(message, context)
+        if self.chains is not None and response.status_code == 200:  # acknowledged
+            self.chains.message(request_chain_key(request.scope.get("extensions") or {}),
+                                self.endpoint.config.path)
+        return response
 
     async def _store(self, message: OutboundMessage, context: dict[str, str | None]) -> Response:
         correlation_id = str(context["correlation_id"])
@@ -381,10 +388,12 @@ def build_endpoints(
 
 
 def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState,
-               gate: ClientAuthGate, metrics: Metrics, budget: BodyBudget) -> Starlette:
+               gate: ClientAuthGate, metrics: Metrics, budget: BodyBudget,
+               chains: ChainRegistry | None = None) -> Starlette:
     routes = [
         Route(endpoint.config.path,
-              OutboundMessageHandler(endpoint, inbox, gate, metrics, state, budget).handle,
+              OutboundMessageHandler(endpoint, inbox, gate, metrics, state, budget,
+                                     chains).handle,
               methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
         for endpoint in endpoints
     ]

@@ -9,6 +9,7 @@ import datetime as dt
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from service.config import Config, ConfigError, load_config
 from service.inbox import STATES, InboxError
@@ -159,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="client certificate chain to present (leaf first)")
     send.add_argument("--client-key", type=Path, metavar="PEM", help="its private key")
 
+    _add_chains(commands)
+
     pki = commands.add_parser("pki", help="certificates for development")
     pki_commands = pki.add_subparsers(dest="pki_command", required=True, metavar="ACTION")
     dev = pki_commands.add_parser(
@@ -170,6 +173,52 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder to write into (default certs/dev)")
     dev.add_argument("--force", action="store_true", help="replace existing files")
     return parser
+
+
+def _add_chains(commands: Any) -> None:
+    from service.inbox.chains import CHAIN_OUTCOMES
+    from service.observatory.views import parse_duration
+
+    def duration(text: str) -> dt.timedelta:
+        try:
+            return parse_duration(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    chains = commands.add_parser(
+        "chains", help="the client chains seen: list, show, simulate a policy, pin",
+        description="Every client chain omgate has seen (TLS or forwarded), with its counts "
+                    "and last decisions, from the inbox database.")
+    actions = chains.add_subparsers(dest="chains_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="the chains seen in a window")
+    listing.add_argument("--since", type=duration, default=dt.timedelta(days=7),
+                         metavar="AGE", help="seen within this long (7d; also 12h, 30m)")
+    listing.add_argument("--outcome", choices=CHAIN_OUTCOMES,
+                         help="only chains whose last decision had this outcome")
+    listing.add_argument("--endpoint", metavar="PATH", help="only chains seen on this endpoint")
+    listing.add_argument("--json", action="store_true", help="a JSON array")
+    _add_config(listing)
+    show = actions.add_parser("show", help="one chain: what inspect says, where and when seen")
+    show.add_argument("prefix", metavar="SHA256-PREFIX",
+                      help="the start of its fingerprint (at least 4 hex digits), or none")
+    show.add_argument("--pem", action="store_true", help="write the chain as PEM, as presented")
+    show.add_argument("--json", action="store_true", help="everything as JSON")
+    show.add_argument("--html", type=Path, metavar="FILE",
+                      help="also write a self-contained HTML report with its picture")
+    _add_config(show)
+    simulate = actions.add_parser(
+        "simulate", help="decide every recorded chain under a candidate configuration",
+        description="Decide every chain seen in the window under the --config file's policy "
+                    "and say what would have been accepted and refused. Exit status 1 when "
+                    "any chain seen would have been refused: a deploy gate.")
+    simulate.add_argument("--since", type=duration, default=dt.timedelta(days=30),
+                          metavar="AGE", help="chains seen within this long (30d)")
+    simulate.add_argument("--mode", choices=("request", "optional", "require"),
+                          help="decide in this mode instead of the configuration's")
+    _add_config(simulate)
+    pin = actions.add_parser("pin", help="configuration lines that admit exactly one chain")
+    pin.add_argument("prefix", metavar="SHA256-PREFIX", help="the start of its fingerprint")
+    _add_config(pin)
 
 
 def _positive(text: str) -> int:
@@ -272,6 +321,26 @@ def _send(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def _chains(args: argparse.Namespace) -> int:
+    from service.tools import chains
+
+    config = _load(args)
+    configure_logging("console", "warning")
+    match args.chains_command:
+        case "list":
+            return chains.list_chains(config, sys.stdout, since=args.since,
+                                      outcome=args.outcome, endpoint=args.endpoint,
+                                      as_json=args.json)
+        case "show":
+            return chains.show_chain(config, sys.stdout, sys.stderr, args.prefix, pem=args.pem,
+                                     as_json=args.json, html=args.html)
+        case "simulate":
+            return chains.simulate_chains(config, sys.stdout, since=args.since,
+                                          mode=args.mode)
+        case _:
+            return chains.pin_chain(config, sys.stdout, sys.stderr, args.prefix)
+
+
 def _pki(args: argparse.Namespace) -> int:
     from service.tools.pki import PkiError, write_dev_pki
 
@@ -300,6 +369,7 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
+    "chains": _chains,
     "check": _check,
     "deliver": _deliver,
     "inbox": _inbox,

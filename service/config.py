@@ -79,6 +79,7 @@ class ServerConfig:
     shutdown_timeout: float
     drain_seconds: float
     reload_check_seconds: float
+    admin_bind: BindAddress | None = None  # the console (service/console/); None: off
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,20 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True)
+class ChainsConfig:
+    """The registry of client chains seen (service/observatory/)."""
+
+    enabled: bool = True  # false: no registry (the console and `omgate chains` show nothing new)
+    max_new_per_hour: int = 1000  # per worker; more are counted as not recorded
+    retention_days: int = 90  # chains not seen for this long are removed
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token_file: Path | None = None  # the console's token; required off loopback
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: str
     level: str
@@ -161,6 +176,8 @@ class Config:
     inbox: InboxConfig
     delivery: DeliveryConfig
     logging: LoggingConfig
+    chains: ChainsConfig = ChainsConfig()
+    admin: AdminConfig = AdminConfig()
 
 
 # ---------------------------------------------------------------------------
@@ -436,6 +453,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),
         "drain_seconds": Key(_non_negative_seconds, 0, "float"),
         "reload_check_seconds": Key(_non_negative_seconds, 60, "float"),
+        "admin_bind": Key(_optional_bind, ""),
     },
     "client_auth": {
         "mode": Key(_choice("off", "request", "optional", "require"), "request"),
@@ -474,6 +492,14 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "retry_base_seconds": Key(_positive_seconds, 2, "float"),
         "retry_max_seconds": Key(_positive_seconds, 3600, "float"),
         "concurrency": Key(_positive_int, 4, "int"),
+    },
+    "chains": {
+        "enabled": Key(_boolean, ChainsConfig.enabled, "bool"),
+        "max_new_per_hour": Key(_non_negative_int, ChainsConfig.max_new_per_hour, "int"),
+        "retention_days": Key(_positive_int, ChainsConfig.retention_days, "int"),
+    },
+    "admin": {
+        "token_file": Key(_optional_path, ""),
     },
     "logging": {
         "format": Key(_choice("auto", "json", "console"), "auto"),
@@ -671,4 +697,6 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         inbox=InboxConfig(**sections["inbox"]),
         delivery=DeliveryConfig(**sections["delivery"]),
         logging=LoggingConfig(**sections["logging"]),
+        chains=ChainsConfig(**sections["chains"]),
+        admin=AdminConfig(**sections["admin"]),
     )

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.clientauth import (
     ClientIdentity,
@@ -35,6 +35,9 @@ from service.forwarded.middleware import ORIGIN_EXTENSION
 from service.forwarded.origin import RequestOrigin
 from service.logs import get_logger
 from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.observatory.registry import ChainRegistry
 
 log = get_logger("omgate")
 SEEN_CHAINS_LIMIT = 10_000
@@ -124,9 +127,10 @@ def chain_summary(identity: ClientIdentity, now: dt.datetime) -> list[dict[str, 
 
 class ClientAuthGate:
     def __init__(self, policy: Policy, metrics: Metrics | None = None,
-                 threads: int = POLICY_THREADS) -> None:
+                 threads: int = POLICY_THREADS, chains: ChainRegistry | None = None) -> None:
         self.policy = policy
         self.metrics = metrics
+        self.chains = chains  # the chain observatory's registry (counts in memory only)
         self._seen = SeenChains()
         self._decisions = DecisionCache()
         self._pool: ThreadPoolExecutor | None = None
@@ -184,6 +188,8 @@ class ClientAuthGate:
         self._log(identity, verdict, outcome, now, context)
         if self.metrics is not None:
             self.metrics.decision(identity, verdict.decision, outcome, verdict.enforced, now)
+        if self.chains is not None:
+            self.chains.observe(identity, verdict, outcome, context)
 
     def decide(self, identity: ClientIdentity, policy: Policy | None = None,
                **context: Any) -> Verdict:

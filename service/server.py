@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,7 @@ from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
 from service.config import Config, ConfigError
+from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.forwarded import ForwardingSettings
@@ -36,6 +38,8 @@ from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.observatory.policies import policy_fingerprint
+from service.observatory.registry import LISTENER, ChainRegistry
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
@@ -140,8 +144,18 @@ def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbo
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
     budget = BodyBudget(budget_rules(config), config.server.read_timeout)
-    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget),
-                               forwarding)
+    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget,
+                                          gate.chains), forwarding)
+
+
+def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> ChainRegistry | None:
+    """The registry of client chains seen (none when no certificate is asked for)."""
+    if prepared.listener_policy.mode == "off" or not config.chains.enabled:
+        return None
+    fingerprints = {LISTENER: policy_fingerprint(prepared.listener_policy)}
+    fingerprints |= {endpoint.config.path: policy_fingerprint(endpoint.policy)
+                     for endpoint in prepared.endpoints if endpoint.policy is not None}
+    return ChainRegistry(config.chains, fingerprints, metrics)
 
 
 @dataclass
@@ -207,6 +221,7 @@ class Prepared:
     listener_policy: Policy
     server_tls: ServerTls | None
     target: Target | None
+    console_token: str | None = None  # server.admin_bind's token (None: none asked for)
 
 
 def prepare(config: Config) -> Prepared:
@@ -216,6 +231,7 @@ def prepare(config: Config) -> Prepared:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
     _check_body_fits(config)
+    token = console_token(config) if config.server.admin_bind is not None else None
     policies = PolicyBuilder(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
@@ -225,13 +241,24 @@ def prepare(config: Config) -> Prepared:
             target = delivery_target(config.delivery)
         except ValueError as error:
             raise _config_error(config, f"[delivery] handler: {error}") from None
-    return Prepared(endpoints, policies.listener_policy(), server_tls, target)
+    return Prepared(endpoints, policies.listener_policy(), server_tls, target, token)
+
+
+def build_console_app(config: Config, inbox: Inbox, prepared: Prepared) -> Any:
+    """The console for server.admin_bind: the listener's policy, and the same rules in
+    require mode (what enforcement would do)."""
+    from service.console.app import build_console
+
+    policy = prepared.listener_policy
+    return build_console(config, inbox, policy, dataclasses.replace(policy, mode="require"),
+                         prepared.console_token)
 
 
 async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
     prepared = prepare(config)
     metrics = Metrics()
-    gate = ClientAuthGate(prepared.listener_policy, metrics)
+    chains = chain_registry(config, prepared, metrics)
+    gate = ClientAuthGate(prepared.listener_policy, metrics, chains=chains)
     endpoints, server_tls = prepared.endpoints, prepared.server_tls
     inbox = await open_inbox_of(config)
     state = ServiceState()
@@ -247,6 +274,9 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     health_servers: list[asyncio.Server] = []
     watcher: asyncio.Task[None] | None = None
     worker: asyncio.Task[None] | None = None
+    flusher: asyncio.Task[None] | None = None
+    console: HttpServing | None = None
+    stop = asyncio.Event()
     try:
         if server_tls is not None:
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
@@ -255,12 +285,18 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         servers += await _serve_on(tracker.wrap(plain), listeners.plain)
         health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
                                           listeners.health)
-        stop = asyncio.Event()
+        if listeners.admin:
+            console = HttpServing(build_console_app(config, inbox, prepared), hyper,
+                                  config.server.request_timeout)
+            health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(console)),
+                                              listeners.admin)
         _install_signals(state, stop, server_tls)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, config.server.reload_check_seconds))
         _log_started(config, gate, worker_index)
+        if chains is not None:
+            flusher = asyncio.create_task(chains.run(inbox, stop))
         if prepared.target is not None and worker_index == 0:  # one deliverer per host
             worker = asyncio.create_task(DeliveryWorker(
                 inbox, prepared.target, config.delivery, metrics, wake=state.stored).run(stop))
@@ -278,12 +314,19 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         for server in health_servers:
             server.close()
         await health.terminate()
+        if console is not None:
+            await console.terminate()
         if worker is not None:  # it stops after the attempts under way (bounded by timeout)
             _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=CANCEL_SECONDS)
+        if chains is not None:  # what the drained connections added, too
+            stop.set()
+            if flusher is not None:
+                await asyncio.wait({flusher}, timeout=CANCEL_SECONDS)
+            await chains.flush(inbox)
         await inbox.close()
         gate.close()
         log.info("server.stopped")
@@ -312,6 +355,7 @@ def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> Non
         https=[str(address) for address in config.server.bind],
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,
+        console=str(config.server.admin_bind) if config.server.admin_bind else None,
         endpoints=[endpoint.path for endpoint in config.endpoints],
         inbox=mask_dsn(config.inbox.url).shown,
         organizations=list(config.salesforce.organization_ids) or "any",

@@ -42,9 +42,10 @@ class Listeners:
     tls: tuple[socket.socket, ...]
     plain: tuple[socket.socket, ...]
     health: tuple[socket.socket, ...]
+    admin: tuple[socket.socket, ...] = ()  # server.admin_bind: the console
 
     def close(self) -> None:
-        for sock in (*self.tls, *self.plain, *self.health):
+        for sock in (*self.tls, *self.plain, *self.health, *self.admin):
             sock.close()
 
 
@@ -81,9 +82,11 @@ def bind_listeners(config: Config) -> Listeners:
 
     try:
         health = (config.server.health_bind,) if config.server.health_bind else ()
+        admin = (config.server.admin_bind,) if config.server.admin_bind else ()
         return Listeners(tls=bind_all(config.server.bind, "[server] bind"),
                          plain=bind_all(config.server.plain_bind, "[server] plain_bind"),
-                         health=bind_all(health, "[server] health_bind"))
+                         health=bind_all(health, "[server] health_bind"),
+                         admin=bind_all(admin, "[server] admin_bind"))
     except ListenError:
         for sock in opened:
             sock.close()

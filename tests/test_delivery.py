@@ -251,7 +251,7 @@ def test_inbox_migrate_command(tmp_path, postgres):
     config.write_text(f'[inbox]\nurl = "{postgres.new_database()}"\n')
     result = run_omgate("inbox", "migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "inbox schema at version 3"
+    assert result.stdout.strip() == "inbox schema at version 4"
 
 
 # -- the worker and its targets, in process -------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from service.inbox.chains import ChainRecord, ChainSighting, HourCount
 from service.soap import FieldValue, OutboundMessage, id_key
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -380,6 +381,20 @@ def delivery_migration(timestamp_type: str, *, first_15: str,
     ]
 
 
+def recent_filter(placeholder: str, state: str | None, key: str | None
+                  ) -> tuple[str, list[Any]]:
+    """The WHERE clause of :meth:`Inbox.recent` and its parameters: by state, and by a
+    record or notification Id (either length: compared on the 15-character form)."""
+    clauses, parameters = ["1 = 1"], []
+    if state is not None:
+        clauses.append(f"state = {placeholder}")
+        parameters.append(state)
+    if key:
+        clauses.append(f"(record_key = {placeholder} OR notification_key = {placeholder})")
+        parameters += [id_key(key), id_key(key)]
+    return " AND ".join(clauses), parameters
+
+
 def conflicts_migration(id_type: str, timestamp_type: str) -> list[str]:
     """Schema version 3, in a backend's column types: content digests and the table of
     conflicting redeliveries. Rows stored before it get their digest from
@@ -514,6 +529,34 @@ class Inbox(ABC):
     @abstractmethod
     async def stats(self) -> InboxStats:
         """Backlog figures for metrics."""
+
+    @abstractmethod
+    async def recent(self, *, limit: int, state: str | None = None,
+                     key: str | None = None) -> list[StoredNotification]:
+        """The latest notifications first, optionally by state or by a record or
+        notification Id (``key``)."""
+
+    @abstractmethod
+    async def record_chains(self, sightings: Sequence[ChainSighting],
+                            hours: Sequence[HourCount]) -> int:
+        """Add one flush of the chain registry, in one transaction; the number of
+        sightings without certificates that found no recorded chain to add to."""
+
+    @abstractmethod
+    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+        """Chains last seen since ``since``, the latest first."""
+
+    @abstractmethod
+    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+        """Chains whose fingerprint starts with ``prefix`` (a few at most)."""
+
+    @abstractmethod
+    async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
+        """Client-certificate decisions since ``since`` (whole hours), by outcome."""
+
+    @abstractmethod
+    async def forget_chains(self, before: dt.datetime) -> None:
+        """Remove chains last seen, and decision counts, before ``before``."""
 
     @abstractmethod
     async def migrate(self) -> int:

@@ -37,12 +37,25 @@ from service.inbox.base import (
     isoformat,
     list_filter,
     notifications_migration,
+    recent_filter,
     recorded_conflict,
     row_values,
     store_plan,
 )
+from service.inbox.chains import (
+    ChainRecord,
+    ChainSighting,
+    HourCount,
+    chain_records,
+    chain_statements,
+    chains_migration,
+    endpoint_values,
+    hour_values,
+    prefix_pattern,
+    sighting_values,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
 # /readyz is asked by anyone on the public listeners, and by probes that give up after a
 # few seconds: it waits this long for a pooled connection, not the pool's 30 seconds.
@@ -54,10 +67,12 @@ _MIGRATIONS = {
         "UPDATE notifications SET next_attempt_at = received_at",
         "ALTER TABLE notifications ALTER COLUMN next_attempt_at SET NOT NULL"]),
     3: conflicts_migration("BIGSERIAL", "TIMESTAMPTZ"),
+    4: chains_migration("TIMESTAMPTZ"),
 }
 
 _INSERT = insert_statement("%({})s")
 _CONFLICTS = conflict_statements("%({})s")
+_CHAINS = chain_statements("%({})s")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -275,6 +290,63 @@ class PostgresInbox(Inbox):
             f"min(received_at) FILTER (WHERE state = '{PENDING}') AS oldest FROM notifications")
         return InboxStats(pending=row["pending"], dead=row["dead"],
                           oldest_pending_received_at=row["oldest"])
+
+    async def recent(self, *, limit: int, state: str | None = None,
+                     key: str | None = None) -> list[StoredNotification]:
+        where, parameters = recent_filter("%s", state, key)
+        rows = await self._execute(
+            f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
+            "ORDER BY id DESC LIMIT %s", (*parameters, limit))
+        return [_stored(row) for row in rows]
+
+    async def record_chains(self, sightings: Sequence[ChainSighting],
+                            hours: Sequence[HourCount]) -> int:
+        import psycopg
+
+        missing = 0
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                for sighting in sightings:
+                    statement = _CHAINS.add if sighting.certificates is None else _CHAINS.upsert
+                    if not (await connection.execute(statement,
+                                                     sighting_values(sighting))).rowcount:
+                        missing += 1
+                        continue
+                    for seen in sighting.endpoints:
+                        await connection.execute(
+                            _CHAINS.endpoint, endpoint_values(sighting.chain_sha256, seen))
+                for count in hours:
+                    await connection.execute(_CHAINS.hour, hour_values(count))
+        except psycopg.Error as error:
+            raise self._error(error) from None
+        return missing
+
+    async def _read_chains(self, statement: str, endpoints: str,
+                           parameters: dict[str, Any]) -> list[ChainRecord]:
+        return chain_records(await self._execute(statement, parameters),
+                             await self._execute(endpoints, parameters))
+
+    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+        return await self._read_chains(_CHAINS.recent, _CHAINS.endpoints_since,
+                                       {"since": since, "limit": limit})
+
+    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+        return await self._read_chains(_CHAINS.by_prefix, _CHAINS.endpoints_by_prefix,
+                                       {"prefix": prefix_pattern(prefix)})
+
+    async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
+        rows = await self._execute(_CHAINS.hours_since, {"since": since})
+        return {row["outcome"]: int(row["connections"]) for row in rows}
+
+    async def forget_chains(self, before: dt.datetime) -> None:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                for statement in _CHAINS.forget:
+                    await connection.execute(statement, {"before": before})
+        except psycopg.Error as error:
+            raise self._error(error) from None
 
     async def close(self) -> None:
         await super().close()

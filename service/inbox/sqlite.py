@@ -37,14 +37,27 @@ from service.inbox.base import (
     insert_statement,
     list_filter,
     notifications_migration,
+    recent_filter,
     recorded_conflict,
     row_values,
     store_plan,
 )
+from service.inbox.chains import (
+    ChainRecord,
+    ChainSighting,
+    HourCount,
+    chain_records,
+    chain_statements,
+    chains_migration,
+    endpoint_values,
+    hour_values,
+    prefix_pattern,
+    sighting_values,
+)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MIGRATIONS = {
     1: [
         *notifications_migration("INTEGER", "TEXT"),
@@ -54,10 +67,12 @@ _MIGRATIONS = {
     2: delivery_migration("TEXT", first_15="substr(record_id, 1, 15)", next_attempt_at=[
         "ALTER TABLE notifications ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''"]),
     3: conflicts_migration("INTEGER", "TEXT"),
+    4: chains_migration("TEXT"),
 }
 
 _INSERT = insert_statement(":{}")
 _CONFLICTS = conflict_statements(":{}")
+_CHAINS = chain_statements(":{}")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -69,6 +84,12 @@ _CLAIMABLE = (f"SELECT {_COLUMNS} FROM notifications AS n "  # noqa: S608 - cons
 def _timestamp(moment: dt.datetime) -> str:
     """UTC, fixed width: compares as text the way it does as time."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def _parameters(values: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps as the fixed-width text this inbox stores."""
+    return {name: _timestamp(value) if isinstance(value, dt.datetime) else value
+            for name, value in values.items()}
 
 
 def _stored(row: sqlite3.Row) -> StoredNotification:
@@ -219,6 +240,52 @@ class SqliteInbox(Inbox):
         return InboxStats(pending=row[0] or 0, dead=row[1] or 0,
                           oldest_pending_received_at=oldest)
 
+    def _recent(self, limit: int, state: str | None,
+                key: str | None) -> list[StoredNotification]:
+        where, parameters = recent_filter("?", state, key)
+        rows = self._connect().execute(
+            f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
+            "ORDER BY id DESC LIMIT ?", (*parameters, limit))
+        return [_stored(row) for row in rows]
+
+    def _record_chains(self, sightings: Sequence[ChainSighting],
+                       hours: Sequence[HourCount]) -> int:
+        def write(connection: sqlite3.Connection) -> int:
+            missing = 0
+            for sighting in sightings:
+                statement = _CHAINS.add if sighting.certificates is None else _CHAINS.upsert
+                if not connection.execute(statement,
+                                          _parameters(sighting_values(sighting))).rowcount:
+                    missing += 1
+                    continue
+                connection.executemany(_CHAINS.endpoint, [
+                    _parameters(endpoint_values(sighting.chain_sha256, seen))
+                    for seen in sighting.endpoints])
+            connection.executemany(_CHAINS.hour,
+                                   [_parameters(hour_values(count)) for count in hours])
+            return missing
+
+        return self._transaction(write)
+
+    def _read_chains(self, statement: str, endpoints: str,
+                     parameters: dict[str, Any]) -> list[ChainRecord]:
+        connection = self._connect()
+        rows = [dict(row) for row in connection.execute(statement, _parameters(parameters))]
+        endpoint_rows = [dict(row) for row in connection.execute(endpoints,
+                                                                 _parameters(parameters))]
+        return chain_records(rows, endpoint_rows)
+
+    def _decisions_since(self, since: dt.datetime) -> dict[str, int]:
+        rows = self._connect().execute(_CHAINS.hours_since, {"since": _timestamp(since)})
+        return {row["outcome"]: int(row["connections"]) for row in rows}
+
+    def _forget_chains(self, before: dt.datetime) -> None:
+        def forget(connection: sqlite3.Connection) -> None:
+            for statement in _CHAINS.forget:
+                connection.execute(statement, {"before": _timestamp(before)})
+
+        self._transaction(forget)
+
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -288,6 +355,28 @@ class SqliteInbox(Inbox):
 
     async def stats(self) -> InboxStats:
         return await self._run(self._stats)
+
+    async def recent(self, *, limit: int, state: str | None = None,
+                     key: str | None = None) -> list[StoredNotification]:
+        return await self._run(self._recent, limit, state, key)
+
+    async def record_chains(self, sightings: Sequence[ChainSighting],
+                            hours: Sequence[HourCount]) -> int:
+        return await self._run(self._record_chains, sightings, hours)
+
+    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+        return await self._run(self._read_chains, _CHAINS.recent, _CHAINS.endpoints_since,
+                               {"since": since, "limit": limit})
+
+    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+        return await self._run(self._read_chains, _CHAINS.by_prefix,
+                               _CHAINS.endpoints_by_prefix, {"prefix": prefix_pattern(prefix)})
+
+    async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
+        return await self._run(self._decisions_since, since)
+
+    async def forget_chains(self, before: dt.datetime) -> None:
+        await self._run(self._forget_chains, before)
 
     async def close(self) -> None:
         await super().close()

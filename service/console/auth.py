@@ -1,0 +1,85 @@
+"""Who may use the console: a bearer token or an HTTP basic password, and CSRF tokens.
+
+The token comes from ``admin.token_file`` or ``$OMGATE_ADMIN_TOKEN``; on a loopback
+address the console may run without one, anywhere else omgate refuses to start. Every
+action is a POST whose form carries the value of a SameSite=Strict cookie (double
+submit), so another site cannot make a logged-in browser act.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+
+from service.config import BindAddress, Config, ConfigError
+
+TOKEN_VARIABLE = "OMGATE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
+CSRF_COOKIE = "omgate_csrf"
+CSRF_FIELD = "csrf"
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(address: BindAddress) -> bool:
+    if address.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+def _read_token(path: Path, source: str) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"{source}: [admin] token_file: cannot read {path}: "
+                          f"{error.strerror}") from None
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"{source}: [admin] token_file: {path} holds fewer than "
+                          f"{MIN_TOKEN_LENGTH} characters")
+    return token
+
+
+def console_token(config: Config) -> str | None:
+    """The token the console asks for (None: none, allowed on loopback only)."""
+    address = config.server.admin_bind
+    token = os.environ.get(TOKEN_VARIABLE, "").strip() or None
+    if token is None and config.admin.token_file is not None:
+        token = _read_token(config.admin.token_file, str(config.source))
+    if address is not None and token is None and not is_loopback(address):
+        raise ConfigError(f"{config.source}: [server] admin_bind {address} is not a loopback "
+                          "address: set [admin] token_file (or $OMGATE_ADMIN_TOKEN) so the "
+                          "console asks for a token")
+    return token
+
+
+def presented_token(authorization: str) -> str | None:
+    """The token in ``Authorization: Bearer ...`` or as an HTTP basic password."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def token_matches(expected: str, authorization: str) -> bool:
+    presented = presented_token(authorization)
+    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def csrf_matches(cookie: str | None, field: str | None) -> bool:
+    return bool(cookie) and bool(field) and hmac.compare_digest(str(cookie), str(field))

@@ -1,0 +1,19 @@
+"""A self-contained HTML report of one chain, to attach to a support case: the picture,
+the findings with their fixes and where the chain was seen, with its stylesheet inline."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from service.config import Config
+from service.console.app import HERE, TEMPLATES, console_chain_view
+from service.inbox.chains import ChainRecord
+from service.policies import PolicyBuilder
+
+
+def standalone_report(config: Config, record: ChainRecord, now: dt.datetime) -> str:
+    require = PolicyBuilder(config).policy(config.client_auth.rules, mode="require")
+    view = console_chain_view(require, record, now)
+    template = TEMPLATES.get_template("report.html")
+    return template.render(**view, stylesheet=(HERE / "static" / "console.css").read_text(),
+                           source=str(config.source))

@@ -1,0 +1,190 @@
+"""The chain observatory from the command line: `omgate chains list|show|simulate|pin`
+after real clients presented real chains to a real omgate, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import merge, run_omgate, to_toml
+from observatory import (
+    MIXED_RUN,
+    chains_json,
+    mixed_cases,
+    pin_table,
+    send_mixed_run,
+)
+
+from service.inbox import open_inbox
+from service.inbox.chains import ChainSighting
+
+
+def _candidate(server_config: Path, folder: Path, name: str, client_auth: dict) -> Path:
+    """The running server's configuration with other [client_auth] rules."""
+    import tomllib
+
+    document = tomllib.loads(server_config.read_text())
+    document = merge(document, {"client_auth": {**document.get("client_auth", {}),
+                                                **client_auth}})
+    path = folder / name
+    path.write_text(to_toml(document))
+    return path
+
+
+@pytest.fixture
+def mixed(omgate_server, client_pki, tmp_path):
+    """A request-mode server after the mixed run, stopped (so everything is flushed)."""
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    server = omgate_server({"client_auth": {"mode": "request"}})
+    send_mixed_run(server, run)
+    assert server.stop() == 0
+    return server, run
+
+
+def test_each_chain_is_listed_once_with_its_counts(mixed):
+    server, run = mixed
+    listed = {item["chain_sha256"]: item for item in chains_json(server.config_path)}
+    assert set(listed) == {run.key(label) for label in MIXED_RUN}
+    expected_outcomes = {"valid": "accept", "misordered": "accept", "expired": "would_reject",
+                         "untrusted": "would_reject", None: "would_reject"}
+    for label, count in MIXED_RUN.items():
+        item = listed[run.key(label)]
+        assert (item["connections"], item["messages"], item["unproven"]) == (count, count, 0)
+        assert item["outcome"] == expected_outcomes[label], (label, item)
+        assert item["source"] == "tls"
+    assert listed[run.key("expired")]["main_finding"]["code"] == "expired"
+    assert listed[run.key("misordered")]["main_finding"]["code"] == "chain_out_of_order"
+    assert listed[run.key(None)]["main_finding"]["code"] == "no_client_cert"
+    assert listed[run.key("valid")]["leaf_subject"].startswith("CN=valid.client.test")
+    assert listed[run.key("valid")]["days_left"] > 300
+
+    refused = chains_json(server.config_path, "--outcome", "would_reject")
+    assert {item["chain_sha256"] for item in refused} == {
+        run.key("expired"), run.key("untrusted"), run.key(None)}
+    assert chains_json(server.config_path, "--endpoint", "/elsewhere") == []
+    assert len(chains_json(server.config_path, "--endpoint", "/salesforce/outbound")) == 5
+
+    text = run_omgate("chains", "list", "--config", str(server.config_path))
+    assert text.returncode == 0
+    assert run.key("valid")[:12] in text.stdout and "5 chains seen" in text.stdout
+
+
+def test_simulate_reports_exactly_what_require_would_refuse_and_pins_admit_one(mixed,
+                                                                             tmp_path):
+    server, run = mixed
+    result = run_omgate("chains", "simulate", "--config", str(server.config_path),
+                        "--mode", "require")
+    assert result.returncode == 1, result.stdout + result.stderr
+    refused = {line.split()[1] for line in result.stdout.splitlines()
+               if line.startswith("REFUSED")}
+    assert refused == {run.key(label)[:12] for label in ("expired", "untrusted", None)}
+    accepted = {line.split()[1] for line in result.stdout.splitlines()
+                if line.startswith("accepted")}
+    assert accepted == {run.key(label)[:12] for label in ("valid", "misordered")}
+    assert "would have been refused: 3 chains (5 connections, 5 messages)" in result.stdout
+
+    # the registry's policy as it is (request mode) refuses nothing: a deploy may go on
+    assert run_omgate("chains", "simulate", "--config",
+                      str(server.config_path)).returncode == 0
+
+    lines = pin_table(server.config_path, run.key("valid")[:10])
+    assert lines["pins"] == [f"sha256:{run.leaf_sha256('valid')}", lines["pins"][1]]
+    assert lines["pins"][1].startswith("spki:")
+    assert lines["allowed_names"] == ["valid.client.test"]
+    pinned = _candidate(server.config_path, tmp_path, "pinned.toml",
+                        {**lines, "mode": "require"})
+    result = run_omgate("chains", "simulate", "--config", str(pinned))
+    assert result.returncode == 1
+    accepted = {line.split()[1] for line in result.stdout.splitlines()
+                if line.startswith("accepted")}
+    assert accepted == {run.key("valid")[:12]}
+    assert "would have been refused: 4 chains" in result.stdout
+    assert "pin_mismatch" in result.stdout  # the misordered chain's own leaf
+
+
+def test_pin_refuses_a_chain_with_an_error(mixed):
+    server, run = mixed
+    result = run_omgate("chains", "pin", run.key("expired")[:12], "--config",
+                        str(server.config_path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "expired" in result.stderr and "never suggests pinning" in result.stderr
+
+
+def test_show_says_what_inspect_says_and_where_the_chain_was_seen(mixed, tmp_path):
+    server, run = mixed
+    prefix = run.key("misordered")[:8]
+    shown = run_omgate("chains", "show", prefix, "--config", str(server.config_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "chain_out_of_order" in shown.stdout and "root_included" in shown.stdout
+    assert "1 connections, 1 messages" in shown.stdout
+    assert "/salesforce/outbound: 1 messages" in shown.stdout
+
+    pem = run_omgate("chains", "show", prefix, "--pem", "--config", str(server.config_path))
+    chain_file = tmp_path / "chain.pem"
+    chain_file.write_text(pem.stdout)
+    inspected = run_omgate("inspect", str(chain_file), "--config", str(server.config_path))
+    assert "warn  chain_out_of_order" in inspected.stdout
+    assert [line for line in inspected.stdout.splitlines() if line.startswith(
+        ("ERROR", "warn"))] == [line for line in shown.stdout.splitlines()
+                                if line.startswith(("ERROR", "warn"))]
+
+    assert run_omgate("chains", "show", "ffffffff", "--config",
+                      str(server.config_path)).returncode == 1
+    assert run_omgate("chains", "show", "xyz", "--config",
+                      str(server.config_path)).returncode == 2
+
+
+def test_two_replicas_on_one_postgresql_inbox_keep_one_registry(omgate_server, client_pki,
+                                                                postgres, tmp_path):
+    url = postgres.new_database()
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    replicas = [omgate_server({"inbox": {"url": url}, "client_auth": {"mode": "request"}})
+                for _ in range(2)]
+    send_mixed_run(replicas[0], run, {"valid": 2, "expired": 1})
+    send_mixed_run(replicas[1], run, {"valid": 3, None: 1})
+    for replica in replicas:
+        assert replica.stop() == 0
+    listed = {item["chain_sha256"]: item for item in chains_json(replicas[0].config_path)}
+    assert set(listed) == {run.key("valid"), run.key("expired"), run.key(None)}
+    assert listed[run.key("valid")]["connections"] == 5
+    assert listed[run.key("valid")]["messages"] == 5
+    assert listed[run.key("expired")]["connections"] == 1
+    assert listed[run.key(None)]["connections"] == 1
+
+
+def test_new_chains_beyond_the_hourly_limit_are_counted_not_recorded(omgate_server,
+                                                                     client_pki, tmp_path):
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    server = omgate_server({"chains": {"max_new_per_hour": 2},
+                            "client_auth": {"mode": "request"}})
+    send_mixed_run(server, run, {"valid": 2, "expired": 1, "untrusted": 1, None: 1})
+    text = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    assert server.stop() == 0
+    listed = {item["chain_sha256"]: item for item in chains_json(server.config_path)}
+    assert set(listed) == {run.key("valid"), run.key("expired")}
+    assert listed[run.key("valid")]["connections"] == 2
+    assert len(server.events("chains.not_recorded")) == 1
+    assert "omgate_chains_not_recorded_total" in text
+
+
+def test_chains_not_seen_for_retention_days_are_removed(omgate_server, client_pki, tmp_path):
+    database = tmp_path / "inbox.db"
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+
+    async def seed() -> None:
+        inbox = await open_inbox(f"sqlite:///{database}")
+        await inbox.record_chains([ChainSighting("ab" * 32, (), "tls", old, old, 1, 0, 0,
+                                                 None, None, ())], [])
+        await inbox.close()
+
+    asyncio.run(seed())
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    server = omgate_server({"chains": {"retention_days": 30}})
+    send_mixed_run(server, run, {"valid": 1})
+    assert server.stop() == 0
+    listed = chains_json(server.config_path, "--since", "1000d")
+    assert [item["chain_sha256"] for item in listed] == [run.key("valid")]
