@@ -1,13 +1,15 @@
 # omgate: `make run` serves on https://localhost:8443, `make test` runs ruff and the tests,
-# `make lock` pins the dependencies.
+# `make image` builds the container image with podman, `make lock` pins the dependencies.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV_CERTS := certs/dev
 # The lock files: exact versions with hashes, what the tests and the image are built with.
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11
+IMAGE ?= localhost/omgate:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE_OPTIONS ?=
 
-.PHONY: run test lint venv clean bench lock upgrade
+.PHONY: run test lint venv clean bench lock upgrade image
 
 $(BIN)/.installed: pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,11 @@ lock: $(BIN)/.installed
 
 upgrade:
 	$(MAKE) lock LOCK_OPTIONS=--upgrade
+
+# Builds $(IMAGE) with podman on a Debian base made by debootstrap (needs root); see
+# scripts/build_image.py --help for IMAGE_OPTIONS.
+image: $(BIN)/.installed
+	$(BIN)/python scripts/build_image.py --tag $(IMAGE) $(IMAGE_OPTIONS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
