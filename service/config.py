@@ -298,7 +298,10 @@ def _webhook_url(value: Any, _base: Path) -> str:
     expected = 'an http:// or https:// URL, or ""'
     if not isinstance(value, str):
         raise ValueError(expected)
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        raise ValueError(expected) from None
     if value and (parts.scheme not in ("http", "https") or not parts.hostname):
         raise ValueError(expected)
     return value

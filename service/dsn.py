@@ -60,7 +60,10 @@ def _conninfo(dsn: str) -> dict[str, str] | None:
 
 
 def _mask_http_url(url: str) -> MaskedDsn:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        return MaskedDsn(UNREADABLE if _could_hold_a_secret(url) else url, False, url, ())
     userinfo, at, host = parts.netloc.rpartition("@")
     if not at:
         return MaskedDsn(url, True, url, ())
