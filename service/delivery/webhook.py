@@ -79,11 +79,12 @@ class WebhookUrl:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
-        userinfo, at, host = parts.netloc.rpartition("@")
-        if not at:
-            return cls(url, None)
+        userinfo, _, host = parts.netloc.rpartition("@")
+        bare = urlunsplit(parts._replace(netloc=host))
+        if not userinfo:
+            return cls(bare, None)
         user, _, password = userinfo.partition(":")
-        return cls(urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password)))
+        return cls(bare, (unquote(user), unquote(password)))
 
 
 class Webhook:
