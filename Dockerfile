@@ -1,11 +1,14 @@
 # omgate container: multi-stage, non-root, JSON logs, config at /etc/omgate/omgate.toml,
 # certificates under /certs, inbox on the volume /var/lib/omgate.
 #
+# The dependencies are installed from requirements.txt: exact versions, hash-checked.
 # BASE_IMAGE must provide python3 (3.11 or newer) with the venv module; swap it with
 #   --build-arg BASE_IMAGE=...
 # PIP_INSTALL_OPTIONS lets a build without a package index use wheels placed in the
-# context's wheels/ folder:
+# context's wheels/ folder (`make image` does this):
 #   --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /src/wheels"
+# VERSION (keep it equal to pyproject.toml's), REVISION (the commit) and SOURCE (the
+# repository's URL) become the OCI labels.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -15,10 +18,20 @@ COPY . /src
 # hadolint ignore=SC2086
 RUN python3 -m venv /opt/omgate \
     && /opt/omgate/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --require-hashes ${PIP_INSTALL_OPTIONS} -r /src/requirements.txt \
+    && /opt/omgate/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
        ${PIP_INSTALL_OPTIONS} /src \
     && /opt/omgate/bin/pip uninstall --yes --disable-pip-version-check pip setuptools
 
 FROM ${BASE_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="omgate" \
+      org.opencontainers.image.description="Receiving endpoint for Salesforce Outbound Messaging" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 RUN groupadd --system --gid 10001 omgate \
     && useradd --system --uid 10001 --gid omgate --no-create-home \
        --home-dir /var/lib/omgate --shell /usr/sbin/nologin omgate \

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
-from service.dsn import mask_dsn
+from service.dsn import MASK, mask_dsn
+from service.envtext import EnvText
 from service.forwarded import (
     CLIENT_ADDRESS_HEADERS,
     ForwardedFormat,
@@ -132,8 +134,20 @@ class InboxConfig:
 
 
 @dataclass(frozen=True)
+class WebhookHeader:
+    """A header sent with every webhook request; its value may name environment variables."""
+
+    name: str
+    value: EnvText
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     webhook_url: str
+    webhook_headers: tuple[WebhookHeader, ...]
+    webhook_ca: Path | None
+    webhook_client_cert: Path | None
+    webhook_client_key: Path | None
     handler: str
     timeout: float
     max_attempts: int
@@ -301,10 +315,33 @@ def _webhook_url(value: Any, _base: Path) -> str:
     expected = 'an http:// or https:// URL, or ""'
     if not isinstance(value, str):
         raise ValueError(expected)
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        raise ValueError(expected) from None
     if value and (parts.scheme not in ("http", "https") or not parts.hostname):
         raise ValueError(expected)
     return value
+
+
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _webhook_headers(value: Any, _base: Path) -> tuple[WebhookHeader, ...]:
+    expected = 'a table of header names and values, like { Authorization = "Bearer ${ENV:TOKEN}" }'
+    if not isinstance(value, dict):
+        raise ValueError(expected)
+    headers = []
+    for name, text in value.items():
+        if not _HTTP_TOKEN.fullmatch(name):
+            raise ValueError(f"{expected} ({name!r} is not a header name)")
+        if not isinstance(text, str) or any(ch in text for ch in "\r\n\0"):
+            raise ValueError(f"{expected} (the value of {name} is not one line of text)")
+        try:
+            headers.append(WebhookHeader(name, EnvText.parse(text)))
+        except ValueError as error:
+            raise ValueError(f"{expected} ({name}: {error})") from None
+    return tuple(headers)
 
 
 def _handler(value: Any, _base: Path) -> str:
@@ -402,8 +439,13 @@ class Key:
     may_hold_password: bool = False  # then an error shows the value through mask_dsn
 
     def shown(self, raw: Any) -> Any:
-        """The raw value as an error message may show it."""
-        return mask_dsn(raw).shown if self.may_hold_password and isinstance(raw, str) else raw
+        """The raw value as an error message may show it: a table's values (headers that
+        may carry tokens) are masked, a URL's or connection string's password too."""
+        if not self.may_hold_password:
+            return raw
+        if isinstance(raw, dict):
+            return dict.fromkeys(raw, MASK)
+        return mask_dsn(raw).shown if isinstance(raw, str) else raw
 
     def decode_env(self, text: str) -> Any:
         try:
@@ -485,7 +527,11 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "pool_size": Key(_positive_int, 10, "int"),
     },
     "delivery": {
-        "webhook_url": Key(_webhook_url, ""),
+        "webhook_url": Key(_webhook_url, "", may_hold_password=True),
+        "webhook_headers": Key(_webhook_headers, {}, "json", may_hold_password=True),
+        "webhook_ca": Key(_optional_path, ""),
+        "webhook_client_cert": Key(_optional_path, ""),
+        "webhook_client_key": Key(_optional_path, ""),
         "handler": Key(_handler, ""),
         "timeout": Key(_positive_seconds, 10, "float"),
         "max_attempts": Key(_positive_int, 12, "int"),

@@ -1,14 +1,18 @@
-"""Inbox URLs as they may be shown: in logs, error messages and HTTP answers.
+"""Inbox and webhook URLs as they may be shown: in logs, error messages and HTTP answers.
 
-A PostgreSQL connection string can carry a password in three places: the URL's user
-information (``postgresql://user:secret@host/db``), a ``password=`` query parameter, and
-the keyword form (``host=h password=secret dbname=d``). libpq's own parser (through
-psycopg's conninfo) finds it in each, so what it reads as the password is what is hidden.
+An http(s) URL (the webhook) can carry a password in its user information
+(``https://user:secret@host/hook``); without a password, the user name alone may be a
+token, so it is hidden instead. A PostgreSQL connection string can carry a password in
+three places: the URL's user information (``postgresql://user:secret@host/db``), a
+``password=`` query parameter, and the keyword form (``host=h password=secret dbname=d``).
+libpq's own parser (through psycopg's conninfo) finds it in each, so what it reads as the
+password is what is hidden.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 SECRET_KEYWORDS = ("password", "sslpassword")  # sslpassword unlocks the client key
@@ -55,14 +59,30 @@ def _conninfo(dsn: str) -> dict[str, str] | None:
         return None
 
 
+def _mask_http_url(url: str) -> MaskedDsn:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" of an IPv6 address, say
+        return MaskedDsn(UNREADABLE if _could_hold_a_secret(url) else url, False, url, ())
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return MaskedDsn(url, True, url, ())
+    user, colon, password = userinfo.partition(":")
+    secret, shown_userinfo = (password, f"{user}:{MASK}") if colon else (user, MASK)
+    shown = urlunsplit(parts._replace(netloc=f"{shown_userinfo}@{host}"))
+    return MaskedDsn(shown, True, url, (secret,) if secret else ())
+
+
 def mask_dsn(dsn: str) -> MaskedDsn:
-    """The one way an inbox URL or PostgreSQL connection string is shown.
+    """The one way an inbox URL, PostgreSQL connection string or webhook URL is shown.
 
     What libpq cannot read is shown only when it could not hold a password, and never
     with libpq's parse error (which quotes the string).
     """
     if dsn.startswith("sqlite:///"):
         return MaskedDsn(dsn, True, dsn, ())
+    if dsn.lower().startswith(("http://", "https://")):
+        return _mask_http_url(dsn)
     from psycopg.conninfo import make_conninfo
 
     parts = _conninfo(dsn)

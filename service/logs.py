@@ -13,6 +13,9 @@ from typing import Any, TextIO
 
 import structlog
 
+# httpx logs every webhook request's URL (its query may hold a token) at INFO; the
+# delivery.* events say what happened instead.
+_QUIET_LIBRARIES = ("httpx", "httpcore")
 # Keys that could carry a message's session id; dropped from every event as a backstop.
 _SECRET_KEYS = frozenset({"session_id", "sessionid", "SessionId", "private_key"})
 
@@ -59,6 +62,8 @@ def configure_logging(log_format: str = "auto", level: str = "info",
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for library in _QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(logging.WARNING)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

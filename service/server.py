@@ -240,7 +240,7 @@ def prepare(config: Config) -> Prepared:
         try:
             target = delivery_target(config.delivery)
         except ValueError as error:
-            raise _config_error(config, f"[delivery] handler: {error}") from None
+            raise _config_error(config, f"[delivery] {error}") from None
     return Prepared(endpoints, policies.listener_policy(), server_tls, target, token)
 
 

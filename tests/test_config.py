@@ -182,3 +182,31 @@ pins = []
     assert strict.client_auth.verify_depth == 3  # inherited
     assert strict.client_auth.pins == ()  # overridden
     assert strict.client_auth.subject_dn is not None
+
+
+@pytest.mark.parametrize(("headers", "words"), [
+    ('{ "Bad Name" = "Bearer s3cret-value" }', ["'Bad Name' is not a header name"]),
+    ('{ Authorization = "Bearer ${WEBHOOK_TOKEN} s3cret-value" }', ["${ENV:NAME}"]),
+    ('{ Authorization = "Bearer ${ENV:} s3cret-value" }', ["${ENV:NAME}"]),
+    ('{ X-Count = 3, X-Key = "s3cret-value" }', ["X-Count is not one line of text"]),
+])
+def test_webhook_header_errors_name_the_header_and_never_show_a_value(tmp_path, headers,
+                                                                      words):
+    message = error_for(write(tmp_path, f"[delivery]\nwebhook_headers = {headers}\n"))
+    assert "[delivery] webhook_headers" in message
+    for word in words:
+        assert word in message
+    assert "s3cret-value" not in message
+
+
+def test_webhook_headers_come_from_the_environment_too(tmp_path):
+    config = load_config(write(tmp_path, ""), {
+        "OMGATE_DELIVERY__WEBHOOK_HEADERS": '{"Authorization": "Bearer ${ENV:TOKEN}"}'})
+    [header] = config.delivery.webhook_headers
+    assert (header.name, header.value.render({"TOKEN": "t"})) == ("Authorization", "Bearer t")
+
+
+def test_a_webhook_url_error_masks_its_password(tmp_path):
+    message = error_for(write(tmp_path, '[delivery]\nwebhook_url = "https://u:s3cret@/x"\n'))
+    assert "[delivery] webhook_url" in message and "s3cret" not in message
+    assert "'https://u:***@/x'" in message

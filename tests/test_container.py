@@ -1,8 +1,8 @@
-"""The Dockerfile, built with podman on a base made by debootstrap, run with buildah.
+"""The Dockerfile, built by `make image` (podman on a debootstrapped base), run with buildah.
 
-Public images cannot be pulled here, so the base is a Debian made from the machine's
-own apt mirror; BASE_IMAGE points the build at it. Wheels are built on the host first
-(PIP_INSTALL_OPTIONS), so the image builds without a package index.
+Public images cannot be pulled here, so `make image` makes a Debian base from the
+machine's own apt mirror and downloads the locked wheels on the host first, so the image
+builds without a package index.
 """
 
 from __future__ import annotations
@@ -14,54 +14,38 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
+import tomllib
 
 import httpx
 import pytest
 from harness import PAYLOADS, ROOT, SOAP_HEADERS, free_port, is_ack, require_executable
 
 pytestmark = pytest.mark.slow
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
-def apt_mirror() -> str:
-    """The Debian mirror this machine's apt uses (never written into the repository)."""
-    sources = [*Path("/etc/apt/sources.list.d").glob("*.sources"),
-               *Path("/etc/apt/sources.list.d").glob("*.list"), Path("/etc/apt/sources.list")]
-    for path in sources:
-        if not path.exists():
-            continue
-        text = path.read_text()
-        found = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.MULTILINE) or \
-            re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+\S+", text, re.MULTILINE)
-        if found:
-            return found.group(1)
-    pytest.fail("no Debian mirror in the apt sources")
-
-
-def context_files(destination: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
-    for name in listed.stdout.decode().split("\0"):
-        if name and (ROOT / name).is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target)
-
-
-def run(*command: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run(*command, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True,
-                            timeout=timeout, check=False)
+                            timeout=timeout, check=False, **kwargs)
     assert result.returncode == 0, f"{command}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
     return result
+
+
+def test_a_plain_docker_build_labels_the_image_with_the_project_version():
+    """`docker build .` without build arguments: the Dockerfile's default is the label."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(rf"^ARG VERSION={re.escape(VERSION)}$", dockerfile, re.MULTILINE)
+    for label in ("version", "revision", "source"):
+        assert f"org.opencontainers.image.{label}=" in dockerfile
 
 
 def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
     podman = require_executable("podman")
     buildah = require_executable("buildah")
-    debootstrap = require_executable("debootstrap")
+    make = require_executable("make")
+    require_executable("debootstrap")
     if os.geteuid() != 0:
         message = "debootstrap and chroot isolation need root"
         if os.environ.get("OMGATE_REQUIRE_ALL") == "1":
@@ -71,28 +55,18 @@ def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
     storage = ["--root", str(tmp_path / "storage"), "--runroot", runroot,
                "--storage-driver", "vfs"]
     try:
-        rootfs = tmp_path / "rootfs"
-        run(debootstrap, "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-            "bookworm", rootfs, apt_mirror())
-        tarball = tmp_path / "rootfs.tar"
-        run("tar", "-C", rootfs, "-cf", tarball, ".")
-        run(podman, *storage, "import", tarball, "localhost/omgate-base:test")
-        tarball.unlink()
-        shutil.rmtree(rootfs)
-
-        context = tmp_path / "context"
-        context_files(context)
-        run(sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", context / "wheels",
-            context)
-        run(sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:",
-            "--dest", context / "wheels", "setuptools>=61")
-        run(podman, *storage, "build", "--isolation", "chroot", "--format", "docker",
-            "--build-arg", "BASE_IMAGE=localhost/omgate-base:test",
-            "--build-arg", "PIP_INSTALL_OPTIONS=--no-index --find-links /src/wheels",
-            "-t", "localhost/omgate:test", context)
+        built = run(make, "image", "IMAGE=localhost/omgate:test",
+                    f"IMAGE_OPTIONS=--root {tmp_path / 'storage'} --runroot {runroot}", cwd=ROOT)
+        how_to_run = built.stdout.rsplit("Built localhost/omgate:test.", 1)[1]
+        assert " run --detach " in how_to_run and "| docker load" in how_to_run
 
         [image] = json.loads(run(podman, *storage, "inspect", "localhost/omgate:test").stdout)
         config = image["Config"]
+        labels = config["Labels"]
+        assert labels["org.opencontainers.image.version"] == VERSION
+        head = run("git", "-C", ROOT, "rev-parse", "HEAD").stdout.strip()
+        assert labels["org.opencontainers.image.revision"] == head
+        assert labels["org.opencontainers.image.source"]
         assert config["User"] == "10001:10001"
         assert "/var/lib/omgate" in config["Volumes"]
         assert "OMGATE_CONFIG=/etc/omgate/omgate.toml" in config["Env"]

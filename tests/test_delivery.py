@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import os
 import random
 import re
+import select
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -22,7 +26,7 @@ from harness import SOAP_HEADERS, is_ack, omgate_command, run_omgate
 from messages import envelope, notification
 
 from service.config import DeliveryConfig
-from service.delivery import DeliveryFailed, DeliveryWorker, backoff, webhook
+from service.delivery import DeliveryFailed, DeliveryWorker, Webhook, backoff
 from service.delivery.targets import ThreadedCalls
 from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
 from service.soap import parse_message
@@ -257,7 +261,9 @@ def test_inbox_migrate_command(tmp_path, postgres):
 # -- the worker and its targets, in process -------------------------------------------------
 
 def delivery_config(**overrides: object) -> DeliveryConfig:
-    settings: dict = {"webhook_url": "", "handler": "test:handler", "timeout": 0.5,
+    settings: dict = {"webhook_url": "", "webhook_headers": (), "webhook_ca": None,
+                      "webhook_client_cert": None, "webhook_client_key": None,
+                      "handler": "test:handler", "timeout": 0.5,
                       "max_attempts": 10, "retry_base_seconds": 0.05,
                       "retry_max_seconds": 0.1, "concurrency": 4, **overrides}
     return DeliveryConfig(**settings)
@@ -367,11 +373,12 @@ def test_a_webhook_attempt_that_times_out_closes_its_connection():
         server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         inbox_item = one_notification()
-        deliver = webhook(f"http://127.0.0.1:{port}/hook?x=1")
+        deliver = Webhook(f"http://127.0.0.1:{port}/hook?x=1")
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(deliver(inbox_item, 1), 0.3)
         request, closed_at = await asyncio.wait_for(seen.get(), 5)
+        await deliver.aclose()
         server.close()
         return request, closed_at - started
 
@@ -393,9 +400,9 @@ def one_notification() -> StoredNotification:
      b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", None),
     (b"HTTP/1.0 202\r\n\r\n", None),
     (b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy", "HTTP 503: b'busy'"),
-    (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x status line"),
-    (b"SSH-2.0-OpenSSH_9.2\r\n", "not an HTTP/1.x status line"),
-    (b"", "closed without an answer"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "RemoteProtocolError: illegal status line"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", "RemoteProtocolError: Server disconnected"),
+    (b"", "RemoteProtocolError: Server disconnected without sending a response"),
 ])
 def test_webhook_reads_the_final_answer(answer, failure):
     async def scenario() -> None:
@@ -406,10 +413,11 @@ def test_webhook_reads_the_final_answer(answer, failure):
             writer.close()
 
         server = await asyncio.start_server(answering, "127.0.0.1", 0)
-        deliver = webhook(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook")
+        deliver = Webhook(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook")
         try:
             await asyncio.wait_for(deliver(one_notification(), 1), 10)
         finally:
+            await deliver.aclose()
             server.close()
 
     if failure is None:
@@ -417,3 +425,175 @@ def test_webhook_reads_the_final_answer(answer, failure):
     else:
         with pytest.raises(DeliveryFailed, match=re.escape(failure)):
             asyncio.run(scenario())
+
+
+# -- the webhook as a receiver sees it: connections, credentials, TLS, cut-off attempts ------
+
+@dataclass
+class Landed:
+    """One request a downstream server took: what it saw, and on which connection."""
+
+    connection: tuple[str, int]  # omgate's address and port: one per TCP connection
+    headers: dict[str, str]
+    document: dict
+    client_subject: str | None  # the client certificate's subject CN, over TLS
+
+
+@dataclass
+class Downstream:
+    """An HTTP/1.1 keep-alive receiver (over TLS when given a context) that takes a request
+    only if omgate is still connected after ``hold(document, attempt)`` seconds, as a
+    server that stops work for a client that went away does."""
+
+    tls: ssl.SSLContext | None = None
+    hold: Callable[[dict, int], float] = lambda _document, _attempt: 0.0
+    landed: list[Landed] = field(default_factory=list)
+    abandoned: list[Landed] = field(default_factory=list)  # what omgate gave up on
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.server_address[1]
+
+    def start(self) -> Downstream:
+        downstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                document = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                peer = self.connection.getpeercert() if downstream.tls else None
+                subject = dict(item[0] for item in peer["subject"])["commonName"] if peer \
+                    else None
+                request = Landed(self.client_address, dict(self.headers), document, subject)
+                attempt = int(self.headers["X-Omgate-Attempt"])
+                if not self._still_connected_after(downstream.hold(document, attempt)):
+                    downstream.abandoned.append(request)
+                    self.close_connection = True
+                    return
+                downstream.landed.append(request)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _still_connected_after(self, seconds: float) -> bool:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    readable, _, _ = select.select([self.connection], [], [], 0.05)
+                    if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        return False
+                return True
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def downstream() -> Iterator[Callable[..., Downstream]]:
+    started: list[Downstream] = []
+
+    def make(**settings: object) -> Downstream:
+        server = Downstream(**settings).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+RECORD = "001A0000000000XAAA"
+TOKEN = "tok-8f2d4c1e9b7a"  # noqa: S105 - a test value
+
+
+def record_states(*versions: int) -> bytes:
+    """Notifications of one record, oldest first: omgate delivers them one after another."""
+    return envelope(*(notification(f"04lSTATE{version:07d}AAA",
+                                   f"<sf:Version__c>{version}</sf:Version__c>",
+                                   record_id=RECORD) for version in versions))
+
+
+def test_the_webhook_reuses_its_connection_and_sends_headers_from_the_environment(
+        omgate_server, downstream):
+    receiver = downstream()
+    server = omgate_server(
+        {"delivery": {"webhook_url": f"http://127.0.0.1:{receiver.port}/hook",
+                      "webhook_headers": {"Authorization": "Bearer ${ENV:OMGATE_TEST_TOKEN}"},
+                      **FAST_RETRIES}},
+        env={"OMGATE_TEST_TOKEN": TOKEN})
+    assert is_ack(server.post(record_states(1, 2)))
+    wait_until(lambda: len(receiver.landed) == 2, timeout=30)
+    first, second = receiver.landed
+    assert first.connection == second.connection  # one TCP connection for both
+    assert [item.document["fields"]["Version__c"] for item in receiver.landed] == ["1", "2"]
+    assert {item.headers["Authorization"] for item in receiver.landed} == {f"Bearer {TOKEN}"}
+    assert [item.headers["Idempotency-Key"] for item in receiver.landed] == [
+        "00Dxx0000001gPF:04lSTATE0000001", "00Dxx0000001gPF:04lSTATE0000002"]
+    server.wait_for("delivery.delivered", lambda e: e["notification_id"] == "04lSTATE0000002AAA")
+    assert TOKEN not in server.log_path.read_text()
+
+
+def test_a_header_from_a_missing_environment_variable_stops_serve_at_start(omgate_server):
+    server = omgate_server(
+        {"delivery": {"webhook_url": "http://127.0.0.1:9/hook",
+                      "webhook_headers": {"Authorization": "Bearer ${ENV:OMGATE_TEST_UNSET}"}}},
+        wait=False)
+    assert server.process.wait(30) == 2
+    assert ("[delivery] webhook_headers Authorization: environment variable OMGATE_TEST_UNSET "
+            "is not set") in server.log_path.read_text()
+
+
+def test_a_private_ca_downstream_that_requires_a_client_certificate_and_a_password(
+        omgate_server, downstream, dev_pki):
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=dev_pki / "client-ca.pem")
+    tls.load_cert_chain(dev_pki / "server.pem", dev_pki / "server.key")
+    tls.verify_mode = ssl.CERT_REQUIRED
+    receiver = downstream(tls=tls)
+    url = f"https://omgate:p%40ss-w0rd@localhost:{receiver.port}/hook"
+    server = omgate_server({"delivery": {
+        "webhook_url": url, "webhook_ca": dev_pki / "ca.pem",
+        "webhook_client_cert": dev_pki / "client-chain.pem",
+        "webhook_client_key": dev_pki / "client.key", **FAST_RETRIES}})
+    assert is_ack(server.post(record_states(1)))
+    wait_until(lambda: len(receiver.landed) == 1, timeout=30)
+    [landed] = receiver.landed
+    assert landed.client_subject == "omgate development client (Salesforce-like)"
+    assert landed.headers["Authorization"] == "Basic " + base64.b64encode(
+        b"omgate:p@ss-w0rd").decode()
+    started = server.wait_for("delivery.started")
+    assert started["webhook_url"] == f"https://omgate:***@localhost:{receiver.port}/hook"
+    log = server.log_path.read_text()
+    assert "p@ss-w0rd" not in log and "p%40ss-w0rd" not in log
+
+
+def test_a_timed_out_attempt_never_lands_after_its_retry(omgate_server, downstream):
+    """The first attempt outlasts delivery.timeout; had omgate left its connection open,
+    the receiver would take it after the retry (and after the record's next state)."""
+    def hold(document: dict, attempt: int) -> float:
+        return 4.0 if (document["fields"]["Version__c"], attempt) == ("1", 1) else 0.0
+
+    receiver = downstream(hold=hold)
+    server = omgate_server({"delivery": {"webhook_url": f"http://127.0.0.1:{receiver.port}/h",
+                                         **FAST_RETRIES, "timeout": 1}})
+    assert is_ack(server.post(record_states(1, 2)))
+    # three requests: the held first attempt (taken or given up within 4 s), its retry, and
+    # the record's next state
+    wait_until(lambda: len(receiver.landed) + len(receiver.abandoned) == 3, timeout=30)
+    landed = [(item.document["fields"]["Version__c"], item.headers["X-Omgate-Attempt"])
+              for item in receiver.landed]
+    assert landed == [("1", "2"), ("2", "1")]
+    assert receiver.abandoned[0].headers["X-Omgate-Attempt"] == "1"
+    assert server.wait_for("delivery.failed")["reason"] == "timed out"

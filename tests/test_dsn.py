@@ -48,3 +48,19 @@ def test_urls_without_a_password_are_shown_as_they_are():
         "sqlite:////var/lib/omgate/inbox.db")
     assert mask_dsn("sqlite://inbox.db").shown == "sqlite://inbox.db"  # a typo, kept visible
     assert "host=db.example.com" in mask_dsn("postgresql://omgate@db.example.com/x").shown
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (f"https://omgate:{PASSWORD}@hooks.example.com/in?x=1",
+     f"https://omgate:{MASK}@hooks.example.com/in?x=1"),
+    (f"http://{PASSWORD}@hooks.example.com:8080/in",  # a token as the user name
+     f"http://{MASK}@hooks.example.com:8080/in"),
+    (f"https://omgate:{PASSWORD}@[::1/in", None),  # urllib cannot read it: not shown
+    ("https://hooks.example.com/in", "https://hooks.example.com/in"),
+])
+def test_a_webhook_url_is_shown_without_its_credentials(url, shown):
+    masked = mask_dsn(url)
+    assert PASSWORD not in masked.shown and PASSWORD not in repr(masked)
+    assert PASSWORD not in masked.scrub(f"POST {url} failed")
+    if shown is not None:
+        assert masked.shown == shown

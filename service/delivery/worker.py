@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from service.config import DeliveryConfig
 from service.delivery.targets import Target
+from service.delivery.webhook import Webhook
+from service.dsn import mask_dsn
 from service.inbox import Inbox, InboxError, StoredNotification
 from service.logs import get_logger
 from service.metrics import Metrics
@@ -48,7 +50,17 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("delivery.started", concurrency=self.config.concurrency,
-                 max_attempts=self.config.max_attempts)
+                 max_attempts=self.config.max_attempts, handler=self.config.handler or None,
+                 webhook_url=None if self.config.handler
+                 else mask_dsn(self.config.webhook_url).shown or None)
+        try:
+            await self._deliver_until(stop)
+        finally:
+            if isinstance(self.target, Webhook):
+                await self.target.aclose()
+        log.info("delivery.stopped")
+
+    async def _deliver_until(self, stop: asyncio.Event) -> None:
         next_stats = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_stats:
@@ -68,7 +80,6 @@ class DeliveryWorker:
                     log.error("delivery.worker_error", detail=f"{type(error).__name__}: {error}")
                 continue
             await self._idle(stop)
-        log.info("delivery.stopped")
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(stop.wait())]

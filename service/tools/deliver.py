@@ -21,7 +21,7 @@ async def run_delivery(config: Config) -> int:
     try:
         target = delivery_target(config.delivery)
     except ValueError as error:
-        raise ConfigError(f"{config.source}: [delivery] handler: {error}") from None
+        raise ConfigError(f"{config.source}: [delivery] {error}") from None
     inbox = await open_inbox_of(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
