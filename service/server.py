@@ -30,6 +30,7 @@ from service.clientauth.model import verification_digest
 from service.config import Config, ConfigError
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
+from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -74,9 +75,10 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
 
 def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
     rules = config.client_auth.rules
+    certfile, keyfile = config.server.identity
     settings = TlsSettings(
-        certfile=config.server.certfile,
-        keyfile=config.server.keyfile,
+        certfile=certfile,
+        keyfile=keyfile,
         client_auth_mode=config.client_auth.mode,
         trusted=policies.trusted(rules),
         partial_chain=rules.trust_intermediates,
@@ -184,21 +186,26 @@ async def _serve_on(handler: Handler, sockets: tuple[socket.socket, ...]
             for sock in sockets]
 
 
-def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
+def _track_certificate(server_tls: ServerTls, metrics: Metrics) -> None:
+    metrics.server_certificate(server_tls.settings.certfile, server_tls.not_after)
+
+
+def _reload_tls(server_tls: ServerTls, metrics: Metrics, trigger: str) -> None:
     try:
         server_tls.reload()
     except TlsSetupError as error:
         log.error("tls.reload_failed", trigger=trigger, reason=str(error),
                   detail="keeping the certificate already loaded")
     else:
+        _track_certificate(server_tls, metrics)
         log.info("tls.reloaded", trigger=trigger, certfile=str(server_tls.settings.certfile))
 
 
-async def _watch_certificate(server_tls: ServerTls, interval: float) -> None:
+async def _watch_certificate(server_tls: ServerTls, metrics: Metrics, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         if server_tls.files_changed():
-            _reload_tls(server_tls, "file_change")
+            _reload_tls(server_tls, metrics, "file_change")
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,8 @@ def prepare(config: Config) -> Prepared:
     return Prepared(endpoints, policies.listener_policy(), server_tls, target)
 
 
-async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> int:
+    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C)."""
     prepared = prepare(config)
     metrics = Metrics()
     gate = ClientAuthGate(prepared.listener_policy, metrics)
@@ -251,6 +259,7 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     worker: asyncio.Task[None] | None = None
     try:
         if server_tls is not None:
+            _track_certificate(server_tls, metrics)
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
             servers += await _serve_on(tracker.wrap(tls_handler), listeners.tls)
         plain = PlainConnectionHandler(main, origin_reader(config))
@@ -258,10 +267,10 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
                                           listeners.health)
         stop = asyncio.Event()
-        _install_signals(state, stop, server_tls)
+        _install_signals(state, stop, server_tls, metrics)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
-                _watch_certificate(server_tls, config.server.reload_check_seconds))
+                _watch_certificate(server_tls, metrics, config.server.reload_check_seconds))
         _log_started(config, gate, worker_index)
         if prepared.target is not None and worker_index == 0:  # one deliverer per host
             worker = asyncio.create_task(DeliveryWorker(
@@ -289,22 +298,24 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         await inbox.close()
         gate.close()
         log.info("server.stopped")
+    return EXIT_INTERRUPTED if state.stop_signal == signal.SIGINT.name else EXIT_OK
 
 
 def _install_signals(state: ServiceState, stop: asyncio.Event,
-                     server_tls: ServerTls | None) -> None:
+                     server_tls: ServerTls | None, metrics: Metrics) -> None:
     loop = asyncio.get_running_loop()
 
     def begin_shutdown(signame: str) -> None:
         log.info("server.draining", signal=signame)
         state.draining = True
+        state.stop_signal = state.stop_signal or signame
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown, signum.name)
     if server_tls is not None:
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, metrics, "SIGHUP")
 
 
 def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:
