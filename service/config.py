@@ -63,7 +63,7 @@ class BindAddress:
 @dataclass(frozen=True)
 class ServerConfig:
     bind: tuple[BindAddress, ...]
-    certfile: Path | None  # required whenever bind is not empty (see load_config)
+    certfile: Path | None  # required by the TLS listeners of bind (Config.server_identity)
     keyfile: Path | None
     plain_bind: tuple[BindAddress, ...]
     health_bind: BindAddress | None
@@ -83,13 +83,6 @@ class ServerConfig:
     shutdown_timeout: float
     drain_seconds: float
     reload_check_seconds: float
-
-    @property
-    def identity(self) -> tuple[Path, Path]:
-        """certfile and keyfile, for the TLS listeners (load_config requires them then)."""
-        if self.certfile is None or self.keyfile is None:
-            raise ConfigError("[server] certfile and keyfile are required by [server] bind")
-        return self.certfile, self.keyfile
 
 
 @dataclass(frozen=True)
@@ -172,6 +165,19 @@ class Config:
     inbox: InboxConfig
     delivery: DeliveryConfig
     logging: LoggingConfig
+
+    def server_identity(self) -> tuple[Path, Path]:
+        """[server] certfile and keyfile, which the TLS listeners of [server] bind need (other
+        commands, such as inspect or inbox, do without them)."""
+        server = self.server
+        if server.certfile is None or server.keyfile is None:
+            missing = [name for name, path in (("certfile", server.certfile),
+                                               ("keyfile", server.keyfile)) if path is None]
+            raise ConfigError(
+                f"{self.source}: [server] {' and '.join(missing)}: required by the TLS "
+                "listeners of [server] bind (the server certificate, leaf first, and its "
+                "private key; `omgate pki dev` writes development ones)")
+        return server.certfile, server.keyfile
 
 
 # ---------------------------------------------------------------------------
@@ -684,15 +690,6 @@ def find_config(explicit: Path | None, environ: Mapping[str, str],
                       "`omgate init` writes one in config/.")
 
 
-def _require_server_identity(server: Mapping[str, Any], file_label: str) -> None:
-    missing = [name for name in ("certfile", "keyfile") if server[name] is None]
-    if server["bind"] and missing:
-        raise ConfigError(
-            f"{file_label}: [server] {' and '.join(missing)}: required by the TLS listeners of "
-            "[server] bind (the server certificate, leaf first, and its private key; "
-            "`omgate pki dev` writes development ones)")
-
-
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
                 search: Sequence[Path] = CONFIG_SEARCH_PATHS) -> Config:
     """Load the configuration file and apply environment overrides.
@@ -723,7 +720,6 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         sections[section] = _parse_table(
             schema, table, f"[{section}]", file_label, base, overrides.get(section, {}),
             environ)
-    _require_server_identity(sections["server"], file_label)
 
     client_auth = sections["client_auth"]
     rules = PolicyRules(**{name: value for name, value in client_auth.items()

@@ -75,7 +75,7 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
 
 def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
     rules = config.client_auth.rules
-    certfile, keyfile = config.server.identity
+    certfile, keyfile = config.server_identity()
     settings = TlsSettings(
         certfile=certfile,
         keyfile=keyfile,

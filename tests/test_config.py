@@ -10,9 +10,6 @@ from harness import ROOT
 
 from service.config import BindAddress, ConfigError, load_config
 
-# [server] certfile and keyfile are required (bind has a listener by default)
-SERVER_FILES = {"OMGATE_SERVER__CERTFILE": "server.pem", "OMGATE_SERVER__KEYFILE": "server.key"}
-
 
 def write(tmp_path: Path, text: str) -> Path:
     (tmp_path / "conf").mkdir(exist_ok=True)
@@ -23,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def error_for(path: Path, environ: dict[str, str] | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config(path, {**SERVER_FILES, **(environ or {})})
+        load_config(path, environ or {})
     return str(caught.value)
 
 
@@ -56,7 +53,7 @@ def test_every_schema_key_is_in_the_shipped_config():
 
 
 def test_relative_paths_are_relative_to_the_config_folder(tmp_path):
-    path = write(tmp_path, '[server]\ncertfile = "certs/a.pem"\nkeyfile = "certs/a.key"\n'
+    path = write(tmp_path, '[server]\ncertfile = "certs/a.pem"\n'
                            '[inbox]\nurl = "sqlite:///data/inbox.db"\n')
     config = load_config(path, {})
     assert config.server.certfile == tmp_path / "conf" / "certs" / "a.pem"
@@ -66,7 +63,6 @@ def test_relative_paths_are_relative_to_the_config_folder(tmp_path):
 def test_environment_overrides_every_kind_of_value(tmp_path):
     path = write(tmp_path, "")
     config = load_config(path, {
-        **SERVER_FILES,
         "OMGATE_SERVER__BIND": '["0.0.0.0:9443", "[::1]:9444"]',
         "OMGATE_SERVER__MAX_BODY_BYTES": "2048",
         "OMGATE_INBOX__STORE_SESSION_ID": "true",
@@ -85,8 +81,7 @@ def test_environment_overrides_every_kind_of_value(tmp_path):
 
 def test_omgate_config_variable_names_the_file(tmp_path):
     path = write(tmp_path, '[logging]\nlevel = "debug"\n')
-    environ = {**SERVER_FILES, "OMGATE_CONFIG": str(path)}
-    assert load_config(None, environ).logging.level == "debug"
+    assert load_config(None, {"OMGATE_CONFIG": str(path)}).logging.level == "debug"
 
 
 @pytest.mark.parametrize(("text", "words"), [
@@ -141,7 +136,7 @@ issuer_dn = "/C=US/O=DigiCert Inc/CN=DigiCert Global G2 TLS RSA SHA256 2020 CA1"
 subject_dn = "CN=proxy.salesforce.com,O=Salesforce\\\\, Inc.,C=US"
 allowed_names = ["*.Salesforce.com"]
 """)
-    rules = load_config(path, SERVER_FILES).client_auth.rules
+    rules = load_config(path, {}).client_auth.rules
     assert [pin.kind for pin in rules.pins] == ["sha256", "spki"]
     assert rules.pins[0].value == "abcd" + "ef" * 30
     assert len(rules.issuer_dn.rdns) == 3
@@ -181,7 +176,7 @@ path = "/strict"
 subject_dn = "CN=proxy.salesforce.com"
 pins = []
 """)
-    config = load_config(path, SERVER_FILES)
+    config = load_config(path, {})
     plain, strict = config.endpoints
     assert plain.client_auth is None
     assert strict.client_auth.verify_depth == 3  # inherited

@@ -23,7 +23,7 @@ from harness import (
     to_toml,
 )
 
-from service.config import SCHEMA, ConfigError, default_state_folder, find_config, load_config
+from service.config import SCHEMA, default_state_folder, find_config, load_config
 
 ACCOUNT = PAYLOADS / "amplabs-create_account.xml"
 
@@ -51,13 +51,15 @@ def test_no_built_in_default_names_a_development_file(tmp_path):
     assert config.inbox.url == f"sqlite:///{tmp_path / 'state' / 'inbox.db'}"
 
 
-def test_the_server_certificate_and_key_are_required_and_named(tmp_path):
+def test_serve_requires_the_server_certificate_and_key_and_names_them(tmp_path):
     path = tmp_path / "omgate.toml"
-    path.write_text('[inbox]\nurl = "sqlite:///inbox.db"\n')
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, {})
-    assert "[server] certfile and keyfile: required" in str(caught.value)
-    assert str(path) in str(caught.value)
+    path.write_text(f'[server]\nbind = ["127.0.0.1:{free_port()}"]\nworkers = 1\n'
+                    f'[inbox]\nurl = "sqlite:///inbox.db"\n')
+    result = run_omgate("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert (f"omgate: configuration error: {path}: [server] certfile and keyfile: required by "
+            "the TLS listeners of [server] bind") in result.stderr
+    assert run_omgate("inbox", "list", "--config", str(path)).returncode == 0  # needs neither
     path.write_text('[server]\nbind = []\nplain_bind = ["127.0.0.1:8080"]\n')
     assert load_config(path, {}).server.certfile is None  # a balancer terminates TLS
 

@@ -74,7 +74,7 @@ def _server_key(config: Config, keyfile: Path) -> PublicKeyTypes:
 
 def check_server(config: Config, report: CheckReport, anchors: tuple[Any, ...],
                  now: dt.datetime) -> None:
-    certfile, keyfile = config.server.identity
+    certfile, keyfile = config.server_identity()
     try:
         chain = tuple(load_certificates(certfile, "[server] certfile"))
     except CertificateFileError as error:

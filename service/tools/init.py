@@ -60,7 +60,7 @@ def _found_without_flag(path: Path, environ: Mapping[str, str]) -> bool:
 
 def write_next_steps(path: Path, out: TextIO, environ: Mapping[str, str]) -> None:
     config = load_config(path, {})
-    certfile, _keyfile = config.server.identity
+    certfile, _keyfile = config.server_identity()
     serve = "omgate serve" if _found_without_flag(path, environ) else \
         f"omgate serve --config {_shown(path)}"
     address = config.server.bind[0] if config.server.bind else None
