@@ -52,6 +52,7 @@ class ServiceState:
     """What changes while the process runs (the only mutable state the app shares)."""
 
     draining: bool = False
+    stop_signal: str = ""  # the signal that began the shutdown (SIGINT: exit status 130)
     # Set when new notifications were stored, to wake the delivery worker.
     stored: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -236,7 +237,7 @@ class OutboundMessageHandler:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         response = await self._handle(request)
-        self.metrics.request_seconds.labels(self.endpoint.config.path).observe(
+        self.metrics.request_duration.labels(self.endpoint.config.path).observe(
             time.perf_counter() - started)
         return response
 

@@ -1,24 +1,35 @@
 """The ``omgate`` command line. Exit status: 0 fine, 1 problems found, 2 usage or config error
-(or, for ``serve``, an address it cannot listen on)."""
+(or, for ``serve``, an address it cannot listen on), 130 after Ctrl-C, 141 when the reader
+of the output went away (``omgate inbox export | head``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.config import Config, ConfigError, load_config
+from service.build import build_info
+from service.config import CONFIG_SEARCH_PATHS, Config, ConfigError, load_config
+from service.exitcodes import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+)
 from service.inbox import STATES, InboxError
 from service.logs import configure_logging
 from service.supervisor import ListenError, serve_processes
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-
-CONFIG_HELP = "configuration file (default: $OMGATE_CONFIG, else config/omgate.toml)"
+CONFIG_HELP = ("configuration file (default: $OMGATE_CONFIG, else the first of "
+               f"{', '.join(str(path) for path in CONFIG_SEARCH_PATHS)})")
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omgate",
         description="A receiving endpoint for Salesforce Outbound Messaging.",
-        epilog="Start with `omgate pki dev` then `omgate serve`; see README.md.",
+        epilog="Start with `omgate init`, `omgate pki dev`, then `omgate serve`; see README.md.",
     )
+    parser.add_argument("--version", action="version", version=build_info().line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser(
+        "init", help="write a commented configuration to start from",
+        description="Write DIR/omgate.toml: every key with its comment, set up for the "
+                    "development certificates of `omgate pki dev`. An existing file is never "
+                    "overwritten.",
+        epilog="Example: omgate init /etc/omgate",
+    )
+    init.add_argument("dir", nargs="?", type=Path, default=CONFIG_SEARCH_PATHS[0].parent,
+                      metavar="DIR",
+                      help=f"folder to write omgate.toml into (default {CONFIG_SEARCH_PATHS[0]}"
+                           ", where omgate looks first)")
 
     serve = commands.add_parser(
         "serve", help="receive, store and acknowledge outbound messages",
@@ -47,9 +71,16 @@ def _parser() -> argparse.ArgumentParser:
                     "Id, sObject type, record Id, fields and received time.",
     )
     inbox_commands = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
-    listing = inbox_commands.add_parser("list", help="a JSON array of stored notifications")
+    listing = inbox_commands.add_parser(
+        "list", help="a JSON array of stored notifications",
+        description="A JSON array of stored notifications, oldest first. When more match than "
+                    "--limit, standard error says so and how to list the next ones.")
     _add_config(listing)
-    listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    listing.add_argument("--limit", type=_positive, default=100, metavar="N",
+                         help="at most this many (100)")
+    listing.add_argument("--since", type=_since, metavar="TIME",
+                         help="only notifications received since TIME: an ISO 8601 time, or "
+                              "an age such as 30m, 12h or 7d")
     listing.add_argument("--after", type=int, default=0, metavar="ID",
                          help="only notifications with an inbox id above ID (for paging)")
     listing.add_argument("--state", choices=STATES,
@@ -236,13 +267,38 @@ def _moment(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def _since(text: str) -> dt.datetime:
+    """``7d``, ``12h``, ``30m``, ``45s`` ago, or an ISO 8601 time."""
+    age = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if age is None:
+        return _moment(text)
+    seconds = int(age.group(1)) * AGE_UNITS[age.group(2)]
+    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+
+
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
+def _init(args: argparse.Namespace) -> int:
+    from service.tools.init import InitError, write_config, write_next_steps
+
+    try:
+        path = write_config(args.dir)
+    except InitError as error:
+        print(f"omgate init: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    write_next_steps(path, sys.stdout, os.environ)
+    return EXIT_OK
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from service.tools.check import refuse_conflicts
+
     config = _load(args)
     configure_logging(config.logging.format, config.logging.level)
+    if refuse_conflicts(config, sys.stderr):
+        return EXIT_USAGE
     return serve_processes(config)
 
 
@@ -253,9 +309,9 @@ def _inbox(args: argparse.Namespace) -> int:
     configure_logging("console", "warning")
     match args.inbox_command:
         case "list":
-            return asyncio.run(inbox.list_notifications(config, sys.stdout, limit=args.limit,
-                                                        after_id=args.after, state=args.state,
-                                                        conflicted=args.conflicts))
+            which = inbox.ListFilter(limit=args.limit, after_id=args.after, state=args.state,
+                                     conflicted=args.conflicts, since=args.since)
+            return asyncio.run(inbox.list_notifications(config, sys.stdout, sys.stderr, which))
         case "show":
             return asyncio.run(inbox.show_notification(config, sys.stdout, sys.stderr, args.id))
         case "retry":
@@ -368,6 +424,7 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": _init,
     "serve": _serve,
     "chains": _chains,
     "check": _check,
@@ -380,10 +437,25 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _quiet_stdout() -> None:
+    """After the reader of standard output went away: point it at /dev/null, so that the
+    interpreter's last flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        args = _parser().parse_args(argv)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except ConfigError as error:
         print(f"omgate: configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -392,8 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except InboxError as error:
         print(f"omgate: inbox error: {error}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    except KeyboardInterrupt:
         return EXIT_PROBLEMS
 
 

@@ -13,10 +13,10 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from service.clientauth import (
@@ -36,8 +36,12 @@ from service.forwarded import (
     forwarded_format,
 )
 
-DEFAULT_CONFIG_PATH = Path("config/omgate.toml")
 ENV_PREFIX = "OMGATE_"
+CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
+# Where `omgate` looks for its configuration when neither --config nor $OMGATE_CONFIG
+# names one: the project layout `omgate init` writes, then the system-wide file.
+CONFIG_SEARCH_PATHS = (Path("config/omgate.toml"), Path("/etc/omgate/omgate.toml"))
+SYSTEM_STATE_FOLDER = Path("/var/lib/omgate")
 
 
 class ConfigError(Exception):
@@ -61,8 +65,8 @@ class BindAddress:
 @dataclass(frozen=True)
 class ServerConfig:
     bind: tuple[BindAddress, ...]
-    certfile: Path
-    keyfile: Path
+    certfile: Path | None  # required by the TLS listeners of bind (Config.server_identity)
+    keyfile: Path | None
     plain_bind: tuple[BindAddress, ...]
     health_bind: BindAddress | None
     public_names: tuple[str, ...]
@@ -192,6 +196,19 @@ class Config:
     logging: LoggingConfig
     chains: ChainsConfig = ChainsConfig()
     admin: AdminConfig = AdminConfig()
+
+    def server_identity(self) -> tuple[Path, Path]:
+        """[server] certfile and keyfile, which the TLS listeners of [server] bind need (other
+        commands, such as inspect or inbox, do without them)."""
+        server = self.server
+        if server.certfile is None or server.keyfile is None:
+            missing = [name for name, path in (("certfile", server.certfile),
+                                               ("keyfile", server.keyfile)) if path is None]
+            raise ConfigError(
+                f"{self.source}: [server] {' and '.join(missing)}: required by the TLS "
+                "listeners of [server] bind (the server certificate, leaf first, and its "
+                "private key; `omgate pki dev` writes development ones)")
+        return server.certfile, server.keyfile
 
 
 # ---------------------------------------------------------------------------
@@ -427,6 +444,22 @@ def _inbox_url(value: Any, base: Path) -> str:
     return prefix + str(path if path.is_absolute() else (base / path).resolve())
 
 
+def default_state_folder(environ: Mapping[str, str], is_root: bool | None = None) -> Path:
+    """Where omgate keeps its data when the configuration does not say: systemd's
+    StateDirectory= folder, else /var/lib/omgate for root, else the user's XDG state
+    folder (~/.local/state/omgate)."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0 if is_root is None else is_root:
+        return SYSTEM_STATE_FOLDER
+    home = Path(environ.get("HOME") or Path.home())
+    return Path(environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "omgate"
+
+
+def default_inbox_url(environ: Mapping[str, str]) -> str:
+    return f"sqlite:///{default_state_folder(environ) / 'inbox.db'}"
+
+
 # ---------------------------------------------------------------------------
 # Schema
 
@@ -437,6 +470,11 @@ class Key:
     default: Any
     env_kind: str = "string"  # how an environment string is decoded: string|int|float|bool|json
     may_hold_password: bool = False  # then an error shows the value through mask_dsn
+    # a default that depends on the environment (the user, systemd's folders), instead
+    default_from: Callable[[Mapping[str, str]], Any] | None = None
+
+    def builtin_default(self, environ: Mapping[str, str]) -> Any:
+        return self.default if self.default_from is None else self.default_from(environ)
 
     def shown(self, raw: Any) -> Any:
         """The raw value as an error message may show it: a table's values (headers that
@@ -475,8 +513,8 @@ def _string_list(item: Parser = _string) -> Key:
 SCHEMA: Mapping[str, Mapping[str, Key]] = {
     "server": {
         "bind": Key(_list_of(parse_bind), ["127.0.0.1:8443"], "json"),
-        "certfile": Key(_path, "../certs/dev/server.pem"),
-        "keyfile": Key(_path, "../certs/dev/server.key"),
+        "certfile": Key(_optional_path, ""),
+        "keyfile": Key(_optional_path, ""),
         "plain_bind": _string_list(parse_bind),
         "health_bind": Key(_optional_bind, ""),
         "public_names": Key(_list_of(_host_name), ["localhost"], "json"),
@@ -503,7 +541,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "reject_with": Key(_choice("http", "handshake"), "http"),
         "forwarded_cert": Key(_forwarded_cert, ""),
         # the policy rules; an [endpoints.client_auth] table may override any of these
-        "trust": Key(_list_of(_path), ["../certs/dev/client-ca.pem"], "json"),
+        "trust": Key(_list_of(_path), [], "json"),
         "trust_intermediates": Key(_boolean, False, "bool"),
         "verify_depth": Key(_non_negative_int, 2, "int"),
         "pins": Key(_list_of(_pin), [], "json"),
@@ -521,7 +559,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "organization_ids": _string_list(_salesforce_id),
     },
     "inbox": {
-        "url": Key(_inbox_url, "sqlite:///../var/inbox.db", may_hold_password=True),
+        "url": Key(_inbox_url, None, may_hold_password=True, default_from=default_inbox_url),
         "store_session_id": Key(_boolean, False, "bool"),
         "group_commit": Key(_boolean, True, "bool"),
         "pool_size": Key(_positive_int, 10, "int"),
@@ -593,6 +631,7 @@ def _parse_table(
     file_label: str,
     base: Path,
     env_overrides: Mapping[str, _Source],
+    environ: Mapping[str, str],
 ) -> dict[str, Any]:
     unknown = sorted(set(table) - set(schema))
     if unknown:
@@ -607,7 +646,7 @@ def _parse_table(
         elif name in table:
             source = _Source(file_label, table[name])
         else:
-            source = _Source("built-in default", key.default)
+            source = _Source("built-in default", key.builtin_default(environ))
         if source.raw is None:
             raise ConfigError(f"{file_label}: {label}: required key {name!r} is missing")
         values[name] = _parse_key(key, source, f"{label} {name}", base)
@@ -640,12 +679,14 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, _Sou
     return overrides, endpoints
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(choice: ConfigChoice) -> dict[str, Any]:
+    path = choice.path
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
+        named = "" if choice.named_by == "search" else f" (named by {choice.named_by})"
+        raise ConfigError(f"{path}: configuration file not found{named}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
@@ -683,7 +724,7 @@ def _parse_endpoints(raw: Any, where: str, base: Path,
         if not isinstance(table, dict):
             raise _fail(where, label, "a table", table)
         plain = {key: value for key, value in table.items() if key != "client_auth"}
-        values = _parse_table(ENDPOINT_SCHEMA, plain, label, where, base, {})
+        values = _parse_table(ENDPOINT_SCHEMA, plain, label, where, base, {}, {})
         if "client_auth" in table:
             values["client_auth"] = _rules_override(table["client_auth"],
                                                     f"{label} client_auth", where, base, rules)
@@ -695,15 +736,46 @@ def _parse_endpoints(raw: Any, where: str, base: Path,
     return tuple(endpoints)
 
 
-def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+ConfigNamedBy = Literal["--config", "$OMGATE_CONFIG", "search"]
+
+
+@dataclass(frozen=True)
+class ConfigChoice:
+    path: Path
+    named_by: ConfigNamedBy
+
+
+def find_config(explicit: Path | None, environ: Mapping[str, str],
+                search: Sequence[Path] = CONFIG_SEARCH_PATHS) -> ConfigChoice:
+    """``--config``, else ``$OMGATE_CONFIG``, else the first file of ``search`` that exists;
+    the error when there is none says everywhere it looked."""
+    if explicit is not None:
+        return ConfigChoice(Path(explicit), "--config")
+    if environ.get(CONFIG_VARIABLE):
+        return ConfigChoice(Path(environ[CONFIG_VARIABLE]), "$OMGATE_CONFIG")
+    for candidate in search:
+        if candidate.is_file():
+            return ConfigChoice(candidate, "search")
+    looked = ", ".join(str(candidate) for candidate in search)
+    raise ConfigError(f"no configuration file found; looked for --config (not given), "
+                      f"${CONFIG_VARIABLE} (not set), {looked}. "
+                      "`omgate init` writes one in config/.")
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None,
+                search: Sequence[Path] = CONFIG_SEARCH_PATHS) -> Config:
     """Load the configuration file and apply environment overrides.
 
-    ``path`` defaults to ``$OMGATE_CONFIG``, else ``config/omgate.toml``.
+    ``path`` (``--config``) defaults to ``$OMGATE_CONFIG``, else the first file of
+    ``search`` that exists.
     """
     environ = os.environ if environ is None else environ
-    path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
-    document = _read_toml(path)
-    base = path.resolve().parent
+    choice = find_config(path, environ, search)
+    path = choice.path
+    document = _read_toml(choice)
+    # the folder the file was named in, symlinks not followed: a Kubernetes ConfigMap's
+    # file is a link into a hidden subfolder, and relative paths mean the visible one
+    base = Path(os.path.abspath(path)).parent
     file_label = str(path)
     overrides, env_endpoints = _env_overrides(environ)
 
@@ -718,8 +790,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         if not isinstance(table, dict):
             raise _fail(file_label, f"[{section}]", "a table", table)
         sections[section] = _parse_table(
-            schema, table, f"[{section}]", file_label, base, overrides.get(section, {})
-        )
+            schema, table, f"[{section}]", file_label, base, overrides.get(section, {}),
+            environ)
 
     client_auth = sections["client_auth"]
     rules = PolicyRules(**{name: value for name, value in client_auth.items()

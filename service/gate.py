@@ -187,7 +187,7 @@ class ClientAuthGate:
             context["handshake"] = handshake
         self._log(identity, verdict, outcome, now, context)
         if self.metrics is not None:
-            self.metrics.decision(identity, verdict.decision, outcome, verdict.enforced, now)
+            self.metrics.decision(identity, verdict.decision, outcome, verdict.enforced)
         if self.chains is not None:
             self.chains.observe(identity, verdict, outcome, context)
 

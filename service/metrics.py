@@ -2,28 +2,65 @@
 
 One :class:`Metrics` object per process, passed to whoever records; its registry
 is its own, so tests and several apps in one process never share counters.
+
+With several workers (prometheus_client's multiprocess mode) every worker writes its
+metrics to a shared folder and /metrics, whichever worker answers, sums them. The
+standard process collector cannot go through that folder, so there each omgate process
+(the supervisor and every worker) is collected from /proc with a ``pid`` label.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
+from service.build import build_info
 from service.clientauth import ClientIdentity, Decision
 from service.clientauth.model import Outcome
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _worker_pids(supervisor: int) -> list[int]:
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children")
+    try:
+        return [int(pid) for pid in children.read_text().split()]
+    except (OSError, ValueError):
+        return [os.getpid()]  # at least the process answering
+
+
+class ProcessTreeCollector(Collector):
+    """The standard process metrics of the supervisor and each of its workers, by ``pid``."""
+
+    def collect(self) -> Iterable[Metric]:
+        supervisor = os.getppid()
+        merged: dict[str, Metric] = {}
+        for pid in [supervisor, *_worker_pids(supervisor)]:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                target = merged.setdefault(family.name, Metric(
+                    family.name, family.documentation, family.type))
+                target.samples += [sample._replace(labels={**sample.labels, "pid": str(pid)})
+                                   for sample in family.samples]
+        return merged.values()
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class Metrics:
@@ -35,10 +72,25 @@ class Metrics:
         self.findings = Counter(
             "omgate_client_auth_findings", "Findings in client-certificate decisions.",
             ["code", "severity"], registry=self.registry)
-        self.client_cert_days_left = Gauge(
-            "omgate_client_cert_days_left",
-            "Days until the most recently accepted client certificate expires.",
-            registry=self.registry, multiprocess_mode="mostrecent")
+        # labelled, so that it is absent (not 0, which an expiry alert would take for an
+        # expired certificate) until a certificate has been accepted
+        self.client_cert_expiry = Gauge(
+            "omgate_client_cert_expiry_timestamp_seconds",
+            "When the most recently accepted client certificate expires (Unix time), by "
+            "where it arrived: tls (omgate's handshake) or forwarded (a proxy's header).",
+            ["source"], registry=self.registry, multiprocess_mode="mostrecent")
+        self.server_cert_expiry = Gauge(
+            "omgate_server_cert_expiry_timestamp_seconds",
+            "When the server certificate in service (server.certfile's first) expires "
+            "(Unix time).", ["certfile"], registry=self.registry,
+            multiprocess_mode="mostrecent")
+        self.build_info = Gauge(
+            "omgate_build_info", "The omgate version and the Python and OpenSSL it runs on.",
+            ["version", "python", "openssl"], registry=self.registry, multiprocess_mode="max")
+        info = build_info()
+        self.build_info.labels(info.version, info.python, info.openssl).set(1)
+        if not os.environ.get(MULTIPROCESS_FOLDER):
+            ProcessCollector(registry=self.registry)
         self.handshake_failures = Counter(
             "omgate_tls_handshake_failures", "TLS handshakes that did not complete.",
             ["reason"], registry=self.registry)
@@ -50,8 +102,9 @@ class Metrics:
             "Notifications acknowledged: new, duplicate (a redelivery of what is stored) or "
             "conflict (a redelivery whose content differs).",
             ["kind"], registry=self.registry)
-        self.request_seconds = Histogram(
-            "omgate_request_seconds", "Time from request to answer on message endpoints.",
+        self.request_duration = Histogram(
+            "omgate_request_duration_seconds",
+            "Time from request to answer on message endpoints.",
             ["endpoint"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
@@ -70,18 +123,25 @@ class Metrics:
             registry=self.registry, multiprocess_mode="mostrecent")
 
     def decision(self, identity: ClientIdentity, decision: Decision, outcome: Outcome,
-                 enforced: bool, now: dt.datetime) -> None:
-        """Count a decision; only a proven acceptance moves the accepted certificate's age."""
+                 enforced: bool) -> None:
+        """Count a decision; only a proven acceptance moves the accepted certificate's
+        expiry (never an unproven chain or a refused one)."""
         self.decisions.labels(outcome, str(enforced).lower(), identity.source).inc()
         for finding in decision.findings:
             self.findings.labels(finding.code, finding.severity).inc()
         if outcome == "accept" and identity.chain:
             leaf = identity.chain[0]
-            self.client_cert_days_left.set((leaf.not_valid_after_utc - now).days)
+            self.client_cert_expiry.labels(identity.source).set(
+                leaf.not_valid_after_utc.timestamp())
+
+    def server_certificate(self, certfile: Path, not_after: dt.datetime) -> None:
+        """The server certificate now in service (at start and after each reload)."""
+        self.server_cert_expiry.labels(str(certfile)).set(not_after.timestamp())
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_FOLDER):  # several workers: sum what they all wrote
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            registry.register(ProcessTreeCollector())
             return generate_latest(registry)
         return generate_latest(self.registry)

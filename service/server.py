@@ -32,6 +32,7 @@ from service.config import Config, ConfigError
 from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
+from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from service.forwarded import ForwardingSettings
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
@@ -77,9 +78,10 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
 
 def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
     rules = config.client_auth.rules
+    certfile, keyfile = config.server_identity()
     settings = TlsSettings(
-        certfile=config.server.certfile,
-        keyfile=config.server.keyfile,
+        certfile=certfile,
+        keyfile=keyfile,
         client_auth_mode=config.client_auth.mode,
         trusted=policies.trusted(rules),
         partial_chain=rules.trust_intermediates,
@@ -196,21 +198,26 @@ async def _serve_on(handler: Handler, sockets: tuple[socket.socket, ...]
             for sock in sockets]
 
 
-def _reload_tls(server_tls: ServerTls, trigger: str) -> None:
+def _track_certificate(server_tls: ServerTls, metrics: Metrics) -> None:
+    metrics.server_certificate(server_tls.settings.certfile, server_tls.not_after)
+
+
+def _reload_tls(server_tls: ServerTls, metrics: Metrics, trigger: str) -> None:
     try:
         server_tls.reload()
     except TlsSetupError as error:
         log.error("tls.reload_failed", trigger=trigger, reason=str(error),
                   detail="keeping the certificate already loaded")
     else:
+        _track_certificate(server_tls, metrics)
         log.info("tls.reloaded", trigger=trigger, certfile=str(server_tls.settings.certfile))
 
 
-async def _watch_certificate(server_tls: ServerTls, interval: float) -> None:
+async def _watch_certificate(server_tls: ServerTls, metrics: Metrics, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         if server_tls.files_changed():
-            _reload_tls(server_tls, "file_change")
+            _reload_tls(server_tls, metrics, "file_change")
 
 
 @dataclass(frozen=True)
@@ -254,7 +261,8 @@ def build_console_app(config: Config, inbox: Inbox, prepared: Prepared) -> Any:
                          prepared.console_token)
 
 
-async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> None:
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> int:
+    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C)."""
     prepared = prepare(config)
     metrics = Metrics()
     chains = chain_registry(config, prepared, metrics)
@@ -279,6 +287,7 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     stop = asyncio.Event()
     try:
         if server_tls is not None:
+            _track_certificate(server_tls, metrics)
             tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
             servers += await _serve_on(tracker.wrap(tls_handler), listeners.tls)
         plain = PlainConnectionHandler(main, origin_reader(config))
@@ -290,10 +299,10 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
                                   config.server.request_timeout)
             health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(console)),
                                               listeners.admin)
-        _install_signals(state, stop, server_tls)
+        _install_signals(state, stop, server_tls, metrics)
         if server_tls is not None and config.server.reload_check_seconds > 0:
             watcher = asyncio.create_task(
-                _watch_certificate(server_tls, config.server.reload_check_seconds))
+                _watch_certificate(server_tls, metrics, config.server.reload_check_seconds))
         _log_started(config, gate, worker_index)
         if chains is not None:
             flusher = asyncio.create_task(chains.run(inbox, stop))
@@ -330,22 +339,24 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
         await inbox.close()
         gate.close()
         log.info("server.stopped")
+    return EXIT_INTERRUPTED if state.stop_signal == signal.SIGINT.name else EXIT_OK
 
 
 def _install_signals(state: ServiceState, stop: asyncio.Event,
-                     server_tls: ServerTls | None) -> None:
+                     server_tls: ServerTls | None, metrics: Metrics) -> None:
     loop = asyncio.get_running_loop()
 
     def begin_shutdown(signame: str) -> None:
         log.info("server.draining", signal=signame)
         state.draining = True
+        state.stop_signal = state.stop_signal or signame
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown, signum.name)
     if server_tls is not None:
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, metrics, "SIGHUP")
 
 
 def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:

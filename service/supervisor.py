@@ -5,8 +5,10 @@ another process (another omgate, say) listens on stops ``omgate serve`` at start
 of being shared with it. It checks the configuration and migrates the inbox once, then
 forks the workers: they inherit the sockets, each runs its own event loop, and all write
 one inbox. It passes SIGTERM, SIGINT and SIGHUP on, restarts a worker that dies (on the
-same sockets), and gives up when one cannot even start. Prometheus metrics from all
-workers are summed through a shared folder (prometheus_client's multiprocess mode).
+same sockets; after a growing delay when it keeps dying at start), and gives up when one
+cannot even start the first time. It logs through structlog, as the workers do. Prometheus
+metrics from all workers are summed through a shared folder (prometheus_client's
+multiprocess mode).
 """
 
 from __future__ import annotations
@@ -24,9 +26,15 @@ from dataclasses import dataclass
 from types import FrameType
 
 from service.config import BindAddress, Config
+from service.cpus import usable_cpus
+from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
+from service.logs import get_logger
 
-EXIT_OK, EXIT_PROBLEMS = 0, 1
-STARTUP_GRACE_SECONDS = 3.0
+log = get_logger("omgate")
+STARTUP_GRACE_SECONDS = 3.0  # a worker that dies sooner "died at start"
+RESTART_BACKOFF_FIRST = 1.0  # seconds before restarting a worker that died at start...
+RESTART_BACKOFF_MAX = 60.0  # ...doubling each time it does so again, up to this
+REAP_INTERVAL_SECONDS = 0.1
 METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 LISTEN_BACKLOG = 1024
 
@@ -101,14 +109,19 @@ def raise_open_files_limit() -> None:
 
 
 def worker_count(config: Config) -> int:
-    return config.server.workers or len(os.sched_getaffinity(0)) or 1
+    """server.workers, or (0) one per CPU the process may use."""
+    if config.server.workers:
+        return config.server.workers
+    counted = usable_cpus()
+    log.info("server.workers_counted", workers=counted.cpus, bound=counted.bound,
+             cgroup_quota_cpus=counted.quota)
+    return counted.cpus
 
 
 def run_worker(config: Config, index: int, listeners: Listeners) -> int:
     from service.server import serve
 
-    asyncio.run(serve(config, listeners, worker_index=index))
-    return EXIT_OK
+    return asyncio.run(serve(config, listeners, worker_index=index))
 
 
 def _check_once(config: Config) -> None:
@@ -162,49 +175,109 @@ def _serve_workers(config: Config, count: int, listeners: Listeners) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _supervise(config: Config, count: int, listeners: Listeners) -> int:
-    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
-    stopping = False
+@dataclass
+class WorkerSlot:
+    """One worker index: its process, and how often it has died soon after starting."""
 
-    def stop_listening() -> None:
-        # The workers keep their copies until they have drained; once they close them,
-        # new connections are refused rather than left waiting in a backlog nobody reads.
-        nonlocal stopping
-        stopping = True
-        listeners.close()
+    index: int
+    pid: int | None = None
+    starts: int = 0
+    started_at: float = 0.0
+    quick_deaths: int = 0  # in a row
+    restart_at: float | None = None  # a restart waiting out its backoff
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
+    def backoff(self) -> float:
+        return min(RESTART_BACKOFF_FIRST * 2 ** (self.quick_deaths - 1), RESTART_BACKOFF_MAX)
+
+
+def _how_it_ended(code: int) -> dict[str, object]:
+    if code < 0:
+        return {"signal": signal.Signals(-code).name}
+    return {"exit_code": code}
+
+
+class Supervisor:
+    """Forks the workers, passes signals on, restarts a worker that dies: at once after a
+    worker that ran a while, after a growing delay when it keeps dying soon after starting
+    (not in a tight loop), and not at all when it cannot start the first time."""
+
+    def __init__(self, config: Config, count: int, listeners: Listeners) -> None:
+        self.config, self.listeners = config, listeners
+        self.slots = [WorkerSlot(index) for index in range(count)]
+        self.stopping = False
+        self.result = EXIT_OK
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._forward)
+        for slot in self.slots:
+            if not self.stopping:
+                self._start(slot)
+        log.info("supervisor.started", workers=len(self.slots))
+        while True:
+            live = [slot for slot in self.slots if slot.pid is not None]
+            due = [slot.restart_at for slot in self.slots
+                   if slot.restart_at is not None and not self.stopping]
+            if not live and not due:
+                return self.result
+            if not due:
+                self._reaped(*os.wait())  # blocks until a worker ends (signals still run)
+                continue
+            for slot in self.slots:
+                if slot.restart_at is not None and time.monotonic() >= slot.restart_at:
+                    self._start(slot)
+            pid, status = os.waitpid(-1, os.WNOHANG) if live else (0, 0)
+            if pid:
+                self._reaped(pid, status)
+            else:
+                time.sleep(REAP_INTERVAL_SECONDS)
+
+    def stop(self, result: int | None = None) -> None:
+        # The workers keep their copies of the listeners until they have drained; once they
+        # close them, new connections are refused rather than left in a backlog nobody reads.
+        if not self.stopping:
+            self.stopping = True
+            self.listeners.close()
+        if result is not None:
+            self.result = result
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
-            stop_listening()
-        for pid in children:
-            os.kill(pid, signum)
+            self.stop(EXIT_INTERRUPTED if signum == signal.SIGINT else None)
+        for slot in self.slots:
+            if slot.pid is not None:
+                os.kill(slot.pid, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    for index in range(count):
-        if stopping:
-            break
-        children[_fork_worker(config, index, listeners)] = (index, time.monotonic())
-    result = EXIT_OK
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        index, started = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if stopping:
-            continue
-        if code > 0 and time.monotonic() - started < STARTUP_GRACE_SECONDS:
-            # it exited on its own right away: it could not start (an unreachable inbox, say)
-            print(f"omgate serve: worker {index} could not start (exit {code}); stopping",
-                  file=sys.stderr)
-            result = code if code > 0 else EXIT_PROBLEMS
-            stop_listening()
-            for other in children:
-                os.kill(other, signal.SIGTERM)
-            continue
-        print(f"omgate serve: worker {index} exited ({code}); starting it again",
-              file=sys.stderr)
-        children[_fork_worker(config, index, listeners)] = (index, time.monotonic())
-    return result
+    def _start(self, slot: WorkerSlot) -> None:
+        slot.pid = _fork_worker(self.config, slot.index, self.listeners)
+        slot.starts += 1
+        slot.started_at, slot.restart_at = time.monotonic(), None
+
+    def _reaped(self, pid: int, status: int) -> None:
+        for slot in self.slots:
+            if slot.pid == pid:
+                self._exited(slot, os.waitstatus_to_exitcode(status))
+
+    def _exited(self, slot: WorkerSlot, code: int) -> None:
+        ran = time.monotonic() - slot.started_at
+        slot.pid = None
+        if self.stopping:
+            return
+        fields = {"worker": slot.index, "ran_seconds": round(ran, 3), **_how_it_ended(code)}
+        died_at_start = ran < STARTUP_GRACE_SECONDS
+        if code > 0 and died_at_start and slot.starts == 1:
+            # it exited on its own right away, the first time: it cannot start at all
+            log.error("supervisor.worker_cannot_start", **fields, detail="stopping omgate")
+            self.stop(code)
+            for other in self.slots:
+                if other.pid is not None:
+                    os.kill(other.pid, signal.SIGTERM)
+            return
+        slot.quick_deaths = slot.quick_deaths + 1 if died_at_start else 0
+        delay = slot.backoff() if slot.quick_deaths else 0.0
+        log.warning("supervisor.worker_exited", **fields, restart_in_seconds=delay)
+        slot.restart_at = time.monotonic() + delay
+
+
+def _supervise(config: Config, count: int, listeners: Listeners) -> int:
+    return Supervisor(config, count, listeners).run()

@@ -346,7 +346,9 @@ def test_forged_xfcc_sent_straight_to_omgate_is_ignored_and_logged(omgate_server
 
 
 def test_forged_header_on_the_tls_listener(omgate_server, client_pki):
-    server = omgate_server({"client_auth": {"mode": "require", "forwarded_cert": "xfcc"}})
+    # a proxy network that is not this client's: without one, omgate would not start
+    server = omgate_server({"server": {"trusted_proxies": ["192.0.2.0/24"]},
+                            "client_auth": {"mode": "require", "forwarded_cert": "xfcc"}})
     response = server.post(BODY, headers={**SOAP_HEADERS, "X-Forwarded-Client-Cert":
                                           xfcc_for(client_pki.cases["valid"])})
     assert response.status_code == 403

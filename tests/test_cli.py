@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import signal
 import ssl
+import subprocess
+import time
 
+import pytest
 from cryptography import x509
-from harness import PAYLOADS, is_ack, run_omgate
+from harness import PAYLOADS, ROOT, is_ack, omgate_command, run_omgate
+from messages import envelope, notification
 
 
 def test_pki_dev_writes_a_usable_server_and_client_chain(tmp_path):
@@ -63,3 +70,81 @@ def test_help_teaches_and_usage_errors_exit_2(tmp_path):
     result = run_omgate("inbox", "list", "--config", str(bad))
     assert result.returncode == 2
     assert str(bad) in result.stderr and "[server] bind" in result.stderr
+
+
+def test_version_names_omgate_python_and_openssl():
+    result = run_omgate("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"omgate \S+ \(Python 3\.\d+\.\d+\S*, OpenSSL \d+\.\d+\.\d+\S*\)\n",
+                        result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_stops_serve_gracefully_with_status_130(omgate_server, workers):
+    server = omgate_server({"server": {"workers": workers}})
+    deadline = time.monotonic() + 15
+    while len(server.events("server.started")) < workers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert is_ack(server.post((PAYLOADS / "amplabs-create_account.xml").read_bytes()))
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(30) == 130
+    assert len(server.events("server.stopped")) == workers  # drained, not killed
+
+
+def test_ctrl_c_stops_a_long_send_at_once_with_status_130(shared_server, dev_pki):
+    process = subprocess.Popen(
+        [*omgate_command("send", f"{shared_server.url}/salesforce/outbound", "--generate",
+                         "Account", "--count", "100000", "--concurrency", "2",
+                         "--ca", str(shared_server.ca_path))],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert " ack: " in process.stdout.readline()  # it is sending
+        process.send_signal(signal.SIGINT)
+        assert process.wait(15) == 130  # not after the other 99,999 messages
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_reader_that_goes_away_ends_export_quietly(omgate_server):
+    server = omgate_server()
+    description = f"<sf:Description>{'long text ' * 80}</sf:Description>"
+    for batch in range(3):  # several hundred kilobytes of JSON Lines, more than a pipe holds
+        body = envelope(*(notification(f"04lB{batch}{index:010d}AAA", description)
+                          for index in range(100)))
+        assert is_ack(server.post(body))
+    command = " ".join(shlex.quote(part) for part in omgate_command(
+        "inbox", "export", "--config", str(server.config_path)))
+    result = subprocess.run(["bash", "-c", f"{command} | head -1; echo \"$PIPESTATUS\" >&2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert json.loads(result.stdout)["notification_id"] == "04lB00000000000AAA"
+    assert result.stderr == "141\n"  # no BrokenPipeError traceback; 128 + SIGPIPE
+
+
+def test_inbox_list_says_when_it_stops_at_its_limit_and_filters(omgate_server):
+    server = omgate_server()
+    for index in range(3):
+        assert is_ack(server.post(envelope(notification(f"04lL{index:011d}AAA"))))
+    config = str(server.config_path)
+
+    def listed(*args: str) -> tuple[list[str], str]:
+        result = run_omgate("inbox", "list", "--config", config, *args)
+        assert result.returncode == 0, result.stderr
+        return [n["notification_id"] for n in json.loads(result.stdout)], result.stderr
+
+    everything, quiet = listed()
+    assert len(everything) == 3 and quiet == ""
+    first_two, note = listed("--limit", "2")
+    assert first_two == everything[:2]
+    stored = json.loads(run_omgate("inbox", "list", "--config", config).stdout)
+    assert note == (f"omgate inbox list: stopped at --limit 2; more notifications match: "
+                    f"--after {stored[1]['id']} lists the next ones\n")
+    assert listed("--limit", "3") == (everything, "")
+    assert listed("--since", stored[1]["received_at"])[0] == everything[1:]
+    assert listed("--since", "1h")[0] == everything
+    assert listed("--since", "1h", "--state", "delivered")[0] == []
+    assert listed("--state", "pending", "--limit", "1")[0] == everything[:1]
+    refused = run_omgate("inbox", "list", "--config", config, "--since", "last tuesday")
+    assert refused.returncode == 2
+    assert "not an ISO 8601 time" in refused.stderr

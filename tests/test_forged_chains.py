@@ -195,9 +195,13 @@ def test_a_chain_the_client_cannot_prove_is_never_an_acceptance(omgate_server, c
     assert 'omgate_client_auth_decisions_total{enforced="false",outcome="unproven",' \
            'source="tls"} 1.0' in metrics
     assert 'outcome="accept"' not in metrics
-    assert "\nomgate_client_cert_days_left 0.0" in metrics  # untouched: nothing accepted
-    # a client that proves the same chain is accepted as before
+    # nothing accepted: the expiry has no value at all (an alert on it must not fire), not 0
+    assert "# TYPE omgate_client_cert_expiry_timestamp_seconds gauge" in metrics
+    assert "\nomgate_client_cert_expiry_timestamp_seconds{" not in metrics
+    # a client that proves the same chain is accepted as before, and sets it
     assert is_ack(server.post(BODY, cert=client_pki.cases["valid"]))
+    metrics = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    assert '\nomgate_client_cert_expiry_timestamp_seconds{source="tls"} ' in metrics
 
 
 def test_a_chain_built_to_cost_cpu_is_refused_before_any_check(omgate_server, client_pki,

@@ -168,8 +168,8 @@ def test_metrics_on_the_health_listener(omgate_server, client_pki):
     assert 'omgate_messages_total{reason="",result="accepted"} 2.0' in text
     assert 'omgate_messages_total{reason="malformed_xml",result="rejected"} 1.0' in text
     assert 'omgate_notifications_total{kind="duplicate"} 1.0' in text
-    assert "omgate_client_cert_days_left" in text
-    assert 'omgate_request_seconds_count{endpoint="/salesforce/outbound"} 3.0' in text
+    assert 'omgate_client_cert_expiry_timestamp_seconds{source="tls"}' in text
+    assert 'omgate_request_duration_seconds_count{endpoint="/salesforce/outbound"} 3.0' in text
     assert httpx.get(f"{server.url}/metrics", verify=ssl_context(server.ca_path)).status_code \
         == 404  # never on the public listener
 

@@ -328,9 +328,10 @@ def conflict_statements(placeholder: str) -> ConflictStatements:
     )
 
 
-def list_filter(placeholder: str, after_id: int, state: str | None,
-                conflicted: bool) -> tuple[str, list[Any]]:
-    """The WHERE clause of :meth:`Inbox.list` and its parameters, in order."""
+def list_filter(placeholder: str, after_id: int, state: str | None, conflicted: bool,
+                since: Any = None) -> tuple[str, list[Any]]:
+    """The WHERE clause of :meth:`Inbox.list` and its parameters, in order (``since`` as the
+    backend stores received_at)."""
     clauses = [f"id > {placeholder}"]
     parameters: list[Any] = [after_id]
     if state is not None:
@@ -338,6 +339,9 @@ def list_filter(placeholder: str, after_id: int, state: str | None,
         parameters.append(state)
     if conflicted:
         clauses.append("conflicts > 0")
+    if since is not None:
+        clauses.append(f"received_at >= {placeholder}")
+        parameters.append(since)
     return " AND ".join(clauses), parameters
 
 
@@ -495,9 +499,11 @@ class Inbox(ABC):
 
     @abstractmethod
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
-                   conflicted: bool = False) -> list[StoredNotification]:
-        """Stored notifications in arrival order, after ``after_id``, optionally by state or
-        (``conflicted``) only those with conflicting redeliveries."""
+                   conflicted: bool = False,
+                   since: dt.datetime | None = None) -> list[StoredNotification]:
+        """Stored notifications in arrival order, after ``after_id``, optionally by state,
+        (``conflicted``) only those with conflicting redeliveries, or only those received
+        at ``since`` or later."""
 
     @abstractmethod
     async def get(self, inbox_id: int) -> StoredNotification | None:

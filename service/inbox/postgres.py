@@ -240,8 +240,9 @@ class PostgresInbox(Inbox):
             raise self._error("the server is a read-only standby")
 
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
-                   conflicted: bool = False) -> list[StoredNotification]:
-        where, parameters = list_filter("%s", after_id, state, conflicted)
+                   conflicted: bool = False,
+                   since: dt.datetime | None = None) -> list[StoredNotification]:
+        where, parameters = list_filter("%s", after_id, state, conflicted, since)
         rows = await self._execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT %s",  # noqa: S608
             (*parameters, limit))

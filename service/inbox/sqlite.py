@@ -197,9 +197,10 @@ class SqliteInbox(Inbox):
         finally:
             connection.execute("ROLLBACK")
 
-    def _list(self, limit: int, after_id: int, state: str | None,
-              conflicted: bool) -> list[StoredNotification]:
-        where, parameters = list_filter("?", after_id, state, conflicted)
+    def _list(self, limit: int, after_id: int, state: str | None, conflicted: bool,
+              since: dt.datetime | None) -> list[StoredNotification]:
+        where, parameters = list_filter("?", after_id, state, conflicted,
+                                        None if since is None else _timestamp(since))
         rows = self._connect().execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608
             (*parameters, limit))
@@ -316,8 +317,9 @@ class SqliteInbox(Inbox):
         await self._run(self._check_writable)
 
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
-                   conflicted: bool = False) -> list[StoredNotification]:
-        return await self._run(self._list, limit, after_id, state, conflicted)
+                   conflicted: bool = False,
+                   since: dt.datetime | None = None) -> list[StoredNotification]:
+        return await self._run(self._list, limit, after_id, state, conflicted, since)
 
     async def get(self, inbox_id: int) -> StoredNotification | None:
         return await self._run(self._get, inbox_id)

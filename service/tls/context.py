@@ -9,6 +9,7 @@ still loaded so OpenSSL's per-depth verify results mean something.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +108,15 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     return context, server_names
 
 
+def served_not_after(context: SSL.Context) -> dt.datetime:
+    """When the server certificate ``context`` presents expires (the one OpenSSL loaded,
+    not the file as it may be by now)."""
+    certificate = SSL.Connection(context, None).get_certificate()
+    if certificate is None:
+        raise TlsSetupError("[server] certfile: no certificate was loaded")
+    return certificate.to_cryptography().not_valid_after_utc
+
+
 def _file_signature(paths: Sequence[Path]) -> tuple[tuple[int, int], ...]:
     signature = []
     for path in paths:
@@ -127,6 +137,7 @@ class ServerTls:
         self.settings = settings
         self.context, self._server_names = build_context(settings)
         self.tickets: TicketChains[Captured] = TicketChains()
+        self.not_after = served_not_after(self.context)
         self._signature = _file_signature(self._watched())
         self._failed_signature: tuple[tuple[int, int], ...] | None = None
 
@@ -146,6 +157,7 @@ class ServerTls:
             self._failed_signature = signature  # do not retry until the files change again
             raise
         self.context, self._server_names, self._signature = context, server_names, signature
+        self.not_after = served_not_after(context)
         self.tickets.rotate()
 
     def renew_ticket_keys(self) -> None:

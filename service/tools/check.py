@@ -24,10 +24,12 @@ from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Finding, Policy, evaluate, summarize
 from service.clientauth.serverchain import analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
+from service.logs import get_logger
 from service.policies import PolicyBuilder
 from service.tools.report import count_line, write_certificates, write_findings
 
 CONFIG_CONFLICT = "config_conflict"
+log = get_logger("omgate")
 
 
 @dataclass
@@ -57,29 +59,31 @@ def public_roots(trust: Path | None) -> tuple[Any, ...]:
         raise ConfigError(str(error)) from None
 
 
-def _server_key(config: Config) -> PublicKeyTypes:
+def _server_key(config: Config, keyfile: Path) -> PublicKeyTypes:
     try:
-        data = config.server.keyfile.read_bytes()
+        data = keyfile.read_bytes()
     except OSError as error:
         raise ConfigError(f"{config.source}: [server] keyfile: cannot read "
-                          f"{config.server.keyfile}: {error.strerror}") from None
+                          f"{keyfile}: {error.strerror}") from None
     try:
         return load_pem_private_key(data, password=None).public_key()
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"{config.source}: [server] keyfile: {config.server.keyfile} is not "
+        raise ConfigError(f"{config.source}: [server] keyfile: {keyfile} is not "
                           f"an unencrypted PEM private key: {error}") from None
 
 
 def check_server(config: Config, report: CheckReport, anchors: tuple[Any, ...],
                  now: dt.datetime) -> None:
+    certfile, keyfile = config.server_identity()
     try:
-        chain = tuple(load_certificates(config.server.certfile, "[server] certfile"))
+        chain = tuple(load_certificates(certfile, "[server] certfile"))
     except CertificateFileError as error:
         raise ConfigError(f"{config.source}: {error}") from None
     report.server_chain = [summarize(certificate, now) for certificate in chain]
     report.findings += analyse_server_chain(
         chain, anchors=anchors, public_names=config.server.public_names, now=now,
-        key=_server_key(config), expiry_warning_days=config.client_auth.rules.expiry_warning_days)
+        key=_server_key(config, keyfile),
+        expiry_warning_days=config.client_auth.rules.expiry_warning_days)
 
 
 def _conflict(severity: str, message: str, hint: str) -> Finding:
@@ -115,6 +119,21 @@ def listener_conflicts(config: Config, policy: Policy) -> list[Finding]:
                        "(no plain_bind): a balancer in front would forward TCP, not headers.",
             "Use forwarded_cert with plain_bind behind a TLS-terminating balancer."))
     return findings
+
+
+def refuse_conflicts(config: Config, err: TextIO) -> bool:
+    """At ``omgate serve`` start: the config_conflict rules of ``omgate check``. Warnings are
+    logged; errors are written to ``err`` in check's words, and True means do not start."""
+    findings = listener_conflicts(config, PolicyBuilder(config).listener_policy())
+    errors = [finding for finding in findings if finding.severity == "error"]
+    for finding in findings:
+        if finding.severity != "error":
+            log.warning("config.conflict", config=str(config.source), **finding.to_json())
+    if errors:
+        err.write(f"omgate serve: {config.source}: settings that cannot work together "
+                  "(omgate check reports them too):\n")
+        write_findings(errors, err)
+    return bool(errors)
 
 
 def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy) -> list[Finding]:

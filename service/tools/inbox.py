@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from typing import TextIO
 
 from service.config import Config
@@ -20,15 +21,34 @@ async def _open(config: Config) -> Inbox:
     return await open_inbox(config.inbox.url, group_commit=False)
 
 
-async def list_notifications(config: Config, out: TextIO, *, limit: int, after_id: int,
-                             state: str | None = None, conflicted: bool = False) -> int:
+@dataclass(frozen=True)
+class ListFilter:
+    """Which notifications ``omgate inbox list`` shows."""
+
+    limit: int
+    after_id: int = 0
+    state: str | None = None
+    conflicted: bool = False
+    since: dt.datetime | None = None
+
+
+async def list_notifications(config: Config, out: TextIO, err: TextIO,
+                             which: ListFilter) -> int:
+    """A JSON array on ``out``; when more notifications match than ``which.limit``, a note
+    on ``err`` says so and how to see the next ones (the array stays valid JSON)."""
     inbox = await _open(config)
     try:
-        stored = await inbox.list(limit=limit, after_id=after_id, state=state,
-                                  conflicted=conflicted)
+        stored = await inbox.list(limit=which.limit + 1, after_id=which.after_id,
+                                  state=which.state, conflicted=which.conflicted,
+                                  since=which.since)
     finally:
         await inbox.close()
-    out.write(_dump([notification.to_json() for notification in stored]) + "\n")
+    shown = stored[:which.limit]
+    out.write(_dump([notification.to_json() for notification in shown]) + "\n")
+    if len(stored) > which.limit:
+        err.write(f"omgate inbox list: stopped at --limit {which.limit}; more notifications "
+                  f"match: --after {shown[-1].id if shown else which.after_id} lists the "
+                  "next ones\n")
     return 0
 
 

@@ -104,7 +104,9 @@ def send_messages(url: str, bodies: Callable[[int], bytes], count: int, concurre
         finally:
             sender.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(max(1, min(concurrency, count)))]
+    # daemon threads: Ctrl-C ends the command at once, not after the messages still queued
+    threads = [threading.Thread(target=worker, daemon=True)
+               for _ in range(max(1, min(concurrency, count)))]
     for thread in threads:
         thread.start()
     for thread in threads:

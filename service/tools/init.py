@@ -1,0 +1,75 @@
+"""``omgate init [DIR]``: write the commented configuration to start from.
+
+The text is the package's ``omgate.toml`` (the repository's ``config/omgate.toml`` links
+to it): every key with its comment, set up for the certificates ``omgate pki dev`` writes.
+An existing file is never replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from service.config import ConfigError, find_config, load_config
+
+CONFIG_NAME = "omgate.toml"
+
+
+class InitError(Exception):
+    """The configuration cannot be written; the message says why."""
+
+
+def commented_config() -> str:
+    return resources.files("service").joinpath(CONFIG_NAME).read_text(encoding="utf-8")
+
+
+def write_config(folder: Path) -> Path:
+    """Write ``folder/omgate.toml``; refuse (InitError) if it exists."""
+    path = folder / CONFIG_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with path.open("x", encoding="utf-8") as handle:  # "x": never over an existing file
+            handle.write(commented_config())
+    except FileExistsError:
+        raise InitError(f"{path} exists; it was left as it is (remove it first, or name "
+                        "another DIR)") from None
+    except OSError as error:
+        raise InitError(f"cannot write {path}: {error.strerror}") from None
+    return path
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def _found_without_flag(path: Path, environ: Mapping[str, str]) -> bool:
+    try:
+        found = find_config(None, environ).path
+    except ConfigError:
+        return False
+    return os.path.abspath(found) == os.path.abspath(path)
+
+
+def write_next_steps(path: Path, out: TextIO, environ: Mapping[str, str]) -> None:
+    config = load_config(path, {})
+    certfile, _keyfile = config.server_identity()
+    serve = "omgate serve" if _found_without_flag(path, environ) else \
+        f"omgate serve --config {_shown(path)}"
+    address = config.server.bind[0] if config.server.bind else None
+    out.write(f"""wrote {_shown(path)}
+
+It serves https://{address}{config.endpoints[0].path} with the server certificate
+{_shown(certfile)}. Write development certificates there (or set [server] certfile
+and keyfile to yours), then serve:
+
+  omgate pki dev --out {_shown(certfile.parent)}
+  {serve}
+""")

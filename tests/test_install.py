@@ -1,0 +1,248 @@
+"""omgate outside its repository: defaults that stand alone, finding the configuration,
+`omgate init`, refusing at start what cannot work, and a wheel installed in a new
+virtual environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import (
+    PAYLOADS,
+    ROOT,
+    free_port,
+    is_ack,
+    run_omgate,
+    ssl_context,
+    start_server,
+    to_toml,
+)
+
+from service.config import SCHEMA, default_state_folder, find_config, load_config
+
+ACCOUNT = PAYLOADS / "amplabs-create_account.xml"
+
+
+def omgate_in(folder: Path, *args: str, env: dict[str, str] | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`omgate` run from ``folder`` (this checkout's code), as a user elsewhere would."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    environment.pop("OMGATE_CONFIG", None)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "service", *args], cwd=folder, env=environment,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_no_built_in_default_names_a_development_file(tmp_path):
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            default = json.dumps(key.builtin_default({}), default=str)
+            assert "certs/dev" not in default, f"[{section}] {name}"
+    path = tmp_path / "omgate.toml"
+    path.write_text('[server]\ncertfile = "s.pem"\nkeyfile = "s.key"\n')
+    config = load_config(path, {"STATE_DIRECTORY": str(tmp_path / "state")})
+    assert config.client_auth.rules.trust == ()
+    assert config.client_auth.mode == "request"
+    assert config.inbox.url == f"sqlite:///{tmp_path / 'state' / 'inbox.db'}"
+
+
+def test_serve_requires_the_server_certificate_and_key_and_names_them(tmp_path):
+    path = tmp_path / "omgate.toml"
+    path.write_text(f'[server]\nbind = ["127.0.0.1:{free_port()}"]\nworkers = 1\n'
+                    f'[inbox]\nurl = "sqlite:///inbox.db"\n')
+    result = run_omgate("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert (f"omgate: configuration error: {path}: [server] certfile and keyfile: required by "
+            "the TLS listeners of [server] bind") in result.stderr
+    assert run_omgate("inbox", "list", "--config", str(path)).returncode == 0  # needs neither
+    path.write_text('[server]\nbind = []\nplain_bind = ["127.0.0.1:8080"]\n')
+    assert load_config(path, {}).server.certfile is None  # a balancer terminates TLS
+
+
+def test_the_default_inbox_is_in_the_state_folder_a_server_is_expected_to_use(tmp_path):
+    assert default_state_folder({"STATE_DIRECTORY": "/srv/a:/srv/b"}) == Path("/srv/a")
+    assert default_state_folder({}, is_root=True) == Path("/var/lib/omgate")
+    assert default_state_folder({"HOME": "/home/ops"}, is_root=False) == \
+        Path("/home/ops/.local/state/omgate")
+    assert default_state_folder({"HOME": "/home/ops", "XDG_STATE_HOME": "/x"},
+                                is_root=False) == Path("/x/omgate")
+
+
+@pytest.mark.slow
+def test_a_config_with_only_the_server_section_serves_and_acknowledges(dev_pki, tmp_path,
+                                                                       server_log_dir):
+    port = free_port()
+    config = tmp_path / "omgate.toml"
+    config.write_text(to_toml({"server": {"bind": [f"127.0.0.1:{port}"],
+                                          "certfile": dev_pki / "server.pem",
+                                          "keyfile": dev_pki / "server.key"}}))
+    state = tmp_path / "state"
+    env = {"STATE_DIRECTORY": str(state)}
+    server = start_server(config, server_log_dir / "only-server.log", dev_pki / "ca.pem", port,
+                          env=env)
+    try:
+        context = ssl_context(dev_pki / "ca.pem")
+        context.load_cert_chain(dev_pki / "client-chain.pem", dev_pki / "client.key")
+        with server.client() as plain:
+            assert is_ack(plain.post("/salesforce/outbound", content=ACCOUNT.read_bytes(),
+                                     headers={"Content-Type": "text/xml"}))
+        import httpx
+
+        with httpx.Client(base_url=server.url, verify=context, timeout=20) as presenting:
+            response = presenting.post("/salesforce/outbound", content=ACCOUNT.read_bytes(),
+                                       headers={"Content-Type": "text/xml"})
+        assert is_ack(response)  # request mode with no anchors: logged, never refused
+        decision = server.wait_for("client_auth.decision", lambda e: e.get("chain"))
+        assert decision["mode"] == "request"
+        assert decision["enforced"] is False
+        assert [f["code"] for f in decision["findings"]] == ["untrusted_root"]
+        assert (state / "inbox.db").exists()
+        listed = run_omgate("inbox", "list", "--config", str(config), env=env)
+        assert [n["notification_id"] for n in json.loads(listed.stdout)] == [
+            "04lxx000000CaSdAAK"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_require_with_nothing_to_trust_does_not_start(dev_pki, tmp_path, server_log_dir):
+    port = free_port()
+    config = tmp_path / "omgate.toml"
+    config.write_text(to_toml({
+        "server": {"bind": [f"127.0.0.1:{port}"], "certfile": dev_pki / "server.pem",
+                   "keyfile": dev_pki / "server.key", "workers": 1},
+        "client_auth": {"mode": "require"},
+        "inbox": {"url": f"sqlite:///{tmp_path / 'inbox.db'}"}}))
+    server = start_server(config, server_log_dir / "require-nothing.log", dev_pki / "ca.pem",
+                          port, wait=False)
+    assert server.process.wait(30) == 2
+    output = server.log_path.read_text()
+    checked = json.loads(run_omgate("check", "--config", str(config), "--json",
+                                    "--trust", str(dev_pki / "ca.pem")).stdout)
+    [conflict] = [f for f in checked["findings"] if f["code"] == "config_conflict"]
+    assert f"ERROR config_conflict: {conflict['message']}" in output  # check's very words
+    assert conflict["hint"] in output
+    assert not server.events("server.started")
+    assert not (tmp_path / "inbox.db").exists()
+
+
+def test_conflict_warnings_are_logged_and_the_server_starts(omgate_server):
+    server = omgate_server({"client_auth": {"mode": "off", "reject_with": "handshake"}})
+    [warning] = server.events("config.conflict")
+    assert warning["level"] == "warning"
+    assert warning["code"] == "config_conflict"
+    assert "mode is off" in warning["message"]
+    assert server.events("server.started")
+
+
+def test_the_configuration_is_looked_for_in_order_and_the_error_says_where(tmp_path):
+    nowhere = omgate_in(tmp_path, "inbox", "list")
+    assert nowhere.returncode == 2
+    assert ("no configuration file found; looked for --config (not given), $OMGATE_CONFIG "
+            "(not set), config/omgate.toml, /etc/omgate/omgate.toml") in nowhere.stderr
+    assert "omgate init" in nowhere.stderr
+
+    def named(folder: str, level: str) -> Path:
+        path = tmp_path / folder / "omgate.toml"
+        path.parent.mkdir(parents=True)
+        path.write_text(f'[server]\nbind = []\nplain_bind = ["127.0.0.1:1"]\n'
+                        f'[inbox]\nurl = "sqlite:///inbox.db"\n[logging]\nlevel = "{level}"\n')
+        return path
+
+    found = named("config", "debug")
+    variable = named("elsewhere", "warning")
+    flag = named("flag", "error")
+    system = tmp_path / "etc" / "omgate.toml"
+    assert find_config(None, {}, (found, system)).path == found
+    assert find_config(None, {}, (tmp_path / "none.toml", found)).path == found
+    assert find_config(None, {"OMGATE_CONFIG": str(variable)}, (found,)).path == variable
+    assert find_config(flag, {"OMGATE_CONFIG": str(variable)}, (found,)).path == flag
+    # and the real command, from the folder that holds config/omgate.toml
+    assert omgate_in(tmp_path, "inbox", "list").stdout.strip() == "[]"
+    assert (tmp_path / "config" / "inbox.db").exists()
+    missing = omgate_in(tmp_path, "inbox", "list", env={"OMGATE_CONFIG": "gone.toml"})
+    assert missing.returncode == 2
+    assert "gone.toml: configuration file not found (named by $OMGATE_CONFIG)" in missing.stderr
+
+
+def test_init_writes_the_shipped_configuration_and_never_overwrites(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    result = omgate_in(work, "init")
+    assert result.returncode == 0, result.stderr
+    written = work / "config" / "omgate.toml"
+    assert written.read_text() == (ROOT / "config" / "omgate.toml").read_text()
+    assert "omgate pki dev --out certs/dev" in result.stdout
+    assert "\n  omgate serve\n" in result.stdout  # found there without --config
+    written.write_text("# mine\n")
+    again = omgate_in(work, "init")
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+    assert written.read_text() == "# mine\n"
+    elsewhere = tmp_path / "etc-omgate"
+    other = omgate_in(work, "init", str(elsewhere))
+    assert other.returncode == 0
+    assert f"omgate pki dev --out {tmp_path / 'certs' / 'dev'}" in other.stdout
+    assert f"omgate serve --config {elsewhere / 'omgate.toml'}" in other.stdout
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    import socket
+
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"omgate did not listen:\n{log.read_text()}")
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
+    """A new user's path: build the wheel, install it in a new virtual environment
+    elsewhere, and there init, make certificates, serve, send, and list the inbox."""
+    wheels, venv, home = tmp_path / "wheels", tmp_path / "venv", tmp_path / "home"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--wheel-dir", str(wheels), str(ROOT)], check=True, timeout=600)
+    [wheel] = wheels.glob("omgate-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)], check=True,
+                   timeout=900)
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("OMGATE_", "PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
+
+    def omgate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["omgate", *args], cwd=home, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    version = omgate("--version")
+    assert version.returncode == 0 and version.stdout.startswith("omgate 0."), version
+    assert omgate("init").returncode == 0
+    assert omgate("pki", "dev").returncode == 0
+    port = free_port()
+    env["OMGATE_SERVER__BIND"] = f'["127.0.0.1:{port}"]'
+    env["OMGATE_SERVER__WORKERS"] = "1"
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(["omgate", "serve"], cwd=home, env=env, stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT)
+    try:
+        _wait_listening(port, process, log)
+        sent = omgate("send", f"https://localhost:{port}/salesforce/outbound", "--generate",
+                      "Account", "--ca", "certs/dev/ca.pem", "--client-cert",
+                      "certs/dev/client-chain.pem", "--client-key", "certs/dev/client.key")
+        assert sent.returncode == 0, sent.stdout + sent.stderr + log.read_text()
+        listed = json.loads(omgate("inbox", "list").stdout)
+        assert [n["sobject_type"] for n in listed] == ["Account"]
+        assert (home / "var" / "inbox.db").exists()
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
