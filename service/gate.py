@@ -250,7 +250,8 @@ class ClientAuthGate:
         if origin is not None and origin.forwarded_error is not None:
             raise ForwardedCertificateUnreadable(origin.forwarded_error)
         if origin is not None and origin.forwarded_chain is not None:
-            identity = ClientIdentity(origin.forwarded_chain, "forwarded", peer)
+            identity = ClientIdentity(origin.forwarded_chain, "forwarded", peer,
+                                      forwarded_format=origin.forwarded_format)
             return await self._decide_async(identity, policy, endpoint=path,
                                             proxy=str(origin.peer))
         tls = extensions.get(CLIENT_AUTH_EXTENSION)

@@ -172,6 +172,20 @@ def test_nginx_hands_the_certificates_it_refuses_to_omgate(omgate_server, nginx,
         assert [f["code"] for f in decision["findings"]] == [code]
 
 
+def test_no_certificate_through_nginx_says_what_nginx_must_do(omgate_server, nginx, client_pki,
+                                                              dev_pki):
+    """forwarded_cert is set: the hint is about the proxy, not about that setting."""
+    server, url = behind_nginx(omgate_server, nginx, client_pki)
+    assert post(url, client_context(dev_pki / "ca.pem")).status_code == 403
+    decision = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    [finding] = decision["findings"]
+    assert finding["code"] == "no_client_cert"
+    assert "'pem-header:X-SSL-Client-Cert'" in finding["message"]
+    assert "ssl_verify_client optional_no_ca;" in finding["hint"]
+    assert "proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;" in finding["hint"]
+    assert "forwarded_cert" not in finding["hint"]
+
+
 def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx, client_pki,
                                                            dev_pki):
     server, url = behind_nginx(omgate_server, nginx, client_pki)

@@ -43,6 +43,7 @@ class RequestOrigin:
     ignored_headers: tuple[str, ...] = ()  # forwarded headers an untrusted peer sent
     forwarded_chain: tuple[x509.Certificate, ...] | None = None  # None: nothing forwarded
     forwarded_error: str | None = None
+    forwarded_format: str | None = None  # the format the trusted proxy's headers were read in
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
@@ -62,8 +63,10 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
         return RequestOrigin(peer, client, True)
+    read_as = settings.certificate_format.name
     try:
         chain = settings.certificate_format.parse(headers)
     except ForwardedCertError as error:
-        return RequestOrigin(peer, client, True, forwarded_error=str(error))
-    return RequestOrigin(peer, client, True, forwarded_chain=chain)
+        return RequestOrigin(peer, client, True, forwarded_error=str(error),
+                             forwarded_format=read_as)
+    return RequestOrigin(peer, client, True, forwarded_chain=chain, forwarded_format=read_as)
