@@ -24,7 +24,7 @@ from OpenSSL import SSL
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
-from service.tools.check import public_roots
+from service.tools.check import server_trust
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.report import count_line, write_certificates, write_findings
 
@@ -204,7 +204,7 @@ def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
           connect: str | None = None, now: dt.datetime | None = None) -> ProbeReport:
     target = Target.parse(url, connect)
     now = now or dt.datetime.now(dt.UTC)
-    anchors = public_roots(ca)
+    trust = server_trust(ca, "--ca")
     context = _context(client_cert, client_key)
     report = ProbeReport(target)
     for number in range(1, connections + 1):
@@ -217,7 +217,7 @@ def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
             if key not in report.chains:
                 report.summaries[key] = [summarize(c, now) for c in connection.chain]
                 report.chains[key] = analyse_server_chain(
-                    connection.chain, anchors=anchors, public_names=(target.host,), now=now)
+                    connection.chain, trust=trust, public_names=(target.host,), now=now)
             if post and number == connections:
                 report.post = post_test_notification(connection, target)
         finally:
