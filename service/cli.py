@@ -88,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Example: omgate inspect salesforce-chain.pem --trust digicert-root.pem",
     )
     inspect.add_argument("pemfile", type=Path, metavar="PEMFILE",
-                         help="the chain, leaf first, as the client would send it")
+                         help="the chain, leaf first, as the client would send it: PEM, DER "
+                              "or PKCS#7 (.p7b, .p7c)")
     _add_config(inspect)
     inspect.add_argument("--trust", type=Path, metavar="PEM",
                          help="trust anchors to use instead of client_auth.trust")
