@@ -4,10 +4,16 @@ consoles offer them, shell completion, and what the documentation promises."""
 from __future__ import annotations
 
 import json
+import signal
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from harness import run_omgate
+from harness import PAYLOADS, run_omgate
+
+from service.tools.pki import issue, name, new_key
+
+BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 
 
 def inspected(path, config) -> tuple[int, dict]:
@@ -27,16 +33,32 @@ def test_inspect_reads_der_and_pkcs7_files_as_consoles_offer_them(client_pki, tm
         "chain.p7b": pkcs7.serialize_certificates(chain, Encoding.PEM),
         "chain.p7c": pkcs7.serialize_certificates(chain, Encoding.DER),
     }
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
+    for filename, data in files.items():
+        (tmp_path / filename).write_bytes(data)
     as_pem = {"leaf": inspected(valid.leaf, config), "chain": inspected(valid.chain, config)}
-    for name in files:
-        kind = name.split(".")[0]
-        status, document = inspected(tmp_path / name, config)
-        assert (status, document) == as_pem[kind], name
+    for filename in files:
+        kind = filename.split(".")[0]
+        status, document = inspected(tmp_path / filename, config)
+        assert (status, document) == as_pem[kind], filename
     assert as_pem["chain"][0] == 0  # the bundle's chain is accepted, as its PEM form is
 
     (tmp_path / "notes.txt").write_text("not a certificate")
     refused = run_omgate("inspect", str(tmp_path / "notes.txt"), "--config", str(config))
     assert refused.returncode == 2
     assert "holds no certificate (PEM, DER or PKCS#7)" in refused.stderr
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_reload_with_a_key_of_another_certificate_says_so(omgate_server, dev_pki, tmp_path,
+                                                          kind):
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    live_cert.write_bytes((dev_pki / "server.pem").read_bytes())
+    live_key.write_bytes((dev_pki / "server.key").read_bytes())
+    server = omgate_server({"server": {"certfile": live_cert, "keyfile": live_key,
+                                       "reload_check_seconds": 0}})
+    live_key.write_bytes(issue(name("another"), key=new_key(kind)).key_pem())
+    server.process.send_signal(signal.SIGHUP)
+    failed = server.wait_for("tls.reload_failed")
+    assert ("the key in server.keyfile does not belong to the certificate in "
+            "server.certfile") in failed["reason"], failed
+    assert server.post(BODY).status_code == 200  # the old pair stays in service
