@@ -212,6 +212,8 @@ class ClientAuthGate:
         fields: dict[str, Any] = {
             "outcome": outcome,
             "enforced": verdict.enforced,
+            # the policy refused the chain, and only the mode let the message through
+            "would_reject": not verdict.enforced and not verdict.decision.accepted,
             "mode": verdict.mode,
             "source": identity.source,
             "peer": identity.peer,
@@ -227,8 +229,7 @@ class ClientAuthGate:
         if outcome == "accept":
             log.info("client_auth.decision", **fields)
         else:
-            log.warning("client_auth.decision",
-                        would_reject=not verdict.enforced and outcome == "reject", **fields)
+            log.warning("client_auth.decision", **fields)
 
     async def _decide_async(self, identity: ClientIdentity, policy: Policy | None,
                             **context: Any) -> Verdict:
