@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.clientauth import ClientIdentity, Decision
 from service.clientauth.model import Outcome
+from service.inbox import InboxStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
@@ -78,6 +79,14 @@ class Metrics:
         if outcome == "accept" and identity.chain:
             leaf = identity.chain[0]
             self.client_cert_days_left.set((leaf.not_valid_after_utc - now).days)
+
+    def inbox_backlog(self, stats: InboxStats, now: dt.datetime) -> None:
+        """What the inbox holds undelivered, whether or not omgate delivers it itself."""
+        self.delivery_backlog.set(stats.pending)
+        self.dead_letters.set(stats.dead)
+        oldest = stats.oldest_pending_received_at
+        age = (now - oldest).total_seconds() if oldest else 0.0
+        self.oldest_pending_seconds.set(max(age, 0.0))
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_FOLDER):  # several workers: sum what they all wrote

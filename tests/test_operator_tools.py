@@ -4,12 +4,14 @@ consoles offer them, shell completion, and what the documentation promises."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from harness import PAYLOADS, run_omgate
+from harness import PAYLOADS, is_ack, run_omgate
 
 from service.tools.pki import issue, name, new_key
 
@@ -62,3 +64,16 @@ def test_reload_with_a_key_of_another_certificate_says_so(omgate_server, dev_pki
     assert ("the key in server.keyfile does not belong to the certificate in "
             "server.certfile") in failed["reason"], failed
     assert server.post(BODY).status_code == 200  # the old pair stays in service
+
+
+def test_backlog_metric_counts_what_is_pending_without_delivery(omgate_server):
+    server = omgate_server()  # no [delivery]: notifications stay pending for whoever reads
+    contacts = (PAYLOADS / "amplabs-batch_update_contacts.xml").read_bytes()
+    assert is_ack(server.post(contacts))
+    pending = len(json.loads(run_omgate("inbox", "list", "--config",
+                                        str(server.config_path)).stdout))
+    assert pending > 1
+    metrics = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    assert f"omgate_delivery_backlog {float(pending)}" in metrics
+    oldest = re.search(r"^omgate_delivery_oldest_pending_seconds (\S+)$", metrics, re.M)
+    assert oldest and float(oldest.group(1)) > 0
