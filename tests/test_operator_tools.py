@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import re
 import signal
+import tomllib
 
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from harness import PAYLOADS, is_ack, run_omgate
+from harness import PAYLOADS, ROOT, is_ack, run_omgate
 
 from service.tools.pki import issue, name, new_key
 
@@ -77,3 +78,37 @@ def test_backlog_metric_counts_what_is_pending_without_delivery(omgate_server):
     assert f"omgate_delivery_backlog {float(pending)}" in metrics
     oldest = re.search(r"^omgate_delivery_oldest_pending_seconds (\S+)$", metrics, re.M)
     assert oldest and float(oldest.group(1)) > 0
+
+
+HEALTH_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
+def test_the_health_listener_serves_what_the_docs_say(omgate_server):
+    server = omgate_server()
+    base = f"http://127.0.0.1:{server.extra['health_port']}"
+    assert all(httpx.get(base + route).status_code == 200 for route in HEALTH_ROUTES)
+    readme_row = re.search(r"^\| `server\.health_bind` \|(.*)\|$",
+                           (ROOT / "README.md").read_text(), re.M)
+    assert readme_row is not None
+    for config in ("omgate.toml", "container.toml"):
+        text = (ROOT / "config" / config).read_text()
+        comment = re.search(r"((?:^#.*\n)+)health_bind =", text, re.M)
+        assert comment is not None, config
+        for route in HEALTH_ROUTES:
+            assert route in comment.group(1), (config, route)
+    for route in HEALTH_ROUTES:
+        assert f"`{route}`" in readme_row.group(1), route
+
+
+def test_the_design_key_list_agrees_with_the_configuration_file():
+    design = (ROOT / "docs" / "DESIGN.md").read_text()
+    block = re.search(r"### Configuration keys.*?```toml\n(.*?)```", design, re.S)
+    assert block is not None
+    documented = tomllib.loads(block.group(1))
+    configured = tomllib.loads((ROOT / "config" / "omgate.toml").read_text())
+    differences = [(section, key, value, configured.get(section, {}).get(key))
+                   for section, table in documented.items() if isinstance(table, dict)
+                   for key, value in table.items()
+                   if key in configured.get(section, {})
+                   and configured[section][key] != value]
+    assert differences == []
