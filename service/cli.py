@@ -18,6 +18,7 @@ from service.supervisor import ListenError, serve_processes
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 CONFIG_HELP = "configuration file (default: $OMGATE_CONFIG, else config/omgate.toml)"
+COMPLETION_SHELLS = ("bash", "zsh")
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +171,16 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--out", type=Path, default=Path("certs/dev"), metavar="DIR",
                      help="folder to write into (default certs/dev)")
     dev.add_argument("--force", action="store_true", help="replace existing files")
+
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script (bash or zsh)",
+        description="Print the completion script of omgate's commands and options for SHELL.",
+        epilog="bash: source <(omgate completion bash), or save it in "
+               "~/.local/share/bash-completion/completions/omgate. zsh: save it as _omgate in "
+               "a folder of $fpath.",
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL",
+                            help=" or ".join(COMPLETION_SHELLS))
     return parser
 
 
@@ -299,9 +310,29 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
     return EXIT_OK
 
 
+def _complete_files(parser: argparse.ArgumentParser, completion: object) -> None:
+    """Arguments that name files complete as file names, in every subcommand."""
+    for action in parser._actions:
+        if action.type is Path:
+            action.complete = completion  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _complete_files(subparser, completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    parser = _parser()
+    _complete_files(parser, shtab.FILE)
+    print(shtab.complete(parser, shell=args.shell))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve,
     "check": _check,
+    "completion": _completion,
     "deliver": _deliver,
     "inbox": _inbox,
     "inspect": _inspect,

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
+import subprocess
 import tomllib
 
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from harness import PAYLOADS, ROOT, is_ack, run_omgate
+from harness import PAYLOADS, ROOT, is_ack, require_executable, run_omgate
 
 from service.tools.pki import issue, name, new_key
 
@@ -112,3 +114,37 @@ def test_the_design_key_list_agrees_with_the_configuration_file():
                    if key in configured.get(section, {})
                    and configured[section][key] != value]
     assert differences == []
+
+
+def bash_completes(script: str, *words: str) -> list[str]:
+    """What bash offers for the last of ``words`` after ``omgate``, with ``script`` loaded
+    as the README says (source <(omgate completion bash))."""
+    typed = ("omgate", *words)
+    line = " ".join(typed)
+    program = f"""
+source /dev/stdin <<'SCRIPT'
+{script}
+SCRIPT
+function=$(complete -p omgate | sed -E 's/.* -F ([^ ]+) .*/\\1/')
+COMP_WORDS=({" ".join(shlex.quote(word) for word in typed)})
+COMP_CWORD={len(words)}
+COMP_LINE={shlex.quote(line)}
+COMP_POINT={len(line)}
+"$function" omgate {shlex.quote(typed[-1])} {shlex.quote(typed[-2])}
+printf '%s\\n' "${{COMPREPLY[@]}}"
+"""
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_bash_completion_completes_subcommands_and_options():
+    require_executable("bash")
+    script = run_omgate("completion", "bash")
+    assert script.returncode == 0, script.stderr
+    assert {"serve", "check", "inspect", "probe", "send", "inbox", "pki",
+            "completion"} <= set(bash_completes(script.stdout, ""))
+    assert bash_completes(script.stdout, "pr") == ["probe"]
+    assert "--client-cert" in bash_completes(script.stdout, "probe", "--cl")
+    assert run_omgate("completion", "zsh").stdout.startswith("#compdef omgate")
