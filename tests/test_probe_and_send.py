@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from harness import PAYLOADS, free_port, require, require_executable, run_omgate
 from server_pki import HOST, build_server_pki
 from test_behind_proxies import Daemons
+
+from service.clientauth import chain_fingerprint
 
 # What a client sees: the ones `omgate check` also finds, minus the key checks (a server
 # with a mismatched or 1024-bit key does not even start under OpenSSL's defaults).
@@ -193,3 +196,41 @@ def test_send_generates_and_reports_each_message(omgate_server, client_pki):
                          *common)
     assert nowhere.returncode == 1
     assert "transport_error: ConnectionRefusedError" in nowhere.stdout
+
+
+def test_send_presents_a_client_chain_in_its_files_order(omgate_server, client_pki, tmp_path):
+    server = omgate_server({"client_auth": {"mode": "request"}})
+    valid = client_pki.cases["valid"]
+    leaf, root = valid.leaf.read_bytes(), client_pki.root.pem()
+    intermediate = client_pki.intermediate.pem()
+    files = {  # file: (its content, the chain presented, whether send says it moved the leaf)
+        "issuers-misordered.pem": (leaf + root + intermediate, [leaf, root, intermediate],
+                                   False),
+        "leaf-last.pem": (intermediate + leaf, [leaf, intermediate], True),
+    }
+    for filename, (content, presented, moved) in files.items():
+        (tmp_path / filename).write_bytes(content)
+        result = run_omgate("send", f"{server.url}/salesforce/outbound", "--generate",
+                            "Account", "--ca", str(server.ca_path), "--client-cert",
+                            str(tmp_path / filename), "--client-key", str(valid.key))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ("TLS sends that certificate first" in result.stdout) is moved, result.stdout
+        sent = tuple(x509.load_pem_x509_certificate(pem) for pem in presented)
+        decision = server.wait_for("client_auth.decision", lambda e, s=sent: e[
+            "chain_sha256"] == chain_fingerprint(s))
+        assert [c["subject"] for c in decision["chain"]] == [
+            c.subject.rfc4514_string() for c in sent]
+    misordered = server.wait_for("client_auth.decision", lambda e: any(
+        f["code"] == "chain_out_of_order" for f in e["findings"]))
+    assert misordered["chain"][1]["subject"] == client_pki.root.certificate.subject \
+        .rfc4514_string()
+
+
+def test_send_says_when_the_key_belongs_to_no_certificate(client_pki):
+    valid, expired = client_pki.cases["valid"], client_pki.cases["expired"]
+    result = run_omgate("send", f"https://127.0.0.1:{free_port()}/x", "--generate", "Account",
+                        "--client-cert", str(valid.chain), "--client-key", str(expired.key))
+    assert result.returncode == 2
+    assert (f"the key in {expired.key} belongs to none of the 2 certificates in "
+            f"{valid.chain}") in result.stderr
+    assert "KEY_VALUES_MISMATCH" not in result.stderr

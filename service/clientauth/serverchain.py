@@ -103,7 +103,9 @@ def _reach_public_root(analysis: ChainAnalysis, trust: ServerTrust) -> list[Find
     )]
 
 
-def _covers(certificate: x509.Certificate, name: str) -> bool:
+def covers(certificate: x509.Certificate, name: str) -> bool:
+    """Whether a server certificate is valid for ``name``: an IP address in its IP SANs, a
+    host name in its DNS SANs (its CN only without them; a wildcard covers one label)."""
     try:
         address = ipaddress.ip_address(name)
     except ValueError:
@@ -126,7 +128,7 @@ def _hostnames(leaf: Link, public_names: tuple[str, ...]) -> list[Finding]:
         "covers exactly one label).",
         f"Get a certificate whose subject alternative names include {name}, or correct "
         "server.public_names.",
-    ) for name in public_names if not _covers(leaf.certificate, name)]
+    ) for name in public_names if not covers(leaf.certificate, name)]
 
 
 def _key_size_problem(key: PublicKeyTypes) -> str | None:
