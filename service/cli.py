@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser(
         "probe", help="connect to a deployed endpoint as Salesforce would",
         description="Connect with TLS 1.2+ and SNI, show the chain the server sends and every "
-                    "finding, then POST one test notification and show the answer as it came. "
+                    "finding, and what the server asked for in the client-certificate exchange "
+                    "(and what a Java client would do). Nothing is posted unless --post. "
                     "Exit status 1 when anything is wrong.",
         epilog="Example: omgate probe https://omgate.example.com/salesforce/outbound "
                "--connections 6",
@@ -133,8 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--connect", metavar="ADDRESS[:PORT]",
                        help="connect here instead of the URL's host (one node behind a "
                             "balancer); SNI, Host and the name check still use the URL")
-    probe.add_argument("--no-post", action="store_true",
-                       help="only look at TLS; send no test notification")
+    posting = probe.add_mutually_exclusive_group()
+    posting.add_argument("--post", action="store_true",
+                         help="also POST one test notification (an Account named 'omgate test "
+                              "1'), which the server stores and delivers like any other")
+    posting.add_argument("--no-post", action="store_true",
+                         help=argparse.SUPPRESS)  # the default now; accepted for old scripts
     probe.add_argument("--json", action="store_true", help="the report as JSON")
 
     send = commands.add_parser(
@@ -260,7 +265,7 @@ def _probe(args: argparse.Namespace) -> int:
     try:
         return run_probe(args.url, sys.stdout, as_json=args.json, ca=args.ca,
                          client_cert=args.client_cert, client_key=args.client_key,
-                         connections=args.connections, post=not args.no_post,
+                         connections=args.connections, post=args.post,
                          connect=args.connect)
     except ValueError as error:
         print(f"omgate probe: {error}", file=sys.stderr)

@@ -60,7 +60,7 @@ def test_probe_names_each_fault_of_an_omgate_server(omgate_server, server_pki, l
     case = server_pki.cases[label]
     server = omgate_server({"server": {"certfile": case.chain, "keyfile": case.key,
                                        "public_names": []}})
-    status, report = probe(server.https_port, server_pki.root, probed_host(label))
+    status, report = probe(server.https_port, server_pki.root, probed_host(label), "--post")
     assert_probe_names(report, case, status)
     assert report["post"]["result"] == "ack"
     assert "<Ack>true</Ack>" in report["post"]["body"]
@@ -107,7 +107,7 @@ def test_probe_names_each_fault_of_an_nginx_server(server_pki, tmp_path, label):
     try:
         port = free_port()
         start_nginx(daemons, tmp_path / "nginx", port, https_server(case, port))
-        status, report = probe(port, server_pki.root, probed_host(label))
+        status, report = probe(port, server_pki.root, probed_host(label), "--post")
     finally:
         daemons.stop()
     assert_probe_names(report, case, status)
@@ -234,3 +234,44 @@ def test_send_says_when_the_key_belongs_to_no_certificate(client_pki):
     assert (f"the key in {expired.key} belongs to none of the 2 certificates in "
             f"{valid.chain}") in result.stderr
     assert "KEY_VALUES_MISMATCH" not in result.stderr
+
+
+def test_probe_posts_nothing_unless_asked_and_says_what_the_server_asked_for(omgate_server,
+                                                                             client_pki):
+    server = omgate_server({"client_auth": {"advertise_ca_names": "anchors"}})
+    url = f"https://localhost:{server.https_port}/salesforce/outbound"
+    result = run_omgate("probe", url, "--ca", str(server.ca_path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["post"] is None
+    assert json.loads(run_omgate("inbox", "list", "--config",
+                                 str(server.config_path)).stdout) == []
+    root = client_pki.root.certificate.subject
+    request = report["certificate_request"]
+    assert request["requested"] is True
+    assert request["ca_names"] == [root.rfc4514_string()]
+    assert "A Java client (Salesforce) sends its certificate only when" in \
+        request["explanation"]
+    # a chain under another CA: Java would send nothing to this server
+    other = run_omgate("probe", url, "--ca", str(server.ca_path), "--client-cert",
+                       str(server.ca_path.parent / "server.pem"), "--client-key",
+                       str(server.ca_path.parent / "server.key"))
+    assert "warn  no_client_cert" in other.stdout
+    assert "No test notification was posted" in other.stdout
+
+    unasked = omgate_server({"client_auth": {"mode": "off"}})
+    text = run_omgate("probe", f"https://localhost:{unasked.https_port}/salesforce/outbound",
+                      "--ca", str(server.ca_path)).stdout
+    assert "The server did not ask for a client certificate" in text
+    listed_none = run_omgate("probe", f"https://localhost:{unasked.https_port}/x", "--ca",
+                             str(server.ca_path), "--json")
+    assert json.loads(listed_none.stdout)["certificate_request"]["requested"] is False
+
+
+def test_probe_counts_a_post_that_was_not_acknowledged(omgate_server):
+    server = omgate_server({"client_auth": {"mode": "require"}})
+    result = run_omgate("probe", f"https://localhost:{server.https_port}/salesforce/outbound",
+                        "--ca", str(server.ca_path), "--post")
+    assert result.returncode == 1
+    assert ": HTTP 403 SOAP fault: Client certificate not accepted" in result.stdout
+    assert result.stdout.rstrip().endswith("FAILED: 1 error, 0 warnings")

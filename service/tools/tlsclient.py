@@ -175,12 +175,13 @@ class TlsTransport:
 
 
 def connect(address: str, port: int, server_name: str, context: SSL.Context,
-            timeout: float, *, check_name: bool) -> TlsTransport:
+            timeout: float, *, check_name: bool, app_data: object = None) -> TlsTransport:
     """A completed TLS handshake with SNI ``server_name``; with ``check_name`` the server's
-    certificate must cover that name. OSError when nothing answers, SSL.Error when the
-    handshake fails."""
+    certificate must cover that name. ``app_data`` is what the context's callbacks find on
+    the connection. OSError when nothing answers, SSL.Error when the handshake fails."""
     sock = socket.create_connection((address, port), timeout=timeout)
     tls = SSL.Connection(context, sock)
+    tls.set_app_data(app_data)
     tls.set_tlsext_host_name(server_name.encode("idna"))
     tls.set_connect_state()
     try:
