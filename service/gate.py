@@ -248,16 +248,18 @@ class ClientAuthGate:
         """
         origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
         ignored = origin.ignored_headers if origin else ()
+        forwarded_format = origin.forwarded_format if origin else None
         if origin is not None and origin.forwarded_error is not None:
             raise ForwardedCertificateUnreadable(origin.forwarded_error)
         if origin is not None and origin.forwarded_chain is not None:
             identity = ClientIdentity(origin.forwarded_chain, "forwarded", peer,
-                                      forwarded_format=origin.forwarded_format)
+                                      forwarded_format=forwarded_format)
             return await self._decide_async(identity, policy, endpoint=path,
                                             proxy=str(origin.peer))
         tls = extensions.get(CLIENT_AUTH_EXTENSION)
         if tls is None:
-            return self.decide(ClientIdentity((), "forwarded", peer, ignored_headers=ignored),
+            return self.decide(ClientIdentity((), "forwarded", peer, ignored_headers=ignored,
+                                              forwarded_format=forwarded_format),
                                policy, endpoint=path)
         if ignored:
             identity = dataclasses.replace(tls["identity"], ignored_headers=ignored)
