@@ -9,6 +9,7 @@ correlation id also appears in the ``om.rejected`` log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import secrets
 import time
@@ -44,6 +45,7 @@ from service.soap import (
 
 ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 PARSE_IN_THREAD_BYTES = 256 * 1024
+INBOX_STATS_SECONDS = 3.0  # a /metrics scrape waits no longer for the backlog figures
 log = get_logger("omgate")
 
 
@@ -407,8 +409,13 @@ def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceSta
 
 
 def create_health_app(inbox: Inbox, state: ServiceState, metrics: Metrics) -> Starlette:
-    """/healthz, /readyz and /metrics: for the health listener only, never the public one."""
+    """/healthz, /readyz and /metrics: for the health listener only, never the public one.
+    The backlog figures are read from the inbox at each scrape (a slow or failing inbox
+    leaves the last ones), so they hold whether or not this process delivers."""
     async def prometheus(_request: Request) -> Response:
+        with contextlib.suppress(InboxError, TimeoutError):
+            stats = await asyncio.wait_for(inbox.stats(), INBOX_STATS_SECONDS)
+            metrics.inbox_backlog(stats, dt.datetime.now(dt.UTC))
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     return Starlette(routes=[*_health_routes(inbox, state, with_reasons=True),

@@ -30,6 +30,7 @@ from service.supervisor import ListenError, serve_processes
 CONFIG_HELP = ("configuration file (default: $OMGATE_CONFIG, else the first of "
                f"{', '.join(str(path) for path in CONFIG_SEARCH_PATHS)})")
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COMPLETION_SHELLS = ("bash", "zsh")
 
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Example: omgate inspect salesforce-chain.pem --trust digicert-root.pem",
     )
     inspect.add_argument("pemfile", type=Path, metavar="PEMFILE",
-                         help="the chain, leaf first, as the client would send it")
+                         help="the chain, leaf first, as the client would send it: PEM, DER "
+                              "or PKCS#7 (.p7b, .p7c)")
     _add_config(inspect)
     inspect.add_argument("--trust", type=Path, metavar="PEM",
                          help="trust anchors to use instead of client_auth.trust")
@@ -147,7 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser(
         "probe", help="connect to a deployed endpoint as Salesforce would",
         description="Connect with TLS 1.2+ and SNI, show the chain the server sends and every "
-                    "finding, then POST one test notification and show the answer as it came. "
+                    "finding, and what the server asked for in the client-certificate exchange "
+                    "(and what a Java client would do). Nothing is posted unless --post. "
                     "Exit status 1 when anything is wrong.",
         epilog="Example: omgate probe https://omgate.example.com/salesforce/outbound "
                "--connections 6",
@@ -163,8 +166,12 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--connect", metavar="ADDRESS[:PORT]",
                        help="connect here instead of the URL's host (one node behind a "
                             "balancer); SNI, Host and the name check still use the URL")
-    probe.add_argument("--no-post", action="store_true",
-                       help="only look at TLS; send no test notification")
+    posting = probe.add_mutually_exclusive_group()
+    posting.add_argument("--post", action="store_true",
+                         help="also POST one test notification (an Account named 'omgate test "
+                              "1'), which the server stores and delivers like any other")
+    posting.add_argument("--no-post", action="store_true",
+                         help=argparse.SUPPRESS)  # the default now; accepted for old scripts
     probe.add_argument("--json", action="store_true", help="the report as JSON")
 
     send = commands.add_parser(
@@ -203,6 +210,16 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--out", type=Path, default=Path("certs/dev"), metavar="DIR",
                      help="folder to write into (default certs/dev)")
     dev.add_argument("--force", action="store_true", help="replace existing files")
+
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script (bash or zsh)",
+        description="Print the completion script of omgate's commands and options for SHELL.",
+        epilog="bash: source <(omgate completion bash), or save it in "
+               "~/.local/share/bash-completion/completions/omgate. zsh: save it as _omgate in "
+               "a folder of $fpath.",
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS, metavar="SHELL",
+                            help=" or ".join(COMPLETION_SHELLS))
     return parser
 
 
@@ -353,7 +370,7 @@ def _probe(args: argparse.Namespace) -> int:
     try:
         return run_probe(args.url, sys.stdout, as_json=args.json, ca=args.ca,
                          client_cert=args.client_cert, client_key=args.client_key,
-                         connections=args.connections, post=not args.no_post,
+                         connections=args.connections, post=args.post,
                          connect=args.connect)
     except ValueError as error:
         print(f"omgate probe: {error}", file=sys.stderr)
@@ -423,11 +440,31 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
     return EXIT_OK
 
 
+def _complete_files(parser: argparse.ArgumentParser, completion: object) -> None:
+    """Arguments that name files complete as file names, in every subcommand."""
+    for action in parser._actions:
+        if action.type is Path:
+            action.complete = completion  # type: ignore[attr-defined]
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                _complete_files(subparser, completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    parser = _parser()
+    _complete_files(parser, shtab.FILE)
+    print(shtab.complete(parser, shell=args.shell))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _init,
     "serve": _serve,
     "chains": _chains,
     "check": _check,
+    "completion": _completion,
     "deliver": _deliver,
     "inbox": _inbox,
     "inspect": _inspect,

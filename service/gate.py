@@ -214,6 +214,8 @@ class ClientAuthGate:
         fields: dict[str, Any] = {
             "outcome": outcome,
             "enforced": verdict.enforced,
+            # the policy refused the chain, and only the mode let the message through
+            "would_reject": not verdict.enforced and not verdict.decision.accepted,
             "mode": verdict.mode,
             "source": identity.source,
             "peer": identity.peer,
@@ -229,8 +231,7 @@ class ClientAuthGate:
         if outcome == "accept":
             log.info("client_auth.decision", **fields)
         else:
-            log.warning("client_auth.decision",
-                        would_reject=not verdict.enforced and outcome == "reject", **fields)
+            log.warning("client_auth.decision", **fields)
 
     async def _decide_async(self, identity: ClientIdentity, policy: Policy | None,
                             **context: Any) -> Verdict:
@@ -249,13 +250,17 @@ class ClientAuthGate:
         """
         origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
         ignored = origin.ignored_headers if origin else ()
+        forwarded_format = origin.forwarded_format if origin else None
         if origin is not None and origin.forwarded_chain is not None:
-            identity = origin.forwarded_chain.identity("forwarded", peer)
+            identity = dataclasses.replace(
+                origin.forwarded_chain.identity("forwarded", peer),
+                forwarded_format=forwarded_format)
             return await self._decide_async(identity, policy, endpoint=path,
                                             proxy=str(origin.peer))
         tls = extensions.get(CLIENT_AUTH_EXTENSION)
         if tls is None:
-            return self.decide(ClientIdentity((), "forwarded", peer, ignored_headers=ignored),
+            return self.decide(ClientIdentity((), "forwarded", peer, ignored_headers=ignored,
+                                              forwarded_format=forwarded_format),
                                policy, endpoint=path)
         if ignored:
             identity = dataclasses.replace(tls["identity"], ignored_headers=ignored)

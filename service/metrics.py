@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 from service.build import build_info
 from service.clientauth import ClientIdentity, Decision
 from service.clientauth.model import Outcome
+from service.inbox import InboxStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
@@ -137,6 +138,14 @@ class Metrics:
     def server_certificate(self, certfile: Path, not_after: dt.datetime) -> None:
         """The server certificate now in service (at start and after each reload)."""
         self.server_cert_expiry.labels(str(certfile)).set(not_after.timestamp())
+
+    def inbox_backlog(self, stats: InboxStats, now: dt.datetime) -> None:
+        """What the inbox holds undelivered, whether or not omgate delivers it itself."""
+        self.delivery_backlog.set(stats.pending)
+        self.dead_letters.set(stats.dead)
+        oldest = stats.oldest_pending_received_at
+        age = (now - oldest).total_seconds() if oldest else 0.0
+        self.oldest_pending_seconds.set(max(age, 0.0))
 
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_FOLDER):  # several workers: sum what they all wrote

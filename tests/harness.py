@@ -56,6 +56,18 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def can_listen(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now (with SO_REUSEADDR, as
+    servers bind: connections of an earlier run waiting in TIME_WAIT do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

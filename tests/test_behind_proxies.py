@@ -7,14 +7,17 @@ file paths changed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -31,21 +34,28 @@ from harness import (
     PAYLOADS,
     ROOT,
     SOAP_HEADERS,
+    can_listen,
+    fault_of,
     free_port,
     is_ack,
     merge,
+    require,
     require_executable,
     run_omgate,
     ssl_context,
 )
 from messages import envelope, notification
+from test_make_run import IGNORED as CHECKOUT_IGNORED
 
 EXAMPLES = ROOT / "config" / "examples"
 BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 
 
 def example(name: str) -> dict:
-    return tomllib.loads((EXAMPLES / name / "omgate.toml").read_text())
+    """An example's configuration, less its inbox: each test keeps its own."""
+    config = tomllib.loads((EXAMPLES / name / "omgate.toml").read_text())
+    config.pop("inbox", None)
+    return config
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -127,16 +137,59 @@ def nginx(tmp_path, dev_pki):
     daemons.stop()
 
 
-def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx, client_pki,
-                                                           dev_pki):
-    plain = f"127.0.0.1:{free_port()}"
+def intermediate_file(client_pki) -> Path:
     intermediate = client_pki.root_file.parent / "client-intermediate.pem"
     intermediate.write_bytes(client_pki.intermediate.pem())
+    return intermediate
+
+
+def behind_nginx(omgate_server, nginx, client_pki, mode: str | None = None):
+    """The nginx example's omgate (mode changed if given) behind the example's nginx."""
+    plain = f"127.0.0.1:{free_port()}"
+    client_auth = {"trust": [client_pki.root_file, intermediate_file(client_pki)]}
     server = omgate_server(merge(example("nginx"), {
         "server": {"plain_bind": [plain], "health_bind": f"127.0.0.1:{free_port()}"},
-        "client_auth": {"trust": [client_pki.root_file, intermediate]},
+        "client_auth": {**client_auth, **({"mode": mode} if mode else {})},
     }))
-    url = f"https://localhost:{nginx(plain)}/salesforce/outbound"
+    return server, f"https://localhost:{nginx(plain)}/salesforce/outbound"
+
+
+def test_nginx_hands_the_certificates_it_refuses_to_omgate(omgate_server, nginx, client_pki,
+                                                           dev_pki):
+    """nginx itself refuses an expired certificate (its "400 The SSL certificate error"
+    page) and passes an untrusted one; the example hands both to omgate, whose answer and
+    log say why."""
+    server, url = behind_nginx(omgate_server, nginx, client_pki)
+    for label, code in (("expired", "expired"), ("untrusted", "missing_intermediate")):
+        case = client_pki.cases[label]
+        refused = post(url, client_context(dev_pki / "ca.pem", case))
+        assert refused.status_code == 403, (label, refused.text)
+        fault_of(refused)  # omgate's SOAP fault, not nginx's HTML page
+        subject = x509.load_pem_x509_certificate(case.leaf.read_bytes()).subject
+        decision = server.wait_for("client_auth.decision", lambda e, s=subject: e.get(
+            "chain") and e["chain"][0]["subject"] == s.rfc4514_string())
+        assert decision["outcome"] == "reject" and decision["source"] == "forwarded"
+        assert [f["code"] for f in decision["findings"]] == [code]
+
+
+def test_no_certificate_through_nginx_says_what_nginx_must_do(omgate_server, nginx, client_pki,
+                                                              dev_pki):
+    """forwarded_cert is set: the hint is about the proxy, not about that setting."""
+    server, url = behind_nginx(omgate_server, nginx, client_pki)
+    assert post(url, client_context(dev_pki / "ca.pem")).status_code == 403
+    decision = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    [finding] = decision["findings"]
+    assert finding["code"] == "no_client_cert"
+    assert "'pem-header:X-SSL-Client-Cert'" in finding["message"]
+    assert "ssl_verify_client optional_no_ca;" in finding["hint"]
+    assert "proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;" in finding["hint"]
+    assert "forwarded_cert" not in finding["hint"]
+
+
+def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx, client_pki,
+                                                           dev_pki):
+    server, url = behind_nginx(omgate_server, nginx, client_pki)
+    intermediate = intermediate_file(client_pki)
     valid = client_pki.cases["valid"]
     assert is_ack(post(url, client_context(dev_pki / "ca.pem", valid)))
     accepted = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "accept")
@@ -160,6 +213,63 @@ def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx,
     assert post(url, client_context(dev_pki / "ca.pem")).status_code == 403
     server.wait_for("client_auth.decision",
                     lambda e: [f["code"] for f in e["findings"]] == ["no_client_cert"])
+
+
+def readme_block(marker: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\n```sh\n(.*?)```", readme, re.DOTALL)
+    assert match, f"README.md lost its marked block {marker}"
+    return match.group(1)
+
+
+def omgate_on_path(folder: Path) -> dict[str, str]:
+    """An environment whose `omgate` is this checkout's, as `make venv` would make it."""
+    folder.mkdir()
+    (folder / "omgate").write_text(f'#!/bin/sh\nexec {sys.executable} -m service "$@"\n')
+    (folder / "omgate").chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_the_readme_nginx_walkthrough_runs_as_written(tmp_path):
+    require_executable("nginx")
+    require_executable("envsubst")
+    for port in (9443, 8080, 9090):
+        require(can_listen(port), f"port {port} is taken; the README's walkthrough uses it")
+    checkout = tmp_path / "omgate"
+    shutil.copytree(ROOT, checkout, ignore=CHECKOUT_IGNORED)
+    env = omgate_on_path(tmp_path / "bin")
+
+    def run(marker: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", readme_block(marker)], cwd=checkout, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    assert run("readme-nginx-setup").returncode == 0
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(["bash", "-c", "exec " + readme_block("readme-nginx-serve")],
+                             cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(9090, serve, tmp_path / "serve.log")
+        sent = run("readme-nginx-send")
+        assert sent.stdout.startswith("#1 ack: acknowledged"), sent.stdout + sent.stderr
+        refused = run("readme-nginx-refused")
+        assert refused.stdout.startswith("#1 fault: HTTP 403 SOAP fault: Client certificate "
+                                         "not accepted."), refused.stdout + refused.stderr
+        assert run("readme-nginx-stop").returncode == 0
+    finally:
+        serve.terminate()
+        serve.wait(30)
+        log.close()
+        pid_file = checkout / "var" / "nginx" / "nginx.pid"
+        if pid_file.exists():  # nginx did not stop: stop it here
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    decisions = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
+                 if '"client_auth.decision"' in line]
+    assert [d["outcome"] for d in decisions] == ["accept", "reject"]
+    assert [f["code"] for f in decisions[1]["findings"]] == ["missing_intermediate",
+                                                              "missing_client_auth_eku"]
+    assert (checkout / "var" / "nginx-example" / "inbox.db").exists()
 
 
 # -- HAProxy in TCP mode, PROXY protocol v2 to omgate's own TLS listener ---------------------

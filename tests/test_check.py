@@ -8,7 +8,7 @@ import json
 import pytest
 from cryptography import x509
 from harness import FIXTURES, run_omgate, to_toml
-from server_pki import build_server_pki
+from server_pki import AIA, build_server_pki
 
 from service.tools.pki import issue, name, new_key
 
@@ -93,7 +93,7 @@ def test_client_auth_settings_that_cannot_work(server_pki, client_pki, tmp_path)
     config = config_for(tmp_path, correct.chain, correct.key, correct.public_names, {
         "mode": "require", "trust": [client_pki.root_file],
         "pin_files": [tmp_path / "pinned.pem"],
-        "issuer_dn": "/C=US/O=Nobody/CN=No Such CA",
+        "issuer_dn": "/C=US/O=Nobody/CN=No Such CA", "verify_depth": 1,
         "forwarded_cert": "xfcc",
         "advertise_ca_names": tmp_path / "stranger.pem",
     })
@@ -110,6 +110,62 @@ def test_client_auth_settings_that_cannot_work(server_pki, client_pki, tmp_path)
     assert "nothing will match" in nothing_matches["message"]
     assert by_code["no_client_cert"]["severity"] == "warning"  # Java would send nothing
     assert "advertise_ca_names" in by_code["no_client_cert"]["message"]
+
+
+def test_a_leaf_sent_alone_is_a_missing_intermediate_whatever_the_roots(dev_pki, server_pki,
+                                                                       tmp_path):
+    """The development server certificate, sent alone, checked against the public roots and
+    against roots given with --trust: the finding names the issuer and the roots in use."""
+    config = config_for(tmp_path, dev_pki / "server.pem", dev_pki / "server.key", ["localhost"])
+    issuer = "CN=omgate development server CA,O=omgate development"
+    for roots in (["--trust", str(server_pki.root)], []):
+        status, report = checked(config, *roots)
+        assert status == 1
+        [finding] = report["findings"]
+        assert finding["code"] == "missing_intermediate", finding
+        assert f"issued by {issuer}" in finding["message"]
+        assert f"Append the intermediate {issuer}" in finding["hint"]
+        said = finding["message"] + finding["hint"]
+        assert ("public trust store" in said) == (not roots), said
+        assert (f"--trust {server_pki.root}" in said) == bool(roots), said
+    assert checked(config, "--trust", str(dev_pki / "ca.pem"))[0] == 0
+
+
+def test_a_missing_intermediate_names_where_its_certificate_says_to_get_it(server_pki,
+                                                                           tmp_path):
+    case = server_pki.cases["no_intermediate"]
+    config = config_for(tmp_path, case.chain, case.key, case.public_names)
+    _, report = checked(config, "--trust", str(server_pki.root))
+    [finding] = report["findings"]
+    assert finding["code"] == "missing_intermediate"
+    assert AIA in finding["message"] and AIA in finding["hint"]
+
+
+def test_issuer_dn_naming_an_intermediate_the_client_sends(server_pki, client_pki, tmp_path):
+    """Only the root is trusted; issuer_dn names the intermediate the client sends above its
+    certificate. check cannot see that intermediate: it says so, and warns only when no
+    intermediate fits under verify_depth."""
+    correct = server_pki.cases["correct"]
+    intermediate = client_pki.intermediate.certificate.subject.rfc4514_string()
+    rules = {"mode": "require", "trust": [client_pki.root_file], "issuer_dn": intermediate}
+    config = config_for(tmp_path, correct.chain, correct.key, correct.public_names, rules)
+    status, report = checked(config, "--trust", str(server_pki.root))
+    assert status == 0
+    [finding] = [f for f in report["findings"] if f["code"] == "issuer_dn_mismatch"]
+    assert finding["severity"] == "info"
+    assert "nothing will match" not in finding["message"]
+    assert "which check cannot see" in finding["message"]
+    # and the configuration does accept such a certificate
+    valid = client_pki.cases["valid"].chain
+    assert run_omgate("inspect", str(valid), "--config", config).returncode == 0
+
+    config = config_for(tmp_path, correct.chain, correct.key, correct.public_names,
+                        {**rules, "verify_depth": 1})
+    _, report = checked(config, "--trust", str(server_pki.root))
+    [finding] = [f for f in report["findings"] if f["code"] == "issuer_dn_mismatch"]
+    assert finding["severity"] == "warning"
+    assert "verify_depth = 1 leaves no room for an intermediate" in finding["message"]
+    assert run_omgate("inspect", str(valid), "--config", config).returncode == 1
 
 
 def test_require_without_anchors_or_pins_refuses_everyone(server_pki, tmp_path):

@@ -7,9 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from harness import PAYLOADS, free_port, require, require_executable, run_omgate
 from server_pki import HOST, build_server_pki
 from test_behind_proxies import Daemons
+
+from service.clientauth import chain_fingerprint
 
 # What a client sees: the ones `omgate check` also finds, minus the key checks (a server
 # with a mismatched or 1024-bit key does not even start under OpenSSL's defaults).
@@ -57,7 +60,7 @@ def test_probe_names_each_fault_of_an_omgate_server(omgate_server, server_pki, l
     case = server_pki.cases[label]
     server = omgate_server({"server": {"certfile": case.chain, "keyfile": case.key,
                                        "public_names": []}})
-    status, report = probe(server.https_port, server_pki.root, probed_host(label))
+    status, report = probe(server.https_port, server_pki.root, probed_host(label), "--post")
     assert_probe_names(report, case, status)
     assert report["post"]["result"] == "ack"
     assert "<Ack>true</Ack>" in report["post"]["body"]
@@ -104,7 +107,7 @@ def test_probe_names_each_fault_of_an_nginx_server(server_pki, tmp_path, label):
     try:
         port = free_port()
         start_nginx(daemons, tmp_path / "nginx", port, https_server(case, port))
-        status, report = probe(port, server_pki.root, probed_host(label))
+        status, report = probe(port, server_pki.root, probed_host(label), "--post")
     finally:
         daemons.stop()
     assert_probe_names(report, case, status)
@@ -193,3 +196,82 @@ def test_send_generates_and_reports_each_message(omgate_server, client_pki):
                          *common)
     assert nowhere.returncode == 1
     assert "transport_error: ConnectionRefusedError" in nowhere.stdout
+
+
+def test_send_presents_a_client_chain_in_its_files_order(omgate_server, client_pki, tmp_path):
+    server = omgate_server({"client_auth": {"mode": "request"}})
+    valid = client_pki.cases["valid"]
+    leaf, root = valid.leaf.read_bytes(), client_pki.root.pem()
+    intermediate = client_pki.intermediate.pem()
+    files = {  # file: (its content, the chain presented, whether send says it moved the leaf)
+        "issuers-misordered.pem": (leaf + root + intermediate, [leaf, root, intermediate],
+                                   False),
+        "leaf-last.pem": (intermediate + leaf, [leaf, intermediate], True),
+    }
+    for filename, (content, presented, moved) in files.items():
+        (tmp_path / filename).write_bytes(content)
+        result = run_omgate("send", f"{server.url}/salesforce/outbound", "--generate",
+                            "Account", "--ca", str(server.ca_path), "--client-cert",
+                            str(tmp_path / filename), "--client-key", str(valid.key))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ("TLS sends that certificate first" in result.stdout) is moved, result.stdout
+        sent = tuple(x509.load_pem_x509_certificate(pem) for pem in presented)
+        decision = server.wait_for("client_auth.decision", lambda e, s=sent: e[
+            "chain_sha256"] == chain_fingerprint(s))
+        assert [c["subject"] for c in decision["chain"]] == [
+            c.subject.rfc4514_string() for c in sent]
+    misordered = server.wait_for("client_auth.decision", lambda e: any(
+        f["code"] == "chain_out_of_order" for f in e["findings"]))
+    assert misordered["chain"][1]["subject"] == client_pki.root.certificate.subject \
+        .rfc4514_string()
+
+
+def test_send_says_when_the_key_belongs_to_no_certificate(client_pki):
+    valid, expired = client_pki.cases["valid"], client_pki.cases["expired"]
+    result = run_omgate("send", f"https://127.0.0.1:{free_port()}/x", "--generate", "Account",
+                        "--client-cert", str(valid.chain), "--client-key", str(expired.key))
+    assert result.returncode == 2
+    assert (f"the key in {expired.key} belongs to none of the 2 certificates in "
+            f"{valid.chain}") in result.stderr
+    assert "KEY_VALUES_MISMATCH" not in result.stderr
+
+
+def test_probe_posts_nothing_unless_asked_and_says_what_the_server_asked_for(omgate_server,
+                                                                             client_pki):
+    server = omgate_server({"client_auth": {"advertise_ca_names": "anchors"}})
+    url = f"https://localhost:{server.https_port}/salesforce/outbound"
+    result = run_omgate("probe", url, "--ca", str(server.ca_path), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["post"] is None
+    assert json.loads(run_omgate("inbox", "list", "--config",
+                                 str(server.config_path)).stdout) == []
+    root = client_pki.root.certificate.subject
+    request = report["certificate_request"]
+    assert request["requested"] is True
+    assert request["ca_names"] == [root.rfc4514_string()]
+    assert "A Java client (Salesforce) sends its certificate only when" in \
+        request["explanation"]
+    # a chain under another CA: Java would send nothing to this server
+    other = run_omgate("probe", url, "--ca", str(server.ca_path), "--client-cert",
+                       str(server.ca_path.parent / "server.pem"), "--client-key",
+                       str(server.ca_path.parent / "server.key"))
+    assert "warn  no_client_cert" in other.stdout
+    assert "No test notification was posted" in other.stdout
+
+    unasked = omgate_server({"client_auth": {"mode": "off"}})
+    text = run_omgate("probe", f"https://localhost:{unasked.https_port}/salesforce/outbound",
+                      "--ca", str(server.ca_path)).stdout
+    assert "The server did not ask for a client certificate" in text
+    listed_none = run_omgate("probe", f"https://localhost:{unasked.https_port}/x", "--ca",
+                             str(server.ca_path), "--json")
+    assert json.loads(listed_none.stdout)["certificate_request"]["requested"] is False
+
+
+def test_probe_counts_a_post_that_was_not_acknowledged(omgate_server):
+    server = omgate_server({"client_auth": {"mode": "require"}})
+    result = run_omgate("probe", f"https://localhost:{server.https_port}/salesforce/outbound",
+                        "--ca", str(server.ca_path), "--post")
+    assert result.returncode == 1
+    assert ": HTTP 403 SOAP fault: Client certificate not accepted" in result.stdout
+    assert result.stdout.rstrip().endswith("FAILED: 1 error, 0 warnings")

@@ -142,6 +142,9 @@ class ClientIdentity:
     # Forwarded headers that came from a peer not in server.trusted_proxies (and were dropped).
     ignored_headers: tuple[str, ...] = ()
     unreadable: tuple[UnreadableCertificate, ...] = ()
+    # The client_auth.forwarded_cert format a trusted proxy's headers were read in (None:
+    # nothing was read from a trusted proxy); hints about a missing certificate name it.
+    forwarded_format: str | None = None
     chain_sha256: str = field(init=False)
 
     def __post_init__(self) -> None:

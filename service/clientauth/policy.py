@@ -15,11 +15,42 @@ from service.clientauth.model import ClientIdentity, Decision, Finding, Policy, 
 from service.clientauth.wording import sentence_start
 
 
+def _proxy_must_forward(forwarded_format: str) -> str:
+    """What the proxy must do for its headers to carry the client certificate."""
+    kind, _, header = forwarded_format.partition(":")
+    steps = {
+        "pem-header": f"for nginx, `ssl_verify_client optional_no_ca;` and `proxy_set_header "
+                      f"{header} $ssl_client_escaped_cert;` (Apache: `SSLVerifyClient "
+                      f"optional_no_ca` and `RequestHeader set {header} "
+                      '"%{SSL_CLIENT_CERT}s"`; HAProxy: `verify optional` on the bind line '
+                      f"and `http-request set-header {header} %[ssl_c_der,base64]`)",
+        "xfcc": "for Envoy, a validation_context in the DownstreamTlsContext "
+                "(trust_chain_verification: ACCEPT_UNTRUSTED), forward_client_cert_details: "
+                "SANITIZE_SET and set_current_client_cert_details with cert and chain",
+        "aws-alb": "for an AWS ALB, mutual authentication (mTLS) on the HTTPS listener, in "
+                   "passthrough or verify mode",
+        "traefik": "for Traefik, TLS options with clientAuthType RequestClientCert and the "
+                   "passTLSClientCert middleware with pem = true",
+        "azure": "for Azure App Service, client certificate mode Optional (or Required)",
+        "rfc9440": "it must put the certificate in Client-Cert and its chain in "
+                   "Client-Cert-Chain (RFC 9440)",
+    }
+    return ("The proxy must ask the client for a certificate without judging it, and pass it "
+            f"on: {steps.get(kind, 'see its documentation')}. If it does, the client sent "
+            "none: in Salesforce, choose a certificate under the outbound message's 'Send "
+            "Client Certificate' setting.")
+
+
 def _no_certificate(identity: ClientIdentity, policy: Policy) -> Finding:
     # request mode reports what require would do: that is the mode it prepares for.
     severity: Severity = "info" if policy.mode == "optional" else "error"
     advertised = identity.handshake.advertised_ca_names if identity.handshake else ()
-    if identity.source == "forwarded":
+    if identity.forwarded_format is not None:
+        message = ("The trusted proxy forwarded no client certificate (client_auth."
+                   f"forwarded_cert = {identity.forwarded_format!r}): either the client sent "
+                   "none, or the proxy did not ask for one or did not pass it on.")
+        hint = _proxy_must_forward(identity.forwarded_format)
+    elif identity.source == "forwarded":
         message = "No client certificate reached omgate with this request."
         hint = ("When a load balancer terminates TLS, set client_auth.forwarded_cert to the "
                 "header it forwards the certificate in.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
@@ -19,24 +20,59 @@ from service.clientauth import rules
 from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
 from service.clientauth.model import Finding, Policy
 from service.clientauth.names import common_names, dns_names, name_matches
+from service.clientauth.wording import capitalized
 
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 
 
-def _points_to_its_issuer(certificate: x509.Certificate) -> bool:
-    """An AIA caIssuers pointer marks a publicly issued leaf whose intermediate was left out
-    (private CAs rarely set one); clients like Java do not follow it."""
+@dataclass(frozen=True)
+class ServerTrust:
+    """The roots a server chain is judged against, and how findings name them."""
+
+    anchors: tuple[x509.Certificate, ...]
+    name: str  # "the public trust store", or the option and file given instead
+    public: bool
+
+
+def _ca_issuers_urls(certificate: x509.Certificate) -> tuple[str, ...]:
+    """Where the AIA extension says the issuer's certificate can be downloaded (clients like
+    Java, and Salesforce, do not follow it)."""
     try:
         access = certificate.extensions.get_extension_for_class(
             x509.AuthorityInformationAccess).value
     except (x509.ExtensionNotFound, ValueError):
-        return False
-    return any(item.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
-               for item in access)
+        return ()
+    return tuple(str(item.access_location.value) for item in access
+                 if item.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
+                 and isinstance(item.access_location, x509.UniformResourceIdentifier))
 
 
-def _reach_public_root(analysis: ChainAnalysis) -> list[Finding]:
+def _root_advice(trust: ServerTrust) -> str:
+    """What to do about a root the chain ends at (or may end at), as a clause."""
+    if trust.public:
+        return "get the server certificate from a public CA: Salesforce trusts only public roots."
+    return f"it is not in {trust.name}; Salesforce trusts only public roots."
+
+
+def _missing_intermediate(last: Link, trust: ServerTrust) -> Finding:
+    issuer = last.certificate.issuer.rfc4514_string()
+    urls = _ca_issuers_urls(last.certificate)
+    published = f" (its certificate names where to get it: {', '.join(urls)})" if urls else ""
+    return Finding(
+        "missing_intermediate", "error", last.index,
+        f"The server sends only its certificate, {rules.describe(last)}, issued by {issuer}"
+        f"{published}, which is neither sent nor a root in {trust.name}: either the "
+        "intermediate that issued it is missing, and Salesforce does not fetch it, or "
+        f"{issuer} is a root that is not trusted.",
+        f"Append the intermediate {issuer} to server.certfile after the server certificate "
+        "(nginx: in the ssl_certificate file; Apache: SSLCertificateChainFile)"
+        + (f", from {urls[0]} or your CA. " if urls else ", from your CA. ")
+        + f"If {issuer} is a root, {_root_advice(trust)}",
+    )
+
+
+def _reach_public_root(analysis: ChainAnalysis, trust: ServerTrust) -> list[Finding]:
     last = analysis.path[-1]
     if analysis.end == "anchor":
         return []
@@ -50,31 +86,26 @@ def _reach_public_root(analysis: ChainAnalysis) -> list[Finding]:
     if analysis.end == "self_signed":
         return [Finding(
             "not_publicly_trusted", "error", last.index,
-            f"The chain ends at {rules.describe(last)}, a root that is not in the public "
-            "trust store.",
-            "Use a certificate from a public CA; Salesforce trusts only its list of public "
-            "roots (pass --trust to check against another store).",
+            f"The chain ends at {rules.describe(last)}, a root that is not in {trust.name}.",
+            capitalized(_root_advice(trust)),
         )]
     if analysis.end == "bad_signature":
         return rules.reach_anchor(analysis, Policy(verify_depth=len(analysis.path) + 1))
+    if len(analysis.path) == 1:
+        return [_missing_intermediate(last, trust)]
     issuer = last.certificate.issuer.rfc4514_string()
-    if len(analysis.path) == 1 and _points_to_its_issuer(last.certificate):
-        return [Finding(
-            "missing_intermediate", "error", last.index,
-            f"The server sends only its certificate, {rules.describe(last)}; the intermediate "
-            f"{issuer} that issued it is missing, and Salesforce does not fetch it.",
-            f"Append the intermediate {issuer} to server.certfile after the server certificate "
-            "(nginx: in the ssl_certificate file; Apache: SSLCertificateChainFile).",
-        )]
     return [Finding(
         "not_publicly_trusted", "error", last.index,
         f"{rules.sentence_start(last)} was issued by {issuer}, which is neither sent nor a "
-        "root in the public trust store.",
-        f"If {issuer} is an intermediate, append it to the chain; otherwise use a public CA.",
+        f"root in {trust.name}.",
+        f"If {issuer} is an intermediate, append it to the chain; if it is a root, "
+        + _root_advice(trust),
     )]
 
 
-def _covers(certificate: x509.Certificate, name: str) -> bool:
+def covers(certificate: x509.Certificate, name: str) -> bool:
+    """Whether a server certificate is valid for ``name``: an IP address in its IP SANs, a
+    host name in its DNS SANs (its CN only without them; a wildcard covers one label)."""
     try:
         address = ipaddress.ip_address(name)
     except ValueError:
@@ -97,7 +128,7 @@ def _hostnames(leaf: Link, public_names: tuple[str, ...]) -> list[Finding]:
         "covers exactly one label).",
         f"Get a certificate whose subject alternative names include {name}, or correct "
         "server.public_names.",
-    ) for name in public_names if not _covers(leaf.certificate, name)]
+    ) for name in public_names if not covers(leaf.certificate, name)]
 
 
 def _key_size_problem(key: PublicKeyTypes) -> str | None:
@@ -135,17 +166,17 @@ def _key_match(leaf: Link, key: PublicKeyTypes | None) -> list[Finding]:
     )]
 
 
-def analyse_server_chain(chain: tuple[x509.Certificate, ...], *,
-                         anchors: tuple[x509.Certificate, ...], public_names: tuple[str, ...],
-                         now: dt.datetime, key: PublicKeyTypes | None = None,
+def analyse_server_chain(chain: tuple[x509.Certificate, ...], *, trust: ServerTrust,
+                         public_names: tuple[str, ...], now: dt.datetime,
+                         key: PublicKeyTypes | None = None,
                          expiry_warning_days: int = 30) -> list[Finding]:
     """Every finding about a server chain as sent (leaf first)."""
-    analysis = analyse_chain(chain, anchors)
+    analysis = analyse_chain(chain, trust.anchors)
     leaf = analysis.path[0]
     timing = Policy(expiry_warning_days=expiry_warning_days, clock_skew=dt.timedelta(0))
     return [
         *rules.structure(analysis, chain, role="server"),
-        *_reach_public_root(analysis),
+        *_reach_public_root(analysis, trust),
         *rules.validity(analysis, timing, now, role="server"),
         *rules.weak_signatures(analysis, timing),
         *_weak_keys(analysis),

@@ -20,10 +20,15 @@ def describe(link: Link) -> str:
     return f"certificate {link.index} ({subject_of(link.certificate)})"
 
 
+def capitalized(text: str) -> str:
+    """``text`` with its first letter in upper case (and the rest as it is), to open a
+    sentence."""
+    return text[:1].upper() + text[1:]
+
+
 def sentence_start(link: Link) -> str:
     """``describe`` capitalised, to open a sentence."""
-    text = describe(link)
-    return text[0].upper() + text[1:]
+    return capitalized(describe(link))
 
 
 def date(moment: dt.datetime) -> str:

@@ -24,7 +24,6 @@ from service.metrics import Metrics
 
 log = get_logger("omgate")
 POLL_SECONDS = 1.0
-STATS_SECONDS = 5.0
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -61,11 +60,7 @@ class DeliveryWorker:
         log.info("delivery.stopped")
 
     async def _deliver_until(self, stop: asyncio.Event) -> None:
-        next_stats = 0.0
         while not stop.is_set():
-            if time.monotonic() >= next_stats:
-                await self._publish_stats()
-                next_stats = time.monotonic() + STATS_SECONDS
             try:
                 claimed = await self.inbox.claim(limit=self.config.concurrency,
                                                  lease_seconds=self.lease_seconds,
@@ -136,19 +131,6 @@ class DeliveryWorker:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.delivery_attempts.labels(result).inc()
-
-    async def _publish_stats(self) -> None:
-        if self.metrics is None:
-            return
-        try:
-            stats = await self.inbox.stats()
-        except InboxError:
-            return
-        self.metrics.delivery_backlog.set(stats.pending)
-        self.metrics.dead_letters.set(stats.dead)
-        oldest = stats.oldest_pending_received_at
-        age = (dt.datetime.now(dt.UTC) - oldest).total_seconds() if oldest else 0.0
-        self.metrics.oldest_pending_seconds.set(max(age, 0.0))
 
 
 def _describe(error: BaseException) -> str:

@@ -43,6 +43,7 @@ class RequestOrigin:
     # What a trusted proxy forwarded in the configured certificate header (None: nothing);
     # a header that cannot be read is one unreadable certificate, judged by the policy.
     forwarded_chain: PresentedChain | None = None
+    forwarded_format: str | None = None  # the format the trusted proxy's headers were read in
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
@@ -62,8 +63,9 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
         return RequestOrigin(peer, client)
-    return RequestOrigin(peer, client, forwarded_chain=forwarded(headers,
-                                                                 settings.certificate_format))
+    return RequestOrigin(peer, client,
+                         forwarded_chain=forwarded(headers, settings.certificate_format),
+                         forwarded_format=settings.certificate_format.name)
 
 
 def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
 from service.tls import openssl_glue
@@ -76,9 +77,26 @@ def _load_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -
         context.use_privatekey_file(str(keyfile))
         context.check_privatekey()
     except SSL.Error as error:
+        if key_belongs_to_certificate(certfile, keyfile) is False:
+            raise TlsSetupError(
+                "[server] keyfile: the key in server.keyfile does not belong to the "
+                f"certificate in server.certfile ({keyfile}, {certfile}): the first "
+                "certificate there must be the one issued for that key") from None
         raise TlsSetupError(
             f"[server] keyfile: {keyfile} cannot be used with {certfile}: {error}"
         ) from None
+
+
+def key_belongs_to_certificate(certfile: Path, keyfile: Path) -> bool | None:
+    """Whether the key in ``keyfile`` is the one of the first certificate in ``certfile``
+    (OpenSSL's own errors, such as 'no certificate assigned', do not say so); None when
+    either cannot be read."""
+    try:
+        certificate = x509.load_pem_x509_certificates(certfile.read_bytes())[0]
+        key = serialization.load_pem_private_key(keyfile.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return None
+    return bool(certificate.public_key() == key.public_key())
 
 
 def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:

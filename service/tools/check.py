@@ -22,7 +22,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Finding, Policy, evaluate, summarize
-from service.clientauth.serverchain import analyse_server_chain
+from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
 from service.logs import get_logger
 from service.policies import PolicyBuilder
@@ -48,15 +48,19 @@ class CheckReport:
                 "ok": not self.failed}
 
 
-def public_roots(trust: Path | None) -> tuple[Any, ...]:
-    """``--trust`` anchors, or certifi's copy of Mozilla's public roots."""
-    path = trust or Path(certifi.where())
+def server_trust(roots: Path | None, option: str) -> ServerTrust:
+    """The roots given with ``option`` (``--trust``, ``--ca``), or certifi's copy of
+    Mozilla's public roots."""
+    path = roots or Path(certifi.where())
     try:
         with warnings.catch_warnings():  # a few old public roots have non-positive serials
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            return tuple(load_certificates(path, "--trust" if trust else "certifi"))
+            anchors = tuple(load_certificates(path, option if roots else "certifi"))
     except CertificateFileError as error:
         raise ConfigError(str(error)) from None
+    if roots is None:
+        return ServerTrust(anchors, "the public trust store", public=True)
+    return ServerTrust(anchors, f"{option} {roots}", public=False)
 
 
 def _server_key(config: Config, keyfile: Path) -> PublicKeyTypes:
@@ -72,7 +76,7 @@ def _server_key(config: Config, keyfile: Path) -> PublicKeyTypes:
                           f"an unencrypted PEM private key: {error}") from None
 
 
-def check_server(config: Config, report: CheckReport, anchors: tuple[Any, ...],
+def check_server(config: Config, report: CheckReport, trust: ServerTrust,
                  now: dt.datetime) -> None:
     certfile, keyfile = config.server_identity()
     try:
@@ -81,7 +85,7 @@ def check_server(config: Config, report: CheckReport, anchors: tuple[Any, ...],
         raise ConfigError(f"{config.source}: {error}") from None
     report.server_chain = [summarize(certificate, now) for certificate in chain]
     report.findings += analyse_server_chain(
-        chain, anchors=anchors, public_names=config.server.public_names, now=now,
+        chain, trust=trust, public_names=config.server.public_names, now=now,
         key=_server_key(config, keyfile),
         expiry_warning_days=config.client_auth.rules.expiry_warning_days)
 
@@ -154,6 +158,37 @@ def _pinned(rules: PolicyRules, builder: PolicyBuilder) -> list[tuple[Path, tupl
             for path in rules.pin_files]
 
 
+def _issuer_could_be_sent(rules: PolicyRules, policy: Policy) -> bool:
+    """Whether the client certificate's issuer may be a certificate the client sends, which
+    check cannot see: an intermediate below an anchor, or anything when hash pins decide."""
+    if policy.trust_required:
+        return policy.verify_depth > 1
+    return bool(rules.pins)
+
+
+def _issuer_dn_problems(label: str, rules: PolicyRules, policy: Policy,
+                        pinned: list[tuple[Path, tuple[Any, ...]]]) -> list[Finding]:
+    dn = rules.issuer_dn
+    configured = [*policy.anchors, *policy.known_cas, *(c for _, chain in pinned for c in chain)]
+    if dn is None or any(dn.matches(c.subject) or dn.matches(c.issuer) for c in configured):
+        return []
+    if _issuer_could_be_sent(rules, policy):
+        return [Finding(
+            "issuer_dn_mismatch", "info", None,
+            f"{label} issuer_dn {dn.text!r} is the subject of no certificate in trust or "
+            "pin_files. It can still match: the client certificate's issuer may be an "
+            "intermediate the client sends, which check cannot see.",
+            "Compare it with the issuer of the sender's certificate: `omgate inspect` of its "
+            "chain shows it.")]
+    why = (f"verify_depth = {rules.verify_depth} leaves no room for an intermediate"
+           if policy.trust_required else "only the pinned certificates are accepted")
+    return [Finding(
+        "issuer_dn_mismatch", "warning", None,
+        f"{label} issuer_dn {dn.text!r} is the subject of no certificate in trust or "
+        f"pin_files, and {why}: nothing will match.",
+        "Compare it with `omgate inspect` of the sender's chain, or add that CA to trust.")]
+
+
 def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: PolicyBuilder,
                   now: dt.datetime) -> list[Finding]:
     """Pinned certificates that would not pass, DNs that nothing configured could match."""
@@ -168,15 +203,7 @@ def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: Polic
                 findings.append(Finding(
                     finding.code, finding.severity, None,
                     f"{label} pin_files {path}: {finding.message}", finding.hint))
-    configured = [*policy.anchors, *policy.known_cas, *(c for _, chain in pinned for c in chain)]
-    if rules.issuer_dn is not None and not any(
-            rules.issuer_dn.matches(c.subject) or rules.issuer_dn.matches(c.issuer)
-            for c in configured):
-        findings.append(Finding(
-            "issuer_dn_mismatch", "warning", None,
-            f"{label} issuer_dn {rules.issuer_dn.text!r} is the subject of no certificate in "
-            "trust or pin_files: unless the sender's CA is exactly that, nothing will match.",
-            "Compare it with `omgate inspect` of the sender's chain, or add that CA to trust."))
+    findings += _issuer_dn_problems(label, rules, policy, pinned)
     pinned_leaves = [chain[0] for _, chain in pinned if chain]
     if rules.subject_dn is not None and pinned_leaves and not any(
             rules.subject_dn.matches(c.subject) for c in pinned_leaves):
@@ -209,7 +236,7 @@ def check_deployment(config: Config, *, trust: Path | None = None,
     now = now or dt.datetime.now(dt.UTC)
     report = CheckReport(config.source)
     if config.server.bind:
-        check_server(config, report, public_roots(trust), now)
+        check_server(config, report, server_trust(trust, "--trust"), now)
     check_client_auth(config, report, now)
     return report
 

@@ -1,35 +1,44 @@
 """``omgate probe URL``: connect the way Salesforce does and report what the server sends.
 
-TLS 1.2 or newer with SNI, the chain judged against public roots (or ``--ca``), an
-optional client certificate, then one test notification whose answer is shown as it
-came. ``--connections N`` opens N connections and reports when they were served
-different chains (one bad node behind a load balancer).
+TLS 1.2 or newer with SNI, the chain judged against public roots (or ``--ca``), what the
+server asked for in the client-certificate exchange (and what a Java client would do),
+an optional client certificate. ``--post`` sends one test notification, which the server
+stores like any other, and shows its answer as it came; without it nothing is posted.
+``--connections N`` opens N connections and reports when they were served different
+chains (one bad node behind a load balancer).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import select
-import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+import h11
 from cryptography import x509
 from OpenSSL import SSL
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
-from service.tools.check import public_roots
+from service.tools.check import server_trust
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.report import count_line, write_certificates, write_findings
+from service.tools.tlsclient import (
+    ClientChain,
+    HttpClient,
+    TlsTransport,
+    client_context,
+    load_client_chain,
+)
+from service.tools.tlsclient import connect as tls_connect
 
 TIMEOUT_SECONDS = 15
-MAX_RESPONSE_BYTES = 1024 * 1024
+# OpenSSL's name for the client state that has just read a CertificateRequest (TLS 1.2 and
+# 1.3 alike): the one sign that the server asked for a certificate, even with no CA names.
+CERTIFICATE_REQUEST = b"SSLv3/TLS read server certificate request"
 
 
 class ProbeError(Exception):
@@ -69,109 +78,124 @@ def _address_and_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 @dataclass
+class HandshakeNotes:
+    """What the info callback saw during one handshake."""
+
+    certificate_requested: bool = False
+
+
+def _note_certificate_request(connection: SSL.Connection, where: int, _ret: int) -> None:
+    if where & SSL.SSL_CB_CONNECT_LOOP and connection.get_state_string() == CERTIFICATE_REQUEST:
+        notes = connection.get_app_data()
+        if isinstance(notes, HandshakeNotes):
+            notes.certificate_requested = True
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """The client-certificate exchange as the server led it."""
+
+    requested: bool
+    ca_names: tuple[str, ...]  # the CA names listed in the CertificateRequest
+    ca_names_der: frozenset[bytes] = field(repr=False)
+
+    def java_would_send(self, chain: ClientChain) -> bool:
+        """Java's key managers send a chain only when one of its certificates was issued by
+        a listed name (or nothing is listed)."""
+        return not self.ca_names_der or any(
+            c.issuer.public_bytes() in self.ca_names_der for c in chain.certificates)
+
+
+@dataclass
 class Connection:
     chain: tuple[x509.Certificate, ...]
     tls_version: str
     cipher: str
-    requested_ca_names: list[str]
-    tls: SSL.Connection = field(repr=False)
-    sock: socket.socket = field(repr=False)
+    request: CertificateRequest
+    transport: TlsTransport = field(repr=False)
 
 
-def _context(client_cert: Path | None, client_key: Path | None) -> SSL.Context:
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_verify(SSL.VERIFY_NONE)  # omgate judges the chain itself, to say why
-    context.set_alpn_protos([b"http/1.1"])
-    if client_cert is not None:
-        context.use_certificate_chain_file(str(client_cert))
-        context.use_privatekey_file(str(client_key or client_cert))
+def _context(chain: ClientChain | None) -> SSL.Context:
+    context = client_context(chain, verify_server=False)  # omgate judges the chain, to say why
+    context.set_info_callback(_note_certificate_request)
     return context
 
 
-T = TypeVar("T")
-
-
-def patiently(call: Callable[[], T], sock: socket.socket) -> T:
-    """Run a pyOpenSSL call on a socket with a timeout, waiting while it wants I/O."""
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while True:
-        try:
-            return call()
-        except (SSL.WantReadError, SSL.WantWriteError) as want:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no answer within {TIMEOUT_SECONDS} s") from None
-            readable = isinstance(want, SSL.WantReadError)
-            select.select([sock] if readable else [], [] if readable else [sock], [],
-                          remaining)
-
-
 def open_connection(target: Target, context: SSL.Context) -> Connection:
+    notes = HandshakeNotes()
     try:
-        sock = socket.create_connection((target.address, target.port),
-                                        timeout=TIMEOUT_SECONDS)
+        transport = tls_connect(target.address, target.port, target.host, context,
+                                TIMEOUT_SECONDS, check_name=False, app_data=notes)
     except OSError as error:
         raise ProbeError(f"cannot connect to {target.address}:{target.port}: "
                          f"{error.strerror or error}") from None
-    tls = SSL.Connection(context, sock)
-    tls.set_tlsext_host_name(target.host.encode("idna"))
-    tls.set_connect_state()
-    try:
-        patiently(tls.do_handshake, sock)
-    except (SSL.Error, OSError) as error:
-        sock.close()
+    except SSL.Error as error:
         detail = str(error) or type(error).__name__
         if "wrong version number" in detail or "packet length too long" in detail:
             detail = "the port does not speak TLS (plain HTTP?)"
         raise ProbeError(f"TLS handshake with {target.host}:{target.port} failed: "
                          f"{detail}") from None
+    tls = transport.tls
     chain = tuple(tls.get_peer_cert_chain(as_cryptography=True) or ())
-    names = [name.get_components() for name in tls.get_client_ca_list()]
+    names = tls.get_client_ca_list()
+    request = CertificateRequest(
+        notes.certificate_requested,
+        tuple(",".join(f"{k.decode()}={v.decode()}" for k, v in reversed(name.get_components()))
+              for name in names),  # RFC 4514 order, as omgate's logs name CAs
+        frozenset(name.der() for name in names))
     return Connection(chain, tls.get_protocol_version_name(), tls.get_cipher_name() or "",
-                      [", ".join(f"{k.decode()}={v.decode()}" for k, v in parts)
-                       for parts in names], tls, sock)
-
-
-def _read_response(tls: SSL.Connection, sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while len(data) < MAX_RESPONSE_BYTES:
-        try:
-            chunk = patiently(lambda: tls.recv(65536), sock)
-        except (SSL.ZeroReturnError, SSL.SysCallError):
-            break
-        if not chunk:
-            break
-        data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), None)
-        if length is not None and len(body) >= length:
-            break
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n")[0].split()
-    status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
-    return status, body
+                      request, transport)
 
 
 def post_test_notification(connection: Connection, target: Target) -> dict[str, Any]:
     body, ids = outbound_message()
-    request = (f"POST {target.path} HTTP/1.1\r\nHost: {target.host}\r\n"
-               'Content-Type: text/xml; charset=utf-8\r\nSOAPAction: ""\r\n'
-               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
     try:
-        patiently(lambda: connection.tls.sendall(request), connection.sock)
-        status, answer = _read_response(connection.tls, connection.sock)
-    except (SSL.Error, OSError) as error:
+        answer = HttpClient(connection.transport, target.host).post(target.path, body, [
+            ("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '""'),
+            ("Connection", "close")])
+    except (SSL.Error, OSError, h11.ProtocolError) as error:
         return {"result": "transport_error", "detail": str(error), "notification_ids": ids}
-    result, summary = describe_answer(status, answer)
-    return {"result": result, "status": status, "summary": summary,
-            "body": answer.decode("utf-8", errors="replace"), "notification_ids": ids}
+    result, summary = describe_answer(answer.status, answer.body)
+    return {"result": result, "status": answer.status, "summary": summary,
+            "body": answer.body.decode("utf-8", errors="replace"), "notification_ids": ids}
+
+
+def exchange_findings(request: CertificateRequest, chain: ClientChain | None) -> list[Finding]:
+    """A client chain that a Java client, Salesforce, would not send to this server."""
+    if chain is None or not request.requested or request.java_would_send(chain):
+        return []
+    return [Finding(
+        "no_client_cert", "warning", None,
+        "The server lists CA names in its CertificateRequest, and no certificate of the "
+        "chain given with --client-cert was issued under one of them: a Java client "
+        "(Salesforce) would send no certificate to this server.",
+        "List the CA that issues the client certificate, or none (omgate: "
+        'client_auth.advertise_ca_names = "anchors" or "none").')]
+
+
+def describe_request(request: CertificateRequest, chain: ClientChain | None) -> str:
+    """The client-certificate exchange in words, with what a Java client would do."""
+    if not request.requested:
+        return ("The server did not ask for a client certificate: Salesforce sends none "
+                "(client_auth.mode off, or a balancer in front that does not ask)."
+                + (" The --client-cert given was not sent." if chain else ""))
+    presented = (f" This probe presented {chain.certificates[0].subject.rfc4514_string()}."
+                 if chain else " This probe presented none (--client-cert).")
+    if not request.ca_names:
+        return ("The server asked for a client certificate and listed no CA names: a Java "
+                "client (Salesforce) sends the certificate it is configured with, whatever "
+                "its issuer." + presented)
+    return ("The server asked for a client certificate and listed these CA names: "
+            + "; ".join(request.ca_names) + ". A Java client (Salesforce) sends its "
+            "certificate only when one in its chain was issued under a listed name, and "
+            "none otherwise." + presented)
 
 
 @dataclass
 class ProbeReport:
     target: Target
+    client_chain: ClientChain | None = None
+    request: CertificateRequest | None = None  # as the first connection saw it
     connections: list[dict[str, Any]] = field(default_factory=list)
     chains: dict[str, list[Finding]] = field(default_factory=dict)
     summaries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -179,61 +203,89 @@ class ProbeReport:
 
     @property
     def findings(self) -> list[Finding]:
-        return [finding for findings in self.chains.values() for finding in findings]
+        exchange = exchange_findings(self.request, self.client_chain) if self.request else []
+        return [*(f for findings in self.chains.values() for f in findings), *exchange]
+
+    @property
+    def problems(self) -> list[str]:
+        """What failed besides the findings: they count as errors in the summary."""
+        problems = []
+        if len(self.chains) > 1:
+            problems.append("the connections were served different chains")
+        if self.post is not None and self.post["result"] != "ack":
+            problems.append("the test notification was not acknowledged")
+        return problems
 
     @property
     def failed(self) -> bool:
-        return (any(f.severity == "error" for f in self.findings) or len(self.chains) > 1
-                or (self.post is not None and self.post["result"] != "ack"))
+        return any(f.severity == "error" for f in self.findings) or bool(self.problems)
 
     def to_json(self) -> dict[str, Any]:
+        request = self.request
         return {
             "url": f"https://{self.target.host}:{self.target.port}{self.target.path}",
+            "certificate_request": None if request is None else {
+                "requested": request.requested, "ca_names": list(request.ca_names),
+                "explanation": describe_request(request, self.client_chain)},
             "connections": self.connections,
             "chains": {key: {"certificates": self.summaries[key],
                              "findings": [f.to_json() for f in findings]}
                        for key, findings in self.chains.items()},
             "different_chains": len(self.chains) > 1,
+            "findings": [f.to_json() for f in exchange_findings(request, self.client_chain)]
+            if request else [],
             "post": self.post,
+            "problems": self.problems,
             "ok": not self.failed,
         }
 
 
 def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
-          client_key: Path | None = None, connections: int = 1, post: bool = True,
+          client_key: Path | None = None, connections: int = 1, post: bool = False,
           connect: str | None = None, now: dt.datetime | None = None) -> ProbeReport:
     target = Target.parse(url, connect)
     now = now or dt.datetime.now(dt.UTC)
-    anchors = public_roots(ca)
-    context = _context(client_cert, client_key)
-    report = ProbeReport(target)
+    trust = server_trust(ca, "--ca")
+    chain = load_client_chain(client_cert, client_key) if client_cert else None
+    context = _context(chain)
+    report = ProbeReport(target, chain)
     for number in range(1, connections + 1):
         connection = open_connection(target, context)
         try:
+            report.request = report.request or connection.request
             key = chain_fingerprint(connection.chain)
             report.connections.append({
                 "connection": number, "chain_sha256": key, "tls_version": connection.tls_version,
-                "cipher": connection.cipher, "requested_ca_names": connection.requested_ca_names})
+                "cipher": connection.cipher,
+                "certificate_requested": connection.request.requested,
+                "requested_ca_names": list(connection.request.ca_names)})
             if key not in report.chains:
                 report.summaries[key] = [summarize(c, now) for c in connection.chain]
                 report.chains[key] = analyse_server_chain(
-                    connection.chain, anchors=anchors, public_names=(target.host,), now=now)
+                    connection.chain, trust=trust, public_names=(target.host,), now=now)
             if post and number == connections:
                 report.post = post_test_notification(connection, target)
         finally:
-            connection.sock.close()
+            connection.transport.close()
     return report
+
+
+def _write_post(post: dict[str, Any], out: TextIO) -> None:
+    out.write(f"\ntest notification {', '.join(post['notification_ids'])}: ")
+    if post["result"] == "transport_error":
+        out.write(f"transport error: {post['detail']}\n")
+    else:
+        out.write(f"{post['summary']}\n{post['body'].strip()}\n")
 
 
 def write_text(report: ProbeReport, out: TextIO) -> None:
     target = report.target
     out.write(f"omgate probe: https://{target.host}:{target.port}{target.path}\n")
     first = report.connections[0]
-    out.write(f"{first['tls_version']}, {first['cipher']}")
-    if first["requested_ca_names"]:
-        out.write("; the server asks for a client certificate from: "
-                  + "; ".join(first["requested_ca_names"]))
-    out.write("\n")
+    out.write(f"{first['tls_version']}, {first['cipher']}\n")
+    if report.request is not None:
+        exchange = describe_request(report.request, report.client_chain)
+        out.write(f"\nclient certificate: {exchange}\n")
     if len(report.chains) > 1:
         out.write(f"\nDIFFERENT CHAINS: {len(report.connections)} connections were served "
                   f"{len(report.chains)} different chains (one node is set up differently):\n")
@@ -246,13 +298,17 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
         write_certificates(report.summaries[key], out, indent="  ")
         out.write("\n")
         write_findings(findings, out)
+    if report.request is not None:
+        write_findings(exchange_findings(report.request, report.client_chain), out)
     if report.post is not None:
-        out.write(f"\ntest notification {', '.join(report.post['notification_ids'])}: ")
-        if report.post["result"] == "transport_error":
-            out.write(f"transport error: {report.post['detail']}\n")
-        else:
-            out.write(f"{report.post['summary']}\n{report.post['body'].strip()}\n")
-    out.write(f"\n{'FAILED' if report.failed else 'OK'}: {count_line(report.findings)}\n")
+        _write_post(report.post, out)
+    else:
+        out.write("\nNo test notification was posted (--post sends one; the server stores it "
+                  "like any other).\n")
+    for problem in report.problems:
+        out.write(f"ERROR {problem}\n")
+    summary = count_line(report.findings, extra_errors=len(report.problems))
+    out.write(f"\n{'FAILED' if report.failed else 'OK'}: {summary}\n")
 
 
 def run_probe(url: str, out: TextIO, *, as_json: bool, **options: Any) -> int:

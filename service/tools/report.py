@@ -33,7 +33,8 @@ def write_findings(findings: Iterable[Finding | dict[str, Any]], out: TextIO) ->
                   f"{item['message']}\n      fix: {item['hint']}\n")
 
 
-def count_line(findings: list[Finding]) -> str:
-    errors = sum(f.severity == "error" for f in findings)
+def count_line(findings: list[Finding], extra_errors: int = 0) -> str:
+    """"N errors, M warnings"; ``extra_errors`` counts failures that are not findings."""
+    errors = sum(f.severity == "error" for f in findings) + extra_errors
     warnings = sum(f.severity == "warning" for f in findings)
     return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"

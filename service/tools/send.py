@@ -2,14 +2,14 @@
 
 Sends a payload file (``--payload``) or generated messages (``--generate TYPE``)
 ``--count`` times over ``--concurrency`` keep-alive connections, presenting a client
-certificate if given, and prints one line per message: the ack, the fault, or the
-transport error. Exit status 1 when any message was not acknowledged.
+certificate if given (in its file's order, see :mod:`service.tools.tlsclient`), and
+prints one line per message: the ack, the fault, or the transport error. Exit status 1
+when any message was not acknowledged.
 """
 
 from __future__ import annotations
 
-import http.client
-import ssl
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +19,21 @@ from queue import Empty, Queue
 from typing import TextIO
 from urllib.parse import urlsplit
 
+import h11
+from OpenSSL import SSL
+
 from service.tools.messages import describe_answer, outbound_message
+from service.tools.tlsclient import (
+    HttpClient,
+    PlainTransport,
+    Transport,
+    client_context,
+    connect,
+    load_client_chain,
+)
 
 TIMEOUT_SECONDS = 30
+SOAP_HEADERS = [("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '""')]
 
 
 @dataclass(frozen=True)
@@ -32,62 +44,49 @@ class Outcome:
     milliseconds: float
 
 
-def client_context(ca: Path | None, client_cert: Path | None,
-                   client_key: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca) if ca else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if client_cert is not None:
-        context.load_cert_chain(client_cert, client_key)
-    return context
-
-
 class Sender:
     """One keep-alive connection; reconnects after a transport error."""
 
-    def __init__(self, url: str, context: ssl.SSLContext | None) -> None:
+    def __init__(self, url: str, context: SSL.Context | None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s):// URL")
         self.host, self.path = parts.hostname, parts.path or "/"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.authority = parts.netloc.rpartition("@")[2]
         self.context = context if parts.scheme == "https" else None
-        self.connection: http.client.HTTPConnection | None = None
+        self.client: HttpClient | None = None
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.connection is None:
-            if self.context is not None:
-                self.connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=TIMEOUT_SECONDS, context=self.context)
-            else:
-                self.connection = http.client.HTTPConnection(self.host, self.port,
-                                                             timeout=TIMEOUT_SECONDS)
-        return self.connection
+    def _transport(self) -> Transport:
+        if self.context is None:
+            return PlainTransport(socket.create_connection((self.host, self.port),
+                                                           timeout=TIMEOUT_SECONDS))
+        return connect(self.host, self.port, self.host, self.context, TIMEOUT_SECONDS,
+                       check_name=True)
 
     def send(self, number: int, body: bytes) -> Outcome:
         started = time.perf_counter()
         try:
-            connection = self._connect()
-            connection.request("POST", self.path, body=body, headers={
-                "Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
-            response = connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as error:
+            if self.client is None:
+                self.client = HttpClient(self._transport(), self.authority)
+            answer = self.client.post(self.path, body, SOAP_HEADERS)
+        except (OSError, SSL.Error, h11.ProtocolError) as error:
             self.close()
             return Outcome(number, "transport_error", f"{type(error).__name__}: {error}",
                            (time.perf_counter() - started) * 1000)
-        if response.will_close:
+        if not self.client.reusable:
             self.close()
-        result, detail = describe_answer(response.status, answer)
+        result, detail = describe_answer(answer.status, answer.body)
         return Outcome(number, result, detail, (time.perf_counter() - started) * 1000)
 
     def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
 
 def send_messages(url: str, bodies: Callable[[int], bytes], count: int, concurrency: int,
-                  context: ssl.SSLContext | None, report: Callable[[Outcome], None]) -> None:
+                  context: SSL.Context | None, report: Callable[[Outcome], None]) -> None:
     work: Queue[int] = Queue()
     for number in range(1, count + 1):
         work.put(number)
@@ -134,9 +133,15 @@ def run_send(url: str, out: TextIO, *, payload: Path | None, generate: str | Non
             out.write(f"#{outcome.number} {outcome.result}: {outcome.detail} "
                       f"({outcome.milliseconds:.0f} ms)\n")
 
+    chain = None
+    if client_cert is not None:
+        chain = load_client_chain(client_cert, client_key)
+        note = chain.reordering_note(client_cert)
+        if note:
+            out.write(f"client certificate chain: {note}\n")
+    context = client_context(chain, verify_server=True, server_roots=ca)
     started = time.perf_counter()
-    send_messages(url, bodies, count, concurrency, client_context(ca, client_cert, client_key),
-                  report)
+    send_messages(url, bodies, count, concurrency, context, report)
     elapsed = time.perf_counter() - started
     acks = sum(outcome.result == "ack" for outcome in outcomes)
     out.write(f"{acks}/{len(outcomes)} acknowledged in {elapsed:.2f} s "

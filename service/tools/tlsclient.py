@@ -1,0 +1,243 @@
+"""Client connections for `omgate probe` and `omgate send`: TLS with pyOpenSSL, HTTP/1.1
+framed by h11.
+
+A client certificate chain is presented as its file orders it. TLS sends the certificate
+the key belongs to first (the handshake proves that key with it), so a file that lists it
+elsewhere has it moved to the front, the others keeping their order; a key that belongs
+to none of the file's certificates is said so in words, not as OpenSSL's
+``KEY_VALUES_MISMATCH``.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import h11
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL, crypto
+
+from service.certfiles import CertificateFileError, load_certificates
+from service.clientauth.serverchain import covers
+
+MAX_RESPONSE_BYTES = 1024 * 1024
+T = TypeVar("T")
+
+
+class ClientChainError(ValueError):
+    """A client certificate or key that cannot be presented; the message says why."""
+
+
+@dataclass(frozen=True)
+class ClientChain:
+    """A client certificate chain in the order it will be presented (the key's first)."""
+
+    certificates: tuple[x509.Certificate, ...]
+    key: PrivateKeyTypes
+    file_position: int  # where the file listed the key's certificate (0: first)
+
+    def reordering_note(self, cert_file: Path) -> str | None:
+        """A sentence when the order presented is not the file's, else None."""
+        if self.file_position == 0:
+            return None
+        leaf = self.certificates[0].subject.rfc4514_string()
+        return (f"the key belongs to certificate {self.file_position} of {cert_file} ({leaf}); "
+                "TLS sends that certificate first, so it goes first, the others follow in "
+                "the file's order")
+
+
+def _private_key(path: Path) -> PrivateKeyTypes:
+    try:
+        return load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as error:
+        raise ClientChainError(f"cannot read the key {path}: {error.strerror}") from None
+    except (ValueError, TypeError) as error:
+        raise ClientChainError(f"{path} is not an unencrypted PEM private key: {error}") \
+            from None
+
+
+def load_client_chain(cert_file: Path, key_file: Path | None) -> ClientChain:
+    """The certificates of ``cert_file`` and the key of ``key_file`` (or of ``cert_file``
+    when it holds both)."""
+    try:
+        certificates = load_certificates(cert_file, "--client-cert")
+    except CertificateFileError as error:
+        raise ClientChainError(str(error)) from None
+    key_path = key_file or cert_file
+    key = _private_key(key_path)
+    public = key.public_key()
+    position = next((index for index, certificate in enumerate(certificates)
+                     if certificate.public_key() == public), None)
+    if position is None:
+        subjects = "; ".join(c.subject.rfc4514_string() for c in certificates)
+        raise ClientChainError(
+            f"the key in {key_path} belongs to none of the {len(certificates)} certificates in "
+            f"{cert_file} ({subjects}): give the key of the client certificate")
+    ordered = (certificates[position], *certificates[:position], *certificates[position + 1:])
+    return ClientChain(ordered, key, position)
+
+
+def client_context(chain: ClientChain | None, *, verify_server: bool,
+                   server_roots: Path | None = None) -> SSL.Context:
+    """TLS 1.2 or newer, HTTP/1.1 by ALPN, presenting ``chain`` exactly in its order. With
+    ``verify_server`` the server's chain must verify against ``server_roots`` (or the
+    system's roots); the name is checked by :func:`connect`."""
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_alpn_protos([b"http/1.1"])
+    if verify_server:
+        context.set_verify(SSL.VERIFY_PEER)
+        if server_roots is None:
+            context.set_default_verify_paths()
+        else:
+            _trust(context, server_roots)
+    else:
+        context.set_verify(SSL.VERIFY_NONE)  # the caller judges the chain itself
+    if chain is not None:
+        context.use_certificate(crypto.X509.from_cryptography(chain.certificates[0]))
+        context.use_privatekey(crypto.PKey.from_cryptography_key(chain.key))
+        for certificate in chain.certificates[1:]:
+            context.add_extra_chain_cert(crypto.X509.from_cryptography(certificate))
+    return context
+
+
+def _trust(context: SSL.Context, roots: Path) -> None:
+    try:
+        certificates = load_certificates(roots, "--ca")
+    except CertificateFileError as error:
+        raise ClientChainError(str(error)) from None
+    store = context.get_cert_store()
+    for certificate in certificates:
+        store.add_cert(crypto.X509.from_cryptography(certificate))
+
+
+def patiently(call: Callable[[], T], sock: socket.socket, timeout: float) -> T:
+    """Run a pyOpenSSL call on a socket with a timeout, waiting while it wants I/O."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (SSL.WantReadError, SSL.WantWriteError) as want:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer within {timeout:g} s") from None
+            readable = isinstance(want, SSL.WantReadError)
+            select.select([sock] if readable else [], [] if readable else [sock], [],
+                          remaining)
+
+
+class Transport(Protocol):
+    def sendall(self, data: bytes) -> None: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlainTransport:
+    sock: socket.socket
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass(frozen=True)
+class TlsTransport:
+    tls: SSL.Connection
+    sock: socket.socket
+    timeout: float
+
+    def sendall(self, data: bytes) -> None:
+        patiently(lambda: self.tls.sendall(data), self.sock, self.timeout)
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return patiently(lambda: self.tls.recv(size), self.sock, self.timeout)
+        except (SSL.ZeroReturnError, SSL.SysCallError):
+            return b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def connect(address: str, port: int, server_name: str, context: SSL.Context,
+            timeout: float, *, check_name: bool, app_data: object = None) -> TlsTransport:
+    """A completed TLS handshake with SNI ``server_name``; with ``check_name`` the server's
+    certificate must cover that name. ``app_data`` is what the context's callbacks find on
+    the connection. OSError when nothing answers, SSL.Error when the handshake fails."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    tls = SSL.Connection(context, sock)
+    tls.set_app_data(app_data)
+    tls.set_tlsext_host_name(server_name.encode("idna"))
+    tls.set_connect_state()
+    try:
+        patiently(tls.do_handshake, sock, timeout)
+        leaf = tls.get_peer_certificate(as_cryptography=True)
+        if check_name and (leaf is None or not covers(leaf, server_name)):
+            raise SSL.Error(f"the server's certificate does not cover {server_name!r}")
+    except BaseException:
+        sock.close()
+        raise
+    return TlsTransport(tls, sock, timeout)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+class HttpClient:
+    """HTTP/1.1 requests over one connection, kept open while the server allows."""
+
+    def __init__(self, transport: Transport, host: str) -> None:
+        self.transport = transport
+        self.host = host
+        self._http = h11.Connection(h11.CLIENT)
+
+    @property
+    def reusable(self) -> bool:
+        return self._http.our_state is h11.IDLE and self._http.their_state is h11.IDLE
+
+    def post(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> Answer:
+        request = h11.Request(method="POST", target=path, headers=[
+            ("Host", self.host), ("Content-Length", str(len(body))), *headers])
+        self.transport.sendall(self._http.send(request) + self._http.send(h11.Data(data=body))
+                               + self._http.send(h11.EndOfMessage()))
+        answer = self._read_answer()
+        if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
+            self._http.start_next_cycle()
+        return answer
+
+    def _read_answer(self) -> Answer:
+        status, body = 0, b""
+        while True:
+            event = self._http.next_event()
+            if event is h11.NEED_DATA:
+                self._http.receive_data(self.transport.recv(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise h11.RemoteProtocolError(
+                        f"the answer is larger than {MAX_RESPONSE_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return Answer(status, body)
+
+    def close(self) -> None:
+        self.transport.close()
