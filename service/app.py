@@ -40,6 +40,8 @@ from service.soap import (
     id_key,
     parse_message,
 )
+from service.terminal import escape_controls
+from service.text import clipped
 
 ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 PARSE_IN_THREAD_BYTES = 256 * 1024
@@ -109,14 +111,15 @@ def _check_request_line(request: Request) -> None:
     if request.method != "POST":
         raise SoapFaultError(
             "method_not_allowed",
-            f"{request.method} is not accepted here; Salesforce POSTs outbound messages.",
+            f"{clipped(request.method)} is not accepted here; Salesforce POSTs outbound "
+            "messages.",
             status=405,
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
         raise SoapFaultError(
             "unsupported_media_type",
-            f"Content-Type {media_type or '(none)'!r} is not accepted; "
+            f"Content-Type {clipped(media_type) or '(none)'!r} is not accepted; "
             "send text/xml; charset=utf-8.",
             status=415,
         )
@@ -351,17 +354,20 @@ def _health_routes(inbox: Inbox, state: ServiceState, *, with_reasons: bool) -> 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
     correlation_id = new_correlation_id()
+    path = clipped(request.url.path)
     error = SoapFaultError("unknown_endpoint",
-                           f"No outbound-message endpoint at {request.url.path}.", status=404)
-    log.warning("om.rejected", reason=error.reason, status=404, endpoint=request.url.path,
+                           f"No outbound-message endpoint at {escape_controls(path)}.",
+                           status=404)
+    log.warning("om.rejected", reason=error.reason, status=404, endpoint=path,
                 correlation_id=correlation_id, peer=_peer(request))
     return fault_response(error, correlation_id)
 
 
 async def _unexpected(request: Request, _exc: Exception) -> Response:
     correlation_id = new_correlation_id()
-    log.error("om.rejected", reason="internal_error", status=500, endpoint=request.url.path,
-              correlation_id=correlation_id, peer=_peer(request))
+    log.error("om.rejected", reason="internal_error", status=500,
+              endpoint=clipped(request.url.path), correlation_id=correlation_id,
+              peer=_peer(request))
     return fault_response(_internal_error(), correlation_id)
 
 

@@ -9,7 +9,6 @@ different chains (one bad node behind a load balancer).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import select
 import socket
 import time
@@ -24,6 +23,8 @@ from OpenSSL import SSL
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
+from service.terminal import escape_controls as shown
+from service.terminal import json_text
 from service.tools.check import public_roots
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.report import count_line, write_certificates, write_findings
@@ -232,7 +233,7 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
     out.write(f"{first['tls_version']}, {first['cipher']}")
     if first["requested_ca_names"]:
         out.write("; the server asks for a client certificate from: "
-                  + "; ".join(first["requested_ca_names"]))
+                  + shown("; ".join(first["requested_ca_names"])))
     out.write("\n")
     if len(report.chains) > 1:
         out.write(f"\nDIFFERENT CHAINS: {len(report.connections)} connections were served "
@@ -249,9 +250,10 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
     if report.post is not None:
         out.write(f"\ntest notification {', '.join(report.post['notification_ids'])}: ")
         if report.post["result"] == "transport_error":
-            out.write(f"transport error: {report.post['detail']}\n")
+            out.write(f"transport error: {shown(report.post['detail'])}\n")
         else:
-            out.write(f"{report.post['summary']}\n{report.post['body'].strip()}\n")
+            body = shown(report.post["body"].strip(), keep="\n")
+            out.write(f"{shown(report.post['summary'])}\n{body}\n")
     out.write(f"\n{'FAILED' if report.failed else 'OK'}: {count_line(report.findings)}\n")
 
 
@@ -260,12 +262,12 @@ def run_probe(url: str, out: TextIO, *, as_json: bool, **options: Any) -> int:
         report = probe(url, **options)
     except ProbeError as error:
         if as_json:
-            out.write(json.dumps({"url": url, "error": str(error), "ok": False}, indent=2) + "\n")
+            out.write(json_text({"url": url, "error": str(error), "ok": False}, indent=2) + "\n")
         else:
             out.write(f"omgate probe: {error}\n")
         return 1
     if as_json:
-        out.write(json.dumps(report.to_json(), indent=2) + "\n")
+        out.write(json_text(report.to_json(), indent=2) + "\n")
     else:
         write_text(report, out)
     return 1 if report.failed else 0

@@ -19,6 +19,7 @@ from queue import Empty, Queue
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from service.terminal import escape_controls
 from service.tools.messages import describe_answer, outbound_message
 
 TIMEOUT_SECONDS = 30
@@ -129,7 +130,7 @@ def run_send(url: str, out: TextIO, *, payload: Path | None, generate: str | Non
     def report(outcome: Outcome) -> None:
         with lock:
             outcomes.append(outcome)
-            out.write(f"#{outcome.number} {outcome.result}: {outcome.detail} "
+            out.write(f"#{outcome.number} {outcome.result}: {escape_controls(outcome.detail)} "
                       f"({outcome.milliseconds:.0f} ms)\n")
 
     started = time.perf_counter()
