@@ -74,6 +74,7 @@ class ServerConfig:
     workers: int
     handshake_timeout: float
     request_timeout: float
+    write_timeout: float
     idle_timeout: float
     read_timeout: float
     shutdown_timeout: float
@@ -431,6 +432,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "request_timeout": Key(_positive_seconds, 60, "float"),
+        "write_timeout": Key(_positive_seconds, 10, "float"),
         "idle_timeout": Key(_positive_seconds, 15, "float"),
         "read_timeout": Key(_positive_seconds, 30, "float"),
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),

@@ -41,7 +41,7 @@ from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.capture import ResumptionMemory
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
-from service.tls.hypercorn_glue import HttpServing, hypercorn_config
+from service.tls.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
 from service.tls.listener import (
     OriginReader,
     PlainConnectionHandler,
@@ -240,10 +240,11 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
                              graceful_timeout=config.server.shutdown_timeout,
                              idle_timeout=config.server.idle_timeout)
+    deadlines = Deadlines(request=config.server.request_timeout,
+                          write=config.server.write_timeout)
     main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics), hyper,
-                       config.server.request_timeout)
-    health = HttpServing(create_health_app(inbox, state, metrics), hyper,
-                         config.server.request_timeout)
+                       deadlines)
+    health = HttpServing(create_health_app(inbox, state, metrics), hyper, deadlines)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []
     health_servers: list[asyncio.Server] = []
