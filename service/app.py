@@ -19,10 +19,12 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.budget import BodyBudget, BodyHold
 from service.clientauth import Policy
 from service.config import Config, EndpointConfig
+from service.connections import OpenConnections
 from service.forwarded import Address, Network, RequestOrigin, within
 from service.forwarded.middleware import ORIGIN_EXTENSION
 from service.gate import ClientAuthGate, ForwardedCertificateUnreadable
@@ -369,6 +371,43 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
               endpoint=clipped(request.url.path), correlation_id=correlation_id,
               peer=_peer(request))
     return fault_response(_internal_error(), correlation_id)
+
+
+def _too_many_connections(client: Address | None) -> SoapFaultError:
+    return SoapFaultError(
+        "too_many_connections",
+        f"Client {client} has too many requests under way at once "
+        "(server.max_connections_per_peer); please retry.", status=503, fault_code="Server")
+
+
+class ForwardedClientCap:
+    """Counts each request a trusted proxy forwards over HTTP as a connection of the client
+    it names (``server.max_connections_per_peer``): behind such a proxy, omgate sees only
+    the proxy's connections. Placed after ForwardedMiddleware, which names the client."""
+
+    def __init__(self, app: ASGIApp, connections: OpenConnections) -> None:
+        self.app = app
+        self.connections = connections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin: RequestOrigin | None = (scope.get("extensions") or {}).get(ORIGIN_EXTENSION)
+        if scope["type"] != "http" or origin is None or not origin.trusted_peer:
+            await self.app(scope, receive, send)  # a client's own connection: counted already
+            return
+        if not self.connections.claim(origin.client):
+            correlation_id = new_correlation_id()
+            error = _too_many_connections(origin.client)
+            log.warning("om.rejected", reason=error.reason, status=error.status,
+                        endpoint=clipped(scope["path"]), correlation_id=correlation_id,
+                        peer=_peer(Request(scope)))
+            response = fault_response(error, correlation_id)
+            response.headers["Connection"] = "close"  # the body stays unread
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.connections.release(origin.client)
 
 
 def build_endpoints(
