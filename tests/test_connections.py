@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from harness import PAYLOADS, SOAP_HEADERS, fault_of, free_port, is_ack, ssl_context
+from messages import envelope, notification
 
 BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 ESTABLISHED = 1  # tcpi_state, Linux's TCP_INFO
@@ -70,6 +71,19 @@ def test_a_client_that_does_not_read_its_answers_is_cut_off(omgate_server):
     started = time.monotonic()
     assert server.stop() == 0
     assert time.monotonic() - started < 5  # nothing left for shutdown to wait for
+
+
+def test_a_fault_quotes_a_bounded_part_of_what_the_client_sent(omgate_server):
+    server = omgate_server()
+    name = "F" * 40_000  # libxml2 allows names up to 50,000 characters
+    body = envelope(notification(fields=f"<sf:{name}>1</sf:{name}><sf:{name}>2</sf:{name}>"))
+    answer = server.post(body)
+    assert answer.status_code == 400 and len(answer.content) < 2000
+    _code, text, correlation = fault_of(answer)
+    assert text.startswith("Notification 1 (Id 04lxx000000CaSdAAK): field 'FFF")
+    assert "characters)" in text  # says it was cut
+    logged = server.wait_for("om.rejected", lambda e: e["correlation_id"] == correlation)
+    assert logged["reason"] == "invalid_field" and len(logged["detail"]) < 1100
 
 
 # -- caps ------------------------------------------------------------------------------------------
