@@ -112,8 +112,6 @@ class DeadlineStream:
             elif now - self._unanswered_since > self._deadlines.request:
                 log.warning("connection.request_timeout", peer=self._peer(),
                             timeout=self._deadlines.request)
-                # close now: hypercorn would keep the socket until its idle timer ran out
-                self._writer.close()
                 raise ConnectionResetError(f"no whole request within "
                                            f"{self._deadlines.request:g} s "
                                            "(server.request_timeout)")
@@ -133,7 +131,7 @@ class DeadlineStream:
             log.warning("connection.write_timeout", peer=self._peer(),
                         timeout=self._deadlines.write)
             cut_off(self._writer)
-            raise ConnectionResetError(f"the client read nothing for "
+            raise ConnectionResetError(f"the client did not read for "
                                        f"{self._deadlines.write:g} s "
                                        "(server.write_timeout)") from None
 
@@ -151,10 +149,10 @@ class DeadlineStream:
 class ReleasingTcpServer(TCPServer):
     """hypercorn's connection, released as soon as its client has gone.
 
-    hypercorn closes the socket when its read loop has ended only after every task of the
-    connection has, its idle timer (``server.idle_timeout``) included: a client that closes
-    a kept-alive connection left its descriptor and state behind for that long. Closing
-    also stops the idle timer.
+    When its read loop ends, hypercorn closes the socket only after every task of the
+    connection has ended, its idle timer (``server.idle_timeout``) included: a client that
+    closed a kept-alive connection left its descriptor and state behind for that long.
+    Closing at once also stops the idle timer.
     """
 
     async def _read_data(self) -> None:
