@@ -6,6 +6,10 @@ Standalone on purpose: it shares no code with omgate's server side.
         --ca ca.pem --cert chain.pem --key key.pem --body payload.xml \
         --mode new-connection --concurrency 16 --seconds 5
 
+``--silent-close`` makes the new-connection mode close each connection after its answer
+without announcing it (no ``Connection: close``), as a sender that never reuses a
+connection may.
+
 Prints one JSON object: requests, acks, errors, seconds, rate, p50_ms, p99_ms.
 """
 
@@ -22,8 +26,8 @@ import time
 from urllib.parse import urlsplit
 
 
-def _request(host: str, path: str, body: bytes, keep_alive: bool) -> bytes:
-    connection = "keep-alive" if keep_alive else "close"
+def _request(host: str, path: str, body: bytes, announce_close: bool) -> bytes:
+    connection = "close" if announce_close else "keep-alive"
     return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
             f"Content-Type: text/xml; charset=utf-8\r\nSOAPAction: \"\"\r\n"
             f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n").encode() + body
@@ -72,12 +76,13 @@ async def _worker(args: argparse.Namespace, context: ssl.SSLContext, payload: by
     url = urlsplit(args.url)
     port = url.port or 443
     keep_alive = args.mode == "keep-alive"
+    announce_close = not keep_alive and not args.silent_close
     host = url.hostname or "localhost"
-    request = _request(host, url.path, payload, keep_alive)
+    request = _request(host, url.path, payload, announce_close)
     reader = writer = None
     while time.perf_counter() < deadline:
         if args.unique:
-            request = _request(host, url.path, _unique(payload, args.run_id), keep_alive)
+            request = _request(host, url.path, _unique(payload, args.run_id), announce_close)
         started = time.perf_counter()
         try:
             if writer is None:
@@ -137,6 +142,9 @@ def main() -> None:
     parser.add_argument("--unique", action="store_true",
                         help="fresh notification IDs in every message (no duplicates)")
     parser.add_argument("--run-id", default="00", help="two characters kept in every ID")
+    parser.add_argument("--silent-close", action="store_true",
+                        help="new-connection mode: close after the answer without sending "
+                             "Connection: close")
     print(json.dumps(asyncio.run(_run(parser.parse_args()))))
 
 

@@ -11,6 +11,9 @@ every connection) runs pinned to the other core. Rows:
 - durable commits on SQLite and PostgreSQL, with and without group commit;
 - a keep-alive sender while 8 other connections keep presenting chains built to cost a
   verifier CPU (bench/abuse.py: 16,384-bit RSA keys, huge exponents, fresh every time);
+- a keep-alive sender after three bursts of 16 senders that each send one message per
+  TLS connection and close it unannounced, with the server's open descriptors and
+  resident memory one second after the last burst;
 - peak memory with 500 open client connections;
 - new connections with the chain registry (`chains.enabled`) on and off.
 
@@ -105,6 +108,15 @@ class Server:
             total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / CLOCK_TICKS
 
+    def open_descriptors(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                total += len(os.listdir(f"/proc/{pid}/fd"))
+            except OSError:
+                continue
+        return total
+
     def memory_kib(self, key: str = "VmHWM") -> int:
         total = 0
         for pid in self.pids():
@@ -130,6 +142,8 @@ certfile = "server.pem"
 keyfile = "server.key"
 workers = 1
 idle_timeout = 120
+# every load generator connection comes from 127.0.0.1 (500 at once in the memory row)
+max_connections_per_peer = 1000
 [client_auth]
 mode = "require"
 trust = ["client-ca.pem"]
@@ -211,13 +225,14 @@ http {{
 
 
 def load(folder: Path, server: Server, mode: str, concurrency: int, seconds: float,
-         body: Path, unique: bool, run_id: str) -> dict:
+         body: Path, unique: bool, run_id: str, silent_close: bool = False) -> dict:
     command = [sys.executable, str(ROOT / "bench" / "loadgen.py"),
                "--url", f"https://localhost:{server.port}/salesforce/outbound",
                "--ca", str(folder / "ca.pem"), "--cert", str(folder / "client-chain.pem"),
                "--key", str(folder / "client.key"), "--body", str(body), "--mode", mode,
                "--concurrency", str(concurrency), "--seconds", str(seconds),
-               "--run-id", run_id, *(["--unique"] if unique else [])]
+               "--run-id", run_id, *(["--unique"] if unique else []),
+               *(["--silent-close"] if silent_close else [])]
     cpu_before = server.cpu_seconds()
     started = time.perf_counter()
     generator = subprocess.run(_pinned(command, 1), capture_output=True, text=True,
@@ -272,6 +287,8 @@ TARGETS = {
     "handshake": 0.5,  # at least half of nginx's connections per second
     "keepalive_rate": 1000, "keepalive_p99": 50, "batch_notifications": 5000,
     "memory_500": 200, "abused_p99": 250,
+    # one second after three bursts of one-message connections
+    "burst_descriptors": 50, "burst_memory": 150, "burst_p99_ratio": 1.5,
 }
 ABUSERS = 8
 ABUSE_ROW = f"keep-alive sender, 4 connections, while {ABUSERS} others send costly chains"
@@ -317,6 +334,46 @@ def registry_rows(folder: Path, seconds: float) -> tuple[list[tuple[str, str, di
     return rows, verdict
 
 
+BURSTS = 3
+BURST_ROW = (f"keep-alive sender, 4 connections, after {BURSTS} bursts of 16 senders with a "
+             "new connection per message")
+
+
+def connection_burst_row(folder: Path, seconds: float) -> tuple[str, str, dict, dict | None]:
+    """A keep-alive sender before and after bursts of senders that open a TLS connection
+    per message and close it without Connection: close; the server's descriptors and
+    memory one second after the last burst."""
+    with omgate(folder, f"sqlite:///{folder}/bursts.db") as server:
+        idle = server.open_descriptors()
+        before = load(folder, server, "keep-alive", 4, seconds, PAYLOAD_1, unique=True,
+                      run_id="k0")
+        for number in range(1, BURSTS + 1):
+            load(folder, server, "new-connection", 16, seconds, PAYLOAD_1, unique=True,
+                 run_id=f"k{number}", silent_close=True)
+        time.sleep(1)
+        descriptors = server.open_descriptors() - idle
+        resident = round(server.memory_kib("VmRSS") / 1024, 1)
+        after = load(folder, server, "keep-alive", 4, seconds, PAYLOAD_1, unique=True,
+                     run_id=f"k{BURSTS + 1}")
+    after.update(p99_before_bursts_ms=before["p99_ms"], descriptors_over_idle=descriptors,
+                 resident_mib=resident)
+    return BURST_ROW, "msgs/s", after, None
+
+
+def judge_bursts(after: dict) -> list[str]:
+    ratio = after["p99_ms"] / max(after["p99_before_bursts_ms"], 0.001)
+    checks = [
+        (f"{after['descriptors_over_idle']} descriptors over idle one second after the "
+         f"bursts (target ≤ {TARGETS['burst_descriptors']})",
+         after["descriptors_over_idle"] <= TARGETS["burst_descriptors"]),
+        (f"{after['resident_mib']} MiB resident after the bursts (target < "
+         f"{TARGETS['burst_memory']})", after["resident_mib"] < TARGETS["burst_memory"]),
+        (f"keep-alive p99 {after['p99_ms']} ms after the bursts, {ratio:.2f} x before "
+         f"(target ≤ {TARGETS['burst_p99_ratio']})", ratio <= TARGETS["burst_p99_ratio"]),
+    ]
+    return [f"{'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6)
@@ -353,14 +410,21 @@ def main() -> None:
             rows.append((label, unit, results["omgate"][label], results["nginx"][label]))
         rows += durable_rows(folder, args.seconds)
         rows.append(cpu_abuse_row(folder, args.seconds))
-        extra.append(f"Costly chains presented during the abuse row: "
-                     f"{rows[-1][2]['abuse_connections']}.")
         abused = rows[-1][2]
+        rows.append(connection_burst_row(folder, args.seconds))
+        bursts = rows[-1][2]
+        extra.append(f"Costly chains presented during the abuse row: "
+                     f"{abused['abuse_connections']}.")
         registry, registry_verdict = registry_rows(folder, args.seconds)
         rows += registry
         extra.append(f"Resident memory with 500 open client connections: omgate "
                      f"{memory['omgate']} MiB, nginx {memory['nginx']} MiB.")
-        verdicts = [*judge(results, memory, scenarios, abused), registry_verdict]
+        extra.append(f"Connection bursts: keep-alive p99 {bursts['p99_before_bursts_ms']} ms "
+                     f"before, {bursts['p99_ms']} ms after; "
+                     f"{bursts['descriptors_over_idle']} descriptors over idle and "
+                     f"{bursts['resident_mib']} MiB resident one second after.")
+        verdicts = [*judge(results, memory, scenarios, abused), *judge_bursts(bursts),
+                    registry_verdict]
     table = render(rows)
     print(table)
     print("\n".join(extra + verdicts))

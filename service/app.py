@@ -20,10 +20,12 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.budget import BodyBudget, BodyHold
 from service.clientauth import Policy
 from service.config import Config, EndpointConfig
+from service.connections import OpenConnections
 from service.forwarded import Address, Network, RequestOrigin, within
 from service.forwarded.middleware import ORIGIN_EXTENSION
 from service.gate import ClientAuthGate
@@ -42,6 +44,8 @@ from service.soap import (
     id_key,
     parse_message,
 )
+from service.terminal import escape_controls
+from service.text import clipped
 
 ACCEPTED_MEDIA_TYPES = frozenset({"text/xml", "application/xml"})
 PARSE_IN_THREAD_BYTES = 256 * 1024
@@ -113,14 +117,15 @@ def _check_request_line(request: Request) -> None:
     if request.method != "POST":
         raise SoapFaultError(
             "method_not_allowed",
-            f"{request.method} is not accepted here; Salesforce POSTs outbound messages.",
+            f"{clipped(request.method)} is not accepted here; Salesforce POSTs outbound "
+            "messages.",
             status=405,
         )
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
         raise SoapFaultError(
             "unsupported_media_type",
-            f"Content-Type {media_type or '(none)'!r} is not accepted; "
+            f"Content-Type {clipped(media_type) or '(none)'!r} is not accepted; "
             "send text/xml; charset=utf-8.",
             status=415,
         )
@@ -356,18 +361,58 @@ def _health_routes(inbox: Inbox, state: ServiceState, *, with_reasons: bool) -> 
 
 async def _not_found(request: Request, _exc: Exception) -> Response:
     correlation_id = new_correlation_id()
+    path = clipped(request.url.path)
     error = SoapFaultError("unknown_endpoint",
-                           f"No outbound-message endpoint at {request.url.path}.", status=404)
-    log.warning("om.rejected", reason=error.reason, status=404, endpoint=request.url.path,
+                           f"No outbound-message endpoint at {escape_controls(path)}.",
+                           status=404)
+    log.warning("om.rejected", reason=error.reason, status=404, endpoint=path,
                 correlation_id=correlation_id, peer=_peer(request))
     return fault_response(error, correlation_id)
 
 
 async def _unexpected(request: Request, _exc: Exception) -> Response:
     correlation_id = new_correlation_id()
-    log.error("om.rejected", reason="internal_error", status=500, endpoint=request.url.path,
-              correlation_id=correlation_id, peer=_peer(request))
+    log.error("om.rejected", reason="internal_error", status=500,
+              endpoint=clipped(request.url.path), correlation_id=correlation_id,
+              peer=_peer(request))
     return fault_response(_internal_error(), correlation_id)
+
+
+def _too_many_connections(client: Address | None) -> SoapFaultError:
+    return SoapFaultError(
+        "too_many_connections",
+        f"Client {client} has too many requests under way at once "
+        "(server.max_connections_per_peer); please retry.", status=503, fault_code="Server")
+
+
+class ForwardedClientCap:
+    """Counts each request a trusted proxy forwards over HTTP as a connection of the client
+    it names (``server.max_connections_per_peer``): behind such a proxy, omgate sees only
+    the proxy's connections. Placed after ForwardedMiddleware, which names the client."""
+
+    def __init__(self, app: ASGIApp, connections: OpenConnections) -> None:
+        self.app = app
+        self.connections = connections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        origin: RequestOrigin | None = (scope.get("extensions") or {}).get(ORIGIN_EXTENSION)
+        if scope["type"] != "http" or origin is None or not origin.trusted_peer:
+            await self.app(scope, receive, send)  # a client's own connection: counted already
+            return
+        if not self.connections.claim(origin.client):
+            correlation_id = new_correlation_id()
+            error = _too_many_connections(origin.client)
+            log.warning("om.rejected", reason=error.reason, status=error.status,
+                        endpoint=clipped(scope["path"]), correlation_id=correlation_id,
+                        peer=_peer(Request(scope)))
+            response = fault_response(error, correlation_id)
+            response.headers["Connection"] = "close"  # the body stays unread
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.connections.release(origin.client)
 
 
 def build_endpoints(

@@ -77,9 +77,12 @@ class ServerConfig:
     max_body_bytes: int
     max_buffered_bytes: int
     max_buffered_bytes_per_client: int
+    max_connections: int
+    max_connections_per_peer: int
     workers: int
     handshake_timeout: float
     request_timeout: float
+    write_timeout: float
     idle_timeout: float
     read_timeout: float
     shutdown_timeout: float
@@ -525,9 +528,12 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
         "max_buffered_bytes": Key(_positive_int, 64 * 1024 * 1024, "int"),
         "max_buffered_bytes_per_client": Key(_positive_int, 16 * 1024 * 1024, "int"),
+        "max_connections": Key(_positive_int, 4096, "int"),
+        "max_connections_per_peer": Key(_positive_int, 64, "int"),
         "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "request_timeout": Key(_positive_seconds, 60, "float"),
+        "write_timeout": Key(_positive_seconds, 10, "float"),
         "idle_timeout": Key(_positive_seconds, 15, "float"),
         "read_timeout": Key(_positive_seconds, 30, "float"),
         "shutdown_timeout": Key(_positive_seconds, 30, "float"),

@@ -2,16 +2,22 @@
 
 Every library's stdlib logging goes through the same renderer, so hypercorn's
 messages and omgate's events share one format. Logs go to standard error;
-standard output belongs to command results (``omgate inbox list``).
+standard output belongs to command results (``omgate inbox list``). The console
+format shows every control and bidirectional formatting character escaped: many
+values (paths, certificate names) were written by peers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from typing import Any, TextIO
 
 import structlog
+from structlog.dev import Column, ConsoleRenderer, KeyValueColumnFormatter
+
+from service.terminal import escape_controls
 
 # httpx logs every webhook request's URL (its query may hold a token) at INFO; the
 # delivery.* events say what happened instead.
@@ -32,11 +38,34 @@ def _event_first(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str,
     return {**head, **event}
 
 
-def _renderer(log_format: str, stream: TextIO) -> Any:
+def _escape_tracebacks(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The console renderer writes these blocks of lines as they are."""
+    for key in ("exception", "stack"):
+        if isinstance(event.get(key), str):
+            event[key] = escape_controls(event[key], keep="\n")
+    return event
+
+
+def _escaping(column: Column) -> Column:
+    formatter = column.formatter
+    if not isinstance(formatter, KeyValueColumnFormatter):
+        return column  # the level: omgate's own words
+    shown = formatter.value_repr
+    return Column(column.key, dataclasses.replace(
+        formatter, value_repr=lambda value: escape_controls(shown(value))))
+
+
+def _console_renderer() -> ConsoleRenderer:
+    renderer = ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    renderer.columns = [_escaping(column) for column in renderer.columns]
+    return renderer
+
+
+def _rendering(log_format: str, stream: TextIO) -> list[Any]:
     use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
-    if use_json:
-        return structlog.processors.JSONRenderer(sort_keys=False)
-    return structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    if use_json:  # JSON escapes every control character itself, and stays exact
+        return [structlog.processors.JSONRenderer(sort_keys=False)]
+    return [_escape_tracebacks, _console_renderer()]
 
 
 def configure_logging(log_format: str = "auto", level: str = "info",
@@ -54,7 +83,7 @@ def configure_logging(log_format: str = "auto", level: str = "info",
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             _event_first,
-            _renderer(log_format, stream),
+            *_rendering(log_format, stream),
         ],
     )
     handler = logging.StreamHandler(stream)

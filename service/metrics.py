@@ -95,6 +95,10 @@ class Metrics:
         self.handshake_failures = Counter(
             "omgate_tls_handshake_failures", "TLS handshakes that did not complete.",
             ["reason"], registry=self.registry)
+        self.connections_refused = Counter(
+            "omgate_connections_refused",
+            "Connections refused at once, by the limit that refused them (max_connections, "
+            "max_connections_per_peer).", ["reason"], registry=self.registry)
         self.messages = Counter(
             "omgate_messages", "Outbound messages by result (accepted, rejected).",
             ["result", "reason"], registry=self.registry)

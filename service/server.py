@@ -14,12 +14,14 @@ import contextlib
 import dataclasses
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.app import (
     EndpointRuntime,
+    ForwardedClientCap,
     ServiceState,
     build_endpoints,
     create_app,
@@ -29,11 +31,16 @@ from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
 from service.config import Config, ConfigError
+from service.connections import (
+    ConnectionLimits,
+    OpenConnections,
+    descriptor_room,
+)
 from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from service.forwarded import ForwardingSettings
+from service.forwarded import ForwardingSettings, parse_address
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
@@ -45,18 +52,21 @@ from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
-from service.tls.hypercorn_glue import HttpServing, hypercorn_config
+from service.tls.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
 from service.tls.listener import (
+    ConnectionOrigin,
     OriginReader,
     PlainConnectionHandler,
     ProxyProtocol,
     TlsConnectionHandler,
     direct_origin,
+    format_address,
 )
 
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
+UNCAPPED = sys.maxsize
 
 
 def _config_error(config: Config, message: str) -> ConfigError:
@@ -108,9 +118,35 @@ def origin_reader(config: Config) -> OriginReader:
     return ProxyProtocol(config.server.trusted_proxies, config.server.handshake_timeout).origin
 
 
+def capped(read_origin: OriginReader, connections: OpenConnections) -> OriginReader:
+    """``read_origin``, then a refusal (None) when the client it names already holds
+    server.max_connections_per_peer connections; its claim ends with the connection."""
+    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                   ) -> ConnectionOrigin | None:
+        origin = await read_origin(reader, writer)
+        if origin is None:
+            return None
+        client = origin.client or origin.peer
+        address = parse_address(client[0]) if client else None
+        if not connections.claim(address):
+            connections.log_refusal("max_connections_per_peer", origin.label())
+            return None
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _task: connections.release(address))
+        return origin
+
+    return read
+
+
+def connection_limits(config: Config, total: int) -> ConnectionLimits:
+    return ConnectionLimits(total, config.server.max_connections_per_peer,
+                            config.server.trusted_proxies)
+
+
 def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGate,
-                      serving: HttpServing, metrics: Metrics | None = None
-                      ) -> TlsConnectionHandler:
+                      serving: HttpServing, metrics: Metrics | None = None,
+                      connections: OpenConnections | None = None) -> TlsConnectionHandler:
     settings = server_tls.settings
     advertised = settings.advertised_ca
     return TlsConnectionHandler(
@@ -119,7 +155,8 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
         refuse_in_handshake=config.client_auth.reject_with == "handshake",
         advertised_ca_names=tuple(c.subject.rfc4514_string() for c in advertised),
         metrics=metrics,
-        read_origin=origin_reader(config),
+        read_origin=(origin_reader(config) if connections is None
+                     else capped(origin_reader(config), connections)),
         verified_under=verification_digest(settings.trusted, settings.partial_chain,
                                            settings.verify_depth),
     )
@@ -141,13 +178,14 @@ def _check_body_fits(config: Config) -> None:
 
 
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
-                   state: ServiceState, gate: ClientAuthGate, metrics: Metrics) -> Any:
+                   state: ServiceState, gate: ClientAuthGate, metrics: Metrics,
+                   connections: OpenConnections) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
     budget = BodyBudget(budget_rules(config), config.server.read_timeout)
-    return ForwardedMiddleware(create_app(endpoints, inbox, state, gate, metrics, budget,
-                                          gate.chains), forwarding)
+    app = create_app(endpoints, inbox, state, gate, metrics, budget, gate.chains)
+    return ForwardedMiddleware(ForwardedClientCap(app, connections), forwarding)
 
 
 def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> ChainRegistry | None:
@@ -166,8 +204,17 @@ class ConnectionTracker:
 
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def wrap(self, handler: Handler) -> Handler:
+    def wrap(self, handler: Handler, connections: OpenConnections | None = None) -> Handler:
+        """``handler``, for at most ``connections.limits.total`` connections at once (when
+        given): the next is closed before anything is read."""
+        connections = connections or OpenConnections(ConnectionLimits(UNCAPPED, UNCAPPED))
+
         async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if not connections.enter():
+                connections.log_refusal("max_connections",
+                                        format_address(writer.get_extra_info("peername")))
+                writer.close()
+                return
             task = asyncio.current_task()
             if task is not None:
                 self.tasks.add(task)
@@ -177,6 +224,8 @@ class ConnectionTracker:
             except Exception:
                 log.exception("connection.failed")
                 writer.close()
+            finally:
+                connections.leave()
 
         return tracked
 
@@ -261,6 +310,16 @@ def build_console_app(config: Config, inbox: Inbox, prepared: Prepared) -> Any:
                          prepared.console_token)
 
 
+def room_for_connections(config: Config) -> int:
+    """server.max_connections, or fewer when the open-files limit cannot hold them."""
+    room = descriptor_room(config.server.max_connections)
+    if room < config.server.max_connections:
+        log.warning("server.descriptor_limit", max_connections=config.server.max_connections,
+                    allowed=room, detail="the open-files limit (ulimit -n) holds only this "
+                                         "many connections; raise it, or lower the key")
+    return room
+
+
 async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> int:
     """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C)."""
     prepared = prepare(config)
@@ -270,13 +329,16 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     endpoints, server_tls = prepared.endpoints, prepared.server_tls
     inbox = await open_inbox_of(config)
     state = ServiceState()
+    limits = connection_limits(config, room_for_connections(config))
+    public, private = OpenConnections(limits, metrics), OpenConnections(limits, metrics)
     hyper = hypercorn_config(read_timeout=config.server.read_timeout,
                              graceful_timeout=config.server.shutdown_timeout,
                              idle_timeout=config.server.idle_timeout)
-    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics), hyper,
-                       config.server.request_timeout)
-    health = HttpServing(create_health_app(inbox, state, metrics), hyper,
-                         config.server.request_timeout)
+    deadlines = Deadlines(request=config.server.request_timeout,
+                          write=config.server.write_timeout)
+    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics, public),
+                       hyper, deadlines)
+    health = HttpServing(create_health_app(inbox, state, metrics), hyper, deadlines)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []
     health_servers: list[asyncio.Server] = []
@@ -288,16 +350,18 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     try:
         if server_tls is not None:
             _track_certificate(server_tls, metrics)
-            tls_handler = build_tls_handler(config, server_tls, gate, main, metrics)
-            servers += await _serve_on(tracker.wrap(tls_handler), listeners.tls)
-        plain = PlainConnectionHandler(main, origin_reader(config))
-        servers += await _serve_on(tracker.wrap(plain), listeners.plain)
-        health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(health)),
+            tls_handler = build_tls_handler(config, server_tls, gate, main, metrics, public)
+            servers += await _serve_on(tracker.wrap(tls_handler, public), listeners.tls)
+        plain = PlainConnectionHandler(main, capped(origin_reader(config), public))
+        servers += await _serve_on(tracker.wrap(plain, public), listeners.plain)
+        health_handler = PlainConnectionHandler(health, capped(direct_origin, private))
+        health_servers += await _serve_on(tracker.wrap(health_handler, private),
                                           listeners.health)
         if listeners.admin:
             console = HttpServing(build_console_app(config, inbox, prepared), hyper,
-                                  config.server.request_timeout)
-            health_servers += await _serve_on(tracker.wrap(PlainConnectionHandler(console)),
+                                  deadlines)
+            console_handler = PlainConnectionHandler(console, capped(direct_origin, private))
+            health_servers += await _serve_on(tracker.wrap(console_handler, private),
                                               listeners.admin)
         _install_signals(state, stop, server_tls, metrics)
         if server_tls is not None and config.server.reload_check_seconds > 0:

@@ -1,4 +1,4 @@
-"""Small text helpers shared by the pure parsers (DNs, forwarded headers)."""
+"""Small text helpers shared by the pure parsers (DNs, forwarded headers) and the answers."""
 
 from __future__ import annotations
 
@@ -33,3 +33,14 @@ def split_unquoted(text: str, separator: str, *, keep_quoting: bool = True) -> l
         raise ValueError("unbalanced quotes")
     parts.append("".join(current))
     return parts
+
+
+SHOWN_CHARACTERS = 200  # of a value a client sent, in an answer or a log line
+
+
+def clipped(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text``, cut to ``limit`` characters (saying how long it was) when it is longer: a
+    client chooses the length of what it sends, not of what omgate writes back or logs."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"

@@ -47,6 +47,8 @@ def base_config(dev_pki: Path, client_root: Path, folder: Path, port: int) -> di
             "read_timeout": 10,
             "shutdown_timeout": 10,
             "workers": 1,
+            # every test client connects from 127.0.0.1; tests of the cap set their own
+            "max_connections_per_peer": 4096,
         },
         "client_auth": {"trust": [client_root]},
         "inbox": {"url": f"sqlite:///{folder / 'inbox.db'}"},

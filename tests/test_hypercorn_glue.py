@@ -49,3 +49,11 @@ def test_http2_switches_live_where_http11_only_disables_them():
     assert "H11Protocol(" in inspect.getsource(ProtocolWrapper.__init__)
     check = inspect.getsource(H11Protocol._check_protocol)
     assert "H2CProtocolRequiredError" in check and "H2ProtocolAssumedError" in check
+
+
+def test_the_read_loop_and_close_that_releasing_tcp_server_relies_on():
+    # ReleasingTcpServer closes as soon as _read_data returns; _close must stop the idle
+    # timer, or the connection's task group waits for it.
+    assert "await self._read_data()" in inspect.getsource(TCPServer.run)
+    close = inspect.getsource(TCPServer._close)
+    assert "self.writer.close()" in close and "self.idle_task.stop()" in close

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeAlias
 
+from service.text import clipped
+
 FieldValue: TypeAlias = (
     str | int | float | bool | Decimal | dt.date | dt.datetime | dt.time
     | dict[str, "FieldValue"] | None
@@ -16,6 +18,8 @@ OUTBOUND_NS = "http://soap.sforce.com/2005/09/outbound"
 SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 MAX_NOTIFICATIONS = 100
+# A fault quotes names and values from the message; whatever it quotes, it stays this short.
+FAULT_MESSAGE_CHARACTERS = 1000
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ class SoapFaultError(Exception):
     """The message cannot be accepted; ``reason`` is a stable code for logs and metrics.
 
     ``message`` is safe to send back to the sender and to log: it never quotes
-    the SessionId.
+    the SessionId, and it is at most FAULT_MESSAGE_CHARACTERS long.
     """
 
     def __init__(self, reason: str, message: str, *, status: int = 400,
                  fault_code: str = "Client") -> None:
+        message = clipped(message, FAULT_MESSAGE_CHARACTERS)
         super().__init__(message)
         self.reason = reason
         self.message = message

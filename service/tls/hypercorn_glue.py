@@ -9,9 +9,13 @@ this coupling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import hypercorn.protocol
@@ -59,20 +63,45 @@ def _label(address: Any) -> str | None:
     return f"{address[0]}:{address[1]}" if address else None
 
 
-class RequestDeadline:
-    """Both ends of a connection, given to hypercorn, with one more rule: a request must
-    arrive whole within ``timeout`` seconds of its first byte.
+@dataclass(frozen=True)
+class Deadlines:
+    """What a connection may take: a whole request from its first byte (slow loris), and
+    any one write (a client that does not read what it asked for)."""
+
+    request: float = 60
+    write: float = 10
+
+
+def cut_off(writer: Any) -> None:
+    """Reset the connection at once: what it has not sent yet is dropped, by asyncio and by
+    the kernel (a plain close would keep it queued for a client that does not read)."""
+    transport = writer.transport
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class DeadlineStream:
+    """Both ends of a connection, given to hypercorn, with two more rules: a request must
+    arrive whole within ``deadlines.request`` seconds of its first byte, and no write may
+    wait more than ``deadlines.write`` seconds for the client to read.
 
     hypercorn bounds each wait for data (read_timeout), not a client that trickles a byte
-    at a time (slow loris). A request is answered when the server writes; until then,
-    data that keeps arriving past the deadline closes the connection.
+    at a time (slow loris), and waits for a client to read its answers for ever. A request
+    is answered when the server writes; until then, data that keeps arriving past the
+    deadline closes the connection.
     """
 
-    def __init__(self, reader: Any, writer: Any, timeout: float) -> None:
+    def __init__(self, reader: Any, writer: Any, deadlines: Deadlines) -> None:
         self._reader = reader
         self._writer = writer
-        self._timeout = timeout
+        self._deadlines = deadlines
         self._unanswered_since: float | None = None
+
+    def _peer(self) -> str | None:
+        return _label(self._writer.get_extra_info("peername"))
 
     async def read(self, size: int) -> bytes:
         data: bytes = await self._reader.read(size)
@@ -80,14 +109,12 @@ class RequestDeadline:
             now = time.monotonic()
             if self._unanswered_since is None:
                 self._unanswered_since = now
-            elif now - self._unanswered_since > self._timeout:
-                log.warning("connection.request_timeout",
-                            peer=_label(self._writer.get_extra_info("peername")),
-                            timeout=self._timeout)
-                # close now: hypercorn would keep the socket until its idle timer ran out
-                self._writer.close()
-                raise ConnectionResetError(
-                    f"no whole request within {self._timeout:g} s (server.request_timeout)")
+            elif now - self._unanswered_since > self._deadlines.request:
+                log.warning("connection.request_timeout", peer=self._peer(),
+                            timeout=self._deadlines.request)
+                raise ConnectionResetError(f"no whole request within "
+                                           f"{self._deadlines.request:g} s "
+                                           "(server.request_timeout)")
         return data
 
     def at_eof(self) -> bool:
@@ -97,14 +124,46 @@ class RequestDeadline:
         self._unanswered_since = None
         self._writer.write(data)
 
-    def __getattr__(self, name: str) -> Any:  # drain, close, get_extra_info, ...
+    async def _within_write_deadline(self, waiting: Awaitable[None]) -> None:
+        try:
+            await asyncio.wait_for(waiting, self._deadlines.write)
+        except TimeoutError:
+            log.warning("connection.write_timeout", peer=self._peer(),
+                        timeout=self._deadlines.write)
+            cut_off(self._writer)
+            raise ConnectionResetError(f"the client did not read for "
+                                       f"{self._deadlines.write:g} s "
+                                       "(server.write_timeout)") from None
+
+    async def drain(self) -> None:
+        await self._within_write_deadline(self._writer.drain())
+
+    async def wait_closed(self) -> None:
+        """A closing transport first sends what it holds: as long as a write may take."""
+        await self._within_write_deadline(self._writer.wait_closed())
+
+    def __getattr__(self, name: str) -> Any:  # close, write_eof, get_extra_info, ...
         return getattr(self._writer, name)
+
+
+class ReleasingTcpServer(TCPServer):
+    """hypercorn's connection, released as soon as its client has gone.
+
+    When its read loop ends, hypercorn closes the socket only after every task of the
+    connection has ended, its idle timer (``server.idle_timeout``) included: a client that
+    closed a kept-alive connection left its descriptor and state behind for that long.
+    Closing at once also stops the idle timer.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        await self._close()
 
 
 class Http11Only(H11Protocol):
     """hypercorn's HTTP/1.1 without its switches to HTTP/2 (``Upgrade: h2c``, or the
     ``PRI *`` preface sent without ALPN): an HTTP/2 client's PINGs would keep a stalled
-    request alive past RequestDeadline. The request is answered in HTTP/1.1 instead."""
+    request alive past its deadline. The request is answered in HTTP/1.1 instead."""
 
     async def _check_protocol(self, event: Any) -> None:
         return None
@@ -119,20 +178,21 @@ def serve_http11_only() -> None:
 class HttpServing:
     """Serves the HTTP/1.1 connections of one ASGI app (ALPN never selects ``h2``)."""
 
-    def __init__(self, app: Any, config: HypercornConfig, request_timeout: float = 60) -> None:
+    def __init__(self, app: Any, config: HypercornConfig,
+                 deadlines: Deadlines = Deadlines()) -> None:
         serve_http11_only()
         self.app = app
         self.config = config
-        self.request_timeout = request_timeout
+        self.deadlines = deadlines
         self.context = WorkerContext(None)
         self._state: dict[str, Any] = {}
 
     async def serve(self, reader: Any, writer: Any,
                     extensions: dict[str, Any] | None = None) -> None:
         app = _WithExtensions(self.app, extensions or {})
-        guarded = RequestDeadline(reader, writer, self.request_timeout)
-        await TCPServer(app, asyncio.get_running_loop(), self.config, self.context, self._state,
-                        guarded, guarded)
+        guarded = DeadlineStream(reader, writer, self.deadlines)
+        await ReleasingTcpServer(app, asyncio.get_running_loop(), self.config, self.context,
+                                 self._state, guarded, guarded)
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""

@@ -196,6 +196,11 @@ class TlsStream:
     async def wait_closed(self) -> None:
         await self._writer.wait_closed()
 
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        """The socket's transport, for cutting the connection off."""
+        return self._writer.transport
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return self._alpn

@@ -9,7 +9,6 @@ settings that cannot work together.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
 from service.logs import get_logger
 from service.policies import PolicyBuilder
+from service.terminal import json_text
 from service.tools.report import count_line, write_certificates, write_findings
 
 CONFIG_CONFLICT = "config_conflict"
@@ -259,7 +259,7 @@ def run_check(config: Config, out: TextIO, *, trust: Path | None, as_json: bool,
               now: dt.datetime | None = None) -> int:
     report = check_deployment(config, trust=trust, now=now)
     if as_json:
-        out.write(json.dumps(report.to_json(), indent=2) + "\n")
+        out.write(json_text(report.to_json(), indent=2) + "\n")
     else:
         write_text(report, config, out)
     return 1 if report.failed else 0

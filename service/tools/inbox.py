@@ -1,20 +1,24 @@
-"""``omgate inbox``: read stored notifications as JSON."""
+"""``omgate inbox``: read stored notifications as JSON.
+
+The values were written by whoever sent the messages: the JSON is printed with every
+control and bidirectional formatting character escaped (``service/terminal.py``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import TextIO
 
 from service.config import Config
 from service.inbox import Inbox, open_inbox
+from service.terminal import json_text
 
 PAGE = 500
 
 
 def _dump(document: object) -> str:
-    return json.dumps(document, ensure_ascii=False, indent=2)
+    return json_text(document, indent=2)
 
 
 async def _open(config: Config) -> Inbox:
@@ -76,7 +80,7 @@ async def export_notifications(config: Config, out: TextIO) -> int:
         after_id = 0
         while page := await inbox.list(limit=PAGE, after_id=after_id):
             for notification in page:
-                out.write(json.dumps(notification.to_json(), ensure_ascii=False) + "\n")
+                out.write(json_text(notification.to_json()) + "\n")
             after_id = page[-1].id
     finally:
         await inbox.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,6 +16,7 @@ from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
 from service.config import Config, ConfigError
 from service.policies import PolicyBuilder
+from service.terminal import json_text
 from service.tools.report import write_certificates, write_findings
 
 
@@ -63,7 +63,7 @@ def inspect_chain(pem: Path, config: Config, out: TextIO, *, endpoint: str | Non
     decision = evaluate(identity, inspect_policy(config, endpoint, trust), now)
     document = report(identity, decision, now)
     if as_json:
-        out.write(json.dumps(document, indent=2) + "\n")
+        out.write(json_text(document, indent=2) + "\n")
     else:
         _text(document, out)
     return 0 if decision.accepted else 1

@@ -11,7 +11,6 @@ chains (one bad node behind a load balancer).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +22,8 @@ from OpenSSL import SSL
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
+from service.terminal import escape_controls as shown
+from service.terminal import json_text
 from service.tools.check import server_trust
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.report import count_line, write_certificates, write_findings
@@ -273,9 +274,10 @@ def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
 def _write_post(post: dict[str, Any], out: TextIO) -> None:
     out.write(f"\ntest notification {', '.join(post['notification_ids'])}: ")
     if post["result"] == "transport_error":
-        out.write(f"transport error: {post['detail']}\n")
+        out.write(f"transport error: {shown(post['detail'])}\n")
     else:
-        out.write(f"{post['summary']}\n{post['body'].strip()}\n")
+        body = shown(post["body"].strip(), keep="\n")
+        out.write(f"{shown(post['summary'])}\n{body}\n")
 
 
 def write_text(report: ProbeReport, out: TextIO) -> None:
@@ -285,7 +287,7 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
     out.write(f"{first['tls_version']}, {first['cipher']}\n")
     if report.request is not None:
         exchange = describe_request(report.request, report.client_chain)
-        out.write(f"\nclient certificate: {exchange}\n")
+        out.write(f"\nclient certificate: {shown(exchange)}\n")
     if len(report.chains) > 1:
         out.write(f"\nDIFFERENT CHAINS: {len(report.connections)} connections were served "
                   f"{len(report.chains)} different chains (one node is set up differently):\n")
@@ -306,7 +308,7 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
         out.write("\nNo test notification was posted (--post sends one; the server stores it "
                   "like any other).\n")
     for problem in report.problems:
-        out.write(f"ERROR {problem}\n")
+        out.write(f"ERROR {shown(problem)}\n")
     summary = count_line(report.findings, extra_errors=len(report.problems))
     out.write(f"\n{'FAILED' if report.failed else 'OK'}: {summary}\n")
 
@@ -316,12 +318,12 @@ def run_probe(url: str, out: TextIO, *, as_json: bool, **options: Any) -> int:
         report = probe(url, **options)
     except ProbeError as error:
         if as_json:
-            out.write(json.dumps({"url": url, "error": str(error), "ok": False}, indent=2) + "\n")
+            out.write(json_text({"url": url, "error": str(error), "ok": False}, indent=2) + "\n")
         else:
             out.write(f"omgate probe: {error}\n")
         return 1
     if as_json:
-        out.write(json.dumps(report.to_json(), indent=2) + "\n")
+        out.write(json_text(report.to_json(), indent=2) + "\n")
     else:
         write_text(report, out)
     return 1 if report.failed else 0

@@ -1,4 +1,8 @@
-"""Printing findings and certificate summaries for people (text) and machines (JSON)."""
+"""Printing findings and certificate summaries for people (text) and machines (JSON).
+
+Names and messages quote certificates someone else made: every value is shown with its
+control and bidirectional formatting characters escaped.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from service.clientauth import Finding
+from service.terminal import escape_controls as shown
 
 SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
 
@@ -13,8 +18,8 @@ SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
 def write_certificates(summaries: Iterable[dict[str, Any]], out: TextIO,
                        indent: str = "") -> None:
     for index, summary in enumerate(summaries):
-        out.write(f"{indent}certificate {index}: {summary['subject']}\n")
-        out.write(f"{indent}  issuer     {summary['issuer']}\n")
+        out.write(f"{indent}certificate {index}: {shown(summary['subject'])}\n")
+        out.write(f"{indent}  issuer     {shown(summary['issuer'])}\n")
         out.write(f"{indent}  valid      {summary['not_before']} .. {summary['not_after']} "
                   f"({summary['days_left']} days left)\n")
         out.write(f"{indent}  key        {summary['key']}, signed "
@@ -22,7 +27,7 @@ def write_certificates(summaries: Iterable[dict[str, Any]], out: TextIO,
         out.write(f"{indent}  sha256     {summary['sha256']}\n")
         out.write(f"{indent}  spki       {summary['spki_sha256']}\n")
         if summary["sans"]:
-            out.write(f"{indent}  names      {', '.join(summary['sans'])}\n")
+            out.write(f"{indent}  names      {shown(', '.join(summary['sans']))}\n")
 
 
 def write_findings(findings: Iterable[Finding | dict[str, Any]], out: TextIO) -> None:
@@ -30,7 +35,7 @@ def write_findings(findings: Iterable[Finding | dict[str, Any]], out: TextIO) ->
         item = finding.to_json() if isinstance(finding, Finding) else finding
         where = "" if item["cert"] is None else f" [certificate {item['cert']}]"
         out.write(f"{SEVERITY_MARK[item['severity']]} {item['code']}{where}: "
-                  f"{item['message']}\n      fix: {item['hint']}\n")
+                  f"{shown(item['message'])}\n      fix: {shown(item['hint'])}\n")
 
 
 def count_line(findings: list[Finding], extra_errors: int = 0) -> str:

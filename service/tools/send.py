@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import h11
 from OpenSSL import SSL
 
+from service.terminal import escape_controls
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.tlsclient import (
     HttpClient,
@@ -130,7 +131,7 @@ def run_send(url: str, out: TextIO, *, payload: Path | None, generate: str | Non
     def report(outcome: Outcome) -> None:
         with lock:
             outcomes.append(outcome)
-            out.write(f"#{outcome.number} {outcome.result}: {outcome.detail} "
+            out.write(f"#{outcome.number} {outcome.result}: {escape_controls(outcome.detail)} "
                       f"({outcome.milliseconds:.0f} ms)\n")
 
     chain = None
