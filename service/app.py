@@ -396,7 +396,7 @@ class ForwardedClientCap:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         origin: RequestOrigin | None = (scope.get("extensions") or {}).get(ORIGIN_EXTENSION)
-        if scope["type"] != "http" or origin is None or not origin.trusted_peer:
+        if scope["type"] != "http" or origin is None or not origin.from_trusted_proxy:
             await self.app(scope, receive, send)  # a client's own connection: counted already
             return
         if not self.connections.claim(origin.client):

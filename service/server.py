@@ -66,6 +66,7 @@ from service.tls.listener import (
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
+LAST_FLUSH_SECONDS = 5.0  # for the chain registry's counts at shutdown
 UNCAPPED = sys.maxsize
 
 
@@ -396,14 +397,24 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
             if late:
                 await asyncio.wait(late, timeout=CANCEL_SECONDS)
         if chains is not None:  # what the drained connections added, too
-            stop.set()
-            if flusher is not None:
-                await asyncio.wait({flusher}, timeout=CANCEL_SECONDS)
-            await chains.flush(inbox)
+            await _last_flush(chains, inbox, flusher)
         await inbox.close()
         gate.close()
         log.info("server.stopped")
     return EXIT_INTERRUPTED if state.stop_signal == signal.SIGINT.name else EXIT_OK
+
+
+async def _last_flush(chains: ChainRegistry, inbox: Inbox,
+                      flusher: asyncio.Task[None] | None) -> None:
+    """The registry's last flush, bounded: an inbox that went away must not hold the exit."""
+    if flusher is not None:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+    try:
+        await asyncio.wait_for(chains.flush(inbox), LAST_FLUSH_SECONDS)
+    except TimeoutError:
+        log.error("chains.flush_failed", reason=f"no answer from the inbox within "
+                                                f"{LAST_FLUSH_SECONDS:g} s at shutdown")
 
 
 def _install_signals(state: ServiceState, stop: asyncio.Event,

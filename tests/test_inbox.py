@@ -13,6 +13,7 @@ from harness import PAYLOADS, break_writes
 from messages import envelope, notification
 
 from service.inbox import DEAD, DELIVERED, PENDING, Inbox, InboxError, IncomingMessage, open_inbox
+from service.inbox.sqlite import SCHEMA_VERSION  # the PostgreSQL inbox's is the same
 from service.soap import parse_message
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -293,7 +294,7 @@ def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url)
     write_version_2_inbox(inbox_url, row)
     opened = SyncInbox(inbox_url)
     try:
-        assert opened.migrate() == 3
+        assert opened.migrate() == SCHEMA_VERSION
         [old] = opened.list(limit=10)
         assert old.content_sha256 == row["content_sha256"]  # what a store gives it today
         assert opened.store(contact("Jeraldine")).duplicates == 1
@@ -304,8 +305,8 @@ def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url)
 
 
 def test_migrate_is_idempotent(inbox):
-    assert inbox.migrate() == 3
-    assert inbox.migrate() == 3
+    assert inbox.migrate() == SCHEMA_VERSION
+    assert inbox.migrate() == SCHEMA_VERSION
 
 
 # -- SQLite specifics ----------------------------------------------------------------------

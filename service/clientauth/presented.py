@@ -13,6 +13,7 @@ from service.clientauth.model import (
     HandshakeFacts,
     Source,
     UnreadableCertificate,
+    chain_fingerprint,
 )
 
 MAX_PRESENTED_CERTIFICATES = 20
@@ -25,6 +26,11 @@ class PresentedChain:
 
     certificates: tuple[x509.Certificate, ...]
     unreadable: tuple[UnreadableCertificate, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        """The chain's fingerprint, as the identity built from it has it ("" for none)."""
+        return chain_fingerprint(self.certificates, self.unreadable)
 
     def identity(self, source: Source, peer: str | None,
                  facts: HandshakeFacts | None = None) -> ClientIdentity:

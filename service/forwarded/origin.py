@@ -39,6 +39,7 @@ class ForwardingSettings:
 class RequestOrigin:
     peer: Address | None  # the TCP peer: a client, or a proxy
     client: Address | None  # the real client, as far as trusted proxies tell
+    from_trusted_proxy: bool = False  # a trusted proxy relayed it (and named the client)
     ignored_headers: tuple[str, ...] = ()  # forwarded headers an untrusted peer sent
     # What a trusted proxy forwarded in the configured certificate header (None: nothing);
     # a header that cannot be read is one unreadable certificate, judged by the policy.
@@ -62,8 +63,8 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     header = settings.client_address_header
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
-        return RequestOrigin(peer, client)
-    return RequestOrigin(peer, client,
+        return RequestOrigin(peer, client, from_trusted_proxy=True)
+    return RequestOrigin(peer, client, from_trusted_proxy=True,
                          forwarded_chain=forwarded(headers, settings.certificate_format),
                          forwarded_format=settings.certificate_format.name)
 

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Counter as PrometheusCounter
 
-from service.clientauth import ClientIdentity, UnreadableCertificate, chain_fingerprint
+from service.clientauth import ClientIdentity, UnreadableCertificate
 from service.clientauth.model import Outcome, in_presented_order
 from service.config import ChainsConfig
 from service.forwarded.middleware import ORIGIN_EXTENSION
@@ -58,7 +58,7 @@ def request_chain_key(extensions: Mapping[str, Any]) -> str:
     forwarded, else the TLS connection's, else none."""
     origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
     if origin is not None and origin.forwarded_chain is not None:
-        return chain_fingerprint(origin.forwarded_chain) or NO_CERTIFICATE
+        return origin.forwarded_chain.sha256 or NO_CERTIFICATE
     tls = extensions.get(CLIENT_AUTH_EXTENSION)
     return chain_key(tls["identity"]) if tls is not None else NO_CERTIFICATE
 
@@ -239,7 +239,9 @@ class ChainRegistry:
                   interval: float = FLUSH_SECONDS) -> None:
         """Flush every ``interval`` seconds until ``stop`` is set (the last flush is the
         caller's, after the connections have drained)."""
-        while not stop.is_set():
+        while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
             await self.flush(inbox)
