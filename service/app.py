@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
@@ -26,14 +27,14 @@ from service.budget import BodyBudget, BodyHold
 from service.clientauth import Policy
 from service.config import Config, EndpointConfig
 from service.connections import OpenConnections
-from service.forwarded import Address, Network, RequestOrigin, within
-from service.forwarded.middleware import ORIGIN_EXTENSION
+from service.forwarded import Address, Network, format_address, within
 from service.gate import ClientAuthGate
+from service.identity import RequestIdentity, request_identity, request_origin
 from service.inbox import Inbox, InboxError, IncomingMessage
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
-from service.observatory.registry import ChainRegistry, request_chain_key
+from service.observatory.registry import ChainRegistry, chain_key
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -83,13 +84,12 @@ def new_correlation_id() -> str:
 
 
 def _peer(request: Request) -> str | None:
-    return f"{request.client.host}:{request.client.port}" if request.client else None
+    return format_address(request.client)
 
 
 def _client_address(request: Request) -> Address | None:
     """The real client's address, as far as trusted proxies tell (None: unknown)."""
-    extensions = request.scope.get("extensions") or {}
-    origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
+    origin = request_origin(request.scope.get("extensions") or {})
     return origin.client if origin else None
 
 
@@ -224,9 +224,9 @@ class OutboundMessageHandler:
             return parse_message(body, self.endpoint.schema)
         return await asyncio.to_thread(parse_message, body, self.endpoint.schema)
 
-    async def _check_client(self, request: Request) -> None:
-        """Refuse a client outside allowed_client_networks, or one the policy refuses."""
-        extensions = request.scope.get("extensions") or {}
+    async def _check_client(self, request: Request) -> RequestIdentity | None:
+        """Refuse a client outside allowed_client_networks, or one the policy refuses; the
+        identity that applied (None: no certificate is asked for)."""
         allowed = self.endpoint.allowed_networks
         client = _client_address(request)
         if allowed and not within(client, allowed):
@@ -235,11 +235,13 @@ class OutboundMessageHandler:
                 f"Client address {client or '(unknown: the PROXY header names none)'} is not "
                 "in server.allowed_client_networks.", status=403)
         if self.gate.policy.mode == "off":
-            return
-        verdict = await self.gate.request_verdict(extensions, _peer(request),
-                                                  request.url.path, self.endpoint.policy)
-        if verdict.refuse:
+            return None
+        applied = await request_identity(request.scope.get("extensions") or {}, self.gate,
+                                         self.endpoint.policy, self.endpoint.config.path,
+                                         _peer(request))
+        if applied.verdict.refuse:
             raise _client_cert_refused()
+        return applied
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -250,11 +252,16 @@ class OutboundMessageHandler:
 
     async def _handle(self, request: Request) -> Response:
         correlation_id = new_correlation_id()
-        context = {"endpoint": self.endpoint.config.path, "correlation_id": correlation_id,
-                   "peer": _peer(request)}
+        # Every line about this request carries its id, client_auth.decision included.
+        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+            return await self._answer(request, correlation_id)
+
+    async def _answer(self, request: Request, correlation_id: str) -> Response:
+        context = {"endpoint": self.endpoint.config.path, "peer": _peer(request)}
         body_read = False
+        applied: RequestIdentity | None = None
         try:
-            await self._check_client(request)
+            applied = await self._check_client(request)
             _check_request_line(request)
             async with self.budget.hold(_client_key(request),
                                         _declared_size(request, self.endpoint.max_body_bytes)
@@ -277,14 +284,13 @@ class OutboundMessageHandler:
         except Exception:
             log.exception("om.rejected", reason="internal_error", status=500, **context)
             return fault_response(_internal_error(), correlation_id)
-        response = await self._store(message, context)
-        if self.chains is not None and response.status_code == 200:  # acknowledged
-            self.chains.message(request_chain_key(request.scope.get("extensions") or {}),
-                                self.endpoint.config.path)
+        response = await self._store(message, correlation_id, context)
+        if self.chains is not None and applied is not None and response.status_code == 200:
+            self.chains.message(chain_key(applied.identity), self.endpoint.config.path)
         return response
 
-    async def _store(self, message: OutboundMessage, context: dict[str, str | None]) -> Response:
-        correlation_id = str(context["correlation_id"])
+    async def _store(self, message: OutboundMessage, correlation_id: str,
+                     context: dict[str, str | None]) -> Response:
         incoming = IncomingMessage(
             message=message,
             endpoint=self.endpoint.config.path,
@@ -395,7 +401,7 @@ class ForwardedClientCap:
         self.connections = connections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin: RequestOrigin | None = (scope.get("extensions") or {}).get(ORIGIN_EXTENSION)
+        origin = request_origin(scope.get("extensions") or {})
         if scope["type"] != "http" or origin is None or not origin.from_trusted_proxy:
             await self.app(scope, receive, send)  # a client's own connection: counted already
             return

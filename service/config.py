@@ -33,6 +33,7 @@ from service.forwarded import (
     CLIENT_ADDRESS_HEADERS,
     ForwardedFormat,
     Network,
+    format_address,
     forwarded_format,
 )
 
@@ -58,8 +59,7 @@ class BindAddress:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return str(format_address((self.host, self.port)))
 
 
 @dataclass(frozen=True)

@@ -40,10 +40,13 @@ from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from service.forwarded import ForwardingSettings, parse_address
+from service.forwarded import ForwardingSettings, format_address, parse_address
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
+from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
+from service.listeners.origin import ConnectionOrigin, OriginReader, ProxyProtocol, direct_origin
+from service.listeners.plain import PlainConnectionHandler
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.observatory.policies import policy_fingerprint
@@ -52,16 +55,7 @@ from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
-from service.tls.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
-from service.tls.listener import (
-    ConnectionOrigin,
-    OriginReader,
-    PlainConnectionHandler,
-    ProxyProtocol,
-    TlsConnectionHandler,
-    direct_origin,
-    format_address,
-)
+from service.tls.listener import TlsConnectionHandler
 
 log = get_logger("omgate")
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -11,9 +11,9 @@ from harness import free_port, merge, to_toml
 
 from service.config import load_config
 from service.gate import ClientAuthGate
+from service.listeners.hypercorn_glue import HttpServing, hypercorn_config
 from service.policies import PolicyBuilder
 from service.server import ConnectionTracker, build_server_tls, build_tls_handler
-from service.tls.hypercorn_glue import HttpServing, hypercorn_config
 
 
 class RecordingApp:

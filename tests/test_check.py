@@ -209,3 +209,31 @@ def test_real_chains_in_each_broken_order(path, tmp_path):
         assert codes(report, "error") == errors, (label, report["findings"])
         assert codes(report, "warning") - {"expires_soon"} == warnings, (label,
                                                                          report["findings"])
+
+
+def test_server_chain_hints_name_only_server_side_settings(tmp_path):
+    """A stale intermediate and a SHA-1 signature in the server's own chain: every hint
+    speaks of server.certfile and the server, never of client_auth or the sender."""
+    from corpus import resigned_with_sha1
+
+    now = dt.datetime.now(dt.UTC)
+    root = issue(name("Stale Test Root"), ca=True)
+    stale = issue(name("Stale Test Intermediate"), issuer=root, ca=True,
+                  not_before=now - dt.timedelta(days=900), not_after=now - dt.timedelta(days=2))
+    leaf = resigned_with_sha1(issue(name("omgate.example.test", "Example Receiver"),
+                                    issuer=stale, key=new_key("rsa"),
+                                    dns_names=("omgate.example.test",)), stale)
+    chain, key, roots = tmp_path / "chain.pem", tmp_path / "server.key", tmp_path / "root.pem"
+    chain.write_bytes(leaf.pem() + stale.pem())
+    key.write_bytes(leaf.key_pem())
+    roots.write_bytes(root.pem())
+    config = config_for(tmp_path, chain, key, ("omgate.example.test",))
+    status, report = checked(config, "--trust", str(roots))
+    assert status == 1
+    assert {"expired", "weak_signature_algorithm"} <= codes(report, "error")
+    for finding in report["findings"]:
+        text = finding["message"] + " " + finding["hint"]
+        assert "client_auth" not in text and "sender" not in text and "client " not in text, \
+            finding
+    expired = next(f for f in report["findings"] if f["code"] == "expired")
+    assert "server.certfile" in expired["hint"]

@@ -1,4 +1,4 @@
-"""Tripwires for the hypercorn internals service/tls/hypercorn_glue.py relies on.
+"""Tripwires for the hypercorn internals service/listeners/hypercorn_glue.py relies on.
 
 If hypercorn changes one of these, this fails with a message naming it, before
 any end-to-end test fails for an obscure reason.

@@ -15,6 +15,7 @@ from harness import require_executable
 from inprocess import InProcessListener
 
 from service.clientauth.presented import load_chain
+from service.identity import connection_facts
 from service.tls.capture import same_leaf
 
 
@@ -71,7 +72,7 @@ def test_python_client_chain_and_tls_facts(listener_config, tmp_path, dev_pki, c
         scope = listener.app.scopes[-1]
     assert scope["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
     assert scope["extensions"]["tls"]["client_cert_error"] is None
-    identity = scope["extensions"]["omgate.client_auth"]["identity"]
+    identity = connection_facts(scope["extensions"]).client
     assert identity.handshake.sni == "localhost"
     assert identity.handshake.tls_version == "TLSv1.3"
     assert [r.error for r in identity.handshake.verify_results] == [0, 0, 0]
@@ -145,7 +146,7 @@ def test_resumed_session_still_knows_the_original_chain(listener_config, tmp_pat
                 session = tls.session
         assert resumed
         first, second = listener.app.scopes[-2:]
-    identity = second["extensions"]["omgate.client_auth"]["identity"]
+    identity = connection_facts(second["extensions"]).client
     assert identity.handshake.resumed is True
     assert second["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)
     assert first["extensions"]["tls"]["client_cert_chain"] == pems(case.chain)

@@ -139,8 +139,9 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     leaf = analysis.path[0]
     findings = rules.structure(analysis, identity.chain)
     findings += _path_findings(analysis, policy)
-    findings += rules.validity(analysis, policy, now)
-    findings += rules.weak_signatures(analysis, policy)
+    findings += rules.validity(analysis, now, skew=policy.clock_skew,
+                               warning_days=policy.expiry_warning_days)
+    findings += rules.weak_signatures(analysis, reject=policy.reject_weak_signatures)
     findings += _weak_keys(analysis, policy)
     findings += rules.revocation(analysis, policy)
     findings += rules.allowed_names(leaf, policy)

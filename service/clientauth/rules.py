@@ -7,7 +7,6 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
 
 from cryptography import x509
 
@@ -23,24 +22,29 @@ from service.clientauth.extensions import (
 from service.clientauth.model import Finding, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
 from service.clientauth.summary import fingerprint, spki_sha256
-from service.clientauth.wording import date, describe, sentence_start, subject_of
+from service.clientauth.wording import (
+    CLIENT,
+    Audience,
+    date,
+    describe,
+    sentence_start,
+    subject_of,
+)
 
 # -- the shape of what was sent ------------------------------------------------------------
 
 
-Role = Literal["client", "server"]
-
-
 def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...],
-              role: Role = "client") -> list[Finding]:
+              audience: Audience = CLIENT) -> list[Finding]:
     findings: list[Finding] = []
     leaf = analysis.path[0]
     if analysis.leaf_index != 0:
         findings.append(Finding(
             "chain_out_of_order", "error", 0,
             f"The chain starts with certificate 0 ({subject_of(chain[0])}), a CA certificate; "
-            f"the {role} certificate is {describe(leaf)}.",
-            f"Send the {role} certificate first, then its issuer, then that issuer's issuer.",
+            f"the {audience.party} certificate is {describe(leaf)}.",
+            f"Send the {audience.party} certificate first, then its issuer, then that "
+            "issuer's issuer.",
         ))
     elif analysis.out_of_order:
         order = ", ".join(str(link.index) for link in analysis.path if link.index is not None)
@@ -63,15 +67,15 @@ def structure(analysis: ChainAnalysis, chain: tuple[x509.Certificate, ...],
         findings.append(Finding(
             "unrelated_certificate", "warning", index,
             f"Certificate {index} ({subject_of(chain[index])}) is not part of the path from "
-            "the client certificate to a trust anchor; it is ignored.",
-            f"Remove it from the chain the {role} sends.",
+            f"the {audience.party} certificate to a trust anchor; it is ignored.",
+            f"Remove it from {audience.chain_setting}.",
         ))
     for index in analysis.roots_included:
         findings.append(Finding(
             "root_included", "warning", index,
             f"Certificate {index} ({subject_of(chain[index])}) is the trust anchor itself; "
-            "the server already has it.",
-            f"Leave the root out of the chain the {role} sends; it only adds bytes.",
+            "the other side already has it.",
+            f"Leave the root out of {audience.chain_setting}; it only adds bytes.",
         ))
     return findings
 
@@ -152,22 +156,26 @@ def reach_anchor(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                 "path, each once.",
             )]
         case "bad_signature":
-            claimed = analysis.unverified_issuer
-            named = subject_of(claimed) if claimed else last.certificate.issuer.rfc4514_string()
-            return [Finding(
-                "bad_signature", "error", last.index,
-                f"{sentence_start(last)} names {named} as its "
-                "issuer, but its signature does not verify with that certificate's key"
-                + (f" (sha256 {fingerprint(claimed)})." if claimed else "."),
-                "The chain mixes certificates of different CA keys, or was altered; ask the "
-                "sender for its current chain, and check client_auth.trust holds the current "
-                "CA certificate.",
-            )]
+            return [bad_signature(analysis, CLIENT)]
         case "issuer_not_found":
             return [_issuer_not_found(analysis)]
     return [Finding("untrusted_root", "error", None,
                     "The chain does not lead to a trust anchor within 16 certificates.",
                     "Send a shorter chain.")]
+
+
+def bad_signature(analysis: ChainAnalysis, audience: Audience) -> Finding:
+    last, claimed = analysis.path[-1], analysis.unverified_issuer
+    named = subject_of(claimed) if claimed else last.certificate.issuer.rfc4514_string()
+    return Finding(
+        "bad_signature", "error", last.index,
+        f"{sentence_start(last)} names {named} as its "
+        "issuer, but its signature does not verify with that certificate's key"
+        + (f" (sha256 {fingerprint(claimed)})." if claimed else "."),
+        f"The chain mixes certificates of different CA keys, or was altered: {audience.sender} "
+        f"must use its current chain ({audience.chain_setting}), and "
+        f"{audience.trust_setting} must hold the current CA certificate.",
+    )
 
 
 def unchecked_signatures(analysis: ChainAnalysis) -> list[Finding]:
@@ -188,24 +196,15 @@ def unchecked_signatures(analysis: ChainAnalysis) -> list[Finding]:
 # -- time ----------------------------------------------------------------------------------
 
 
-_RENEW_LEAF = {
-    "client": "The sender must renew its certificate (in Salesforce: create or upload a new one "
-              "and select it for the outbound message).",
-    "server": "Renew the server certificate and install it with its intermediates "
-              "(server.certfile).",
-}
-
-
-def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
-             role: Role = "client") -> list[Finding]:
+def validity(analysis: ChainAnalysis, now: dt.datetime, *, skew: dt.timedelta,
+             warning_days: int, audience: Audience = CLIENT) -> list[Finding]:
     findings = []
     for position, link in enumerate(analysis.path):
         certificate = link.certificate
         not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
-        renew = (_RENEW_LEAF[role] if position == 0 else
-                 f"Replace {subject_of(certificate)} with the CA's current certificate, in "
-                 "client_auth.trust or in the chain the sender sends.")
-        if now + policy.clock_skew < not_before:
+        renew = (audience.renew_leaf if position == 0
+                 else audience.replace_ca(subject_of(certificate)))
+        if now + skew < not_before:
             days = (not_before - now).days
             findings.append(Finding(
                 "not_yet_valid", "error", link.index,
@@ -213,14 +212,14 @@ def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
                 f"{date(not_before)} (in {days} days).",
                 "Check the clocks on both sides; a certificate this new is unusual.",
             ))
-        elif now - policy.clock_skew > not_after:
+        elif now - skew > not_after:
             days = (now - not_after).days
             findings.append(Finding(
                 "expired", "error", link.index,
                 f"{sentence_start(link)} expired on "
                 f"{date(not_after)}, {days} days ago.", renew,
             ))
-        elif (not_after - now).days < policy.expiry_warning_days:
+        elif (not_after - now).days < warning_days:
             findings.append(Finding(
                 "expires_soon", "warning", link.index,
                 f"{sentence_start(link)} expires on "
@@ -232,8 +231,9 @@ def validity(analysis: ChainAnalysis, policy: Policy, now: dt.datetime,
 # -- algorithms and revocation ------------------------------------------------------------
 
 
-def weak_signatures(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
-    severity: Severity = "error" if policy.reject_weak_signatures else "warning"
+def weak_signatures(analysis: ChainAnalysis, *, reject: bool,
+                    audience: Audience = CLIENT) -> list[Finding]:
+    severity: Severity = "error" if reject else "warning"
     signed = analysis.path[:-1] if analysis.anchored else analysis.path
     findings = []
     for link in signed:  # an anchor's own signature vouches for nothing
@@ -244,8 +244,8 @@ def weak_signatures(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                 f"{sentence_start(link)} is signed with "
                 f"{digest}, which no longer protects a signature.",
                 "Ask the CA for a certificate signed with SHA-256 or stronger"
-                + ("; client_auth.reject_weak_signatures = false accepts it meanwhile."
-                   if policy.reject_weak_signatures else "."),
+                + (f"; {audience.weak_signature_relief}."
+                   if reject and audience.weak_signature_relief else "."),
             ))
     return findings
 

@@ -13,17 +13,14 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from service.clientauth import rules
 from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
-from service.clientauth.model import Finding, Policy
+from service.clientauth.keys import weak_key
+from service.clientauth.model import Finding
 from service.clientauth.names import common_names, dns_names, name_matches
-from service.clientauth.wording import capitalized
-
-MIN_RSA_BITS = 2048
-MIN_EC_BITS = 256
+from service.clientauth.wording import SERVER, capitalized, describe, sentence_start
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ def _missing_intermediate(last: Link, trust: ServerTrust) -> Finding:
     published = f" (its certificate names where to get it: {', '.join(urls)})" if urls else ""
     return Finding(
         "missing_intermediate", "error", last.index,
-        f"The server sends only its certificate, {rules.describe(last)}, issued by {issuer}"
+        f"The server sends only its certificate, {describe(last)}, issued by {issuer}"
         f"{published}, which is neither sent nor a root in {trust.name}: either the "
         "intermediate that issued it is missing, and Salesforce does not fetch it, or "
         f"{issuer} is a root that is not trusted.",
@@ -79,24 +76,24 @@ def _reach_public_root(analysis: ChainAnalysis, trust: ServerTrust) -> list[Find
     if analysis.end == "self_signed" and len(analysis.path) == 1:
         return [Finding(
             "self_signed", "error", last.index,
-            f"{rules.sentence_start(last)} is self-signed; Salesforce, like every client, "
+            f"{sentence_start(last)} is self-signed; Salesforce, like every client, "
             "refuses a self-signed server certificate.",
             "Get the server certificate from a public CA that Salesforce trusts.",
         )]
     if analysis.end == "self_signed":
         return [Finding(
             "not_publicly_trusted", "error", last.index,
-            f"The chain ends at {rules.describe(last)}, a root that is not in {trust.name}.",
+            f"The chain ends at {describe(last)}, a root that is not in {trust.name}.",
             capitalized(_root_advice(trust)),
         )]
     if analysis.end == "bad_signature":
-        return rules.reach_anchor(analysis, Policy(verify_depth=len(analysis.path) + 1))
+        return [rules.bad_signature(analysis, SERVER)]
     if len(analysis.path) == 1:
         return [_missing_intermediate(last, trust)]
     issuer = last.certificate.issuer.rfc4514_string()
     return [Finding(
         "not_publicly_trusted", "error", last.index,
-        f"{rules.sentence_start(last)} was issued by {issuer}, which is neither sent nor a "
+        f"{sentence_start(last)} was issued by {issuer}, which is neither sent nor a "
         f"root in {trust.name}.",
         f"If {issuer} is an intermediate, append it to the chain; if it is a root, "
         + _root_advice(trust),
@@ -124,32 +121,21 @@ def _hostnames(leaf: Link, public_names: tuple[str, ...]) -> list[Finding]:
     shown = ", ".join(dns_names(leaf.certificate) or common_names(leaf.certificate)) or "none"
     return [Finding(
         "hostname_mismatch", "error", leaf.index,
-        f"{rules.sentence_start(leaf)} does not cover {name!r}; it names {shown} (a wildcard "
+        f"{sentence_start(leaf)} does not cover {name!r}; it names {shown} (a wildcard "
         "covers exactly one label).",
         f"Get a certificate whose subject alternative names include {name}, or correct "
         "server.public_names.",
     ) for name in public_names if not covers(leaf.certificate, name)]
 
 
-def _key_size_problem(key: PublicKeyTypes) -> str | None:
-    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        return f"a {key.key_size}-bit {'RSA' if isinstance(key, rsa.RSAPublicKey) else 'DSA'} key"
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_BITS:
-        return f"a {key.curve.key_size}-bit elliptic-curve key"
-    return None
-
-
 def _weak_keys(analysis: ChainAnalysis) -> list[Finding]:
     findings = []
     for link in analysis.path[:-1] if analysis.anchored else analysis.path:
-        try:
-            problem = _key_size_problem(link.certificate.public_key())
-        except (ValueError, TypeError):
-            continue
+        problem = weak_key(link.certificate)
         if problem:
             findings.append(Finding(
                 "weak_signature_algorithm", "error", link.index,
-                f"{rules.sentence_start(link)} has {problem}, too weak to sign with.",
+                f"{sentence_start(link)} has {problem}, too weak to sign with.",
                 "Issue the certificate for a 2048-bit (or larger) RSA key or a P-256 key.",
             ))
     return findings
@@ -160,7 +146,7 @@ def _key_match(leaf: Link, key: PublicKeyTypes | None) -> list[Finding]:
         return []
     return [Finding(
         "key_mismatch", "error", leaf.index,
-        f"The private key in server.keyfile does not belong to {rules.describe(leaf)}.",
+        f"The private key in server.keyfile does not belong to {describe(leaf)}.",
         "Pair the certificate with the key it was issued for (the first certificate in "
         "server.certfile must be the one for server.keyfile).",
     )]
@@ -173,12 +159,12 @@ def analyse_server_chain(chain: tuple[x509.Certificate, ...], *, trust: ServerTr
     """Every finding about a server chain as sent (leaf first)."""
     analysis = analyse_chain(chain, trust.anchors)
     leaf = analysis.path[0]
-    timing = Policy(expiry_warning_days=expiry_warning_days, clock_skew=dt.timedelta(0))
     return [
-        *rules.structure(analysis, chain, role="server"),
+        *rules.structure(analysis, chain, SERVER),
         *_reach_public_root(analysis, trust),
-        *rules.validity(analysis, timing, now, role="server"),
-        *rules.weak_signatures(analysis, timing),
+        *rules.validity(analysis, now, skew=dt.timedelta(0), warning_days=expiry_warning_days,
+                        audience=SERVER),
+        *rules.weak_signatures(analysis, reject=True, audience=SERVER),
         *_weak_keys(analysis),
         *_hostnames(leaf, public_names),
         *_key_match(leaf, key),

@@ -4,6 +4,7 @@ from service.forwarded.addresses import (
     CLIENT_ADDRESS_HEADERS,
     Address,
     Network,
+    format_address,
     parse_address,
     within,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "ProxyHeader",
     "ProxyProtocolError",
     "RequestOrigin",
+    "format_address",
     "forwarded_format",
     "parse",
     "parse_address",

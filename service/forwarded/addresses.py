@@ -11,6 +11,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def format_address(address: tuple[str, int] | tuple[object, ...] | None) -> str | None:
+    """``host:port``, an IPv6 host in brackets (``[::1]:8443``); None for no address. The one
+    way an address is written: log lines about one client must say the same thing."""
+    if not address:
+        return None
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_address(text: str) -> Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # [v6]:port

@@ -1,8 +1,9 @@
 """ASGI middleware: resolve each request's origin, and drop what untrusted peers forwarded.
 
 After it, ``scope["client"]`` is the real client as far as trusted proxies tell, and
-``scope["extensions"]["omgate.origin"]`` holds the :class:`RequestOrigin`; headers an
-untrusted peer sent to pass itself off as a proxy are gone from ``scope["headers"]``.
+``scope["extensions"][ORIGIN_KEY]`` (``service/identity.py``) holds the
+:class:`RequestOrigin`; headers an untrusted peer sent to pass itself off as a proxy are
+gone from ``scope["headers"]``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from typing import Any
 
 from service.forwarded.addresses import parse_address
 from service.forwarded.origin import ForwardingSettings, resolve
-
-ORIGIN_EXTENSION = "omgate.origin"
-CONNECTION_EXTENSION = "omgate.connection"  # set by the listener: {"client": (host, port)}
+from service.identity import ORIGIN_KEY, connection_facts
 
 
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -37,11 +36,12 @@ class ForwardedMiddleware:
         extensions = dict(scope.get("extensions") or {})
         client = scope.get("client")
         peer = parse_address(client[0]) if client else None
-        connection = extensions.get(CONNECTION_EXTENSION)
-        proxied = connection["client"] if connection else None
+        connection = connection_facts(extensions)
+        relayed = connection is not None and connection.origin.proxied
+        proxied = connection.origin.client if connection is not None and relayed else None
         origin = resolve(_headers(scope["headers"]), peer,
                          parse_address(proxied[0]) if proxied else None, self.settings,
-                         relayed=connection is not None)
+                         relayed=relayed)
         scope = dict(scope)
         if origin.ignored_headers:
             dropped = {name.encode("latin-1") for name in origin.ignored_headers}
@@ -50,6 +50,6 @@ class ForwardedMiddleware:
         if origin.client is not None and origin.client != peer:
             port = proxied[1] if proxied and parse_address(proxied[0]) == origin.client else 0
             scope["client"] = (str(origin.client), port)
-        extensions[ORIGIN_EXTENSION] = origin
+        extensions[ORIGIN_KEY] = origin
         scope["extensions"] = extensions
         await self.app(scope, receive, send)

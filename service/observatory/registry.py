@@ -24,9 +24,7 @@ from prometheus_client import Counter as PrometheusCounter
 from service.clientauth import ClientIdentity, UnreadableCertificate
 from service.clientauth.model import Outcome, in_presented_order
 from service.config import ChainsConfig
-from service.forwarded.middleware import ORIGIN_EXTENSION
-from service.forwarded.origin import RequestOrigin
-from service.gate import CLIENT_AUTH_EXTENSION, Verdict
+from service.gate import Verdict
 from service.inbox import Inbox, InboxError
 from service.inbox.chains import (
     LISTENER,
@@ -51,16 +49,6 @@ FORGET_EVERY = dt.timedelta(hours=1)
 
 def chain_key(identity: ClientIdentity) -> str:
     return identity.chain_sha256 or NO_CERTIFICATE
-
-
-def request_chain_key(extensions: Mapping[str, Any]) -> str:
-    """The registry key of the chain that applied to a request: a chain a trusted proxy
-    forwarded, else the TLS connection's, else none."""
-    origin: RequestOrigin | None = extensions.get(ORIGIN_EXTENSION)
-    if origin is not None and origin.forwarded_chain is not None:
-        return origin.forwarded_chain.sha256 or NO_CERTIFICATE
-    tls = extensions.get(CLIENT_AUTH_EXTENSION)
-    return chain_key(tls["identity"]) if tls is not None else NO_CERTIFICATE
 
 
 def presented_der(identity: ClientIdentity) -> tuple[bytes, ...]:

@@ -10,7 +10,7 @@ and never disturbs other connections.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +19,11 @@ from OpenSSL import SSL
 
 from service.clientauth import HandshakeFacts, VerifyResult
 from service.clientauth.presented import NOTHING_PRESENTED
-from service.forwarded import Network, ProxyHeader, ProxyProtocolError, parse_address, within
-from service.forwarded import parse as parse_proxy_header
-from service.forwarded.middleware import CONNECTION_EXTENSION
-from service.forwarded.proxy_protocol import V2_SIGNATURE
-from service.gate import CLIENT_AUTH_EXTENSION, ClientAuthGate, Verdict
+from service.forwarded import format_address
+from service.gate import ClientAuthGate, Verdict
+from service.identity import CONNECTION_KEY, ConnectionDecisions, ConnectionFacts
+from service.listeners.hypercorn_glue import HttpServing
+from service.listeners.origin import ConnectionOrigin, OriginReader, direct_origin
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.tls import openssl_glue
@@ -35,7 +35,6 @@ from service.tls.capture import (
     handshake_facts,
 )
 from service.tls.context import ServerTls, TlsSetupError
-from service.tls.hypercorn_glue import HttpServing
 from service.tls.resumption import TicketChains
 from service.tls.stream import HandshakeError, TlsStream
 
@@ -44,79 +43,6 @@ log = get_logger("omgate")
 # handshake: certificates, key exchange, Finished) and how long omgate waits for it.
 LINGER_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
-
-
-def format_address(address: tuple[str, int] | None) -> str | None:
-    if not address:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class ConnectionOrigin:
-    """The TCP peer and, when a trusted proxy relays the connection with a PROXY header,
-    the client it names (None when it names none: UNKNOWN, UNSPEC)."""
-
-    peer: tuple[str, int] | None
-    client: tuple[str, int] | None = None
-    proxied: bool = False
-
-    def label(self) -> str | None:
-        return format_address(self.client or self.peer)
-
-    def extensions(self) -> dict[str, Any]:
-        return {CONNECTION_EXTENSION: {"client": self.client}} if self.proxied else {}
-
-
-@dataclass(frozen=True)
-class ProxyProtocol:
-    """Reads a PROXY v1/v2 header from trusted proxies before anything else is read."""
-
-    trusted: tuple[Network, ...]
-    timeout: float
-
-    async def _read_header(self, reader: asyncio.StreamReader) -> ProxyHeader:
-        head = await reader.readexactly(12)
-        if head == V2_SIGNATURE:
-            fixed = await reader.readexactly(4)
-            payload = await reader.readexactly(int.from_bytes(fixed[2:4], "big"))
-            data = head + fixed + payload
-        elif head.startswith(b"PROXY "):
-            data = head + await reader.readuntil(b"\r\n")
-        else:
-            raise ProxyProtocolError("the connection does not start with a PROXY header")
-        result = parse_proxy_header(data)
-        if not isinstance(result, ProxyHeader):
-            raise ProxyProtocolError("incomplete PROXY header")
-        return result
-
-    async def origin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                     ) -> ConnectionOrigin | None:
-        """None when a trusted proxy sent no valid header (the connection is then closed)."""
-        peer = writer.get_extra_info("peername")
-        peer = (peer[0], peer[1]) if peer else None
-        if not within(parse_address(peer[0]) if peer else None, self.trusted):
-            return ConnectionOrigin(peer)  # a direct client: no header is read
-        try:
-            header = await asyncio.wait_for(self._read_header(reader), self.timeout)
-        except (ProxyProtocolError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                TimeoutError, OSError) as error:
-            log.warning("proxy_protocol.invalid", peer=format_address(peer),
-                        reason=str(error) or type(error).__name__)
-            return None
-        return ConnectionOrigin(peer, header.source, proxied=header.relayed)
-
-
-async def direct_origin(_reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> ConnectionOrigin | None:
-    peer = writer.get_extra_info("peername")
-    peer = (peer[0], peer[1]) if peer else None
-    return ConnectionOrigin(peer)
-
-
-OriginReader = Callable[[asyncio.StreamReader, asyncio.StreamWriter],
-                        Awaitable[ConnectionOrigin | None]]
 
 
 def tls_extension(captured: Captured, connection: SSL.Connection,
@@ -276,25 +202,13 @@ class TlsConnectionHandler:
             "tls", peer, self._facts(connection, captured.verify_results, resumed))
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
         verdict = state.verdict or await self.gate.evaluate_async(identity)
-        self.gate.record(identity, verdict, **proxy, **problems_of(state))
+        facts = ConnectionFacts(origin, identity, verdict,
+                                ConnectionDecisions({**proxy, **problems_of(state)}))
         if verdict.refuse and self.refuse_in_handshake:
+            facts.record_once(self.gate)
             return  # a resumed session of a chain now refused: close_notify, nothing served
-        await self.serving.serve(stream, stream, {
-            "tls": tls_extension(captured, connection, verdict),
-            CLIENT_AUTH_EXTENSION: {"verdict": verdict, "identity": identity,
-                                    "endpoint_verdicts": {}},
-            **origin.extensions(),
-        })
-
-
-@dataclass
-class PlainConnectionHandler:
-    serving: HttpServing
-    read_origin: OriginReader = direct_origin
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin = await self.read_origin(reader, writer)
-        if origin is None:
-            writer.close()
-            return
-        await self.serving.serve(reader, writer, origin.extensions())
+        try:
+            await self.serving.serve(stream, stream, {
+                "tls": tls_extension(captured, connection, verdict), CONNECTION_KEY: facts})
+        finally:
+            facts.record_once(self.gate)  # a connection that sent no request

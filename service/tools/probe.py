@@ -22,6 +22,7 @@ from OpenSSL import SSL
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
+from service.forwarded import format_address
 from service.terminal import escape_controls as shown
 from service.terminal import json_text
 from service.tools.check import server_trust
@@ -52,6 +53,10 @@ class Target:
     port: int
     path: str
     address: str  # where to connect: the host, or one node given with --connect
+
+    @property
+    def url(self) -> str:
+        return f"https://{format_address((self.host, self.port))}{self.path}"
 
     @classmethod
     def parse(cls, url: str, connect: str | None = None) -> Target:
@@ -128,13 +133,13 @@ def open_connection(target: Target, context: SSL.Context) -> Connection:
         transport = tls_connect(target.address, target.port, target.host, context,
                                 TIMEOUT_SECONDS, check_name=False, app_data=notes)
     except OSError as error:
-        raise ProbeError(f"cannot connect to {target.address}:{target.port}: "
+        raise ProbeError(f"cannot connect to {format_address((target.address, target.port))}: "
                          f"{error.strerror or error}") from None
     except SSL.Error as error:
         detail = str(error) or type(error).__name__
         if "wrong version number" in detail or "packet length too long" in detail:
             detail = "the port does not speak TLS (plain HTTP?)"
-        raise ProbeError(f"TLS handshake with {target.host}:{target.port} failed: "
+        raise ProbeError(f"TLS handshake with {format_address((target.host, target.port))} failed: "
                          f"{detail}") from None
     tls = transport.tls
     chain = tuple(tls.get_peer_cert_chain(as_cryptography=True) or ())
@@ -224,7 +229,7 @@ class ProbeReport:
     def to_json(self) -> dict[str, Any]:
         request = self.request
         return {
-            "url": f"https://{self.target.host}:{self.target.port}{self.target.path}",
+            "url": self.target.url,
             "certificate_request": None if request is None else {
                 "requested": request.requested, "ca_names": list(request.ca_names),
                 "explanation": describe_request(request, self.client_chain)},
@@ -282,7 +287,7 @@ def _write_post(post: dict[str, Any], out: TextIO) -> None:
 
 def write_text(report: ProbeReport, out: TextIO) -> None:
     target = report.target
-    out.write(f"omgate probe: https://{target.host}:{target.port}{target.path}\n")
+    out.write(f"omgate probe: {target.url}\n")
     first = report.connections[0]
     out.write(f"{first['tls_version']}, {first['cipher']}\n")
     if report.request is not None:

@@ -25,6 +25,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.h11 import H11Protocol
 
+from service.forwarded import format_address
 from service.logs import get_logger
 
 log = get_logger("omgate")
@@ -57,10 +58,6 @@ class _WithExtensions(ASGIWrapper):
                        call_soon: Callable[..., Any]) -> None:
         scope = {**scope, "extensions": {**scope.get("extensions", {}), **self.extensions}}
         await self.app(scope, receive, send)
-
-
-def _label(address: Any) -> str | None:
-    return f"{address[0]}:{address[1]}" if address else None
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ class DeadlineStream:
         self._unanswered_since: float | None = None
 
     def _peer(self) -> str | None:
-        return _label(self._writer.get_extra_info("peername"))
+        return format_address(self._writer.get_extra_info("peername"))
 
     async def read(self, size: int) -> bytes:
         data: bytes = await self._reader.read(size)
