@@ -138,11 +138,16 @@ def _too_large(limit: int) -> SoapFaultError:
     )
 
 
+def declared_length(request: Request) -> int | None:
+    """The body size Content-Length declares (None: chunked, or not a plain number)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else None
+
+
 async def read_body(request: Request, limit: int, share: BodyHold) -> bytes:
     """Read the body, refusing as soon as it is known to exceed ``limit`` bytes; each
     chunk takes its room in the budget as it arrives."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if (declared_length(request) or 0) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -162,15 +167,14 @@ def _internal_error() -> SoapFaultError:
 
 def _declared_size(request: Request, limit: int) -> int:
     """The declared body size (a chunked body is counted as the largest allowed)."""
-    declared = request.headers.get("content-length", "")
-    return min(int(declared), limit) if declared.isdigit() else limit
+    declared = declared_length(request)
+    return limit if declared is None else min(declared, limit)
 
 
 async def discard_body(request: Request, limit: int) -> bool:
     """Read and drop an unread body, so the refusal reaches a client still sending it (closing
     on a half-sent body resets the connection). False when it is too large to wait for."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if (declared_length(request) or 0) > limit:
         return False
     size = 0
     try:

@@ -33,9 +33,9 @@ from service.build import build_info
 from service.clientauth import ClientIdentity, Decision
 from service.clientauth.model import Outcome
 from service.inbox import InboxStats
+from service.multiprocess import METRICS_FOLDER_VARIABLE
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
-MULTIPROCESS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _worker_pids(supervisor: int) -> list[int]:
@@ -90,7 +90,7 @@ class Metrics:
             ["version", "python", "openssl"], registry=self.registry, multiprocess_mode="max")
         info = build_info()
         self.build_info.labels(info.version, info.python, info.openssl).set(1)
-        if not os.environ.get(MULTIPROCESS_FOLDER):
+        if not os.environ.get(METRICS_FOLDER_VARIABLE):
             ProcessCollector(registry=self.registry)
         self.handshake_failures = Counter(
             "omgate_tls_handshake_failures", "TLS handshakes that did not complete.",
@@ -152,7 +152,7 @@ class Metrics:
         self.oldest_pending_seconds.set(max(age, 0.0))
 
     def render(self) -> bytes:
-        if os.environ.get(MULTIPROCESS_FOLDER):  # several workers: sum what they all wrote
+        if os.environ.get(METRICS_FOLDER_VARIABLE):  # several workers: sum what they all wrote
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             registry.register(ProcessTreeCollector())

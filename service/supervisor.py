@@ -29,13 +29,13 @@ from service.config import BindAddress, Config
 from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
 from service.logs import get_logger
+from service.multiprocess import METRICS_FOLDER_VARIABLE
 
 log = get_logger("omgate")
 STARTUP_GRACE_SECONDS = 3.0  # a worker that dies sooner "died at start"
 RESTART_BACKOFF_FIRST = 1.0  # seconds before restarting a worker that died at start...
 RESTART_BACKOFF_MAX = 60.0  # ...doubling each time it does so again, up to this
 REAP_INTERVAL_SECONDS = 0.1
-METRICS_FOLDER = "PROMETHEUS_MULTIPROC_DIR"
 LISTEN_BACKLOG = 1024
 
 
@@ -167,7 +167,7 @@ def serve_processes(config: Config) -> int:
 
 def _serve_workers(config: Config, count: int, listeners: Listeners) -> int:
     folder = tempfile.mkdtemp(prefix="omgate-metrics-")
-    os.environ[METRICS_FOLDER] = folder  # before prometheus_client is imported anywhere
+    os.environ[METRICS_FOLDER_VARIABLE] = folder  # before prometheus_client is imported anywhere
     try:
         _check_once(config)
         return _supervise(config, count, listeners)

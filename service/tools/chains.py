@@ -17,6 +17,7 @@ from service.clientauth import ClientIdentity, evaluate
 from service.clientauth.names import identity_names
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.config import Config
+from service.exitcodes import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
 from service.inbox import open_inbox
 from service.inbox.chains import ChainOutcome, ChainRecord, to_pem
 from service.observatory.simulate import CandidatePolicies, ChainVerdict, Simulation, simulate
@@ -32,7 +33,6 @@ from service.policies import PolicyBuilder
 from service.tools.inspect import inspect_policy, report
 from service.tools.report import write_certificates, write_findings
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 ALL_CHAINS = 1_000_000  # what `chains list` reads at most
 
 
