@@ -34,3 +34,14 @@ def test_every_finding_code_is_documented_and_every_documented_code_exists():
 def test_modes_are_one_literal_type():
     assert typing.get_args(Mode) == MODES == ("off", "request", "optional", "require")
     assert len(set(typing.get_args(FindingCode))) == len(FINDING_CODES)
+
+
+def test_the_design_room_table_names_every_part_of_the_tree():
+    table = DESIGN[DESIGN.index("| package | owns | must not |"):DESIGN.index("\n## Contracts")]
+    named = set(re.findall(r"`service/([a-z_]+(?:/|\.py))`", table))
+    service = ROOT / "service"
+    tree = {f"{path.name}/" for path in service.iterdir()
+            if path.is_dir() and any(path.glob("*.py"))}
+    tree |= {path.name for path in service.glob("*.py")
+             if path.name not in ("__init__.py", "__main__.py")}
+    assert named == tree, (sorted(tree - named), sorted(named - tree))

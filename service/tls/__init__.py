@@ -1,0 +1,1 @@
+"""The TLS front door: pyOpenSSL termination that captures every client chain."""
