@@ -10,6 +10,7 @@ values (paths, certificate names) were written by peers.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import sys
 from typing import Any, TextIO
@@ -18,6 +19,7 @@ import structlog
 from structlog.dev import Column, ConsoleRenderer, KeyValueColumnFormatter
 
 from service.terminal import escape_controls
+from service.tools.report import write_findings
 
 # httpx logs every webhook request's URL (its query may hold a token) at INFO; the
 # delivery.* events say what happened instead.
@@ -55,8 +57,25 @@ def _escaping(column: Column) -> Column:
         formatter, value_repr=lambda value: escape_controls(shown(value))))
 
 
+class _ConsoleForPeople(ConsoleRenderer):
+    """structlog's console renderer, with a ``client_auth.decision`` shown the way
+    ``omgate inspect`` shows findings: the outcome on the line, then each finding with its
+    code, message and fix. (The certificates and handshake details stay in JSON logs.)"""
+
+    def __call__(self, logger: Any, name: str, event: Any) -> str:
+        if event.get("event") != "client_auth.decision":
+            return super().__call__(logger, name, event)
+        findings = event.pop("findings", [])
+        for detail in ("chain", "tls"):
+            event.pop(detail, None)
+        block = io.StringIO()
+        write_findings(findings, block)
+        line = super().__call__(logger, name, event)
+        return line + "".join(f"\n    {text}" for text in block.getvalue().splitlines())
+
+
 def _console_renderer() -> ConsoleRenderer:
-    renderer = ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    renderer = _ConsoleForPeople(exception_formatter=structlog.dev.plain_traceback)
     renderer.columns = [_escaping(column) for column in renderer.columns]
     return renderer
 

@@ -376,14 +376,15 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
             server.close()
         if watcher is not None:
             watcher.cancel()
-        await main.terminate()
+        # Every connection is asked to finish now, idle keep-alive ones (a balancer's
+        # health probes) included: they must not hold the exit until their idle timeout.
+        for serving in (main, health, console):
+            if serving is not None:
+                await serving.terminate()
         remaining = config.server.shutdown_timeout - config.server.drain_seconds
         await tracker.drain(max(remaining, 1.0))
         for server in health_servers:
             server.close()
-        await health.terminate()
-        if console is not None:
-            await console.terminate()
         if worker is not None:  # it stops after the attempts under way (bounded by timeout)
             _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
             for task in late:

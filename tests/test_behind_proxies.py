@@ -560,3 +560,20 @@ def test_request_mode_acknowledges_behind_an_unreadable_forwarded_certificate(om
         ("unreadable_certificate", "error")]
     assert "X-SSL-Client-Cert" in decision["findings"][0]["message"]
     assert decision["chain"][0]["sha256"]  # the header, kept by digest
+
+
+def test_an_idle_health_probe_connection_does_not_hold_the_exit(omgate_server):
+    """A balancer's keep-alive /readyz connection, idle during the drain, is closed with
+    the rest: the process exits soon after drain_seconds, not after the idle timeout."""
+    health = free_port()
+    server = omgate_server({"server": {"drain_seconds": 1, "shutdown_timeout": 20,
+                                       "idle_timeout": 30, "health_bind": f"127.0.0.1:{health}"}})
+    with httpx.Client(base_url=f"http://127.0.0.1:{health}") as prober:
+        assert prober.get("/readyz").status_code == 200
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert prober.get("/readyz").status_code == 503  # the same connection, kept alive
+        assert server.process.wait(20) == 0
+        took = time.monotonic() - started
+    assert took < 6, f"shutdown took {took:.1f} s with an idle probe connection open"

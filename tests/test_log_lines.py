@@ -3,7 +3,9 @@ client's address (an IPv6 one in brackets)."""
 
 from __future__ import annotations
 
+import re
 import socket
+import time
 
 import httpx
 from harness import PAYLOADS, SOAP_HEADERS, is_ack, ssl_context
@@ -54,3 +56,22 @@ def test_an_ipv6_clients_address_reads_the_same_on_every_line(omgate_server, cli
     peers = {line["peer"] for line in lines}
     assert len(peers) == 1, peers
     assert peers.pop().startswith("[::1]:")
+
+
+def test_the_console_shows_a_decision_the_way_inspect_shows_findings(omgate_server,
+                                                                     client_pki):
+    server = omgate_server({"client_auth": {"mode": "require"}},
+                           env={"OMGATE_LOGGING__FORMAT": "console"})
+    with client(server, client_pki.cases["expired"]) as http:
+        assert http.post(f"{server.url}/salesforce/outbound", content=BODY,
+                         headers=SOAP_HEADERS).status_code == 403
+    deadline = time.monotonic() + 5
+    while "client_auth.decision" not in (text := server.log_path.read_text()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()  # the renderer's colours
+    at = next(i for i, line in enumerate(lines) if "client_auth.decision" in line)
+    assert "outcome=reject" in lines[at] and "findings=" not in lines[at]
+    assert "'subject'" not in lines[at]  # no Python dicts of certificates on the line
+    assert lines[at + 1].strip().startswith("ERROR expired [certificate 0]: Certificate 0")
+    assert lines[at + 2].strip().startswith("fix: The sender must renew its certificate")
