@@ -71,8 +71,9 @@ class DeliveryWorker:
             if claimed:
                 results = await asyncio.gather(*(self.attempt(item) for item in claimed),
                                                return_exceptions=True)
-                for error in (r for r in results if isinstance(r, Exception)):
-                    log.error("delivery.worker_error", detail=f"{type(error).__name__}: {error}")
+                for failure in (r for r in results if isinstance(r, Exception)):
+                    log.error("delivery.worker_error",
+                              detail=f"{type(failure).__name__}: {failure}")
                 continue
             await self._idle(stop)
 
