@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from service.clientauth import (
     DistinguishedName,
     DnSyntaxError,
+    Mode,
     Pin,
     PinSyntaxError,
     parse_dn,
@@ -112,7 +113,7 @@ class PolicyRules:
 
 @dataclass(frozen=True)
 class ClientAuthConfig:
-    mode: str
+    mode: Mode
     advertise_ca_names: str | Path
     reject_with: str
     forwarded_cert: ForwardedFormat | None

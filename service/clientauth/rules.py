@@ -7,6 +7,7 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from cryptography import x509
 
@@ -19,7 +20,7 @@ from service.clientauth.extensions import (
     oid_name,
     optional_extension,
 )
-from service.clientauth.model import Finding, Policy, Severity
+from service.clientauth.model import Finding, FindingCode, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.clientauth.wording import (
@@ -308,7 +309,8 @@ def _first_difference(expected: DistinguishedName, actual: x509.Name) -> str:
     return f"{len(expected.rdns)} attribute(s) expected, {len(actual_rdns)} found"
 
 
-def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: str,
+def distinguished_name(leaf: Link, expected: DistinguishedName | None,
+                       which: Literal["issuer", "subject"],
                        verified: bool) -> list[Finding]:
     """``verified``: the chain has no other error, so its DN may be suggested as is."""
     if expected is None:
@@ -326,8 +328,9 @@ def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: st
         hint = (f"This chain has other errors, so its {which} proves nothing yet; correct "
                 f"those first, then compare the {which} with the one you expect.")
     verb = "was issued by" if which == "issuer" else "has the subject"
+    code: FindingCode = "issuer_dn_mismatch" if which == "issuer" else "subject_dn_mismatch"
     return [Finding(
-        f"{which}_dn_mismatch", "error", leaf.index,
+        code, "error", leaf.index,
         f"{sentence_start(leaf)} {verb} {name.rfc4514_string()}, not "
         f"the configured client_auth.{which}_dn {expected.text!r} "
         f"({_first_difference(expected, name)}).",

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
+from service.clientauth import Mode
 from service.tls import openssl_glue
 from service.tls.capture import Captured
 from service.tls.resumption import TicketChains
@@ -39,7 +40,7 @@ class TlsSetupError(Exception):
 class TlsSettings:
     certfile: Path
     keyfile: Path
-    client_auth_mode: str
+    client_auth_mode: Mode
     trusted: tuple[x509.Certificate, ...]  # everything in client_auth.trust
     partial_chain: bool  # trust_intermediates: a trusted intermediate may end a path
     verify_depth: int
