@@ -188,8 +188,10 @@ class HttpServing:
                     extensions: dict[str, Any] | None = None) -> None:
         app = _WithExtensions(self.app, extensions or {})
         guarded = DeadlineStream(reader, writer, self.deadlines)
+        # hypercorn names asyncio's stream classes, but uses only the methods DeadlineStream
+        # has (read, at_eof; write, drain, write_eof, close, wait_closed, get_extra_info).
         await ReleasingTcpServer(app, asyncio.get_running_loop(), self.config, self.context,
-                                 self._state, guarded, guarded)
+                                 self._state, guarded, guarded)  # type: ignore[arg-type]
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""
