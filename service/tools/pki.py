@@ -23,7 +23,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 # The hashes CertificateBuilder.sign accepts for these keys (SHA-2 and SHA-3).
@@ -121,7 +121,7 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     if issuer_url:  # where the issuer's certificate can be fetched (AIA caIssuers)
         builder = builder.add_extension(x509.AuthorityInformationAccess([
-            x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                    x509.UniformResourceIdentifier(issuer_url))]),
             critical=False)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]
