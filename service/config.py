@@ -261,7 +261,7 @@ def _boolean(value: Any, _base: Path) -> bool:
 
 def _choice(*allowed: str) -> Parser:
     def parse(value: Any, _base: Path) -> str:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise ValueError("one of " + ", ".join(allowed))
         return value
 

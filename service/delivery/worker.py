@@ -29,7 +29,7 @@ POLL_SECONDS = 1.0
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds before the next attempt: doubling from ``base``, capped, with jitter
     (between half and all of it), so retries of many notifications spread out."""
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay = min(cap, base * 2.0 ** (attempt - 1))
     return delay / 2 + rng.uniform(0, delay / 2)
 
 

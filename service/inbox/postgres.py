@@ -228,8 +228,9 @@ class PostgresInbox(Inbox):
                 step = plan.send(answer)
                 cursor = await connection.execute(step.sql, step.parameters)
                 answer = await cursor.fetchone() if step.fetch else cursor.rowcount
-        except StopIteration as done:
-            return done.value
+        except StopIteration as done:  # the plan's return value
+            result: StoreResult = done.value
+            return result
 
     async def check_writable(self) -> None:
         import psycopg

@@ -192,8 +192,9 @@ class SqliteInbox(Inbox):
                 step = plan.send(answer)
                 cursor = connection.execute(step.sql, step.parameters)
                 answer = dict(cursor.fetchone()) if step.fetch else cursor.rowcount
-        except StopIteration as done:
-            return done.value
+        except StopIteration as done:  # the plan's return value
+            result: StoreResult = done.value
+            return result
 
     def _check_writable(self) -> None:
         connection = self._connect()

@@ -103,7 +103,8 @@ def _load_document(path: Path) -> Any:
         def load(self, url: str) -> bytes:
             if "://" in url and not url.startswith("file://"):
                 raise WsdlError(f"{path}: refers to {url}; network access is disabled")
-            return super().load(url)
+            data: bytes = super().load(url)
+            return data
 
     settings = Settings(
         strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
