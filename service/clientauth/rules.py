@@ -7,9 +7,13 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
 
 from service.clientauth.algorithms import weak_signature
 from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
@@ -251,6 +255,14 @@ def weak_signatures(analysis: ChainAnalysis, *, reject: bool,
     return findings
 
 
+_SIGNING_KEY_TYPES = get_args(CertificateIssuerPublicKeyTypes)
+
+
+def _can_sign(key: CertificatePublicKeyTypes) -> TypeGuard[CertificateIssuerPublicKeyTypes]:
+    """Whether a certificate's key is of a type that can sign (a CRL, a certificate)."""
+    return isinstance(key, _SIGNING_KEY_TYPES)
+
+
 def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
     findings = []
     for position, link in enumerate(analysis.path[:-1]):
@@ -258,8 +270,11 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
         for crl in policy.crls:
             if crl.issuer != issuer.subject:
                 continue
+            key = issuer.public_key()
+            if not _can_sign(key):  # an X25519, X448 or ML-KEM key signs nothing
+                continue
             try:
-                if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                if not crl.is_signature_valid(key):
                     continue
             except (TypeError, ValueError):
                 continue
