@@ -169,7 +169,8 @@ class Http11Only(H11Protocol):
 def serve_http11_only() -> None:
     """Make hypercorn's connections use :class:`Http11Only` (omgate is its only user in
     the process; tests/test_hypercorn_glue.py checks the name it is looked up by)."""
-    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[misc]
+    # The name ProtocolWrapper looks up; hypercorn.protocol imports it without re-exporting.
+    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[attr-defined]
 
 
 class HttpServing:
