@@ -1,4 +1,4 @@
-# omgate: `make run` serves on https://localhost:8443, `make test` runs ruff and the tests,
+# omgate: `make run` serves on https://localhost:8443, `make test` runs ruff, mypy and the tests,
 # `make image` builds the container image with podman, `make lock` pins the dependencies.
 PYTHON ?= python3
 VENV := .venv
@@ -27,6 +27,7 @@ run: $(BIN)/.installed $(DEV_CERTS)/server.pem
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy service
 	$(BIN)/hadolint Dockerfile
 
 test: lint
@@ -47,7 +48,7 @@ image: $(BIN)/.installed
 	$(BIN)/python scripts/build_image.py --tag $(IMAGE) $(IMAGE_OPTIONS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py

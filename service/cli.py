@@ -443,7 +443,7 @@ omgate send https://localhost:8443/salesforce/outbound --generate Account \\
 def _complete_files(parser: argparse.ArgumentParser, completion: object) -> None:
     """Arguments that name files complete as file names, in every subcommand."""
     for action in parser._actions:
-        if action.type is Path:
+        if action.type is Path:  # shtab reads .complete, an attribute argparse does not declare
             action.complete = completion  # type: ignore[attr-defined]
         if isinstance(action, argparse._SubParsersAction):
             for subparser in action.choices.values():

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from service.clientauth import (
     DistinguishedName,
     DnSyntaxError,
+    Mode,
     Pin,
     PinSyntaxError,
     parse_dn,
@@ -112,7 +113,7 @@ class PolicyRules:
 
 @dataclass(frozen=True)
 class ClientAuthConfig:
-    mode: str
+    mode: Mode
     advertise_ca_names: str | Path
     reject_with: str
     forwarded_cert: ForwardedFormat | None
@@ -260,7 +261,7 @@ def _boolean(value: Any, _base: Path) -> bool:
 
 def _choice(*allowed: str) -> Parser:
     def parse(value: Any, _base: Path) -> str:
-        if value not in allowed:
+        if not isinstance(value, str) or value not in allowed:
             raise ValueError("one of " + ", ".join(allowed))
         return value
 

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 from structlog.dev import Column, ConsoleRenderer, KeyValueColumnFormatter
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from service.terminal import escape_controls
 from service.tools.report import write_findings
@@ -28,19 +29,20 @@ _QUIET_LIBRARIES = ("httpx", "httpcore")
 _SECRET_KEYS = frozenset({"session_id", "sessionid", "SessionId", "private_key"})
 
 
-def _drop_secret_keys(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_secret_keys(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     for key in _SECRET_KEYS & event.keys():
         event[key] = "<redacted>"
     return event
 
 
-def _event_first(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _event_first(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """Put time, level and event name first, so a JSON line reads left to right."""
-    head = {key: event.pop(key) for key in ("timestamp", "level", "event") if key in event}
+    head: dict[str, Any] = {key: event.pop(key) for key in ("timestamp", "level", "event")
+                            if key in event}
     return {**head, **event}
 
 
-def _escape_tracebacks(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _escape_tracebacks(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """The console renderer writes these blocks of lines as they are."""
     for key in ("exception", "stack"):
         if isinstance(event.get(key), str):
@@ -80,7 +82,7 @@ def _console_renderer() -> ConsoleRenderer:
     return renderer
 
 
-def _rendering(log_format: str, stream: TextIO) -> list[Any]:
+def _rendering(log_format: str, stream: TextIO) -> list[Processor]:
     use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     if use_json:  # JSON escapes every control character itself, and stays exact
         return [structlog.processors.JSONRenderer(sort_keys=False)]
@@ -90,7 +92,7 @@ def _rendering(log_format: str, stream: TextIO) -> list[Any]:
 def configure_logging(log_format: str = "auto", level: str = "info",
                       stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
-    shared: list[Any] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -46,6 +46,11 @@ def _worker_pids(supervisor: int) -> list[int]:
         return [os.getpid()]  # at least the process answering
 
 
+def _fixed_pid(pid: int) -> Callable[[], int]:
+    """ProcessCollector asks for its pid through a call: this one always answers ``pid``."""
+    return lambda: pid
+
+
 class ProcessTreeCollector(Collector):
     """The standard process metrics of the supervisor and each of its workers, by ``pid``."""
 
@@ -53,7 +58,7 @@ class ProcessTreeCollector(Collector):
         supervisor = os.getppid()
         merged: dict[str, Metric] = {}
         for pid in [supervisor, *_worker_pids(supervisor)]:
-            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+            for family in ProcessCollector(pid=_fixed_pid(pid), registry=None).collect():
                 target = merged.setdefault(family.name, Metric(
                     family.name, family.documentation, family.type))
                 target.samples += [sample._replace(labels={**sample.labels, "pid": str(pid)})

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 
 from service.certfiles import CertificateFileError, load_certificates
-from service.clientauth import Policy, pin_for_certificate
+from service.clientauth import Mode, Policy, pin_for_certificate
 from service.clientauth.chain import is_self_signed
 from service.config import Config, ConfigError, PolicyRules
 
@@ -61,8 +61,9 @@ class PolicyBuilder:
         return tuple(c for path in rules.trust
                      for c in self.certificates(path, "[client_auth] trust"))
 
-    def policy(self, rules: PolicyRules, mode: str | None = None) -> Policy:
+    def policy(self, rules: PolicyRules, mode: Mode | None = None) -> Policy:
         trusted = self.trusted(rules)
+        known: tuple[x509.Certificate, ...]
         if rules.trust_intermediates:
             anchors, known = trusted, ()
         else:

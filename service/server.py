@@ -44,13 +44,14 @@ from service.forwarded import ForwardingSettings, format_address, parse_address
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
+from service.inbox.chains import LISTENER
 from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
 from service.listeners.origin import ConnectionOrigin, OriginReader, ProxyProtocol, direct_origin
 from service.listeners.plain import PlainConnectionHandler
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.observatory.policies import policy_fingerprint
-from service.observatory.registry import LISTENER, ChainRegistry
+from service.observatory.registry import ChainRegistry
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners

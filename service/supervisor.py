@@ -187,7 +187,7 @@ class WorkerSlot:
     restart_at: float | None = None  # a restart waiting out its backoff
 
     def backoff(self) -> float:
-        return min(RESTART_BACKOFF_FIRST * 2 ** (self.quick_deaths - 1), RESTART_BACKOFF_MAX)
+        return min(RESTART_BACKOFF_FIRST * 2.0 ** (self.quick_deaths - 1), RESTART_BACKOFF_MAX)
 
 
 def _how_it_ended(code: int) -> dict[str, object]:

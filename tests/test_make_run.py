@@ -15,7 +15,7 @@ from harness import ROOT, require_executable
 
 PORT = 8443
 IGNORED = shutil.ignore_patterns(".venv", "var", "dev", ".git", "__pycache__", ".pytest_cache",
-                                 ".ruff_cache", "*.egg-info")
+                                 ".ruff_cache", ".mypy_cache", "*.egg-info")
 
 
 def readme_curl_command() -> str:

@@ -20,13 +20,15 @@ from service.clientauth.model import Finding, FindingCode, Policy, VerifyResult
 from service.clientauth.wording import describe
 
 # OpenSSL's X509_V_ERR_* numbers and the finding codes that explain each.
-_TRUST = {2: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
-          18: ("self_signed", "untrusted_root"),
-          19: ("untrusted_root", "self_signed"),
-          20: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
-          21: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
-          22: ("depth_exceeded",),
-          27: ("untrusted_root",)}
+_TRUST: dict[int, tuple[FindingCode, ...]] = {
+    2: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
+    18: ("self_signed", "untrusted_root"),
+    19: ("untrusted_root", "self_signed"),
+    20: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
+    21: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
+    22: ("depth_exceeded",),
+    27: ("untrusted_root",),
+}
 _NOT_YET_VALID, _EXPIRED = 9, 10
 _PER_CERTIFICATE: dict[int, tuple[FindingCode, ...]] = {
     4: ("bad_signature", "weak_signature_algorithm", "unsupported_key"),

@@ -11,7 +11,14 @@ import datetime as dt
 from service.clientauth import openssl_opinion, pathrules, rules, verifier
 from service.clientauth.chain import ChainAnalysis, analyse_chain
 from service.clientauth.keys import costly_key, weak_key
-from service.clientauth.model import ClientIdentity, Decision, Finding, Policy, Severity
+from service.clientauth.model import (
+    ClientIdentity,
+    Decision,
+    Finding,
+    Outcome,
+    Policy,
+    Severity,
+)
 from service.clientauth.wording import sentence_start
 
 
@@ -202,5 +209,5 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     else:
         findings = [_no_certificate(identity, policy)]
     findings += _untrusted_forwarding(identity)
-    outcome = "reject" if _has_error(findings) else "accept"
+    outcome: Outcome = "reject" if _has_error(findings) else "accept"
     return Decision(outcome, tuple(findings))

@@ -7,8 +7,13 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal, TypeGuard, get_args
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+)
 
 from service.clientauth.algorithms import weak_signature
 from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
@@ -19,7 +24,7 @@ from service.clientauth.extensions import (
     oid_name,
     optional_extension,
 )
-from service.clientauth.model import Finding, Policy, Severity
+from service.clientauth.model import Finding, FindingCode, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.clientauth.wording import (
@@ -250,6 +255,14 @@ def weak_signatures(analysis: ChainAnalysis, *, reject: bool,
     return findings
 
 
+_SIGNING_KEY_TYPES = get_args(CertificateIssuerPublicKeyTypes)
+
+
+def _can_sign(key: CertificatePublicKeyTypes) -> TypeGuard[CertificateIssuerPublicKeyTypes]:
+    """Whether a certificate's key is of a type that can sign (a CRL, a certificate)."""
+    return isinstance(key, _SIGNING_KEY_TYPES)
+
+
 def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
     findings = []
     for position, link in enumerate(analysis.path[:-1]):
@@ -257,8 +270,11 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
         for crl in policy.crls:
             if crl.issuer != issuer.subject:
                 continue
+            key = issuer.public_key()
+            if not _can_sign(key):  # an X25519, X448 or ML-KEM key signs nothing
+                continue
             try:
-                if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                if not crl.is_signature_valid(key):
                     continue
             except (TypeError, ValueError):
                 continue
@@ -308,7 +324,8 @@ def _first_difference(expected: DistinguishedName, actual: x509.Name) -> str:
     return f"{len(expected.rdns)} attribute(s) expected, {len(actual_rdns)} found"
 
 
-def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: str,
+def distinguished_name(leaf: Link, expected: DistinguishedName | None,
+                       which: Literal["issuer", "subject"],
                        verified: bool) -> list[Finding]:
     """``verified``: the chain has no other error, so its DN may be suggested as is."""
     if expected is None:
@@ -326,8 +343,9 @@ def distinguished_name(leaf: Link, expected: DistinguishedName | None, which: st
         hint = (f"This chain has other errors, so its {which} proves nothing yet; correct "
                 f"those first, then compare the {which} with the one you expect.")
     verb = "was issued by" if which == "issuer" else "has the subject"
+    code: FindingCode = "issuer_dn_mismatch" if which == "issuer" else "subject_dn_mismatch"
     return [Finding(
-        f"{which}_dn_mismatch", "error", leaf.index,
+        code, "error", leaf.index,
         f"{sentence_start(leaf)} {verb} {name.rfc4514_string()}, not "
         f"the configured client_auth.{which}_dn {expected.text!r} "
         f"({_first_difference(expected, name)}).",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from service.clientauth import rules
 from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
@@ -41,7 +42,7 @@ def _ca_issuers_urls(certificate: x509.Certificate) -> tuple[str, ...]:
     except (x509.ExtensionNotFound, ValueError):
         return ()
     return tuple(str(item.access_location.value) for item in access
-                 if item.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS
+                 if item.access_method == AuthorityInformationAccessOID.CA_ISSUERS
                  and isinstance(item.access_location, x509.UniformResourceIdentifier))
 
 

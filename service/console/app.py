@@ -107,6 +107,8 @@ def render(request: Request, template: str, context: dict[str, Any],
 
 
 def _server_days_left(config: Config, now: dt.datetime) -> int | None:
+    if config.server.certfile is None:  # no TLS listener of its own: nothing to count down
+        return None
     try:
         return days_left(load_certificates(config.server.certfile, "[server] certfile")[0], now)
     except (CertificateFileError, IndexError):

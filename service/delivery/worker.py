@@ -29,7 +29,7 @@ POLL_SECONDS = 1.0
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds before the next attempt: doubling from ``base``, capped, with jitter
     (between half and all of it), so retries of many notifications spread out."""
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay = min(cap, base * 2.0 ** (attempt - 1))
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
@@ -71,8 +71,9 @@ class DeliveryWorker:
             if claimed:
                 results = await asyncio.gather(*(self.attempt(item) for item in claimed),
                                                return_exceptions=True)
-                for error in (r for r in results if isinstance(r, Exception)):
-                    log.error("delivery.worker_error", detail=f"{type(error).__name__}: {error}")
+                for failure in (r for r in results if isinstance(r, Exception)):
+                    log.error("delivery.worker_error",
+                              detail=f"{type(failure).__name__}: {failure}")
                 continue
             await self._idle(stop)
 

@@ -17,6 +17,7 @@ out while an earlier one for the same record is still pending.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import datetime as dt
 import hashlib
@@ -474,7 +475,10 @@ class GroupCommitter:
 
 
 class Inbox(ABC):
-    """Durable storage behind one interface: SQLite (embedded) and PostgreSQL (shared)."""
+    """Durable storage behind one interface: SQLite (embedded) and PostgreSQL (shared).
+
+    The method :meth:`list` shadows the builtin in the class body, so signatures here and
+    in the backends spell the type ``builtins.list``."""
 
     def __init__(self, *, group_commit: bool = True) -> None:
         self._committer = GroupCommitter(self.store_batch) if group_commit else None
@@ -490,7 +494,7 @@ class Inbox(ABC):
 
     @abstractmethod
     async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> list[StoreResult | Exception]:
+                          ) -> builtins.list[StoreResult | Exception]:
         """Store messages in one transaction, each behind a savepoint; one result each."""
 
     @abstractmethod
@@ -500,7 +504,7 @@ class Inbox(ABC):
     @abstractmethod
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
                    conflicted: bool = False,
-                   since: dt.datetime | None = None) -> list[StoredNotification]:
+                   since: dt.datetime | None = None) -> builtins.list[StoredNotification]:
         """Stored notifications in arrival order, after ``after_id``, optionally by state,
         (``conflicted``) only those with conflicting redeliveries, or only those received
         at ``since`` or later."""
@@ -510,12 +514,12 @@ class Inbox(ABC):
         """One stored notification by its inbox ID."""
 
     @abstractmethod
-    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
         """The conflicting redeliveries of one notification, in arrival order."""
 
     @abstractmethod
     async def claim(self, *, limit: int, lease_seconds: float,
-                    now: dt.datetime) -> list[StoredNotification]:
+                    now: dt.datetime) -> builtins.list[StoredNotification]:
         """Pending notifications due now whose record has no earlier pending one; each is
         leased so no other worker takes it until the lease ends."""
 
@@ -538,7 +542,7 @@ class Inbox(ABC):
 
     @abstractmethod
     async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> list[StoredNotification]:
+                     key: str | None = None) -> builtins.list[StoredNotification]:
         """The latest notifications first, optionally by state or by a record or
         notification Id (``key``)."""
 
@@ -549,11 +553,11 @@ class Inbox(ABC):
         sightings without certificates that found no recorded chain to add to."""
 
     @abstractmethod
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+    async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:
         """Chains last seen since ``since``, the latest first."""
 
     @abstractmethod
-    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+    async def chains_by_prefix(self, prefix: str) -> builtins.list[ChainRecord]:
         """Chains whose fingerprint starts with ``prefix`` (a few at most)."""
 
     @abstractmethod

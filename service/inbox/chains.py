@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -323,8 +323,8 @@ def _endpoint_seen(row: Mapping[str, Any]) -> EndpointSeen:
     return EndpointSeen(row["endpoint"], int(row["messages"]), decision)
 
 
-def chain_records(rows: list[Mapping[str, Any]],
-                  endpoint_rows: list[Mapping[str, Any]]) -> list[ChainRecord]:
+def chain_records(rows: Sequence[Mapping[str, Any]],
+                  endpoint_rows: Sequence[Mapping[str, Any]]) -> list[ChainRecord]:
     """Chains with their endpoints, in the order of ``rows``."""
     by_chain: dict[str, list[EndpointSeen]] = {}
     for row in endpoint_rows:

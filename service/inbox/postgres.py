@@ -9,6 +9,7 @@ start).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import hashlib
 import json
@@ -120,6 +121,8 @@ def _stored(row: dict[str, Any]) -> StoredNotification:
 
 
 class PostgresInbox(Inbox):
+    # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
+
     def __init__(self, url: str, *, group_commit: bool = True, pool_size: int = 10) -> None:
         super().__init__(group_commit=group_commit)
         self.url = url
@@ -147,7 +150,8 @@ class PostgresInbox(Inbox):
             raise self._error(error, "cannot connect") from None
         await self.migrate()
 
-    async def _execute(self, statement: str, parameters: Any = None) -> list[dict[str, Any]]:
+    async def _execute(self, statement: str,
+                       parameters: Any = None) -> builtins.list[dict[str, Any]]:
         import psycopg
 
         try:
@@ -192,7 +196,7 @@ class PostgresInbox(Inbox):
                 await cursor.executemany(_CONFLICTS.set_digest, digests(rows))
 
     async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> list[StoreResult | Exception]:
+                          ) -> builtins.list[StoreResult | Exception]:
         import psycopg
 
         results: list[StoreResult | Exception] = []
@@ -216,7 +220,7 @@ class PostgresInbox(Inbox):
         return results
 
     @staticmethod
-    async def _store_rows(connection: Any, rows: list[dict[str, Any]]) -> StoreResult:
+    async def _store_rows(connection: Any, rows: builtins.list[dict[str, Any]]) -> StoreResult:
         plan = store_plan(rows, _INSERT, _CONFLICTS)
         answer: Any = None
         try:
@@ -224,8 +228,9 @@ class PostgresInbox(Inbox):
                 step = plan.send(answer)
                 cursor = await connection.execute(step.sql, step.parameters)
                 answer = await cursor.fetchone() if step.fetch else cursor.rowcount
-        except StopIteration as done:
-            return done.value
+        except StopIteration as done:  # the plan's return value
+            result: StoreResult = done.value
+            return result
 
     async def check_writable(self) -> None:
         import psycopg
@@ -241,7 +246,7 @@ class PostgresInbox(Inbox):
 
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
                    conflicted: bool = False,
-                   since: dt.datetime | None = None) -> list[StoredNotification]:
+                   since: dt.datetime | None = None) -> builtins.list[StoredNotification]:
         where, parameters = list_filter("%s", after_id, state, conflicted, since)
         rows = await self._execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} ORDER BY id LIMIT %s",  # noqa: S608
@@ -253,12 +258,12 @@ class PostgresInbox(Inbox):
             f"SELECT {_COLUMNS} FROM notifications WHERE id = %s", (inbox_id,))  # noqa: S608
         return _stored(rows[0]) if rows else None
 
-    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
         rows = await self._execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
         return [recorded_conflict(row) for row in rows]
 
     async def claim(self, *, limit: int, lease_seconds: float,
-                    now: dt.datetime) -> list[StoredNotification]:
+                    now: dt.datetime) -> builtins.list[StoredNotification]:
         rows = await self._execute(_CLAIM, {
             "now": now, "limit": limit, "lease": now + dt.timedelta(seconds=lease_seconds)})
         return sorted((_stored(row) for row in rows), key=lambda item: item.id)
@@ -293,7 +298,7 @@ class PostgresInbox(Inbox):
                           oldest_pending_received_at=row["oldest"])
 
     async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> list[StoredNotification]:
+                     key: str | None = None) -> builtins.list[StoredNotification]:
         where, parameters = recent_filter("%s", state, key)
         rows = await self._execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
@@ -323,15 +328,15 @@ class PostgresInbox(Inbox):
         return missing
 
     async def _read_chains(self, statement: str, endpoints: str,
-                           parameters: dict[str, Any]) -> list[ChainRecord]:
+                           parameters: dict[str, Any]) -> builtins.list[ChainRecord]:
         return chain_records(await self._execute(statement, parameters),
                              await self._execute(endpoints, parameters))
 
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+    async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:
         return await self._read_chains(_CHAINS.recent, _CHAINS.endpoints_since,
                                        {"since": since, "limit": limit})
 
-    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+    async def chains_by_prefix(self, prefix: str) -> builtins.list[ChainRecord]:
         return await self._read_chains(_CHAINS.by_prefix, _CHAINS.endpoints_by_prefix,
                                        {"prefix": prefix_pattern(prefix)})
 

@@ -9,13 +9,14 @@ wait on the busy timeout.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from service.inbox.base import (
     DEAD,
@@ -56,6 +57,7 @@ from service.inbox.chains import (
 )
 
 T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 SCHEMA_VERSION = 4
 _MIGRATIONS = {
@@ -99,6 +101,8 @@ def _stored(row: sqlite3.Row) -> StoredNotification:
 
 
 class SqliteInbox(Inbox):
+    # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
+
     def __init__(self, path: Path, *, group_commit: bool = True,
                  busy_timeout_ms: int = 10000) -> None:
         super().__init__(group_commit=group_commit)
@@ -159,7 +163,8 @@ class SqliteInbox(Inbox):
 
         return self._transaction(upgrade)
 
-    def _store_batch(self, batch: Sequence[IncomingMessage]) -> list[StoreResult | Exception]:
+    def _store_batch(self, batch: Sequence[IncomingMessage]
+                     ) -> builtins.list[StoreResult | Exception]:
         def store_all(connection: sqlite3.Connection) -> list[StoreResult | Exception]:
             results: list[StoreResult | Exception] = []
             for incoming in batch:
@@ -178,7 +183,8 @@ class SqliteInbox(Inbox):
         return self._transaction(store_all)
 
     @staticmethod
-    def _store_rows(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> StoreResult:
+    def _store_rows(connection: sqlite3.Connection,
+                    rows: builtins.list[dict[str, Any]]) -> StoreResult:
         plan = store_plan(rows, _INSERT, _CONFLICTS)
         answer: Any = None
         try:
@@ -186,8 +192,9 @@ class SqliteInbox(Inbox):
                 step = plan.send(answer)
                 cursor = connection.execute(step.sql, step.parameters)
                 answer = dict(cursor.fetchone()) if step.fetch else cursor.rowcount
-        except StopIteration as done:
-            return done.value
+        except StopIteration as done:  # the plan's return value
+            result: StoreResult = done.value
+            return result
 
     def _check_writable(self) -> None:
         connection = self._connect()
@@ -198,7 +205,7 @@ class SqliteInbox(Inbox):
             connection.execute("ROLLBACK")
 
     def _list(self, limit: int, after_id: int, state: str | None, conflicted: bool,
-              since: dt.datetime | None) -> list[StoredNotification]:
+              since: dt.datetime | None) -> builtins.list[StoredNotification]:
         where, parameters = list_filter("?", after_id, state, conflicted,
                                         None if since is None else _timestamp(since))
         rows = self._connect().execute(
@@ -212,12 +219,12 @@ class SqliteInbox(Inbox):
         ).fetchone()
         return None if row is None else _stored(row)
 
-    def _conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+    def _conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
         rows = self._connect().execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
         return [recorded_conflict(dict(row)) for row in rows]
 
     def _claim(self, limit: int, lease_seconds: float,
-               now: dt.datetime) -> list[StoredNotification]:
+               now: dt.datetime) -> builtins.list[StoredNotification]:
         def claim(connection: sqlite3.Connection) -> list[StoredNotification]:
             rows = connection.execute(_CLAIMABLE, {"now": _timestamp(now), "limit": limit})
             claimed = [_stored(row) for row in rows]
@@ -242,7 +249,7 @@ class SqliteInbox(Inbox):
                           oldest_pending_received_at=oldest)
 
     def _recent(self, limit: int, state: str | None,
-                key: str | None) -> list[StoredNotification]:
+                key: str | None) -> builtins.list[StoredNotification]:
         where, parameters = recent_filter("?", state, key)
         rows = self._connect().execute(
             f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
@@ -269,7 +276,7 @@ class SqliteInbox(Inbox):
         return self._transaction(write)
 
     def _read_chains(self, statement: str, endpoints: str,
-                     parameters: dict[str, Any]) -> list[ChainRecord]:
+                     parameters: dict[str, Any]) -> builtins.list[ChainRecord]:
         connection = self._connect()
         rows = [dict(row) for row in connection.execute(statement, _parameters(parameters))]
         endpoint_rows = [dict(row) for row in connection.execute(endpoints,
@@ -294,7 +301,7 @@ class SqliteInbox(Inbox):
 
     # -- the async interface ----------------------------------------------------------------
 
-    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+    async def _run(self, function: Callable[[*Args], T], *args: *Args) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, function, *args
@@ -310,7 +317,7 @@ class SqliteInbox(Inbox):
         return await self._run(self._migrate, self._connect())
 
     async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> list[StoreResult | Exception]:
+                          ) -> builtins.list[StoreResult | Exception]:
         return await self._run(self._store_batch, batch)
 
     async def check_writable(self) -> None:
@@ -318,17 +325,17 @@ class SqliteInbox(Inbox):
 
     async def list(self, *, limit: int, after_id: int = 0, state: str | None = None,
                    conflicted: bool = False,
-                   since: dt.datetime | None = None) -> list[StoredNotification]:
+                   since: dt.datetime | None = None) -> builtins.list[StoredNotification]:
         return await self._run(self._list, limit, after_id, state, conflicted, since)
 
     async def get(self, inbox_id: int) -> StoredNotification | None:
         return await self._run(self._get, inbox_id)
 
-    async def conflicts(self, inbox_id: int) -> list[RecordedConflict]:
+    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
         return await self._run(self._conflicts, inbox_id)
 
     async def claim(self, *, limit: int, lease_seconds: float,
-                    now: dt.datetime) -> list[StoredNotification]:
+                    now: dt.datetime) -> builtins.list[StoredNotification]:
         return await self._run(self._claim, limit, lease_seconds, now)
 
     async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
@@ -347,10 +354,12 @@ class SqliteInbox(Inbox):
              "retry": _timestamp(retry_at or now)})
 
     async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
+        parameters: dict[str, Any] = {"now": _timestamp(now)}
         if inbox_id is None:
-            where, parameters = f"state = '{DEAD}'", {"now": _timestamp(now)}
+            where = f"state = '{DEAD}'"
         else:
-            where, parameters = "id = :id", {"now": _timestamp(now), "id": inbox_id}
+            where = "id = :id"
+            parameters["id"] = inbox_id
         return await self._run(self._update, (
             f"UPDATE notifications SET state = '{PENDING}', next_attempt_at = :now, "  # noqa: S608
             f"lease_until = NULL WHERE {where}"), parameters)
@@ -359,18 +368,18 @@ class SqliteInbox(Inbox):
         return await self._run(self._stats)
 
     async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> list[StoredNotification]:
+                     key: str | None = None) -> builtins.list[StoredNotification]:
         return await self._run(self._recent, limit, state, key)
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
                             hours: Sequence[HourCount]) -> int:
         return await self._run(self._record_chains, sightings, hours)
 
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+    async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:
         return await self._run(self._read_chains, _CHAINS.recent, _CHAINS.endpoints_since,
                                {"since": since, "limit": limit})
 
-    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
+    async def chains_by_prefix(self, prefix: str) -> builtins.list[ChainRecord]:
         return await self._run(self._read_chains, _CHAINS.by_prefix,
                                _CHAINS.endpoints_by_prefix, {"prefix": prefix_pattern(prefix)})
 

@@ -169,7 +169,8 @@ class Http11Only(H11Protocol):
 def serve_http11_only() -> None:
     """Make hypercorn's connections use :class:`Http11Only` (omgate is its only user in
     the process; tests/test_hypercorn_glue.py checks the name it is looked up by)."""
-    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[misc]
+    # The name ProtocolWrapper looks up; hypercorn.protocol imports it without re-exporting.
+    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[attr-defined]
 
 
 class HttpServing:
@@ -188,8 +189,10 @@ class HttpServing:
                     extensions: dict[str, Any] | None = None) -> None:
         app = _WithExtensions(self.app, extensions or {})
         guarded = DeadlineStream(reader, writer, self.deadlines)
+        # hypercorn names asyncio's stream classes, but uses only the methods DeadlineStream
+        # has (read, at_eof; write, drain, write_eof, close, wait_closed, get_extra_info).
         await ReleasingTcpServer(app, asyncio.get_running_loop(), self.config, self.context,
-                                 self._state, guarded, guarded)
+                                 self._state, guarded, guarded)  # type: ignore[arg-type]
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""

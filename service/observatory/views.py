@@ -12,6 +12,7 @@ from cryptography import x509
 
 from service.clientauth import ClientIdentity, Finding
 from service.clientauth.chain import analyse_chain
+from service.clientauth.presented import load_chain
 from service.clientauth.summary import days_left
 from service.inbox.chains import (
     LISTENER,
@@ -20,7 +21,6 @@ from service.inbox.chains import (
     ChainRecord,
     EndpointSeen,
 )
-from service.tls.openssl_glue import load_chain
 
 SHORT = 12  # hex digits of a fingerprint shown in tables
 DURATION = re.compile(r"^(\d+)([dhm])$")

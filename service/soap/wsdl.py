@@ -103,13 +103,16 @@ def _load_document(path: Path) -> Any:
         def load(self, url: str) -> bytes:
             if "://" in url and not url.startswith("file://"):
                 raise WsdlError(f"{path}: refers to {url}; network access is disabled")
-            return super().load(url)
+            data: bytes = super().load(url)
+            return data
 
     settings = Settings(
         strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
         xml_huge_tree=False,
     )
-    return Document(str(path), LocalOnlyTransport(cache=None), settings=settings)
+    # zeep annotates transport as type[Transport], but uses (and documents) an instance.
+    transport = LocalOnlyTransport(cache=None)
+    return Document(str(path), transport, settings=settings)  # type: ignore[arg-type]
 
 
 def _child(element_type: Any, name: str, path: Path, what: str) -> Any:

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
+from service.clientauth import Mode
 from service.tls import openssl_glue
 from service.tls.capture import Captured
 from service.tls.resumption import TicketChains
@@ -39,7 +40,7 @@ class TlsSetupError(Exception):
 class TlsSettings:
     certfile: Path
     keyfile: Path
-    client_auth_mode: str
+    client_auth_mode: Mode
     trusted: tuple[x509.Certificate, ...]  # everything in client_auth.trust
     partial_chain: bool  # trust_intermediates: a trusted intermediate may end a path
     verify_depth: int
@@ -57,7 +58,9 @@ def _verify_mode(settings: TlsSettings) -> int:
     return mode
 
 
-def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes:
+# NO_OVERLAPPING_PROTOCOLS's class is private to pyOpenSSL, but its callback type names it.
+def _select_alpn(_connection: SSL.Connection,
+                 offered: list[bytes]) -> bytes | SSL._NoOverlappingProtocols:
     for protocol in ALPN_PROTOCOLS:
         if protocol in offered:
             return protocol
@@ -111,6 +114,8 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     context.set_alpn_select_callback(_select_alpn)
     _load_server_identity(context, settings.certfile, settings.keyfile)
     store = context.get_cert_store()
+    if store is None:  # OpenSSL gives every context one; pyOpenSSL's type allows for none
+        raise TlsSetupError("this OpenSSL context has no certificate store")
     for certificate in settings.trusted:
         with contextlib.suppress(crypto.Error):  # the same certificate listed twice
             store.add_cert(crypto.X509.from_cryptography(certificate))

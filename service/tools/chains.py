@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.clientauth import ClientIdentity, evaluate
+from service.clientauth import ClientIdentity, Mode, evaluate
 from service.clientauth.names import identity_names
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.config import Config
@@ -165,7 +165,7 @@ def show_chain(config: Config, out: TextIO, err: TextIO, prefix: str, *, pem: bo
 
 # -- simulate -----------------------------------------------------------------------------
 
-def candidate_policies(config: Config, mode: str | None) -> CandidatePolicies:
+def candidate_policies(config: Config, mode: Mode | None) -> CandidatePolicies:
     builder = PolicyBuilder(config)
     return CandidatePolicies(
         builder.policy(config.client_auth.rules, mode=mode),
@@ -196,7 +196,7 @@ def _totals_line(label: str, simulation: Simulation, verdicts: list[ChainVerdict
 
 
 def simulate_chains(config: Config, out: TextIO, *, since: dt.timedelta,
-                    mode: str | None) -> int:
+                    mode: Mode | None) -> int:
     policies = candidate_policies(config, mode)
     now = dt.datetime.now(dt.UTC)
     simulation = simulate(read_chains(config, since), policies, now)

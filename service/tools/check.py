@@ -21,6 +21,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Finding, Policy, evaluate, summarize
+from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
 from service.logs import get_logger
@@ -28,7 +29,7 @@ from service.policies import PolicyBuilder
 from service.terminal import json_text
 from service.tools.report import count_line, write_certificates, write_findings
 
-CONFIG_CONFLICT = "config_conflict"
+CONFIG_CONFLICT: FindingCode = "config_conflict"
 log = get_logger("omgate")
 
 
@@ -90,8 +91,8 @@ def check_server(config: Config, report: CheckReport, trust: ServerTrust,
         expiry_warning_days=config.client_auth.rules.expiry_warning_days)
 
 
-def _conflict(severity: str, message: str, hint: str) -> Finding:
-    return Finding(CONFIG_CONFLICT, severity, None, message, hint)  # type: ignore[arg-type]
+def _conflict(severity: Severity, message: str, hint: str) -> Finding:
+    return Finding(CONFIG_CONFLICT, severity, None, message, hint)
 
 
 def listener_conflicts(config: Config, policy: Policy) -> list[Finding]:

@@ -23,9 +23,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+# The hashes CertificateBuilder.sign accepts for these keys (SHA-2 and SHA-3).
+SigningHash = (hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+               | hashes.SHA3_224 | hashes.SHA3_256 | hashes.SHA3_384 | hashes.SHA3_512)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def issue(
     usages: tuple[x509.ObjectIdentifier, ...] = (),
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
-    hash_algorithm: hashes.HashAlgorithm | None = None,
+    hash_algorithm: SigningHash | None = None,
     issuer_url: str | None = None,
     extensions: tuple[tuple[x509.ExtensionType, bool], ...] = (),
 ) -> Issued:
@@ -118,7 +121,7 @@ def issue(
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
     if issuer_url:  # where the issuer's certificate can be fetched (AIA caIssuers)
         builder = builder.add_extension(x509.AuthorityInformationAccess([
-            x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                    x509.UniformResourceIdentifier(issuer_url))]),
             critical=False)
     alternative_names: list[x509.GeneralName] = [x509.DNSName(dns) for dns in dns_names]

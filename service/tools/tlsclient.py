@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 
 import h11
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 
@@ -29,6 +29,10 @@ from service.clientauth.serverchain import covers
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 T = TypeVar("T")
+# The private keys pyOpenSSL can present (PKey.from_cryptography_key); a PEM file may hold
+# others (X25519, ML-DSA, ...), which no client certificate here can use.
+PresentableKey = (rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+                  | ed448.Ed448PrivateKey | dsa.DSAPrivateKey)
 
 
 class ClientChainError(ValueError):
@@ -40,7 +44,7 @@ class ClientChain:
     """A client certificate chain in the order it will be presented (the key's first)."""
 
     certificates: tuple[x509.Certificate, ...]
-    key: PrivateKeyTypes
+    key: PresentableKey
     file_position: int  # where the file listed the key's certificate (0: first)
 
     def reordering_note(self, cert_file: Path) -> str | None:
@@ -53,14 +57,19 @@ class ClientChain:
                 "the file's order")
 
 
-def _private_key(path: Path) -> PrivateKeyTypes:
+def _private_key(path: Path) -> PresentableKey:
     try:
-        return load_pem_private_key(path.read_bytes(), password=None)
+        key = load_pem_private_key(path.read_bytes(), password=None)
     except OSError as error:
         raise ClientChainError(f"cannot read the key {path}: {error.strerror}") from None
     except (ValueError, TypeError) as error:
         raise ClientChainError(f"{path} is not an unencrypted PEM private key: {error}") \
             from None
+    if not isinstance(key, PresentableKey):
+        raise ClientChainError(f"{path} holds a key of type {type(key).__name__}, which cannot "
+                               "sign a TLS handshake here: give an RSA, EC, Ed25519, Ed448 or "
+                               "DSA key")
+    return key
 
 
 def load_client_chain(cert_file: Path, key_file: Path | None) -> ClientChain:
@@ -114,6 +123,8 @@ def _trust(context: SSL.Context, roots: Path) -> None:
     except CertificateFileError as error:
         raise ClientChainError(str(error)) from None
     store = context.get_cert_store()
+    if store is None:  # OpenSSL gives every context one; pyOpenSSL's type allows for none
+        raise ClientChainError("this OpenSSL context has no certificate store")
     for certificate in certificates:
         store.add_cert(crypto.X509.from_cryptography(certificate))
 
