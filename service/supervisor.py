@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
+from service.backoff import capped_doubling
 from service.config import BindAddress, Config
 from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
@@ -187,7 +188,7 @@ class WorkerSlot:
     restart_at: float | None = None  # a restart waiting out its backoff
 
     def backoff(self) -> float:
-        return min(RESTART_BACKOFF_FIRST * 2.0 ** (self.quick_deaths - 1), RESTART_BACKOFF_MAX)
+        return capped_doubling(RESTART_BACKOFF_FIRST, self.quick_deaths, RESTART_BACKOFF_MAX)
 
 
 def _how_it_ended(code: int) -> dict[str, object]:

@@ -41,6 +41,13 @@ def test_backoff_doubles_with_jitter_and_a_cap():
         assert max(delays) - min(delays) > full / 10  # jittered, not constant
 
 
+def test_backoff_stays_at_its_cap_however_many_attempts_were_made():
+    # delivery.max_attempts has no upper bound; attempt 2000 once raised OverflowError.
+    rng = random.Random(7)
+    for attempt in (1025, 2000, 10**6):
+        assert 30 <= backoff(attempt, 2, 60, rng) <= 60
+
+
 @dataclass
 class Receiver:
     """A webhook receiver that misbehaves on purpose, then recovers."""

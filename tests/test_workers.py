@@ -14,6 +14,8 @@ import pytest
 from harness import SOAP_HEADERS, is_ack, run_omgate
 from messages import envelope, notification
 
+from service.supervisor import RESTART_BACKOFF_MAX, WorkerSlot
+
 
 def worker_pids(server) -> list[int]:
     listed = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
@@ -181,3 +183,8 @@ def test_the_supervisor_logs_json_and_backs_off_a_worker_that_keeps_dying(omgate
     assert len(worker_pids(server)) == 2  # it came back...
     assert time.monotonic() - last_kill > 3.5  # ...after the 4 seconds it was given
     assert server.stop() == 0
+
+
+def test_a_worker_that_died_at_start_a_thousand_times_waits_the_cap_not_an_overflow():
+    slot = WorkerSlot(0, quick_deaths=5000)
+    assert slot.backoff() == RESTART_BACKOFF_MAX

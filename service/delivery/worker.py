@@ -14,6 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from service.backoff import capped_doubling
 from service.config import DeliveryConfig
 from service.delivery.targets import Target
 from service.delivery.webhook import Webhook
@@ -29,7 +30,7 @@ POLL_SECONDS = 1.0
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds before the next attempt: doubling from ``base``, capped, with jitter
     (between half and all of it), so retries of many notifications spread out."""
-    delay = min(cap, base * 2.0 ** (attempt - 1))
+    delay = capped_doubling(base, attempt, cap)
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
