@@ -160,6 +160,8 @@ def test_behind_a_proxy_each_client_is_counted_and_the_proxy_only_in_the_total(o
         assert_refused(server, proxy_v1("198.51.100.9"))
         assert refused_metric(server, "max_connections_per_peer") == 2
         assert refused_metric(server, "max_connections") == 1
+        for reason in ("max_connections_per_peer", "max_connections"):
+            server.wait_for("connection.refused", lambda e, r=reason: e["reason"] == r)
         reasons = {event["reason"] for event in server.events("connection.refused")}
         assert reasons == {"max_connections_per_peer", "max_connections"}
 
