@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import pytest
 from harness import PAYLOADS, SOAP_HEADERS, fault_of, free_port, is_ack, ssl_context
 from messages import envelope, notification
 
@@ -100,8 +99,12 @@ def open_tls(server, prefix: bytes = b"") -> ssl.SSLSocket:
 
 
 def assert_refused(server, prefix: bytes = b"") -> None:
-    with pytest.raises(OSError):  # closed before the handshake: reset, or EOF
+    try:
         open_tls(server, prefix).close()
+    except OSError:  # closed before the handshake: reset, or EOF
+        return
+    log = server.log_path.read_text()
+    raise AssertionError(f"the connection was not refused; the server's log:\n{log[-6000:]}")
 
 
 def served_again(server, deadline: float = 5) -> bool:
