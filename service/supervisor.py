@@ -6,14 +6,15 @@ of being shared with it. It checks the configuration and migrates the inbox once
 forks the workers: they inherit the sockets, each runs its own event loop, and all write
 one inbox. It passes SIGTERM, SIGINT and SIGHUP on, restarts a worker that dies (on the
 same sockets; after a growing delay when it keeps dying at start), and gives up when one
-cannot even start the first time. It logs through structlog, as the workers do. Prometheus
-metrics from all workers are summed through a shared folder (prometheus_client's
-multiprocess mode).
+cannot even start the first time. A worker whose supervisor dies drains and stops (Linux).
+It logs through structlog, as the workers do. Prometheus metrics from all workers are
+summed through a shared folder (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import resource
 import shutil
@@ -138,11 +139,27 @@ def _check_once(config: Config) -> None:
     asyncio.run(migrate())
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _end_with(supervisor: int) -> None:
+    """SIGTERM this worker when the supervisor dies (killed with SIGKILL, say), so no
+    orphan keeps serving the port without anyone to restart or stop it. Linux only: the
+    standard library has no binding for prctl, hence ctypes."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # cannot fail so
+    if os.getppid() != supervisor:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _fork_worker(config: Config, index: int, listeners: Listeners) -> int:
+    supervisor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
+        _end_with(supervisor)
         code = EXIT_PROBLEMS
         try:
             code = run_worker(config, index, listeners)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -171,8 +172,9 @@ class RunningServer:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
+        """SIGKILL omgate and every process it started (its workers)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
 
@@ -220,6 +222,7 @@ def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: i
         omgate_command("serve", "--config", str(config_path)),
         cwd=ROOT, stdout=log_handle, stderr=subprocess.STDOUT,
         env={**os.environ, "OMGATE_LOGGING__FORMAT": "json", **(env or {})},
+        start_new_session=True,  # a process group, so kill() reaches the workers too
     )
     log_handle.close()
     server = RunningServer(process, config_path, log_path, ca_path, https_port,

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from harness import SOAP_HEADERS, is_ack, run_omgate
+from harness import SOAP_HEADERS, can_listen, is_ack, run_omgate
 from messages import envelope, notification
 
 from service.supervisor import RESTART_BACKOFF_MAX, WorkerSlot
@@ -183,6 +183,31 @@ def test_the_supervisor_logs_json_and_backs_off_a_worker_that_keeps_dying(omgate
     assert len(worker_pids(server)) == 2  # it came back...
     assert time.monotonic() - last_kill > 3.5  # ...after the 4 seconds it was given
     assert server.stop() == 0
+
+
+def test_workers_stop_when_their_supervisor_is_killed(omgate_server):
+    # An orphaned worker would keep the port with nobody to restart or stop it, and a new
+    # omgate could not start on it.
+    server = omgate_server({"server": {"workers": 2}})
+    wait_for_workers(server, 2)
+    workers = worker_pids(server)
+    assert len(workers) == 2
+    server.process.kill()
+    server.process.wait(10)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)
+    assert can_listen(server.https_port)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for init to reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_worker_that_died_at_start_a_thousand_times_waits_the_cap_not_an_overflow():
