@@ -148,7 +148,7 @@ def _end_with(supervisor: int) -> None:
     standard library has no binding for prctl, hence ctypes."""
     if not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # cannot fail so
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # valid: cannot fail
     if os.getppid() != supervisor:  # it died before the request was made
         os.kill(os.getpid(), signal.SIGTERM)
 
