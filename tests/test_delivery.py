@@ -48,6 +48,22 @@ def test_backoff_stays_at_its_cap_however_many_attempts_were_made():
         assert 30 <= backoff(attempt, 2, 60, rng) <= 60
 
 
+def serve_in_thread(handler: type[BaseHTTPRequestHandler],
+                    tls: ssl.SSLContext | None = None) -> ThreadingHTTPServer:
+    """A loopback HTTP server (HTTPS with ``tls``) on a free port, serving in a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_serving(server: ThreadingHTTPServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class Receiver:
     """A webhook receiver that misbehaves on purpose, then recovers."""
@@ -88,14 +104,11 @@ class Receiver:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_thread(Handler)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_serving(self.server)
 
 
 @pytest.fixture
@@ -496,16 +509,11 @@ class Downstream:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if self.tls is not None:
-            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_thread(Handler, self.tls)
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_serving(self.server)
 
 
 @pytest.fixture
