@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import re
+import threading
 from collections.abc import Iterator
 
 from lxml import etree
@@ -34,7 +35,7 @@ _XSI_TYPE = f"{{{XSI_NS}}}type"
 _ID_LENGTHS = (15, 18)
 
 
-def _hardened_parser() -> etree.XMLParser:
+def _new_hardened_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         load_dtd=False,
@@ -45,6 +46,16 @@ def _hardened_parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+
+
+_PARSERS = threading.local()  # one per thread: an lxml parser is not shared between threads
+
+
+def _hardened_parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = _new_hardened_parser()
+    return parser
 
 
 def _prolog_declares_dtd(body: bytes) -> bool:
@@ -122,6 +133,11 @@ def _parse_xml(body: bytes) -> etree._Element:
     return root
 
 
+def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
+    """``parent.find(tag)`` for a namespaced tag, without ElementPath's Python layer."""
+    return next(parent.iterchildren(tag), None)
+
+
 def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
     for child in element:
         if isinstance(child.tag, str):
@@ -141,7 +157,7 @@ def _notifications_element(root: etree._Element) -> etree._Element:
             "not_soap_envelope",
             f"The document element is {etree.QName(root).localname!r}, not a SOAP 1.1 Envelope.",
         )
-    body = root.find(f"{{{SOAP_ENV_NS}}}Body")
+    body = _first_child(root, f"{{{SOAP_ENV_NS}}}Body")
     if body is None:
         raise SoapFaultError("not_soap_envelope", "The SOAP envelope has no Body.")
     payload = next(_child_elements(body), None)
@@ -155,7 +171,13 @@ def _notifications_element(root: etree._Element) -> etree._Element:
 
 
 def _is_nil(element: etree._Element) -> bool:
-    return element.get(_XSI_NIL, "").strip() in ("true", "1")
+    nil = element.get(_XSI_NIL)
+    return nil is not None and nil.strip() in ("true", "1")
+
+
+def _local_name(element: etree._Element) -> str:
+    """The tag without its namespace (what etree.QName(element).localname gives)."""
+    return str(element.tag).rpartition("}")[2]
 
 
 def _text(element: etree._Element) -> str:
@@ -165,12 +187,14 @@ def _text(element: etree._Element) -> str:
 def _value(element: etree._Element, where: str) -> FieldValue:
     if _is_nil(element):
         return None
+    if not len(element):  # no child nodes at all: the common case, a plain value
+        return _text(element)
     children = list(_child_elements(element))
     if not children:
         return _text(element)
     nested: dict[str, FieldValue] = {}
     for child in children:
-        name = etree.QName(child).localname
+        name = _local_name(child)
         if name in nested:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
         nested[name] = _value(child, f"{where}.{name}")
@@ -178,7 +202,7 @@ def _value(element: etree._Element, where: str) -> FieldValue:
 
 
 def _required_id(parent: etree._Element, name: str, where: str) -> str:
-    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+    element = _first_child(parent, f"{{{OUTBOUND_NS}}}{name}")
     if element is None or _is_nil(element):
         raise SoapFaultError("missing_element", f"{where}: the {name} element is missing.")
     value = _text(element).strip()
@@ -192,7 +216,7 @@ def _required_id(parent: etree._Element, name: str, where: str) -> str:
 
 
 def _optional_text(parent: etree._Element, name: str) -> str | None:
-    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+    element = _first_child(parent, f"{{{OUTBOUND_NS}}}{name}")
     if element is None or _is_nil(element):
         return None
     return _text(element).strip()
@@ -219,13 +243,13 @@ def _notification(element: etree._Element, index: int) -> Notification:
     where = f"Notification {index}"
     notification_id = _required_id(element, "Id", where)
     where = f"Notification {index} (Id {notification_id})"
-    sobject = element.find(f"{{{OUTBOUND_NS}}}sObject")
+    sobject = _first_child(element, f"{{{OUTBOUND_NS}}}sObject")
     if sobject is None:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
     fields: dict[str, FieldValue] = {}
     for child in _child_elements(sobject):
-        name = etree.QName(child).localname
+        name = _local_name(child)
         if name in fields:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
         fields[name] = _value(child, f"{where}, field {name}")
