@@ -57,3 +57,21 @@ def test_the_read_loop_and_close_that_releasing_tcp_server_relies_on():
     assert "await self._read_data()" in inspect.getsource(TCPServer.run)
     close = inspect.getsource(TCPServer._close)
     assert "self.writer.close()" in close and "self.idle_task.stop()" in close
+    # ReleasingTcpServer's own read loop is hypercorn's, with a timer for the read timeout
+    read = inspect.getsource(TCPServer._read_data)
+    for used in ("self.reader.read(MAX_RECV)", "self.config.read_timeout",
+                 "await self.protocol.handle(RawData(data))",
+                 "await self.protocol.handle(Closed())"):
+        assert used in read, f"TCPServer._read_data no longer uses {used}"
+
+
+def test_the_idle_task_that_idle_timer_stands_for():
+    # IdleTimer replaces TCPServer.idle_task: hypercorn restarts and stops it, and what its
+    # _idle_timeout does after waiting is what IdleTimer's expiry does.
+    source = inspect.getsource(TCPServer)
+    assert "self.idle_task = AsyncioSingleTask()" in source
+    assert "self.idle_task.restart(self._task_group, self._idle_timeout)" in source
+    idle = inspect.getsource(TCPServer._idle_timeout)
+    assert "self.context.terminated.wait()" in idle
+    assert "self.config.keep_alive_timeout" in idle
+    assert "self._initiate_server_close()" in idle
