@@ -8,7 +8,7 @@ outright. Without a WSDL every field value is a string (or ``None`` for
 from __future__ import annotations
 
 import codecs
-import dataclasses
+import functools
 import re
 import threading
 from collections.abc import Iterator
@@ -93,6 +93,7 @@ _ASCII_MARKUP_ENCODINGS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=64)
 def _markup_is_ascii(encoding: str) -> bool:
     try:
         name = codecs.lookup(encoding).name
@@ -131,6 +132,19 @@ def _parse_xml(body: bytes) -> etree._Element:
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
     return root
+
+
+def _tag(name: str) -> str:
+    return f"{{{OUTBOUND_NS}}}{name}"
+
+
+def _first_children(parent: etree._Element) -> dict[str, etree._Element]:
+    """The first child element of each tag, in one pass."""
+    first: dict[str, etree._Element] = {}
+    for child in parent:
+        if isinstance(child.tag, str):
+            first.setdefault(child.tag, child)
+    return first
 
 
 def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
@@ -201,8 +215,8 @@ def _value(element: etree._Element, where: str) -> FieldValue:
     return nested
 
 
-def _required_id(parent: etree._Element, name: str, where: str) -> str:
-    element = _first_child(parent, f"{{{OUTBOUND_NS}}}{name}")
+def _required_id(element: etree._Element | None, name: str, where: str) -> str:
+    """The ID in ``element`` (the first ``name`` child of its parent, None: there is none)."""
     if element is None or _is_nil(element):
         raise SoapFaultError("missing_element", f"{where}: the {name} element is missing.")
     value = _text(element).strip()
@@ -215,8 +229,7 @@ def _required_id(parent: etree._Element, name: str, where: str) -> str:
     return value
 
 
-def _optional_text(parent: etree._Element, name: str) -> str | None:
-    element = _first_child(parent, f"{{{OUTBOUND_NS}}}{name}")
+def _optional_text(element: etree._Element | None) -> str | None:
     if element is None or _is_nil(element):
         return None
     return _text(element).strip()
@@ -241,9 +254,9 @@ def _resolve_xsi_type(sobject: etree._Element, where: str) -> tuple[str | None, 
 
 def _notification(element: etree._Element, index: int) -> Notification:
     where = f"Notification {index}"
-    notification_id = _required_id(element, "Id", where)
+    notification_id = _required_id(_first_child(element, _tag("Id")), "Id", where)
     where = f"Notification {index} (Id {notification_id})"
-    sobject = _first_child(element, f"{{{OUTBOUND_NS}}}sObject")
+    sobject = _first_child(element, _tag("sObject"))
     if sobject is None:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
@@ -274,7 +287,8 @@ def _notification_elements(payload: etree._Element) -> list[etree._Element]:
 
 
 def _short_id_warnings(
-    message: OutboundMessage, schema: NotificationSchema | None
+    organization_id: str, action_id: str, notifications: tuple[Notification, ...],
+    schema: NotificationSchema | None,
 ) -> tuple[ParseWarning, ...]:
     places: dict[str, int] = {}
 
@@ -282,9 +296,9 @@ def _short_id_warnings(
         if isinstance(value, str) and len(value) == 15:
             places[place] = places.get(place, 0) + 1
 
-    count("OrganizationId", message.organization_id)
-    count("ActionId", message.action_id)
-    for notification in message.notifications:
+    count("OrganizationId", organization_id)
+    count("ActionId", action_id)
+    for notification in notifications:
         count("Notification Id", notification.id)
         count("sObject Id", notification.record_id)
         for spec in schema.id_fields if schema else ():
@@ -304,9 +318,11 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
     """Parse a request body into an :class:`OutboundMessage` or raise :class:`SoapFaultError`."""
     payload = _notifications_element(_parse_xml(body))
     notification_elements = _notification_elements(payload)
-    organization_id = _required_id(payload, "OrganizationId", "notifications")
-    action_id = _required_id(payload, "ActionId", "notifications")
-    session_text = _optional_text(payload, "SessionId")
+    first = _first_children(payload)
+    organization_id = _required_id(first.get(_tag("OrganizationId")), "OrganizationId",
+                                   "notifications")
+    action_id = _required_id(first.get(_tag("ActionId")), "ActionId", "notifications")
+    session_text = _optional_text(first.get(_tag("SessionId")))
     notifications = tuple(
         _notification(element, index)
         for index, element in enumerate(notification_elements, start=1)
@@ -316,12 +332,12 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
             type_notification(notification, schema, index)
             for index, notification in enumerate(notifications, start=1)
         )
-    message = OutboundMessage(
+    return OutboundMessage(
         organization_id=organization_id,
         action_id=action_id,
         session_id=Secret(session_text) if session_text else None,
-        enterprise_url=_optional_text(payload, "EnterpriseUrl"),
-        partner_url=_optional_text(payload, "PartnerUrl"),
+        enterprise_url=_optional_text(first.get(_tag("EnterpriseUrl"))),
+        partner_url=_optional_text(first.get(_tag("PartnerUrl"))),
         notifications=notifications,
+        warnings=_short_id_warnings(organization_id, action_id, notifications, schema),
     )
-    return dataclasses.replace(message, warnings=_short_id_warnings(message, schema))
