@@ -17,6 +17,7 @@ out while an earlier one for the same record is still pending.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -26,6 +27,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from service.inbox.chains import ChainRecord, ChainSighting, HourCount
 from service.soap import FieldValue, Notification, OutboundMessage, id_key
@@ -195,9 +198,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
+def _plain(value: Any) -> bool:
+    """Only text, whole numbers, booleans and nulls (nested or not): what orjson writes
+    exactly as json.dumps does (a float it may write otherwise, a date it would not call
+    _json_default for)."""
+    if isinstance(value, dict):
+        return all(_plain(item) for item in value.values())
+    return value is None or type(value) in (str, int, bool)
+
+
+def _json(value: Any, *, sort_keys: bool = False) -> str:
+    """Compact JSON, non-ASCII as is: json.dumps's text, by orjson where it is the same
+    (fields without a WSDL's types: nearly always)."""
+    if _plain(value):
+        with contextlib.suppress(orjson.JSONEncodeError):  # an integer past 64 bits
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"),
+                      sort_keys=sort_keys)
+
+
 def encode_fields(fields: dict[str, FieldValue]) -> str:
     """Fields as JSON: numbers and booleans stay typed, dates become ISO 8601 strings."""
-    return json.dumps(fields, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return _json(fields)
 
 
 def isoformat(value: Any) -> str | None:
@@ -207,9 +229,7 @@ def isoformat(value: Any) -> str | None:
 
 
 def _digest(content: Mapping[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                           default=_json_default)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_json(content, sort_keys=True).encode()).hexdigest()
 
 
 def content_digest(row: Mapping[str, Any]) -> str:
