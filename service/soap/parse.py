@@ -153,9 +153,17 @@ def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
 
 
 def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
+    for child, _name in _named_children(element):
+        yield child
+
+
+def _named_children(element: etree._Element) -> Iterator[tuple[etree._Element, str]]:
+    """Child elements with their local names (each tag is read once: lxml builds it anew
+    every time); an entity reference refuses the message."""
     for child in element:
-        if isinstance(child.tag, str):
-            yield child
+        tag = child.tag
+        if isinstance(tag, str):
+            yield child, tag.rpartition("}")[2]
         elif isinstance(child, etree._Entity):
             raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
 
@@ -189,29 +197,29 @@ def _is_nil(element: etree._Element) -> bool:
     return nil is not None and nil.strip() in ("true", "1")
 
 
-def _local_name(element: etree._Element) -> str:
-    """The tag without its namespace (what etree.QName(element).localname gives)."""
-    return str(element.tag).rpartition("}")[2]
-
-
 def _text(element: etree._Element) -> str:
     return element.text or ""
 
 
-def _value(element: etree._Element, where: str) -> FieldValue:
+def _value(element: etree._Element, parent: str, separator: str, name: str) -> FieldValue:
+    """The value of the field ``name``; where it is (``parent``, ``separator``, ``name``)
+    is written out only for a nested value, which may need it for an error."""
     if _is_nil(element):
         return None
     if not len(element):  # no child nodes at all: the common case, a plain value
         return _text(element)
-    children = list(_child_elements(element))
+    return _nested(element, f"{parent}{separator}{name}")
+
+
+def _nested(element: etree._Element, where: str) -> FieldValue:
+    children = list(_named_children(element))
     if not children:
         return _text(element)
     nested: dict[str, FieldValue] = {}
-    for child in children:
-        name = _local_name(child)
+    for child, name in children:
         if name in nested:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        nested[name] = _value(child, f"{where}.{name}")
+        nested[name] = _value(child, where, ".", name)
     return nested
 
 
@@ -261,11 +269,10 @@ def _notification(element: etree._Element, index: int) -> Notification:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
     fields: dict[str, FieldValue] = {}
-    for child in _child_elements(sobject):
-        name = _local_name(child)
+    for child, name in _named_children(sobject):
         if name in fields:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        fields[name] = _value(child, f"{where}, field {name}")
+        fields[name] = _value(child, where, ", field ", name)
     return Notification(notification_id, sobject_type, namespace, fields)
 
 
