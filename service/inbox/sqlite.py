@@ -2,17 +2,22 @@
 
 All access goes through a single-thread executor that owns the connection, so the
 event loop never blocks on a commit and SQLite never sees two threads. Several
-processes may share the file (serve and deliver): write transactions are IMMEDIATE and
-wait on the busy timeout.
+processes may share the file (workers, serve and deliver): write transactions are
+IMMEDIATE, and take turns on a lock file first (``<inbox>.writer-lock``): waiting on it,
+the next writer starts as soon as one commits, where SQLite's busy handler sleeps between
+tries (up to 100 ms at a time). SQLite's own locking and busy timeout still hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,6 +119,7 @@ class SqliteInbox(Inbox):
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omgate-sqlite")
         self._connection: sqlite3.Connection | None = None
+        self._writer_lock: int | None = None  # descriptor of the lock file writers take turns on
 
     # -- running on the inbox thread ------------------------------------------------------
 
@@ -136,14 +142,25 @@ class SqliteInbox(Inbox):
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection = self._connect()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(connection)
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+        with self._writers_turn():
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         return result
+
+    @contextlib.contextmanager
+    def _writers_turn(self) -> Iterator[None]:
+        if self._writer_lock is None:
+            self._writer_lock = os.open(f"{self.path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
 
     def _migrate(self, connection: sqlite3.Connection) -> int:
         def upgrade(connection: sqlite3.Connection) -> int:
@@ -302,6 +319,9 @@ class SqliteInbox(Inbox):
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
     # -- the async interface ----------------------------------------------------------------
 
