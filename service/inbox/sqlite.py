@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
+import operator
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from service.inbox.base import (
     DEAD,
     DELIVERED,
+    INSERT_COLUMNS,
     PENDING,
     SELECT_COLUMNS,
     Inbox,
@@ -76,6 +78,10 @@ _MIGRATIONS = {
 }
 
 _INSERT = insert_statement(":{}")
+# The same INSERT with parameters by position (SQLite binds those faster than by name); the
+# last is next_attempt_at, which starts at received_at.
+_INSERT_IN_ORDER = insert_statement("?")
+_IN_ORDER = operator.itemgetter(*INSERT_COLUMNS, "received_at")
 _CONFLICTS = conflict_statements(":{}")
 _CHAINS = chain_statements(":{}")
 
@@ -204,7 +210,7 @@ class SqliteInbox(Inbox):
     def _store_rows(connection: sqlite3.Connection, rows: list[dict[str, Any]]) -> StoreResult:
         """All rows in one statement when all are new (nearly always); otherwise again one
         at a time, to tell the duplicates and conflicts apart."""
-        if connection.executemany(_INSERT, rows).rowcount == len(rows):
+        if connection.executemany(_INSERT_IN_ORDER, map(_IN_ORDER, rows)).rowcount == len(rows):
             return StoreResult(len(rows), 0)
         connection.execute("ROLLBACK TO message")
         plan = store_plan(rows, _INSERT, _CONFLICTS)
