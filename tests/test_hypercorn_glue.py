@@ -35,6 +35,17 @@ def test_tcp_server_takes_a_reader_and_a_writer():
         assert used in source, f"TCPServer no longer uses {used}"
 
 
+def test_the_response_headers_the_dated_config_extends():
+    from hypercorn.config import Config
+
+    from service.listeners.hypercorn_glue import hypercorn_config
+
+    source = inspect.getsource(Config.response_headers)
+    assert "if self.include_date_header:" in source and "format_date_time(time())" in source
+    headers = hypercorn_config(read_timeout=5, graceful_timeout=5).response_headers("h11")
+    assert [name for name, _value in headers] == [b"date", b"server"]
+
+
 def test_worker_context_and_app_wrapper():
     context = WorkerContext(None)
     assert hasattr(context, "terminated")

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from ssl import SSLError
 from typing import Any
+from wsgiref.handlers import format_date_time
 
 import hypercorn.protocol
 from hypercorn.app_wrappers import ASGIWrapper
@@ -36,9 +37,24 @@ KEEP_ALIVE_SECONDS = 15
 MAX_HEADER_BYTES = 64 * 1024
 
 
+class _DatedOncePerSecond(HypercornConfig):
+    """hypercorn's configuration, with the Date header of its answers formatted once a
+    second (hypercorn formats it for every answer); hypercorn's own adds the others."""
+
+    include_date_header = False
+    _second = -1
+    _date = b""
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date = now, format_date_time(now).encode("ascii")
+        return [(b"date", self._date), *super().response_headers(protocol)]
+
+
 def hypercorn_config(*, read_timeout: float, graceful_timeout: float,
                      idle_timeout: float = KEEP_ALIVE_SECONDS) -> HypercornConfig:
-    config = HypercornConfig()
+    config = _DatedOncePerSecond()
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = int(read_timeout)
