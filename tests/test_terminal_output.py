@@ -65,9 +65,14 @@ def test_json_log_lines_are_ascii_whatever_a_peer_sent():
     """orjson renders omgate's JSON lines; a line holding any non-ASCII character (a bidi
     override, a C1 control) is written by json.dumps instead, escaped, as before."""
     import io
+    import logging
+
+    import structlog
 
     from service.logs import configure_logging, get_logger
 
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     stream = io.StringIO()
     configure_logging("json", "info", stream=stream)
     try:
@@ -76,7 +81,9 @@ def test_json_log_lines_are_ascii_whatever_a_peer_sent():
         log.info("om.rejected", endpoint=sent, peer="127.0.0.1:1", big=2**70, ratio=0.5)
         log.info("om.accepted", org_id="00D000000000001AAA", new=1)
     finally:
-        configure_logging("console", "warning")
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
     lines = stream.getvalue().splitlines()
     assert all(line.isascii() for line in lines)
     rejected, accepted = (json.loads(line) for line in lines)
