@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -79,8 +80,33 @@ class EndpointRuntime:
         object.__setattr__(self, "action_keys", frozenset(map(id_key, self.config.action_ids)))
 
 
+class _RandomPool:
+    """Random bytes from the OS, fetched 4 KiB at a time (one system call per 512 ids);
+    emptied in a forked child, so that workers never share what they hand out."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._used = 0
+        os.register_at_fork(after_in_child=self.empty)
+
+    def empty(self) -> None:
+        self._bytes, self._used = b"", 0
+
+    def take(self, count: int) -> bytes:
+        if self._used + count > len(self._bytes):
+            self._bytes, self._used = secrets.token_bytes(self.SIZE), 0
+        taken = self._bytes[self._used:self._used + count]
+        self._used += count
+        return taken
+
+
+_RANDOM = _RandomPool()
+
+
 def new_correlation_id() -> str:
-    return secrets.token_hex(8)
+    return _RANDOM.take(8).hex()
 
 
 def _peer(request: Request) -> str | None:
@@ -221,6 +247,11 @@ class OutboundMessageHandler:
         self.metrics = metrics
         self.state = state
         self.budget = budget
+        # what every acknowledged message counts, looked up once
+        self._duration = metrics.request_duration.labels(endpoint.config.path)
+        self._accepted = metrics.messages.labels("accepted", "")
+        self._stored = {kind: metrics.notifications.labels(kind)
+                        for kind in ("new", "duplicate", "conflict")}
 
     async def _parse(self, body: bytes) -> OutboundMessage:
         """Parse; a large body off the event loop, so other connections keep moving."""
@@ -250,8 +281,7 @@ class OutboundMessageHandler:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         response = await self._handle(request)
-        self.metrics.request_duration.labels(self.endpoint.config.path).observe(
-            time.perf_counter() - started)
+        self._duration.observe(time.perf_counter() - started)
         return response
 
     async def _handle(self, request: Request) -> Response:
@@ -316,12 +346,12 @@ class OutboundMessageHandler:
         for warning in message.warnings:
             log.warning("om.warning", code=warning.code, where=warning.where,
                         detail=warning.message, **context)
-        self.metrics.messages.labels("accepted", "").inc()
-        self.metrics.notifications.labels("new").inc(result.new)
+        self._accepted.inc()
+        self._stored["new"].inc(result.new)
         if result.new:
             self.state.stored.set()
-        self.metrics.notifications.labels("duplicate").inc(result.duplicates)
-        self.metrics.notifications.labels("conflict").inc(len(result.conflicts))
+        self._stored["duplicate"].inc(result.duplicates)
+        self._stored["conflict"].inc(len(result.conflicts))
         for conflict in result.conflicts:
             log.warning("om.duplicate_conflict", org_id=message.organization_id,
                         notification_id=conflict.notification_id, inbox_id=conflict.inbox_id,
@@ -445,22 +475,47 @@ def build_endpoints(
     ]
 
 
+class MessageRoutes:
+    """A POST to an outbound-message endpoint goes straight to its handler; anything else
+    (other methods, health, unknown paths, a path with a trailing slash) through Starlette,
+    whose router, middleware and exception wrappers cost a message as much as its parsing.
+    A failure outside the handler's own is answered as Starlette answers it."""
+
+    def __init__(self, handlers: dict[str, OutboundMessageHandler], app: Starlette) -> None:
+        self.handlers = handlers
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = (self.handlers.get(scope["path"])
+                   if scope["type"] == "http" and scope["method"] == "POST" else None)
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await handler.handle(request)
+        except Exception as error:
+            await (await _unexpected(request, error))(scope, receive, send)
+            raise
+        await response(scope, receive, send)
+
+
 def create_app(endpoints: list[EndpointRuntime], inbox: Inbox, state: ServiceState,
                gate: ClientAuthGate, metrics: Metrics, budget: BodyBudget,
-               chains: ChainRegistry | None = None) -> Starlette:
-    routes = [
-        Route(endpoint.config.path,
-              OutboundMessageHandler(endpoint, inbox, gate, metrics, state, budget,
-                                     chains).handle,
-              methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-        for endpoint in endpoints
-    ]
-    handlers: dict[int | type[Exception], Callable[..., Awaitable[Response]]] = {
+               chains: ChainRegistry | None = None) -> MessageRoutes:
+    handlers = {endpoint.config.path: OutboundMessageHandler(endpoint, inbox, gate, metrics,
+                                                             state, budget, chains)
+                for endpoint in endpoints}
+    routes = [Route(path, handler.handle,
+                    methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+              for path, handler in handlers.items()]
+    exception_handlers: dict[int | type[Exception], Callable[..., Awaitable[Response]]] = {
         404: _not_found,
         Exception: _unexpected,
     }
-    return Starlette(routes=[*routes, *_health_routes(inbox, state, with_reasons=False)],
-                     exception_handlers=handlers)
+    return MessageRoutes(handlers, Starlette(
+        routes=[*routes, *_health_routes(inbox, state, with_reasons=False)],
+        exception_handlers=exception_handlers))
 
 
 def create_health_app(inbox: Inbox, state: ServiceState, metrics: Metrics) -> Starlette:

@@ -1,7 +1,9 @@
 """structlog setup: JSON lines for machines, a readable console for people.
 
 Every library's stdlib logging goes through the same renderer, so hypercorn's
-messages and omgate's events share one format. Logs go to standard error;
+messages and omgate's events share one format. omgate's own events skip stdlib
+logging's records and handlers (a record, a copy of it and a caller lookup for
+every line) and are written to the stream directly, rendered by orjson. Logs go to standard error;
 standard output belongs to command results (``omgate inbox list``). The console
 format shows every control and bidirectional formatting character escaped: many
 values (paths, certificate names) were written by peers.
@@ -11,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.dev import Column, ConsoleRenderer, KeyValueColumnFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -82,11 +87,56 @@ def _console_renderer() -> ConsoleRenderer:
     return renderer
 
 
+def _fallback(value: Any) -> Any:
+    """What JSON cannot hold, as structlog's JSONRenderer writes it."""
+    structlog_form = getattr(value, "__structlog__", None)
+    return structlog_form() if structlog_form is not None else repr(value)
+
+
+_ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+def _json_line(event: dict[str, Any], **_ignored: Any) -> str:
+    """One JSON line, ASCII only: every control, bidirectional and other non-ASCII character
+    escaped (json.dumps's ensure_ascii), so that a terminal showing the log shows them as
+    text. orjson writes the line unless it holds non-ASCII (then json.dumps escapes it)."""
+    try:
+        line = orjson.dumps(event, default=_fallback, option=_ORJSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):  # an integer past 64 bits, say
+        return _stdlib_json_line(event)
+    return line.decode() if line.isascii() else _stdlib_json_line(event)
+
+
+def _stdlib_json_line(event: dict[str, Any]) -> str:
+    return json.dumps(event, default=_fallback, separators=(",", ":"))
+
+
 def _rendering(log_format: str, stream: TextIO) -> list[Processor]:
     use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
     if use_json:  # JSON escapes every control character itself, and stays exact
-        return [structlog.processors.JSONRenderer(sort_keys=False)]
+        return [structlog.processors.JSONRenderer(serializer=_json_line)]
     return [_escape_tracebacks, _console_renderer()]
+
+
+class _LineWriter:
+    """structlog's last step for omgate's own events: each rendered line goes to the stream
+    (the one stdlib's handler writes to), and, as with that handler, a stream that cannot
+    be written never fails the code that logged."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream
+                pass
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
 def configure_logging(log_format: str = "auto", level: str = "info",
@@ -98,14 +148,11 @@ def configure_logging(log_format: str = "auto", level: str = "info",
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secret_keys,
     ]
+    rendering = [structlog.processors.format_exc_info, _event_first,
+                 *_rendering(log_format, stream)]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _event_first,
-            *_rendering(log_format, stream),
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
@@ -114,9 +161,10 @@ def configure_logging(log_format: str = "auto", level: str = "info",
     root.setLevel(level.upper())
     for library in _QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(logging.WARNING)
+    writer = _LineWriter(stream)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, *rendering],
+        logger_factory=lambda *_names: writer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[
             level.upper()]),
         cache_logger_on_first_use=True,

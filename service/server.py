@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import socket
 import sys
@@ -364,6 +365,7 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
             watcher = asyncio.create_task(
                 _watch_certificate(server_tls, metrics, config.server.reload_check_seconds))
         _log_started(config, gate, worker_index)
+        settle_garbage_collector()
         if chains is not None:
             flusher = asyncio.create_task(chains.run(inbox, stop))
         if prepared.target is not None and worker_index == 0:  # one deliverer per host
@@ -428,6 +430,18 @@ def _install_signals(state: ServiceState, stop: asyncio.Event,
     if server_tls is not None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, metrics, "SIGHUP")
+
+
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
+
+
+def settle_garbage_collector() -> None:
+    """What startup built stays for the process's life: freezing it keeps the collector's
+    full passes from walking it again and again (pauses that showed in the p99), and the
+    young generation is collected less often (a request allocates hundreds of objects)."""
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:

@@ -35,6 +35,17 @@ def test_tcp_server_takes_a_reader_and_a_writer():
         assert used in source, f"TCPServer no longer uses {used}"
 
 
+def test_the_response_headers_the_dated_config_extends():
+    from hypercorn.config import Config
+
+    from service.listeners.hypercorn_glue import hypercorn_config
+
+    source = inspect.getsource(Config.response_headers)
+    assert "if self.include_date_header:" in source and "format_date_time(time())" in source
+    headers = hypercorn_config(read_timeout=5, graceful_timeout=5).response_headers("h11")
+    assert [name for name, _value in headers] == [b"date", b"server"]
+
+
 def test_worker_context_and_app_wrapper():
     context = WorkerContext(None)
     assert hasattr(context, "terminated")
@@ -57,3 +68,21 @@ def test_the_read_loop_and_close_that_releasing_tcp_server_relies_on():
     assert "await self._read_data()" in inspect.getsource(TCPServer.run)
     close = inspect.getsource(TCPServer._close)
     assert "self.writer.close()" in close and "self.idle_task.stop()" in close
+    # ReleasingTcpServer's own read loop is hypercorn's, with a timer for the read timeout
+    read = inspect.getsource(TCPServer._read_data)
+    for used in ("self.reader.read(MAX_RECV)", "self.config.read_timeout",
+                 "await self.protocol.handle(RawData(data))",
+                 "await self.protocol.handle(Closed())"):
+        assert used in read, f"TCPServer._read_data no longer uses {used}"
+
+
+def test_the_idle_task_that_idle_timer_stands_for():
+    # IdleTimer replaces TCPServer.idle_task: hypercorn restarts and stops it, and what its
+    # _idle_timeout does after waiting is what IdleTimer's expiry does.
+    source = inspect.getsource(TCPServer)
+    assert "self.idle_task = AsyncioSingleTask()" in source
+    assert "self.idle_task.restart(self._task_group, self._idle_timeout)" in source
+    idle = inspect.getsource(TCPServer._idle_timeout)
+    assert "self.context.terminated.wait()" in idle
+    assert "self.config.keep_alive_timeout" in idle
+    assert "self._initiate_server_close()" in idle

@@ -119,6 +119,7 @@ def _der(item: x509.Certificate | UnreadableCertificate) -> bytes:
     return item.der if isinstance(item, UnreadableCertificate) else item.public_bytes(Encoding.DER)
 
 
+@functools.lru_cache(maxsize=1024)  # a chain read once is one value (load_chain): found at once
 def chain_fingerprint(chain: tuple[x509.Certificate, ...],
                       unreadable: tuple[UnreadableCertificate, ...] = ()) -> str:
     """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""

@@ -4,6 +4,8 @@ handshake or in a header from a trusted proxy."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,6 +19,7 @@ from service.clientauth.model import (
 )
 
 MAX_PRESENTED_CERTIFICATES = 20
+CHAINS_KEPT = 1024  # distinct chains read recently, kept parsed
 NOT_READ = b"\x00not read"  # stands for those presented beyond the limit (never DER)
 
 
@@ -57,7 +60,14 @@ def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
         return UnreadableCertificate(index, der, str(error))
 
 
-def load_chain(presented_der: list[bytes]) -> PresentedChain:
+def load_chain(presented_der: Sequence[bytes]) -> PresentedChain:
+    """The chain as data; a chain presented before (a sender reconnecting) is the same value,
+    read once: its certificates are parsed, and held in memory, once for all connections."""
+    return _load_chain(tuple(presented_der))
+
+
+@functools.lru_cache(maxsize=CHAINS_KEPT)
+def _load_chain(presented_der: tuple[bytes, ...]) -> PresentedChain:
     loaded = [_load(index, der) for index, der in enumerate(presented_der)]
     return PresentedChain(
         tuple(item for item in loaded if isinstance(item, x509.Certificate)),

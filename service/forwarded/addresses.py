@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -20,6 +21,7 @@ def format_address(address: tuple[str, int] | tuple[object, ...] | None) -> str 
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies, request after request
 def parse_address(text: str) -> Address | None:
     text = text.strip().strip('"')
     if text.startswith("["):  # [v6]:port

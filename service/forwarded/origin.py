@@ -7,6 +7,7 @@ sent one in the configured format) and the forwarded headers to drop come out.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ class ForwardingSettings:
     certificate_format: ForwardedFormat | None
     client_address_header: str = "x-forwarded-for"  # or "forwarded", or "none"
 
-    @property
+    @functools.cached_property
     def header_names(self) -> frozenset[str]:
         """Every header a proxy forwards client facts in; dropped from untrusted peers."""
         configured = self.certificate_format.headers if self.certificate_format else ()

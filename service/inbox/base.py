@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from service.inbox.chains import ChainRecord, ChainSighting, HourCount
-from service.soap import FieldValue, OutboundMessage, id_key
+from service.soap import FieldValue, Notification, OutboundMessage, id_key
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # What a read returns (StoredNotification's fields), and what a store writes (row_values).
@@ -196,9 +199,28 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
+def _plain(value: Any) -> bool:
+    """Only text, whole numbers, booleans and nulls (nested or not): what orjson writes
+    exactly as json.dumps does (a float it may write otherwise, a date it would not call
+    _json_default for)."""
+    if isinstance(value, dict):
+        return all(_plain(item) for item in value.values())
+    return value is None or type(value) in (str, int, bool)
+
+
+def _json(value: Any, *, sort_keys: bool = False) -> str:
+    """Compact JSON, non-ASCII as is: json.dumps's text, by orjson where it is the same
+    (fields without a WSDL's types: nearly always)."""
+    if _plain(value):
+        with contextlib.suppress(orjson.JSONEncodeError):  # an integer past 64 bits
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"),
+                      sort_keys=sort_keys)
+
+
 def encode_fields(fields: dict[str, FieldValue]) -> str:
     """Fields as JSON: numbers and booleans stay typed, dates become ISO 8601 strings."""
-    return json.dumps(fields, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return _json(fields)
 
 
 def isoformat(value: Any) -> str | None:
@@ -207,14 +229,17 @@ def isoformat(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
+def _digest(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_json(content, sort_keys=True).encode()).hexdigest()
+
+
 def content_digest(row: Mapping[str, Any]) -> str:
     """SHA-256 of a canonical encoding of what a notification says: its CONTENT_COLUMNS as
     stored (so a row about to be stored and one read back give the same digest), the
     fields by value whatever their order."""
     content = {name: row[name] for name in CONTENT_COLUMNS}
     content["fields"] = json.loads(row["fields"])
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return _digest(content)
 
 
 def conflict_with(row: Mapping[str, Any], stored: Mapping[str, Any]) -> DuplicateConflict | None:
@@ -237,26 +262,34 @@ def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
     session_id = (
         message.session_id.value if incoming.keep_session_id and message.session_id else None
     )
-    rows = [
-        {
-            "org_key": id_key(message.organization_id),
-            "notification_key": id_key(notification.id),
-            "organization_id": message.organization_id,
-            "action_id": message.action_id,
-            "notification_id": notification.id,
-            "sobject_type": notification.sobject_type,
-            "record_id": notification.record_id,
-            "record_key": id_key(notification.record_id) if notification.record_id else None,
-            "fields": encode_fields(notification.fields),
-            "endpoint": incoming.endpoint,
-            "enterprise_url": message.enterprise_url,
-            "partner_url": message.partner_url,
-            "session_id": session_id,
-            "received_at": incoming.received_at,
-        }
-        for notification in message.notifications
-    ]
-    return [{**row, "content_sha256": content_digest(row)} for row in rows]
+    shared = {
+        "org_key": id_key(message.organization_id),
+        "organization_id": message.organization_id,
+        "action_id": message.action_id,
+        "endpoint": incoming.endpoint,
+        "enterprise_url": message.enterprise_url,
+        "partner_url": message.partner_url,
+        "session_id": session_id,
+        "received_at": incoming.received_at,
+    }
+    return [_row(shared, notification) for notification in message.notifications]
+
+
+def _row(shared: dict[str, Any], notification: Notification) -> dict[str, Any]:
+    row = {
+        **shared,
+        "notification_key": id_key(notification.id),
+        "notification_id": notification.id,
+        "sobject_type": notification.sobject_type,
+        "record_id": notification.record_id,
+        "record_key": id_key(notification.record_id) if notification.record_id else None,
+        "fields": encode_fields(notification.fields),
+    }
+    # content_digest(row) without decoding the fields just encoded: dumping the values
+    # gives the same text as dumping what decoding them gives back.
+    row["content_sha256"] = _digest({**{name: row[name] for name in CONTENT_COLUMNS},
+                                     "fields": notification.fields})
+    return row
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,16 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ssl import SSLError
 from typing import Any
+from wsgiref.handlers import format_date_time
 
 import hypercorn.protocol
 from hypercorn.app_wrappers import ASGIWrapper
-from hypercorn.asyncio.tcp_server import TCPServer
+from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 
 from service.forwarded import format_address
@@ -34,9 +37,24 @@ KEEP_ALIVE_SECONDS = 15
 MAX_HEADER_BYTES = 64 * 1024
 
 
+class _DatedOncePerSecond(HypercornConfig):
+    """hypercorn's configuration, with the Date header of its answers formatted once a
+    second (hypercorn formats it for every answer); hypercorn's own adds the others."""
+
+    include_date_header = False
+    _second = -1
+    _date = b""
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._date = now, format_date_time(now).encode("ascii")
+        return [(b"date", self._date), *super().response_headers(protocol)]
+
+
 def hypercorn_config(*, read_timeout: float, graceful_timeout: float,
                      idle_timeout: float = KEEP_ALIVE_SECONDS) -> HypercornConfig:
-    config = HypercornConfig()
+    config = _DatedOncePerSecond()
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = int(read_timeout)
@@ -133,6 +151,10 @@ class DeadlineStream:
                                        "(server.write_timeout)") from None
 
     async def drain(self) -> None:
+        transport = self._writer.transport
+        low_water, _high = transport.get_write_buffer_limits()
+        if not transport.is_closing() and transport.get_write_buffer_size() <= low_water:
+            return  # drain would not wait: spare wait_for its task and timer
         await self._within_write_deadline(self._writer.drain())
 
     async def wait_closed(self) -> None:
@@ -143,8 +165,47 @@ class DeadlineStream:
         return getattr(self._writer, name)
 
 
+class IdleTimer:
+    """hypercorn's idle task (``TCPServer.idle_task``) as one timer callback.
+
+    hypercorn stops the task at every request and starts a new one after it, which waits
+    with wait_for (a task and a timer of its own): three tasks per request. The timer
+    closes the connection as hypercorn's ``_idle_timeout`` does, after
+    ``keep_alive_timeout`` (``server.idle_timeout``) or at once when the server is
+    terminating (:meth:`HttpServing.terminate` expires every idle one).
+    """
+
+    def __init__(self, server: ReleasingTcpServer, idle: set[IdleTimer]) -> None:
+        self._server = server
+        self._idle = idle
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def restart(self, _task_group: Any, _action: Any) -> None:
+        self._cancel()
+        if self._server.context.terminated.is_set():
+            self.expire()
+            return
+        self._handle = asyncio.get_running_loop().call_later(
+            self._server.config.keep_alive_timeout, self.expire)
+        self._idle.add(self)
+
+    async def stop(self) -> None:
+        self._cancel()
+
+    def _cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._idle.discard(self)
+
+    def expire(self) -> None:
+        self._cancel()
+        self._server.close_idle()
+
+
 class ReleasingTcpServer(TCPServer):
-    """hypercorn's connection, released as soon as its client has gone.
+    """hypercorn's connection, released as soon as its client has gone, with its idle
+    task as an :class:`IdleTimer` and its read timeout as a timer.
 
     When its read loop ends, hypercorn closes the socket only after every task of the
     connection has ended, its idle timer (``server.idle_timeout``) included: a client that
@@ -152,9 +213,26 @@ class ReleasingTcpServer(TCPServer):
     Closing at once also stops the idle timer.
     """
 
+    def __init__(self, *args: Any, idle: set[IdleTimer]) -> None:
+        super().__init__(*args)
+        self.idle_task = IdleTimer(self, idle)  # type: ignore[assignment]
+
     async def _read_data(self) -> None:
-        await super()._read_data()
+        # hypercorn's read loop, with asyncio.timeout (a timer) where it has wait_for (a
+        # task and a timer for every read); then the connection is released.
+        while not self.reader.at_eof():
+            try:
+                async with asyncio.timeout(self.config.read_timeout):
+                    data = await self.reader.read(MAX_RECV)
+            except (ConnectionError, OSError, TimeoutError, SSLError):
+                break
+            await self.protocol.handle(RawData(data))
+        await self.protocol.handle(Closed())
         await self._close()
+
+    def close_idle(self) -> None:
+        """What hypercorn's ``_idle_timeout`` does once it has waited."""
+        self._task_group.spawn(self._initiate_server_close)
 
 
 class Http11Only(H11Protocol):
@@ -184,6 +262,7 @@ class HttpServing:
         self.deadlines = deadlines
         self.context = WorkerContext(None)
         self._state: dict[str, Any] = {}
+        self._idle: set[IdleTimer] = set()
 
     async def serve(self, reader: Any, writer: Any,
                     extensions: dict[str, Any] | None = None) -> None:
@@ -192,8 +271,10 @@ class HttpServing:
         # hypercorn names asyncio's stream classes, but uses only the methods DeadlineStream
         # has (read, at_eof; write, drain, write_eof, close, wait_closed, get_extra_info).
         await ReleasingTcpServer(app, asyncio.get_running_loop(), self.config, self.context,
-                                 self._state, guarded, guarded)  # type: ignore[arg-type]
+                                 self._state, guarded, guarded, idle=self._idle)  # type: ignore[arg-type]
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""
         await self.context.terminated.set()
+        for idle in list(self._idle):
+            idle.expire()

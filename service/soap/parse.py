@@ -8,8 +8,9 @@ outright. Without a WSDL every field value is a string (or ``None`` for
 from __future__ import annotations
 
 import codecs
-import dataclasses
+import functools
 import re
+import threading
 from collections.abc import Iterator
 
 from lxml import etree
@@ -34,7 +35,7 @@ _XSI_TYPE = f"{{{XSI_NS}}}type"
 _ID_LENGTHS = (15, 18)
 
 
-def _hardened_parser() -> etree.XMLParser:
+def _new_hardened_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         load_dtd=False,
@@ -45,6 +46,16 @@ def _hardened_parser() -> etree.XMLParser:
         remove_pis=True,
         collect_ids=False,
     )
+
+
+_PARSERS = threading.local()  # one per thread: an lxml parser is not shared between threads
+
+
+def _hardened_parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = _new_hardened_parser()
+    return parser
 
 
 def _prolog_declares_dtd(body: bytes) -> bool:
@@ -82,6 +93,7 @@ _ASCII_MARKUP_ENCODINGS = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=64)
 def _markup_is_ascii(encoding: str) -> bool:
     try:
         name = codecs.lookup(encoding).name
@@ -122,10 +134,36 @@ def _parse_xml(body: bytes) -> etree._Element:
     return root
 
 
-def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
-    for child in element:
+def _tag(name: str) -> str:
+    return f"{{{OUTBOUND_NS}}}{name}"
+
+
+def _first_children(parent: etree._Element) -> dict[str, etree._Element]:
+    """The first child element of each tag, in one pass."""
+    first: dict[str, etree._Element] = {}
+    for child in parent:
         if isinstance(child.tag, str):
-            yield child
+            first.setdefault(child.tag, child)
+    return first
+
+
+def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
+    """``parent.find(tag)`` for a namespaced tag, without ElementPath's Python layer."""
+    return next(parent.iterchildren(tag), None)
+
+
+def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
+    for child, _name in _named_children(element):
+        yield child
+
+
+def _named_children(element: etree._Element) -> Iterator[tuple[etree._Element, str]]:
+    """Child elements with their local names (each tag is read once: lxml builds it anew
+    every time); an entity reference refuses the message."""
+    for child in element:
+        tag = child.tag
+        if isinstance(tag, str):
+            yield child, tag.rpartition("}")[2]
         elif isinstance(child, etree._Entity):
             raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
 
@@ -141,7 +179,7 @@ def _notifications_element(root: etree._Element) -> etree._Element:
             "not_soap_envelope",
             f"The document element is {etree.QName(root).localname!r}, not a SOAP 1.1 Envelope.",
         )
-    body = root.find(f"{{{SOAP_ENV_NS}}}Body")
+    body = _first_child(root, f"{{{SOAP_ENV_NS}}}Body")
     if body is None:
         raise SoapFaultError("not_soap_envelope", "The SOAP envelope has no Body.")
     payload = next(_child_elements(body), None)
@@ -155,30 +193,38 @@ def _notifications_element(root: etree._Element) -> etree._Element:
 
 
 def _is_nil(element: etree._Element) -> bool:
-    return element.get(_XSI_NIL, "").strip() in ("true", "1")
+    nil = element.get(_XSI_NIL)
+    return nil is not None and nil.strip() in ("true", "1")
 
 
 def _text(element: etree._Element) -> str:
     return element.text or ""
 
 
-def _value(element: etree._Element, where: str) -> FieldValue:
+def _value(element: etree._Element, parent: str, separator: str, name: str) -> FieldValue:
+    """The value of the field ``name``; where it is (``parent``, ``separator``, ``name``)
+    is written out only for a nested value, which may need it for an error."""
     if _is_nil(element):
         return None
-    children = list(_child_elements(element))
+    if not len(element):  # no child nodes at all: the common case, a plain value
+        return _text(element)
+    return _nested(element, f"{parent}{separator}{name}")
+
+
+def _nested(element: etree._Element, where: str) -> FieldValue:
+    children = list(_named_children(element))
     if not children:
         return _text(element)
     nested: dict[str, FieldValue] = {}
-    for child in children:
-        name = etree.QName(child).localname
+    for child, name in children:
         if name in nested:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        nested[name] = _value(child, f"{where}.{name}")
+        nested[name] = _value(child, where, ".", name)
     return nested
 
 
-def _required_id(parent: etree._Element, name: str, where: str) -> str:
-    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+def _required_id(element: etree._Element | None, name: str, where: str) -> str:
+    """The ID in ``element`` (the first ``name`` child of its parent, None: there is none)."""
     if element is None or _is_nil(element):
         raise SoapFaultError("missing_element", f"{where}: the {name} element is missing.")
     value = _text(element).strip()
@@ -191,8 +237,7 @@ def _required_id(parent: etree._Element, name: str, where: str) -> str:
     return value
 
 
-def _optional_text(parent: etree._Element, name: str) -> str | None:
-    element = parent.find(f"{{{OUTBOUND_NS}}}{name}")
+def _optional_text(element: etree._Element | None) -> str | None:
     if element is None or _is_nil(element):
         return None
     return _text(element).strip()
@@ -217,18 +262,17 @@ def _resolve_xsi_type(sobject: etree._Element, where: str) -> tuple[str | None, 
 
 def _notification(element: etree._Element, index: int) -> Notification:
     where = f"Notification {index}"
-    notification_id = _required_id(element, "Id", where)
+    notification_id = _required_id(_first_child(element, _tag("Id")), "Id", where)
     where = f"Notification {index} (Id {notification_id})"
-    sobject = element.find(f"{{{OUTBOUND_NS}}}sObject")
+    sobject = _first_child(element, _tag("sObject"))
     if sobject is None:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
     fields: dict[str, FieldValue] = {}
-    for child in _child_elements(sobject):
-        name = etree.QName(child).localname
+    for child, name in _named_children(sobject):
         if name in fields:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        fields[name] = _value(child, f"{where}, field {name}")
+        fields[name] = _value(child, where, ", field ", name)
     return Notification(notification_id, sobject_type, namespace, fields)
 
 
@@ -250,7 +294,8 @@ def _notification_elements(payload: etree._Element) -> list[etree._Element]:
 
 
 def _short_id_warnings(
-    message: OutboundMessage, schema: NotificationSchema | None
+    organization_id: str, action_id: str, notifications: tuple[Notification, ...],
+    schema: NotificationSchema | None,
 ) -> tuple[ParseWarning, ...]:
     places: dict[str, int] = {}
 
@@ -258,9 +303,9 @@ def _short_id_warnings(
         if isinstance(value, str) and len(value) == 15:
             places[place] = places.get(place, 0) + 1
 
-    count("OrganizationId", message.organization_id)
-    count("ActionId", message.action_id)
-    for notification in message.notifications:
+    count("OrganizationId", organization_id)
+    count("ActionId", action_id)
+    for notification in notifications:
         count("Notification Id", notification.id)
         count("sObject Id", notification.record_id)
         for spec in schema.id_fields if schema else ():
@@ -280,9 +325,11 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
     """Parse a request body into an :class:`OutboundMessage` or raise :class:`SoapFaultError`."""
     payload = _notifications_element(_parse_xml(body))
     notification_elements = _notification_elements(payload)
-    organization_id = _required_id(payload, "OrganizationId", "notifications")
-    action_id = _required_id(payload, "ActionId", "notifications")
-    session_text = _optional_text(payload, "SessionId")
+    first = _first_children(payload)
+    organization_id = _required_id(first.get(_tag("OrganizationId")), "OrganizationId",
+                                   "notifications")
+    action_id = _required_id(first.get(_tag("ActionId")), "ActionId", "notifications")
+    session_text = _optional_text(first.get(_tag("SessionId")))
     notifications = tuple(
         _notification(element, index)
         for index, element in enumerate(notification_elements, start=1)
@@ -292,12 +339,12 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
             type_notification(notification, schema, index)
             for index, notification in enumerate(notifications, start=1)
         )
-    message = OutboundMessage(
+    return OutboundMessage(
         organization_id=organization_id,
         action_id=action_id,
         session_id=Secret(session_text) if session_text else None,
-        enterprise_url=_optional_text(payload, "EnterpriseUrl"),
-        partner_url=_optional_text(payload, "PartnerUrl"),
+        enterprise_url=_optional_text(first.get(_tag("EnterpriseUrl"))),
+        partner_url=_optional_text(first.get(_tag("PartnerUrl"))),
         notifications=notifications,
+        warnings=_short_id_warnings(organization_id, action_id, notifications, schema),
     )
-    return dataclasses.replace(message, warnings=_short_id_warnings(message, schema))

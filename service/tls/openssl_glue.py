@@ -14,13 +14,15 @@ into OpenSSL: they are stored on the connection state.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL._util import ffi, lib
-from OpenSSL.crypto import X509
+from OpenSSL.crypto import FILETYPE_ASN1, X509, dump_certificate
 
 from service.clientauth import VerifyResult
 from service.clientauth.names import name_matches
@@ -96,8 +98,13 @@ def parse_certificate_message(body: bytes, version: int) -> list[bytes]:
 def _subject_of(certificate_pointer: Any) -> str:
     lib.X509_up_ref(certificate_pointer)  # the X509 wrapper below takes one reference
     certificate = X509._from_raw_x509_ptr(certificate_pointer)
+    return _subject_of_der(dump_certificate(FILETYPE_ASN1, certificate))
+
+
+@functools.lru_cache(maxsize=1024)  # each certificate of a chain seen again: read once
+def _subject_of_der(der: bytes) -> str:
     try:
-        return certificate.to_cryptography().subject.rfc4514_string()
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
     except ValueError:
         return "(unparseable certificate)"
 

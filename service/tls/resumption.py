@@ -21,6 +21,7 @@ resumption (TLS 1.2 without tickets) is switched off in the context for the same
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -33,6 +34,10 @@ MAX_TICKETS = 8192  # two a handshake: a context serves about 4,000 full handsha
 MAX_CHAIN_BYTES = 16 * 1024 * 1024
 
 C = TypeVar("C")
+
+
+def _known_as(ticket: bytes) -> bytes:
+    return hashlib.sha256(ticket).digest()
 
 
 class _Reader:
@@ -100,30 +105,33 @@ class TicketChains(Generic[C]):
     """The chain behind each ticket the current context generation issued.
 
     ``chain_size`` is what one remembered chain weighs in bytes (chains are shared by the
-    tickets of one handshake, and counted once).
+    tickets of one handshake, and counted once). Tickets are known by their SHA-256: a
+    TLS 1.3 ticket carries the session, client certificate included (about a kilobyte).
     """
 
     max_tickets: int = MAX_TICKETS
     max_bytes: int = MAX_CHAIN_BYTES
     generation: int = 0
     full: bool = False
-    _by_ticket: dict[bytes, C] = field(default_factory=dict)
+    _by_ticket: dict[bytes, C] = field(default_factory=dict)  # by the ticket's SHA-256
     _weights: dict[int, int] = field(default_factory=dict)  # id(chain) -> bytes
+    _weight: int = 0  # the sum of _weights
 
     def remember(self, ticket: bytes, chain: C, size: int, generation: int) -> None:
         """Record a ticket issued on a connection of context ``generation``."""
         if generation != self.generation or self.full:
             return  # a retired context's ticket: it will be declined, never trusted
-        weight = sum(self._weights.values()) + (0 if id(chain) in self._weights else size)
-        if len(self._by_ticket) >= self.max_tickets or weight > self.max_bytes:
+        added = 0 if id(chain) in self._weights else size
+        if len(self._by_ticket) >= self.max_tickets or self._weight + added > self.max_bytes:
             self.full = True  # from now on nothing unknown resumes; rotate() starts anew
             return
-        self._by_ticket[ticket] = chain
+        self._by_ticket[_known_as(ticket)] = chain
         self._weights[id(chain)] = size
+        self._weight += added
 
     def chain_for(self, tickets: list[bytes]) -> C | None:
         """The chain the offered tickets stand for, when every one is known and they agree."""
-        chains = [self._by_ticket.get(ticket) for ticket in tickets]
+        chains = [self._by_ticket.get(_known_as(ticket)) for ticket in tickets]
         if not chains or any(chain is None for chain in chains):
             return None
         first = chains[0]
@@ -143,5 +151,6 @@ class TicketChains(Generic[C]):
         """Forget everything: the context was rebuilt with new ticket keys."""
         self._by_ticket.clear()
         self._weights.clear()
+        self._weight = 0
         self.full = False
         self.generation += 1

@@ -3,7 +3,9 @@
 It is both the reader (``read``, ``at_eof``) and the writer (``write``,
 ``drain``, ``close``, ``get_extra_info``) that hypercorn's connection handler
 expects. Reading is pull-based: ciphertext is read from the socket only when
-the application asks for plaintext, so a slow consumer slows the sender.
+the application asks for plaintext, so a slow consumer slows the sender. Writes
+made in one turn of the event loop go out together, as one TLS record and one
+send (hypercorn writes an answer's head, body and end one by one).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class TlsStream:
         self._writer = writer
         self._eof = False
         self._alpn: AlpnInfo | None = None
+        self._unsent: list[bytes] = []  # plaintext written in this turn of the loop
+        self._unsent_bytes = 0
+        self._failure: str | None = None  # why a write failed after write() returned
 
     # -- the handshake ----------------------------------------------------------------------
 
@@ -166,17 +171,44 @@ class TlsStream:
             if self._writer.is_closing():
                 return
             self._writer.write(ciphertext)
+            if len(ciphertext) < READ_SIZE:  # a memory BIO gives all it holds, up to the size
+                return
 
     def write(self, data: bytes) -> None:
+        if self._failure is not None:
+            raise ConnectionResetError(self._failure)
         if self._writer.is_closing():
             raise ConnectionResetError("connection closed")
+        if not data:
+            return
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send_unsent)
+        self._unsent.append(data)
+        self._unsent_bytes += len(data)
+        if self._unsent_bytes >= READ_SIZE:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        """Encrypt and send what was written since the last time."""
+        if not self._unsent:
+            return
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        self._unsent_bytes = 0
+        if self._writer.is_closing():
+            return
         try:
             self.connection.sendall(data)
         except SSL.Error as error:
-            raise ConnectionResetError(describe_ssl_error(error)[1]) from None
+            self._failure = describe_ssl_error(error)[1]
+            self._writer.close()
+            return
         self._flush()
 
     async def drain(self) -> None:
+        self._send_unsent()
+        if self._failure is not None:
+            raise ConnectionResetError(self._failure)
         await self._writer.drain()
 
     def write_eof(self) -> None:
@@ -186,6 +218,7 @@ class TlsStream:
         return self._writer.is_closing()
 
     def close(self) -> None:
+        self._send_unsent()
         if self._writer.is_closing():
             return
         with contextlib.suppress(SSL.Error):
