@@ -148,8 +148,8 @@ def configure_logging(log_format: str = "auto", level: str = "info",
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secret_keys,
     ]
-    rendering = [structlog.processors.format_exc_info, _event_first,
-                 *_rendering(log_format, stream)]
+    rendering: list[Processor] = [structlog.processors.format_exc_info, _event_first,
+                                  *_rendering(log_format, stream)]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],

@@ -271,7 +271,7 @@ class HttpServing:
         # hypercorn names asyncio's stream classes, but uses only the methods DeadlineStream
         # has (read, at_eof; write, drain, write_eof, close, wait_closed, get_extra_info).
         await ReleasingTcpServer(app, asyncio.get_running_loop(), self.config, self.context,
-                                 self._state, guarded, guarded, idle=self._idle)  # type: ignore[arg-type]
+                                 self._state, guarded, guarded, idle=self._idle)
 
     async def terminate(self) -> None:
         """Ask every connection to finish its request and close (graceful shutdown)."""
