@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import fcntl
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from harness import PAYLOADS, break_writes
 from messages import envelope, notification
 
 from service.inbox import DEAD, DELIVERED, PENDING, Inbox, InboxError, IncomingMessage, open_inbox
-from service.inbox.sqlite import SCHEMA_VERSION  # the PostgreSQL inbox's is the same
+from service.inbox.sqlite import SCHEMA_VERSION, SqliteInbox  # PostgreSQL's is the same
 from service.soap import parse_message
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -390,6 +392,40 @@ def test_unwritable_inbox_is_reported(sqlite_inbox, sqlite_path):
     break_writes(sqlite_path, "heartbeat", "disk is read-only")
     with pytest.raises(InboxError, match="disk is read-only"):
         sqlite_inbox.check_writable()
+
+
+def _store_within(inbox: SqliteInbox, seconds: float, *, then: Callable[[], None]) -> list:
+    """What one store answered (TimeoutError if nothing within ``seconds``); ``then`` runs
+    before the inbox closes, which waits for its thread."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(
+            inbox.store_batch([unique_message(11)]), seconds))
+    finally:
+        then()
+        loop.run_until_complete(inbox.close())
+        loop.close()
+
+
+def test_a_writer_that_never_gives_its_turn_back_stops_no_store(sqlite_path):
+    """A stopped `omgate inbox retry` (Ctrl-Z) or a paused container holding the writers'
+    lock file must not leave messages unanswered: after busy_timeout the store goes on
+    under SQLite's own locking."""
+    sqlite_path.parent.mkdir(parents=True)
+    holder = os.open(f"{sqlite_path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    [result] = _store_within(SqliteInbox(sqlite_path, busy_timeout_ms=300), 5,
+                             then=lambda: os.close(holder))
+    assert result.new == 1
+
+
+def test_a_lock_file_that_cannot_be_opened_stops_no_store(sqlite_path):
+    """The lock file left by another user (root ran a tool first), or a folder in its
+    place: the store goes on under SQLite's own locking."""
+    sqlite_path.parent.mkdir(parents=True)
+    Path(f"{sqlite_path}.writer-lock").mkdir()
+    [result] = _store_within(SqliteInbox(sqlite_path), 5, then=lambda: None)
+    assert result.new == 1
 
 
 def test_a_version_1_inbox_is_migrated_and_its_rows_become_pending(sqlite_path):

@@ -5,7 +5,8 @@ event loop never blocks on a commit and SQLite never sees two threads. Several
 processes may share the file (workers, serve and deliver): write transactions are
 IMMEDIATE, and take turns on a lock file first (``<inbox>.writer-lock``): waiting on it,
 the next writer starts as soon as one commits, where SQLite's busy handler sleeps between
-tries (up to 100 ms at a time). SQLite's own locking and busy timeout still hold.
+tries (up to 100 ms at a time). The turn is only a courtesy: SQLite's own locking and busy
+timeout still hold, and decide when the turn cannot be had within the busy timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import operator
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +121,33 @@ def _stored(row: sqlite3.Row) -> StoredNotification:
     return StoredNotification(**values)
 
 
+TURN_POLL_SECONDS = 0.002
+
+
+def _take_turn(descriptor: int, timeout: float) -> bool:
+    """Whether the exclusive lock on ``descriptor`` was had within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(TURN_POLL_SECONDS)
+        except OSError:  # a file system without flock
+            return False
+
+
+def _owned_as_the_database(descriptor: int, database: Path) -> None:
+    """The lock file belongs to whoever owns the database, as SQLite's -wal and -shm files
+    do: a tool run as root first must not lock the service's user out of its turn."""
+    with contextlib.suppress(OSError):
+        owner = os.stat(database) if database.exists() else os.stat(database.parent)
+        if os.geteuid() == 0:
+            os.fchown(descriptor, owner.st_uid, owner.st_gid)
+
+
 class SqliteInbox(Inbox):
     # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
 
@@ -164,13 +193,28 @@ class SqliteInbox(Inbox):
 
     @contextlib.contextmanager
     def _writers_turn(self) -> Iterator[None]:
-        if self._writer_lock is None:
-            self._writer_lock = os.open(f"{self.path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._writer_lock, fcntl.LOCK_EX)
+        """The turn on the lock file, waited for up to busy_timeout. The turn only spares
+        SQLite's busy handler its sleeps: when it cannot be had (a holder that is stopped or
+        hung, a lock file another user made, a file system without locks), the transaction
+        goes on under SQLite's own locking, which bounds the wait and keeps the data safe."""
+        descriptor = self._lock_descriptor()
+        if descriptor is None or not _take_turn(descriptor, self._busy_timeout_ms / 1000):
+            yield
+            return
         try:
             yield
         finally:
-            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+    def _lock_descriptor(self) -> int | None:
+        if self._writer_lock is None:
+            try:
+                self._writer_lock = os.open(f"{self.path}.writer-lock",
+                                            os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                return None  # tried again at the next transaction
+            _owned_as_the_database(self._writer_lock, self.path)
+        return self._writer_lock
 
     def _migrate(self, connection: sqlite3.Connection) -> int:
         def upgrade(connection: sqlite3.Connection) -> int:
