@@ -100,12 +100,14 @@ _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 def _json_line(event: dict[str, Any], **_ignored: Any) -> str:
     """One JSON line, ASCII only: every control, bidirectional and other non-ASCII character
     escaped (json.dumps's ensure_ascii), so that a terminal showing the log shows them as
-    text. orjson writes the line unless it holds non-ASCII (then json.dumps escapes it)."""
+    text. orjson writes the line unless it holds non-ASCII or DEL (then json.dumps escapes
+    it)."""
     try:
         line = orjson.dumps(event, default=_fallback, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):  # an integer past 64 bits, say
         return _stdlib_json_line(event)
-    return line.decode() if line.isascii() else _stdlib_json_line(event)
+    # orjson escapes what JSON must (below 0x20) and leaves DEL raw, as it may
+    return line.decode() if line.isascii() and b"\x7f" not in line else _stdlib_json_line(event)
 
 
 def _stdlib_json_line(event: dict[str, Any]) -> str:

@@ -63,7 +63,8 @@ def test_inbox_output_shows_stored_controls_escaped_and_stays_exact_json(omgate_
 
 def test_json_log_lines_are_ascii_whatever_a_peer_sent():
     """orjson renders omgate's JSON lines; a line holding any non-ASCII character (a bidi
-    override, a C1 control) is written by json.dumps instead, escaped, as before."""
+    override, a C1 control) is written by json.dumps instead, escaped, as before; so is one
+    holding DEL, which orjson leaves raw. No line holds a raw control character."""
     import io
     import logging
 
@@ -80,13 +81,16 @@ def test_json_log_lines_are_ascii_whatever_a_peer_sent():
         sent = "evil\u202e\x9b[2Jname\x1b]0;title\x07"
         log.info("om.rejected", endpoint=sent, peer="127.0.0.1:1", big=2**70, ratio=0.5)
         log.info("om.accepted", org_id="00D000000000001AAA", new=1)
+        log.info("om.rejected", endpoint="/om/\x7f\x1b[2J")  # ASCII, but controls
     finally:
         structlog.configure(**saved)
         root.handlers[:] = handlers
         root.setLevel(level)
     lines = stream.getvalue().splitlines()
     assert all(line.isascii() for line in lines)
-    rejected, accepted = (json.loads(line) for line in lines)
+    assert not [line for line in lines if any(ord(c) < 0x20 or c == "\x7f" for c in line)]
+    rejected, accepted, ascii_controls = (json.loads(line) for line in lines)
+    assert ascii_controls["endpoint"] == "/om/\x7f\x1b[2J"
     assert (rejected["event"], rejected["endpoint"], rejected["big"]) == (
         "om.rejected", sent, 2**70)
     assert list(accepted)[:3] == ["timestamp", "level", "event"]
