@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from inprocess import InProcessListener
 from service.clientauth.presented import load_chain
 from service.identity import connection_facts
 from service.tls.capture import same_leaf
+from service.tools.pki import issue, name
 
 
 @pytest.fixture
@@ -163,3 +165,31 @@ def test_a_leaf_sent_in_loose_der_is_judged_as_sent(client_pki):
     presented = load_chain([loose, strict_der])
     assert [item.index for item in presented.unreadable] == [0]
     assert presented.certificates == (strict,)
+
+
+def _resident_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def _bulky_certificate(index: int, size: int) -> bytes:
+    """A self-signed certificate carrying ``size`` bytes in an extension nobody knows."""
+    filler = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
+                                        b"\x04\x83" + size.to_bytes(3, "big") + b"x" * size)
+    return issue(name(f"bulky {index}"), extensions=((filler, False),)).certificate.public_bytes(
+        Encoding.DER)
+
+
+def test_chains_too_large_to_keep_are_not_kept_after_their_connection():
+    """Any client may present a chain before anything is decided: the chains read once and
+    kept for senders that reconnect must not let 300 distinct 60 KiB chains pin memory."""
+    small = [_bulky_certificate(0, 10)]
+    assert load_chain(small) is load_chain(small)  # a sender reconnecting: read once
+    _bulky_certificate(0, 60_000)  # first use of everything below
+    before = _resident_kib()
+    for index in range(300):
+        chain = load_chain([_bulky_certificate(index, 60_000)])
+        assert chain.sha256 and chain.identity("tls", None).chain_sha256 == chain.sha256
+        del chain
+    grown_mib = (_resident_kib() - before) / 1024
+    assert grown_mib < 8, f"{grown_mib:.0f} MiB kept for 300 chains that are gone"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal, get_args
 
 from cryptography import x509
@@ -119,7 +119,6 @@ def _der(item: x509.Certificate | UnreadableCertificate) -> bytes:
     return item.der if isinstance(item, UnreadableCertificate) else item.public_bytes(Encoding.DER)
 
 
-@functools.lru_cache(maxsize=1024)  # a chain read once is one value (load_chain): found at once
 def chain_fingerprint(chain: tuple[x509.Certificate, ...],
                       unreadable: tuple[UnreadableCertificate, ...] = ()) -> str:
     """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""
@@ -146,10 +145,13 @@ class ClientIdentity:
     # The client_auth.forwarded_cert format a trusted proxy's headers were read in (None:
     # nothing was read from a trusted proxy); hints about a missing certificate name it.
     forwarded_format: str | None = None
+    # The chain's fingerprint when the caller has it (PresentedChain computes it once).
+    known_sha256: InitVar[str | None] = None
     chain_sha256: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "chain_sha256", chain_fingerprint(self.chain, self.unreadable))
+    def __post_init__(self, known_sha256: str | None) -> None:
+        object.__setattr__(self, "chain_sha256",
+                           known_sha256 or chain_fingerprint(self.chain, self.unreadable))
 
     @property
     def presented(self) -> bool:

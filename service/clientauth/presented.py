@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from service.clientauth.model import (
     ClientIdentity,
@@ -19,7 +20,11 @@ from service.clientauth.model import (
 )
 
 MAX_PRESENTED_CERTIFICATES = 20
-CHAINS_KEPT = 1024  # distinct chains read recently, kept parsed
+# Distinct chains read recently, kept parsed for senders that reconnect: only chains of at
+# most CHAIN_KEPT_BYTES (a real sender's is 2 to 6 KiB), so that what any client may present
+# before anything is decided pins at most a few MiB.
+CHAINS_KEPT = 256
+CHAIN_KEPT_BYTES = 16 * 1024
 NOT_READ = b"\x00not read"  # stands for those presented beyond the limit (never DER)
 
 
@@ -30,14 +35,26 @@ class PresentedChain:
     certificates: tuple[x509.Certificate, ...]
     unreadable: tuple[UnreadableCertificate, ...] = ()
 
-    @property
+    # Computed once per value: a chain presented again is the same value (load_chain).
+    @functools.cached_property
     def sha256(self) -> str:
         """The chain's fingerprint, as the identity built from it has it ("" for none)."""
         return chain_fingerprint(self.certificates, self.unreadable)
 
+    @functools.cached_property
+    def pem(self) -> tuple[str, ...]:
+        """The readable certificates as PEM, in the order sent."""
+        return tuple(certificate.public_bytes(Encoding.PEM).decode()
+                     for certificate in self.certificates)
+
+    @functools.cached_property
+    def leaf_subject(self) -> str | None:
+        return self.certificates[0].subject.rfc4514_string() if self.certificates else None
+
     def identity(self, source: Source, peer: str | None,
                  facts: HandshakeFacts | None = None) -> ClientIdentity:
-        return ClientIdentity(self.certificates, source, peer, facts, unreadable=self.unreadable)
+        return ClientIdentity(self.certificates, source, peer, facts, unreadable=self.unreadable,
+                              known_sha256=self.sha256)
 
 
 NOTHING_PRESENTED = PresentedChain(())
@@ -62,16 +79,22 @@ def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
 
 def load_chain(presented_der: Sequence[bytes]) -> PresentedChain:
     """The chain as data; a chain presented before (a sender reconnecting) is the same value,
-    read once: its certificates are parsed, and held in memory, once for all connections."""
-    return _load_chain(tuple(presented_der))
+    read once: its certificates are parsed, and held in memory, once for all connections.
+    A chain larger than CHAIN_KEPT_BYTES is read for its connection alone."""
+    presented = tuple(presented_der)
+    if sum(map(len, presented)) > CHAIN_KEPT_BYTES:
+        return _read_chain(presented)
+    return _kept_chain(presented)
 
 
-@functools.lru_cache(maxsize=CHAINS_KEPT)
-def _load_chain(presented_der: tuple[bytes, ...]) -> PresentedChain:
+def _read_chain(presented_der: tuple[bytes, ...]) -> PresentedChain:
     loaded = [_load(index, der) for index, der in enumerate(presented_der)]
     return PresentedChain(
         tuple(item for item in loaded if isinstance(item, x509.Certificate)),
         tuple(item for item in loaded if isinstance(item, UnreadableCertificate)),
     )
+
+
+_kept_chain = functools.lru_cache(maxsize=CHAINS_KEPT)(_read_chain)
 
 

@@ -10,13 +10,10 @@ and never disturbs other connections.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from service.clientauth import HandshakeFacts, VerifyResult
@@ -47,25 +44,16 @@ LINGER_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
 
 
-@functools.lru_cache(maxsize=1024)  # the few certificates senders present, again and again
-def _pem(certificate: x509.Certificate) -> str:
-    return certificate.public_bytes(Encoding.PEM).decode()
-
-
-@functools.lru_cache(maxsize=1024)
-def _subject(certificate: x509.Certificate) -> str:
-    return certificate.subject.rfc4514_string()
-
-
 def tls_extension(captured: Captured, connection: SSL.Connection,
                   verdict: Verdict) -> dict[str, Any]:
     """The ASGI TLS extension (scope["extensions"]["tls"])."""
-    chain = captured.presented.certificates
+    presented = captured.presented
+    chain = presented.certificates
     first_error = next((r for r in captured.verify_results if r.error), None)
     return {
         "server_cert": None,
-        "client_cert_chain": [_pem(certificate) for certificate in chain],
-        "client_cert_name": _subject(chain[0]) if chain else None,
+        "client_cert_chain": list(presented.pem),
+        "client_cert_name": presented.leaf_subject,
         "client_cert_error": first_error.error_text if first_error else (
             None if verdict.decision.accepted or not chain else "rejected by omgate policy"),
         "tls_version": TLS_VERSION_NUMBERS.get(connection.get_protocol_version_name()),

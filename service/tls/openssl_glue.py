@@ -98,15 +98,23 @@ def parse_certificate_message(body: bytes, version: int) -> list[bytes]:
 def _subject_of(certificate_pointer: Any) -> str:
     lib.X509_up_ref(certificate_pointer)  # the X509 wrapper below takes one reference
     certificate = X509._from_raw_x509_ptr(certificate_pointer)
-    return _subject_of_der(dump_certificate(FILETYPE_ASN1, certificate))
+    der = dump_certificate(FILETYPE_ASN1, certificate)
+    # each certificate of a chain seen again is read once; the large ones, which any client
+    # may send, are not kept
+    return _subject_of_der(der) if len(der) <= NAMED_CERTIFICATE_BYTES else _read_subject(der)
 
 
-@functools.lru_cache(maxsize=1024)  # each certificate of a chain seen again: read once
-def _subject_of_der(der: bytes) -> str:
+NAMED_CERTIFICATE_BYTES = 8 * 1024
+
+
+def _read_subject(der: bytes) -> str:
     try:
         return x509.load_der_x509_certificate(der).subject.rfc4514_string()
     except ValueError:
         return "(unparseable certificate)"
+
+
+_subject_of_der = functools.lru_cache(maxsize=256)(_read_subject)
 
 
 def error_text(error: int) -> str:
