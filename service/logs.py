@@ -111,7 +111,12 @@ def _json_line(event: dict[str, Any], **_ignored: Any) -> str:
 
 
 def _stdlib_json_line(event: dict[str, Any]) -> str:
-    return json.dumps(event, default=_fallback, separators=(",", ":"))
+    try:
+        return json.dumps(event, default=_fallback, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):  # a value that contains itself, say
+        # rendered where it was logged: a line with each value's repr, never an exception
+        return json.dumps({str(key): value if isinstance(value, str) else repr(value)
+                           for key, value in event.items()}, separators=(",", ":"))
 
 
 def _rendering(log_format: str, stream: TextIO) -> list[Processor]:

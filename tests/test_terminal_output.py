@@ -95,3 +95,29 @@ def test_json_log_lines_are_ascii_whatever_a_peer_sent():
         "om.rejected", sent, 2**70)
     assert list(accepted)[:3] == ["timestamp", "level", "event"]
     assert (accepted["org_id"], accepted["new"]) == ("00D000000000001AAA", 1)
+
+
+def test_a_value_json_cannot_hold_never_fails_the_code_that_logged():
+    """Lines are rendered where the event is logged: a value JSON cannot hold (a structure
+    that contains itself, keys that are not text) still gives a line, not an exception."""
+    import io
+    import logging
+
+    import structlog
+
+    from service.logs import configure_logging, get_logger
+
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    circular: list = []
+    circular.append(circular)
+    try:
+        get_logger("omgate").info("odd.values", circular=circular, keyed={("a", 1): "b"})
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line)["event"] == "odd.values"
