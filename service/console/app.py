@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -27,6 +29,7 @@ from service.console.auth import (
     CSRF_COOKIE,
     CSRF_FIELD,
     csrf_matches,
+    is_loopback_host,
     new_csrf_token,
     token_matches,
 )
@@ -44,7 +47,10 @@ from service.observatory.views import (
 )
 
 HERE = Path(__file__).parent
-TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+# Every template is escaped, the SVG picture too (Jinja's default escapes only files named
+# .html, .htm and .xml): certificate names in it are whatever a client wrote.
+TEMPLATES = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
 CHAINS_SHOWN = 500
 NOTIFICATIONS_SHOWN = 50
 ID_PATTERN = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
@@ -69,6 +75,13 @@ class ConsoleGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
+        if self.token is None and not is_loopback_host(headers.get(b"host", b"")
+                                                       .decode("latin-1")):
+            # without a token the console is for this machine's browser only
+            response = PlainTextResponse("this console answers to localhost only\n",
+                                         status_code=403, headers=SECURITY_HEADERS)
+            await response(scope, receive, send)
+            return
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if self.token is not None and not token_matches(self.token, authorization):
             response = PlainTextResponse("a token is needed (bearer, or the basic password)\n",
@@ -140,6 +153,8 @@ def console_chain_view(require: Policy, record: ChainRecord,
 
 def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
                   token: str | None) -> ASGIApp:
+    # Chains are judged and drawn in a thread: the console shares its worker's event loop
+    # with the listener Salesforce's messages arrive on.
     async def overview(request: Request) -> Response:
         now = dt.datetime.now(dt.UTC)
         records = await inbox.chains(since=now - dt.timedelta(days=config.chains.retention_days),
@@ -148,7 +163,7 @@ def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
         return render(request, "overview.html", {
             "mode": policy.mode, "policy_lines": describe_policy(policy),
             "server_days_left": _server_days_left(config, now),
-            "client_days_left": _last_accepted_days_left(records, now),
+            "client_days_left": await run_in_threadpool(_last_accepted_days_left, records, now),
             "decisions": [(outcome, decisions.get(outcome, 0)) for outcome in CHAIN_OUTCOMES],
             "stats": await inbox.stats(), "page": "overview"})
 
@@ -165,8 +180,9 @@ def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
         listener_judged = {item.path for item in config.endpoints if item.client_auth is None}
         chosen = select(records, outcome=outcome if outcome in CHAIN_OUTCOMES else None,
                         endpoint=endpoint, listener_judged=listener_judged)
+        rows = await run_in_threadpool(lambda: [chain_row(record, now) for record in chosen])
         return render(request, "chains.html", {
-            "rows": [chain_row(record, now) for record in chosen], "outcomes": CHAIN_OUTCOMES,
+            "rows": rows, "outcomes": CHAIN_OUTCOMES,
             "outcome": outcome, "endpoint": endpoint or "", "since": since_text,
             "endpoints": [item.path for item in config.endpoints], "page": "chains"})
 
@@ -176,7 +192,8 @@ def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
         exact = [record for record in matches if record.chain_sha256 == key.lower()]
         if not exact:
             return render(request, "missing.html", {"key": key, "page": "chains"}, 404)
-        view = console_chain_view(require, exact[0], dt.datetime.now(dt.UTC))
+        view = await run_in_threadpool(console_chain_view, require, exact[0],
+                                       dt.datetime.now(dt.UTC))
         return render(request, "chain.html", {**view, "page": "chains"})
 
     async def notifications(request: Request) -> Response:

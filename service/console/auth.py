@@ -24,6 +24,24 @@ CSRF_FIELD = "csrf"
 MIN_TOKEN_LENGTH = 16
 
 
+def is_loopback_host(host_header: str) -> bool:
+    """Whether an HTTP Host header names this machine's loopback (``localhost``,
+    ``127.0.0.1``, ``[::1]``, with or without a port): what a browser sends to a console
+    bound there, and not what it sends to a name an attacker re-pointed at it (DNS
+    rebinding)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_loopback(address: BindAddress) -> bool:
     if address.host == "localhost":
         return True
@@ -49,6 +67,8 @@ def console_token(config: Config) -> str | None:
     """The token the console asks for (None: none, allowed on loopback only)."""
     address = config.server.admin_bind
     token = os.environ.get(TOKEN_VARIABLE, "").strip() or None
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"${TOKEN_VARIABLE} holds fewer than {MIN_TOKEN_LENGTH} characters")
     if token is None and config.admin.token_file is not None:
         token = _read_token(config.admin.token_file, str(config.source))
     if address is not None and token is None and not is_loopback(address):

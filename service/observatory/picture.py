@@ -18,6 +18,7 @@ from service.clientauth import ClientIdentity, Decision, Finding, UnreadableCert
 from service.clientauth.chain import ChainAnalysis, analyse_chain
 from service.clientauth.model import Policy, in_presented_order
 from service.clientauth.summary import days_left, fingerprint
+from service.observatory.views import worth_analysing
 
 Tone = Literal["error", "warning", "ok", "missing"]
 CARD_WIDTH, CARD_HEIGHT, GAP = 620, 112, 36
@@ -189,7 +190,7 @@ def draw_chain(identity: ClientIdentity, decision: Decision, policy: Policy,
                     "card-none")
         return Picture(LEFT * 2 + CARD_WIDTH, _y(1), (card,), (), "No certificate.")
     analysis = analyse_chain(identity.chain, policy.anchors, policy.known_cas) \
-        if identity.chain and not identity.unreadable else None
+        if worth_analysing(identity) and not identity.unreadable else None
     extra = [link.certificate for link in analysis.path if link.index is None] \
         if analysis else []
     timeline = _Timeline(list(identity.chain) + extra, now)

@@ -197,7 +197,10 @@ class ChainRegistry:
                 return
             self._count_not_recorded(missing)
             for sighting in sightings:
-                self._remember(sighting.chain_sha256)
+                # one sent without its certificates (the hour's budget was spent) is known
+                # only if it was known before: the next sighting offers them again
+                if sighting.certificates is not None or sighting.chain_sha256 in self._known:
+                    self._remember(sighting.chain_sha256)
         await self._forget_old(inbox)
 
     def _keep_unwritten(self, sightings: list[ChainSighting], hours: list[HourCount]) -> None:

@@ -12,6 +12,7 @@ from cryptography import x509
 
 from service.clientauth import ClientIdentity, Finding
 from service.clientauth.chain import analyse_chain
+from service.clientauth.keys import costly_key
 from service.clientauth.presented import load_chain
 from service.clientauth.summary import days_left
 from service.inbox.chains import (
@@ -27,12 +28,21 @@ DURATION = re.compile(r"^(\d+)([dhm])$")
 DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
+LONGEST_DURATION = dt.timedelta(days=36500)  # a window reaching before this is no window
+
+
 def parse_duration(text: str) -> dt.timedelta:
-    """``7d``, ``12h`` or ``30m``."""
+    """``7d``, ``12h`` or ``30m``, up to a hundred years."""
     match = DURATION.match(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a duration like 7d, 12h or 30m")
-    return dt.timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
+    try:
+        duration = dt.timedelta(**{DURATION_UNITS[match[2]]: int(match[1])})
+    except OverflowError:
+        duration = LONGEST_DURATION + LONGEST_DURATION
+    if duration > LONGEST_DURATION:
+        raise ValueError(f"{text!r} is longer than {LONGEST_DURATION.days}d")
+    return duration
 
 
 def valid_prefix(text: str) -> bool:
@@ -47,10 +57,20 @@ def record_identity(record: ChainRecord) -> ClientIdentity:
                           else "tls", record.last_peer, unreadable=presented.unreadable)
 
 
+def worth_analysing(identity: ClientIdentity) -> bool:
+    """Whether a recorded chain may have its path built (signatures checked) to be shown: not
+    when a key would make that costly, which the live path refuses before any check
+    (unsupported_key). Any client may have put such a chain in the registry."""
+    return bool(identity.chain) and not any(costly_key(c) for c in identity.chain)
+
+
 def leaf_of(identity: ClientIdentity) -> x509.Certificate | None:
-    """The client certificate the engine would pick (not always the first presented)."""
+    """The client certificate the engine would pick (not always the first presented); the
+    first presented when the chain is not worth analysing."""
     if not identity.chain:
         return None
+    if not worth_analysing(identity):
+        return identity.chain[0]
     return analyse_chain(identity.chain, ()).path[0].certificate
 
 

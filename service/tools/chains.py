@@ -30,6 +30,7 @@ from service.observatory.views import (
     valid_prefix,
 )
 from service.policies import PolicyBuilder
+from service.terminal import escape_controls, json_text
 from service.tools.inspect import inspect_policy, report
 from service.tools.report import write_certificates, write_findings
 
@@ -65,15 +66,16 @@ def _write_row(row: ChainRow, out: TextIO) -> None:
               f"{record.messages} messages"
               + (f", {record.unproven} unproven" if record.unproven else "")
               + f"  ({record.source})\n")
-    out.write(f"  leaf     {row.leaf_subject}\n")
+    out.write(f"  leaf     {escape_controls(row.leaf_subject)}\n")
     if row.issuer:
-        out.write(f"  issuer   {row.issuer}\n")
+        out.write(f"  issuer   {escape_controls(row.issuer)}\n")
     if row.days_left is not None:
         out.write(f"  expires  in {row.days_left} days\n")
     out.write(f"  seen     {row.first_seen} .. {row.last_seen}\n")
     if row.main_finding is not None:
         finding = row.main_finding
-        out.write(f"  finding  {finding.code} ({finding.severity}): {finding.message}\n")
+        out.write(f"  finding  {finding.code} ({finding.severity}): "
+                  f"{escape_controls(finding.message)}\n")
 
 
 def list_chains(config: Config, out: TextIO, *, since: dt.timedelta,
@@ -182,7 +184,7 @@ def _verdict_word(verdict: ChainVerdict) -> str:
 def _write_verdict(verdict: ChainVerdict, now: dt.datetime, out: TextIO) -> None:
     row = chain_row(verdict.record, now)
     record = verdict.record
-    out.write(f"{_verdict_word(verdict):<12} {row.short}  {row.leaf_subject}: "
+    out.write(f"{_verdict_word(verdict):<12} {row.short}  {escape_controls(row.leaf_subject)}: "
               f"{record.connections} connections, {record.messages} messages\n")
     if not verdict.decision.accepted:
         write_findings([finding for finding in verdict.decision.findings
@@ -218,7 +220,8 @@ def simulate_chains(config: Config, out: TextIO, *, since: dt.timedelta,
 # -- pin ----------------------------------------------------------------------------------
 
 def _toml_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
+    # a JSON string is a TOML basic string; json_text writes controls as \u escapes
+    return json_text(text)
 
 
 def pin_lines(identity: ClientIdentity) -> list[str]:
@@ -229,7 +232,8 @@ def pin_lines(identity: ClientIdentity) -> list[str]:
     pins = [f"sha256:{fingerprint(leaf)}", f"spki:{spki_sha256(leaf)}"]
     names = [name for name in identity_names(leaf) if name and not any(c.isspace() for c in name)]
     lines = [
-        f"# Admit exactly {leaf.subject.rfc4514_string()} (keep these with your trust anchors)",
+        f"# Admit exactly {escape_controls(leaf.subject.rfc4514_string())} (keep these with "
+        "your trust anchors)",
         "[client_auth]",
         "pins = [" + ", ".join(map(_toml_string, pins)) + "]",
         f"issuer_dn = {_toml_string(leaf.issuer.rfc4514_string())}",

@@ -1,0 +1,236 @@
+"""The chain observatory against what any client may put in a certificate: names that are
+markup or terminal escapes, keys built to cost CPU, and a flood that spends the hourly
+budget of new chains."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import tomllib
+from pathlib import Path
+
+import pytest
+from costly_chains import SIGNER, huge_rsa_key, junk_cas
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from harness import run_omgate
+from starlette.testclient import TestClient
+
+from service.clientauth import ClientIdentity
+from service.clientauth.model import Decision
+from service.config import ChainsConfig, load_config
+from service.console.app import build_console
+from service.console.report import standalone_report
+from service.gate.verdict import Verdict
+from service.inbox import open_inbox
+from service.inbox.chains import LISTENER, ChainSighting
+from service.observatory import picture, views
+from service.observatory.registry import ChainRegistry
+from service.policies import PolicyBuilder
+from service.tools.pki import build_dev_pki, dev_files, issue
+
+NOW = dt.datetime.now(dt.UTC)
+MARKUP = "x<meta http-equiv=refresh content='0 url=http://127.0.0.1:9/phish'><a href=/x>link</a>"
+ESCAPES = "evil\x1b]0;PWNED\x07\x1b[2J\u202e\x9b2J\nmode = \"off\""
+
+
+def _cn(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text, _validate=False)])
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    """A configuration trusting its own client CA, and an empty SQLite inbox."""
+    pki = build_dev_pki()
+    for filename, content in dev_files(pki).items():
+        (tmp_path / filename).write_bytes(content)
+    config_path = tmp_path / "omgate.toml"
+    config_path.write_text(f"""
+[server]
+certfile = "server.pem"
+keyfile = "server.key"
+[client_auth]
+mode = "request"
+trust = ["client-ca.pem"]
+[inbox]
+url = "sqlite:///{tmp_path / 'inbox.db'}"
+""")
+    return pki, config_path
+
+
+def _record(config_path: Path, certificates: list[x509.Certificate]) -> str:
+    """Records one presented chain, as a worker's flush does; returns its key."""
+    identity = ClientIdentity(tuple(certificates), "tls", "127.0.0.1")
+    sighting = ChainSighting(
+        identity.chain_sha256, tuple(c.public_bytes(Encoding.DER) for c in certificates),
+        "tls", NOW, NOW, 1, 0, 0, "127.0.0.1", None, ())
+    config = load_config(config_path, {})
+
+    async def record() -> None:
+        inbox = await open_inbox(config.inbox.url, group_commit=False)
+        try:
+            await inbox.record_chains([sighting], [])
+        finally:
+            await inbox.close()
+
+    asyncio.run(record())
+    return identity.chain_sha256
+
+
+def _console_page(config_path: Path, path: str) -> str:
+    config = load_config(config_path, {})
+
+    async def fetch() -> str:
+        inbox = await open_inbox(config.inbox.url, group_commit=False)
+        try:
+            builder = PolicyBuilder(config)
+            policy = builder.policy(config.client_auth.rules)
+            require = builder.policy(config.client_auth.rules, mode="require")
+            app = build_console(config, inbox, policy, require, token=None)
+            with TestClient(app, base_url="http://127.0.0.1") as client:
+                response = await asyncio.to_thread(client.get, path)
+            assert response.status_code == 200, response.text
+            return response.text
+        finally:
+            await inbox.close()
+
+    return asyncio.run(fetch())
+
+
+def test_a_certificate_name_is_text_in_the_console_and_the_report(setup):
+    """A CN holding markup (a meta refresh, a link) is shown as text: the chain picture is
+    SVG, a template the console must escape as it escapes its HTML."""
+    pki, config_path = setup
+    leaf = issue(_cn(MARKUP), issuer=pki.client_intermediate).certificate
+    key = _record(config_path, [leaf, pki.client_intermediate.certificate])
+    config = load_config(config_path, {})
+    config_load = asyncio.run(_records(config.inbox.url))
+    report = standalone_report(config, config_load[0], NOW)
+    for page in (report, _console_page(config_path, f"/chains/{key}"),
+                 _console_page(config_path, "/chains")):
+        assert "<meta http-equiv=refresh" not in page and "<a href=/x>" not in page
+        assert "&lt;meta http-equiv=refresh" in page
+
+
+async def _records(url: str):
+    inbox = await open_inbox(url, group_commit=False)
+    try:
+        return await inbox.chains(since=NOW - dt.timedelta(days=1), limit=10)
+    finally:
+        await inbox.close()
+
+
+def test_a_chain_built_to_cost_cpu_is_shown_without_checking_a_signature(setup,
+                                                                         monkeypatch):
+    """Keys the live path refuses before any signature check (unsupported_key) are not
+    checked when the chain is listed or drawn either: one console page would otherwise
+    hold the event loop Salesforce's messages are served on for seconds."""
+    _pki, config_path = setup
+    huge = huge_rsa_key()
+    leaf = (x509.CertificateBuilder().subject_name(_cn("costly.client.test"))
+            .issuer_name(_cn("costly CA")).public_key(huge)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(SIGNER, hashes.SHA256()))
+    key = _record(config_path, [leaf, *junk_cas(6, _cn("costly CA"), key=huge)])
+
+    def no_signature_checks(*_args, **_kwargs):
+        raise AssertionError("a chain with a costly key was analysed")
+
+    monkeypatch.setattr(views, "analyse_chain", no_signature_checks)
+    monkeypatch.setattr(picture, "analyse_chain", no_signature_checks)
+    assert "costly.client.test" in _console_page(config_path, "/chains")
+    assert "unsupported_key" in _console_page(config_path, f"/chains/{key}")
+
+
+def test_names_are_escaped_in_chains_list_simulate_and_pin(setup):
+    """Terminal escapes and bidi controls in a DN never reach the terminal raw, and a line
+    break in a CN cannot add a line to the configuration `chains pin` prints."""
+    pki, config_path = setup
+    leaf = issue(_cn(ESCAPES), issuer=pki.client_intermediate,
+                 usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)).certificate
+    key = _record(config_path, [leaf, pki.client_intermediate.certificate])
+    for command in (("list",), ("simulate", "--mode", "require"), ("pin", key[:16])):
+        result = run_omgate("chains", *command, "--config", str(config_path))
+        assert result.returncode in (0, 1), result.stderr
+        raw = [c for c in result.stdout if c in "\x1b\x07\x9b\u202e"]
+        assert not raw, (command, result.stdout)
+        if command[0] == "pin":
+            assert result.returncode == 0, result.stdout + result.stderr
+            pinned = tomllib.loads(result.stdout)["client_auth"]
+            assert "mode" not in pinned or pinned["mode"] != "off"
+
+
+def test_a_chain_first_seen_while_the_hourly_budget_is_spent_is_recorded_later(tmp_path):
+    """A flood of new chains spends the hour's budget just as the sender renews its
+    certificate: the sender's chain is recorded as soon as the budget allows."""
+
+    async def run() -> list[str]:
+        inbox = await open_inbox(f"sqlite:///{tmp_path / 'inbox.db'}", group_commit=False)
+        registry = ChainRegistry(ChainsConfig(max_new_per_hour=2), {LISTENER: "f" * 64})
+        verdict = Verdict(Decision("reject", ()), "request", False)
+        try:
+            for index in range(2):
+                registry.observe(ClientIdentity((issue(_cn(f"flood {index}")).certificate,),
+                                                "tls", "10.0.0.1"), verdict, "reject", {})
+            sender = ClientIdentity((issue(_cn("renewed sender")).certificate,), "tls",
+                                    "10.0.0.2")
+            registry.observe(sender, verdict, "reject", {})
+            await registry.flush(inbox)
+            registry._window_start -= dt.timedelta(hours=2)  # the next hour
+            registry.observe(sender, verdict, "reject", {})
+            await registry.flush(inbox)
+            rows = await inbox.chains(since=NOW - dt.timedelta(days=1), limit=10)
+            return [row.chain_sha256 for row in rows if row.chain_sha256 == sender.chain_sha256]
+        finally:
+            await inbox.close()
+
+    assert len(asyncio.run(run())) == 1
+
+
+@pytest.mark.parametrize("since", ["800000d", "99999999999d"])
+def test_a_window_beyond_the_calendar_is_a_usage_error(setup, since):
+    _pki, config_path = setup
+    result = run_omgate("chains", "list", "--since", since, "--config", str(config_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "since" in _console_page(config_path, f"/chains?since={since}")
+
+
+@pytest.mark.parametrize(("host", "answered"), [
+    ("127.0.0.1:8470", True), ("localhost", True), ("[::1]:8470", True),
+    ("attacker.example:8470", False), ("127.0.0.1.attacker.example", False)])
+def test_a_console_without_a_token_answers_only_to_a_loopback_host(setup, host, answered):
+    """A page on a name re-pointed at 127.0.0.1 (DNS rebinding) must not read the console
+    that needs no token because it listens on loopback."""
+    _pki, config_path = setup
+    config = load_config(config_path, {})
+
+    async def status() -> int:
+        inbox = await open_inbox(config.inbox.url, group_commit=False)
+        try:
+            builder = PolicyBuilder(config)
+            policy = builder.policy(config.client_auth.rules)
+            app = build_console(config, inbox, policy, policy, token=None)
+            with TestClient(app, base_url="http://127.0.0.1") as client:
+                response = await asyncio.to_thread(client.get, "/chains",
+                                                   headers={"host": host})
+            return response.status_code
+        finally:
+            await inbox.close()
+
+    assert (asyncio.run(status()) == 200) is answered
+
+
+def test_a_console_token_from_the_environment_is_held_to_the_same_length(setup,
+                                                                      monkeypatch):
+    from service.config import ConfigError
+    from service.console.auth import TOKEN_VARIABLE, console_token
+
+    _pki, config_path = setup
+    monkeypatch.setenv(TOKEN_VARIABLE, "short")
+    with pytest.raises(ConfigError, match="fewer than 16"):
+        console_token(load_config(config_path, {}))
