@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from harness import run_omgate
+from httpx import Response
 from starlette.testclient import TestClient
 
 from service.clientauth import ClientIdentity
@@ -79,10 +80,11 @@ def _record(config_path: Path, certificates: list[x509.Certificate]) -> str:
     return identity.chain_sha256
 
 
-def _console_page(config_path: Path, path: str) -> str:
+def _console_get(config_path: Path, path: str, host: str = "127.0.0.1") -> Response:
+    """One GET from the console a configuration serves (no token), as ``host`` names it."""
     config = load_config(config_path, {})
 
-    async def fetch() -> str:
+    async def fetch() -> Response:
         inbox = await open_inbox(config.inbox.url, group_commit=False)
         try:
             builder = PolicyBuilder(config)
@@ -90,13 +92,17 @@ def _console_page(config_path: Path, path: str) -> str:
             require = builder.policy(config.client_auth.rules, mode="require")
             app = build_console(config, inbox, policy, require, token=None)
             with TestClient(app, base_url="http://127.0.0.1") as client:
-                response = await asyncio.to_thread(client.get, path)
-            assert response.status_code == 200, response.text
-            return response.text
+                return await asyncio.to_thread(client.get, path, headers={"host": host})
         finally:
             await inbox.close()
 
     return asyncio.run(fetch())
+
+
+def _console_page(config_path: Path, path: str) -> str:
+    response = _console_get(config_path, path)
+    assert response.status_code == 200, response.text
+    return response.text
 
 
 def test_a_certificate_name_is_text_in_the_console_and_the_report(setup):
@@ -207,22 +213,7 @@ def test_a_console_without_a_token_answers_only_to_a_loopback_host(setup, host, 
     """A page on a name re-pointed at 127.0.0.1 (DNS rebinding) must not read the console
     that needs no token because it listens on loopback."""
     _pki, config_path = setup
-    config = load_config(config_path, {})
-
-    async def status() -> int:
-        inbox = await open_inbox(config.inbox.url, group_commit=False)
-        try:
-            builder = PolicyBuilder(config)
-            policy = builder.policy(config.client_auth.rules)
-            app = build_console(config, inbox, policy, policy, token=None)
-            with TestClient(app, base_url="http://127.0.0.1") as client:
-                response = await asyncio.to_thread(client.get, "/chains",
-                                                   headers={"host": host})
-            return response.status_code
-        finally:
-            await inbox.close()
-
-    assert (asyncio.run(status()) == 200) is answered
+    assert (_console_get(config_path, "/chains", host).status_code == 200) is answered
 
 
 def test_a_console_token_from_the_environment_is_held_to_the_same_length(setup,
