@@ -225,3 +225,27 @@ def test_a_console_token_from_the_environment_is_held_to_the_same_length(setup,
     monkeypatch.setenv(TOKEN_VARIABLE, "short")
     with pytest.raises(ConfigError, match="fewer than 16"):
         console_token(load_config(config_path, {}))
+
+
+def test_large_chains_spend_the_hourly_budget_by_their_size(tmp_path):
+    """The registry's disk use is bounded by the hour's budget in bytes too: a chain counts
+    once for every started 16 KiB, so 60 KiB chains spend four times what a real sender's
+    does, and the budget of 4 records one such chain, not four."""
+    from test_tls_listener import _bulky_certificate
+
+    async def run() -> list[str]:
+        inbox = await open_inbox(f"sqlite:///{tmp_path / 'inbox.db'}", group_commit=False)
+        registry = ChainRegistry(ChainsConfig(max_new_per_hour=4), {LISTENER: "f" * 64})
+        verdict = Verdict(Decision("reject", ()), "request", False)
+        try:
+            for index in range(4):
+                bulky = x509.load_der_x509_certificate(_bulky_certificate(index, 60_000))
+                registry.observe(ClientIdentity((bulky,), "tls", "10.0.0.1"), verdict,
+                                 "reject", {})
+            await registry.flush(inbox)
+            return [row.chain_sha256 for row in
+                    await inbox.chains(since=NOW - dt.timedelta(days=1), limit=10)]
+        finally:
+            await inbox.close()
+
+    assert len(asyncio.run(run())) == 1

@@ -41,6 +41,10 @@ from service.metrics import Metrics
 
 log = get_logger("omgate")
 FLUSH_SECONDS = 5.0
+# A new chain spends chains.max_new_per_hour once for every started BUDGET_UNIT_BYTES of
+# its certificates (a real sender's chain: once), so the hour's budget bounds the bytes
+# any client can add to the database as well as the rows.
+BUDGET_UNIT_BYTES = 16 * 1024
 MAX_PENDING = 10_000  # chains held between two flushes, at most
 KNOWN_LIMIT = 10_000  # chains this worker remembers having recorded
 WINDOW = dt.timedelta(hours=1)
@@ -56,6 +60,11 @@ def presented_der(identity: ClientIdentity) -> tuple[bytes, ...]:
     return tuple(item.der if isinstance(item, UnreadableCertificate)
                  else item.public_bytes(Encoding.DER)
                  for item in in_presented_order(identity.chain, identity.unreadable))
+
+
+def budget_weight(presented: tuple[bytes, ...]) -> int:
+    """What recording this chain spends of the hour's budget of new chains."""
+    return max(1, -(-sum(map(len, presented)) // BUDGET_UNIT_BYTES))
 
 
 def _hour(moment: dt.datetime) -> dt.datetime:
@@ -152,17 +161,19 @@ class ChainRegistry:
             self._count_not_recorded(1)
             return None
         certificates = None
-        if identity is not None and key not in self._known and self._may_add_new(now):
-            certificates = presented_der(identity)
+        if identity is not None and key not in self._known:
+            presented = presented_der(identity)
+            if self._may_add_new(now, budget_weight(presented)):
+                certificates = presented
         source = identity.source if identity is not None else "tls"
         tally = self._pending[key] = _Tally(certificates, source, now, now)
         return tally
 
-    def _may_add_new(self, now: dt.datetime) -> bool:
+    def _may_add_new(self, now: dt.datetime, weight: int) -> bool:
         if now - self._window_start >= WINDOW:
             self._window_start, self._new_in_window, self._warned = now, 0, False
-        if self._new_in_window < self._settings.max_new_per_hour:
-            self._new_in_window += 1
+        if self._new_in_window + weight <= self._settings.max_new_per_hour:
+            self._new_in_window += weight
             return True
         if not self._warned:
             self._warned = True
