@@ -249,3 +249,35 @@ def test_large_chains_spend_the_hourly_budget_by_their_size(tmp_path):
             await inbox.close()
 
     assert len(asyncio.run(run())) == 1
+
+
+def test_the_console_says_when_newer_chains_push_older_ones_out_of_its_view(setup,
+                                                                          monkeypatch):
+    """The console reads the chains seen most recently (500); a flood of newer chains must
+    not make an accepted sender silently vanish from a filtered view or the overview."""
+    from service.console import app as console_app
+    from service.inbox.chains import EndpointDecision, EndpointSeen
+
+    pki, config_path = setup
+    monkeypatch.setattr(console_app, "CHAINS_SHOWN", 2)
+    accepted = EndpointSeen(LISTENER, 1, EndpointDecision("accept", True, "require", (),
+                                                          "f" * 64, NOW))
+    config = load_config(config_path, {})
+    sightings = []
+    for index, endpoints in enumerate(((accepted,), (), ())):
+        leaf = issue(_cn(f"chain {index}"), issuer=pki.client_intermediate).certificate
+        identity = ClientIdentity((leaf,), "tls", "127.0.0.1")
+        seen = NOW + dt.timedelta(seconds=index)
+        sightings.append(ChainSighting(identity.chain_sha256, (leaf.public_bytes(Encoding.DER),),
+                                       "tls", seen, seen, 1, 0, 1, "127.0.0.1", None, endpoints))
+
+    async def record() -> None:
+        inbox = await open_inbox(config.inbox.url, group_commit=False)
+        try:
+            await inbox.record_chains(sightings, [])
+        finally:
+            await inbox.close()
+
+    asyncio.run(record())
+    assert "read every chain" in _console_page(config_path, "/chains?outcome=accept")
+    assert "2 chains seen most recently" in _console_page(config_path, "/")

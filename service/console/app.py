@@ -164,6 +164,7 @@ def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
             "mode": policy.mode, "policy_lines": describe_policy(policy),
             "server_days_left": _server_days_left(config, now),
             "client_days_left": await run_in_threadpool(_last_accepted_days_left, records, now),
+            "chains_cut_at": CHAINS_SHOWN if len(records) >= CHAINS_SHOWN else None,
             "decisions": [(outcome, decisions.get(outcome, 0)) for outcome in CHAIN_OUTCOMES],
             "stats": await inbox.stats(), "page": "overview"})
 
@@ -183,6 +184,7 @@ def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
         rows = await run_in_threadpool(lambda: [chain_row(record, now) for record in chosen])
         return render(request, "chains.html", {
             "rows": rows, "outcomes": CHAIN_OUTCOMES,
+            "chains_cut_at": CHAINS_SHOWN if len(records) >= CHAINS_SHOWN else None,
             "outcome": outcome, "endpoint": endpoint or "", "since": since_text,
             "endpoints": [item.path for item in config.endpoints], "page": "chains"})
 
