@@ -199,19 +199,26 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
+_PLAIN_TYPES = frozenset((str, int, bool, type(None)))
+
+
 def _plain(value: Any) -> bool:
     """Only text, whole numbers, booleans and nulls (nested or not): what orjson writes
     exactly as json.dumps does (a float it may write otherwise, a date it would not call
     _json_default for)."""
-    if isinstance(value, dict):
-        return all(_plain(item) for item in value.values())
-    return value is None or type(value) in (str, int, bool)
+    if type(value) is not dict:
+        return type(value) in _PLAIN_TYPES
+    for item in value.values():
+        if type(item) not in _PLAIN_TYPES and not (type(item) is dict and _plain(item)):
+            return False
+    return True
 
 
-def _json(value: Any, *, sort_keys: bool = False) -> str:
+def _json(value: Any, *, sort_keys: bool = False, plain: bool | None = None) -> str:
     """Compact JSON, non-ASCII as is: json.dumps's text, by orjson where it is the same
-    (fields without a WSDL's types: nearly always)."""
-    if _plain(value):
+    (fields without a WSDL's types: nearly always). ``plain``: what :func:`_plain` says of
+    ``value``, when the caller knows it."""
+    if _plain(value) if plain is None else plain:
         with contextlib.suppress(orjson.JSONEncodeError):  # an integer past 64 bits
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
     return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"),
@@ -229,8 +236,8 @@ def isoformat(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
 
-def _digest(content: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_json(content, sort_keys=True).encode()).hexdigest()
+def _digest(content: Mapping[str, Any], *, plain: bool | None = None) -> str:
+    return hashlib.sha256(_json(content, sort_keys=True, plain=plain).encode()).hexdigest()
 
 
 def content_digest(row: Mapping[str, Any]) -> str:
@@ -283,12 +290,15 @@ def _row(shared: dict[str, Any], notification: Notification) -> dict[str, Any]:
         "sobject_type": notification.sobject_type,
         "record_id": notification.record_id,
         "record_key": id_key(notification.record_id) if notification.record_id else None,
-        "fields": encode_fields(notification.fields),
     }
+    # the fields are judged plain once, for their text and for the digest (the other
+    # content columns are text or null)
+    plain = _plain(notification.fields)
+    row["fields"] = _json(notification.fields, plain=plain)
     # content_digest(row) without decoding the fields just encoded: dumping the values
     # gives the same text as dumping what decoding them gives back.
     row["content_sha256"] = _digest({**{name: row[name] for name in CONTENT_COLUMNS},
-                                     "fields": notification.fields})
+                                     "fields": notification.fields}, plain=plain)
     return row
 
 
