@@ -212,7 +212,7 @@ class ChainStatements:
     endpoint: str  # a sighting's endpoint: add messages, keep the newer decision
     hour: str  # decisions in one hour and outcome
     recent: str  # chains last seen since :since, newest first (LIMIT :limit)
-    endpoints_since: str  # the endpoint rows of those chains
+    endpoints_since: str  # the endpoint rows of those chains (the same LIMIT)
     by_prefix: str  # chains whose fingerprint starts with :prefix
     endpoints_by_prefix: str
     hours_since: str  # decisions by outcome since :since
@@ -241,6 +241,7 @@ def chain_statements(placeholder: str) -> ChainStatements:
                        "FROM client_chain_endpoints AS e JOIN client_chains AS c "
                        "ON c.chain_sha256 = e.chain_sha256 ")
     prefix_where = f"WHERE c.chain_sha256 LIKE {named('prefix')}"
+    recent_where = f"last_seen >= {named('since')}"
     return ChainStatements(
         upsert=f"INSERT INTO client_chains ({chain_columns}) "  # noqa: S608 - constants
                f"VALUES ({named(*CHAIN_COLUMNS)}) ON CONFLICT (chain_sha256) DO UPDATE SET "
@@ -257,9 +258,12 @@ def chain_statements(placeholder: str) -> ChainStatements:
              "ON CONFLICT (hour, outcome) DO UPDATE SET "
              "connections = client_auth_hours.connections + excluded.connections",
         recent=f"SELECT {chain_columns} FROM client_chains AS c "  # noqa: S608 - constants
-               f"WHERE last_seen >= {named('since')} ORDER BY last_seen DESC "
+               f"WHERE {recent_where} ORDER BY last_seen DESC, chain_sha256 "
                f"LIMIT {named('limit')}",
-        endpoints_since=endpoint_select + f"WHERE c.last_seen >= {named('since')}",
+        # the endpoint rows of exactly those chains, not of every chain in the window
+        endpoints_since=endpoint_select + "WHERE c.chain_sha256 IN ("  # noqa: S608 - constants
+                        f"SELECT chain_sha256 FROM client_chains WHERE {recent_where} "
+                        f"ORDER BY last_seen DESC, chain_sha256 LIMIT {named('limit')})",
         by_prefix=f"SELECT {chain_columns} FROM client_chains AS c "  # noqa: S608 - constants
                   f"{prefix_where} ORDER BY chain_sha256 LIMIT {PREFIX_MATCHES}",
         endpoints_by_prefix=endpoint_select + prefix_where,
