@@ -29,6 +29,7 @@ from service.config import DeliveryConfig
 from service.delivery import DeliveryFailed, DeliveryWorker, Webhook, backoff
 from service.delivery.targets import ThreadedCalls
 from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
+from service.inbox.sqlite import SCHEMA_VERSION
 from service.soap import parse_message
 
 
@@ -275,7 +276,7 @@ def test_inbox_migrate_command(tmp_path, postgres):
     config.write_text(f'[inbox]\nurl = "{postgres.new_database()}"\n')
     result = run_omgate("inbox", "migrate", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "inbox schema at version 4"
+    assert result.stdout.strip() == f"inbox schema at version {SCHEMA_VERSION}"
 
 
 # -- the worker and its targets, in process -------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -190,6 +192,7 @@ def test_concurrent_stores_each_get_their_own_answer(inbox_url, group_commit):
 
 
 def test_claims_keep_each_records_order_and_lease(inbox):
+    inbox.prepare_delivery()  # as a delivery worker does first
     for index, record in enumerate(["001A00000000001AAA", "001A00000000001AAA",
                                     "001B00000000001AAA", None]):
         inbox.store(unique_message(index, record=record))
@@ -216,6 +219,7 @@ def test_claims_keep_each_records_order_and_lease(inbox):
 
 
 def test_dead_letters_unblock_the_record_and_can_be_retried(inbox):
+    inbox.prepare_delivery()  # as a delivery worker does first
     inbox.store(unique_message(1, record="001A00000000001AAA"))
     inbox.store(unique_message(2, record="001A00000000001AAA"))
     [older] = inbox.claim(limit=10, lease_seconds=60, now=NOW)
@@ -334,6 +338,7 @@ def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url)
     opened = SyncInbox(inbox_url)
     try:
         assert opened.migrate() == SCHEMA_VERSION
+        assert record_indexes(inbox_url) == set()  # version 2's is left to delivery
         [old] = opened.list(limit=10)
         assert old.content_sha256 == row["content_sha256"]  # what a store gives it today
         assert opened.store(contact("Jeraldine")).duplicates == 1
@@ -341,6 +346,57 @@ def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url)
         assert (conflict.inbox_id, conflict.stored_sha256) == (old.id, row["content_sha256"])
     finally:
         opened.shutdown()
+
+
+def record_indexes(url: str) -> set[str]:
+    """The names of the indexes on the notifications' record key."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url[len("sqlite:///"):])) as connection:
+            return {name for name, sql in connection.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+                if sql and "record_key" in sql}
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        return {name for name, sql in connection.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'notifications'")
+            if "record_key" in sql}
+
+
+def claim_plan(url: str) -> str:
+    """The backend's plan for a delivery claim (PostgreSQL's as if the table were large)."""
+    if url.startswith("sqlite:///"):
+        from service.inbox.sqlite import _CLAIMABLE
+
+        with contextlib.closing(sqlite3.connect(url[len("sqlite:///"):])) as connection:
+            return "\n".join(row[3] for row in connection.execute(
+                f"EXPLAIN QUERY PLAN {_CLAIMABLE}", {"now": "", "limit": 10}))
+    import psycopg
+
+    from service.inbox.postgres import _CLAIM
+
+    with psycopg.connect(url) as connection:
+        connection.execute("SET enable_seqscan = off")
+        return "\n".join(row[0] for row in connection.execute(
+            f"EXPLAIN {_CLAIM}", {"now": NOW, "limit": 10, "lease": NOW}))
+
+
+def test_delivery_builds_the_index_its_claims_use_and_stores_never_keep_it_before(inbox_url):
+    """A store does not pay for the record index of an inbox nothing delivers from; delivery
+    builds it (two replicas may start at once) and its claims look a record up in it."""
+    opened, replica = SyncInbox(inbox_url), SyncInbox(inbox_url)
+    try:
+        assert record_indexes(inbox_url) == set()
+        assert "pending_record" not in claim_plan(inbox_url)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            for started in [pool.submit(each.prepare_delivery) for each in (opened, replica)]:
+                started.result()
+        opened.prepare_delivery()
+        assert record_indexes(inbox_url) == {"notifications_pending_record"}
+        assert "notifications_pending_record" in claim_plan(inbox_url)
+    finally:
+        opened.shutdown()
+        replica.shutdown()
 
 
 def test_migrate_is_idempotent(inbox):

@@ -54,6 +54,10 @@ class DeliveryWorker:
                  webhook_url=None if self.config.handler
                  else mask_dsn(self.config.webhook_url).shown or None)
         try:
+            await self.inbox.prepare_delivery()
+        except InboxError as error:  # claims still work, only slower
+            log.error("delivery.inbox_failed", detail=str(error))
+        try:
             await self._deliver_until(stop)
         finally:
             if isinstance(self.target, Webhook):

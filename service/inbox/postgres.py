@@ -20,6 +20,7 @@ from service.dsn import mask_dsn
 from service.inbox.base import (
     DEAD,
     DELIVERED,
+    DELIVERY_INDEX,
     PENDING,
     SELECT_COLUMNS,
     Inbox,
@@ -39,6 +40,7 @@ from service.inbox.base import (
     list_filter,
     notifications_migration,
     recent_filter,
+    record_index_migration,
     recorded_conflict,
     row_values,
     store_plan,
@@ -56,7 +58,7 @@ from service.inbox.chains import (
     sighting_values,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
 # /readyz is asked by anyone on the public listeners, and by probes that give up after a
 # few seconds: it waits this long for a pooled connection, not the pool's 30 seconds.
@@ -69,6 +71,7 @@ _MIGRATIONS = {
         "ALTER TABLE notifications ALTER COLUMN next_attempt_at SET NOT NULL"]),
     3: conflicts_migration("BIGSERIAL", "TIMESTAMPTZ"),
     4: chains_migration("TIMESTAMPTZ"),
+    5: record_index_migration(),
 }
 
 _INSERT = insert_statement("%({})s")
@@ -267,6 +270,17 @@ class PostgresInbox(Inbox):
         rows = await self._execute(_CLAIM, {
             "now": now, "limit": limit, "lease": now + dt.timedelta(seconds=lease_seconds)})
         return sorted((_stored(row) for row in rows), key=lambda item: item.id)
+
+    async def prepare_delivery(self) -> None:
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                # two replicas building it at once would collide on its name
+                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                await connection.execute(DELIVERY_INDEX)
+        except psycopg.Error as error:
+            raise self._error(error, "cannot build the delivery index") from None
 
     async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
         await self._execute(

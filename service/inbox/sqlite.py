@@ -29,6 +29,7 @@ from typing import Any, TypeVar, TypeVarTuple
 from service.inbox.base import (
     DEAD,
     DELIVERED,
+    DELIVERY_INDEX,
     INSERT_COLUMNS,
     PENDING,
     SELECT_COLUMNS,
@@ -48,6 +49,7 @@ from service.inbox.base import (
     list_filter,
     notifications_migration,
     recent_filter,
+    record_index_migration,
     recorded_conflict,
     row_values,
     store_plan,
@@ -68,7 +70,7 @@ from service.inbox.chains import (
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MIGRATIONS = {
     1: [
         *notifications_migration("INTEGER", "TEXT"),
@@ -79,6 +81,7 @@ _MIGRATIONS = {
         "ALTER TABLE notifications ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT ''"]),
     3: conflicts_migration("INTEGER", "TEXT"),
     4: chains_migration("TEXT"),
+    5: record_index_migration(),
 }
 
 _INSERT = insert_statement(":{}")
@@ -419,6 +422,9 @@ class SqliteInbox(Inbox):
     async def claim(self, *, limit: int, lease_seconds: float,
                     now: dt.datetime) -> builtins.list[StoredNotification]:
         return await self._run(self._claim, limit, lease_seconds, now)
+
+    async def prepare_delivery(self) -> None:
+        await self._run(self._transaction, lambda connection: connection.execute(DELIVERY_INDEX))
 
     async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
         await self._run(self._update, (
