@@ -212,15 +212,17 @@ def _value(element: etree._Element, parent: str, separator: str, name: str) -> F
 
 
 def _nested(element: etree._Element, where: str) -> FieldValue:
-    children = list(_named_children(element))
-    if not children:
-        return _text(element)
-    nested: dict[str, FieldValue] = {}
-    for child, name in children:
-        if name in nested:
+    return _fields(element, where, ".") or _text(element)
+
+
+def _fields(element: etree._Element, where: str, separator: str) -> dict[str, FieldValue]:
+    """The child elements of ``element`` as fields; a name may appear once."""
+    fields: dict[str, FieldValue] = {}
+    for child, name in _named_children(element):
+        if name in fields:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        nested[name] = _value(child, where, ".", name)
-    return nested
+        fields[name] = _value(child, where, separator, name)
+    return fields
 
 
 def _required_id(element: etree._Element | None, name: str, where: str) -> str:
@@ -260,20 +262,21 @@ def _resolve_xsi_type(sobject: etree._Element, where: str) -> tuple[str | None, 
     return namespace, local
 
 
+_ID_TAG = _tag("Id")
+_SOBJECT_TAG = _tag("sObject")
+
+
 def _notification(element: etree._Element, index: int) -> Notification:
+    first = _first_children(element)
     where = f"Notification {index}"
-    notification_id = _required_id(_first_child(element, _tag("Id")), "Id", where)
+    notification_id = _required_id(first.get(_ID_TAG), "Id", where)
     where = f"Notification {index} (Id {notification_id})"
-    sobject = _first_child(element, _tag("sObject"))
+    sobject = first.get(_SOBJECT_TAG)
     if sobject is None:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
-    fields: dict[str, FieldValue] = {}
-    for child, name in _named_children(sobject):
-        if name in fields:
-            raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        fields[name] = _value(child, where, ", field ", name)
-    return Notification(notification_id, sobject_type, namespace, fields)
+    return Notification(notification_id, sobject_type, namespace,
+                        _fields(sobject, where, ", field "))
 
 
 def _notification_elements(payload: etree._Element) -> list[etree._Element]:
