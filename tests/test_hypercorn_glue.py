@@ -53,13 +53,23 @@ def test_worker_context_and_app_wrapper():
         "self", "scope", "receive", "send", "sync_spawn", "call_soon"]
 
 
-def test_http2_switches_live_where_http11_only_disables_them():
+def test_protocol_wrapper_builds_http11_with_the_arguments_it_takes():
+    # serve_http11_only puts Http11 where ProtocolWrapper looks up H11Protocol; Http11 must
+    # take what it is given, and the events it sends must be the ones TCPServer handles.
     from hypercorn.protocol import ProtocolWrapper
     from hypercorn.protocol.h11 import H11Protocol
 
-    assert "H11Protocol(" in inspect.getsource(ProtocolWrapper.__init__)
-    check = inspect.getsource(H11Protocol._check_protocol)
-    assert "H2CProtocolRequiredError" in check and "H2ProtocolAssumedError" in check
+    from service.listeners.http11 import Http11
+
+    assert "self.protocol = H11Protocol(" in inspect.getsource(ProtocolWrapper.__init__)
+    assert (list(inspect.signature(Http11.__init__).parameters)
+            == list(inspect.signature(H11Protocol.__init__).parameters))
+    wrapper = inspect.getsource(ProtocolWrapper)
+    assert "self.protocol.initiate()" in wrapper and "self.protocol.handle(event)" in wrapper
+    sent = inspect.getsource(TCPServer.protocol_send)
+    for handled in ("isinstance(event, RawData)", "isinstance(event, Closed)",
+                    "isinstance(event, Updated)"):
+        assert handled in sent, f"TCPServer.protocol_send no longer handles {handled}"
 
 
 def test_the_read_loop_and_close_that_releasing_tcp_server_relies_on():

@@ -26,9 +26,9 @@ from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
-from hypercorn.protocol.h11 import H11Protocol
 
 from service.forwarded import format_address
+from service.listeners.http11 import Http11
 from service.logs import get_logger
 
 log = get_logger("omgate")
@@ -235,20 +235,14 @@ class ReleasingTcpServer(TCPServer):
         self._task_group.spawn(self._initiate_server_close)
 
 
-class Http11Only(H11Protocol):
-    """hypercorn's HTTP/1.1 without its switches to HTTP/2 (``Upgrade: h2c``, or the
-    ``PRI *`` preface sent without ALPN): an HTTP/2 client's PINGs would keep a stalled
-    request alive past its deadline. The request is answered in HTTP/1.1 instead."""
-
-    async def _check_protocol(self, event: Any) -> None:
-        return None
-
-
 def serve_http11_only() -> None:
-    """Make hypercorn's connections use :class:`Http11Only` (omgate is its only user in
-    the process; tests/test_hypercorn_glue.py checks the name it is looked up by)."""
+    """Make hypercorn's connections speak HTTP/1.1 through :class:`Http11` (omgate is its
+    only user in the process; tests/test_hypercorn_glue.py checks the name it is looked up
+    by and the arguments it is built with). hypercorn's own would also switch to HTTP/2 on
+    ``Upgrade: h2c`` or a preface sent without ALPN, and an HTTP/2 client's PINGs would keep
+    a stalled request alive past its deadline."""
     # The name ProtocolWrapper looks up; hypercorn.protocol imports it without re-exporting.
-    hypercorn.protocol.H11Protocol = Http11Only  # type: ignore[attr-defined]
+    hypercorn.protocol.H11Protocol = Http11  # type: ignore[attr-defined,assignment]
 
 
 class HttpServing:
