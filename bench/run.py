@@ -537,13 +537,30 @@ def openssl_kib_per_connection(folder: Path) -> float:
     return float(json.loads(measured.stdout)["kib_per_connection"])
 
 
+def speed_factor(nginx_keepalive: dict) -> float:
+    """How many times the CPU per answer nginx needed here, against the targets' run."""
+    return float(nginx_keepalive["cpu_per_1000"]) / REFERENCE_NGINX_MS
+
+
+def _at_reference_speed(value: float, factor: float, key: str, bound: Bound,
+                        unit: str) -> str:
+    """What a speed-bound figure would be at the targets' machine speed (rates times the
+    factor, times divided by it): an estimate, said beside the verdict, never instead."""
+    scaled = value * factor if bound == "at least" else value / factor
+    holds, _sign = _HOLDS[bound]
+    within = "within" if holds(scaled, TARGETS[key]) else "outside"
+    return (f" [about {scaled:,.{2 if scaled < 10 else 0}f}{unit} at the targets' machine "
+            f"speed (factor {factor:.1f}): {within} the target]")
+
+
 def machine_speed(nginx_keepalive: dict) -> str:
     """How fast this run's machine was, told by nginx's CPU per keep-alive answer against
     the run the targets were set beside (shared virtual machines vary several-fold)."""
-    factor = nginx_keepalive["cpu_per_1000"] / REFERENCE_NGINX_MS
+    factor = speed_factor(nginx_keepalive)
     return (f"Machine speed: nginx spent {nginx_keepalive['cpu_per_1000']} ms of CPU per "
             f"keep-alive answer, {factor:.1f} x the {REFERENCE_NGINX_MS} ms of the run the "
-            "targets were set beside; the verdicts below judge the figures as measured.")
+            "targets were set beside; the verdicts below judge the figures as measured, "
+            "and the speed-bound ones also say what that factor would make of them.")
 
 
 def judge(results: dict[str, dict[str, dict]], memory: dict[str, OpenConnectionsMemory],
@@ -552,18 +569,24 @@ def judge(results: dict[str, dict[str, dict]], memory: dict[str, OpenConnections
     ours, anchor = results["omgate"], results["nginx"]
     ratio = round(ours[handshake]["rate"] / max(anchor[handshake]["rate"], 1), 2)
     cpu_ms = ours[keepalive]["cpu_per_1000"]  # CPU seconds per 1000 = ms per message
+    factor = speed_factor(anchor[keepalive])
+
+    def speed_bound(text: str, value: float, key: str, bound: Bound, unit: str) -> str:
+        return (_verdict(text, value, key, bound)
+                + _at_reference_speed(value, factor, key, bound, unit))
+
     verdicts = [
         _verdict(f"new connections at {ratio:.2f} x nginx", ratio, "handshake", "at least"),
-        _verdict(f"keep-alive {ours[keepalive]['rate']} msgs/s", ours[keepalive]["rate"],
-                 "keepalive_rate", "at least"),
-        _verdict(f"keep-alive p99 {ours[keepalive]['p99_ms']} ms", ours[keepalive]["p99_ms"],
-                 "keepalive_p99", "under"),
-        _verdict(f"keep-alive CPU {cpu_ms} ms per acknowledged message (nginx "
-                 f"{anchor[keepalive]['cpu_per_1000']} ms per answer)", cpu_ms,
-                 "cpu_per_message_ms", "at most"),
-        _verdict(f"{ours[batch]['notifications_per_second']} notifications/s in "
-                 "100-notification messages", ours[batch]["notifications_per_second"],
-                 "batch_notifications", "at least"),
+        speed_bound(f"keep-alive {ours[keepalive]['rate']} msgs/s", ours[keepalive]["rate"],
+                    "keepalive_rate", "at least", " msgs/s"),
+        speed_bound(f"keep-alive p99 {ours[keepalive]['p99_ms']} ms",
+                    ours[keepalive]["p99_ms"], "keepalive_p99", "under", " ms"),
+        speed_bound(f"keep-alive CPU {cpu_ms} ms per acknowledged message (nginx "
+                    f"{anchor[keepalive]['cpu_per_1000']} ms per answer)", cpu_ms,
+                    "cpu_per_message_ms", "at most", " ms"),
+        speed_bound(f"{ours[batch]['notifications_per_second']} notifications/s in "
+                    "100-notification messages", ours[batch]["notifications_per_second"],
+                    "batch_notifications", "at least", " notifications/s"),
         _verdict(f"{memory['omgate'].with_mib} MiB with 500 connections",
                  memory["omgate"].with_mib, "memory_500",
                  "under"),
