@@ -77,7 +77,7 @@ EOF = None  # in what a test sends: the client closes its side
 
 async def _answering(app: App, *sends: bytes | None, until: Callable[[Peer], bool]) -> Peer:
     peer = Peer()
-    serving = HttpServing(app, hypercorn_config(read_timeout=5, graceful_timeout=1))
+    serving = HttpServing(app, hypercorn_config(read_timeout=60, graceful_timeout=1))
     connection = asyncio.create_task(serving.serve(peer.reader, peer))
     for data in sends:
         if data is EOF:
@@ -209,3 +209,23 @@ def test_the_app_hears_a_disconnect_when_the_client_goes_mid_body():
     request = post(b"a body of 26 bytes in all..")
     serve(listening, request[:-10], EOF, until=lambda p: bool(heard))
     assert heard[-1] == {"type": "http.disconnect"}
+
+
+def test_an_app_whose_status_line_h11_refuses_gets_a_500():
+    async def bad_header(scope: dict, receive: Callable, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-injected", b"a\r\nset-cookie: b")]})
+
+    peer = serve(bad_header, post(b"x"), until=lambda p: p.closed.is_set())
+    assert peer.received.startswith(b"HTTP/1.1 500 ")
+    assert b"set-cookie" not in peer.received.lower()
+
+
+def test_an_app_that_sends_more_than_it_declared_has_its_connection_closed_at_once():
+    async def overlong(scope: dict, receive: Callable, send: Callable) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"too long"})
+
+    peer = serve(overlong, post(b"x"), until=lambda p: p.closed.is_set())
+    assert b"too long" not in peer.received  # h11 sends nothing past the declared length

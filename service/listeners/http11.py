@@ -224,9 +224,10 @@ class Exchange:
             raise UnexpectedMessageError(f"{kind} after the answer was complete")
         if kind == "http.response.start" and not self.started:
             status = int(message["status"])
-            self.started = True
+            # h11 refuses a bad header here: the app then gets its 500, as if it had failed
             self.unsent_head = self.protocol.response_head(
                 status, build_and_validate_headers(message.get("headers", [])))
+            self.started = True
             self.silent = suppress_body(self.scope["method"], status)
         elif kind == "http.response.body" and self.started:
             events: list[Any] = []
@@ -236,11 +237,14 @@ class Exchange:
             body = message.get("body", b"")
             if body and not self.silent:
                 events.append(h11.Data(data=bytes(body)))
-            self.done = not message.get("more_body", False)
-            if self.done:
+            finishing = not message.get("more_body", False)
+            if finishing:
                 events.append(h11.EndOfMessage())
+            # if h11 refuses (more body than the app declared), the answer is not done, and
+            # the connection closes when the app ends
             await self.protocol.write(self.protocol.h11_bytes(*events))
-            if self.done:
+            if finishing:
+                self.done = True
                 await self.protocol.answered()
         else:
             raise UnexpectedMessageError(
