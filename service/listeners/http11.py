@@ -29,7 +29,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
-ASGI_VERSION = {"spec_version": "2.1", "version": "3.0"}
 Send = Callable[[Event], Awaitable[None]]
 Message = dict[str, Any]
 
@@ -105,7 +104,7 @@ class Http11:
         scope = {
             "type": "http",
             "http_version": request.http_version.decode(),
-            "asgi": ASGI_VERSION,
+            "asgi": {"spec_version": "2.1", "version": "3.0"},  # an app may change its own
             "method": request.method.decode("ascii").upper(),
             "scheme": self.scheme,
             "path": unquote(path.decode("ascii")),
