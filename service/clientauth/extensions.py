@@ -33,12 +33,18 @@ UNDERSTOOD_CRITICAL = frozenset({
 CLIENT_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH,
                            ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
 
+# What cryptography raises for a certificate part it cannot read: a malformed value
+# (ValueError), an extension repeated (DuplicateExtension), an iPAddress name constraint
+# without its mask (TypeError), a name of a type it does not support.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+
 
 def optional_extension(certificate: x509.Certificate, kind: type[E]) -> E | None:
     """The extension's value, or None when it is absent (or unreadable: see above)."""
     try:
         return certificate.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *READ_ERRORS):
         return None
 
 
@@ -46,15 +52,27 @@ def extensions_problem(certificate: x509.Certificate) -> str | None:
     """Why the certificate's extensions cannot be read, or None when they can."""
     try:
         certificate.extensions  # noqa: B018 - parsing is the check
-    except ValueError as error:
-        return str(error)
+    except READ_ERRORS as error:
+        return str(error) or type(error).__name__
     return None
+
+
+def certificate_problem(certificate: x509.Certificate) -> str | None:
+    """Why a parsed certificate cannot be judged in full (its names or extensions do not
+    read: cryptography parses them only when first asked), or None when it can."""
+    try:
+        certificate.subject  # noqa: B018 - parsing is the check
+        certificate.issuer  # noqa: B018
+    except READ_ERRORS as error:
+        return f"its names cannot be read: {error}"
+    problem = extensions_problem(certificate)
+    return None if problem is None else f"its extensions cannot be read: {problem}"
 
 
 def unknown_critical(certificate: x509.Certificate) -> list[x509.ObjectIdentifier]:
     try:
         extensions = certificate.extensions
-    except ValueError:
+    except READ_ERRORS:
         return []
     return [extension.oid for extension in extensions
             if extension.critical and extension.oid not in UNDERSTOOD_CRITICAL]

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from service.clientauth import openssl_opinion, pathrules, rules, verifier
 from service.clientauth.chain import ChainAnalysis, analyse_chain
+from service.clientauth.extensions import certificate_problem
 from service.clientauth.keys import costly_key, weak_key
 from service.clientauth.model import (
     ClientIdentity,
@@ -18,6 +21,7 @@ from service.clientauth.model import (
     Outcome,
     Policy,
     Severity,
+    UnreadableCertificate,
 )
 from service.clientauth.wording import sentence_start
 
@@ -167,21 +171,33 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     return findings
 
 
-def _unreadable(identity: ClientIdentity) -> list[Finding]:
+def unreadable_certificates(identity: ClientIdentity) -> tuple[UnreadableCertificate, ...]:
+    """The presented certificates that cannot be judged: those that did not parse, or, for
+    an identity built from parsed certificates (a file, a test), those whose names or
+    extensions do not read."""
+    if identity.unreadable:
+        return identity.unreadable
+    return tuple(UnreadableCertificate(index, certificate.public_bytes(Encoding.DER), problem)
+                 for index, certificate in enumerate(identity.chain)
+                 if (problem := certificate_problem(certificate)) is not None)
+
+
+def _unreadable(identity: ClientIdentity,
+                unreadable: tuple[UnreadableCertificate, ...]) -> list[Finding]:
     if identity.source == "forwarded":
         return [Finding(
             "unreadable_certificate", "error", item.index,
             f"The client certificate a trusted proxy forwarded cannot be read: {item.reason}.",
             "Check that client_auth.forwarded_cert names the format the proxy writes, and "
             "that the proxy forwards the certificate itself, not its names.",
-        ) for item in identity.unreadable]
+        ) for item in unreadable]
     return [Finding(
         "unreadable_certificate", "error", item.index,
         f"Certificate {item.index} as presented cannot be read ({item.reason}); omgate "
         "decides only on a chain it can read in full.",
         "Ask the sender for a certificate in strict DER (RFC 5280): OpenSSL tolerates some "
         "encodings that omgate's certificate parser refuses.",
-    ) for item in identity.unreadable]
+    ) for item in unreadable]
 
 
 def _untrusted_forwarding(identity: ClientIdentity) -> list[Finding]:
@@ -202,8 +218,9 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
     if policy.mode == "off":
         return Decision("accept", ())
-    if identity.unreadable:
-        findings = _unreadable(identity)
+    unreadable = unreadable_certificates(identity)
+    if unreadable:
+        findings = _unreadable(identity, unreadable)
     elif identity.chain:
         findings = analyse(identity, policy, now or dt.datetime.now(dt.UTC))
     else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from service.clientauth.extensions import certificate_problem
 from service.clientauth.model import (
     ClientIdentity,
     HandshakeFacts,
@@ -72,9 +73,11 @@ def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
     # OpenSSL accepts encodings (a BOOLEAN of 0x01, say) the stricter parser refuses; such a
     # certificate must stay in the chain as unreadable, never silently vanish from it.
     try:
-        return x509.load_der_x509_certificate(der)
+        certificate = x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as error:
         return UnreadableCertificate(index, der, str(error))
+    problem = certificate_problem(certificate)
+    return certificate if problem is None else UnreadableCertificate(index, der, problem)
 
 
 def load_chain(presented_der: Sequence[bytes]) -> PresentedChain:
