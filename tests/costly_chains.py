@@ -89,3 +89,50 @@ def look_alikes(count: int) -> list[x509.Certificate]:
         certificates.append(builder.sign(ec.generate_private_key(ec.SECP256R1()),
                                          hashes.SHA256()))
     return certificates
+
+
+def _ca_extensions(builder: x509.CertificateBuilder,
+                   key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    return (builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                  critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False))
+
+
+def constrained_root(subtrees: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-made root whose name constraints permit and exclude ``subtrees`` DNS names
+    each (about 20 bytes a subtree): a verifier comparing every name with every subtree
+    does names x 2 x subtrees comparisons."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    constraints = x509.NameConstraints(
+        [x509.DNSName(f"p{index}.permitted.example") for index in range(subtrees)],
+        [x509.DNSName(f"x{index}.excluded.example") for index in range(subtrees)])
+    builder = (x509.CertificateBuilder().subject_name(_name("Constrained root"))
+               .issuer_name(_name("Constrained root")).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - DAY).not_valid_after(now + 365 * DAY)
+               .add_extension(constraints, critical=True))
+    return _ca_extensions(builder, key).sign(key, hashes.SHA256()), key
+
+
+def many_named_leaf(root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey,
+                    names: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A client certificate with ``names`` DNS names under ``root``, with a fresh serial
+    each time (so no cache of decisions has seen it)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(_name("Many names"))
+               .issuer_name(root.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - DAY).not_valid_after(now + 30 * DAY)
+               .add_extension(x509.SubjectAlternativeName(
+                   [x509.DNSName(f"h{index}.permitted.example") for index in range(names)]),
+                   critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   root_key.public_key()), critical=False)
+               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                              critical=False))
+    return builder.sign(root_key, hashes.SHA256()), key

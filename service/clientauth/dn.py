@@ -94,13 +94,27 @@ def _attribute(attribute_type: str, value: str) -> Attribute:
     return (_oid_for(attribute_type), normalise_value(value))
 
 
+# RDNs shown of a name: real names have a handful, and a client may send thousands.
+SHOWN_RDNS = 16
+
+
+def shown_name(name: x509.Name) -> str:
+    """A name as RFC 4514 writes it (most specific first), its most specific SHOWN_RDNS
+    RDNs only: the rest are counted, not written."""
+    rdns = name.rdns
+    if len(rdns) <= SHOWN_RDNS:
+        return name.rfc4514_string()
+    kept = x509.Name(rdns[-SHOWN_RDNS:]).rfc4514_string()
+    return f"{kept},... ({len(rdns) - SHOWN_RDNS} more RDNs)"
+
+
 def from_name(name: x509.Name) -> DistinguishedName:
     rdns = tuple(
         frozenset((attribute.oid.dotted_string, normalise_value(str(attribute.value)))
                   for attribute in rdn)
         for rdn in name.rdns
     )
-    return DistinguishedName(rdns, name.rfc4514_string())
+    return DistinguishedName(rdns)
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:

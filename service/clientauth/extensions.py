@@ -44,7 +44,9 @@ def optional_extension(certificate: x509.Certificate, kind: type[E]) -> E | None
     """The extension's value, or None when it is absent (or unreadable: see above)."""
     try:
         return certificate.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, *READ_ERRORS):
+    except x509.ExtensionNotFound:
+        return None
+    except READ_ERRORS:
         return None
 
 

@@ -35,7 +35,7 @@ FindingCode = Literal[
     "duplicate_certificate", "unrelated_certificate", "expires_soon",
     "forwarded_from_untrusted_peer", "unreadable_certificate", "issuer_not_a_ca",
     "path_length_exceeded", "name_constraints_violated", "unknown_critical_extension",
-    "path_validation_failed", "unsupported_key",
+    "path_validation_failed", "unsupported_key", "chain_too_costly", "key_identifier_mismatch",
     # the server's own chain (omgate check, omgate probe) and the configuration
     "hostname_mismatch", "key_mismatch", "not_publicly_trusted", "config_conflict",
 ]
@@ -119,6 +119,12 @@ def _der(item: x509.Certificate | UnreadableCertificate) -> bytes:
     return item.der if isinstance(item, UnreadableCertificate) else item.public_bytes(Encoding.DER)
 
 
+# Bytes of certificates a decision reads: parsing is most of what judging a chain costs
+# (about 0.5 ms a KiB for a certificate of many names), and any client can present 100 KiB.
+# A real sender's chain is 2 to 8 KiB.
+MAX_JUDGED_BYTES = 32 * 1024
+
+
 def chain_fingerprint(chain: tuple[x509.Certificate, ...],
                       unreadable: tuple[UnreadableCertificate, ...] = ()) -> str:
     """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""
@@ -156,6 +162,15 @@ class ClientIdentity:
     @property
     def presented(self) -> bool:
         return bool(self.chain or self.unreadable)
+
+    @property
+    def presented_bytes(self) -> int:
+        return sum(len(_der(item)) for item in in_presented_order(self.chain, self.unreadable))
+
+    @property
+    def oversized(self) -> bool:
+        """Larger than a decision reads: judged chain_too_costly without being parsed."""
+        return self.presented_bytes > MAX_JUDGED_BYTES
 
 
 def verification_digest(trusted: tuple[x509.Certificate, ...], partial_chain: bool,

@@ -15,6 +15,7 @@ from service.clientauth.chain import ChainAnalysis, analyse_chain
 from service.clientauth.extensions import certificate_problem
 from service.clientauth.keys import costly_key, weak_key
 from service.clientauth.model import (
+    MAX_JUDGED_BYTES,
     ClientIdentity,
     Decision,
     Finding,
@@ -23,7 +24,8 @@ from service.clientauth.model import (
     Severity,
     UnreadableCertificate,
 )
-from service.clientauth.wording import sentence_start
+from service.clientauth.pathrules import too_costly
+from service.clientauth.wording import sentence_start, subject_of
 
 
 def _proxy_must_forward(forwarded_format: str) -> str:
@@ -89,7 +91,7 @@ def _costly_keys(identity: ClientIdentity) -> list[Finding]:
         if problem is not None:
             findings.append(Finding(
                 "unsupported_key", "error", index,
-                f"Certificate {index} ({certificate.subject.rfc4514_string()}) has {problem}; "
+                f"Certificate {index} ({subject_of(certificate)}) has {problem}; "
                 "omgate checks no signature with such a key.",
                 "Ask the sender for a certificate with an RSA key of 2048 to 8192 bits (public "
                 "exponent 65537) or an elliptic-curve key.",
@@ -218,8 +220,12 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
     if policy.mode == "off":
         return Decision("accept", ())
-    unreadable = unreadable_certificates(identity)
-    if unreadable:
+    unreadable = () if identity.oversized else unreadable_certificates(identity)
+    if identity.oversized:  # judged unread: only keys, cheaply read, name a better cause
+        findings = _costly_keys(identity) or [too_costly(
+            f"the chain holds {identity.presented_bytes:,} bytes of certificates (omgate "
+            f"judges up to {MAX_JUDGED_BYTES:,}; a real sender's is 2,000 to 8,000)")]
+    elif unreadable:
         findings = _unreadable(identity, unreadable)
     elif identity.chain:
         findings = analyse(identity, policy, now or dt.datetime.now(dt.UTC))

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from service.clientauth.dn import shown_name
 from service.clientauth.extensions import certificate_problem
 from service.clientauth.model import (
+    MAX_JUDGED_BYTES,
     ClientIdentity,
     HandshakeFacts,
     Source,
@@ -50,7 +52,10 @@ class PresentedChain:
 
     @functools.cached_property
     def leaf_subject(self) -> str | None:
-        return self.certificates[0].subject.rfc4514_string() if self.certificates else None
+        """The leaf's subject as shown (none for a chain too large to be read)."""
+        if not self.certificates or self.identity("tls", None).oversized:
+            return None
+        return shown_name(self.certificates[0].subject)
 
     def identity(self, source: Source, peer: str | None,
                  facts: HandshakeFacts | None = None) -> ClientIdentity:
@@ -66,7 +71,7 @@ def unreadable_chain(data: bytes, reason: str) -> PresentedChain:
     return PresentedChain((), (UnreadableCertificate(0, data, reason),))
 
 
-def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
+def _load(index: int, der: bytes, *, judged: bool) -> x509.Certificate | UnreadableCertificate:
     if der == NOT_READ:
         return UnreadableCertificate(index, der, f"only the first {MAX_PRESENTED_CERTIFICATES}"
                                      " presented certificates are read")
@@ -76,7 +81,9 @@ def _load(index: int, der: bytes) -> x509.Certificate | UnreadableCertificate:
         certificate = x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as error:
         return UnreadableCertificate(index, der, str(error))
-    problem = certificate_problem(certificate)
+    # cryptography reads names and extensions when first asked: read them now, unless the
+    # chain is too large to be judged (then nothing beyond its outer structure is read)
+    problem = certificate_problem(certificate) if judged else None
     return certificate if problem is None else UnreadableCertificate(index, der, problem)
 
 
@@ -91,7 +98,8 @@ def load_chain(presented_der: Sequence[bytes]) -> PresentedChain:
 
 
 def _read_chain(presented_der: tuple[bytes, ...]) -> PresentedChain:
-    loaded = [_load(index, der) for index, der in enumerate(presented_der)]
+    judged = sum(map(len, presented_der)) <= MAX_JUDGED_BYTES
+    loaded = [_load(index, der, judged=judged) for index, der in enumerate(presented_der)]
     return PresentedChain(
         tuple(item for item in loaded if isinstance(item, x509.Certificate)),
         tuple(item for item in loaded if isinstance(item, UnreadableCertificate)),

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 
 from service.clientauth.algorithms import weak_signature
 from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
-from service.clientauth.dn import DistinguishedName, from_name
+from service.clientauth.dn import DistinguishedName, from_name, shown_name
 from service.clientauth.extensions import (
     CLIENT_USAGES,
     extended_key_usages,
@@ -26,6 +26,7 @@ from service.clientauth.extensions import (
 )
 from service.clientauth.model import Finding, FindingCode, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
+from service.clientauth.pathrules import too_costly
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.clientauth.wording import (
     CLIENT,
@@ -96,7 +97,7 @@ CONFIRM_CA = ("obtain that CA certificate from the sender's published chain (for
 
 def _issuer_not_found(analysis: ChainAnalysis) -> Finding:
     last = analysis.path[-1]
-    issuer = last.certificate.issuer.rfc4514_string()
+    issuer = shown_name(last.certificate.issuer)
     if len(analysis.path) == 1:
         return Finding(
             "missing_intermediate", "error", last.index,
@@ -152,14 +153,9 @@ def reach_anchor(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                 "then add it to client_auth.trust.",
             )]
         case "too_complex":
-            return [Finding(
-                "path_validation_failed", "error", None,
-                "omgate stopped building the path after checking "
-                f"{MAX_SIGNATURE_CHECKS} signatures: the chain holds many certificates with "
-                "the same names.",
-                "Ask the sender to present its certificate and the intermediates of its one "
-                "path, each once.",
-            )]
+            return [too_costly(f"building its path took more than {MAX_SIGNATURE_CHECKS} "
+                               "signature checks (it holds many certificates with the same "
+                               "names)")]
         case "bad_signature":
             return [bad_signature(analysis, CLIENT)]
         case "issuer_not_found":
@@ -171,7 +167,7 @@ def reach_anchor(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
 
 def bad_signature(analysis: ChainAnalysis, audience: Audience) -> Finding:
     last, claimed = analysis.path[-1], analysis.unverified_issuer
-    named = subject_of(claimed) if claimed else last.certificate.issuer.rfc4514_string()
+    named = subject_of(claimed) if claimed else shown_name(last.certificate.issuer)
     return Finding(
         "bad_signature", "error", last.index,
         f"{sentence_start(last)} names {named} as its "
@@ -346,7 +342,7 @@ def distinguished_name(leaf: Link, expected: DistinguishedName | None,
     code: FindingCode = "issuer_dn_mismatch" if which == "issuer" else "subject_dn_mismatch"
     return [Finding(
         code, "error", leaf.index,
-        f"{sentence_start(leaf)} {verb} {name.rfc4514_string()}, not "
+        f"{sentence_start(leaf)} {verb} {shown_name(name)}, not "
         f"the configured client_auth.{which}_dn {expected.text!r} "
         f"({_first_difference(expected, name)}).",
         hint,

@@ -18,6 +18,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from service.clientauth import rules
 from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
+from service.clientauth.dn import shown_name
 from service.clientauth.keys import weak_key
 from service.clientauth.model import Finding
 from service.clientauth.names import common_names, dns_names, name_matches
@@ -54,7 +55,7 @@ def _root_advice(trust: ServerTrust) -> str:
 
 
 def _missing_intermediate(last: Link, trust: ServerTrust) -> Finding:
-    issuer = last.certificate.issuer.rfc4514_string()
+    issuer = shown_name(last.certificate.issuer)
     urls = _ca_issuers_urls(last.certificate)
     published = f" (its certificate names where to get it: {', '.join(urls)})" if urls else ""
     return Finding(
@@ -91,7 +92,7 @@ def _reach_public_root(analysis: ChainAnalysis, trust: ServerTrust) -> list[Find
         return [rules.bad_signature(analysis, SERVER)]
     if len(analysis.path) == 1:
         return [_missing_intermediate(last, trust)]
-    issuer = last.certificate.issuer.rfc4514_string()
+    issuer = shown_name(last.certificate.issuer)
     return [Finding(
         "not_publicly_trusted", "error", last.index,
         f"{sentence_start(last)} was issued by {issuer}, which is neither sent nor a "

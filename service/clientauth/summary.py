@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from service.clientauth.dn import shown_name
 from service.clientauth.extensions import oid_name, optional_extension
 
 
@@ -72,8 +73,8 @@ def days_left(certificate: x509.Certificate, now: dt.datetime) -> int:
 def summarize(certificate: x509.Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(dt.UTC)
     return {
-        "subject": certificate.subject.rfc4514_string(),
-        "issuer": certificate.issuer.rfc4514_string(),
+        "subject": shown_name(certificate.subject),
+        "issuer": shown_name(certificate.issuer),
         "serial": format(certificate.serial_number, "x"),
         "not_before": certificate.not_valid_before_utc.isoformat(),
         "not_after": certificate.not_valid_after_utc.isoformat(),

@@ -9,10 +9,11 @@ from typing import Literal
 from cryptography import x509
 
 from service.clientauth.chain import Link
+from service.clientauth.dn import shown_name
 
 
 def subject_of(certificate: x509.Certificate) -> str:
-    return certificate.subject.rfc4514_string() or "(empty subject)"
+    return shown_name(certificate.subject) or "(empty subject)"
 
 
 def describe(link: Link) -> str:

@@ -10,7 +10,9 @@ import datetime as dt
 from collections import OrderedDict
 from typing import Any
 
-from service.clientauth import ClientIdentity, UnreadableCertificate, summarize
+from cryptography import x509
+
+from service.clientauth import ClientIdentity, UnreadableCertificate, fingerprint, summarize
 from service.clientauth.model import Outcome, in_presented_order
 from service.gate.verdict import Verdict
 
@@ -34,10 +36,20 @@ class SeenChains:
         return True
 
 
+def _summary(item: x509.Certificate | UnreadableCertificate, *, oversized: bool,
+             now: dt.datetime) -> dict[str, Any]:
+    if isinstance(item, UnreadableCertificate):
+        return {"unreadable": item.reason, "sha256": item.sha256}
+    if oversized:  # read for nothing else either: parsing is what it would cost
+        return {"unread": "the chain is too large to be judged", "sha256": fingerprint(item)}
+    return summarize(item, now)
+
+
 def chain_summary(identity: ClientIdentity, now: dt.datetime) -> list[dict[str, Any]]:
-    """Each presented certificate's summary in presented order; unreadable ones by digest."""
-    return [{"unreadable": item.reason, "sha256": item.sha256}
-            if isinstance(item, UnreadableCertificate) else summarize(item, now)
+    """Each presented certificate's summary in presented order; unreadable ones, and all of
+    a chain too large to be judged, by digest."""
+    oversized = identity.oversized
+    return [_summary(item, oversized=oversized, now=now)
             for item in in_presented_order(identity.chain, identity.unreadable)]
 
 
