@@ -30,8 +30,9 @@ UNDERSTOOD_CRITICAL = frozenset({
 })
 
 
-CLIENT_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH,
-                           ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+# What OpenSSL's SSL client purpose accepts in an extended key usage: clientAuth, and
+# nothing else (anyExtendedKeyUsage alone does not do, for a CA or for the client).
+CLIENT_USAGES = frozenset({ExtendedKeyUsageOID.CLIENT_AUTH})
 
 # What cryptography raises for a certificate part it cannot read: a malformed value
 # (ValueError), an extension repeated (DuplicateExtension), an iPAddress name constraint
@@ -108,5 +109,41 @@ def extended_key_usages(certificate: x509.Certificate) -> list[x509.ObjectIdenti
 def oid_name(oid: x509.ObjectIdentifier) -> str:
     """cryptography's short name of an OID ("clientAuth", "sha256WithRSAEncryption"), or
     its dotted form when it has none."""
+    if oid == ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE:  # cryptography names it not
+        return "anyExtendedKeyUsage"
     name = oid._name
     return name if name != "Unknown OID" else oid.dotted_string
+
+
+def usages_named(usages: list[x509.ObjectIdentifier]) -> str:
+    """An extended key usage list without clientAuth, as a finding names it."""
+    listed = ", ".join(oid_name(usage) for usage in usages)
+    if ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in usages:
+        return (f"{listed}, and anyExtendedKeyUsage does not stand for clientAuth: OpenSSL, "
+                "and so nginx, Apache and omgate's own listener, want clientAuth itself")
+    return listed
+
+
+def key_identifier_problem(certificate: x509.Certificate,
+                           issuer: x509.Certificate) -> str | None:
+    """Why ``certificate``'s Authority Key Identifier rules ``issuer`` out as its issuer, as
+    OpenSSL's issuer check does (X509_check_akid), or None: the key identifier differs from
+    the issuer's Subject Key Identifier, or the issuer's name and serial it may also give
+    are another certificate's."""
+    authority = optional_extension(certificate, x509.AuthorityKeyIdentifier)
+    if authority is None:
+        return None
+    subject_key = optional_extension(issuer, x509.SubjectKeyIdentifier)
+    if (authority.key_identifier is not None and subject_key is not None
+            and authority.key_identifier != subject_key.digest):
+        return (f"its Authority Key Identifier {authority.key_identifier.hex(':')} is not "
+                f"the Subject Key Identifier {subject_key.digest.hex(':')} of its issuer")
+    if (authority.authority_cert_serial_number is not None
+            and authority.authority_cert_serial_number != issuer.serial_number):
+        return (f"its Authority Key Identifier names the issuer certificate with serial "
+                f"{authority.authority_cert_serial_number:x}, not {issuer.serial_number:x}")
+    named = [name.value for name in authority.authority_cert_issuer or ()
+             if isinstance(name, x509.DirectoryName)]
+    if named and named[0] != issuer.issuer:
+        return "its Authority Key Identifier names the issuer certificate of another CA"
+    return None

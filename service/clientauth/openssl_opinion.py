@@ -20,17 +20,22 @@ from service.clientauth.model import Finding, FindingCode, Policy, VerifyResult
 from service.clientauth.wording import describe
 
 # OpenSSL's X509_V_ERR_* numbers and the finding codes that explain each.
+_UNFOUND_ISSUER: tuple[FindingCode, ...] = (
+    "missing_intermediate", "untrusted_root", "bad_signature", "self_signed",
+    "key_identifier_mismatch")
 _TRUST: dict[int, tuple[FindingCode, ...]] = {
-    2: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
+    2: _UNFOUND_ISSUER,
     18: ("self_signed", "untrusted_root"),
     19: ("untrusted_root", "self_signed"),
-    20: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
-    21: ("missing_intermediate", "untrusted_root", "bad_signature", "self_signed"),
+    20: _UNFOUND_ISSUER,
+    21: _UNFOUND_ISSUER,
     22: ("depth_exceeded",),
     27: ("untrusted_root",),
 }
 _NOT_YET_VALID, _EXPIRED = 9, 10
 _PER_CERTIFICATE: dict[int, tuple[FindingCode, ...]] = {
+    # OpenSSL's bound on name constraint checks, among other rare causes
+    1: ("path_validation_failed", "chain_too_costly"),
     4: ("bad_signature", "weak_signature_algorithm", "unsupported_key"),
     6: ("bad_signature", "unsupported_key"),
     7: ("bad_signature", "weak_signature_algorithm"),
@@ -40,6 +45,7 @@ _PER_CERTIFICATE: dict[int, tuple[FindingCode, ...]] = {
     23: ("revoked",),
     24: ("issuer_not_a_ca",), 32: ("issuer_not_a_ca",), 79: ("issuer_not_a_ca",),
     25: ("path_length_exceeded",),
+    30: ("key_identifier_mismatch",), 31: ("key_identifier_mismatch",),
     26: ("missing_client_auth_eku", "issuer_not_a_ca"),  # a CA-less issuer fails it too
     34: ("unknown_critical_extension",),
     41: ("unreadable_certificate",),

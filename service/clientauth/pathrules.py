@@ -22,9 +22,10 @@ from service.clientauth.extensions import (
     ca_problem,
     extended_key_usages,
     extensions_problem,
-    oid_name,
+    key_identifier_problem,
     optional_extension,
     unknown_critical,
+    usages_named,
 )
 from service.clientauth.model import Finding
 from service.clientauth.wording import describe, sentence_start, subject_of
@@ -64,14 +65,36 @@ def issuer_usages(analysis: ChainAnalysis) -> list[Finding]:
         usages = extended_key_usages(link.certificate)
         if usages is None or CLIENT_USAGES & set(usages):
             continue
-        listed = ", ".join(oid_name(usage) for usage in usages)
         findings.append(Finding(
             "missing_client_auth_eku", "error", link.index,
-            f"{sentence_start(link)} is a CA whose extended key usage lists only {listed}: "
+            f"{sentence_start(link)} is a CA whose extended key usage lists only "
+            f"{usages_named(usages)}: "
             "the certificates it issues may not be used for TLS client authentication.",
             "The sender needs a certificate from a CA hierarchy issued for client "
             "authentication (clientAuth in every CA's extended key usage, or none listed).",
         ))
+    return findings
+
+
+def key_identifiers(analysis: ChainAnalysis) -> list[Finding]:
+    """Each certificate's Authority Key Identifier fits the CA that signed it: OpenSSL does
+    not take a CA whose key identifier differs as the issuer, and reports the issuer as
+    missing (errors 20 and 21) although it was sent."""
+    findings = []
+    for position, link in enumerate(analysis.path[:-1]):
+        issuer = analysis.path[position + 1]
+        problem = key_identifier_problem(link.certificate, issuer.certificate)
+        if problem is not None:
+            findings.append(Finding(
+                "key_identifier_mismatch", "error", link.index,
+                f"{sentence_start(link)} is signed by {describe(issuer)}, but {problem}: "
+                "OpenSSL (nginx, Apache, omgate's own listener) then looks for another "
+                "issuer and finds none.",
+                "The sender's chain holds a CA certificate other than the one that issued "
+                "its certificate (often an old or a cross-signed copy with the same name): "
+                "it must send the CA certificate whose key identifier its certificate names."
+                " If the CA certificate is in client_auth.trust, replace it there.",
+            ))
     return findings
 
 

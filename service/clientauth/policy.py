@@ -128,6 +128,7 @@ def _path_findings(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
         *rules.unchecked_signatures(analysis),
         *pathrules.critical_extensions(analysis.path),
         *pathrules.issuers_are_cas(analysis),
+        *pathrules.key_identifiers(analysis),
         *pathrules.issuer_usages(analysis),
         *pathrules.path_lengths(analysis),
         *pathrules.name_constraints(analysis),

@@ -21,8 +21,8 @@ from service.clientauth.dn import DistinguishedName, from_name, shown_name
 from service.clientauth.extensions import (
     CLIENT_USAGES,
     extended_key_usages,
-    oid_name,
     optional_extension,
+    usages_named,
 )
 from service.clientauth.model import Finding, FindingCode, Policy, Severity
 from service.clientauth.names import identity_names, name_matches
@@ -371,8 +371,7 @@ def client_auth_usage(leaf: Link, policy: Policy) -> list[Finding]:
         return []
     if usages is None and not policy.require_client_auth_eku:
         return []
-    listed = ", ".join(oid_name(usage) for usage in usages or [])
-    what = f"its extended key usage lists only {listed}" if usages else \
+    what = f"its extended key usage lists only {usages_named(usages)}" if usages else \
         "it has no extended key usage extension"
     severity: Severity = "error" if policy.require_client_auth_eku else "warning"
     tail = "" if policy.require_client_auth_eku else \

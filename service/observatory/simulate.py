@@ -2,8 +2,8 @@
 
 Each chain is decided under the policy of every endpoint it was seen on (the listener's
 for per-connection decisions and for endpoints without rules of their own), with the
-pure policy engine, as of now. OpenSSL's opinion is not replayed (it needs a
-handshake); omgate's rules and cryptography's verifier are.
+policy engine, as of now, with OpenSSL's opinion taken offline as the listener would
+(service/tls/opinion.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from service.clientauth import Decision, Policy, evaluate
+from service.clientauth import Decision, Policy
 from service.inbox.chains import LISTENER, ChainRecord
 from service.observatory.views import record_identity
+from service.tls.opinion import evaluate_offline
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def decide_record(record: ChainRecord, policies: CandidatePolicies,
     identity = record_identity(record)
     decided: list[tuple[Decision, Policy]] = []
     for policy in {id(p): p for p in map(policies.for_endpoint, _endpoints(record))}.values():
-        decided.append((evaluate(identity, policy, now), policy))
+        decided.append((evaluate_offline(identity, policy, now), policy))
     decision, policy = min(decided, key=lambda pair: pair[0].accepted)  # a refusal first
     return ChainVerdict(record, decision, policy.enforced)
 

@@ -102,10 +102,33 @@ def key_belongs_to_certificate(certfile: Path, keyfile: Path) -> bool | None:
     return bool(certificate.public_key() == key.public_key())
 
 
-def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:
+def verify_client_chains(context: SSL.Context, trusted: Sequence[x509.Certificate], *,
+                         partial_chain: bool, verify_depth: int) -> None:
+    """What OpenSSL verifies a client chain against: the listener's context, and the
+    offline handshake that gives the tools OpenSSL's opinion (service/tls/opinion.py)."""
+    store = context.get_cert_store()
+    if store is None:  # OpenSSL gives every context one; pyOpenSSL's type allows for none
+        raise TlsSetupError("this OpenSSL context has no certificate store")
+    for certificate in trusted:
+        with contextlib.suppress(crypto.Error):  # the same certificate listed twice
+            store.add_cert(crypto.X509.from_cryptography(certificate))
+    if partial_chain:
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+    # OpenSSL would stop at verify_depth and report error 22; +1 lets it reach the anchor
+    # so its results describe the chain, while the policy enforces the depth itself.
+    context.set_verify_depth(max(verify_depth + 1, 1))
+
+
+def new_server_context() -> SSL.Context:
+    """A server context with omgate's protocol floor and TLS 1.2 suites."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_cipher_list(TLS12_CIPHERS.encode())
+    return context
+
+
+def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:
+    context = new_server_context()
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     # An idle connection gives its record buffers back (about 34 KiB each): most open
     # connections are idle keep-alive ones.
@@ -116,17 +139,8 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_alpn_select_callback(_select_alpn)
     _load_server_identity(context, settings.certfile, settings.keyfile)
-    store = context.get_cert_store()
-    if store is None:  # OpenSSL gives every context one; pyOpenSSL's type allows for none
-        raise TlsSetupError("this OpenSSL context has no certificate store")
-    for certificate in settings.trusted:
-        with contextlib.suppress(crypto.Error):  # the same certificate listed twice
-            store.add_cert(crypto.X509.from_cryptography(certificate))
-    if settings.partial_chain:
-        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
-    # OpenSSL would stop at verify_depth and report error 22; +1 lets it reach the anchor
-    # so its results describe the chain, while the policy enforces the depth itself.
-    context.set_verify_depth(max(settings.verify_depth + 1, 1))
+    verify_client_chains(context, settings.trusted, partial_chain=settings.partial_chain,
+                         verify_depth=settings.verify_depth)
     for certificate in settings.advertised_ca:  # none: an empty list in the CertificateRequest
         context.add_client_ca(certificate)
     server_names = openssl_glue.ServerNameCheck(settings.public_names)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.clientauth import ClientIdentity, Mode, evaluate
+from service.clientauth import ClientIdentity, Mode
 from service.clientauth.names import identity_names
 from service.clientauth.summary import fingerprint, spki_sha256
 from service.config import Config
@@ -31,6 +31,7 @@ from service.observatory.views import (
 )
 from service.policies import PolicyBuilder
 from service.terminal import escape_controls, json_text
+from service.tls.opinion import evaluate_offline
 from service.tools.inspect import inspect_policy, report
 from service.tools.report import write_certificates, write_findings
 
@@ -115,7 +116,7 @@ def find_chain(config: Config, prefix: str, err: TextIO, command: str) -> ChainR
 def chain_document(config: Config, record: ChainRecord, now: dt.datetime) -> dict[str, Any]:
     """What `inspect` says of the chain under the configuration, and where it was seen."""
     identity = record_identity(record)
-    decision = evaluate(identity, inspect_policy(config, None, None), now)
+    decision = evaluate_offline(identity, inspect_policy(config, None, None), now)
     return {**report(identity, decision, now), "seen": chain_row(record, now).to_json()}
 
 
@@ -251,7 +252,8 @@ def pin_chain(config: Config, out: TextIO, err: TextIO, prefix: str) -> int:
     if record is None:
         return EXIT_USAGE if not valid_prefix(prefix) else EXIT_PROBLEMS
     identity = record_identity(record)
-    decision = evaluate(identity, inspect_policy(config, None, None), dt.datetime.now(dt.UTC))
+    decision = evaluate_offline(identity, inspect_policy(config, None, None),
+                                dt.datetime.now(dt.UTC))
     errors = [finding for finding in decision.findings if finding.severity == "error"]
     if errors:
         err.write(f"omgate chains pin: chain {record.chain_sha256[:12]} has errors under this "

@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.utils import CryptographyDeprecationWarning
 
 from service.certfiles import CertificateFileError, load_certificates
-from service.clientauth import ClientIdentity, Finding, Policy, evaluate, summarize
+from service.clientauth import ClientIdentity, Finding, Policy, summarize
 from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
 from service.logs import get_logger
 from service.policies import PolicyBuilder
 from service.terminal import json_text
+from service.tls.opinion import evaluate_offline
 from service.tools.report import count_line, write_certificates, write_findings
 
 CONFIG_CONFLICT: FindingCode = "config_conflict"
@@ -198,7 +199,7 @@ def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: Polic
     for path, chain in pinned:
         if not policy.anchors and not policy.known_cas:
             continue  # pins alone decide: nothing to chain to
-        decision = evaluate(ClientIdentity(chain, "forwarded"), policy, now)
+        decision = evaluate_offline(ClientIdentity(chain, "forwarded"), policy, now)
         for finding in decision.findings:
             if finding.severity == "error":
                 findings.append(Finding(

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from service.certfiles import CertificateFileError, load_certificates
-from service.clientauth import ClientIdentity, Decision, Policy, evaluate, summarize
+from service.clientauth import ClientIdentity, Decision, Policy, summarize
 from service.config import Config, ConfigError
 from service.policies import PolicyBuilder
 from service.terminal import json_text
+from service.tls.opinion import evaluate_offline
 from service.tools.report import write_certificates, write_findings
 
 
@@ -60,7 +61,7 @@ def inspect_chain(pem: Path, config: Config, out: TextIO, *, endpoint: str | Non
         raise ConfigError(str(error)) from None
     now = now or dt.datetime.now(dt.UTC)
     identity = ClientIdentity(chain, "forwarded")
-    decision = evaluate(identity, inspect_policy(config, endpoint, trust), now)
+    decision = evaluate_offline(identity, inspect_policy(config, endpoint, trust), now)
     document = report(identity, decision, now)
     if as_json:
         out.write(json_text(document, indent=2) + "\n")
