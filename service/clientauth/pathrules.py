@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from service.clientauth import nameconstraints
+from service.clientauth import certificatepolicies, nameconstraints
 from service.clientauth.chain import ChainAnalysis, Link
 from service.clientauth.extensions import (
     CLIENT_USAGES,
+    READ_ERRORS,
     ca_problem,
     extended_key_usages,
     extensions_problem,
@@ -96,6 +97,45 @@ def key_identifiers(analysis: ChainAnalysis) -> list[Finding]:
                 " If the CA certificate is in client_auth.trust, replace it there.",
             ))
     return findings
+
+
+def certificate_policies(analysis: ChainAnalysis) -> list[Finding]:
+    """RFC 5280's policy processing on an anchored path (6.1.3 to 6.1.5), and the
+    criticality RFC 5280 requires of policyConstraints (4.2.1.11)."""
+    if not analysis.anchored or len(analysis.path) < 2:
+        return []
+    findings = []
+    for link in analysis.path[1:-1]:
+        if _noncritical(link.certificate, x509.PolicyConstraints):
+            findings.append(Finding(
+                "path_validation_failed", "error", link.index,
+                f"{sentence_start(link)} has a policyConstraints extension not marked "
+                "critical; RFC 5280 (4.2.1.11) requires it critical, so that a verifier "
+                "that does not process it refuses the path rather than ignore it.",
+                "The CA must reissue its certificate with policyConstraints critical.",
+            ))
+    below_anchor = list(reversed(analysis.path[:-1]))
+    failure = certificatepolicies.policy_failure([link.certificate for link in below_anchor])
+    if failure is not None:
+        link = below_anchor[failure.position]
+        findings.append(Finding(
+            "path_validation_failed", "error", link.index,
+            f"Certificate policies (RFC 5280, 6.1) fail at {describe(link)}: "
+            f"{failure.reason}.",
+            "The CA hierarchy requires a certificate policy that the sender's certificates "
+            "do not carry: the sender needs a certificate issued under the policy its CAs "
+            "require.",
+        ))
+    return findings
+
+
+def _noncritical(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> bool:
+    try:
+        return not certificate.extensions.get_extension_for_class(kind).critical
+    except x509.ExtensionNotFound:
+        return False
+    except READ_ERRORS:  # unreadable: critical_extensions says so
+        return False
 
 
 def path_lengths(analysis: ChainAnalysis) -> list[Finding]:

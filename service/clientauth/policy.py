@@ -132,6 +132,7 @@ def _path_findings(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
         *pathrules.issuer_usages(analysis),
         *pathrules.path_lengths(analysis),
         *pathrules.name_constraints(analysis),
+        *pathrules.certificate_policies(analysis),
     ]
 
 
