@@ -136,9 +136,19 @@ def rfc5280_extras(pki: Pki, client: Callable[..., Issued], ca: Callable[..., Is
         "leaf_of_server_only_ca": client(server_only_ca),
         "email_san_only": client(pki.intermediate, dns=(), extensions=(
             (x509.SubjectAlternativeName([x509.RFC822Name("ops@example.com")]), False),)),
+        "no_subject_san": _without_subject(pki.intermediate, critical=False, **at()),
+        "no_subject_critical_san": _without_subject(pki.intermediate, critical=True, **at()),
         "huge_exponent": _with_public_key(pki.leaf, pki.intermediate, rsa.RSAPublicNumbers(
             2**1500 + 1, pki.leaf.key.public_key().public_numbers().n).public_key()),  # type: ignore[union-attr]
     }
+
+
+def _without_subject(issuer: Issued, *, critical: bool, **validity: object) -> Issued:
+    """A client certificate named only in its subjectAltName."""
+    return issue(x509.Name([]), issuer=issuer, key=new_key("rsa"),
+                 usages=(ExtendedKeyUsageOID.CLIENT_AUTH,), extensions=(
+                     (x509.SubjectAlternativeName([x509.DNSName("proxy.example.com")]),
+                      critical),), **validity)  # type: ignore[arg-type]
 
 
 def _with_key_usage(certificate: Issued, issuer: Issued,
@@ -380,6 +390,10 @@ CASES = [
          policy=lambda p: {"allowed_names": ("proxy.example.com",)}),
     Case("an RSA exponent that would make checks slow",
          lambda p: [p.extras["huge_exponent"], p.intermediate], {"unsupported_key"}),
+    Case("an empty subject with a non-critical subjectAltName (RFC 5280, 4.2.1.6)",
+         lambda p: [p.extras["no_subject_san"], p.intermediate], {"path_validation_failed"}),
+    Case("an empty subject with a critical subjectAltName",
+         lambda p: [p.extras["no_subject_critical_san"], p.intermediate], set()),
     Case("SHA-1 accepted when allowed", lambda p: [p.extras["sha1"], p.intermediate], set(),
          {"weak_signature_algorithm"}, policy=lambda p: {"reject_weak_signatures": False}),
 ]

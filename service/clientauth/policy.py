@@ -162,6 +162,7 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     findings += rules.allowed_names(leaf, policy)
     findings += rules.client_auth_usage(leaf, policy)
     findings += rules.signing_usage(leaf)
+    findings += rules.subject_or_alternative_name(leaf)
     verified = not _has_error(findings)
     findings += rules.pins(leaf, policy, verified)
     findings += rules.distinguished_name(leaf, policy.issuer_dn, "issuer", verified)

@@ -399,3 +399,26 @@ def signing_usage(leaf: Link) -> list[Finding]:
         "by signing the handshake.",
         "Ask the sender for a certificate whose key usage includes digitalSignature.",
     )]
+
+
+def subject_or_alternative_name(leaf: Link) -> list[Finding]:
+    """A certificate with an empty subject names its holder only in a critical
+    subjectAltName (RFC 5280, 4.2.1.6); cryptography's verifier refuses it otherwise."""
+    if leaf.certificate.subject.rdns:
+        return []
+    try:
+        alternative = leaf.certificate.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        problem = "and no subjectAltName either: it names nobody"
+    else:
+        if alternative.critical:
+            return []
+        problem = "and its subjectAltName is not marked critical, as RFC 5280 (4.2.1.6) " \
+                  "requires of a certificate whose subject is empty"
+    return [Finding(
+        "path_validation_failed", "error", leaf.index,
+        f"{sentence_start(leaf)} has an empty subject, {problem}.",
+        "Ask the sender for a certificate whose subject names it (or whose subjectAltName is "
+        "critical).",
+    )]
