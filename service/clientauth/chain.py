@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from service.clientauth.algorithms import LEGACY_DIGESTS
-from service.clientauth.extensions import ca_problem
+from service.clientauth.extensions import ca_problem, key_identifier_problem
 from service.clientauth.summary import fingerprint, is_ca
 
 Origin = Literal["presented", "anchor", "configured"]
@@ -26,6 +26,8 @@ MAX_PATH = 16
 # Enough for any honest chain (each certificate checked against its issuer, and the
 # leaf search), far from the all-pairs search a chain of look-alike names would ask for.
 MAX_SIGNATURE_CHECKS = 32
+# Paths to an anchor the search hands over for judging, likeliest first.
+MAX_PATHS = 4
 
 
 @dataclass(frozen=True)
@@ -134,20 +136,37 @@ class SignatureChecks:
         return self._results[pair]
 
 
+@dataclass(frozen=True)
+class BuiltPath:
+    """One path the search reached the end of: an anchor, or where it could go no further."""
+
+    links: tuple[Link, ...]
+    end: PathEnd
+    rejected: x509.Certificate | None  # named as issuer, signature did not verify
+    unchecked: tuple[int, ...]  # path positions whose signature could not be checked
+
+
 @dataclass
 class _Builder:
+    """A depth-first search for paths from the leaf to an anchor (RFC 4158): at each step
+    the likeliest issuers first, and another one when the path through the first ends
+    nowhere, so a cross-signed or re-keyed CA sent beside the right one does not lock the
+    sender out. Bounded by the signature checks it may spend and the paths it may find."""
+
     presented: tuple[x509.Certificate, ...]
     anchors: tuple[x509.Certificate, ...]
     configured: tuple[x509.Certificate, ...]
     signed_by: SignatureChecks
-    unchecked: list[int] = field(default_factory=list)
+    anchored: list[BuiltPath] = field(default_factory=list)
+    dead_ends: list[BuiltPath] = field(default_factory=list)
 
     def is_anchor(self, certificate: x509.Certificate) -> bool:
         return any(same_key_and_name(certificate, anchor) for anchor in self.anchors)
 
     def candidates(self, certificate: x509.Certificate) -> list[Link]:
         """Possible issuers: anchors, then presented, then configured certificates; among
-        each, those allowed to sign certificates first (as OpenSSL's issuer check does)."""
+        each, those allowed to sign certificates and whose key identifier the certificate
+        names first (as OpenSSL's issuer check prefers)."""
         wanted = certificate.issuer
         groups = (
             [Link(anchor, "anchor", None) for anchor in self.anchors if anchor.subject == wanted],
@@ -156,31 +175,39 @@ class _Builder:
             [Link(cert, "configured", None) for cert in self.configured
              if cert.subject == wanted],
         )
-        return [link for group in groups for link in sorted(
-            group, key=lambda link: ca_problem(link.certificate,
-                                               as_anchor=link.origin == "anchor") is not None)]
 
-    def build(self, leaf: Link) -> tuple[list[Link], PathEnd, x509.Certificate | None]:
-        path = [leaf]
+        def unlikely(link: Link) -> tuple[bool, bool]:
+            return (ca_problem(link.certificate, as_anchor=link.origin == "anchor") is not None,
+                    key_identifier_problem(certificate, link.certificate) is not None)
+        return [link for group in groups for link in sorted(group, key=unlikely)]
+
+    def search(self, leaf: Link) -> None:
         try:
-            while len(path) < MAX_PATH:
-                current = path[-1].certificate
-                if self.is_anchor(current):
-                    return path, "anchor", None
-                if (current.subject == current.issuer
-                        and self.signed_by(current, current) is not False):
-                    return path, "self_signed", None
-                chosen, rejected = self._issuer(current, path)
-                if chosen is None:
-                    return path, ("bad_signature" if rejected else "issuer_not_found"), rejected
-                path.append(chosen)
-        except SignatureBudgetExceeded:
-            return path, "too_complex", None
-        return path, "loop", None
+            self._extend([leaf], [])
+        except (SignatureBudgetExceeded, _Enough) as stop:
+            if isinstance(stop, SignatureBudgetExceeded) and not self.anchored:
+                self.dead_ends.insert(0, BuiltPath((leaf,), "too_complex", None, ()))
 
-    def _issuer(self, current: x509.Certificate, path: list[Link]
-                ) -> tuple[Link | None, x509.Certificate | None]:
+    def _end(self, path: list[Link], unchecked: list[int], end: PathEnd,
+             rejected: x509.Certificate | None = None) -> None:
+        built = BuiltPath(tuple(path), end, rejected, tuple(unchecked))
+        if end == "anchor":
+            self.anchored.append(built)
+            if len(self.anchored) >= MAX_PATHS:
+                raise _Enough
+        else:
+            self.dead_ends.append(built)
+
+    def _extend(self, path: list[Link], unchecked: list[int]) -> None:
+        current = path[-1].certificate
+        if self.is_anchor(current):
+            return self._end(path, unchecked, "anchor")
+        if current.subject == current.issuer and self.signed_by(current, current) is not False:
+            return self._end(path, unchecked, "self_signed")
+        if len(path) >= MAX_PATH:
+            return self._end(path, unchecked, "loop")
         rejected: x509.Certificate | None = None
+        followed = False
         for candidate in self.candidates(current):
             if any(same_certificate(candidate.certificate, link.certificate) for link in path):
                 continue
@@ -188,10 +215,17 @@ class _Builder:
             if verdict is False:
                 rejected = rejected or candidate.certificate
                 continue
-            if verdict is None:
-                self.unchecked.append(len(path) - 1)
-            return candidate, rejected
-        return None, rejected
+            followed = True
+            self._extend([*path, candidate],
+                         [*unchecked, len(path) - 1] if verdict is None else unchecked)
+        if not followed:
+            self._end(path, unchecked, "bad_signature" if rejected else "issuer_not_found",
+                      rejected)
+        return None
+
+
+class _Enough(Exception):
+    """The search has found as many anchored paths as it may judge."""
 
 
 def _leaf_index(presented: tuple[x509.Certificate, ...], signed_by: SignatureChecks) -> int:
@@ -210,10 +244,13 @@ def _leaf_index(presented: tuple[x509.Certificate, ...], signed_by: SignatureChe
     return (non_ca or ends or [0])[0]
 
 
-def analyse_chain(presented: tuple[x509.Certificate, ...],
-                  anchors: tuple[x509.Certificate, ...],
-                  configured: tuple[x509.Certificate, ...] = ()) -> ChainAnalysis:
-    """Structure of a non-empty presented chain against anchors (and extra known CAs)."""
+def candidate_analyses(presented: tuple[x509.Certificate, ...],
+                       anchors: tuple[x509.Certificate, ...],
+                       configured: tuple[x509.Certificate, ...] = ()
+                       ) -> tuple[ChainAnalysis, ...]:
+    """The structure of a non-empty presented chain along each path to an anchor, likeliest
+    first (at most MAX_PATHS); when none reaches one, the first path the search could not
+    take further, which is the one to explain."""
     first_seen: dict[str, int] = {}
     duplicates = []
     for index, certificate in enumerate(presented):
@@ -222,16 +259,32 @@ def analyse_chain(presented: tuple[x509.Certificate, ...],
             duplicates.append(index)
         else:
             first_seen[key] = index
-    unique = tuple(presented[i] for i in sorted(first_seen.values()))
     original_index = sorted(first_seen.values())
+    unique = tuple(presented[i] for i in original_index)
     signed_by = SignatureChecks()
     builder = _Builder(unique, anchors, configured, signed_by)
     leaf_position = _leaf_index(unique, signed_by)
     leaf = Link(unique[leaf_position], "presented", original_index[leaf_position])
-    raw_path, end, rejected = builder.build(leaf)
+    builder.search(leaf)
+    built = builder.anchored or builder.dead_ends[:1]
+    return tuple(_analysis(path, leaf, presented, first_seen, original_index,
+                           tuple(duplicates)) for path in built)
+
+
+def analyse_chain(presented: tuple[x509.Certificate, ...],
+                  anchors: tuple[x509.Certificate, ...],
+                  configured: tuple[x509.Certificate, ...] = ()) -> ChainAnalysis:
+    """The likeliest path's structure (see :func:`candidate_analyses`)."""
+    return candidate_analyses(presented, anchors, configured)[0]
+
+
+def _analysis(built: BuiltPath, leaf: Link, presented: tuple[x509.Certificate, ...],
+              first_seen: dict[str, int], original_index: list[int],
+              duplicates: tuple[int, ...]) -> ChainAnalysis:
+    end, rejected = built.end, built.rejected
     path = tuple(Link(link.certificate, link.origin,
                       original_index[link.index] if link.index is not None else None)
-                 for link in raw_path)
+                 for link in built.links)
     on_path = {link.index for link in path if link.index is not None}
     anchor = path[-1].certificate if end == "anchor" else None
     roots_included = tuple(
@@ -253,8 +306,8 @@ def analyse_chain(presented: tuple[x509.Certificate, ...],
         path=path,
         end=end,
         unverified_issuer=rejected,
-        unchecked_links=tuple(builder.unchecked),
-        duplicates=tuple(duplicates),
+        unchecked_links=built.unchecked,
+        duplicates=duplicates,
         unrelated=unrelated,
         roots_included=roots_included,
         out_of_order=out_of_order,

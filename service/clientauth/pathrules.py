@@ -16,7 +16,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from service.clientauth import certificatepolicies, nameconstraints
-from service.clientauth.chain import ChainAnalysis, Link
+from service.clientauth.chain import ChainAnalysis, Link, is_self_signed
 from service.clientauth.extensions import (
     CLIENT_USAGES,
     READ_ERRORS,
@@ -97,6 +97,47 @@ def key_identifiers(analysis: ChainAnalysis) -> list[Finding]:
                 " If the CA certificate is in client_auth.trust, replace it there.",
             ))
     return findings
+
+
+def issuance_rules(analysis: ChainAnalysis) -> list[Finding]:
+    """What RFC 5280 requires of every certificate a CA issues, on an anchored path: a
+    positive serial number (4.1.2.2; cryptography will soon refuse to read others), an
+    Authority Key Identifier naming the issuer's key unless the certificate is self-signed
+    (4.2.1.1), and a Subject Key Identifier in a CA certificate (4.2.1.2). OpenSSL tolerates
+    all three. The trust anchor is held to the last two: its serial is the operator's
+    concern alone."""
+    if not analysis.anchored:
+        return []
+    findings = []
+    for position, link in enumerate(analysis.path):
+        anchor = _is_path_anchor(analysis, position)
+        problem = _issuance_problem(link.certificate, is_ca=position > 0, anchor=anchor)
+        if problem is None:
+            continue
+        fix = ("Replace it in client_auth.trust with a certificate of the same CA that does "
+               "(ask the CA)." if anchor else
+               "The CA that issued it must reissue it as RFC 5280 requires; until then no "
+               "verifier can rely on it.")
+        findings.append(Finding(
+            "path_validation_failed", "error", link.index,
+            f"{sentence_start(link)} {problem}; OpenSSL tolerates it, RFC 5280 and omgate "
+            "do not.", fix))
+    return findings
+
+
+def _issuance_problem(certificate: x509.Certificate, *, is_ca: bool,
+                      anchor: bool) -> str | None:
+    if not anchor and certificate.serial_number <= 0:
+        return f"has the serial number {certificate.serial_number}, not a positive one (4.1.2.2)"
+    if certificate.version == x509.Version.v1:
+        return None if anchor else "is a version 1 certificate, with no extensions at all"
+    authority = optional_extension(certificate, x509.AuthorityKeyIdentifier)
+    if (authority is None or authority.key_identifier is None) \
+            and not is_self_signed(certificate):
+        return "has no Authority Key Identifier naming its issuer's key (4.2.1.1)"
+    if is_ca and optional_extension(certificate, x509.SubjectKeyIdentifier) is None:
+        return "is a CA certificate without a Subject Key Identifier (4.2.1.2)"
+    return None
 
 
 def certificate_policies(analysis: ChainAnalysis) -> list[Finding]:

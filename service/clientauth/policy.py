@@ -11,7 +11,7 @@ import datetime as dt
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from service.clientauth import openssl_opinion, pathrules, rules, verifier
-from service.clientauth.chain import ChainAnalysis, analyse_chain
+from service.clientauth.chain import ChainAnalysis, candidate_analyses
 from service.clientauth.extensions import certificate_problem
 from service.clientauth.keys import costly_key, weak_key
 from service.clientauth.model import (
@@ -129,6 +129,7 @@ def _path_findings(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
         *pathrules.critical_extensions(analysis.path),
         *pathrules.issuers_are_cas(analysis),
         *pathrules.key_identifiers(analysis),
+        *pathrules.issuance_rules(analysis),
         *pathrules.issuer_usages(analysis),
         *pathrules.path_lengths(analysis),
         *pathrules.name_constraints(analysis),
@@ -146,11 +147,23 @@ def _verifier_applies(analysis: ChainAnalysis, policy: Policy,
 
 
 def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[Finding]:
-    """Every finding about a non-empty presented chain."""
+    """Every finding about a non-empty presented chain, along the first path to an anchor
+    that passes (the findings of the likeliest one when none does)."""
     costly = _costly_keys(identity)
     if costly:
         return costly
-    analysis = analyse_chain(identity.chain, policy.anchors, policy.known_cas)
+    judged = []
+    for analysis in candidate_analyses(identity.chain, policy.anchors, policy.known_cas):
+        findings = _along(analysis, identity, policy, now)
+        if not _has_error(findings):
+            return findings
+        judged.append(findings)
+    return judged[0]
+
+
+def _along(analysis: ChainAnalysis, identity: ClientIdentity, policy: Policy,
+           now: dt.datetime) -> list[Finding]:
+    """Every finding about the chain along one path."""
     leaf = analysis.path[0]
     findings = rules.structure(analysis, identity.chain)
     findings += _path_findings(analysis, policy)
@@ -163,6 +176,7 @@ def analyse(identity: ClientIdentity, policy: Policy, now: dt.datetime) -> list[
     findings += rules.client_auth_usage(leaf, policy)
     findings += rules.signing_usage(leaf)
     findings += rules.subject_or_alternative_name(leaf)
+    findings += rules.alternative_name_syntax(leaf)
     verified = not _has_error(findings)
     findings += rules.pins(leaf, policy, verified)
     findings += rules.distinguished_name(leaf, policy.issuer_dn, "issuer", verified)
@@ -223,6 +237,8 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     """Decide on a presented identity. No I/O; ``now`` is the caller's clock."""
     if policy.mode == "off":
         return Decision("accept", ())
+    # certificate times have whole seconds (RFC 5280, 4.1.2.5): compare at that grain
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     unreadable = () if identity.oversized else unreadable_certificates(identity)
     if identity.oversized:  # judged unread: only keys, cheaply read, name a better cause
         findings = _costly_keys(identity) or [too_costly(
@@ -231,7 +247,7 @@ def evaluate(identity: ClientIdentity, policy: Policy,
     elif unreadable:
         findings = _unreadable(identity, unreadable)
     elif identity.chain:
-        findings = analyse(identity, policy, now or dt.datetime.now(dt.UTC))
+        findings = analyse(identity, policy, now)
     else:
         findings = [_no_certificate(identity, policy)]
     findings += _untrusted_forwarding(identity)

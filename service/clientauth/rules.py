@@ -7,19 +7,23 @@ presented, and its subject) and every hint says what to change.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Literal, TypeGuard, get_args
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPublicKeyTypes,
     CertificatePublicKeyTypes,
 )
+from cryptography.x509.oid import ExtensionOID
 
 from service.clientauth.algorithms import weak_signature
 from service.clientauth.chain import MAX_SIGNATURE_CHECKS, ChainAnalysis, Link
 from service.clientauth.dn import DistinguishedName, from_name, shown_name
 from service.clientauth.extensions import (
     CLIENT_USAGES,
+    READ_ERRORS,
     extended_key_usages,
     optional_extension,
     usages_named,
@@ -36,6 +40,7 @@ from service.clientauth.wording import (
     sentence_start,
     subject_of,
 )
+from service.text import clipped
 
 # -- the shape of what was sent ------------------------------------------------------------
 
@@ -259,20 +264,71 @@ def _can_sign(key: CertificatePublicKeyTypes) -> TypeGuard[CertificateIssuerPubl
     return isinstance(key, _SIGNING_KEY_TYPES)
 
 
+# The CRL extensions RFC 5280 lets a CA mark critical (5.2.4, 5.2.5); any other marked
+# critical (a critical CRL number included) makes the CRL unusable, as it does for OpenSSL.
+_CRITICAL_CRL_EXTENSIONS = frozenset({ExtensionOID.ISSUING_DISTRIBUTION_POINT,
+                                      ExtensionOID.DELTA_CRL_INDICATOR})
+
+
+def _issued_crls(issuer: x509.Certificate,
+                 crls: tuple[x509.CertificateRevocationList, ...]
+                 ) -> list[x509.CertificateRevocationList]:
+    """The configured CRLs that ``issuer`` signed."""
+    named = [crl for crl in crls if crl.issuer == issuer.subject]
+    if not named:
+        return []
+    try:
+        key = issuer.public_key()
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return []
+    if not _can_sign(key):  # an X25519, X448 or ML-KEM key signs nothing
+        return []
+    signed = []
+    for crl in named:
+        try:
+            if crl.is_signature_valid(key):
+                signed.append(crl)
+        except (TypeError, ValueError):
+            continue
+    return signed
+
+
+def crl_problem(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> str | None:
+    """Why a CRL its issuer signed still cannot be relied on (RFC 5280, 5.2 and 6.3.3)."""
+    usage = optional_extension(issuer, x509.KeyUsage)
+    if usage is not None and not usage.crl_sign:
+        return "its issuer's key usage does not allow signing CRLs (cRLSign)"
+    try:
+        extensions = crl.extensions
+    except READ_ERRORS as error:
+        return f"its extensions cannot be read ({error})"
+    critical = [e.oid.dotted_string for e in extensions
+                if e.critical and e.oid not in _CRITICAL_CRL_EXTENSIONS]
+    if critical:
+        return ("it has critical extension(s) omgate does not process: "
+                + ", ".join(critical))
+    if not any(e.oid == ExtensionOID.CRL_NUMBER for e in extensions):
+        return "it has no CRL number, which RFC 5280 (5.2.3) requires"
+    return None
+
+
 def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
+    """Each certificate on the path against the CRLs of ``client_auth.crl_files`` its issuer
+    signed; a CRL that cannot be relied on refuses the chain (omgate cannot tell whether
+    the certificate is revoked), as OpenSSL's CRL checking does."""
     findings = []
     for position, link in enumerate(analysis.path[:-1]):
         issuer = analysis.path[position + 1].certificate
-        for crl in policy.crls:
-            if crl.issuer != issuer.subject:
-                continue
-            key = issuer.public_key()
-            if not _can_sign(key):  # an X25519, X448 or ML-KEM key signs nothing
-                continue
-            try:
-                if not crl.is_signature_valid(key):
-                    continue
-            except (TypeError, ValueError):
+        for crl in _issued_crls(issuer, policy.crls):
+            problem = crl_problem(crl, issuer)
+            if problem is not None:
+                findings.append(Finding(
+                    "path_validation_failed", "error", link.index,
+                    f"The CRL of {subject_of(issuer)} in client_auth.crl_files cannot be "
+                    f"used: {problem}; omgate cannot tell whether {describe(link)} is revoked.",
+                    "Replace that file with the CA's current, well-formed CRL (or remove it "
+                    "from client_auth.crl_files).",
+                ))
                 continue
             revoked = crl.get_revoked_certificate_by_serial_number(
                 link.certificate.serial_number)
@@ -285,6 +341,33 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                     "The sender must use a new certificate.",
                 ))
     return findings
+
+
+# A host name in the preferred name syntax (RFC 1034 3.5, as RFC 1123 2.1 relaxes it), with
+# an optional wildcard first label: letters, digits and hyphens, no label starting or ending
+# with a hyphen, and a last label that is not all digits (or it reads as an IP address).
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"^(\*\.)?({_LABEL}\.)*(?=[A-Za-z0-9-]*[A-Za-z-]){_LABEL}\.?$")
+
+
+def alternative_name_syntax(leaf: Link) -> list[Finding]:
+    """The client certificate's DNS names are host names (RFC 5280, 4.2.1.6): an IP address
+    or an underscore in a dNSName could pass a name or an IP constraint it should not."""
+    alternative = optional_extension(leaf.certificate, x509.SubjectAlternativeName)
+    if alternative is None:
+        return []
+    malformed = [name for name in alternative.get_values_for_type(x509.DNSName)
+                 if len(name) > 254 or not _HOST_NAME.match(name)]
+    if not malformed:
+        return []
+    shown = ", ".join(repr(clipped(name)) for name in malformed[:3])
+    return [Finding(
+        "path_validation_failed", "error", leaf.index,
+        f"{sentence_start(leaf)} has DNS names that are not host names in RFC 5280's "
+        f"preferred syntax (4.2.1.6): {shown}.",
+        "The sender's CA must issue the name as a host name (letters, digits, hyphens), and "
+        "an IP address as an iPAddress name.",
+    )]
 
 
 # -- who the client is ---------------------------------------------------------------------
