@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 from OpenSSL._util import lib
 
 from service.clientauth import (
@@ -89,7 +89,7 @@ _ANY_NAME = openssl_glue.ServerNameCheck(())
 
 
 @functools.cache
-def _server_identity() -> tuple[crypto.X509, crypto.PKey]:
+def _server_identity() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A throwaway server certificate: the offline handshake needs one, nobody checks it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "omgate offline verifier")])
@@ -99,7 +99,7 @@ def _server_identity() -> tuple[crypto.X509, crypto.PKey]:
                    .not_valid_before(now - dt.timedelta(days=1))
                    .not_valid_after(now + dt.timedelta(days=3650))
                    .sign(key, hashes.SHA256()))
-    return crypto.X509.from_cryptography(certificate), crypto.PKey.from_cryptography_key(key)
+    return certificate, key
 
 
 def _context(policy: Policy, at: dt.datetime) -> SSL.Context:
