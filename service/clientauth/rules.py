@@ -320,16 +320,7 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
     for position, link in enumerate(analysis.path[:-1]):
         issuer = analysis.path[position + 1].certificate
         for crl in _issued_crls(issuer, policy.crls):
-            problem = crl_problem(crl, issuer)
-            if problem is not None:
-                findings.append(Finding(
-                    "path_validation_failed", "error", link.index,
-                    f"The CRL of {subject_of(issuer)} in client_auth.crl_files cannot be "
-                    f"used: {problem}; omgate cannot tell whether {describe(link)} is revoked.",
-                    "Replace that file with the CA's current, well-formed CRL (or remove it "
-                    "from client_auth.crl_files).",
-                ))
-                continue
+            # a revocation the CA signed stands even in a CRL otherwise unusable
             revoked = crl.get_revoked_certificate_by_serial_number(
                 link.certificate.serial_number)
             if revoked is not None:
@@ -339,6 +330,16 @@ def revocation(analysis: ChainAnalysis, policy: Policy) -> list[Finding]:
                     f"{link.certificate.serial_number:x}) was revoked on "
                     f"{date(revoked.revocation_date_utc)} by {subject_of(issuer)}.",
                     "The sender must use a new certificate.",
+                ))
+                continue
+            problem = crl_problem(crl, issuer)
+            if problem is not None:
+                findings.append(Finding(
+                    "path_validation_failed", "error", link.index,
+                    f"The CRL of {subject_of(issuer)} in client_auth.crl_files cannot be "
+                    f"used: {problem}; omgate cannot tell whether {describe(link)} is revoked.",
+                    "Replace that file with the CA's current, well-formed CRL (or remove it "
+                    "from client_auth.crl_files).",
                 ))
     return findings
 
