@@ -151,6 +151,21 @@ def _owned_as_the_database(descriptor: int, database: Path) -> None:
             os.fchown(descriptor, owner.st_uid, owner.st_gid)
 
 
+def database_files(path: Path) -> tuple[Path, Path, Path]:
+    """The database and the -wal and -shm files SQLite keeps beside it in WAL mode: all
+    three hold what notifications say."""
+    return path, Path(f"{path}-wal"), Path(f"{path}-shm")
+
+
+def _create_private(database: Path) -> None:
+    """Create the database file 0600 before SQLite would (with the umask's mode, 0644 by
+    default): SQLite gives its -wal and -shm files the database's mode. An existing file
+    keeps its mode (``omgate serve`` names one others can read); whatever stops the
+    creation here stops SQLite too, which reports it."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 class SqliteInbox(Inbox):
     # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
 
@@ -168,6 +183,7 @@ class SqliteInbox(Inbox):
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False,
                 timeout=self._busy_timeout_ms / 1000,
