@@ -28,16 +28,22 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
 
 from service.forwarded import format_address
-from service.listeners.http11 import Http11
+from service.listeners.framing import (
+    DEFAULT_LIMITS,
+    MAX_HEAD_BYTES,
+    AnswerRefusal,
+    HeadLimits,
+    bodiless,
+)
+from service.listeners.http11 import Http11, Http11Config
 from service.logs import get_logger
 
 log = get_logger("omgate")
 
 KEEP_ALIVE_SECONDS = 15
-MAX_HEADER_BYTES = 64 * 1024
 
 
-class _DatedOncePerSecond(HypercornConfig):
+class _DatedOncePerSecond(Http11Config):
     """hypercorn's configuration, with the Date header of its answers formatted once a
     second (hypercorn formats it for every answer); hypercorn's own adds the others."""
 
@@ -53,15 +59,17 @@ class _DatedOncePerSecond(HypercornConfig):
 
 
 def hypercorn_config(*, read_timeout: float, graceful_timeout: float,
-                     idle_timeout: float = KEEP_ALIVE_SECONDS) -> HypercornConfig:
-    config = _DatedOncePerSecond()
+                     idle_timeout: float = KEEP_ALIVE_SECONDS,
+                     head_limits: HeadLimits = DEFAULT_LIMITS,
+                     answer_refusal: AnswerRefusal = bodiless) -> Http11Config:
+    config = _DatedOncePerSecond(head_limits, answer_refusal)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = int(read_timeout)
     config.keep_alive_timeout = idle_timeout
     config.graceful_timeout = graceful_timeout
-    # room for a forwarded certificate chain in one header (an ALB sends whole PEM chains)
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    # h11's own bound, behind the head limits Http11 checks before h11 parses
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
     return config
 
 
