@@ -50,9 +50,12 @@ class Peer:
         self.closed = asyncio.Event()
         self.transport = self
         self.closed_by_server = False
+        self.eof_written = False
 
     # what hypercorn uses of a StreamWriter and its transport
     def write(self, data: bytes) -> None:
+        if self.eof_written or self.closed.is_set():  # as asyncio's transports refuse it
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.writes.append(bytes(data))
 
     async def drain(self) -> None:
@@ -71,7 +74,7 @@ class Peer:
         return _Socket() if name == "socket" else default
 
     def write_eof(self) -> None:
-        return None
+        self.eof_written = True
 
     def close(self) -> None:
         self.closed.set()
@@ -412,6 +415,28 @@ def test_a_long_header_line_trickled_a_byte_at_a_time_is_refused_at_its_cap():
 
     peer = asyncio.run(trickle())
     assert peer.received.startswith(b"HTTP/1.1 431 ")  # without waiting for the line's end
+
+
+def test_a_whole_request_then_a_half_close_is_answered_then_the_connection_closes():
+    stored: list[bytes] = []
+
+    async def storing(scope: dict, receive: Callable, send: Callable) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await asyncio.sleep(0.1)  # storing takes a moment; the client has half-closed
+        stored.append(body)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"ack"})
+
+    peer = serve(storing, post(b"message"), EOF, until=lambda p: p.closed.is_set())
+    assert stored == [b"message"]
+    assert peer.received.startswith(b"HTTP/1.1 200 ") and peer.received.endswith(b"ack")
+    assert peer.closed_by_server
 
 
 class _NoTasks:

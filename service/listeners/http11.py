@@ -107,8 +107,22 @@ class Http11:
                     return
             self.connection.receive_data(event.data)
             await self._handle_events()
+            if not event.data:
+                await self._answer_before_closing()
         elif isinstance(event, Closed) and self.exchange is not None:
             self._end_exchange()
+
+    async def _answer_before_closing(self) -> None:
+        """The client closed its sending side after a whole request (a proxy may): the
+        answer is still written before the connection closes, for as long as a connection
+        that stayed open would wait for it (``read_timeout``); each write is bounded by
+        ``server.write_timeout``. After a partial request the app hears ``http.disconnect``."""
+        exchange = self.exchange
+        if exchange is None or self.connection.their_state is not h11.CLOSED:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.read_timeout):
+                await exchange.ended.wait()
 
     async def _handle_events(self) -> None:
         while True:
@@ -209,6 +223,7 @@ class Http11:
         """The request is over for the app: it hears ``http.disconnect`` if it listens."""
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
+            exchange.ended.set()
             # What the app left unread goes: a read loop waiting to queue more moves on.
             with contextlib.suppress(asyncio.QueueEmpty):
                 while True:
@@ -258,6 +273,7 @@ class Exchange:
         self.unsent_head: h11.Response | None = None
         self.silent = False  # a HEAD request, or a status without a body
         self.done = False
+        self.ended = asyncio.Event()  # the connection is done with it (answered, or gone)
 
     async def run(self) -> None:
         try:
