@@ -439,6 +439,18 @@ def test_a_whole_request_then_a_half_close_is_answered_then_the_connection_close
     assert peer.closed_by_server
 
 
+def test_expect_100_continue_does_not_restart_the_request_deadline():
+    # The deadline runs from the head's first byte: the 100 Continue is not the answer.
+    request = post(b"0123456789", b"Expect: 100-continue\r\n")
+    head, _, body = request.partition(b"\r\n\r\n")
+    peer = serve(echo, head + b"\r\n\r\n", 1.0, body[:5], 1.5, body[5:],
+                 until=lambda p: p.closed.is_set() or b" 200 " in p.received,
+                 deadlines=Deadlines(request=2))
+    assert peer.received.startswith(b"HTTP/1.1 100 ")
+    assert b" 200 " not in peer.received  # 2.5 s after the head's first byte: cut off
+    assert peer.closed_by_server
+
+
 class _NoTasks:
     """The task group Http11 is given: the exchange it would start is only counted."""
 

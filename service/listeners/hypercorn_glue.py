@@ -41,6 +41,8 @@ from service.logs import get_logger
 log = get_logger("omgate")
 
 KEEP_ALIVE_SECONDS = 15
+# An interim answer asks for the body: the request is still being read (its deadline runs).
+INTERIM_ANSWER = b"HTTP/1.1 100 "
 
 
 class _DatedOncePerSecond(Http11Config):
@@ -113,7 +115,8 @@ class DeadlineStream:
 
     hypercorn bounds each wait for data (read_timeout), not a client that trickles a byte
     at a time (slow loris), and waits for a client to read its answers for ever. A request
-    is answered when the server writes; until then, data that keeps arriving past the
+    is answered when the server writes (a ``100 Continue`` is not an answer: the deadline
+    still runs from the head's first byte); until then, data that keeps arriving past the
     deadline closes the connection.
     """
 
@@ -144,7 +147,8 @@ class DeadlineStream:
         return bool(self._reader.at_eof())
 
     def write(self, data: bytes) -> None:
-        self._unanswered_since = None
+        if not data.startswith(INTERIM_ANSWER):  # Http11 writes a 100 Continue on its own
+            self._unanswered_since = None
         self._writer.write(data)
 
     async def _within_write_deadline(self, waiting: Awaitable[None]) -> None:
