@@ -1,15 +1,22 @@
 """The chain observatory from the command line: `omgate chains list|show|simulate|pin`
-after real clients presented real chains to a real omgate, on SQLite and on PostgreSQL."""
+after real clients presented real chains to a real omgate, on SQLite and on PostgreSQL;
+and what a client that floods it with chains, or replays the sender's, can change there."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
+import ssl
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import merge, run_omgate, to_toml
+from client_pki import _write
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from harness import merge, run_omgate, ssl_context, to_toml
 from observatory import (
     MIXED_RUN,
     chains_json,
@@ -20,6 +27,7 @@ from observatory import (
 
 from service.inbox import open_inbox
 from service.inbox.chains import ChainSighting
+from service.tools.pki import issue, name
 
 
 def _candidate(server_config: Path, folder: Path, name: str, client_auth: dict) -> Path:
@@ -169,6 +177,46 @@ def test_new_chains_beyond_the_hourly_limit_are_counted_not_recorded(omgate_serv
     assert listed[run.key("valid")]["connections"] == 2
     assert len(server.events("chains.not_recorded")) == 1
     assert "omgate_chains_not_recorded_total" in text
+
+
+def test_replaying_the_senders_chain_without_its_key_leaves_its_record_alone(omgate_server,
+                                                                            client_pki,
+                                                                            tmp_path):
+    """A client presents the sender's public chain and fails CertificateVerify: the record
+    counts one unproven sighting and still says when and from where the sender was seen."""
+    from test_forged_chains import CertificateSwapper
+
+    server = omgate_server({"client_auth": {"mode": "request"}})
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    send_mixed_run(server, run, {"valid": 1})
+    sender = server.wait_for("client_auth.decision")["peer"]
+    time.sleep(0.01)
+    replayed_at = dt.datetime.now(dt.UTC)
+    attacker = issue(name("attacker.example", "Attacker"),
+                     usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    attacker_case = _write(tmp_path / "attacker", "attacker", attacker)
+    swapper = CertificateSwapper(server.https_port, x509.load_pem_x509_certificates(
+        run.cases["valid"].chain.read_bytes()))
+    context = ssl_context(server.ca_path)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the Certificate message is in clear
+    context.load_cert_chain(attacker_case.chain, attacker_case.key)
+    try:
+        with pytest.raises((ssl.SSLError, OSError)), \
+                socket.create_connection(("127.0.0.1", swapper.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.recv(1)
+    finally:
+        swapper.close()
+    replay = server.wait_for("client_auth.decision",
+                             lambda event: event.get("outcome") == "unproven")
+    assert replay["peer"] != sender
+    assert server.stop() == 0
+    item = {item["chain_sha256"]: item for item in chains_json(server.config_path)}[
+        run.key("valid")]
+    assert (item["connections"], item["messages"], item["unproven"]) == (1, 1, 1)
+    assert (item["last_peer"], item["source"], item["outcome"]) == (sender, "tls", "accept")
+    assert dt.datetime.fromisoformat(item["last_seen"]) < replayed_at
 
 
 def test_chains_not_seen_for_retention_days_are_removed(omgate_server, client_pki, tmp_path):

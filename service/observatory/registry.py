@@ -92,6 +92,21 @@ class _Tally:
     last_proxy: str | None = None
     endpoints: dict[str, _EndpointTally] = field(default_factory=dict)
 
+    @property
+    def proven(self) -> bool:
+        return self.connections + self.messages > 0
+
+    def seen(self, now: dt.datetime, source: str, peer: str | None, proxy: str | None, *,
+             proven: bool) -> None:
+        """When, how and from where the chain was seen (before its counts are added to):
+        its proven sightings say it, the unproven ones only while it has none, so that
+        replaying a public chain without its key changes nothing but its unproven count."""
+        if proven and not self.proven:
+            self.first_seen = now
+        if proven or not self.proven:
+            self.last_seen, self.source = now, source
+            self.last_peer, self.last_proxy = peer, proxy
+
     def sighting(self, key: str) -> ChainSighting:
         return ChainSighting(
             key, self.certificates, self.source, self.first_seen, self.last_seen,
@@ -132,9 +147,9 @@ class ChainRegistry:
         tally = self._tally(chain_key(identity), identity, now)
         if tally is None:
             return
-        tally.source, tally.last_peer = identity.source, identity.peer
-        tally.last_proxy = context.get("proxy")
-        if outcome == "unproven":  # never proven: its decision stands for nothing
+        proven = outcome != "unproven"
+        tally.seen(now, identity.source, identity.peer, context.get("proxy"), proven=proven)
+        if not proven:  # its decision stands for nothing
             tally.unproven += 1
             return
         tally.connections += 1
@@ -146,8 +161,11 @@ class ChainRegistry:
 
     def message(self, key: str, endpoint: str) -> None:
         """Count one stored and acknowledged message sent with the chain ``key``."""
-        tally = self._tally(key, None, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        tally = self._tally(key, None, now)
         if tally is not None:
+            # a message follows its connection's decision, which said how and from where
+            tally.seen(now, tally.source, tally.last_peer, tally.last_proxy, proven=True)
             tally.messages += 1
             tally.endpoints.setdefault(endpoint, _EndpointTally()).messages += 1
 
@@ -155,7 +173,6 @@ class ChainRegistry:
                now: dt.datetime) -> _Tally | None:
         tally = self._pending.get(key)
         if tally is not None:
-            tally.last_seen = now
             return tally
         if len(self._pending) >= MAX_PENDING:
             self._count_not_recorded(1)
