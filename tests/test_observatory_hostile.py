@@ -29,10 +29,10 @@ from service.gate.verdict import Verdict
 from service.inbox import open_inbox
 from service.inbox.chains import LISTENER, ChainRecord, ChainSighting
 from service.metrics import Metrics
-from service.observatory import picture, views
+from service.observatory import budgets, picture, views
 from service.observatory.registry import ChainRegistry
 from service.policies import PolicyBuilder
-from service.tools.pki import build_dev_pki, dev_files, issue
+from service.tools.pki import build_dev_pki, dev_files, issue, new_key
 
 NOW = dt.datetime.now(dt.UTC)
 MARKUP = "x<meta http-equiv=refresh content='0 url=http://127.0.0.1:9/phish'><a href=/x>link</a>"
@@ -255,10 +255,10 @@ def test_a_chain_first_seen_while_the_hourly_budget_is_spent_is_recorded_later(t
 
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(2):
-            _observe(registry, issue(_cn(f"flood {index}")).certificate)
+            _observe(registry, issue(_cn(f"flood {index}")).certificate, f"10.0.1.{index}")
         keys.append(_observe(registry, sender, "10.0.0.2").chain_sha256)
         await registry.flush(inbox)
-        registry._window_start -= dt.timedelta(hours=2)  # the next hour
+        registry.budgets._window_start -= dt.timedelta(hours=2)  # the next hour
         _observe(registry, sender, "10.0.0.2")
         await registry.flush(inbox)
 
@@ -304,7 +304,7 @@ def test_large_chains_spend_the_hourly_budget_by_their_size(tmp_path):
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(4):
             _observe(registry, x509.load_der_x509_certificate(
-                _bulky_certificate(index, 60_000)))
+                _bulky_certificate(index, 60_000)), f"10.0.1.{index}")
         await registry.flush(inbox)
 
     assert len(_recorded_with(tmp_path, 4, work)) == 1
@@ -407,3 +407,108 @@ def test_a_chain_seen_only_unproven_is_listed_until_its_sender_proves_it(inbox_u
     assert (record.source, record.last_peer, record.last_proxy) == (
         "forwarded", SENDER, SENDERS_PROXY)
     assert record.first_seen > moments[0] and record.last_seen > moments[0]
+
+
+# -- budgets: refused chains cannot starve the sender's (issue 22, item 12) ---------------
+
+THROW_AWAY_KEY = new_key()
+
+
+def _throw_away(index: int) -> x509.Certificate:
+    """A self-signed chain made for one handshake."""
+    return issue(_cn(f"throw-away {index}"), key=THROW_AWAY_KEY).certificate
+
+
+def test_refused_chains_cannot_keep_the_senders_new_chain_out(tmp_path):
+    """Throw-away self-signed chains, refused or unproven, from many addresses spend the
+    hour's budget of new chains; the sender's new chain after its certificate rotation is
+    accepted, exactly when the operator looks at the console: it must be recorded."""
+    sender = issue(_cn("rotated sender")).certificate
+    keys: list[str] = []
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(30):
+            _observe(registry, _throw_away(index), f"198.51.100.{index}:40000")
+        registry.observe(ClientIdentity((_throw_away(30),), "tls", ATTACKER), ACCEPTED,
+                         "unproven", {})
+        keys.append(_accept(registry, sender).chain_sha256)
+        await registry.flush(inbox)
+
+    recorded = _recorded_with(tmp_path, 10, work)
+    assert keys[0] in recorded
+    assert len(recorded) == 11  # the hour's ten refused chains, and the sender's
+
+
+def test_one_client_address_records_only_its_share_of_refused_chains(tmp_path):
+    """One address (an IPv6 client: its /64) records a tenth of the hour's budget of refused
+    chains, so others still find room."""
+    keys: dict[str, list[str]] = {"one": [], "ipv6": [], "other": []}
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(10):
+            keys["one"].append(_observe(registry, _throw_away(index),
+                                        f"203.0.113.9:{40000 + index}").chain_sha256)
+            keys["ipv6"].append(_observe(registry, _throw_away(100 + index),
+                                         f"[2001:db8::{index + 1}]:40000").chain_sha256)
+        keys["other"].append(_observe(registry, _throw_away(200), "198.51.100.7:40000")
+                             .chain_sha256)
+        await registry.flush(inbox)
+
+    recorded = set(_recorded_with(tmp_path, 20, work))
+    assert [len(recorded & set(sent)) for sent in keys.values()] == [2, 2, 1]
+
+
+def test_a_refused_chain_that_carried_a_message_is_recorded_whatever_the_budget(tmp_path):
+    """Request mode stores messages from chains it would refuse: a chain that carried one
+    is recorded even when the hour's budget is spent (0 here), like an accepted one."""
+    refused, accepted, quiet = (_throw_away(index) for index in range(3))
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        carrier = _observe(registry, refused)
+        await registry.flush(inbox)
+        registry.message(carrier, "/salesforce/outbound")  # a message after a flush
+        _accept(registry, accepted)
+        _observe(registry, quiet)
+        await registry.flush(inbox)
+
+    recorded = _records_after(f"sqlite:///{tmp_path / 'inbox.db'}",
+                              lambda registries, inbox: work(registries[0], inbox),
+                              max_new_per_hour=0)
+    by_key = {record.chain_sha256: record for record in recorded}
+    carrier_key = ClientIdentity((refused,), "tls", None).chain_sha256
+    assert set(by_key) == {carrier_key, ClientIdentity((accepted,), "tls", None).chain_sha256}
+    assert by_key[carrier_key].messages == 1
+
+
+def test_the_budgets_of_client_addresses_are_bounded_in_number(tmp_path, monkeypatch):
+    """An attacker with many addresses does not grow the table of what each address spent
+    without limit (the oldest are forgotten; the hour's budget still bounds them all)."""
+    monkeypatch.setattr(budgets, "CLIENT_BUDGETS_KEPT", 8)
+    held: list[int] = []
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(50):
+            _observe(registry, _throw_away(index), f"198.51.100.{index}:40000")
+            held.append(registry.budgets.clients_held)
+        await registry.flush(inbox)
+
+    assert len(_recorded_with(tmp_path, 10_000, work)) == 50
+    assert max(held) == 8
+
+
+def test_accepted_chains_are_recorded_up_to_a_hard_ceiling(tmp_path, monkeypatch):
+    """The reserved share of accepted chains and chains that carried a message has a
+    ceiling of its own (far above the budget) against memory and disk exhaustion; what it
+    keeps out is counted under its own label."""
+    monkeypatch.setattr(budgets, "RESERVED_PER_HOUR", 3)
+    metrics = Metrics()
+
+    async def work(registries: list[ChainRegistry], inbox) -> None:
+        for index in range(5):
+            _accept(registries[0], _throw_away(index))
+        await registries[0].flush(inbox)
+
+    recorded = _records_after(f"sqlite:///{tmp_path / 'inbox.db'}", work, metrics=metrics)
+    assert len(recorded) == 3
+    assert metrics.registry.get_sample_value("omgate_chains_not_recorded_total",
+                                             {"budget": "reserved"}) == 2
