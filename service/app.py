@@ -36,7 +36,7 @@ from service.listeners.framing import Refusal, RefusalAnswer
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
-from service.observatory.registry import ChainRegistry, chain_key
+from service.observatory.registry import ChainRegistry
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -331,7 +331,7 @@ class OutboundMessageHandler:
             return fault_response(_internal_error(), correlation_id)
         response = await self._store(message, correlation_id, context)
         if self.chains is not None and applied is not None and response.status_code == 200:
-            self.chains.message(chain_key(applied.identity), self.endpoint.config.path)
+            self.chains.message(applied.identity, self.endpoint.config.path)
         return response
 
     async def _store(self, message: OutboundMessage, correlation_id: str,

@@ -175,7 +175,8 @@ class ChainsConfig:
     """The registry of client chains seen (service/observatory/)."""
 
     enabled: bool = True  # false: no registry (the console and `omgate chains` show nothing new)
-    max_new_per_hour: int = 1000  # per worker; more are counted as not recorded
+    # refused or unproven new chains, per worker (accepted ones have a share of their own)
+    max_new_per_hour: int = 1000
     retention_days: int = 90  # chains not seen for this long are removed
 
 

@@ -353,14 +353,14 @@ class SqliteInbox(Inbox):
         return [_stored(row) for row in rows]
 
     def _record_chains(self, sightings: Sequence[ChainSighting],
-                       hours: Sequence[HourCount]) -> int:
-        def write(connection: sqlite3.Connection) -> int:
-            missing = 0
+                       hours: Sequence[HourCount]) -> builtins.list[str]:
+        def write(connection: sqlite3.Connection) -> builtins.list[str]:
+            missing = []
             for sighting in sightings:
                 statement = _CHAINS.add if sighting.certificates is None else _CHAINS.upsert
                 if not connection.execute(statement,
                                           _parameters(sighting_values(sighting))).rowcount:
-                    missing += 1
+                    missing.append(sighting.chain_sha256)
                     continue
                 connection.executemany(_CHAINS.endpoint, [
                     _parameters(endpoint_values(sighting.chain_sha256, seen))
@@ -476,7 +476,7 @@ class SqliteInbox(Inbox):
         return await self._run(self._recent, limit, state, key)
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
-                            hours: Sequence[HourCount]) -> int:
+                            hours: Sequence[HourCount]) -> builtins.list[str]:
         return await self._run(self._record_chains, sightings, hours)
 
     async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:
