@@ -32,10 +32,11 @@ from service.forwarded import Address, Network, format_address, within
 from service.gate import ClientAuthGate
 from service.identity import RequestIdentity, request_identity, request_origin
 from service.inbox import Inbox, InboxError, IncomingMessage
+from service.listeners.framing import Refusal, RefusalAnswer
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
-from service.observatory.registry import ChainRegistry, chain_key
+from service.observatory.registry import ChainRegistry
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -137,6 +138,16 @@ def fault_response(error: SoapFaultError, correlation_id: str) -> Response:
         media_type=CONTENT_TYPE,
         headers=headers,
     )
+
+
+def refusal_fault(refusal: Refusal) -> RefusalAnswer:
+    """A request the HTTP layer refused before the app saw it (service/listeners/framing.py),
+    answered as every sender's fault is: a ``soapenv:Client`` fault with a correlation id
+    (the HTTP layer logs it in ``connection.request_refused``)."""
+    correlation_id = new_correlation_id()
+    return RefusalAnswer(((b"content-type", CONTENT_TYPE.encode()),
+                          (b"x-correlation-id", correlation_id.encode())),
+                         fault("Client", refusal.message, correlation_id), correlation_id)
 
 
 def _check_request_line(request: Request) -> None:
@@ -320,7 +331,7 @@ class OutboundMessageHandler:
             return fault_response(_internal_error(), correlation_id)
         response = await self._store(message, correlation_id, context)
         if self.chains is not None and applied is not None and response.status_code == 200:
-            self.chains.message(chain_key(applied.identity), self.endpoint.config.path)
+            self.chains.message(applied.identity, self.endpoint.config.path)
         return response
 
     async def _store(self, message: OutboundMessage, correlation_id: str,

@@ -310,12 +310,13 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.tools.check import refuse_conflicts
+    from service.tools.check import refuse_conflicts, warn_readable_secrets
 
     config = _load(args)
     configure_logging(config.logging.format, config.logging.level)
     if refuse_conflicts(config, sys.stderr):
         return EXIT_USAGE
+    warn_readable_secrets(config)
     return serve_processes(config)
 
 

@@ -37,6 +37,7 @@ from service.forwarded import (
     format_address,
     forwarded_format,
 )
+from service.listeners.framing import DEFAULT_MAX_HEADER_COUNT
 
 ENV_PREFIX = "OMGATE_"
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
@@ -80,6 +81,7 @@ class ServerConfig:
     max_buffered_bytes_per_client: int
     max_connections: int
     max_connections_per_peer: int
+    max_header_count: int
     workers: int
     handshake_timeout: float
     request_timeout: float
@@ -173,7 +175,8 @@ class ChainsConfig:
     """The registry of client chains seen (service/observatory/)."""
 
     enabled: bool = True  # false: no registry (the console and `omgate chains` show nothing new)
-    max_new_per_hour: int = 1000  # per worker; more are counted as not recorded
+    # refused or unproven new chains, per worker (accepted ones have a share of their own)
+    max_new_per_hour: int = 1000
     retention_days: int = 90  # chains not seen for this long are removed
 
 
@@ -531,6 +534,7 @@ SCHEMA: Mapping[str, Mapping[str, Key]] = {
         "max_buffered_bytes_per_client": Key(_positive_int, 16 * 1024 * 1024, "int"),
         "max_connections": Key(_positive_int, 4096, "int"),
         "max_connections_per_peer": Key(_positive_int, 64, "int"),
+        "max_header_count": Key(_positive_int, DEFAULT_MAX_HEADER_COUNT, "int"),
         "workers": Key(_non_negative_int, 0, "int"),
         "handshake_timeout": Key(_positive_seconds, 10, "float"),
         "request_timeout": Key(_positive_seconds, 60, "float"),

@@ -12,22 +12,19 @@ counted per /64 network, what one host is usually given.
 
 from __future__ import annotations
 
-import ipaddress
 import resource
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from service.forwarded import Address, Network, within
+from service.forwarded import Address, ClientKey, Network, client_key, within
 from service.logs import get_logger
 from service.metrics import Metrics
 
 log = get_logger("omgate")
 
 RefusalReason = Literal["max_connections", "max_connections_per_peer"]
-ClientKey = Address | Network
-IPV6_CLIENT_PREFIX = 64
 REFUSALS_LOGGED_EVERY = 1.0  # seconds: a flood of refusals is one line a second, with a count
 # Descriptors kept for what is not a client connection: listeners, the inbox, log files,
 # delivery connections.
@@ -39,12 +36,6 @@ class ConnectionLimits:
     total: int
     per_client: int
     uncapped: tuple[Network, ...] = ()  # the trusted proxies
-
-
-def client_key(address: Address) -> ClientKey:
-    if isinstance(address, ipaddress.IPv6Address):
-        return ipaddress.IPv6Network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False)
-    return address
 
 
 class OpenConnections:

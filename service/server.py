@@ -27,6 +27,7 @@ from service.app import (
     build_endpoints,
     create_app,
     create_health_app,
+    refusal_fault,
 )
 from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
@@ -46,6 +47,8 @@ from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, open_inbox
 from service.inbox.chains import LISTENER
+from service.listeners.framing import AnswerRefusal, HeadLimits, bodiless
+from service.listeners.http11 import Http11Config
 from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
 from service.listeners.origin import ConnectionOrigin, OriginReader, ProxyProtocol, direct_origin
 from service.listeners.plain import PlainConnectionHandler
@@ -157,6 +160,20 @@ def build_tls_handler(config: Config, server_tls: ServerTls, gate: ClientAuthGat
         verified_under=verification_digest(settings.trusted, settings.partial_chain,
                                            settings.verify_depth),
     )
+
+
+def http_config(config: Config, answer_refusal: AnswerRefusal = bodiless) -> Http11Config:
+    """How a listener serves HTTP/1.1: its timeouts, the limits of a request head
+    (server.max_header_count; the headers client_auth.forwarded_cert reads may take the
+    whole head) and how a request refused for them is answered."""
+    forwarded = config.client_auth.forwarded_cert
+    limits = HeadLimits(max_header_count=config.server.max_header_count,
+                        long_headers=frozenset(name.encode() for name in
+                                               (forwarded.headers if forwarded else ())))
+    return hypercorn_config(read_timeout=config.server.read_timeout,
+                            graceful_timeout=config.server.shutdown_timeout,
+                            idle_timeout=config.server.idle_timeout,
+                            head_limits=limits, answer_refusal=answer_refusal)
 
 
 def budget_rules(config: Config) -> BudgetRules:
@@ -328,13 +345,11 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) 
     state = ServiceState()
     limits = connection_limits(config, room_for_connections(config))
     public, private = OpenConnections(limits, metrics), OpenConnections(limits, metrics)
-    hyper = hypercorn_config(read_timeout=config.server.read_timeout,
-                             graceful_timeout=config.server.shutdown_timeout,
-                             idle_timeout=config.server.idle_timeout)
+    hyper = http_config(config)  # the health listener's and the console's
     deadlines = Deadlines(request=config.server.request_timeout,
                           write=config.server.write_timeout)
     main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics, public),
-                       hyper, deadlines)
+                       http_config(config, refusal_fault), deadlines)
     health = HttpServing(create_health_app(inbox, state, metrics), hyper, deadlines)
     tracker = ConnectionTracker()
     servers: list[asyncio.Server] = []

@@ -70,7 +70,7 @@ class Launcher:
 
     def __call__(self, overrides: dict[str, Any] | None = None, *,
                  env: dict[str, str] | None = None, port: int | None = None,
-                 wait: bool = True) -> RunningServer:
+                 wait: bool = True, umask: int = -1) -> RunningServer:
         port = port or free_port()
         config = merge(base_config(self.dev_pki, self.client_root, self.folder, port),
                        overrides or {})
@@ -81,7 +81,7 @@ class Launcher:
         config_path.write_text(to_toml(config))
         log_path = self.log_dir / f"{self.label}-{number}.log".replace("/", "_")
         server = start_server(config_path, log_path, self.dev_pki / "ca.pem", port, env=env,
-                              wait=wait, health_port=health_port)
+                              wait=wait, health_port=health_port, umask=umask)
         self.started.append(server)
         return server
 

@@ -186,10 +186,12 @@ def omgate_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "service", *args]
 
 
-def run_omgate(*args: str, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_omgate(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+               umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """``umask``: the command's (-1: this process's)."""
     return subprocess.run(omgate_command(*args), capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=timeout, check=False)
+                          env={**os.environ, **(env or {})}, timeout=timeout, check=False,
+                          umask=umask)
 
 
 def wait_ready(server: RunningServer, timeout: float = 30) -> None:
@@ -216,13 +218,14 @@ def wait_ready(server: RunningServer, timeout: float = 30) -> None:
 
 def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: int,
                  env: dict[str, str] | None = None, wait: bool = True,
-                 health_port: int | None = None) -> RunningServer:
+                 health_port: int | None = None, umask: int = -1) -> RunningServer:
     log_handle = log_path.open("ab")
     process = subprocess.Popen(
         omgate_command("serve", "--config", str(config_path)),
         cwd=ROOT, stdout=log_handle, stderr=subprocess.STDOUT,
         env={**os.environ, "OMGATE_LOGGING__FORMAT": "json", **(env or {})},
         start_new_session=True,  # a process group, so kill() reaches the workers too
+        umask=umask,  # -1: this process's
     )
     log_handle.close()
     server = RunningServer(process, config_path, log_path, ca_path, https_port,

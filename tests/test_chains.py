@@ -1,16 +1,24 @@
 """The chain observatory from the command line: `omgate chains list|show|simulate|pin`
-after real clients presented real chains to a real omgate, on SQLite and on PostgreSQL."""
+after real clients presented real chains to a real omgate, on SQLite and on PostgreSQL;
+and what a client that floods it with chains, or replays the sender's, can change there."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
+import ssl
+import time
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import merge, run_omgate, to_toml
+from client_pki import _write
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from harness import merge, run_omgate, ssl_context, to_toml
 from observatory import (
+    BODY,
     MIXED_RUN,
     chains_json,
     mixed_cases,
@@ -20,6 +28,7 @@ from observatory import (
 
 from service.inbox import open_inbox
 from service.inbox.chains import ChainSighting
+from service.tools.pki import issue, name, new_key
 
 
 def _candidate(server_config: Path, folder: Path, name: str, client_auth: dict) -> Path:
@@ -156,19 +165,101 @@ def test_two_replicas_on_one_postgresql_inbox_keep_one_registry(omgate_server, c
     assert listed[run.key(None)]["connections"] == 1
 
 
-def test_new_chains_beyond_the_hourly_limit_are_counted_not_recorded(omgate_server,
-                                                                     client_pki, tmp_path):
-    run = mixed_cases(client_pki, tmp_path / "cases")
+def _metrics_once_they_say(server, line: str, timeout: float = 20) -> str:
+    """The server's metrics as soon as they hold ``line`` (the registry flushes every 5 s),
+    else after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+        if line in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
+def test_a_flood_of_refused_chains_cannot_keep_the_senders_new_chain_out(omgate_server,
+                                                                         client_pki,
+                                                                         tmp_path):
+    """Throw-away self-signed chains, refused, spend the hour's budget of new chains just
+    before the sender's renewed chain arrives: that chain is accepted and must be recorded
+    (the console is where the operator looks then). One client address records only its
+    share of refused chains (a tenth of the budget, at least one)."""
     server = omgate_server({"chains": {"max_new_per_hour": 2},
+                            "client_auth": {"mode": "require"}})
+    key = new_key()
+    flood = [_write(tmp_path / "flood", f"throw-away-{index}",
+                    issue(name(f"throw-away {index}"), key=key,
+                          usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)))
+             for index in range(3)]
+    for case in flood:
+        assert server.post(BODY, cert=case).status_code == 403
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    send_mixed_run(server, run, {"valid": 2})
+    not_recorded = 'omgate_chains_not_recorded_total{budget="client"} 2.0'
+    metrics = _metrics_once_they_say(server, not_recorded)
+    assert server.stop() == 0
+    listed = {item["chain_sha256"]: item for item in chains_json(server.config_path)}
+    assert run.key("valid") in listed and len(listed) == 2
+    assert (listed[run.key("valid")]["connections"], listed[run.key("valid")]["messages"]) \
+        == (2, 2)
+    assert not_recorded in metrics
+    assert [event["budget"] for event in server.events("chains.not_recorded")] == ["client"]
+
+
+def test_a_chain_that_carried_a_message_is_recorded_whatever_the_budget(omgate_server,
+                                                                        client_pki, tmp_path):
+    """Request mode stores what a chain it would refuse sends: a chain that carried a
+    message is always recorded, like an accepted one; one that only failed is not."""
+    server = omgate_server({"chains": {"max_new_per_hour": 0},
                             "client_auth": {"mode": "request"}})
-    send_mixed_run(server, run, {"valid": 2, "expired": 1, "untrusted": 1, None: 1})
-    text = httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/metrics").text
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    send_mixed_run(server, run, {"valid": 1, "expired": 1})
+    assert server.post(b"<not-a-notification/>", cert=run.cases["untrusted"]).status_code \
+        != 200
     assert server.stop() == 0
     listed = {item["chain_sha256"]: item for item in chains_json(server.config_path)}
     assert set(listed) == {run.key("valid"), run.key("expired")}
-    assert listed[run.key("valid")]["connections"] == 2
-    assert len(server.events("chains.not_recorded")) == 1
-    assert "omgate_chains_not_recorded_total" in text
+    assert (listed[run.key("expired")]["outcome"], listed[run.key("expired")]["messages"]) \
+        == ("would_reject", 1)
+
+
+def test_replaying_the_senders_chain_without_its_key_leaves_its_record_alone(omgate_server,
+                                                                            client_pki,
+                                                                            tmp_path):
+    """A client presents the sender's public chain and fails CertificateVerify: the record
+    counts one unproven sighting and still says when and from where the sender was seen."""
+    from test_forged_chains import CertificateSwapper
+
+    server = omgate_server({"client_auth": {"mode": "request"}})
+    run = mixed_cases(client_pki, tmp_path / "cases")
+    send_mixed_run(server, run, {"valid": 1})
+    sender = server.wait_for("client_auth.decision")["peer"]
+    time.sleep(0.01)
+    replayed_at = dt.datetime.now(dt.UTC)
+    attacker = issue(name("attacker.example", "Attacker"),
+                     usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    attacker_case = _write(tmp_path / "attacker", "attacker", attacker)
+    swapper = CertificateSwapper(server.https_port, x509.load_pem_x509_certificates(
+        run.cases["valid"].chain.read_bytes()))
+    context = ssl_context(server.ca_path)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the Certificate message is in clear
+    context.load_cert_chain(attacker_case.chain, attacker_case.key)
+    try:
+        with pytest.raises((ssl.SSLError, OSError)), \
+                socket.create_connection(("127.0.0.1", swapper.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.recv(1)
+    finally:
+        swapper.close()
+    replay = server.wait_for("client_auth.decision",
+                             lambda event: event.get("outcome") == "unproven")
+    assert replay["peer"] != sender
+    assert server.stop() == 0
+    item = {item["chain_sha256"]: item for item in chains_json(server.config_path)}[
+        run.key("valid")]
+    assert (item["connections"], item["messages"], item["unproven"]) == (1, 1, 1)
+    assert (item["last_peer"], item["source"], item["outcome"]) == (sender, "tls", "accept")
+    assert dt.datetime.fromisoformat(item["last_seen"]) < replayed_at
 
 
 def test_chains_not_seen_for_retention_days_are_removed(omgate_server, client_pki, tmp_path):

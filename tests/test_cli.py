@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -38,6 +39,76 @@ def test_pki_dev_writes_a_usable_server_and_client_chain(tmp_path):
     again = run_omgate("pki", "dev", "--out", str(out))
     assert again.returncode == 1
     assert "--force" in again.stderr
+
+
+KEYS = ("server.key", "client.key")
+
+
+def test_pki_dev_force_over_keys_others_could_read_writes_private_keys_in_new_files(tmp_path):
+    out = tmp_path / "dev"
+    assert run_omgate("pki", "dev", "--out", str(out)).returncode == 0
+    for key in KEYS:
+        (out / key).chmod(0o644)  # a key copied or made by hand, with the usual umask
+    old_key = (out / "server.key").read_bytes()
+    with (out / "server.key").open("rb") as opened_by_another_user:  # while it was readable
+        result = run_omgate("pki", "dev", "--out", str(out), "--force", umask=0o022)
+        assert result.returncode == 0, result.stderr
+        for key in KEYS:
+            assert (out / key).stat().st_mode & 0o777 == 0o600, key
+        assert (out / "server.key").read_bytes() != old_key
+        # the new key went into a new file: what was opened before still reads the old key
+        assert opened_by_another_user.read() == old_key
+    assert (out / "ca.pem").stat().st_mode & 0o777 == 0o644  # certificates stay readable
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_pki_dev_force_run_as_root_keeps_the_owner_of_a_key_it_replaces(tmp_path):
+    out = tmp_path / "dev"
+    assert run_omgate("pki", "dev", "--out", str(out)).returncode == 0
+    service_user = 65534  # nobody: the user a service reads its key as
+    os.chown(out / "server.key", service_user, service_user)
+    assert run_omgate("pki", "dev", "--out", str(out), "--force").returncode == 0
+    replaced = (out / "server.key").stat()
+    assert (replaced.st_uid, replaced.st_gid) == (service_user, service_user)
+    assert replaced.st_mode & 0o777 == 0o600
+    assert (out / "client.key").stat().st_uid == 0  # a file it creates is its own
+
+
+def _plant_link(kind: str, tmp_path) -> tuple:
+    """A link an attacker left where ``pki dev`` writes; what it points at."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "dev"
+    if kind == "out":
+        out.symlink_to(elsewhere, target_is_directory=True)
+        return out, out, elsewhere
+    out.mkdir()
+    target = elsewhere / "planted.key"
+    if kind == "existing":
+        target.write_bytes(b"the attacker's file")
+        target.chmod(0o644)
+    (out / "server.key").symlink_to(target)
+    return out, out / "server.key", target
+
+
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("kind", ["dangling", "existing", "out"])
+def test_pki_dev_refuses_symbolic_links_and_writes_nothing_through_them(tmp_path, kind, force):
+    out, link, target = _plant_link(kind, tmp_path)
+    before = sorted(path.name for path in target.iterdir()) if target.is_dir() else \
+        (target.read_bytes() if target.exists() else None)
+    result = run_omgate("pki", "dev", "--out", str(out), *(["--force"] if force else []))
+    assert result.returncode == 1, result.stdout
+    assert str(link) in result.stderr
+    assert "symbolic link" in result.stderr and "remove" in result.stderr
+    assert link.is_symlink()
+    if target.is_dir():
+        assert sorted(path.name for path in target.iterdir()) == before == []
+    else:
+        assert (target.read_bytes() if target.exists() else None) == before
+        assert before is None or target.stat().st_mode & 0o777 == 0o644
+        assert [path.name for path in out.iterdir()] == ["server.key"]  # nothing else written
 
 
 def test_inbox_show_and_export(omgate_server):

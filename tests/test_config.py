@@ -89,6 +89,8 @@ def test_omgate_config_variable_names_the_file(tmp_path):
     ('[server]\nbnid = []\n', ["[server]", "unknown key 'bnid'"]),
     ('[server]\nmax_body_bytes = "ten"\n',
      ["[server] max_body_bytes", "expected a positive whole number", "'ten'"]),
+    ('[server]\nmax_header_count = 0\n',
+     ["[server] max_header_count", "expected a positive whole number"]),
     ('[server]\nbind = ["localhost"]\n', ["[server] bind", "127.0.0.1:8443"]),
     ('[server]\nbind = ["::1:8443"]\n', ["[server] bind", "brackets"]),
     ('[logging]\nformat = "yaml"\n', ["[logging] format", "auto, json, console"]),

@@ -259,3 +259,62 @@ def test_closed_connections_release_their_descriptors_and_memory_at_once(omgate_
     time.sleep(1)
     assert open_descriptors(pid) - idle <= 50, f"{open_descriptors(pid) - idle} over idle"
     assert resident_mib(pid) < 150
+
+
+# -- a client that half-closes -------------------------------------------------------------------
+
+def post_request(body: bytes) -> bytes:
+    return (b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: text/xml; charset=utf-8\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def read_to_the_end(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def ack_in(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.startswith(b"HTTP/1.1 200 ") and b"<Ack>true</Ack>" in body
+
+
+def test_a_request_then_a_half_close_is_acknowledged_on_the_plain_listener(omgate_server):
+    # A proxy may close its sending side once the request is sent; the message is stored,
+    # so its ack must still be written.
+    plain = free_port()
+    server = omgate_server({"server": {"plain_bind": [f"127.0.0.1:{plain}"]}})
+    with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+        sock.sendall(post_request(BODY))
+        sock.shutdown(socket.SHUT_WR)
+        answer = read_to_the_end(sock)  # the server closes once it has answered
+    assert ack_in(answer), answer[:300]
+    server.wait_for("om.accepted")
+
+
+def test_a_request_then_a_tcp_half_close_is_acknowledged_on_the_tls_listener(omgate_server):
+    # TLS over a socket whose sending side is shut after the request (no close_notify),
+    # as a TCP proxy in front of the TLS listener may do.
+    server = omgate_server()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl_context(server.ca_path).wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", server.https_port), timeout=10) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        tls.write(post_request(BODY))
+        sock.sendall(outgoing.read())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            incoming.write(chunk)
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                while data := tls.read(65536):
+                    answer += data
+    assert ack_in(answer), answer[:300]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import PAYLOADS, SOAP_HEADERS, is_ack, ssl_context
+from harness import PAYLOADS, SOAP_HEADERS, free_port, is_ack, ssl_context
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from messages import envelope, notification
@@ -310,3 +310,112 @@ def test_slow_large_bodies_do_not_keep_a_small_message_waiting(omgate_server, cl
     assert acked
     assert took < 2, f"the small message waited {took:.1f} s"
     assert "server_busy" not in [event["reason"] for event in server.events("om.rejected")]
+
+
+# -- request framing an attacker chooses, on live listeners -------------------------------------
+
+MESSAGE = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
+
+
+def until_closed(sock: socket.socket, timeout: float = 5) -> bytes:
+    """Everything the server sends until it closes the connection (or ``timeout`` passes
+    with nothing more: then what came)."""
+    sock.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def soap_post(body: bytes, *headers: bytes, path: bytes = b"/salesforce/outbound") -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: omgate\r\n"
+            b"Content-Type: text/xml; charset=utf-8\r\n" + b"".join(headers)
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def test_a_request_framed_two_ways_is_refused_and_what_follows_is_never_served(omgate_server):
+    # Behind a proxy that frames by Content-Length, the bytes after the chunked body would
+    # be a request the proxy never saw, with a client address the attacker wrote.
+    plain = free_port()
+    server = omgate_server({"server": {"plain_bind": [f"127.0.0.1:{plain}"],
+                                       "trusted_proxies": ["127.0.0.1/32"]}})
+    smuggled = soap_post(MESSAGE, b"X-Forwarded-For: 203.0.113.66\r\n")
+    body = b"0\r\n\r\n" + smuggled
+    request = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+               b"Content-Type: text/xml; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+               + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+        sock.sendall(request)
+        received = until_closed(sock)
+    assert received.count(b"HTTP/1.1 ") == 1, received
+    assert received.startswith(b"HTTP/1.1 400 ")
+    assert b"<faultcode>soapenv:Client</faultcode>" in received
+    event = server.wait_for("connection.request_refused")
+    assert event["reason"] == "content_length_with_transfer_encoding"
+    assert event["status"] == 400 and event["peer"].startswith("127.0.0.1:")
+    assert event["correlation_id"].encode() in received
+    assert not server.events("om.accepted")
+
+
+def tls_socket(server) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.https_port), timeout=10)
+    return ssl_context(server.ca_path).wrap_socket(raw, server_hostname="localhost")
+
+
+def test_every_listener_refuses_more_header_lines_than_max_header_count(omgate_server):
+    plain, console = free_port(), free_port()
+    server = omgate_server({"server": {"plain_bind": [f"127.0.0.1:{plain}"],
+                                       "admin_bind": f"127.0.0.1:{console}",
+                                       "max_header_count": 20}})
+    listeners = {
+        "tls": lambda: tls_socket(server),
+        "plain": lambda: socket.create_connection(("127.0.0.1", plain), timeout=10),
+        "health": lambda: socket.create_connection(
+            ("127.0.0.1", server.extra["health_port"]), timeout=10),
+        "console": lambda: socket.create_connection(("127.0.0.1", console), timeout=10),
+    }
+    for name, connect in listeners.items():
+        for lines, refused in ((20, False), (21, True)):
+            # Host and Content-Type are two of the lines
+            request = soap_post(MESSAGE, *[b"X-Filler: 1\r\n"] * (lines - 3))
+            with connect() as sock:
+                sock.sendall(request)
+                received = until_closed(sock, timeout=2 if not refused else 5)
+            status = received[:12]
+            assert (status == b"HTTP/1.1 431") == refused, (name, lines, received[:300])
+            if refused and name in ("tls", "plain"):
+                assert b"<faultcode>soapenv:Client</faultcode>" in received, name
+    refusals = server.events("connection.request_refused")
+    assert [event["reason"] for event in refusals] == ["too_many_headers"] * 4
+    assert {event["limit"] for event in refusals} == {20}
+
+
+def test_the_health_listener_refuses_a_head_of_sixteen_thousand_lines_at_once(omgate_server):
+    server = omgate_server()
+    head = b"GET /healthz HTTP/1.1\r\nHost: omgate\r\n" + b"a:\r\n" * 16_000 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", server.extra["health_port"]),
+                                  timeout=10) as sock:
+        sock.sendall(head)
+        received = until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 431 ") and b"connection: close" in received.lower()
+    assert httpx.get(f"http://127.0.0.1:{server.extra['health_port']}/healthz").text == "ok\n"
+
+
+def test_the_configured_forwarded_certificate_header_may_be_longer_than_a_line(omgate_server):
+    plain = free_port()
+    server = omgate_server({"server": {"plain_bind": [f"127.0.0.1:{plain}"],
+                                       "trusted_proxies": ["127.0.0.1/32"]},
+                            "client_auth": {"forwarded_cert": "xfcc"}})
+    long_value = b'Cert="' + b"M" * 40_000 + b'"'
+    answers = {}
+    for name in (b"X-Forwarded-Client-Cert", b"X-Other"):
+        with socket.create_connection(("127.0.0.1", plain), timeout=10) as sock:
+            sock.sendall(soap_post(MESSAGE, name + b": " + long_value + b"\r\n",
+                                   b"Connection: close\r\n"))
+            answers[name] = until_closed(sock)
+    # read (an unreadable chain, in request mode: logged, and the message acknowledged)
+    assert answers[b"X-Forwarded-Client-Cert"].startswith(b"HTTP/1.1 200 ")
+    assert answers[b"X-Other"].startswith(b"HTTP/1.1 431 ")
+    event = server.wait_for("connection.request_refused")
+    assert (event["reason"], event["limit"]) == ("header_too_large", 8192)

@@ -8,12 +8,24 @@ a whole answer leaves in one write.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypercorn.events import RawData
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from service.listeners.hypercorn_glue import HttpServing, hypercorn_config
+from service.app import refusal_fault
+from service.listeners.framing import (
+    DEFAULT_MAX_HEADER_COUNT,
+    MAX_HEAD_BYTES,
+    MAX_HEADER_LINE_BYTES,
+    HeadLimits,
+)
+from service.listeners.http11 import Http11
+from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
 
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
                Awaitable[None]]
@@ -38,9 +50,12 @@ class Peer:
         self.closed = asyncio.Event()
         self.transport = self
         self.closed_by_server = False
+        self.eof_written = False
 
     # what hypercorn uses of a StreamWriter and its transport
     def write(self, data: bytes) -> None:
+        if self.eof_written or self.closed.is_set():  # as asyncio's transports refuse it
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.writes.append(bytes(data))
 
     async def drain(self) -> None:
@@ -59,7 +74,7 @@ class Peer:
         return _Socket() if name == "socket" else default
 
     def write_eof(self) -> None:
-        return None
+        self.eof_written = True
 
     def close(self) -> None:
         self.closed.set()
@@ -75,13 +90,17 @@ class Peer:
 EOF = None  # in what a test sends: the client closes its side
 
 
-async def _answering(app: App, *sends: bytes | None, until: Callable[[Peer], bool]) -> Peer:
+async def _answering(app: App, *sends: bytes | float | None, until: Callable[[Peer], bool],
+                     config: Any = None, deadlines: Deadlines | None = None) -> Peer:
     peer = Peer()
-    serving = HttpServing(app, hypercorn_config(read_timeout=60, graceful_timeout=1))
+    config = config or hypercorn_config(read_timeout=60, graceful_timeout=1)
+    serving = HttpServing(app, config, deadlines or Deadlines())
     connection = asyncio.create_task(serving.serve(peer.reader, peer))
     for data in sends:
         if data is EOF:
             peer.reader.feed_eof()
+        elif isinstance(data, float):  # a pause of that many seconds
+            await asyncio.sleep(data)
         else:
             peer.reader.feed_data(data)
         await asyncio.sleep(0.01)
@@ -95,8 +114,9 @@ async def _answering(app: App, *sends: bytes | None, until: Callable[[Peer], boo
     return peer
 
 
-def serve(app: App, *sends: bytes | None, until: Callable[[Peer], bool]) -> Peer:
-    return asyncio.run(_answering(app, *sends, until=until))
+def serve(app: App, *sends: bytes | float | None, until: Callable[[Peer], bool],
+          **options: Any) -> Peer:
+    return asyncio.run(_answering(app, *sends, until=until, **options))
 
 
 def post(body: bytes, *extra: bytes, method: bytes = b"POST") -> bytes:
@@ -229,3 +249,283 @@ def test_an_app_that_sends_more_than_it_declared_has_its_connection_closed_at_on
 
     peer = serve(overlong, post(b"x"), until=lambda p: p.closed.is_set())
     assert b"too long" not in peer.received  # h11 sends nothing past the declared length
+
+
+# -- framing chosen by an attacker ---------------------------------------------------------------
+
+class Recording:
+    """``echo``, remembering the path of every request it was given."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        self.paths.append(scope["path"])
+        await echo(scope, receive, send)
+
+
+def refused_and_closed(peer: Peer) -> bool:
+    return peer.closed.is_set() or answers(peer) > 1
+
+
+# A second request, as a proxy that frames by Content-Length never sees it: with an address
+# the attacker chose, believed from a trusted proxy.
+SMUGGLED = (b"POST /smuggled HTTP/1.1\r\nHost: omgate\r\nX-Forwarded-For: 203.0.113.66\r\n"
+            b"Content-Length: 0\r\n\r\n")
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n",
+    b"content-length: %d\r\ntransfer-encoding: CHUNKED\r\n",
+], ids=["length-first", "encoding-first", "spelt-otherwise"])
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(framing):
+    app = Recording()
+    body = b"0\r\n\r\n" + SMUGGLED
+    request = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+               + framing % len(body) + b"\r\n" + body)
+    peer = serve(app, request, until=refused_and_closed)
+    assert app.paths == []  # neither the first request nor the smuggled one was served
+    assert answers(peer) == 1 and peer.received.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in peer.received.lower() and peer.closed_by_server
+
+
+def test_transfer_encoding_on_an_http_1_0_request_is_refused_and_the_connection_closed():
+    app = Recording()
+    request = (b"POST /salesforce/outbound HTTP/1.0\r\nHost: omgate\r\nConnection: keep-alive\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
+    peer = serve(app, request, until=refused_and_closed)
+    assert app.paths == []
+    assert answers(peer) == 1 and peer.received.startswith(b"HTTP/1.1 400 ")
+    assert peer.closed_by_server
+
+
+def get(*headers: bytes) -> bytes:
+    """A request head with ``headers`` after its Host line (one header line too)."""
+    return (b"GET /healthz HTTP/1.1\r\nHost: omgate\r\n"
+            + b"".join(header + b"\r\n" for header in headers) + b"\r\n")
+
+
+def test_a_head_of_sixteen_thousand_header_lines_is_refused_before_it_is_parsed():
+    app = Recording()
+    head = get(*[b"a:"] * 16_000)
+    assert len(head) < 64 * 1024  # within the head's size limit
+    peer = serve(app, head, until=lambda p: p.closed.is_set() or answers(p) == 1)
+    assert app.paths == []
+    assert answers(peer) == 1 and peer.received.startswith(b"HTTP/1.1 431 ")
+    assert peer.closed_by_server
+    seconds, served = parse_cost(head)
+    assert not served and seconds < 0.010, f"{seconds * 1000:.1f} ms"
+
+
+def test_more_header_lines_than_the_cap_get_a_431_and_the_connection_closes():
+    app = Recording()
+    peer = serve(app, get(*[b"X-A: b"] * 99), get(*[b"X-A: b"] * 100),
+                 until=refused_and_closed)
+    assert app.paths == ["/healthz"]  # 100 lines, Host included, are served
+    assert answers(peer) == 2 and b"HTTP/1.1 431 " in peer.writes[-1]
+    assert peer.closed_by_server
+
+
+def test_a_header_line_longer_than_its_cap_gets_a_431_and_the_connection_closes():
+    app = Recording()
+    fits = b"X-Long: " + b"v" * (8 * 1024 - len(b"X-Long: \r\n"))
+    peer = serve(app, get(fits), get(fits + b"v"), until=refused_and_closed)
+    assert app.paths == ["/healthz"]
+    assert answers(peer) == 2 and b"HTTP/1.1 431 " in peer.writes[-1]
+    assert peer.closed_by_server
+
+
+def test_a_pipelined_head_past_the_cap_is_refused_after_the_answer_before_it():
+    app = Recording()
+    peer = serve(app, get() + get(*[b"X-A: b"] * 100) + get(), until=refused_and_closed)
+    assert app.paths == ["/healthz"]
+    assert answers(peer) == 2 and b"HTTP/1.1 431 " in peer.writes[-1]
+    assert peer.closed_by_server
+
+
+@pytest.mark.parametrize("cut", [1, 17, 40, 41, 416, 830, 836, 838])
+def test_a_head_past_the_cap_is_refused_wherever_its_reads_are_cut(cut):
+    app = Recording()
+    head = get(*[b"X-A: b"] * 100)
+    peer = serve(app, head[:cut], head[cut:], until=refused_and_closed)
+    assert app.paths == [] and peer.received.startswith(b"HTTP/1.1 431 ")
+
+
+def test_the_forwarded_certificate_headers_may_take_the_whole_head():
+    chain = b"X-Forwarded-Client-Cert: " + b"M" * 60_000
+    app = Recording()
+    peer = serve(app, get(chain), until=lambda p: answers(p) == 1,
+                 config=forwarding(CERT_HEADER))
+    assert app.paths == ["/healthz"] and peer.received.startswith(b"HTTP/1.1 200 ")
+    # where another header is configured, that one is bounded as any other line
+    peer = serve(app, get(chain), until=refused_and_closed, config=forwarding("client-cert"))
+    assert app.paths == ["/healthz"] and peer.received.startswith(b"HTTP/1.1 431 ")
+    # and the head as a whole still is
+    peer = serve(app, get(chain + b"M" * 6000), until=refused_and_closed,
+                 config=forwarding(CERT_HEADER))
+    assert app.paths == ["/healthz"] and peer.received.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_chunked_body_alone_is_still_served():
+    request = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    peer = serve(echo, request + request, until=lambda p: answers(p) == 2)
+    assert peer.received.endswith(b"/salesforce/outbound? hello")
+    assert not peer.closed_by_server
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\nContent-Length: 5\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
+    (get(*[b"X-A: b"] * 100), b"431"),
+], ids=["framed-two-ways", "too-many-headers"])
+def test_on_the_message_listeners_a_refusal_is_a_client_fault(request_bytes, status):
+    config = hypercorn_config(read_timeout=60, graceful_timeout=1, answer_refusal=refusal_fault)
+    peer = serve(echo, request_bytes, until=refused_and_closed, config=config)
+    head, _, body = peer.received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status + b" ")
+    assert b"content-type: text/xml; charset=utf-8" in head
+    assert b"<faultcode>soapenv:Client</faultcode>" in body
+    correlation = head.split(b"x-correlation-id: ")[1].split(b"\r\n")[0]
+    assert b"(correlation id " + correlation + b")" in body
+    assert peer.closed_by_server
+
+
+def test_a_long_header_line_trickled_a_byte_at_a_time_is_refused_at_its_cap():
+    app = Recording()
+    start = b"GET /healthz HTTP/1.1\r\nHost: omgate\r\nX-Long: "
+    sends = [start, *[b"v"] * 1024 * 9]
+
+    async def trickle() -> Peer:
+        peer = Peer()
+        serving = HttpServing(app, hypercorn_config(read_timeout=60, graceful_timeout=1))
+        connection = asyncio.create_task(serving.serve(peer.reader, peer))
+        for data in sends:
+            peer.reader.feed_data(data)
+            await asyncio.sleep(0)
+            if peer.closed.is_set():
+                break
+        async with asyncio.timeout(5):
+            while not peer.closed.is_set():
+                await asyncio.sleep(0.01)
+        peer.reader.feed_eof()
+        await connection
+        return peer
+
+    peer = asyncio.run(trickle())
+    assert peer.received.startswith(b"HTTP/1.1 431 ")  # without waiting for the line's end
+
+
+def test_a_whole_request_then_a_half_close_is_answered_then_the_connection_closes():
+    stored: list[bytes] = []
+
+    async def storing(scope: dict, receive: Callable, send: Callable) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await asyncio.sleep(0.1)  # storing takes a moment; the client has half-closed
+        stored.append(body)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"ack"})
+
+    peer = serve(storing, post(b"message"), EOF, until=lambda p: p.closed.is_set())
+    assert stored == [b"message"]
+    assert peer.received.startswith(b"HTTP/1.1 200 ") and peer.received.endswith(b"ack")
+    assert peer.closed_by_server
+
+
+def test_expect_100_continue_does_not_restart_the_request_deadline():
+    # The deadline runs from the head's first byte: the 100 Continue is not the answer.
+    request = post(b"0123456789", b"Expect: 100-continue\r\n")
+    head, _, body = request.partition(b"\r\n\r\n")
+    peer = serve(echo, head + b"\r\n\r\n", 1.0, body[:5], 1.5, body[5:],
+                 until=lambda p: p.closed.is_set() or b" 200 " in p.received,
+                 deadlines=Deadlines(request=2))
+    assert peer.received.startswith(b"HTTP/1.1 100 ")
+    assert b" 200 " not in peer.received  # 2.5 s after the head's first byte: cut off
+    assert peer.closed_by_server
+
+
+class _NoTasks:
+    """The task group Http11 is given: the exchange it would start is only counted."""
+
+    def __init__(self) -> None:
+        self.spawned = 0
+
+    def spawn(self, *_args: Any) -> None:
+        self.spawned += 1
+
+
+def parse_cost(head: bytes, config: Any = None, repeat: int = 5) -> tuple[float, bool]:
+    """The least CPU time of ``repeat`` runs (after a warm-up) of one connection's Http11
+    taking ``head`` in one read, socket-free: what the head costs the event loop until the
+    app would be called; and whether it would be (the head was not refused)."""
+    config = config or hypercorn_config(read_timeout=60, graceful_timeout=1)
+
+    async def once() -> tuple[float, bool]:
+        async def send(_event: Any) -> None:
+            return None
+
+        tasks = _NoTasks()
+        protocol = Http11(echo, config, None, tasks, {}, False, ("127.0.0.1", 50000),
+                          ("127.0.0.1", 443), send)
+        started = time.thread_time()
+        await protocol.handle(RawData(head))
+        return time.thread_time() - started, tasks.spawned == 1
+
+    async def least() -> tuple[float, bool]:
+        await once()
+        runs = [await once() for _ in range(repeat)]
+        return min(seconds for seconds, _served in runs), runs[0][1]
+
+    return asyncio.run(least())
+
+
+def forwarding(*names: str) -> Any:
+    """The configuration of a listener whose forwarded-certificate headers are ``names``."""
+    return hypercorn_config(read_timeout=60, graceful_timeout=1, head_limits=HeadLimits(
+        long_headers=frozenset(name.encode() for name in names)))
+
+
+CERT_HEADER = "x-forwarded-client-cert"
+VALUE_PATTERNS = [b"v", b"a, b; q=0.5 ", b"%2D%2D-----BEGIN CERTIFICATE-----", b"\t x",
+                  b"\xff\x80", b"MIIB/+=="]
+
+
+@st.composite
+def heads_within_the_limits(draw: st.DrawFn) -> bytes:
+    """Request heads of many shapes within the limits: up to the cap of header lines, lines
+    up to the cap of a line, and a forwarded chain in one header, up to the head's limit."""
+    start = b"POST /salesforce/outbound?x=1 HTTP/1.1\r\nHost: omgate\r\n"
+    with_chain = draw(st.booleans())
+    count = draw(st.integers(0, DEFAULT_MAX_HEADER_COUNT - 1 - with_chain))
+    line_bytes = draw(st.integers(len(b"X-99:\r\n"), MAX_HEADER_LINE_BYTES))
+    pattern = draw(st.sampled_from(VALUE_PATTERNS))
+    room = MAX_HEAD_BYTES - len(start) - len(b"\r\n")
+    count = min(count, room // line_bytes)
+    lines = []
+    for number in range(count):
+        name = b"X-%d: " % number
+        lines.append(name + (pattern * line_bytes)[:line_bytes - len(name) - 2].strip()
+                     + b"\r\n")
+    if with_chain:
+        free = room - sum(map(len, lines)) - len(CERT_HEADER) - len(b": \r\n")
+        size = draw(st.integers(0, max(free, 0)))
+        lines.append(CERT_HEADER.encode() + b": " + b"M" * size + b"\r\n")
+    head = start + b"".join(lines) + b"\r\n"
+    assert len(head) <= MAX_HEAD_BYTES
+    return head
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.data_too_large])
+@given(heads_within_the_limits())
+def test_no_request_head_within_the_limits_costs_more_than_ten_milliseconds(head):
+    seconds, served = parse_cost(head, forwarding(CERT_HEADER), repeat=3)
+    assert served
+    assert seconds < 0.010, f"{seconds * 1000:.1f} ms for a head of {len(head)} bytes"

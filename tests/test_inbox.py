@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import PAYLOADS, break_writes
+from harness import PAYLOADS, break_writes, is_ack
 from messages import envelope, notification
 
 from service.inbox import DEAD, DELIVERED, PENDING, Inbox, InboxError, IncomingMessage, open_inbox
@@ -424,6 +424,19 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(sqlite_inbox, sqlite_path):
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     connection.close()
     assert sqlite_inbox.inbox._connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_the_inbox_its_wal_and_shm_files_are_private_to_omgates_user(omgate_server, tmp_path):
+    """They hold what notifications say: with the usual umask (0022) SQLite would create
+    them readable by every local user."""
+    server = omgate_server(umask=0o022)
+    assert is_ack(server.post((PAYLOADS / "amplabs-create_account.xml").read_bytes()))
+    database = tmp_path / "inbox.db"
+    files = [database, *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm",
+                                                                      ".writer-lock"))]
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in files}
+    assert modes == dict.fromkeys(modes, "0o600")
+    assert server.events("config.file_permissions") == []
 
 
 def test_a_failed_message_stores_none_of_its_notifications(sqlite_inbox, sqlite_path):

@@ -1,6 +1,7 @@
-"""The chain observatory against what any client may put in a certificate: names that are
-markup or terminal escapes, keys built to cost CPU, and a flood that spends the hourly
-budget of new chains."""
+"""The chain observatory against what any client may put in a certificate or do with one:
+names that are markup or terminal escapes, keys built to cost CPU, a flood of chains that
+spends the hourly budget of new chains, and the real sender's public chain replayed by a
+client without its key."""
 
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ from service.console.app import build_console
 from service.console.report import standalone_report
 from service.gate.verdict import Verdict
 from service.inbox import open_inbox
-from service.inbox.chains import LISTENER, ChainSighting
-from service.observatory import picture, views
+from service.inbox.chains import LISTENER, ChainRecord, ChainSighting
+from service.metrics import Metrics
+from service.observatory import budgets, picture, views
 from service.observatory.registry import ChainRegistry
 from service.policies import PolicyBuilder
-from service.tools.pki import build_dev_pki, dev_files, issue
+from service.tools.pki import build_dev_pki, dev_files, issue, new_key
 
 NOW = dt.datetime.now(dt.UTC)
 MARKUP = "x<meta http-equiv=refresh content='0 url=http://127.0.0.1:9/phish'><a href=/x>link</a>"
@@ -172,6 +174,8 @@ def test_names_are_escaped_in_chains_list_simulate_and_pin(setup):
 
 
 REFUSED = Verdict(Decision("reject", ()), "request", False)
+ACCEPTED = Verdict(Decision("accept", ()), "require", True)
+SENDER, SENDERS_PROXY, ATTACKER = "10.0.0.2:41000", "192.0.2.10:443", "203.0.113.9:52000"
 
 
 def _observe(registry: ChainRegistry, certificate: x509.Certificate,
@@ -181,21 +185,66 @@ def _observe(registry: ChainRegistry, certificate: x509.Certificate,
     return identity
 
 
-def _recorded_with(tmp_path: Path, max_new_per_hour: int, work) -> list[str]:
-    """The keys a registry with that budget recorded after ``work(registry, inbox)``."""
+def _accept(registry: ChainRegistry, certificate: x509.Certificate,
+            peer: str = SENDER) -> ClientIdentity:
+    identity = ClientIdentity((certificate,), "tls", peer)
+    registry.observe(identity, ACCEPTED, "accept", {})
+    return identity
 
-    async def run() -> list[str]:
-        inbox = await open_inbox(f"sqlite:///{tmp_path / 'inbox.db'}", group_commit=False)
-        registry = ChainRegistry(ChainsConfig(max_new_per_hour=max_new_per_hour),
-                                 {LISTENER: "f" * 64})
+
+def _prove(registry: ChainRegistry, chain: tuple[x509.Certificate, ...]) -> None:
+    """The real sender, behind its proxy that forwards the chain it proved."""
+    registry.observe(ClientIdentity(chain, "forwarded", SENDER), ACCEPTED, "accept",
+                     {"proxy": SENDERS_PROXY})
+
+
+def _replay(registry: ChainRegistry, chain: tuple[x509.Certificate, ...]) -> None:
+    """An attacker presenting the sender's public chain over TLS, without its key: the
+    handshake fails (the policy would have accepted the chain)."""
+    registry.observe(ClientIdentity(chain, "tls", ATTACKER), ACCEPTED, "unproven", {})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def inbox_url(request, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres").new_database()
+    return f"sqlite:///{tmp_path / 'inbox.db'}"
+
+
+def _records_after(url: str, work, *, max_new_per_hour: int = 1000, workers: int = 1,
+                   metrics: Metrics | None = None) -> list[ChainRecord]:
+    """What the registry holds after ``work(registries, inbox)``: ``workers`` registries
+    (one per worker process) sharing one inbox."""
+
+    async def run() -> list[ChainRecord]:
+        inbox = await open_inbox(url, group_commit=False)
+        registries = [ChainRegistry(ChainsConfig(max_new_per_hour=max_new_per_hour),
+                                    {LISTENER: "f" * 64}, metrics) for _ in range(workers)]
         try:
-            await work(registry, inbox)
-            return [row.chain_sha256 for row in
-                    await inbox.chains(since=NOW - dt.timedelta(days=1), limit=10)]
+            await work(registries, inbox)
+            return await inbox.chains(since=NOW - dt.timedelta(days=1), limit=1000)
         finally:
             await inbox.close()
 
     return asyncio.run(run())
+
+
+def _recorded_with(tmp_path: Path, max_new_per_hour: int, work) -> list[str]:
+    """The keys a registry with that budget recorded after ``work(registry, inbox)``."""
+
+    async def one(registries: list[ChainRegistry], inbox) -> None:
+        await work(registries[0], inbox)
+
+    return [record.chain_sha256 for record in _records_after(
+        f"sqlite:///{tmp_path / 'inbox.db'}", one, max_new_per_hour=max_new_per_hour)]
+
+
+async def _pause() -> dt.datetime:
+    """A moment strictly between what was observed before and what is observed after."""
+    await asyncio.sleep(0.002)
+    moment = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.002)
+    return moment
 
 
 def test_a_chain_first_seen_while_the_hourly_budget_is_spent_is_recorded_later(tmp_path):
@@ -206,10 +255,10 @@ def test_a_chain_first_seen_while_the_hourly_budget_is_spent_is_recorded_later(t
 
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(2):
-            _observe(registry, issue(_cn(f"flood {index}")).certificate)
+            _observe(registry, issue(_cn(f"flood {index}")).certificate, f"10.0.1.{index}")
         keys.append(_observe(registry, sender, "10.0.0.2").chain_sha256)
         await registry.flush(inbox)
-        registry._window_start -= dt.timedelta(hours=2)  # the next hour
+        registry.budgets._window_start -= dt.timedelta(hours=2)  # the next hour
         _observe(registry, sender, "10.0.0.2")
         await registry.flush(inbox)
 
@@ -255,7 +304,7 @@ def test_large_chains_spend_the_hourly_budget_by_their_size(tmp_path):
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(4):
             _observe(registry, x509.load_der_x509_certificate(
-                _bulky_certificate(index, 60_000)))
+                _bulky_certificate(index, 60_000)), f"10.0.1.{index}")
         await registry.flush(inbox)
 
     assert len(_recorded_with(tmp_path, 4, work)) == 1
@@ -291,3 +340,175 @@ def test_the_console_says_when_newer_chains_push_older_ones_out_of_its_view(setu
     asyncio.run(record())
     assert "read every chain" in _console_page(config_path, "/chains?outcome=accept")
     assert "2 chains seen most recently" in _console_page(config_path, "/")
+
+
+# -- the sender's chain replayed without its key (issue 22, item 11) ---------------------
+
+WHERE = ["same flush", "next flush", "another worker"]
+
+
+@pytest.mark.parametrize("replayed", WHERE)
+def test_replaying_the_senders_chain_without_its_key_moves_only_its_unproven_count(
+        inbox_url, replayed):
+    """The sender's chain is public. A client replaying it fails the handshake: the record
+    must not then say the sender was last seen now, from the attacker's address, over
+    another way in; the replay counts as unproven and nothing else. In one worker's counts
+    (the same flush), added to a row this worker wrote (the next flush), and added by a
+    worker that never saw the chain (its statement inserts or adds)."""
+    chain = (issue(_cn("sender")).certificate,)
+    moments: list[dt.datetime] = []
+
+    async def work(workers: list[ChainRegistry], inbox) -> None:
+        first, other = workers
+        _prove(first, chain)
+        if replayed != "same flush":
+            await first.flush(inbox)
+        moments.append(await _pause())
+        _replay(other if replayed == "another worker" else first, chain)
+        for worker in workers:
+            await worker.flush(inbox)
+
+    [record] = _records_after(inbox_url, work, workers=2)
+    assert (record.connections, record.unproven) == (1, 1)
+    assert (record.source, record.last_peer, record.last_proxy) == (
+        "forwarded", SENDER, SENDERS_PROXY)
+    assert record.first_seen < moments[0] and record.last_seen < moments[0]
+    assert record.outcome == "accept"
+
+
+@pytest.mark.parametrize("proven", WHERE)
+def test_a_chain_seen_only_unproven_is_listed_until_its_sender_proves_it(inbox_url, proven):
+    """A chain never proven is still recorded, so the operator sees it, as unproven and
+    with what its unproven sightings say; the first proven connection replaces all of it
+    (when and how the sender was first and last seen, from where)."""
+    chain = (issue(_cn("renewed sender")).certificate,)
+    moments: list[dt.datetime] = []
+    before_proof: list[ChainRecord] = []
+
+    async def work(workers: list[ChainRegistry], inbox) -> None:
+        first, other = workers
+        _replay(first, chain)
+        if proven != "same flush":
+            await first.flush(inbox)
+            before_proof.extend(await inbox.chains(since=NOW - dt.timedelta(days=1),
+                                                   limit=10))
+        moments.append(await _pause())
+        _prove(other if proven == "another worker" else first, chain)
+        for worker in workers:
+            await worker.flush(inbox)
+
+    [record] = _records_after(inbox_url, work, workers=2)
+    if before_proof:
+        [unproven] = before_proof
+        assert (unproven.connections, unproven.unproven, unproven.outcome) == (
+            0, 1, "unproven")
+        assert (unproven.source, unproven.last_peer) == ("tls", ATTACKER)
+    assert (record.connections, record.unproven, record.outcome) == (1, 1, "accept")
+    assert (record.source, record.last_peer, record.last_proxy) == (
+        "forwarded", SENDER, SENDERS_PROXY)
+    assert record.first_seen > moments[0] and record.last_seen > moments[0]
+
+
+# -- budgets: refused chains cannot starve the sender's (issue 22, item 12) ---------------
+
+THROW_AWAY_KEY = new_key()
+
+
+def _throw_away(index: int) -> x509.Certificate:
+    """A self-signed chain made for one handshake."""
+    return issue(_cn(f"throw-away {index}"), key=THROW_AWAY_KEY).certificate
+
+
+def test_refused_chains_cannot_keep_the_senders_new_chain_out(tmp_path):
+    """Throw-away self-signed chains, refused or unproven, from many addresses spend the
+    hour's budget of new chains; the sender's new chain after its certificate rotation is
+    accepted, exactly when the operator looks at the console: it must be recorded."""
+    sender = issue(_cn("rotated sender")).certificate
+    keys: list[str] = []
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(30):
+            _observe(registry, _throw_away(index), f"198.51.100.{index}:40000")
+        registry.observe(ClientIdentity((_throw_away(30),), "tls", ATTACKER), ACCEPTED,
+                         "unproven", {})
+        keys.append(_accept(registry, sender).chain_sha256)
+        await registry.flush(inbox)
+
+    recorded = _recorded_with(tmp_path, 10, work)
+    assert keys[0] in recorded
+    assert len(recorded) == 11  # the hour's ten refused chains, and the sender's
+
+
+def test_one_client_address_records_only_its_share_of_refused_chains(tmp_path):
+    """One address (an IPv6 client: its /64) records a tenth of the hour's budget of refused
+    chains, so others still find room."""
+    keys: dict[str, list[str]] = {"one": [], "ipv6": [], "other": []}
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(10):
+            keys["one"].append(_observe(registry, _throw_away(index),
+                                        f"203.0.113.9:{40000 + index}").chain_sha256)
+            keys["ipv6"].append(_observe(registry, _throw_away(100 + index),
+                                         f"[2001:db8::{index + 1}]:40000").chain_sha256)
+        keys["other"].append(_observe(registry, _throw_away(200), "198.51.100.7:40000")
+                             .chain_sha256)
+        await registry.flush(inbox)
+
+    recorded = set(_recorded_with(tmp_path, 20, work))
+    assert [len(recorded & set(sent)) for sent in keys.values()] == [2, 2, 1]
+
+
+def test_a_refused_chain_that_carried_a_message_is_recorded_whatever_the_budget(tmp_path):
+    """Request mode stores messages from chains it would refuse: a chain that carried one
+    is recorded even when the hour's budget is spent (0 here), like an accepted one."""
+    refused, accepted, quiet = (_throw_away(index) for index in range(3))
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        carrier = _observe(registry, refused)
+        await registry.flush(inbox)
+        registry.message(carrier, "/salesforce/outbound")  # a message after a flush
+        _accept(registry, accepted)
+        _observe(registry, quiet)
+        await registry.flush(inbox)
+
+    recorded = _records_after(f"sqlite:///{tmp_path / 'inbox.db'}",
+                              lambda registries, inbox: work(registries[0], inbox),
+                              max_new_per_hour=0)
+    by_key = {record.chain_sha256: record for record in recorded}
+    carrier_key = ClientIdentity((refused,), "tls", None).chain_sha256
+    assert set(by_key) == {carrier_key, ClientIdentity((accepted,), "tls", None).chain_sha256}
+    assert by_key[carrier_key].messages == 1
+
+
+def test_the_budgets_of_client_addresses_are_bounded_in_number(tmp_path, monkeypatch):
+    """An attacker with many addresses does not grow the table of what each address spent
+    without limit (the oldest are forgotten; the hour's budget still bounds them all)."""
+    monkeypatch.setattr(budgets, "CLIENT_BUDGETS_KEPT", 8)
+    held: list[int] = []
+
+    async def work(registry: ChainRegistry, inbox) -> None:
+        for index in range(50):
+            _observe(registry, _throw_away(index), f"198.51.100.{index}:40000")
+            held.append(registry.budgets.clients_held)
+        await registry.flush(inbox)
+
+    assert len(_recorded_with(tmp_path, 10_000, work)) == 50
+    assert max(held) == 8
+
+
+def test_accepted_chains_are_recorded_up_to_a_hard_ceiling(tmp_path, monkeypatch):
+    """The reserved share of accepted chains and chains that carried a message has a
+    ceiling of its own (far above the budget) against memory and disk exhaustion; what it
+    keeps out is counted under its own label."""
+    monkeypatch.setattr(budgets, "RESERVED_PER_HOUR", 3)
+    metrics = Metrics()
+
+    async def work(registries: list[ChainRegistry], inbox) -> None:
+        for index in range(5):
+            _accept(registries[0], _throw_away(index))
+        await registries[0].flush(inbox)
+
+    recorded = _records_after(f"sqlite:///{tmp_path / 'inbox.db'}", work, metrics=metrics)
+    assert len(recorded) == 3
+    assert metrics.registry.get_sample_value("omgate_chains_not_recorded_total",
+                                             {"budget": "reserved"}) == 2

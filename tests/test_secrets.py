@@ -1,4 +1,6 @@
 """The inbox password never leaves omgate: not in logs, error messages or HTTP answers.
+And files that hold secrets (keys, the console's token, the SQLite inbox) that other local
+users can read are named at start.
 
 The password is random per run, so any leak of it is unmistakable. PostgreSQL trusts
 local connections here, so a URL may carry any password and still connect.
@@ -7,8 +9,10 @@ local connections here, so a URL may carry any password and still connect.
 from __future__ import annotations
 
 import secrets
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -110,3 +114,63 @@ def test_readiness_tells_only_the_health_listener_why_postgresql_is_gone(omgate_
     assert f"password={MASK}" in not_ready["detail"]
     server.stop()
     assert PASSWORD not in server.log_path.read_text()
+
+
+def _copy(source: Path, target: Path, mode: int) -> Path:
+    shutil.copyfile(source, target)
+    target.chmod(mode)
+    return target
+
+
+@pytest.mark.parametrize("client_key", ["own_file", "in_the_certificate_file"])
+def test_start_names_each_secret_file_others_can_read_and_leaves_its_mode(omgate_server,
+                                                                            dev_pki, tmp_path,
+                                                                            client_key):
+    files = tmp_path / "files"
+    files.mkdir()
+    token = files / "admin-token"
+    token.write_text(secrets.token_urlsafe(24))
+    token.chmod(0o640)  # readable by the file's group
+    inbox = files / "inbox.db"
+    inbox.touch(0o644)  # an inbox an older omgate (or the umask) made readable by everyone
+    inbox.chmod(0o644)
+    if client_key == "own_file":
+        delivery_files = {"webhook_client_cert": dev_pki / "client-chain.pem",
+                          "webhook_client_key": _copy(dev_pki / "client.key",
+                                                      files / "client.key", 0o604)}
+        key_file = ("delivery.webhook_client_key", delivery_files["webhook_client_key"])
+    else:
+        combined = files / "client-and-key.pem"
+        combined.write_bytes((dev_pki / "client-chain.pem").read_bytes()
+                             + (dev_pki / "client.key").read_bytes())
+        combined.chmod(0o604)
+        delivery_files = {"webhook_client_cert": combined}
+        key_file = ("delivery.webhook_client_cert", combined)
+    expected = {
+        "server.keyfile": (_copy(dev_pki / "server.key", files / "server.key", 0o644), "0644"),
+        key_file[0]: (key_file[1], "0604"),
+        "admin.token_file": (token, "0640"),
+        "inbox.url": (inbox, "0644"),
+    }
+    server = omgate_server({
+        "server": {"keyfile": expected["server.keyfile"][0],
+                   "admin_bind": f"127.0.0.1:{free_port()}"},
+        "admin": {"token_file": token},
+        "delivery": {"webhook_url": f"https://127.0.0.1:{free_port()}/hook", **delivery_files},
+        "inbox": {"url": f"sqlite:///{inbox}"},
+    }, umask=0o022)
+    warnings = server.events("config.file_permissions")
+    assert len(warnings) == len(expected)
+    assert {event["key"]: (event["path"], event["mode"]) for event in warnings} == {
+        key: (str(path), mode) for key, (path, mode) in expected.items()}
+    for event in warnings:
+        assert event["level"] == "warning"
+        assert event["config"] == str(server.config_path)
+        assert f"chmod go-rwx {event['path']}" in event["hint"]
+    assert server.events("server.started")
+    # omgate said so and changed nothing: the modes are the operator's to set
+    assert {key: f"{path.stat().st_mode & 0o777:04o}" for key, (path, _mode) in expected.items()
+            } == {key: mode for key, (_path, mode) in expected.items()}
+    log = server.log_path.read_text()
+    assert token.read_text() not in log
+    assert (files / "server.key").read_text().splitlines()[1] not in log

@@ -10,6 +10,10 @@ from service.text import split_unquoted
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# What one client is, when something is counted per client: an IPv4 address, or an IPv6
+# /64 network (what one host is usually given).
+ClientKey = Address | Network
+IPV6_CLIENT_PREFIX = 64
 
 
 def format_address(address: tuple[str, int] | tuple[object, ...] | None) -> str | None:
@@ -34,6 +38,12 @@ def parse_address(text: str) -> Address | None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    return address
+
+
+def client_key(address: Address) -> ClientKey:
+    if isinstance(address, ipaddress.IPv6Address):
+        return ipaddress.IPv6Network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False)
     return address
 
 

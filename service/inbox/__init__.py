@@ -22,13 +22,20 @@ from service.inbox.base import (
 from service.inbox.sqlite import SqliteInbox
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SQLITE_SCHEME = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file a ``sqlite:///`` URL names; None for another backend."""
+    return Path(url[len(SQLITE_SCHEME):]) if url.startswith(SQLITE_SCHEME) else None
 
 
 async def open_inbox(url: str, *, group_commit: bool = True, pool_size: int = 10) -> Inbox:
     """Open (and create or migrate) the inbox a configuration URL names."""
     inbox: Inbox
-    if url.startswith("sqlite:///"):
-        inbox = SqliteInbox(Path(url[len("sqlite:///"):]), group_commit=group_commit)
+    database = sqlite_path(url)
+    if database is not None:
+        inbox = SqliteInbox(database, group_commit=group_commit)
         await inbox.open()
         return inbox
     if url.startswith(POSTGRES_SCHEMES):
@@ -46,6 +53,7 @@ __all__ = [
     "DELIVERED",
     "PENDING",
     "POSTGRES_SCHEMES",
+    "SQLITE_SCHEME",
     "STATES",
     "DuplicateConflict",
     "Inbox",
@@ -56,4 +64,5 @@ __all__ = [
     "StoreResult",
     "StoredNotification",
     "open_inbox",
+    "sqlite_path",
 ]

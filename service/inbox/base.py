@@ -610,9 +610,9 @@ class Inbox(ABC):
 
     @abstractmethod
     async def record_chains(self, sightings: Sequence[ChainSighting],
-                            hours: Sequence[HourCount]) -> int:
-        """Add one flush of the chain registry, in one transaction; the number of
-        sightings without certificates that found no recorded chain to add to."""
+                            hours: Sequence[HourCount]) -> builtins.list[str]:
+        """Add one flush of the chain registry, in one transaction; the fingerprints of
+        the sightings without certificates that found no recorded chain to add to."""
 
     @abstractmethod
     async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:

@@ -179,7 +179,9 @@ def chains_migration(timestamp_type: str) -> list[str]:
 
 CHAIN_COLUMNS = ("chain_sha256", "certificates", "source", "first_seen", "last_seen",
                  "connections", "unproven", "messages", "last_peer", "last_proxy")
-# How a sighting merges into the stored row, column by column.
+# How a sighting merges into the stored row, column by column. The columns merged other
+# than by adding say when, how and from where the chain was seen: a row's proven sightings
+# (connections, messages) say it, its unproven ones only while it has none.
 Merge = Literal["add", "earliest", "latest", "newest"]
 CHAIN_MERGES: Mapping[str, Merge] = {
     "connections": "add", "unproven": "add", "messages": "add",
@@ -190,17 +192,25 @@ DECISION_COLUMNS = ("outcome", "enforced", "mode", "findings", "policy_sha256", 
 ENDPOINT_COLUMNS = ("chain_sha256", "endpoint", "messages", *DECISION_COLUMNS)
 
 
-def _merged(merge: Merge, old: str, new: str, new_last_seen: str, old_last_seen: str) -> str:
-    """SQL both dialects read: the stored value ``old`` merged with the sighting's ``new``."""
+def _merged(merge: Merge, old: Callable[[str], str], new: Callable[[str], str],
+            column: str) -> str:
+    """SQL both dialects read: the stored row's ``column`` (``old``) merged with the
+    sighting's (``new``). In an UPDATE's SET every column still reads the stored value."""
+    stored, seen = old(column), new(column)
     match merge:
         case "add":
-            return f"{old} + {new}"
+            return f"{stored} + {seen}"
         case "earliest":
-            return f"CASE WHEN {new} < {old} THEN {new} ELSE {old} END"
+            merged = f"CASE WHEN {seen} < {stored} THEN {seen} ELSE {stored} END"
         case "latest":
-            return f"CASE WHEN {new} > {old} THEN {new} ELSE {old} END"
+            merged = f"CASE WHEN {seen} > {stored} THEN {seen} ELSE {stored} END"
         case "newest":  # the value of whichever was seen last
-            return f"CASE WHEN {new_last_seen} >= {old_last_seen} THEN {new} ELSE {old} END"
+            merged = (f"CASE WHEN {new('last_seen')} >= {old('last_seen')} THEN {seen} "
+                      f"ELSE {stored} END")
+    stored_proven, seen_proven = (f"({side('connections')} + {side('messages')} > 0)"
+                                  for side in (old, new))
+    return (f"CASE WHEN {seen_proven} AND NOT {stored_proven} THEN {seen} "
+            f"WHEN {stored_proven} AND NOT {seen_proven} THEN {stored} ELSE {merged} END")
 
 
 @dataclass(frozen=True)
@@ -224,11 +234,9 @@ def chain_statements(placeholder: str) -> ChainStatements:
         return ", ".join(placeholder.format(name) for name in names)
 
     def merge_sets(new: Callable[[str], str]) -> str:
-        return ", ".join(
-            f"{column} = "
-            + _merged(merge, f"client_chains.{column}", new(column), new("last_seen"),
-                      "client_chains.last_seen")
-            for column, merge in CHAIN_MERGES.items())
+        return ", ".join(f"{column} = "
+                         + _merged(merge, "client_chains.{}".format, new, column)
+                         for column, merge in CHAIN_MERGES.items())
 
     chain_columns = ", ".join(CHAIN_COLUMNS)
     endpoint_columns = ", ".join(ENDPOINT_COLUMNS)
@@ -245,7 +253,7 @@ def chain_statements(placeholder: str) -> ChainStatements:
     return ChainStatements(
         upsert=f"INSERT INTO client_chains ({chain_columns}) "  # noqa: S608 - constants
                f"VALUES ({named(*CHAIN_COLUMNS)}) ON CONFLICT (chain_sha256) DO UPDATE SET "
-               + merge_sets(lambda column: f"excluded.{column}"),
+               + merge_sets("excluded.{}".format),
         add="UPDATE client_chains SET "  # noqa: S608 - constants
             + merge_sets(placeholder.format)
             + f" WHERE chain_sha256 = {named('chain_sha256')}",

@@ -320,17 +320,17 @@ class PostgresInbox(Inbox):
         return [_stored(row) for row in rows]
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
-                            hours: Sequence[HourCount]) -> int:
+                            hours: Sequence[HourCount]) -> builtins.list[str]:
         import psycopg
 
-        missing = 0
+        missing = []
         try:
             async with self._pool.connection() as connection, connection.transaction():
                 for sighting in sightings:
                     statement = _CHAINS.add if sighting.certificates is None else _CHAINS.upsert
                     if not (await connection.execute(statement,
                                                      sighting_values(sighting))).rowcount:
-                        missing += 1
+                        missing.append(sighting.chain_sha256)
                         continue
                     for seen in sighting.endpoints:
                         await connection.execute(

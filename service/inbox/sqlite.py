@@ -151,6 +151,21 @@ def _owned_as_the_database(descriptor: int, database: Path) -> None:
             os.fchown(descriptor, owner.st_uid, owner.st_gid)
 
 
+def database_files(path: Path) -> tuple[Path, Path, Path]:
+    """The database and the -wal and -shm files SQLite keeps beside it in WAL mode: all
+    three hold what notifications say."""
+    return path, Path(f"{path}-wal"), Path(f"{path}-shm")
+
+
+def _create_private(database: Path) -> None:
+    """Create the database file 0600 before SQLite would (with the umask's mode, 0644 by
+    default): SQLite gives its -wal and -shm files the database's mode. An existing file
+    keeps its mode (``omgate serve`` names one others can read); whatever stops the
+    creation here stops SQLite too, which reports it."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 class SqliteInbox(Inbox):
     # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
 
@@ -168,6 +183,7 @@ class SqliteInbox(Inbox):
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False,
                 timeout=self._busy_timeout_ms / 1000,
@@ -337,14 +353,14 @@ class SqliteInbox(Inbox):
         return [_stored(row) for row in rows]
 
     def _record_chains(self, sightings: Sequence[ChainSighting],
-                       hours: Sequence[HourCount]) -> int:
-        def write(connection: sqlite3.Connection) -> int:
-            missing = 0
+                       hours: Sequence[HourCount]) -> builtins.list[str]:
+        def write(connection: sqlite3.Connection) -> builtins.list[str]:
+            missing = []
             for sighting in sightings:
                 statement = _CHAINS.add if sighting.certificates is None else _CHAINS.upsert
                 if not connection.execute(statement,
                                           _parameters(sighting_values(sighting))).rowcount:
-                    missing += 1
+                    missing.append(sighting.chain_sha256)
                     continue
                 connection.executemany(_CHAINS.endpoint, [
                     _parameters(endpoint_values(sighting.chain_sha256, seen))
@@ -460,7 +476,7 @@ class SqliteInbox(Inbox):
         return await self._run(self._recent, limit, state, key)
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
-                            hours: Sequence[HourCount]) -> int:
+                            hours: Sequence[HourCount]) -> builtins.list[str]:
         return await self._run(self._record_chains, sightings, hours)
 
     async def chains(self, *, since: dt.datetime, limit: int) -> builtins.list[ChainRecord]:

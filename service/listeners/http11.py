@@ -7,7 +7,10 @@ each), and hands the app a queue made with two closures per request. Measured un
 keep-alive bench, that was about half of what a message cost in HTTP/1.1, more than h11
 itself. :class:`Http11` keeps what those layers do for an HTTP/1.1 server (the same ASGI
 scope, errors, ``100 Continue``, pipelining, keep-alive and its limit, graceful close, the
-500 for an app that failed before answering) and writes each answer in one piece.
+500 for an app that failed before answering) and writes each answer in one piece. What it
+reads at all is decided in :mod:`service.listeners.framing`: a head past its limits is
+refused before h11 parses it, a request framed two ways once it has; either closes the
+connection.
 
 hypercorn still runs the connection: its ``TCPServer`` reads, writes and times out, and
 ``ProtocolWrapper`` builds this class where it would build its ``H11Protocol`` (see
@@ -29,6 +32,22 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
+from service.forwarded import format_address
+from service.listeners.framing import (
+    DEFAULT_LIMITS,
+    NO_BODY,
+    AnswerRefusal,
+    HeadLimits,
+    HeadScanner,
+    Refusal,
+    RefusalAnswer,
+    bodiless,
+    framing_refusal,
+    malformed,
+)
+from service.logs import get_logger
+
+log = get_logger("omgate")
 Send = Callable[[Event], Awaitable[None]]
 Message = dict[str, Any]
 
@@ -37,11 +56,22 @@ class UnexpectedMessageError(Exception):
     """The app sent an ASGI message an HTTP/1.1 answer cannot hold at this point."""
 
 
+class Http11Config(HypercornConfig):
+    """hypercorn's configuration, with what :class:`Http11` adds: the limits of a request
+    head, and how a refused request is answered."""
+
+    def __init__(self, head_limits: HeadLimits = DEFAULT_LIMITS,
+                 answer_refusal: AnswerRefusal = bodiless) -> None:
+        super().__init__()
+        self.head_limits = head_limits
+        self.answer_refusal = answer_refusal
+
+
 class Http11:
     """One connection's HTTP/1.1, built by hypercorn's ``ProtocolWrapper`` with the
     arguments it gives ``H11Protocol``; ``send`` is the connection's ``protocol_send``."""
 
-    def __init__(self, app: Any, config: HypercornConfig, context: Any, task_group: Any,
+    def __init__(self, app: Any, config: Http11Config, context: Any, task_group: Any,
                  connection_state: Any, ssl: bool, client: tuple[str, int] | None,
                  server: tuple[str, int] | None, send: Send) -> None:
         self.app = app
@@ -57,6 +87,8 @@ class Http11:
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
         self.exchange: Exchange | None = None
         self.requests = 0
+        self.head = HeadScanner(config.head_limits)
+        self.closed = False  # Closed was sent: nothing more is read or started
         self.can_read = asyncio.Event()
         self.can_read.set()
         self.sync_spawn = partial(asyncio.get_running_loop().run_in_executor, None)
@@ -66,10 +98,31 @@ class Http11:
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RawData):
+            if self.closed:
+                return
+            if self.connection.their_state is h11.IDLE:  # a head, not yet parsed
+                refusal = self.head.feed(event.data)
+                if refusal is not None:
+                    await self.refuse(refusal)
+                    return
             self.connection.receive_data(event.data)
             await self._handle_events()
+            if not event.data:
+                await self._answer_before_closing()
         elif isinstance(event, Closed) and self.exchange is not None:
             self._end_exchange()
+
+    async def _answer_before_closing(self) -> None:
+        """The client closed its sending side after a whole request (a proxy may): the
+        answer is still written before the connection closes, for as long as a connection
+        that stayed open would wait for it (``read_timeout``); each write is bounded by
+        ``server.write_timeout``. After a partial request the app hears ``http.disconnect``."""
+        exchange = self.exchange
+        if exchange is None or self.connection.their_state is not h11.CLOSED:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.read_timeout):
+                await exchange.ended.wait()
 
     async def _handle_events(self) -> None:
         while True:
@@ -79,16 +132,20 @@ class Http11:
             try:
                 event = self.connection.next_event()
             except h11.RemoteProtocolError as error:
-                if self.connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
-                    await self.write(self.error_response(error.error_status_hint))
-                await self.send(Closed())
+                await self.refuse(malformed(error))
                 break
             if isinstance(event, h11.Request):
+                refusal = framing_refusal(event)
+                if refusal is not None:
+                    await self.refuse(refusal)
+                    break
                 await self.send(Updated(idle=False))
                 self._start(event)
             elif event is h11.PAUSED:  # a pipelined request waits for the answer before it
                 self.can_read.clear()
                 await self.can_read.wait()
+                if self.closed:
+                    break
             elif (isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA
                   or self.exchange is None):
                 break
@@ -121,12 +178,28 @@ class Http11:
         self.exchange = Exchange(self, scope)
         self.task_group.spawn(self.exchange.run)
 
-    def error_response(self, status_code: int) -> bytes:
-        """A bodiless answer that closes the connection (malformed request, failed app)."""
-        headers = [(b"content-length", b"0"), (b"connection", b"close"),
-                   *self.config.response_headers("h11")]
-        return self.h11_bytes(h11.Response(status_code=status_code, headers=headers),
+    def error_response(self, status_code: int, answer: RefusalAnswer = NO_BODY) -> bytes:
+        """An answer that closes the connection (a refused request, a failed app)."""
+        headers = [*answer.headers, (b"content-length", b"%d" % len(answer.body)),
+                   (b"connection", b"close"), *self.config.response_headers("h11")]
+        body = [h11.Data(data=answer.body)] if answer.body else []
+        return self.h11_bytes(h11.Response(status_code=status_code, headers=headers), *body,
                               h11.EndOfMessage())
+
+    async def refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` (unless an answer has begun), then close the connection."""
+        answer = self.config.answer_refusal(refusal)
+        log.warning("connection.request_refused", reason=refusal.reason,
+                    status=refusal.status, peer=format_address(self.client),
+                    limit=refusal.limit, detail=refusal.message,
+                    correlation_id=answer.correlation_id)
+        if self.connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+            await self.write(self.error_response(refusal.status, answer))
+        await self.close()
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.send(Closed())
 
     def h11_bytes(self, *events: Any) -> bytes:
         """What h11 writes for ``events``; nothing for a connection it already gave up."""
@@ -150,6 +223,7 @@ class Http11:
         """The request is over for the app: it hears ``http.disconnect`` if it listens."""
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
+            exchange.ended.set()
             # What the app left unread goes: a read loop waiting to queue more moves on.
             with contextlib.suppress(asyncio.QueueEmpty):
                 while True:
@@ -157,20 +231,26 @@ class Http11:
             exchange.received.put_nowait({"type": "http.disconnect"})
 
     async def answered(self) -> None:
-        """The answer is written: take the next request, or close."""
+        """The answer is written: take the next request (its head, if some has come, within
+        the limits), or close."""
         self._end_exchange()
-        self.can_read.set()
         if (not self.context.terminated.is_set()
                 and self.connection.our_state is h11.DONE
                 and self.connection.their_state is h11.DONE):
             try:
                 self.connection.start_next_cycle()
             except h11.LocalProtocolError:
-                await self.send(Closed())
+                await self.close()
             else:
-                await self.send(Updated(idle=True))
+                self.head.restart()
+                refusal = self.head.feed(self.connection.trailing_data[0])
+                if refusal is None:
+                    await self.send(Updated(idle=True))
+                else:
+                    await self.refuse(refusal)
         else:
-            await self.send(Closed())
+            await self.close()
+        self.can_read.set()  # a pipelined request's turn, unless the connection closed
 
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> h11.Response:
         headers = [*headers, *self.config.response_headers("h11")]
@@ -193,6 +273,7 @@ class Exchange:
         self.unsent_head: h11.Response | None = None
         self.silent = False  # a HEAD request, or a status without a body
         self.done = False
+        self.ended = asyncio.Event()  # the connection is done with it (answered, or gone)
 
     async def run(self) -> None:
         try:

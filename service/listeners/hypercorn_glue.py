@@ -28,16 +28,24 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
 
 from service.forwarded import format_address
-from service.listeners.http11 import Http11
+from service.listeners.framing import (
+    DEFAULT_LIMITS,
+    MAX_HEAD_BYTES,
+    AnswerRefusal,
+    HeadLimits,
+    bodiless,
+)
+from service.listeners.http11 import Http11, Http11Config
 from service.logs import get_logger
 
 log = get_logger("omgate")
 
 KEEP_ALIVE_SECONDS = 15
-MAX_HEADER_BYTES = 64 * 1024
+# An interim answer asks for the body: the request is still being read (its deadline runs).
+INTERIM_ANSWER = b"HTTP/1.1 100 "
 
 
-class _DatedOncePerSecond(HypercornConfig):
+class _DatedOncePerSecond(Http11Config):
     """hypercorn's configuration, with the Date header of its answers formatted once a
     second (hypercorn formats it for every answer); hypercorn's own adds the others."""
 
@@ -53,15 +61,17 @@ class _DatedOncePerSecond(HypercornConfig):
 
 
 def hypercorn_config(*, read_timeout: float, graceful_timeout: float,
-                     idle_timeout: float = KEEP_ALIVE_SECONDS) -> HypercornConfig:
-    config = _DatedOncePerSecond()
+                     idle_timeout: float = KEEP_ALIVE_SECONDS,
+                     head_limits: HeadLimits = DEFAULT_LIMITS,
+                     answer_refusal: AnswerRefusal = bodiless) -> Http11Config:
+    config = _DatedOncePerSecond(head_limits, answer_refusal)
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.read_timeout = int(read_timeout)
     config.keep_alive_timeout = idle_timeout
     config.graceful_timeout = graceful_timeout
-    # room for a forwarded certificate chain in one header (an ALB sends whole PEM chains)
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    # h11's own bound, behind the head limits Http11 checks before h11 parses
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
     return config
 
 
@@ -105,7 +115,8 @@ class DeadlineStream:
 
     hypercorn bounds each wait for data (read_timeout), not a client that trickles a byte
     at a time (slow loris), and waits for a client to read its answers for ever. A request
-    is answered when the server writes; until then, data that keeps arriving past the
+    is answered when the server writes (a ``100 Continue`` is not an answer: the deadline
+    still runs from the head's first byte); until then, data that keeps arriving past the
     deadline closes the connection.
     """
 
@@ -136,7 +147,8 @@ class DeadlineStream:
         return bool(self._reader.at_eof())
 
     def write(self, data: bytes) -> None:
-        self._unanswered_since = None
+        if not data.startswith(INTERIM_ANSWER):  # Http11 writes a 100 Continue on its own
+            self._unanswered_since = None
         self._writer.write(data)
 
     async def _within_write_deadline(self, waiting: Awaitable[None]) -> None:

@@ -2,10 +2,13 @@
 chain, and flush it to the inbox database every few seconds and at shutdown.
 
 The hot path (:meth:`ChainRegistry.observe`, :meth:`ChainRegistry.message`) only adds to
-dictionaries on the event loop; nothing waits for the database. Abuse is bounded: a
-worker records at most ``chains.max_new_per_hour`` chains it has not recorded before, and
-holds at most ``MAX_PENDING`` chains between two flushes; the rest are counted in
-``omgate_chains_not_recorded_total`` and logged once per hour (``chains.not_recorded``).
+dictionaries on the event loop; nothing waits for the database. Abuse is bounded: a chain
+this worker has not recorded before is recorded only within a budget of new chains
+(``service.observatory.budgets``: accepted chains and chains that carried a message have a
+reserved share, refused and unproven ones spend chains.max_new_per_hour, one client address
+a tenth of it), and a worker holds at most ``MAX_PENDING`` chains between two flushes; the
+rest are counted in ``omgate_chains_not_recorded_total{budget}`` and logged once per hour
+and budget (``chains.not_recorded``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import datetime as dt
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Counter as PrometheusCounter
@@ -38,16 +41,12 @@ from service.inbox.chains import (
 )
 from service.logs import get_logger
 from service.metrics import Metrics
+from service.observatory.budgets import Budget, NewChainBudgets, Standing, budget_weight
 
 log = get_logger("omgate")
 FLUSH_SECONDS = 5.0
-# A new chain spends chains.max_new_per_hour once for every started BUDGET_UNIT_BYTES of
-# its certificates (a real sender's chain: once), so the hour's budget bounds the bytes
-# any client can add to the database as well as the rows.
-BUDGET_UNIT_BYTES = 16 * 1024
 MAX_PENDING = 10_000  # chains held between two flushes, at most
 KNOWN_LIMIT = 10_000  # chains this worker remembers having recorded
-WINDOW = dt.timedelta(hours=1)
 FORGET_EVERY = dt.timedelta(hours=1)
 
 
@@ -60,11 +59,6 @@ def presented_der(identity: ClientIdentity) -> tuple[bytes, ...]:
     return tuple(item.der if isinstance(item, UnreadableCertificate)
                  else item.public_bytes(Encoding.DER)
                  for item in in_presented_order(identity.chain, identity.unreadable))
-
-
-def budget_weight(presented: tuple[bytes, ...]) -> int:
-    """What recording this chain spends of the hour's budget of new chains."""
-    return max(1, -(-sum(map(len, presented)) // BUDGET_UNIT_BYTES))
 
 
 def _hour(moment: dt.datetime) -> dt.datetime:
@@ -91,6 +85,24 @@ class _Tally:
     last_peer: str | None = None
     last_proxy: str | None = None
     endpoints: dict[str, _EndpointTally] = field(default_factory=dict)
+    # why ``certificates`` is None when a budget refused them (None: not tried, or the
+    # chain was recorded before)
+    kept_out: Budget | None = None
+
+    @property
+    def proven(self) -> bool:
+        return self.connections + self.messages > 0
+
+    def seen(self, now: dt.datetime, source: str, peer: str | None, proxy: str | None, *,
+             proven: bool) -> None:
+        """When, how and from where the chain was seen (before its counts are added to):
+        its proven sightings say it, the unproven ones only while it has none, so that
+        replaying a public chain without its key changes nothing but its unproven count."""
+        if proven and not self.proven:
+            self.first_seen = now
+        if proven or not self.proven:
+            self.last_seen, self.source = now, source
+            self.last_peer, self.last_proxy = peer, proxy
 
     def sighting(self, key: str) -> ChainSighting:
         return ChainSighting(
@@ -98,6 +110,16 @@ class _Tally:
             self.connections, self.unproven, self.messages, self.last_peer, self.last_proxy,
             tuple(EndpointSeen(endpoint, tally.messages, tally.decision)
                   for endpoint, tally in self.endpoints.items()))
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One flush: what to write, and the budget that kept each chain sent without its
+    certificates out (a chain recorded before has none)."""
+
+    sightings: list[ChainSighting]
+    hours: list[HourCount]
+    kept_out: dict[str, Budget]
 
 
 class ChainRegistry:
@@ -111,16 +133,17 @@ class ChainRegistry:
         self._fingerprints = policy_fingerprints
         self._pending: dict[str, _Tally] = {}
         self._hours: Counter[tuple[dt.datetime, ChainOutcome]] = Counter()
-        self._unwritten: list[ChainSighting] = []
+        self._unwritten = _Batch([], [], {})
         self._known: OrderedDict[str, None] = OrderedDict()
-        self._window_start = dt.datetime.now(dt.UTC)
-        self._new_in_window = 0
-        self._warned = False
+        self.budgets = NewChainBudgets(settings.max_new_per_hour)
         self._forgotten_at: dt.datetime | None = None
         self._not_recorded = PrometheusCounter(
             "omgate_chains_not_recorded",
-            "Chain sightings the registry did not record (chains.max_new_per_hour reached).",
-            registry=metrics.registry) if metrics is not None else None
+            "Chain sightings the registry did not record, by the budget that kept them out.",
+            ["budget"], registry=metrics.registry) if metrics is not None else None
+        if self._not_recorded is not None:
+            for budget in get_args(Budget):  # each at 0 from the start, as before its label
+                self._not_recorded.labels(budget)
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -129,12 +152,12 @@ class ChainRegistry:
         """Count one decision (from ClientAuthGate.record)."""
         now = dt.datetime.now(dt.UTC)
         self._hours[(_hour(now), chain_outcome(outcome, verdict.enforced))] += 1
-        tally = self._tally(chain_key(identity), identity, now)
+        tally = self._tally(identity, now, "reserved" if outcome == "accept" else "refused")
         if tally is None:
             return
-        tally.source, tally.last_peer = identity.source, identity.peer
-        tally.last_proxy = context.get("proxy")
-        if outcome == "unproven":  # never proven: its decision stands for nothing
+        proven = outcome != "unproven"
+        tally.seen(now, identity.source, identity.peer, context.get("proxy"), proven=proven)
+        if not proven:  # its decision stands for nothing
             tally.unproven += 1
             return
         tally.connections += 1
@@ -144,81 +167,88 @@ class ChainRegistry:
             outcome, verdict.enforced, verdict.mode, verdict.decision.findings, fingerprint,
             now)
 
-    def message(self, key: str, endpoint: str) -> None:
-        """Count one stored and acknowledged message sent with the chain ``key``."""
-        tally = self._tally(key, None, dt.datetime.now(dt.UTC))
+    def message(self, identity: ClientIdentity, endpoint: str) -> None:
+        """Count one stored and acknowledged message sent with ``identity``'s chain."""
+        now = dt.datetime.now(dt.UTC)
+        tally = self._tally(identity, now, "reserved")
         if tally is not None:
+            # the proxy reaches the registry with the connection's decision only
+            tally.seen(now, identity.source, identity.peer,
+                       tally.last_proxy if tally.proven else None, proven=True)
             tally.messages += 1
             tally.endpoints.setdefault(endpoint, _EndpointTally()).messages += 1
 
-    def _tally(self, key: str, identity: ClientIdentity | None,
-               now: dt.datetime) -> _Tally | None:
+    def _tally(self, identity: ClientIdentity, now: dt.datetime,
+               standing: Standing) -> _Tally | None:
+        """The chain's counts since the last flush, with its certificates when it is
+        recorded already or a budget of new chains allows (tried again when it turns out
+        to be accepted or carry a message)."""
+        key = chain_key(identity)
         tally = self._pending.get(key)
-        if tally is not None:
-            tally.last_seen = now
-            return tally
-        if len(self._pending) >= MAX_PENDING:
-            self._count_not_recorded(1)
-            return None
-        certificates = None
-        if identity is not None and key not in self._known:
+        if tally is None:
+            if len(self._pending) >= MAX_PENDING:
+                self._count_not_recorded("pending")
+                return None
+            tally = self._pending[key] = _Tally(None, identity.source, now, now,
+                                                last_peer=identity.peer)
+        if tally.certificates is None and key not in self._known and (
+                tally.kept_out is None
+                or (standing == "reserved" and tally.kept_out != "reserved")):
             presented = presented_der(identity)
-            if self._may_add_new(now, budget_weight(presented)):
-                certificates = presented
-        source = identity.source if identity is not None else "tls"
-        tally = self._pending[key] = _Tally(certificates, source, now, now)
+            tally.kept_out = self.budgets.spend(now, budget_weight(presented), standing,
+                                                identity.peer)
+            if tally.kept_out is None:
+                tally.certificates = presented
         return tally
 
-    def _may_add_new(self, now: dt.datetime, weight: int) -> bool:
-        if now - self._window_start >= WINDOW:
-            self._window_start, self._new_in_window, self._warned = now, 0, False
-        if self._new_in_window + weight <= self._settings.max_new_per_hour:
-            self._new_in_window += weight
-            return True
-        if not self._warned:
-            self._warned = True
-            log.warning("chains.not_recorded", limit=self._settings.max_new_per_hour,
-                        detail="chains.max_new_per_hour new chains recorded by this worker "
-                               "this hour; further new chains are counted, not recorded")
-        return False
-
-    def _count_not_recorded(self, count: int) -> None:
+    def _count_not_recorded(self, budget: Budget, count: int = 1) -> None:
         if self._not_recorded is not None and count:
-            self._not_recorded.inc(count)
+            self._not_recorded.labels(budget).inc(count)
 
     # -- flushing ---------------------------------------------------------------------------
 
-    def take(self) -> tuple[list[ChainSighting], list[HourCount]]:
+    def _take(self) -> _Batch:
         """What was counted since the last take (and what could not be written then)."""
-        sightings = self._unwritten + [tally.sighting(key)
-                                       for key, tally in self._pending.items()]
-        hours = [HourCount(hour, outcome, count)
-                 for (hour, outcome), count in self._hours.items()]
-        self._pending, self._hours, self._unwritten = {}, Counter(), []
-        return sightings, hours
+        kept_out = {key: tally.kept_out for key, tally in self._pending.items()
+                    if tally.certificates is None and tally.kept_out is not None}
+        batch = _Batch(
+            self._unwritten.sightings + [tally.sighting(key)
+                                         for key, tally in self._pending.items()],
+            [HourCount(hour, outcome, count) for (hour, outcome), count in self._hours.items()],
+            self._unwritten.kept_out | kept_out)
+        self._pending, self._hours, self._unwritten = {}, Counter(), _Batch([], [], {})
+        return batch
 
     async def flush(self, inbox: Inbox) -> None:
-        sightings, hours = self.take()
-        if sightings or hours:
+        batch = self._take()
+        if batch.sightings or batch.hours:
             try:
-                missing = await inbox.record_chains(sightings, hours)
+                missing = await inbox.record_chains(batch.sightings, batch.hours)
             except InboxError as error:
-                log.error("chains.flush_failed", reason=str(error), chains=len(sightings))
-                self._keep_unwritten(sightings, hours)
+                log.error("chains.flush_failed", reason=str(error), chains=len(batch.sightings))
+                self._keep_unwritten(batch)
                 return
-            self._count_not_recorded(missing)
-            for sighting in sightings:
-                # one sent without its certificates (the hour's budget was spent) is known
-                # only if it was known before: the next sighting offers them again
+            for sighting in batch.sightings:
+                # one sent without its certificates (a budget kept it out) is known only if
+                # it was known before: the next sighting offers them again
                 if sighting.certificates is not None or sighting.chain_sha256 in self._known:
                     self._remember(sighting.chain_sha256)
+            for key in missing:
+                budget = batch.kept_out.get(key)
+                if budget is None:  # recorded before, removed since: offered again next time
+                    self._known.pop(key, None)
+                else:
+                    self._count_not_recorded(budget)
         await self._forget_old(inbox)
 
-    def _keep_unwritten(self, sightings: list[ChainSighting], hours: list[HourCount]) -> None:
+    def _keep_unwritten(self, batch: _Batch) -> None:
         """Try again at the next flush, within the same bound as what is pending."""
-        self._unwritten = sightings[:MAX_PENDING]
-        self._count_not_recorded(len(sightings) - len(self._unwritten))
-        for count in hours:
+        kept = batch.sightings[:MAX_PENDING]
+        self._unwritten = _Batch(kept, [], {
+            sighting.chain_sha256: batch.kept_out[sighting.chain_sha256]
+            for sighting in kept if sighting.chain_sha256 in batch.kept_out})
+        self._count_not_recorded("pending", len(batch.sightings) - len(kept))
+        for count in batch.hours:
             self._hours[(count.hour, count.outcome)] += count.connections
 
     def _remember(self, key: str) -> None:

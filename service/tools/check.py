@@ -24,8 +24,11 @@ from service.clientauth import ClientIdentity, Finding, Policy, summarize
 from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
+from service.inbox import sqlite_path
+from service.inbox.sqlite import database_files
 from service.logs import get_logger
 from service.policies import PolicyBuilder
+from service.secretfiles import readable_by_others
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
 from service.tools.report import count_line, write_certificates, write_findings
@@ -140,6 +143,34 @@ def refuse_conflicts(config: Config, err: TextIO) -> bool:
                   "(omgate check reports them too):\n")
         write_findings(errors, err)
     return bool(errors)
+
+
+def secret_files(config: Config) -> list[tuple[str, Path]]:
+    """(configuration key, file) for each file the configuration names that holds a
+    secret: private keys, the console's token, the SQLite inbox (with its -wal and -shm)."""
+    delivery = config.delivery
+    files = [("server.keyfile", config.server.keyfile),
+             ("delivery.webhook_client_key", delivery.webhook_client_key),
+             ("admin.token_file", config.admin.token_file)]
+    if delivery.webhook_client_key is None:  # the key is in the certificate's file
+        files.append(("delivery.webhook_client_cert", delivery.webhook_client_cert))
+    database = sqlite_path(config.inbox.url)
+    if database is not None:
+        files += [("inbox.url", path) for path in database_files(database)]
+    return [(key, path) for key, path in files if path is not None]
+
+
+def warn_readable_secrets(config: Config) -> None:
+    """At ``omgate serve`` start: each secret file its group or others may read is logged
+    (``config.file_permissions``). Its mode is left as it is: whether a group should read
+    a key is the operator's call, and a silent chmod could lock out whoever relies on it."""
+    for key, path in secret_files(config):
+        mode = readable_by_others(path)
+        if mode is not None:
+            log.warning("config.file_permissions", config=str(config.source), key=key,
+                        path=str(path), mode=f"{mode:04o}",
+                        hint=f"readable by other users; chmod go-rwx {path} unless they must "
+                             "read it")
 
 
 def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy) -> list[Finding]:

@@ -9,14 +9,15 @@ Writes, under ``--out`` (default ``certs/dev``):
 - ``client.pem`` / ``client.key`` / ``client-chain.pem``: the client leaf, its key, and the
   leaf followed by its intermediate (what a client should send).
 
-No CA private key is written: development CAs cannot issue anything later.
+No CA private key is written: development CAs cannot issue anything later. Every file is
+written by ``service.secretfiles.write_private`` (keys 0600, certificates 0644): a new file
+renamed over the old one, never through a symbolic link.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from service.secretfiles import PRIVATE_MODE, SecretFileError, refuse_links, write_private
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 # The hashes CertificateBuilder.sign accepts for these keys (SHA-2 and SHA-3).
@@ -180,18 +183,26 @@ class PkiError(Exception):
 
 
 def write_dev_pki(out: Path, *, force: bool = False) -> list[Path]:
-    """Write the development files; refuse to overwrite unless ``force``."""
+    """Write the development files; refuse to overwrite unless ``force``, and refuse any
+    symbolic link in their place (or ``out`` itself being one) before writing anything."""
     files = dev_files(build_dev_pki())
-    existing = [out / filename for filename in files if (out / filename).exists()]
+    paths = [out / filename for filename in files]
+    try:
+        for path in paths:
+            refuse_links(path)
+    except SecretFileError as error:
+        raise PkiError(str(error)) from None
+    existing = [path for path in paths if path.exists()]
     if existing and not force:
         raise PkiError(f"{existing[0]} exists; pass --force to replace the development PKI")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for filename, content in files.items():
-        path = out / filename
-        mode = 0o600 if filename.endswith(".key") else 0o644
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-        written.append(path)
-    return written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PkiError(f"cannot make the folder {out}: {error.strerror}") from None
+    for path in paths:
+        mode = PRIVATE_MODE if path.suffix == ".key" else 0o644
+        try:
+            write_private(path, files[path.name], mode=mode)
+        except SecretFileError as error:
+            raise PkiError(str(error)) from None
+    return paths
