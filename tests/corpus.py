@@ -136,6 +136,10 @@ def rfc5280_extras(pki: Pki, client: Callable[..., Issued], ca: Callable[..., Is
         "leaf_of_server_only_ca": client(server_only_ca),
         "email_san_only": client(pki.intermediate, dns=(), extensions=(
             (x509.SubjectAlternativeName([x509.RFC822Name("ops@example.com")]), False),)),
+        # the intermediate's own name and key, certified by another root: a cross-signed copy
+        "cross_signed_intermediate": issue(dn("Corpus Intermediate CA"), issuer=pki.other_root,
+                                           key=pki.intermediate.key, ca=True,
+                                           **at()),  # type: ignore[arg-type]
         "no_subject_san": _without_subject(pki.intermediate, critical=False, **at()),
         "no_subject_critical_san": _without_subject(pki.intermediate, critical=True, **at()),
         "huge_exponent": _with_public_key(pki.leaf, pki.intermediate, rsa.RSAPublicNumbers(
@@ -390,6 +394,13 @@ CASES = [
          policy=lambda p: {"allowed_names": ("proxy.example.com",)}),
     Case("an RSA exponent that would make checks slow",
          lambda p: [p.extras["huge_exponent"], p.intermediate], {"unsupported_key"}),
+    Case("alternate path: the cross-signed copy sent leads nowhere, the configured one does",
+         lambda p: [p.leaf, p.extras["cross_signed_intermediate"]], set(),
+         {"unrelated_certificate"},
+         policy=lambda p: {"known_cas": (p.intermediate.certificate,)}),
+    Case("alternate path: the copy sent first leads nowhere, the one sent second does",
+         lambda p: [p.leaf, p.extras["cross_signed_intermediate"], p.intermediate], set(),
+         {"unrelated_certificate"}),
     Case("an empty subject with a non-critical subjectAltName (RFC 5280, 4.2.1.6)",
          lambda p: [p.extras["no_subject_san"], p.intermediate], {"path_validation_failed"}),
     Case("an empty subject with a critical subjectAltName",

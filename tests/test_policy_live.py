@@ -20,7 +20,11 @@ BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 # (A leaf with a made-up public key has no private key to present it with.)
 LIVE = [case for case in CASES
         if case.label not in ("chain in reverse order", "same chain at depth + 1",
-                              "an RSA exponent that would make checks slow")
+                              "an RSA exponent that would make checks slow",
+                              # OpenSSL follows the first copy it is sent, finds no issuer,
+                              # and the listener refuses with it (never looser)
+                              "alternate path: the copy sent first leads nowhere, the one "
+                              "sent second does")
         and case.policy(build_pki(dt.datetime.now(dt.UTC))) == {}]
 
 

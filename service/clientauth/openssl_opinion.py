@@ -101,6 +101,9 @@ def unexplained(results: tuple[VerifyResult, ...], verified_under: str,
                 or _deliberate(result, link, policy, verified_under, now)):
             continue
         reported.add((result.error, result.subject))
+        if result.error in _TRUST and analysis.anchored:
+            added.append(_another_path(result, analysis))
+            continue
         codes = _TRUST.get(result.error) or _PER_CERTIFICATE.get(result.error)
         what = describe(link) if link else f"the certificate {result.subject or '(unnamed)'}"
         added.append(Finding(
@@ -112,3 +115,19 @@ def unexplained(results: tuple[VerifyResult, ...], verified_under: str,
             "the chain must be corrected before it is accepted.",
         ))
     return added
+
+
+def _another_path(result: VerifyResult, analysis: ChainAnalysis) -> Finding:
+    """OpenSSL found no path where omgate found one: it follows the first certificate sent
+    that names the right issuer, and a copy of a CA certified by another (a cross-signed
+    one) sent before the right one leads it nowhere."""
+    path = " -> ".join(describe(link) for link in analysis.path)
+    return Finding(
+        "path_validation_failed", "error", analysis.path[0].index,
+        f"OpenSSL finds no path to a trust anchor in the chain as sent ({result.error_text}, "
+        f"error {result.error} at depth {result.depth}), although one exists: {path}. "
+        "OpenSSL, and so nginx, Apache and omgate's own listener, follows the first "
+        "certificate sent for an issuer, and the chain holds another before it.",
+        "The sender must send only its path, in order: its certificate, then each issuer "
+        "on that path (leave out cross-signed copies that lead to another root).",
+    )
