@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from der_certificates import element
 
 DAY = dt.timedelta(days=1)
 HUGE_BITS = 16384
@@ -31,25 +32,14 @@ def _name(text: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
 
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
-
-
-def _element(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_length(len(content)) + content
-
-
 def with_junk_signature(certificate: x509.Certificate, size: int) -> x509.Certificate:
     """``certificate`` with its signature replaced by ``size`` random bytes: a verifier
     holding a key of that size must do the whole modular exponentiation to refuse it."""
     algorithm = (b"\x30\x0d\x06\x09\x2a\x86\x48\x86\xf7\x0d\x01\x01\x0b"
                  b"\x05\x00")  # sha256WithRSAEncryption
     signature = b"\x00" + bytes([secrets.randbits(7)]) + secrets.token_bytes(size - 1)
-    body = certificate.tbs_certificate_bytes + algorithm + _element(0x03, signature)
-    return x509.load_der_x509_certificate(_element(0x30, body))
+    body = certificate.tbs_certificate_bytes + algorithm + element(0x03, signature)
+    return x509.load_der_x509_certificate(element(0x30, body))
 
 
 def junk_cas(count: int, first: x509.Name, signer: rsa.RSAPrivateKey | None = None,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
-import ssl
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from client_pki import _write
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from harness import merge, run_omgate, ssl_context, to_toml
+from harness import merge, run_omgate, to_toml
 from observatory import (
     BODY,
     MIXED_RUN,
@@ -227,7 +225,7 @@ def test_replaying_the_senders_chain_without_its_key_leaves_its_record_alone(omg
                                                                             tmp_path):
     """A client presents the sender's public chain and fails CertificateVerify: the record
     counts one unproven sighting and still says when and from where the sender was seen."""
-    from test_forged_chains import CertificateSwapper
+    from test_forged_chains import present_without_its_key
 
     server = omgate_server({"client_auth": {"mode": "request"}})
     run = mixed_cases(client_pki, tmp_path / "cases")
@@ -238,19 +236,8 @@ def test_replaying_the_senders_chain_without_its_key_leaves_its_record_alone(omg
     attacker = issue(name("attacker.example", "Attacker"),
                      usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
     attacker_case = _write(tmp_path / "attacker", "attacker", attacker)
-    swapper = CertificateSwapper(server.https_port, x509.load_pem_x509_certificates(
-        run.cases["valid"].chain.read_bytes()))
-    context = ssl_context(server.ca_path)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the Certificate message is in clear
-    context.load_cert_chain(attacker_case.chain, attacker_case.key)
-    try:
-        with pytest.raises((ssl.SSLError, OSError)), \
-                socket.create_connection(("127.0.0.1", swapper.port), timeout=10) as raw, \
-                context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            tls.recv(1)
-    finally:
-        swapper.close()
+    present_without_its_key(server, x509.load_pem_x509_certificates(
+        run.cases["valid"].chain.read_bytes()), attacker_case.chain, attacker_case.key)
     replay = server.wait_for("client_auth.decision",
                              lambda event: event.get("outcome") == "unproven")
     assert replay["peer"] != sender

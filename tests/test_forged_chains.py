@@ -166,6 +166,24 @@ class CertificateSwapper:
         self.listener.close()
 
 
+def present_without_its_key(server, victim: list[x509.Certificate], own_chain: Path,
+                            own_key: Path) -> None:
+    """Present ``victim`` (someone else's public chain) in place of the client's own, then
+    fail CertificateVerify, as whoever replays a chain without its key does."""
+    swapper = CertificateSwapper(server.https_port, victim)
+    context = ssl_context(server.ca_path)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the Certificate message is in clear
+    context.load_cert_chain(own_chain, own_key)
+    try:
+        with pytest.raises((ssl.SSLError, OSError)), \
+                socket.create_connection(("127.0.0.1", swapper.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.recv(1)
+    finally:
+        swapper.close()
+
+
 def test_a_chain_the_client_cannot_prove_is_never_an_acceptance(omgate_server, client_pki,
                                                                tmp_path):
     server = omgate_server({"client_auth": {"mode": "request"}})
@@ -175,18 +193,7 @@ def test_a_chain_the_client_cannot_prove_is_never_an_acceptance(omgate_server, c
     chain, key = tmp_path / "attacker.pem", tmp_path / "attacker.key"
     chain.write_bytes(attacker.pem())
     key.write_bytes(attacker.key_pem())
-    swapper = CertificateSwapper(server.https_port, victim)
-    context = ssl_context(server.ca_path)
-    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the Certificate message is in clear
-    context.load_cert_chain(chain, key)
-    try:
-        with pytest.raises((ssl.SSLError, OSError)), \
-                socket.create_connection(("127.0.0.1", swapper.port), timeout=10) as raw, \
-                context.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            tls.recv(1)
-    finally:
-        swapper.close()
+    present_without_its_key(server, victim, chain, key)
     decision = server.wait_for("client_auth.decision")
     assert decision["chain"][0]["subject"] == victim[0].subject.rfc4514_string()
     assert decision["outcome"] == "unproven"

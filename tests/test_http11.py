@@ -124,14 +124,18 @@ def post(body: bytes, *extra: bytes, method: bytes = b"POST") -> bytes:
             + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body)
 
 
-async def echo(scope: dict, receive: Callable, send: Callable) -> None:
-    """Answers with what it read, and the scope's path and query."""
+async def read_body(receive: Callable) -> bytes:
     body = b""
     while True:
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
-            break
+            return body
+
+
+async def echo(scope: dict, receive: Callable, send: Callable) -> None:
+    """Answers with what it read, and the scope's path and query."""
+    body = await read_body(receive)
     answer = b"%s?%s %s" % (scope["path"].encode(), scope["query_string"], body)
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),
@@ -421,12 +425,7 @@ def test_a_whole_request_then_a_half_close_is_answered_then_the_connection_close
     stored: list[bytes] = []
 
     async def storing(scope: dict, receive: Callable, send: Callable) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         await asyncio.sleep(0.1)  # storing takes a moment; the client has half-closed
         stored.append(body)
         await send({"type": "http.response.start", "status": 200,
