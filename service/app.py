@@ -36,7 +36,7 @@ from service.listeners.framing import Refusal, RefusalAnswer
 from service.logs import get_logger
 from service.metrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from service.metrics import Metrics
-from service.observatory.registry import ChainRegistry
+from service.observatory.registry import ChainRegistry, chain_key
 from service.soap import (
     ACK,
     CONTENT_TYPE,
@@ -329,18 +329,20 @@ class OutboundMessageHandler:
         except Exception:
             log.exception("om.rejected", reason="internal_error", status=500, **context)
             return fault_response(_internal_error(), correlation_id)
-        response = await self._store(message, correlation_id, context)
+        response = await self._store(message, correlation_id, context,
+                                     None if applied is None else chain_key(applied.identity))
         if self.chains is not None and applied is not None and response.status_code == 200:
             self.chains.message(applied.identity, self.endpoint.config.path)
         return response
 
     async def _store(self, message: OutboundMessage, correlation_id: str,
-                     context: dict[str, str | None]) -> Response:
+                     context: dict[str, str | None], chain: str | None) -> Response:
         incoming = IncomingMessage(
             message=message,
             endpoint=self.endpoint.config.path,
             received_at=dt.datetime.now(dt.UTC),
             keep_session_id=self.endpoint.store_session_id,
+            chain_sha256=chain,
         )
         try:
             result = await self.inbox.store(incoming)

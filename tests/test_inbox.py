@@ -239,6 +239,123 @@ def test_dead_letters_unblock_the_record_and_can_be_retried(inbox):
     assert inbox.retry(424242, NOW) == 0
 
 
+def test_pages_of_recent_notifications_are_read_by_id_with_their_counts(inbox):
+    """The console pages through the inbox: at most a page per read (LIMIT, by id on either
+    side of the page's edge), with the counts that say where the page is."""
+    for index in range(12):
+        inbox.store(unique_message(index, record=f"001A0000000{index:04d}AAA"))
+    ids = [item.id for item in inbox.recent(limit=100)]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 12
+    first = inbox.recent(limit=5)
+    assert [item.id for item in first] == ids[:5]
+    second = inbox.recent(limit=5, before_id=first[-1].id)
+    assert [item.id for item in second] == ids[5:10]
+    assert [item.id for item in inbox.recent(limit=5, before_id=second[-1].id)] == ids[10:]
+    # back up from the second page: the five just above it, still latest first
+    assert [item.id for item in inbox.recent(limit=5, after_id=second[0].id)] == ids[:5]
+    assert [item.id for item in inbox.recent(limit=3, after_id=second[0].id)] == ids[2:5]
+    assert inbox.count() == 12
+    assert inbox.count(after_id=second[0].id) == 5  # the page starts at the sixth
+    for item in ids[:4]:
+        claimed = inbox.get(item)
+        inbox.mark_failed(claimed.id, "webhook answered 500", retry_at=None, now=NOW)
+    assert inbox.count(state=DEAD) == 4
+    assert [item.id for item in inbox.recent(limit=2, state=DEAD, before_id=ids[1])] == ids[2:4]
+    wanted = inbox.get(ids[3])
+    assert [item.id for item in inbox.recent(limit=10, state=DEAD, key=wanted.record_id)] == [
+        ids[3]]
+    assert inbox.count(state=DEAD, key=wanted.notification_id[:15]) == 1
+
+
+def test_a_notification_keeps_its_delivery_history_and_its_chain(inbox):
+    """Each attempt, the last one, and an operator's retry are events of the notification
+    (the console's page of it); its client chain is stored with it."""
+    message = unique_message(1)
+    inbox.store(dataclasses.replace(message, chain_sha256="ab" * 32))
+    inbox.store(unique_message(2))
+    stored, other = sorted(inbox.list(limit=10), key=lambda item: item.id)
+    assert (stored.chain_sha256, other.chain_sha256) == ("ab" * 32, None)
+    assert "chain_sha256" not in stored.to_json()  # the JSON tools print is unchanged
+    minute = dt.timedelta(minutes=1)
+    inbox.mark_failed(stored.id, "webhook answered 500", retry_at=NOW + minute, now=NOW)
+    inbox.mark_failed(stored.id, "connection refused", retry_at=None, now=NOW + minute)
+    inbox.mark_failed(other.id, "connection refused", retry_at=None, now=NOW + minute)
+    assert inbox.retry(None, NOW + 2 * minute, through_id=stored.id) == 1  # not the newer
+    assert inbox.get(other.id).state == DEAD
+    inbox.mark_delivered(stored.id, NOW + 3 * minute)
+    inbox.mark_delivered(424242, NOW)  # no such notification: no event either
+    events = inbox.events(stored.id, limit=10)
+    assert [(event.kind, event.error) for event in events] == [
+        ("failed", "webhook answered 500"), ("dead", "connection refused"), ("retried", None),
+        ("delivered", None)]
+    assert [event.at for event in events] == [NOW + n * minute for n in range(4)]
+    assert [event.kind for event in inbox.events(stored.id, limit=2)] == ["retried",
+                                                                          "delivered"]
+    assert inbox.events(424242, limit=10) == []
+
+
+def test_decisions_are_counted_per_hour_and_endpoint(inbox):
+    from service.inbox.chains import LISTENER, HourCount
+
+    hour = NOW.replace(minute=0)
+    inbox.record_chains([], [HourCount(hour, LISTENER, "accept", 3),
+                             HourCount(hour, "/salesforce/outbound", "reject", 2),
+                             HourCount(hour - dt.timedelta(hours=30), LISTENER, "accept", 1)])
+    inbox.record_chains([], [HourCount(hour, LISTENER, "accept", 4)])
+    assert inbox.decision_hours(hour - dt.timedelta(hours=1), 100) == [
+        HourCount(hour, LISTENER, "accept", 7),
+        HourCount(hour, "/salesforce/outbound", "reject", 2)]
+    assert len(inbox.decision_hours(hour - dt.timedelta(days=2), 100)) == 3
+    assert len(inbox.decision_hours(hour - dt.timedelta(days=2), 2)) == 2
+    assert inbox.decisions_since(hour) == {"accept": 7, "reject": 2}
+
+
+def test_a_version_5_inbox_keeps_its_decision_counts_as_the_listeners(inbox_url):
+    from service.inbox.chains import LISTENER, HourCount
+
+    hour = NOW.replace(minute=0)
+    write_version_5_inbox(inbox_url, hour)
+    opened = SyncInbox(inbox_url)
+    try:
+        assert opened.decision_hours(hour - dt.timedelta(hours=1), 10) == [
+            HourCount(hour, LISTENER, "would_reject", 5)]
+        opened.record_chains([], [HourCount(hour, "/x", "would_reject", 1)])
+        assert opened.decisions_since(hour) == {"would_reject": 6}
+    finally:
+        opened.shutdown()
+
+
+def write_version_5_inbox(url: str, hour: dt.datetime) -> None:
+    """An inbox as omgate left it before it counted decisions per endpoint."""
+    insert = ("INSERT INTO client_auth_hours (hour, outcome, connections) "
+              "VALUES ({}, 'would_reject', 5)")
+    if url.startswith("sqlite:///"):
+        from service.inbox.sqlite import _MIGRATIONS, _timestamp
+
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True)
+        connection = sqlite3.connect(path)
+        for step in range(1, 6):
+            for statement in _MIGRATIONS[step]:
+                connection.execute(statement)
+        connection.execute(insert.format("?"), (_timestamp(hour),))
+        connection.execute("PRAGMA user_version=5")
+        connection.commit()
+        connection.close()
+        return
+    import psycopg
+
+    from service.inbox.postgres import _MIGRATIONS
+
+    with psycopg.connect(url) as connection:
+        for step in range(1, 6):
+            for statement in _MIGRATIONS[step]:
+                connection.execute(statement)
+        connection.execute("CREATE TABLE omgate_schema (version INTEGER NOT NULL)")
+        connection.execute("INSERT INTO omgate_schema VALUES (5)")
+        connection.execute(insert.format("%s"), (hour,))
+
+
 def contact(first_name: str, *, notification_id: str = "04l000000000001AAA",
             record_id: str = "003xx000004TmiQAAS", endpoint: str = "/salesforce/outbound",
             extra: str = "", at: dt.datetime = NOW, session_id: str | None = None

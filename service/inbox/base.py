@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -40,11 +40,12 @@ SELECT_COLUMNS = (
     "id", "endpoint", "organization_id", "action_id", "notification_id", "sobject_type",
     "record_id", "fields", "received_at", "enterprise_url", "partner_url", "session_id",
     "state", "attempts", "last_error", "delivered_at", "content_sha256", "conflicts",
+    "chain_sha256",
 )
 INSERT_COLUMNS = (
     "org_key", "notification_key", "organization_id", "action_id", "notification_id",
     "sobject_type", "record_id", "record_key", "fields", "endpoint", "enterprise_url",
-    "partner_url", "session_id", "received_at", "content_sha256",
+    "partner_url", "session_id", "received_at", "content_sha256", "chain_sha256",
 )
 # What a notification says, for its digest: not who sent it when, nor the SessionId.
 CONTENT_COLUMNS = ("endpoint", "action_id", "sobject_type", "record_id", "fields")
@@ -90,6 +91,8 @@ class IncomingMessage:
     endpoint: str
     received_at: dt.datetime
     keep_session_id: bool = False
+    # the client chain it arrived with (the registry's key; None: none was asked for)
+    chain_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class StoredNotification:
     delivered_at: str | None = None
     content_sha256: str | None = None  # None: stored by an omgate that kept no digest
     conflicts: int = 0  # redeliveries whose content differed
+    # the client chain it arrived with, as the registry keys it (None: no certificate was
+    # asked for, or stored before schema version 6); the console links it, no JSON has it
+    chain_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -278,6 +284,7 @@ def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
         "partner_url": message.partner_url,
         "session_id": session_id,
         "received_at": incoming.received_at,
+        "chain_sha256": incoming.chain_sha256,
     }
     return [_row(shared, notification) for notification in message.notifications]
 
@@ -443,18 +450,111 @@ DELIVERY_INDEX = ("CREATE INDEX IF NOT EXISTS notifications_pending_record "
                   f"ON notifications (org_key, record_key, id) WHERE state = '{PENDING}'")
 
 
-def recent_filter(placeholder: str, state: str | None, key: str | None
+def recent_filter(placeholder: str, state: str | None, key: str | None, *,
+                  before_id: int | None = None, after_id: int | None = None
                   ) -> tuple[str, list[Any]]:
-    """The WHERE clause of :meth:`Inbox.recent` and its parameters: by state, and by a
-    record or notification Id (either length: compared on the 15-character form)."""
-    clauses, parameters = ["1 = 1"], []
+    """The WHERE clause of :meth:`Inbox.recent` (and :meth:`Inbox.count`) and its
+    parameters: by state, by a record or notification Id (either length: compared on the
+    15-character form), and below or above an inbox id (a page's edge)."""
+    clauses: list[str] = ["1 = 1"]
+    parameters: list[Any] = []
     if state is not None:
         clauses.append(f"state = {placeholder}")
         parameters.append(state)
     if key:
         clauses.append(f"(record_key = {placeholder} OR notification_key = {placeholder})")
         parameters += [id_key(key), id_key(key)]
+    for operator, edge in (("<", before_id), (">", after_id)):
+        if edge is not None:
+            clauses.append(f"id {operator} {placeholder}")
+            parameters.append(edge)
     return " AND ".join(clauses), parameters
+
+
+def recent_statement(placeholder: str, where: str, *, upward: bool) -> str:
+    """The latest notifications matching ``where`` first, at most the last parameter's
+    number; ``upward`` (a page above an id): the ones just above it, still latest first."""
+    columns = ", ".join(SELECT_COLUMNS)
+    if upward:
+        return (f"SELECT {columns} FROM (SELECT {columns} FROM notifications "  # noqa: S608
+                f"WHERE {where} ORDER BY id LIMIT {placeholder}) AS page ORDER BY id DESC")
+    return (f"SELECT {columns} FROM notifications WHERE {where} "  # noqa: S608 - constants
+            f"ORDER BY id DESC LIMIT {placeholder}")
+
+
+DeliveryEventKind = Literal["delivered", "failed", "dead", "retried"]
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """One step of a notification's delivery: an attempt (delivered, failed and to be tried
+    again, failed for the last time: dead) or an operator's retry."""
+
+    at: dt.datetime
+    kind: DeliveryEventKind
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EventStatements:
+    """SQL both backends share for delivery events; built by :func:`event_statements`."""
+
+    record: str  # one event (inbox_id, at, kind, error)
+    latest: str  # one notification's latest events, newest first (inbox_id, limit)
+
+
+def event_statements(placeholder: str) -> EventStatements:
+    def named(*names: str) -> str:
+        return ", ".join(placeholder.format(name) for name in names)
+
+    return EventStatements(
+        record="INSERT INTO delivery_events (inbox_id, at, kind, error) "  # noqa: S608
+               f"VALUES ({named('inbox_id', 'at', 'kind', 'error')})",
+        latest="SELECT at, kind, error FROM delivery_events "  # noqa: S608 - constants
+               f"WHERE inbox_id = {named('inbox_id')} ORDER BY id DESC LIMIT {named('limit')}",
+    )
+
+
+def retry_statements(placeholder: str, inbox_id: int | None,
+                     through_id: int | None) -> tuple[str, str]:
+    """What :meth:`Inbox.retry` runs, in one transaction: a ``retried`` event for each
+    notification it makes pending again, then the update (parameters ``now``, ``id``,
+    ``through``)."""
+    def named(name: str) -> str:
+        return placeholder.format(name)
+
+    if inbox_id is not None:
+        where = f"id = {named('id')}"
+    else:
+        where = f"state = '{DEAD}'"
+        if through_id is not None:
+            where += f" AND id <= {named('through')}"
+    return (f"INSERT INTO delivery_events (inbox_id, at, kind) "  # noqa: S608 - constants
+            f"SELECT id, {named('now')}, 'retried' FROM notifications WHERE {where}",
+            f"UPDATE notifications SET state = '{PENDING}', "  # noqa: S608 - constants
+            f"next_attempt_at = {named('now')}, lease_until = NULL WHERE {where}")
+
+
+def delivery_event(row: Mapping[str, Any]) -> DeliveryEvent:
+    at = row["at"]
+    return DeliveryEvent(at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(at),
+                         row["kind"], row["error"])
+
+
+def console_migration(id_type: str, timestamp_type: str) -> list[str]:
+    """Schema version 6, in a backend's column types: the chain each notification arrived
+    with, and the history of its delivery (the console's page of one notification)."""
+    return [
+        "ALTER TABLE notifications ADD COLUMN chain_sha256 TEXT",
+        f"""CREATE TABLE delivery_events (
+            id               {id_type} PRIMARY KEY,
+            inbox_id         BIGINT NOT NULL REFERENCES notifications (id),
+            at               {timestamp_type} NOT NULL,
+            kind             TEXT NOT NULL,
+            error            TEXT
+        )""",
+        "CREATE INDEX delivery_events_notification ON delivery_events (inbox_id, id)",
+    ]
 
 
 def conflicts_migration(id_type: str, timestamp_type: str) -> list[str]:
@@ -571,8 +671,14 @@ class Inbox(ABC):
         """One stored notification by its inbox ID."""
 
     @abstractmethod
-    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
-        """The conflicting redeliveries of one notification, in arrival order."""
+    async def conflicts(self, inbox_id: int,
+                        limit: int | None = None) -> builtins.list[RecordedConflict]:
+        """The conflicting redeliveries of one notification, in arrival order (the first
+        ``limit``)."""
+
+    @abstractmethod
+    async def events(self, inbox_id: int, *, limit: int) -> builtins.list[DeliveryEvent]:
+        """One notification's latest delivery events (at most ``limit``), in time order."""
 
     @abstractmethod
     async def claim(self, *, limit: int, lease_seconds: float,
@@ -595,18 +701,27 @@ class Inbox(ABC):
         """One more failed attempt; ``retry_at`` None means give up (dead letter)."""
 
     @abstractmethod
-    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
-        """Make one notification (or, with None, every dead one) pending again; how many."""
+    async def retry(self, inbox_id: int | None, now: dt.datetime, *,
+                    through_id: int | None = None) -> int:
+        """Make one notification (or, with None, every dead one, up to ``through_id``)
+        pending again; how many. Each gets a ``retried`` delivery event."""
 
     @abstractmethod
     async def stats(self) -> InboxStats:
         """Backlog figures for metrics."""
 
     @abstractmethod
-    async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> builtins.list[StoredNotification]:
+    async def recent(self, *, limit: int, state: str | None = None, key: str | None = None,
+                     before_id: int | None = None,
+                     after_id: int | None = None) -> builtins.list[StoredNotification]:
         """The latest notifications first, optionally by state or by a record or
-        notification Id (``key``)."""
+        notification Id (``key``); a page: those below ``before_id``, or the ``limit`` just
+        above ``after_id``."""
+
+    @abstractmethod
+    async def count(self, *, state: str | None = None, key: str | None = None,
+                    after_id: int | None = None) -> int:
+        """How many notifications :meth:`recent` could page through (above ``after_id``)."""
 
     @abstractmethod
     async def record_chains(self, sightings: Sequence[ChainSighting],
@@ -625,6 +740,12 @@ class Inbox(ABC):
     @abstractmethod
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
         """Client-certificate decisions since ``since`` (whole hours), by outcome."""
+
+    @abstractmethod
+    async def decision_hours(self, since: dt.datetime,
+                             limit: int) -> builtins.list[HourCount]:
+        """Decisions per hour, endpoint and outcome since ``since``, the latest hour first
+        (at most ``limit`` rows)."""
 
     @abstractmethod
     async def forget_chains(self, before: dt.datetime) -> None:

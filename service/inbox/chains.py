@@ -4,7 +4,8 @@ Every worker and replica aggregates what it saw in memory (``service.observatory
 adds it here every few seconds with upserts, so one table holds the sum: a chain's
 certificates, when it was first and last seen, its connections and messages, the last
 peer and proxy, and per endpoint the last decision (outcome, findings, the fingerprint of
-the policy that decided). ``client_auth_hours`` counts decisions per hour and outcome.
+the policy that decided). ``client_auth_hours`` counts decisions per hour, endpoint and
+outcome (by endpoint since schema version 6).
 
 The statements are written once, here, for both backends (a backend supplies its
 parameter style); timestamps are passed as ``datetime`` and converted by the backend.
@@ -97,6 +98,7 @@ class ChainSighting:
 @dataclass(frozen=True)
 class HourCount:
     hour: dt.datetime
+    endpoint: str  # LISTENER for decisions per connection (and those counted before v6)
     outcome: ChainOutcome
     connections: int
 
@@ -174,6 +176,24 @@ def chains_migration(timestamp_type: str) -> list[str]:
     ]
 
 
+def hours_by_endpoint_migration(timestamp_type: str) -> list[str]:
+    """Schema version 6: decisions counted per endpoint too; the hours counted before are
+    the listener's (they were not told apart)."""
+    return [
+        f"""CREATE TABLE client_auth_hours_v6 (
+            hour          {timestamp_type} NOT NULL,
+            endpoint      TEXT NOT NULL,
+            outcome       TEXT NOT NULL,
+            connections   BIGINT NOT NULL,
+            PRIMARY KEY (hour, endpoint, outcome)
+        )""",
+        "INSERT INTO client_auth_hours_v6 (hour, endpoint, outcome, connections) "  # noqa: S608
+        f"SELECT hour, '{LISTENER}', outcome, connections FROM client_auth_hours",
+        "DROP TABLE client_auth_hours",
+        "ALTER TABLE client_auth_hours_v6 RENAME TO client_auth_hours",
+    ]
+
+
 # ---------------------------------------------------------------------------------------
 # Statements
 
@@ -220,12 +240,13 @@ class ChainStatements:
     upsert: str  # a sighting with certificates: insert, or add to the stored row
     add: str  # a sighting without certificates: add to a stored row only
     endpoint: str  # a sighting's endpoint: add messages, keep the newer decision
-    hour: str  # decisions in one hour and outcome
+    hour: str  # decisions in one hour, endpoint and outcome
     recent: str  # chains last seen since :since, newest first (LIMIT :limit)
     endpoints_since: str  # the endpoint rows of those chains (the same LIMIT)
     by_prefix: str  # chains whose fingerprint starts with :prefix
     endpoints_by_prefix: str
     hours_since: str  # decisions by outcome since :since
+    hours: str  # decisions per hour, endpoint and outcome since :since, latest first (LIMIT)
     forget: tuple[str, ...]  # remove what was last seen before :before
 
 
@@ -261,9 +282,9 @@ def chain_statements(placeholder: str) -> ChainStatements:
                  f"VALUES ({named(*ENDPOINT_COLUMNS)}) "
                  "ON CONFLICT (chain_sha256, endpoint) DO UPDATE SET messages = "
                  "client_chain_endpoints.messages + excluded.messages, " + decision_sets,
-        hour=f"INSERT INTO client_auth_hours (hour, outcome, connections) "  # noqa: S608
-             f"VALUES ({named('hour', 'outcome', 'connections')}) "
-             "ON CONFLICT (hour, outcome) DO UPDATE SET "
+        hour=f"INSERT INTO client_auth_hours (hour, endpoint, outcome, connections) "  # noqa: S608
+             f"VALUES ({named('hour', 'endpoint', 'outcome', 'connections')}) "
+             "ON CONFLICT (hour, endpoint, outcome) DO UPDATE SET "
              "connections = client_auth_hours.connections + excluded.connections",
         recent=f"SELECT {chain_columns} FROM client_chains AS c "  # noqa: S608 - constants
                f"WHERE {recent_where} ORDER BY last_seen DESC, chain_sha256 "
@@ -277,6 +298,9 @@ def chain_statements(placeholder: str) -> ChainStatements:
         endpoints_by_prefix=endpoint_select + prefix_where,
         hours_since=f"SELECT outcome, SUM(connections) AS connections "  # noqa: S608
                     f"FROM client_auth_hours WHERE hour >= {named('since')} GROUP BY outcome",
+        hours=f"SELECT hour, endpoint, outcome, connections "  # noqa: S608 - constants
+              f"FROM client_auth_hours WHERE hour >= {named('since')} "
+              f"ORDER BY hour DESC, endpoint, outcome LIMIT {named('limit')}",
         forget=(
             "DELETE FROM client_chain_endpoints WHERE chain_sha256 IN ("  # noqa: S608
             f"SELECT chain_sha256 FROM client_chains WHERE last_seen < {named('before')})",
@@ -317,7 +341,13 @@ def endpoint_values(chain_sha256: str, seen: EndpointSeen) -> dict[str, Any]:
 
 
 def hour_values(count: HourCount) -> dict[str, Any]:
-    return {"hour": count.hour, "outcome": count.outcome, "connections": count.connections}
+    return {"hour": count.hour, "endpoint": count.endpoint, "outcome": count.outcome,
+            "connections": count.connections}
+
+
+def hour_counts(rows: Sequence[Mapping[str, Any]]) -> list[HourCount]:
+    return [HourCount(as_datetime(row["hour"]), row["endpoint"], row["outcome"],
+                      int(row["connections"])) for row in rows]
 
 
 def as_datetime(value: Any) -> dt.datetime:

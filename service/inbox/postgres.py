@@ -23,6 +23,7 @@ from service.inbox.base import (
     DELIVERY_INDEX,
     PENDING,
     SELECT_COLUMNS,
+    DeliveryEvent,
     Inbox,
     InboxError,
     InboxStats,
@@ -33,15 +34,20 @@ from service.inbox.base import (
     claimable_condition,
     conflict_statements,
     conflicts_migration,
+    console_migration,
+    delivery_event,
     delivery_migration,
     digests,
+    event_statements,
     insert_statement,
     isoformat,
     list_filter,
     notifications_migration,
     recent_filter,
+    recent_statement,
     record_index_migration,
     recorded_conflict,
+    retry_statements,
     row_values,
     store_plan,
 )
@@ -53,12 +59,14 @@ from service.inbox.chains import (
     chain_statements,
     chains_migration,
     endpoint_values,
+    hour_counts,
     hour_values,
+    hours_by_endpoint_migration,
     prefix_pattern,
     sighting_values,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
 # /readyz is asked by anyone on the public listeners, and by probes that give up after a
 # few seconds: it waits this long for a pooled connection, not the pool's 30 seconds.
@@ -72,11 +80,14 @@ _MIGRATIONS = {
     3: conflicts_migration("BIGSERIAL", "TIMESTAMPTZ"),
     4: chains_migration("TIMESTAMPTZ"),
     5: record_index_migration(),
+    6: [*console_migration("BIGSERIAL", "TIMESTAMPTZ"),
+        *hours_by_endpoint_migration("TIMESTAMPTZ")],
 }
 
 _INSERT = insert_statement("%({})s")
 _CONFLICTS = conflict_statements("%({})s")
 _CHAINS = chain_statements("%({})s")
+_EVENTS = event_statements("%({})s")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -163,6 +174,19 @@ class PostgresInbox(Inbox):
                 return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             raise self._error(error) from None
+
+    async def _execute_together(self, *steps: tuple[str, Any]) -> builtins.list[int]:
+        """Statements in one transaction; the rows each changed."""
+        import psycopg
+
+        changed = []
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                for statement, parameters in steps:
+                    changed.append((await connection.execute(statement, parameters)).rowcount)
+        except psycopg.Error as error:
+            raise self._error(error) from None
+        return changed
 
     async def migrate(self) -> int:
         import psycopg
@@ -261,9 +285,15 @@ class PostgresInbox(Inbox):
             f"SELECT {_COLUMNS} FROM notifications WHERE id = %s", (inbox_id,))  # noqa: S608
         return _stored(rows[0]) if rows else None
 
-    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
-        rows = await self._execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
+    async def conflicts(self, inbox_id: int,
+                        limit: int | None = None) -> builtins.list[RecordedConflict]:
+        statement = _CONFLICTS.of_notification + ("" if limit is None else " LIMIT %(limit)s")
+        rows = await self._execute(statement, {"inbox_id": inbox_id, "limit": limit})
         return [recorded_conflict(row) for row in rows]
+
+    async def events(self, inbox_id: int, *, limit: int) -> builtins.list[DeliveryEvent]:
+        rows = await self._execute(_EVENTS.latest, {"inbox_id": inbox_id, "limit": limit})
+        return [delivery_event(row) for row in reversed(rows)]
 
     async def claim(self, *, limit: int, lease_seconds: float,
                     now: dt.datetime) -> builtins.list[StoredNotification]:
@@ -282,26 +312,40 @@ class PostgresInbox(Inbox):
         except psycopg.Error as error:
             raise self._error(error, "cannot build the delivery index") from None
 
+    async def _change(self, statement: str, parameters: tuple[Any, ...],
+                      event: dict[str, Any]) -> None:
+        """One notification's change and, when it is stored, the delivery event it makes."""
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                if (await connection.execute(statement, parameters)).rowcount:
+                    await connection.execute(_EVENTS.record, event)
+        except psycopg.Error as error:
+            raise self._error(error) from None
+
     async def mark_delivered(self, inbox_id: int, now: dt.datetime) -> None:
-        await self._execute(
+        await self._change(
             "UPDATE notifications SET state = %s, delivered_at = %s, "
             "attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = %s",
-            (DELIVERED, now, inbox_id))
+            (DELIVERED, now, inbox_id),
+            {"inbox_id": inbox_id, "at": now, "kind": "delivered", "error": None})
 
     async def mark_failed(self, inbox_id: int, error: str, *, retry_at: dt.datetime | None,
                           now: dt.datetime) -> None:
-        await self._execute(
+        await self._change(
             "UPDATE notifications SET state = %s, attempts = attempts + 1, last_error = %s, "
             "lease_until = NULL, next_attempt_at = %s WHERE id = %s",
             (PENDING if retry_at is not None else DEAD, error[:2000], retry_at or now,
-             inbox_id))
+             inbox_id),
+            {"inbox_id": inbox_id, "at": now, "kind": "failed" if retry_at else "dead",
+             "error": error[:2000]})
 
-    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
-        where = f"state = '{DEAD}'" if inbox_id is None else "id = %(id)s"
-        rows = await self._execute(
-            f"UPDATE notifications SET state = '{PENDING}', next_attempt_at = %(now)s, "  # noqa: S608
-            f"lease_until = NULL WHERE {where} RETURNING id", {"now": now, "id": inbox_id})
-        return len(rows)
+    async def retry(self, inbox_id: int | None, now: dt.datetime, *,
+                    through_id: int | None = None) -> int:
+        parameters = {"now": now, "id": inbox_id, "through": through_id}
+        events, update = retry_statements("%({})s", inbox_id, through_id)
+        return (await self._execute_together((events, parameters), (update, parameters)))[1]
 
     async def stats(self) -> InboxStats:
         [row] = await self._execute(
@@ -311,13 +355,21 @@ class PostgresInbox(Inbox):
         return InboxStats(pending=row["pending"], dead=row["dead"],
                           oldest_pending_received_at=row["oldest"])
 
-    async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> builtins.list[StoredNotification]:
-        where, parameters = recent_filter("%s", state, key)
-        rows = await self._execute(
-            f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
-            "ORDER BY id DESC LIMIT %s", (*parameters, limit))
+    async def recent(self, *, limit: int, state: str | None = None, key: str | None = None,
+                     before_id: int | None = None,
+                     after_id: int | None = None) -> builtins.list[StoredNotification]:
+        where, parameters = recent_filter("%s", state, key, before_id=before_id,
+                                          after_id=after_id)
+        rows = await self._execute(recent_statement("%s", where, upward=after_id is not None),
+                                   (*parameters, limit))
         return [_stored(row) for row in rows]
+
+    async def count(self, *, state: str | None = None, key: str | None = None,
+                    after_id: int | None = None) -> int:
+        where, parameters = recent_filter("%s", state, key, after_id=after_id)
+        [row] = await self._execute(
+            f"SELECT count(*) AS n FROM notifications WHERE {where}", parameters)  # noqa: S608
+        return int(row["n"])
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
                             hours: Sequence[HourCount]) -> builtins.list[str]:
@@ -357,6 +409,11 @@ class PostgresInbox(Inbox):
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
         rows = await self._execute(_CHAINS.hours_since, {"since": since})
         return {row["outcome"]: int(row["connections"]) for row in rows}
+
+    async def decision_hours(self, since: dt.datetime,
+                             limit: int) -> builtins.list[HourCount]:
+        return hour_counts(await self._execute(_CHAINS.hours, {"since": since,
+                                                                "limit": limit}))
 
     async def forget_chains(self, before: dt.datetime) -> None:
         import psycopg

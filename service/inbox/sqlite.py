@@ -33,6 +33,7 @@ from service.inbox.base import (
     INSERT_COLUMNS,
     PENDING,
     SELECT_COLUMNS,
+    DeliveryEvent,
     Inbox,
     InboxError,
     InboxStats,
@@ -43,14 +44,19 @@ from service.inbox.base import (
     claimable_condition,
     conflict_statements,
     conflicts_migration,
+    console_migration,
+    delivery_event,
     delivery_migration,
     digests,
+    event_statements,
     insert_statement,
     list_filter,
     notifications_migration,
     recent_filter,
+    recent_statement,
     record_index_migration,
     recorded_conflict,
+    retry_statements,
     row_values,
     store_plan,
 )
@@ -62,7 +68,9 @@ from service.inbox.chains import (
     chain_statements,
     chains_migration,
     endpoint_values,
+    hour_counts,
     hour_values,
+    hours_by_endpoint_migration,
     prefix_pattern,
     sighting_values,
 )
@@ -70,7 +78,7 @@ from service.inbox.chains import (
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _MIGRATIONS = {
     1: [
         *notifications_migration("INTEGER", "TEXT"),
@@ -82,6 +90,7 @@ _MIGRATIONS = {
     3: conflicts_migration("INTEGER", "TEXT"),
     4: chains_migration("TEXT"),
     5: record_index_migration(),
+    6: [*console_migration("INTEGER", "TEXT"), *hours_by_endpoint_migration("TEXT")],
 }
 
 _INSERT = insert_statement(":{}")
@@ -91,6 +100,7 @@ _INSERT_IN_ORDER = insert_statement("?")
 _IN_ORDER = operator.itemgetter(*INSERT_COLUMNS, "received_at")
 _CONFLICTS = conflict_statements(":{}")
 _CHAINS = chain_statements(":{}")
+_EVENTS = event_statements(":{}")
 
 _COLUMNS = ", ".join(SELECT_COLUMNS)
 
@@ -315,9 +325,15 @@ class SqliteInbox(Inbox):
         ).fetchone()
         return None if row is None else _stored(row)
 
-    def _conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
-        rows = self._connect().execute(_CONFLICTS.of_notification, {"inbox_id": inbox_id})
+    def _conflicts(self, inbox_id: int,
+                   limit: int | None) -> builtins.list[RecordedConflict]:
+        statement = _CONFLICTS.of_notification + ("" if limit is None else " LIMIT :limit")
+        rows = self._connect().execute(statement, {"inbox_id": inbox_id, "limit": limit})
         return [recorded_conflict(dict(row)) for row in rows]
+
+    def _events(self, inbox_id: int, limit: int) -> builtins.list[DeliveryEvent]:
+        rows = self._connect().execute(_EVENTS.latest, {"inbox_id": inbox_id, "limit": limit})
+        return [delivery_event(row) for row in reversed(rows.fetchall())]
 
     def _claim(self, limit: int, lease_seconds: float,
                now: dt.datetime) -> builtins.list[StoredNotification]:
@@ -331,9 +347,23 @@ class SqliteInbox(Inbox):
 
         return self._transaction(claim)
 
-    def _update(self, statement: str, parameters: dict[str, Any]) -> int:
-        return self._transaction(lambda connection: connection.execute(statement,
-                                                                        parameters).rowcount)
+    def _update(self, statement: str, parameters: dict[str, Any],
+                event: dict[str, Any] | None = None) -> int:
+        """One change, and (``event``: its parameters) the delivery event it makes."""
+        def change(connection: sqlite3.Connection) -> int:
+            changed = connection.execute(statement, parameters).rowcount
+            if event is not None and changed:
+                connection.execute(_EVENTS.record, _parameters(event))
+            return changed
+
+        return self._transaction(change)
+
+    def _retry(self, statements: tuple[str, str], parameters: dict[str, Any]) -> int:
+        def retry(connection: sqlite3.Connection) -> int:
+            connection.execute(statements[0], parameters)
+            return connection.execute(statements[1], parameters).rowcount
+
+        return self._transaction(retry)
 
     def _stats(self) -> InboxStats:
         row = self._connect().execute(
@@ -344,13 +374,19 @@ class SqliteInbox(Inbox):
         return InboxStats(pending=row[0] or 0, dead=row[1] or 0,
                           oldest_pending_received_at=oldest)
 
-    def _recent(self, limit: int, state: str | None,
-                key: str | None) -> builtins.list[StoredNotification]:
-        where, parameters = recent_filter("?", state, key)
+    def _recent(self, limit: int, state: str | None, key: str | None, before_id: int | None,
+                after_id: int | None) -> builtins.list[StoredNotification]:
+        where, parameters = recent_filter("?", state, key, before_id=before_id,
+                                          after_id=after_id)
         rows = self._connect().execute(
-            f"SELECT {_COLUMNS} FROM notifications WHERE {where} "  # noqa: S608
-            "ORDER BY id DESC LIMIT ?", (*parameters, limit))
+            recent_statement("?", where, upward=after_id is not None), (*parameters, limit))
         return [_stored(row) for row in rows]
+
+    def _count(self, state: str | None, key: str | None, after_id: int | None) -> int:
+        where, parameters = recent_filter("?", state, key, after_id=after_id)
+        return int(self._connect().execute(
+            f"SELECT count(*) FROM notifications WHERE {where}", parameters  # noqa: S608
+        ).fetchone()[0])
 
     def _record_chains(self, sightings: Sequence[ChainSighting],
                        hours: Sequence[HourCount]) -> builtins.list[str]:
@@ -382,6 +418,11 @@ class SqliteInbox(Inbox):
     def _decisions_since(self, since: dt.datetime) -> dict[str, int]:
         rows = self._connect().execute(_CHAINS.hours_since, {"since": _timestamp(since)})
         return {row["outcome"]: int(row["connections"]) for row in rows}
+
+    def _decision_hours(self, since: dt.datetime, limit: int) -> builtins.list[HourCount]:
+        rows = self._connect().execute(_CHAINS.hours, {"since": _timestamp(since),
+                                                        "limit": limit})
+        return hour_counts([dict(row) for row in rows])
 
     def _forget_chains(self, before: dt.datetime) -> None:
         def forget(connection: sqlite3.Connection) -> None:
@@ -432,8 +473,12 @@ class SqliteInbox(Inbox):
     async def get(self, inbox_id: int) -> StoredNotification | None:
         return await self._run(self._get, inbox_id)
 
-    async def conflicts(self, inbox_id: int) -> builtins.list[RecordedConflict]:
-        return await self._run(self._conflicts, inbox_id)
+    async def conflicts(self, inbox_id: int,
+                        limit: int | None = None) -> builtins.list[RecordedConflict]:
+        return await self._run(self._conflicts, inbox_id, limit)
+
+    async def events(self, inbox_id: int, *, limit: int) -> builtins.list[DeliveryEvent]:
+        return await self._run(self._events, inbox_id, limit)
 
     async def claim(self, *, limit: int, lease_seconds: float,
                     now: dt.datetime) -> builtins.list[StoredNotification]:
@@ -446,7 +491,8 @@ class SqliteInbox(Inbox):
         await self._run(self._update, (
             "UPDATE notifications SET state = :state, delivered_at = :now, "
             "attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = :id"),
-            {"state": DELIVERED, "now": _timestamp(now), "id": inbox_id})
+            {"state": DELIVERED, "now": _timestamp(now), "id": inbox_id},
+            {"inbox_id": inbox_id, "at": now, "kind": "delivered", "error": None})
 
     async def mark_failed(self, inbox_id: int, error: str, *, retry_at: dt.datetime | None,
                           now: dt.datetime) -> None:
@@ -455,25 +501,26 @@ class SqliteInbox(Inbox):
             "UPDATE notifications SET state = :state, attempts = attempts + 1, "
             "last_error = :error, lease_until = NULL, next_attempt_at = :retry WHERE id = :id"),
             {"state": state, "error": error[:2000], "id": inbox_id,
-             "retry": _timestamp(retry_at or now)})
+             "retry": _timestamp(retry_at or now)},
+            {"inbox_id": inbox_id, "at": now, "kind": "failed" if retry_at else "dead",
+             "error": error[:2000]})
 
-    async def retry(self, inbox_id: int | None, now: dt.datetime) -> int:
-        parameters: dict[str, Any] = {"now": _timestamp(now)}
-        if inbox_id is None:
-            where = f"state = '{DEAD}'"
-        else:
-            where = "id = :id"
-            parameters["id"] = inbox_id
-        return await self._run(self._update, (
-            f"UPDATE notifications SET state = '{PENDING}', next_attempt_at = :now, "  # noqa: S608
-            f"lease_until = NULL WHERE {where}"), parameters)
+    async def retry(self, inbox_id: int | None, now: dt.datetime, *,
+                    through_id: int | None = None) -> int:
+        return await self._run(self._retry, retry_statements(":{}", inbox_id, through_id),
+                               {"now": _timestamp(now), "id": inbox_id, "through": through_id})
 
     async def stats(self) -> InboxStats:
         return await self._run(self._stats)
 
-    async def recent(self, *, limit: int, state: str | None = None,
-                     key: str | None = None) -> builtins.list[StoredNotification]:
-        return await self._run(self._recent, limit, state, key)
+    async def recent(self, *, limit: int, state: str | None = None, key: str | None = None,
+                     before_id: int | None = None,
+                     after_id: int | None = None) -> builtins.list[StoredNotification]:
+        return await self._run(self._recent, limit, state, key, before_id, after_id)
+
+    async def count(self, *, state: str | None = None, key: str | None = None,
+                    after_id: int | None = None) -> int:
+        return await self._run(self._count, state, key, after_id)
 
     async def record_chains(self, sightings: Sequence[ChainSighting],
                             hours: Sequence[HourCount]) -> builtins.list[str]:
@@ -489,6 +536,10 @@ class SqliteInbox(Inbox):
 
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
         return await self._run(self._decisions_since, since)
+
+    async def decision_hours(self, since: dt.datetime,
+                             limit: int) -> builtins.list[HourCount]:
+        return await self._run(self._decision_hours, since, limit)
 
     async def forget_chains(self, before: dt.datetime) -> None:
         await self._run(self._forget_chains, before)

@@ -132,7 +132,7 @@ class ChainRegistry:
         self._settings = settings
         self._fingerprints = policy_fingerprints
         self._pending: dict[str, _Tally] = {}
-        self._hours: Counter[tuple[dt.datetime, ChainOutcome]] = Counter()
+        self._hours: Counter[tuple[dt.datetime, str, ChainOutcome]] = Counter()
         self._unwritten = _Batch([], [], {})
         self._known: OrderedDict[str, None] = OrderedDict()
         self.budgets = NewChainBudgets(settings.max_new_per_hour)
@@ -151,7 +151,8 @@ class ChainRegistry:
                 context: Mapping[str, Any]) -> None:
         """Count one decision (from ClientAuthGate.record)."""
         now = dt.datetime.now(dt.UTC)
-        self._hours[(_hour(now), chain_outcome(outcome, verdict.enforced))] += 1
+        endpoint = context.get("endpoint") or LISTENER
+        self._hours[(_hour(now), endpoint, chain_outcome(outcome, verdict.enforced))] += 1
         tally = self._tally(identity, now, "reserved" if outcome == "accept" else "refused")
         if tally is None:
             return
@@ -161,7 +162,6 @@ class ChainRegistry:
             tally.unproven += 1
             return
         tally.connections += 1
-        endpoint = context.get("endpoint") or LISTENER
         fingerprint = self._fingerprints.get(endpoint, self._fingerprints[LISTENER])
         tally.endpoints.setdefault(endpoint, _EndpointTally()).decision = EndpointDecision(
             outcome, verdict.enforced, verdict.mode, verdict.decision.findings, fingerprint,
@@ -214,7 +214,8 @@ class ChainRegistry:
         batch = _Batch(
             self._unwritten.sightings + [tally.sighting(key)
                                          for key, tally in self._pending.items()],
-            [HourCount(hour, outcome, count) for (hour, outcome), count in self._hours.items()],
+            [HourCount(hour, endpoint, outcome, count)
+             for (hour, endpoint, outcome), count in self._hours.items()],
             self._unwritten.kept_out | kept_out)
         self._pending, self._hours, self._unwritten = {}, Counter(), _Batch([], [], {})
         return batch
@@ -249,7 +250,7 @@ class ChainRegistry:
             for sighting in kept if sighting.chain_sha256 in batch.kept_out})
         self._count_not_recorded("pending", len(batch.sightings) - len(kept))
         for count in batch.hours:
-            self._hours[(count.hour, count.outcome)] += count.connections
+            self._hours[(count.hour, count.endpoint, count.outcome)] += count.connections
 
     def _remember(self, key: str) -> None:
         self._known[key] = None
