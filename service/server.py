@@ -321,7 +321,9 @@ def build_console_app(config: Config, inbox: Inbox, prepared: Prepared) -> Any:
 
     policy = prepared.listener_policy
     return build_console(config, inbox, policy, dataclasses.replace(policy, mode="require"),
-                         prepared.console_token)
+                         prepared.console_token,
+                         {endpoint.config.path: endpoint.policy for endpoint in prepared.endpoints
+                          if endpoint.policy is not None})
 
 
 def room_for_connections(config: Config) -> int:

@@ -63,12 +63,12 @@ url = "sqlite:///{tmp_path / 'inbox.db'}"
     return pki, config_path
 
 
-def _record(config_path: Path, certificates: list[x509.Certificate]) -> str:
+def _record(config_path: Path, certificates: list[x509.Certificate], messages: int = 0) -> str:
     """Records one presented chain, as a worker's flush does; returns its key."""
     identity = ClientIdentity(tuple(certificates), "tls", "127.0.0.1")
     sighting = ChainSighting(
         identity.chain_sha256, tuple(c.public_bytes(Encoding.DER) for c in certificates),
-        "tls", NOW, NOW, 1, 0, 0, "127.0.0.1", None, ())
+        "tls", NOW, NOW, 1, 0, messages, "127.0.0.1", None, ())
     config = load_config(config_path, {})
 
     async def record() -> None:
@@ -82,8 +82,10 @@ def _record(config_path: Path, certificates: list[x509.Certificate]) -> str:
     return identity.chain_sha256
 
 
-def _console_get(config_path: Path, path: str, host: str = "127.0.0.1") -> Response:
-    """One GET from the console a configuration serves (no token), as ``host`` names it."""
+def _console_get(config_path: Path, path: str, host: str = "127.0.0.1",
+                 cookie: str | None = None) -> Response:
+    """One GET from the console a configuration serves (no token), as ``host`` names it
+    (with a ``cookie`` header, when given)."""
     config = load_config(config_path, {})
 
     async def fetch() -> Response:
@@ -94,17 +96,24 @@ def _console_get(config_path: Path, path: str, host: str = "127.0.0.1") -> Respo
             require = builder.policy(config.client_auth.rules, mode="require")
             app = build_console(config, inbox, policy, require, token=None)
             with TestClient(app, base_url="http://127.0.0.1") as client:
-                return await asyncio.to_thread(client.get, path, headers={"host": host})
+                headers = {"host": host, **({"cookie": cookie} if cookie else {})}
+                return await asyncio.to_thread(client.get, path, headers=headers)
         finally:
             await inbox.close()
 
     return asyncio.run(fetch())
 
 
-def _console_page(config_path: Path, path: str) -> str:
-    response = _console_get(config_path, path)
+def _console_page(config_path: Path, path: str, cookie: str | None = None) -> str:
+    response = _console_get(config_path, path, cookie=cookie)
     assert response.status_code == 200, response.text
     return response.text
+
+
+def _assert_text(page: str) -> None:
+    """MARKUP is shown as text, never as markup."""
+    assert "<meta http-equiv=refresh" not in page and "<a href=/x>" not in page
+    assert "&lt;meta http-equiv=refresh" in page
 
 
 def test_a_certificate_name_is_text_in_the_console_and_the_report(setup):
@@ -118,8 +127,67 @@ def test_a_certificate_name_is_text_in_the_console_and_the_report(setup):
     report = standalone_report(config, config_load[0], NOW)
     for page in (report, _console_page(config_path, f"/chains/{key}"),
                  _console_page(config_path, "/chains")):
-        assert "<meta http-equiv=refresh" not in page and "<a href=/x>" not in page
-        assert "&lt;meta http-equiv=refresh" in page
+        _assert_text(page)
+
+
+def test_a_senders_certificate_name_is_text_on_its_timeline(setup):
+    """The timeline of certificate expiry is SVG drawn from what the sender's chain says:
+    its name is escaped there as on every page."""
+    pki, config_path = setup
+    leaf = issue(_cn(MARKUP), issuer=pki.client_intermediate).certificate
+    _record(config_path, [leaf, pki.client_intermediate.certificate], messages=1)
+    page = _console_page(config_path, "/")
+    assert 'class="expiry-timeline"' in page
+    _assert_text(page)
+
+
+def test_what_a_notification_says_is_text_on_its_page(setup):
+    """Field values are whatever the sender wrote: the notification's page shows them as
+    text, in its fields table and among its conflicting redeliveries."""
+    _pki, config_path = setup
+    from messages import envelope, notification
+
+    from service.inbox import IncomingMessage
+    from service.soap import parse_message
+
+    def stored(value: str) -> IncomingMessage:
+        escaped = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        body = envelope(notification(fields=f"<sf:Name>{escaped}</sf:Name>"))
+        return IncomingMessage(parse_message(body), "/salesforce/outbound", NOW)
+
+    async def store() -> int:
+        inbox = await open_inbox(load_config(config_path, {}).inbox.url, group_commit=False)
+        try:
+            await inbox.store(stored(MARKUP))
+            await inbox.store(stored(MARKUP + " again"))  # a conflicting redelivery
+            [item] = await inbox.list(limit=1)
+            return item.id
+        finally:
+            await inbox.close()
+
+    inbox_id = asyncio.run(store())
+    page = _console_page(config_path, f"/inbox/{inbox_id}")
+    assert "Redeliveries that said something else" in page
+    _assert_text(page)
+    assert page.count("&lt;meta http-equiv=refresh") == 2
+
+
+def test_a_query_value_named_back_to_the_operator_is_text(setup):
+    page = _console_page(config_path=setup[1], path=f"/chains?since={MARKUP}")
+    assert 'class="problem"' in page
+    _assert_text(page)
+
+
+@pytest.mark.parametrize("cookie", [
+    "omgate_notice=retried:<b>1</b>", "omgate_notice=retried-all:12345678901234567890",
+    'omgate_notice="retried:1 <script>"', "omgate_notice=deleted-all:3"])
+def test_a_notice_cookie_says_nothing_it_was_not_made_to_say(setup, cookie):
+    """The notice an action leaves is a cookie: the page shows the numbers it parses from
+    it in sentences of its own, and nothing of a cookie it did not write."""
+    page = _console_page(setup[1], "/inbox", cookie=cookie)
+    assert 'class="notice"' not in page and "<b>1" not in page and "<script>" not in page
+    assert 'class="notice"' in _console_page(setup[1], "/inbox",
+                                            cookie="omgate_notice=retried-all:3")
 
 
 async def _records(url: str):
@@ -340,6 +408,31 @@ def test_the_console_says_when_newer_chains_push_older_ones_out_of_its_view(setu
     asyncio.run(record())
     assert "read every chain" in _console_page(config_path, "/chains?outcome=accept")
     assert "2 chains seen most recently" in _console_page(config_path, "/")
+
+
+def test_the_chart_of_decisions_reads_a_bounded_number_of_hours_and_says_so(setup,
+                                                                         monkeypatch):
+    """Hourly counts are one row an hour, endpoint and outcome: the chart reads at most
+    HOUR_ROWS of them, the latest, and says when there were more."""
+    from service.console import app as console_app
+    from service.inbox.chains import HourCount
+
+    _pki, config_path = setup
+    monkeypatch.setattr(console_app, "HOUR_ROWS", 2)
+    hour = NOW.replace(minute=0, second=0, microsecond=0)
+
+    async def record() -> None:
+        inbox = await open_inbox(load_config(config_path, {}).inbox.url, group_commit=False)
+        try:
+            await inbox.record_chains([], [HourCount(hour - dt.timedelta(hours=back), LISTENER,
+                                                     "accept", 1) for back in range(3)])
+        finally:
+            await inbox.close()
+
+    asyncio.run(record())
+    page = _console_page(config_path, "/")
+    assert "the oldest are left out" in page
+    assert 'data-accept="1"' in page and page.count('data-accept="1"') == 2  # the latest two
 
 
 # -- the sender's chain replayed without its key (issue 22, item 11) ---------------------

@@ -1,62 +1,58 @@
-"""The console's pages: overview, chains, one chain (with its picture), inbox.
+"""The console's pages: overview (with its charts), chains, one chain (with its picture);
+the inbox's are in ``inbox_pages``.
 
-Server-rendered HTML (Jinja2) that works without JavaScript and loads nothing from
-elsewhere: a strict Content-Security-Policy on every answer, one stylesheet of its own.
+Server-rendered HTML (Jinja2) and SVG that work without JavaScript and load nothing from
+elsewhere: a strict Content-Security-Policy on every answer, one stylesheet of its own and
+one small script (times in the browser's local zone) that the pages do not need.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import Policy, evaluate
 from service.clientauth.summary import days_left
 from service.config import Config
-from service.console.auth import (
-    CSRF_COOKIE,
-    CSRF_FIELD,
-    csrf_matches,
-    is_loopback_host,
-    new_csrf_token,
-    token_matches,
-)
-from service.inbox import STATES, Inbox
-from service.inbox.chains import CHAIN_OUTCOMES, ChainRecord
+from service.console.auth import is_loopback_host, token_matches
+from service.console.inbox_pages import inbox_routes
+from service.console.queries import QueryReader
+from service.console.rendering import HERE, render
+from service.inbox import Inbox
+from service.inbox.chains import CHAIN_OUTCOMES, ChainOutcome, ChainRecord
+from service.observatory.charts import BUCKETS, WINDOWS, Window, decision_charts
+from service.observatory.expiry import expiry_timeline
 from service.observatory.picture import draw_chain
 from service.observatory.policies import describe_policy
 from service.observatory.views import (
     chain_row,
     leaf_of,
-    parse_duration,
     record_identity,
     select,
     valid_prefix,
 )
 
-HERE = Path(__file__).parent
-# Every template is escaped, the SVG picture too (Jinja's default escapes only files named
-# .html, .htm and .xml): certificate names in it are whatever a client wrote.
-TEMPLATES = Jinja2Templates(env=jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True))
 CHAINS_SHOWN = 500
-NOTIFICATIONS_SHOWN = 50
-ID_PATTERN = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
+HOUR_ROWS = 50_000  # hourly counts a chart reads at most (30 days of 4 outcomes: 2880 an endpoint)
+LISTENER_PINS = "the listener"
 SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    # One script, static/local-time.js (times in the browser's zone), and nothing inline;
+    # Trusted Types are required and no policy may be made, so no script can write markup.
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+                               "base-uri 'none'; require-trusted-types-for 'script'; "
+                               "trusted-types 'none'",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
@@ -101,24 +97,6 @@ class ConsoleGuard:
         await self.app(scope, receive, secured)
 
 
-def _csrf(request: Request) -> tuple[str, bool]:
-    """The CSRF token of this browser, and whether the cookie must be set."""
-    existing = request.cookies.get(CSRF_COOKIE)
-    return (existing, False) if existing else (new_csrf_token(), True)
-
-
-def render(request: Request, template: str, context: dict[str, Any],
-           status_code: int = 200) -> Response:
-    token, fresh = _csrf(request)
-    response = TEMPLATES.TemplateResponse(request, template,
-                                          {**context, "csrf_token": token,
-                                           "csrf_field": CSRF_FIELD},
-                                          status_code=status_code)
-    if fresh:
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/")
-    return response
-
-
 def _server_days_left(config: Config, now: dt.datetime) -> int | None:
     if config.server.certfile is None:  # no TLS listener of its own: nothing to count down
         return None
@@ -128,11 +106,20 @@ def _server_days_left(config: Config, now: dt.datetime) -> int | None:
         return None
 
 
-def _last_accepted_days_left(records: list[ChainRecord], now: dt.datetime) -> int | None:
+@dataclass(frozen=True)
+class LastAccepted:
+    """The last accepted client certificate's chain, and its days left."""
+
+    chain_sha256: str
+    days_left: int
+
+
+def _last_accepted(records: list[ChainRecord], now: dt.datetime) -> LastAccepted | None:
     for record in records:  # the latest first
         if record.outcome == "accept":
             leaf = leaf_of(record_identity(record))
-            return days_left(leaf, now) if leaf is not None else None
+            return LastAccepted(record.chain_sha256, days_left(leaf, now)) \
+                if leaf is not None else None
     return None
 
 
@@ -152,76 +139,69 @@ def console_chain_view(require: Policy, record: ChainRecord,
 
 
 def build_console(config: Config, inbox: Inbox, policy: Policy, require: Policy,
-                  token: str | None) -> ASGIApp:
+                  token: str | None,
+                  endpoint_policies: Mapping[str, Policy] | None = None) -> ASGIApp:
+    """``endpoint_policies``: the endpoints with rules of their own (their pins are named on
+    the certificate timeline)."""
+    configured = [item.path for item in config.endpoints]
+    pins = {LISTENER_PINS: policy, **(endpoint_policies or {})}
+
     # Chains are judged and drawn in a thread: the console shares its worker's event loop
     # with the listener Salesforce's messages arrive on.
     async def overview(request: Request) -> Response:
         now = dt.datetime.now(dt.UTC)
+        reader = QueryReader(request.query_params)
+        window = cast(Window, reader.choice("window", WINDOWS, "showing the last 24h") or "24h")
         records = await inbox.chains(since=now - dt.timedelta(days=config.chains.retention_days),
                                      limit=CHAINS_SHOWN)
         decisions = await inbox.decisions_since(now - dt.timedelta(hours=24))
+        hours = await inbox.decision_hours(BUCKETS[window].first(now), HOUR_ROWS)
+        last_accepted, timeline = await run_in_threadpool(
+            lambda: (_last_accepted(records, now), expiry_timeline(records, pins, now)))
         return render(request, "overview.html", {
             "mode": policy.mode, "policy_lines": describe_policy(policy),
-            "server_days_left": _server_days_left(config, now),
-            "client_days_left": await run_in_threadpool(_last_accepted_days_left, records, now),
+            "server_days_left": _server_days_left(config, now), "last_accepted": last_accepted,
             "chains_cut_at": CHAINS_SHOWN if len(records) >= CHAINS_SHOWN else None,
             "decisions": [(outcome, decisions.get(outcome, 0)) for outcome in CHAIN_OUTCOMES],
-            "stats": await inbox.stats(), "page": "overview"})
+            "charts": decision_charts(hours, configured, window, now), "window": window,
+            "windows": WINDOWS, "hours_cut": len(hours) >= HOUR_ROWS, "hour_rows": HOUR_ROWS,
+            "timeline": timeline,
+            "stats": await inbox.stats(), "problems": reader.problems, "page": "overview"})
 
     async def chains(request: Request) -> Response:
         now = dt.datetime.now(dt.UTC)
-        outcome = request.query_params.get("outcome") or None
-        endpoint = request.query_params.get("endpoint") or None
-        since_text = request.query_params.get("since") or "7d"
-        try:
-            since = parse_duration(since_text)
-        except ValueError:
-            since, since_text = dt.timedelta(days=7), "7d"
+        reader = QueryReader(request.query_params)
+        outcome = cast(ChainOutcome | None,
+                       reader.choice("outcome", CHAIN_OUTCOMES, "showing every outcome"))
+        endpoint = reader.choice("endpoint", configured, "showing every endpoint")
+        since_text, since = reader.duration("since", "7d")
         records = await inbox.chains(since=now - since, limit=CHAINS_SHOWN)
         listener_judged = {item.path for item in config.endpoints if item.client_auth is None}
-        chosen = select(records, outcome=outcome if outcome in CHAIN_OUTCOMES else None,
-                        endpoint=endpoint, listener_judged=listener_judged)
+        chosen = select(records, outcome=outcome, endpoint=endpoint,
+                        listener_judged=listener_judged)
         rows = await run_in_threadpool(lambda: [chain_row(record, now) for record in chosen])
         return render(request, "chains.html", {
             "rows": rows, "outcomes": CHAIN_OUTCOMES,
             "chains_cut_at": CHAINS_SHOWN if len(records) >= CHAINS_SHOWN else None,
             "outcome": outcome, "endpoint": endpoint or "", "since": since_text,
-            "endpoints": [item.path for item in config.endpoints], "page": "chains"})
+            "endpoints": configured, "problems": reader.problems, "page": "chains"})
 
     async def one_chain(request: Request) -> Response:
         key = request.path_params["key"]
         matches = await inbox.chains_by_prefix(key) if valid_prefix(key) else []
         exact = [record for record in matches if record.chain_sha256 == key.lower()]
         if not exact:
-            return render(request, "missing.html", {"key": key, "page": "chains"}, 404)
+            return render(request, "missing.html", {
+                "what": "chain", "key": key, "back": "/chains", "page": "chains"}, 404)
         view = await run_in_threadpool(console_chain_view, require, exact[0],
                                        dt.datetime.now(dt.UTC))
         return render(request, "chain.html", {**view, "page": "chains"})
-
-    async def notifications(request: Request) -> Response:
-        query = request.query_params.get("q", "").strip()
-        state = request.query_params.get("state") or None
-        key = query if ID_PATTERN.match(query) else None
-        shown = await inbox.recent(limit=NOTIFICATIONS_SHOWN,
-                                   state=state if state in STATES else None, key=key)
-        dead = await inbox.recent(limit=NOTIFICATIONS_SHOWN, state="dead")
-        return render(request, "inbox.html", {
-            "notifications": shown, "dead": dead, "query": query, "state": state or "",
-            "states": STATES, "bad_query": bool(query) and key is None, "page": "inbox"})
-
-    async def retry(request: Request) -> Response:
-        form = await request.form()
-        if not csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get(CSRF_FIELD, ""))):
-            return PlainTextResponse("the form's CSRF token does not match\n", status_code=403)
-        await inbox.retry(int(request.path_params["inbox_id"]), dt.datetime.now(dt.UTC))
-        return RedirectResponse("/inbox", status_code=303)
 
     app = Starlette(routes=[
         Route("/", overview, methods=["GET", "HEAD"]),
         Route("/chains", chains, methods=["GET", "HEAD"]),
         Route("/chains/{key}", one_chain, methods=["GET", "HEAD"]),
-        Route("/inbox", notifications, methods=["GET", "HEAD"]),
-        Route("/inbox/{inbox_id:int}/retry", retry, methods=["POST"]),
+        *inbox_routes(inbox),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ])
     return ConsoleGuard(app, token)

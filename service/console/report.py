@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from service.config import Config
-from service.console.app import HERE, TEMPLATES, console_chain_view
+from service.console.app import console_chain_view
+from service.console.rendering import HERE, TEMPLATES
 from service.inbox.chains import ChainRecord
 from service.policies import PolicyBuilder
 

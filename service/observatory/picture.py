@@ -7,6 +7,7 @@ analysis; ``service/console/templates/chain.svg`` draws it as SVG.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class Card:
 @dataclass(frozen=True)
 class Arrow:
     path: str  # SVG path data, from a certificate to its issuer
+    apex_x: float  # the curve's rightmost point, half way (a leader joins it to the label)
+    apex_y: float
     label_x: float
     label_y: float
     label: str
@@ -126,13 +129,38 @@ def _y(slot: int) -> int:
     return TOP + slot * (CARD_HEIGHT + GAP)
 
 
-def _arrow(child: Card, issuer: Card, lane: int) -> Arrow:
-    """A curve on the right of the cards, from the child's middle to the issuer's."""
+LANE_GAP, LABEL_GAP, LABEL_LINE, LABEL_WIDTH = 26, 14, 14, 150
+
+
+def _bend(lane: int) -> float:
+    return LEFT + CARD_WIDTH + 40 + LANE_GAP * lane
+
+
+def _arrow(child: Card, issuer: Card, lane: int, label_x: float) -> Arrow:
+    """A curve on the right of the cards, from the child's middle to the issuer's; its
+    label right of every curve (``label_x``), level with its apex."""
     x = LEFT + CARD_WIDTH
     start, end = child.y + CARD_HEIGHT / 2, issuer.y + CARD_HEIGHT / 2
-    bend = x + 40 + 26 * lane
+    bend = _bend(lane)
     path = f"M {x} {start} C {bend} {start}, {bend} {end}, {x + 6} {end}"
-    return Arrow(path, bend - 8, (start + end) / 2, "issued by", upward=end < start)
+    apex_x = x + 0.75 * (bend - x) + 0.75  # the cubic's x at its middle (t = 1/2)
+    upward = end < start
+    label = "issued by (sent earlier)" if upward else "issued by"
+    return Arrow(path, apex_x, (start + end) / 2, label_x, (start + end) / 2, label, upward)
+
+
+def _arrows(pairs: list[tuple[Card, Card]]) -> list[Arrow]:
+    """One arrow per step of the path; the labels in a column right of all curves, each at
+    least a line below the one above it, so no label covers a curve or another label."""
+    label_x = _bend(len(pairs) - 1) + LABEL_GAP if pairs else 0
+    arrows = sorted((_arrow(child, issuer, lane, label_x)
+                     for lane, (child, issuer) in enumerate(pairs)),
+                    key=lambda arrow: arrow.label_y)
+    placed: list[Arrow] = []
+    for arrow in arrows:
+        lowest = placed[-1].label_y + LABEL_LINE if placed else arrow.label_y
+        placed.append(dataclasses.replace(arrow, label_y=max(arrow.label_y, lowest)))
+    return placed
 
 
 @dataclass
@@ -200,7 +228,7 @@ def draw_chain(identity: ClientIdentity, decision: Decision, policy: Policy,
     if analysis is not None:
         cards, arrows = _path(analysis, cards, timeline, now)
     height = max(card.y for card in cards) + CARD_HEIGHT + TOP
-    width = LEFT + CARD_WIDTH + 60 + 26 * max(len(arrows), 1) + 60
+    width = int(_bend(max(len(arrows) - 1, 0)) + LABEL_GAP + LABEL_WIDTH)
     caption = _caption(analysis, identity)
     return Picture(width, height, tuple(cards), tuple(arrows), caption)
 
@@ -241,9 +269,7 @@ def _path(analysis: ChainAnalysis, cards: list[Card], timeline: _Timeline,
                    "card-missing")
         cards.append(gap)
         path_cards.append(gap)
-    arrows = [_arrow(child, issuer, lane)
-              for lane, (child, issuer) in enumerate(itertools.pairwise(path_cards))]
-    return cards, arrows
+    return cards, _arrows(list(itertools.pairwise(path_cards)))
 
 
 def _caption(analysis: ChainAnalysis | None, identity: ClientIdentity) -> str:
