@@ -7,8 +7,10 @@
 # PIP_INSTALL_OPTIONS lets a build without a package index use wheels placed in the
 # context's wheels/ folder (`make image` does this):
 #   --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /src/wheels"
-# VERSION (keep it equal to pyproject.toml's), REVISION (the commit) and SOURCE (the
-# repository's URL) become the OCI labels.
+# VERSION (keep it equal to pyproject.toml's) and REVISION (the commit) become the OCI
+# labels; the source label is added only where the repository's URL is known
+#   --label org.opencontainers.image.source=URL
+# (`make image` takes it from pyproject.toml's [project.urls], and adds none without one).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -26,12 +28,10 @@ RUN python3 -m venv /opt/omgate \
 FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG SOURCE=unknown
 LABEL org.opencontainers.image.title="omgate" \
       org.opencontainers.image.description="Receiving endpoint for Salesforce Outbound Messaging" \
       org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}"
+      org.opencontainers.image.revision="${REVISION}"
 RUN groupadd --system --gid 10001 omgate \
     && useradd --system --uid 10001 --gid omgate --no-create-home \
        --home-dir /var/lib/omgate --shell /usr/sbin/nologin omgate \

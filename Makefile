@@ -4,51 +4,72 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV_CERTS := certs/dev
+# What .venv holds: what running needs (requirements.txt), or that and what testing needs
+# (requirements-dev.txt: the same pins and the test and lint tools, `make lock` keeps them
+# so). pip says what it collects and installs, one line a package.
+RUN_SET := $(VENV)/.installed-run
+DEV_SET := $(VENV)/.installed-dev
+PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off
 # The lock files: exact versions with hashes, what the tests and the image are built with.
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11
 IMAGE ?= localhost/omgate:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_OPTIONS ?=
 
-.PHONY: run test lint venv clean bench lock upgrade image
+.PHONY: run test lint venv dev-venv clean bench lock upgrade image
 
-$(BIN)/.installed: pyproject.toml requirements-dev.txt
+$(RUN_SET): pyproject.toml requirements.txt
+	@echo "== .venv: what omgate needs to run (requirements.txt)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(PIP) --require-hashes -r requirements.txt
+	$(PIP) --no-deps -e .
 	touch $@
 
-venv: $(BIN)/.installed
+# The dev set holds the run set at the same pins: it stands for both.
+$(DEV_SET): pyproject.toml requirements.txt requirements-dev.txt
+	@echo "== .venv: what omgate needs to run and to be tested (requirements-dev.txt)"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --require-hashes -r requirements-dev.txt
+	$(PIP) --no-deps -e .
+	touch $@ $(RUN_SET)
 
-$(DEV_CERTS)/server.pem: | $(BIN)/.installed
+# `make venv`: omgate and what it needs to run; `make dev-venv`: and the test tools.
+venv: $(RUN_SET)
+dev-venv: $(DEV_SET)
+
+$(DEV_CERTS)/server.pem: | $(RUN_SET)
 	$(BIN)/omgate pki dev --out $(DEV_CERTS)
 
-run: $(BIN)/.installed $(DEV_CERTS)/server.pem
+run: $(RUN_SET) $(DEV_CERTS)/server.pem
 	$(BIN)/omgate serve
 
-lint: $(BIN)/.installed
+lint: $(DEV_SET)
+	@echo "== lint: ruff, mypy (strict, service/), hadolint"
 	$(BIN)/ruff check .
 	$(BIN)/mypy service
 	$(BIN)/hadolint Dockerfile
 
+# pytest's own progress: each file as it starts, a character per test, the closing count.
 test: lint
+	@echo "== tests: pytest (the slow ones start servers, build the image, run make itself)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Pins what pyproject.toml allows, keeping the current pins where they still fit;
 # `make upgrade` moves every pin to the newest allowed version (then run `make test`).
-lock: $(BIN)/.installed
-	$(LOCK) $(LOCK_OPTIONS) pyproject.toml -o requirements.txt
+# requirements.txt takes its pins from requirements-dev.txt, so the dev set holds the run set.
+lock: $(DEV_SET)
 	$(LOCK) $(LOCK_OPTIONS) --extra dev pyproject.toml -o requirements-dev.txt
+	$(LOCK) $(LOCK_OPTIONS) --constraint requirements-dev.txt pyproject.toml -o requirements.txt
 
 upgrade:
 	$(MAKE) lock LOCK_OPTIONS=--upgrade
 
 # Builds $(IMAGE) with podman on a Debian base made by debootstrap (needs root); see
 # scripts/build_image.py --help for IMAGE_OPTIONS.
-image: $(BIN)/.installed
+image: $(RUN_SET)
 	$(BIN)/python scripts/build_image.py --tag $(IMAGE) $(IMAGE_OPTIONS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-bench: $(BIN)/.installed
+bench: $(DEV_SET)
 	$(BIN)/python bench/run.py

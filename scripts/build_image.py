@@ -5,6 +5,9 @@ apt mirror this machine already uses (read from its apt sources, never written d
 imported into podman's storage once. The locked wheels (requirements.txt, hash-checked)
 are downloaded on the host into the build context, so the build itself needs no package
 index. ``--format docker`` keeps the HEALTHCHECK, which the OCI format drops.
+
+Each stage is announced, and every line its programs print is passed on as it comes
+(podman's ``STEP n/m`` for each instruction of the Dockerfile): a build takes minutes.
 """
 
 from __future__ import annotations
@@ -18,16 +21,22 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_SUITE = "bookworm"
 BASE_PYTHON = "3.11"  # the python3 of BASE_SUITE: the wheels are downloaded for it
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+STAGES = 3
+# [project.urls] labels that name where the source is (PEP 753's "source" and its aliases),
+# compared as PEP 753 normalizes them
+SOURCE_URL_LABELS = ("source", "repository", "sourcecode", "github")
+SOURCE_LABEL = "org.opencontainers.image.source"
 
 
 class BuildError(Exception):
@@ -52,16 +61,36 @@ class Podman:
 class Labels:
     version: str
     revision: str
-    source: str
+    source: str | None  # the repository's URL from pyproject.toml, if it names one
+
+
+def stage(number: int, what: str) -> None:
+    print(f"make image: [{number}/{STAGES}] {what}", flush=True)
 
 
 def run(command: Sequence[str | Path], what: str) -> str:
+    """Run ``command`` quietly; its output, or what went wrong."""
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:
         raise BuildError(f"{what} failed ({shlex.join(map(str, command))}):\n"
                          f"{(result.stdout + result.stderr)[-3000:]}")
     return result.stdout
+
+
+def run_shown(command: Sequence[str | Path], what: str) -> None:
+    """Run ``command``, passing each line it prints on as it comes, indented."""
+    shown = [str(part) for part in command]
+    print(f"  $ {shlex.join(shown)}", flush=True)
+    last: deque[str] = deque(maxlen=40)
+    with subprocess.Popen(shown, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace") as process:
+        for line in process.stdout or ():
+            last.append(line)
+            print(f"  {line}", end="", flush=True)
+    if process.returncode != 0:
+        raise BuildError(f"{what} failed (exit status {process.returncode}); its last lines:\n"
+                         + "".join(last))
 
 
 def program(name: str) -> str:
@@ -89,17 +118,18 @@ def ensure_base(podman: Podman, base: str, workdir: Path) -> None:
     """Import a debootstrapped Debian as ``base``, unless podman has it already."""
     exists = subprocess.run(podman.command("image", "exists", base), check=False)
     if exists.returncode == 0:
-        print(f"base image {base}: already in podman's storage")
+        stage(1, f"base image {base}: already in podman's storage")
         return
     if os.geteuid() != 0:
         raise BuildError("debootstrap needs root to make the base image")
-    print(f"base image {base}: debootstrap {BASE_SUITE} (a few minutes, once)")
+    stage(1, f"base image {base}: debootstrap {BASE_SUITE} (a few minutes, once)")
     rootfs, tarball = workdir / "rootfs", workdir / "rootfs.tar"
-    run([program("debootstrap"), "--variant=minbase", f"--include={BASE_PACKAGES}",
-         BASE_SUITE, rootfs, apt_mirror()], "debootstrap")
+    run_shown([program("debootstrap"), "--variant=minbase", f"--include={BASE_PACKAGES}",
+               BASE_SUITE, rootfs, apt_mirror()], "debootstrap")
+    print("  packing the base and importing it into podman's storage", flush=True)
     run(["tar", "-C", rootfs, "-cf", tarball, "."], "packing the base")
     shutil.rmtree(rootfs)
-    run(podman.command("import", tarball, base), "podman import")
+    run_shown(podman.command("import", tarball, base), "podman import")
     tarball.unlink()
 
 
@@ -112,46 +142,50 @@ def build_context(destination: Path) -> None:
         if (ROOT / name).is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, destination / name)
-    download = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                "--no-deps", "--only-binary", ":all:", "--python-version", BASE_PYTHON,
-                "--dest", destination / "wheels"]
-    run([*download, "--require-hashes", "-r", ROOT / "requirements.txt"],
-        "downloading the locked wheels")
+    download: list[str | Path] = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+        "--progress-bar", "off", "--no-deps", "--only-binary", ":all:",
+        "--python-version", BASE_PYTHON, "--dest", destination / "wheels"]
+    run_shown([*download, "--require-hashes", "-r", ROOT / "requirements.txt"],
+              "downloading the locked wheels")
     # the build backend named in pyproject.toml, to build omgate's own wheel
-    run([*download, "setuptools>=61"], "downloading setuptools")
+    run_shown([*download, "setuptools>=61"], "downloading setuptools")
+
+
+def source_url(project: Mapping[str, Any]) -> str | None:
+    """The repository's URL among pyproject.toml's [project.urls], if it names one."""
+    for label, url in project.get("urls", {}).items():
+        if re.sub(r"[^a-z0-9]", "", label.lower()) in SOURCE_URL_LABELS:
+            return str(url)
+    return None
 
 
 def labels() -> Labels:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     revision = run(["git", "-C", ROOT, "rev-parse", "HEAD"], "reading the commit").strip()
-    remote = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return Labels(project["version"], revision, _without_credentials(remote) or "unknown")
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" not in parts.netloc or not parts.scheme:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return Labels(project["version"], revision, source_url(project))
 
 
 def build(podman: Podman, tag: str, base: str) -> Labels:
     found = labels()
+    # no source label rather than a wrong one (a local path, a mirror)
+    source: list[str] = ["--label", f"{SOURCE_LABEL}={found.source}"] if found.source else []
     with tempfile.TemporaryDirectory(prefix="omgate-image-", dir="/var/tmp") as scratch:
         workdir = Path(scratch)
         ensure_base(podman, base, workdir)
         context = workdir / "context"
+        stage(2, "build context: the repository's files and the locked wheels")
         build_context(context)
-        print(f"building {tag} (version {found.version}, revision {found.revision[:12]})")
-        run(podman.command(
+        stage(3, f"podman build {tag} (version {found.version}, revision "
+                 f"{found.revision[:12]}, source {found.source or 'not labelled'}): a step "
+                 "per instruction of the Dockerfile")
+        run_shown(podman.command(
             "build", "--isolation", "chroot", "--format", "docker",
             "--build-arg", f"BASE_IMAGE={base}",
             "--build-arg", "PIP_INSTALL_OPTIONS=--no-index --find-links /src/wheels",
             "--build-arg", f"VERSION={found.version}",
             "--build-arg", f"REVISION={found.revision}",
-            "--build-arg", f"SOURCE={found.source}",
-            "--tag", tag, context), "podman build")
+            *source, "--tag", tag, context), "podman build")
     return found
 
 

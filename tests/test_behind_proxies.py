@@ -45,6 +45,7 @@ from harness import (
     ssl_context,
 )
 from messages import envelope, notification
+from readme import readme_block
 from test_make_run import IGNORED as CHECKOUT_IGNORED
 
 EXAMPLES = ROOT / "config" / "examples"
@@ -215,13 +216,6 @@ def test_nginx_forwards_the_certificate_and_omgate_decides(omgate_server, nginx,
                     lambda e: [f["code"] for f in e["findings"]] == ["no_client_cert"])
 
 
-def readme_block(marker: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {marker} -->\n```sh\n(.*?)```", readme, re.DOTALL)
-    assert match, f"README.md lost its marked block {marker}"
-    return match.group(1)
-
-
 def omgate_on_path(folder: Path) -> dict[str, str]:
     """An environment whose `omgate` is this checkout's, as `make venv` would make it."""
     folder.mkdir()
@@ -230,46 +224,101 @@ def omgate_on_path(folder: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
 
 
+class Walkthrough:
+    """A README section run as written, block by block, in a copy of the repository with
+    `omgate` on the PATH; its omgate's log lines are kept."""
+
+    def __init__(self, tmp_path: Path, ports: tuple[int, ...]) -> None:
+        for port in ports:
+            require(can_listen(port), f"port {port} is taken; the README's walkthrough uses it")
+        self.checkout = tmp_path / "omgate"
+        shutil.copytree(ROOT, self.checkout, ignore=CHECKOUT_IGNORED)
+        self.env = omgate_on_path(tmp_path / "bin")
+        self.log = tmp_path / "serve.log"
+
+    def run(self, marker: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", readme_block(marker)], cwd=self.checkout,
+                              env=self.env, capture_output=True, text=True, timeout=120,
+                              check=False)
+
+    @contextlib.contextmanager
+    def serving(self, marker: str, health_port: int, daemon_pid_file: str):
+        """omgate as the block ``marker`` starts it, until the end; then the daemon the
+        walkthrough started, if its stop block did not stop it."""
+        with self.log.open("wb") as log:
+            serve = subprocess.Popen(["bash", "-c", "exec " + readme_block(marker)],
+                                     cwd=self.checkout, env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+            try:
+                wait_port(health_port, serve, self.log)
+                yield
+            finally:
+                serve.terminate()
+                serve.wait(30)
+                pid_file = self.checkout / daemon_pid_file
+                if pid_file.exists():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+    def decisions(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()
+                if '"client_auth.decision"' in line]
+
+
+def first_line(result: subprocess.CompletedProcess[str]) -> str:
+    return (result.stdout.splitlines() or [result.stderr])[0]
+
+
 @pytest.mark.slow
 def test_the_readme_nginx_walkthrough_runs_as_written(tmp_path):
     require_executable("nginx")
     require_executable("envsubst")
-    for port in (9443, 8080, 9090):
-        require(can_listen(port), f"port {port} is taken; the README's walkthrough uses it")
-    checkout = tmp_path / "omgate"
-    shutil.copytree(ROOT, checkout, ignore=CHECKOUT_IGNORED)
-    env = omgate_on_path(tmp_path / "bin")
-
-    def run(marker: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-c", readme_block(marker)], cwd=checkout, env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
-
-    assert run("readme-nginx-setup").returncode == 0
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(["bash", "-c", "exec " + readme_block("readme-nginx-serve")],
-                             cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_port(9090, serve, tmp_path / "serve.log")
-        sent = run("readme-nginx-send")
+    walk = Walkthrough(tmp_path, (9443, 8080, 9090))
+    assert walk.run("readme-nginx-setup").returncode == 0
+    with walk.serving("readme-nginx-serve", 9090, "var/nginx/nginx.pid"):
+        sent = walk.run("readme-nginx-send")
         assert sent.stdout.startswith("#1 ack: acknowledged"), sent.stdout + sent.stderr
-        refused = run("readme-nginx-refused")
+        refused = walk.run("readme-nginx-refused")
         assert refused.stdout.startswith("#1 fault: HTTP 403 SOAP fault: Client certificate "
                                          "not accepted."), refused.stdout + refused.stderr
-        assert run("readme-nginx-stop").returncode == 0
-    finally:
-        serve.terminate()
-        serve.wait(30)
-        log.close()
-        pid_file = checkout / "var" / "nginx" / "nginx.pid"
-        if pid_file.exists():  # nginx did not stop: stop it here
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid_file.read_text()), signal.SIGTERM)
-    decisions = [json.loads(line) for line in (tmp_path / "serve.log").read_text().splitlines()
-                 if '"client_auth.decision"' in line]
+        assert walk.run("readme-nginx-stop").returncode == 0
+    decisions = walk.decisions()
     assert [d["outcome"] for d in decisions] == ["accept", "reject"]
     assert [f["code"] for f in decisions[1]["findings"]] == ["missing_intermediate",
                                                               "missing_client_auth_eku"]
-    assert (checkout / "var" / "nginx-example" / "inbox.db").exists()
+    assert (walk.checkout / "var" / "nginx-example" / "inbox.db").exists()
+
+
+@pytest.mark.slow
+def test_the_readme_haproxy_walkthrough_runs_as_written(tmp_path):
+    """The example as it ships, with no override: HAProxy passes TLS through with a PROXY
+    header, omgate decides in its own handshake and names the client HAProxy named."""
+    require_executable("haproxy")
+    walk = Walkthrough(tmp_path, (9443, 8445, 9090))
+    assert walk.run("readme-haproxy-setup").returncode == 0
+    with walk.serving("readme-haproxy-serve", 9090, "var/haproxy/haproxy.pid"):
+        started = walk.run("readme-haproxy-start")
+        assert started.returncode == 0, started.stdout + started.stderr
+        sent = walk.run("readme-haproxy-send")
+        assert first_line(sent).startswith("#1 ack: acknowledged"), sent.stdout + sent.stderr
+        refused = walk.run("readme-haproxy-refused")
+        assert first_line(refused).startswith(
+            "#1 fault: HTTP 403 SOAP fault: Client certificate not accepted."), refused.stdout
+        assert walk.run("readme-haproxy-stop").returncode == 0
+        pid = int((walk.checkout / "var" / "haproxy" / "haproxy.pid").read_text())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the stop block left HAProxy running"
+    decisions = walk.decisions()
+    assert [d["outcome"] for d in decisions] == ["accept", "reject"]
+    for decision in decisions:
+        assert decision["source"] == "tls"
+        assert decision["proxy"].startswith("127.0.0.1:")  # HAProxy, the TCP peer
+        assert decision["peer"] != decision["proxy"]  # the client, from the PROXY header
+    assert [f["code"] for f in decisions[1]["findings"]] == ["untrusted_root",
+                                                              "missing_client_auth_eku"]
+    assert (walk.checkout / "var" / "haproxy-example" / "inbox.db").exists()
 
 
 # -- HAProxy in TCP mode, PROXY protocol v2 to omgate's own TLS listener ---------------------

@@ -2,11 +2,12 @@
 
 Public images cannot be pulled here, so `make image` makes a Debian base from the
 machine's own apt mirror and downloads the locked wheels on the host first, so the image
-builds without a package index.
+builds without a package index. It says what it does as it goes: a build takes minutes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -21,9 +23,21 @@ import tomllib
 import httpx
 import pytest
 from harness import PAYLOADS, ROOT, SOAP_HEADERS, free_port, is_ack, require_executable
+from test_make_run import LONGEST_SILENCE, Streamed
 
-pytestmark = pytest.mark.slow
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+VERSION = PROJECT["version"]
+SOURCE_LABEL = "org.opencontainers.image.source"
+
+
+def build_image_script():
+    spec = importlib.util.spec_from_file_location("build_image",
+                                                  ROOT / "scripts" / "build_image.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(*command, timeout: float = 1800, **kwargs) -> subprocess.CompletedProcess[str]:
@@ -34,13 +48,28 @@ def run(*command, timeout: float = 1800, **kwargs) -> subprocess.CompletedProces
 
 
 def test_a_plain_docker_build_labels_the_image_with_the_project_version():
-    """`docker build .` without build arguments: the Dockerfile's default is the label."""
+    """`docker build .` without build arguments: the Dockerfile's default is the label, and
+    no source label says something unknown (it was once a local path)."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(rf"^ARG VERSION={re.escape(VERSION)}$", dockerfile, re.MULTILINE)
-    for label in ("version", "revision", "source"):
+    for label in ("version", "revision"):
         assert f"org.opencontainers.image.{label}=" in dockerfile
+    assert f"{SOURCE_LABEL}=\"" not in dockerfile and "ARG SOURCE" not in dockerfile
 
 
+def test_the_source_label_is_the_repository_url_of_the_project_metadata_or_none():
+    script = build_image_script()
+    assert script.source_url({"urls": {"Homepage": "https://omgate.example",
+                                       "Source Code": "https://git.example/omgate"}}) == \
+        "https://git.example/omgate"
+    assert script.source_url({"urls": {"Repository": "https://git.example/o"}}) == \
+        "https://git.example/o"
+    assert script.source_url({"urls": {"Homepage": "https://omgate.example"}}) is None
+    assert script.source_url({}) is None
+    assert script.labels().source == script.source_url(PROJECT)
+
+
+@pytest.mark.slow
 def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
     podman = require_executable("podman")
     buildah = require_executable("buildah")
@@ -55,10 +84,31 @@ def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
     storage = ["--root", str(tmp_path / "storage"), "--runroot", runroot,
                "--storage-driver", "vfs"]
     try:
-        built = run(make, "image", "IMAGE=localhost/omgate:test",
-                    f"IMAGE_OPTIONS=--root {tmp_path / 'storage'} --runroot {runroot}", cwd=ROOT)
-        how_to_run = built.stdout.rsplit("Built localhost/omgate:test.", 1)[1]
+        building = Streamed.start(
+            [make, "image", "IMAGE=localhost/omgate:test",
+             f"IMAGE_OPTIONS=--root {tmp_path / 'storage'} --runroot {runroot}"], ROOT)
+        try:
+            building.process.wait(3600)
+        finally:
+            building.stop()
+        output = building.text()
+        (tmp_path / "make-image.log").write_text(output)
+        assert building.process.returncode == 0, output[-3000:]
+        how_to_run = output.rsplit("Built localhost/omgate:test.", 1)[1]
         assert " run --detach " in how_to_run and "| docker load" in how_to_run
+        # each stage announced, then podman's steps passed on as they came: "[1/2] STEP
+        # 1/4: FROM ..." for each instruction of each stage of the Dockerfile
+        assert re.findall(r"^make image: \[(\d)/3\]", output, re.MULTILINE) == ["1", "2", "3"]
+        steps = [(at, re.match(r"  \[(\d+)/(\d+)\] STEP (\d+)/(\d+): ", line))
+                 for at, line in building.lines]
+        steps = [(at, step) for at, step in steps if step]
+        numbered = [tuple(int(n) for n in step.groups()) for _, step in steps]
+        stages = list(dict.fromkeys((stage, total, count) for stage, total, _, count in numbered))
+        assert [stage for stage, _, _ in stages] == list(range(1, stages[0][1] + 1)), output
+        assert numbered == [(stage, total, step, count) for stage, total, count in stages
+                            for step in range(1, count + 1)], output
+        assert steps[-1][0] - steps[0][0] > 1, "podman's steps came all at once, at the end"
+        assert building.longest_silence() < LONGEST_SILENCE, output
 
         [image] = json.loads(run(podman, *storage, "inspect", "localhost/omgate:test").stdout)
         config = image["Config"]
@@ -66,7 +116,8 @@ def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
         assert labels["org.opencontainers.image.version"] == VERSION
         head = run("git", "-C", ROOT, "rev-parse", "HEAD").stdout.strip()
         assert labels["org.opencontainers.image.revision"] == head
-        assert labels["org.opencontainers.image.source"]
+        source = build_image_script().source_url(PROJECT)
+        assert labels.get(SOURCE_LABEL) == source  # absent when the project names none
         assert config["User"] == "10001:10001"
         assert "/var/lib/omgate" in config["Volumes"]
         assert "OMGATE_CONFIG=/etc/omgate/omgate.toml" in config["Env"]

