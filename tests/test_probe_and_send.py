@@ -17,7 +17,7 @@ from service.clientauth import chain_fingerprint
 # What a client sees: the ones `omgate check` also finds, minus the key checks (a server
 # with a mismatched or 1024-bit key does not even start under OpenSSL's defaults).
 PROBED = ["correct", "no_intermediate", "wrong_order", "root_included", "expired",
-          "wildcard_one_label", "self_signed"]
+          "wildcard_one_label", "self_signed", "client_auth_only"]
 ACK_BODY = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv='
             '"http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notificationsResponse '
             'xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
