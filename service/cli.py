@@ -156,8 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         "probe", help="connect to a deployed endpoint as Salesforce would",
         description="Connect with TLS 1.2+ and SNI, show the chain the server sends and every "
                     "finding, and what the server asked for in the client-certificate exchange "
-                    "(and what a Java client would do). Nothing is posted unless --post. "
-                    "Exit status 1 when anything is wrong.",
+                    "(and what a Java client would do). When it asked for one, the server's "
+                    "verdict on the certificate presented (or on none), from one request that "
+                    "no receiver stores; no notification is posted unless --post. Exit status "
+                    "1 when anything is wrong, a refused --client-cert included.",
         epilog="Example: omgate probe https://omgate.example.com/salesforce/outbound "
                "--connections 6",
     )
