@@ -39,6 +39,7 @@ from service.metrics import Metrics
 from service.observatory.registry import ChainRegistry, chain_key
 from service.soap import (
     ACK,
+    CLIENT_CERT_REFUSED,
     CONTENT_TYPE,
     NotificationSchema,
     OutboundMessage,
@@ -242,7 +243,7 @@ def _check_allowed(message: OutboundMessage, endpoint: EndpointRuntime) -> None:
 
 
 def _client_cert_refused() -> SoapFaultError:
-    return SoapFaultError("client_cert_rejected", "Client certificate not accepted.", status=403)
+    return SoapFaultError("client_cert_rejected", CLIENT_CERT_REFUSED, status=403)
 
 
 class OutboundMessageHandler:

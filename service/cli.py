@@ -22,6 +22,7 @@ from service.exitcodes import (
     EXIT_OK,
     EXIT_PROBLEMS,
     EXIT_USAGE,
+    UsageError,
 )
 from service.inbox import STATES, InboxError
 from service.logs import configure_logging
@@ -41,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omgate",
         description="A receiving endpoint for Salesforce Outbound Messaging.",
-        epilog="Start with `omgate init`, `omgate pki dev`, then `omgate serve`; see README.md.",
+        epilog="Start with `omgate init`, `omgate pki dev`, then `omgate serve`. The manual "
+               "is installed with omgate: `omgate help` lists its topics, `omgate help TOPIC` "
+               "shows one (e.g. `omgate help probe`).",
     )
     parser.add_argument("--version", action="version", version=build_info().line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -65,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                     "e.g. OMGATE_SERVER__BIND='[\"0.0.0.0:8443\"]'.",
     )
     _add_config(serve)
+    serve.add_argument("--create-inbox-dir", action="store_true",
+                       help="create the folder of a SQLite inbox.url when it does not exist "
+                            "(without it, a missing folder stops the start: it may be a typo)")
 
     inbox = commands.add_parser(
         "inbox", help="read stored notifications as JSON",
@@ -150,8 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         "probe", help="connect to a deployed endpoint as Salesforce would",
         description="Connect with TLS 1.2+ and SNI, show the chain the server sends and every "
                     "finding, and what the server asked for in the client-certificate exchange "
-                    "(and what a Java client would do). Nothing is posted unless --post. "
-                    "Exit status 1 when anything is wrong.",
+                    "(and what a Java client would do). When it asked for one, the server's "
+                    "verdict on the certificate presented (or on none), from one request that "
+                    "no receiver stores; no notification is posted unless --post. Exit status "
+                    "1 when anything is wrong, a refused --client-cert included.",
         epilog="Example: omgate probe https://omgate.example.com/salesforce/outbound "
                "--connections 6",
     )
@@ -210,6 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--out", type=Path, default=Path("certs/dev"), metavar="DIR",
                      help="folder to write into (default certs/dev)")
     dev.add_argument("--force", action="store_true", help="replace existing files")
+
+    manual = commands.add_parser(
+        "help", help="the manual: its topics, or one of them",
+        description="Show a section of omgate's manual (its README, installed with it): "
+                    "without TOPIC, the list of topics.",
+        epilog="Example: omgate help probe")
+    manual.add_argument("topic", nargs="*", metavar="TOPIC",
+                        help="a word or two of a section's title")
 
     completion = commands.add_parser(
         "completion", help="print a shell completion script (bash or zsh)",
@@ -298,14 +314,15 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from service.tools.init import InitError, write_config, write_next_steps
+    from service.tools.init import InitError, make_inbox_folder, write_config, write_next_steps
 
     try:
         path = write_config(args.dir)
+        inbox_folder = make_inbox_folder(path)
     except InitError as error:
         print(f"omgate init: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
-    write_next_steps(path, sys.stdout, os.environ)
+    write_next_steps(path, sys.stdout, os.environ, inbox_folder)
     return EXIT_OK
 
 
@@ -317,7 +334,7 @@ def _serve(args: argparse.Namespace) -> int:
     if refuse_conflicts(config, sys.stderr):
         return EXIT_USAGE
     warn_readable_secrets(config)
-    return serve_processes(config)
+    return serve_processes(config, create_inbox_folder=args.create_inbox_dir)
 
 
 def _inbox(args: argparse.Namespace) -> int:
@@ -451,6 +468,12 @@ def _complete_files(parser: argparse.ArgumentParser, completion: object) -> None
                 _complete_files(subparser, completion)
 
 
+def _help(args: argparse.Namespace) -> int:
+    from service.tools.manual import run_help
+
+    return run_help(" ".join(args.topic) or None, sys.stdout, sys.stderr)
+
+
 def _completion(args: argparse.Namespace) -> int:
     import shtab
 
@@ -467,6 +490,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": _check,
     "completion": _completion,
     "deliver": _deliver,
+    "help": _help,
     "inbox": _inbox,
     "inspect": _inspect,
     "pki": _pki,
@@ -496,6 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except ConfigError as error:
         print(f"omgate: configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as error:
+        print(f"omgate {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ListenError as error:
         print(f"omgate {args.command}: {error}", file=sys.stderr)

@@ -8,6 +8,7 @@ expected, so a bad deploy fails at start with one readable line.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import os
@@ -49,6 +50,9 @@ SYSTEM_STATE_FOLDER = Path("/var/lib/omgate")
 
 class ConfigError(Exception):
     """A configuration value that cannot be used; the message names key and source."""
+
+
+BUILT_IN_DEFAULT = "built-in default"
 
 
 # ---------------------------------------------------------------------------
@@ -141,6 +145,9 @@ class InboxConfig:
     store_session_id: bool
     group_commit: bool
     pool_size: int
+    # a SQLite URL written relative to the configuration's folder: a project's own layout
+    # (`omgate init`'s ../var), whose folder omgate serve may create
+    relative: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,26 @@ class Config:
     logging: LoggingConfig
     chains: ChainsConfig = ChainsConfig()
     admin: AdminConfig = AdminConfig()
+    # where each value came from, by "section.key" ("endpoints" for the [[endpoints]] list):
+    # "environment variable OMGATE_...", the file, or BUILT_IN_DEFAULT
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, section: str, name: str = "") -> str:
+        """Where ``[section] name`` was set: an environment variable, the file, or
+        BUILT_IN_DEFAULT. ``name`` may go on after its key ("webhook_headers Authorization");
+        every [[endpoints]] table comes from one place."""
+        key = section if section == "endpoints" or not name else f"{section}.{name.split()[0]}"
+        return self.origins.get(key, str(self.source))
+
+    def error(self, section: str, name: str, problem: str) -> ConfigError:
+        """An error about the value of ``[section] name``, naming where it was set, as the
+        type errors of load_config do: ``<where>: [section] name: <problem>``. A value that
+        was not set is named in the file, as the built-in default."""
+        where = self.origin(section, name)
+        label = f"[[endpoints]] {name}" if section == "endpoints" else f"[{section}] {name}"
+        if where == BUILT_IN_DEFAULT:
+            where, label = str(self.source), f"{label} (not set: its built-in default)"
+        return ConfigError(f"{where}: {label}: {problem}")
 
     def server_identity(self) -> tuple[Path, Path]:
         """[server] certfile and keyfile, which the TLS listeners of [server] bind need (other
@@ -211,10 +238,12 @@ class Config:
         if server.certfile is None or server.keyfile is None:
             missing = [name for name, path in (("certfile", server.certfile),
                                                ("keyfile", server.keyfile)) if path is None]
-            raise ConfigError(
-                f"{self.source}: [server] {' and '.join(missing)}: required by the TLS "
-                "listeners of [server] bind (the server certificate, leaf first, and its "
-                "private key; `omgate pki dev` writes development ones)")
+            problem = ("required by the TLS listeners of [server] bind (the server "
+                       "certificate, leaf first, and its private key; `omgate pki dev` writes "
+                       "development ones)")
+            if len(missing) == 1:
+                raise self.error("server", missing[0], problem)
+            raise ConfigError(f"{self.source}: [server] certfile and keyfile: {problem}")
         return server.certfile, server.keyfile
 
 
@@ -435,6 +464,11 @@ def _endpoint_path(value: Any, base: Path) -> str:
     return text
 
 
+def _relative_sqlite(value: Any) -> bool:
+    return (isinstance(value, str) and value.startswith("sqlite:///")
+            and not Path(value[len("sqlite:///"):]).is_absolute())
+
+
 def _inbox_url(value: Any, base: Path) -> str:
     """Resolve a relative SQLite path against the config folder; PostgreSQL URLs as they are."""
     text = _string(value, base)
@@ -635,32 +669,101 @@ def _parse_key(key: Key, source: _Source, label: str, base: Path) -> Any:
         raise _fail(source.description, label, str(error), key.shown(source.raw)) from None
 
 
+_TABLE_HEADER = re.compile(r"\s*\[\[?([^\[\]]+)\]\]?\s*(?:#.*)?$")
+_KEY_LINE = re.compile(r"\s*([A-Za-z0-9_\-\"'. ]+?)\s*=")
+
+
+def _dotted(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in text.split("."))
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """The configuration file's lines, to say on which one a key is: tomllib reports the
+    position of a syntax error, but not where a key it read was written. A plain scan of
+    table headers and ``key =`` lines (a multi-line string could fool it; it only points)."""
+
+    lines: tuple[str, ...] = ()
+
+    def line_of(self, table: tuple[str, ...], key: str | None, block: int = 1) -> int | None:
+        """The line of ``key`` in ``table`` (of its header when key is None); ``block``
+        counts the ``[[table]]`` of an array of tables (``[[endpoints]]`` #2 is block 2)."""
+        current: tuple[str, ...] = ()
+        arrays: dict[str, int] = {}
+        for number, line in enumerate(self.lines, start=1):
+            header = _TABLE_HEADER.match(line)
+            if header:
+                current = _dotted(header.group(1))
+                if line.lstrip().startswith("[["):
+                    arrays[current[0]] = arrays.get(current[0], 0) + 1
+                if key is None and current == table and arrays.get(table[0], 1) == block:
+                    return number
+                continue
+            assignment = _KEY_LINE.match(line)
+            if assignment is None or not table or arrays.get(table[0], 1) != block:
+                continue
+            written = current + _dotted(assignment.group(1))
+            if written == (*table, key) or (key is None and written[:len(table)] == table):
+                return number
+        return None
+
+
+def _unknown(where: str, label: str, name: str, known: Sequence[str],
+             line: int | None) -> ConfigError:
+    """An unknown key: its line, and the nearest known one (or, with none near, the list)."""
+    at = f" (at line {line})" if line else ""
+    nearest = difflib.get_close_matches(name, known, n=1)
+    advice = (f"did you mean {nearest[0]!r}?" if nearest
+              else f"the keys of {label} are {', '.join(known)}")
+    return ConfigError(f"{where}: {label}: unknown key {name!r}{at}; {advice}")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A table as written: where (the file, or an environment variable) and, in the file,
+    its path and block (for the line of a key)."""
+
+    where: str
+    label: str  # as errors name it: "[server]", "[[endpoints]] #2"
+    lines: _Lines = _Lines()
+    path: tuple[str, ...] = ()
+    block: int = 1
+
+    def unknown_keys(self, table: Mapping[str, Any], known: Sequence[str]) -> None:
+        unknown = [name for name in table if name not in known]
+        if not unknown:
+            return
+        located = sorted((self.lines.line_of(self.path, name, self.block) or 0, name)
+                         for name in unknown)
+        line, name = next(((line, name) for line, name in located if line), located[0])
+        raise _unknown(self.where, self.label, name, known, line or None)
+
+
 def _parse_table(
     schema: Mapping[str, Key],
     table: Mapping[str, Any],
-    label: str,
-    file_label: str,
+    written: _Table,
     base: Path,
     env_overrides: Mapping[str, _Source],
     environ: Mapping[str, str],
+    origins: dict[str, str],
+    section: str,
 ) -> dict[str, Any]:
-    unknown = sorted(set(table) - set(schema))
-    if unknown:
-        known = ", ".join(schema)
-        raise ConfigError(
-            f"{file_label}: {label}: unknown key {unknown[0]!r} (known keys: {known})"
-        )
+    """The table's values, each recorded in ``origins`` under "section.key"."""
+    written.unknown_keys(table, list(schema))
     values: dict[str, Any] = {}
     for name, key in schema.items():
         if name in env_overrides:
             source = env_overrides[name]
         elif name in table:
-            source = _Source(file_label, table[name])
+            source = _Source(written.where, table[name])
         else:
-            source = _Source("built-in default", key.builtin_default(environ))
+            source = _Source(BUILT_IN_DEFAULT, key.builtin_default(environ))
         if source.raw is None:
-            raise ConfigError(f"{file_label}: {label}: required key {name!r} is missing")
-        values[name] = _parse_key(key, source, f"{label} {name}", base)
+            raise ConfigError(f"{written.where}: {written.label}: required key {name!r} is "
+                              "missing")
+        values[name] = _parse_key(key, source, f"{written.label} {name}", base)
+        origins[f"{section}.{name}"] = source.description
     return values
 
 
@@ -681,51 +784,54 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, _Sou
         section, _, name = variable[len(ENV_PREFIX) :].lower().partition("__")
         key = SCHEMA.get(section, {}).get(name)
         if key is None:
+            every = [f"{ENV_PREFIX}{known}__{option}".upper()
+                     for known, keys in SCHEMA.items() for option in keys]
+            nearest = difflib.get_close_matches(variable, every, n=1)
+            advice = (f"did you mean {nearest[0]}?" if nearest
+                      else f"the sections are {', '.join(SCHEMA)}")
             raise ConfigError(
-                f"environment variable {variable}: no key [{section}] {name} "
-                f"(known sections: {', '.join(SCHEMA)})"
-            )
+                f"environment variable {variable}: no key [{section}] {name}; {advice}")
         where = f"environment variable {variable}"
         overrides.setdefault(section, {})[name] = _Source(where, key.decode_env(text))
     return overrides, endpoints
 
 
-def _read_toml(choice: ConfigChoice) -> dict[str, Any]:
+def _read_toml(choice: ConfigChoice) -> tuple[dict[str, Any], _Lines]:
     path = choice.path
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        text = path.read_bytes().decode("utf-8")
+        return tomllib.loads(text), _Lines(tuple(text.splitlines()))
     except FileNotFoundError:
         named = "" if choice.named_by == "search" else f" (named by {choice.named_by})"
         raise ConfigError(f"{path}: configuration file not found{named}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({error.reason} at byte "
+                          f"{error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
 
 
-def _rules_override(table: Any, label: str, where: str, base: Path,
+def _rules_override(table: Any, written: _Table, base: Path,
                     rules: PolicyRules) -> PolicyRules:
     if not isinstance(table, dict):
-        raise _fail(where, label, "a table of [client_auth] rule keys", table)
+        raise _fail(written.where, written.label, "a table of [client_auth] rule keys", table)
     for name in table:
         if name in LISTENER_ONLY_KEYS:
-            raise ConfigError(f"{where}: {label}: {name!r} is set per listener in "
-                              "[client_auth], not per endpoint (the CertificateRequest is sent "
-                              "before the path is known)")
+            raise ConfigError(f"{written.where}: {written.label}: {name!r} is set per listener "
+                              "in [client_auth], not per endpoint (the CertificateRequest is "
+                              "sent before the path is known)")
     rule_schema = {name: key for name, key in SCHEMA["client_auth"].items()
                    if name not in LISTENER_ONLY_KEYS}
-    unknown = sorted(set(table) - set(rule_schema))
-    if unknown:
-        raise ConfigError(f"{where}: {label}: unknown key {unknown[0]!r} "
-                          f"(known keys: {', '.join(rule_schema)})")
-    overrides = {name: _parse_key(rule_schema[name], _Source(where, value), f"{label} {name}",
-                                  base)
+    written.unknown_keys(table, list(rule_schema))
+    overrides = {name: _parse_key(rule_schema[name], _Source(written.where, value),
+                                  f"{written.label} {name}", base)
                  for name, value in table.items()}
     return dataclasses.replace(rules, **overrides)
 
 
-def _parse_endpoints(raw: Any, where: str, base: Path,
+def _parse_endpoints(raw: Any, where: str, lines: _Lines, base: Path,
                      rules: PolicyRules) -> tuple[EndpointConfig, ...]:
     if not isinstance(raw, list) or not raw:
         raise _fail(where, "[[endpoints]]", "at least one [[endpoints]] table", raw)
@@ -735,10 +841,14 @@ def _parse_endpoints(raw: Any, where: str, base: Path,
         if not isinstance(table, dict):
             raise _fail(where, label, "a table", table)
         plain = {key: value for key, value in table.items() if key != "client_auth"}
-        values = _parse_table(ENDPOINT_SCHEMA, plain, label, where, base, {}, {})
+        written = _Table(where, label, lines, ("endpoints",), index)
+        values = _parse_table(ENDPOINT_SCHEMA, plain, written, base, {}, {}, {}, "endpoints")
         if "client_auth" in table:
-            values["client_auth"] = _rules_override(table["client_auth"],
-                                                    f"{label} client_auth", where, base, rules)
+            values["client_auth"] = _rules_override(
+                table["client_auth"],
+                _Table(where, f"{label} client_auth", lines, ("endpoints", "client_auth"),
+                       index),
+                base, rules)
         endpoints.append(EndpointConfig(**values))
     paths = [endpoint.path for endpoint in endpoints]
     duplicated = sorted({path for path in paths if paths.count(path) > 1})
@@ -783,7 +893,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     environ = os.environ if environ is None else environ
     choice = find_config(path, environ, search)
     path = choice.path
-    document = _read_toml(choice)
+    document, lines = _read_toml(choice)
     # the folder the file was named in, symlinks not followed: a Kubernetes ConfigMap's
     # file is a link into a hidden subfolder, and relative paths mean the visible one
     base = Path(os.path.abspath(path)).parent
@@ -792,27 +902,33 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 
     unknown = sorted(set(document) - set(SCHEMA) - {"endpoints"})
     if unknown:
-        raise ConfigError(
-            f"{file_label}: unknown section [{unknown[0]}] (known: {', '.join(SCHEMA)}, endpoints)"
-        )
+        name = unknown[0]
+        line = lines.line_of((name,), None)
+        at = f" (at line {line})" if line else ""
+        nearest = difflib.get_close_matches(name, [*SCHEMA, "endpoints"], n=1)
+        advice = (f"did you mean [{nearest[0]}]?" if nearest
+                  else f"the sections are {', '.join(SCHEMA)}, endpoints")
+        raise ConfigError(f"{file_label}: unknown section [{name}]{at}; {advice}")
+    origins: dict[str, str] = {}
     sections: dict[str, dict[str, Any]] = {}
     for section, schema in SCHEMA.items():
         table = document.get(section, {})
         if not isinstance(table, dict):
             raise _fail(file_label, f"[{section}]", "a table", table)
-        sections[section] = _parse_table(
-            schema, table, f"[{section}]", file_label, base, overrides.get(section, {}),
-            environ)
+        written = _Table(file_label, f"[{section}]", lines, (section,))
+        sections[section] = _parse_table(schema, table, written, base,
+                                          overrides.get(section, {}), environ, origins, section)
 
     client_auth = sections["client_auth"]
     rules = PolicyRules(**{name: value for name, value in client_auth.items()
                            if name not in LISTENER_ONLY_KEYS})
     if env_endpoints is not None:
-        endpoints = _parse_endpoints(env_endpoints, f"environment variable {ENV_PREFIX}ENDPOINTS",
-                                     base, rules)
+        origins["endpoints"] = f"environment variable {ENV_PREFIX}ENDPOINTS"
+        endpoints = _parse_endpoints(env_endpoints, origins["endpoints"], _Lines(), base, rules)
     else:
+        origins["endpoints"] = file_label
         endpoints = _parse_endpoints(document.get("endpoints", DEFAULT_ENDPOINTS), file_label,
-                                     base, rules)
+                                     lines, base, rules)
 
     return Config(
         source=path,
@@ -823,9 +939,12 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             rules=rules),
         salesforce=SalesforceConfig(**sections["salesforce"]),
         endpoints=endpoints,
-        inbox=InboxConfig(**sections["inbox"]),
+        inbox=InboxConfig(**sections["inbox"], relative=_relative_sqlite(
+            overrides["inbox"]["url"].raw if "url" in overrides.get("inbox", {})
+            else document.get("inbox", {}).get("url"))),
         delivery=DeliveryConfig(**sections["delivery"]),
         logging=LoggingConfig(**sections["logging"]),
         chains=ChainsConfig(**sections["chains"]),
         admin=AdminConfig(**sections["admin"]),
+        origins=origins,
     )

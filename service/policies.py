@@ -13,24 +13,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from service.certfiles import CertificateFileError, load_certificates
+from service.certfiles import CertificateFileError, load_certificates, read_file
 from service.clientauth import Mode, Policy, pin_for_certificate
 from service.clientauth.chain import is_self_signed
-from service.config import Config, ConfigError, PolicyRules
-
-
-def _read(path: Path, key: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CertificateFileError(f"{key}: file not found: {path}") from None
-    except OSError as error:
-        raise CertificateFileError(f"{key}: cannot read {path}: {error.strerror}") from None
+from service.config import Config, PolicyRules
 
 
 def load_crls(path: Path, key: str) -> list[x509.CertificateRevocationList]:
     """A PEM file of one or more CRLs, or one DER CRL."""
-    data = _read(path, key)
+    data = read_file(path, key)
     marker = b"-----BEGIN X509 CRL-----"
     try:
         if marker in data:
@@ -38,7 +29,7 @@ def load_crls(path: Path, key: str) -> list[x509.CertificateRevocationList]:
             return [x509.load_pem_x509_crl(marker + block) for block in blocks]
         return [x509.load_der_x509_crl(data)]
     except ValueError as error:
-        raise CertificateFileError(f"{key}: {path} is not a CRL (PEM or DER): {error}") from None
+        raise CertificateFileError(f"{path} is not a CRL (PEM or DER): {error}") from None
 
 
 @dataclass
@@ -49,17 +40,17 @@ class PolicyBuilder:
     _certificates: dict[tuple[Path, str], tuple[x509.Certificate, ...]] = field(
         default_factory=dict)
 
-    def certificates(self, path: Path, key: str) -> tuple[x509.Certificate, ...]:
-        if (path, key) not in self._certificates:
+    def certificates(self, path: Path, name: str) -> tuple[x509.Certificate, ...]:
+        """The certificates of ``path``, which ``[client_auth] name`` lists."""
+        if (path, name) not in self._certificates:
             try:
-                self._certificates[(path, key)] = tuple(load_certificates(path, key))
+                self._certificates[(path, name)] = tuple(load_certificates(path, ""))
             except CertificateFileError as error:
-                raise ConfigError(f"{self.config.source}: {error}") from None
-        return self._certificates[(path, key)]
+                raise self.config.error("client_auth", name, str(error)) from None
+        return self._certificates[(path, name)]
 
     def trusted(self, rules: PolicyRules) -> tuple[x509.Certificate, ...]:
-        return tuple(c for path in rules.trust
-                     for c in self.certificates(path, "[client_auth] trust"))
+        return tuple(c for path in rules.trust for c in self.certificates(path, "trust"))
 
     def policy(self, rules: PolicyRules, mode: Mode | None = None) -> Policy:
         trusted = self.trusted(rules)
@@ -72,12 +63,11 @@ class PolicyBuilder:
         pinned = tuple(
             pin_for_certificate(certificate, str(path))
             for path in rules.pin_files
-            for certificate in self.certificates(path, "[client_auth] pin_files"))
+            for certificate in self.certificates(path, "pin_files"))
         try:
-            crls = tuple(crl for path in rules.crl_files
-                         for crl in load_crls(path, "[client_auth] crl_files"))
+            crls = tuple(crl for path in rules.crl_files for crl in load_crls(path, ""))
         except CertificateFileError as error:
-            raise ConfigError(f"{self.config.source}: {error}") from None
+            raise self.config.error("client_auth", "crl_files", str(error)) from None
         return Policy(
             mode=mode or self.config.client_auth.mode,
             anchors=anchors,
@@ -109,4 +99,4 @@ class PolicyBuilder:
             return ()
         if setting == "anchors":
             return self.trusted(self.config.client_auth.rules)
-        return self.certificates(Path(setting), "[client_auth] advertise_ca_names")
+        return self.certificates(Path(setting), "advertise_ca_names")

@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from service.app import (
@@ -32,7 +33,7 @@ from service.app import (
 from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
-from service.config import Config, ConfigError
+from service.config import BUILT_IN_DEFAULT, SCHEMA, Config, ConfigError
 from service.connections import (
     ConnectionLimits,
     OpenConnections,
@@ -45,7 +46,7 @@ from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from service.forwarded import ForwardingSettings, format_address, parse_address
 from service.forwarded.middleware import ForwardedMiddleware
 from service.gate import ClientAuthGate
-from service.inbox import Inbox, open_inbox
+from service.inbox import Inbox, MissingFolderError, open_inbox, sqlite_path
 from service.inbox.chains import LISTENER
 from service.listeners.framing import AnswerRefusal, HeadLimits, bodiless
 from service.listeners.http11 import Http11Config
@@ -82,7 +83,7 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
         try:
             schemas[endpoint.path] = load_wsdl(endpoint.wsdl)
         except WsdlError as error:
-            raise _config_error(config, f"[[endpoints]] #{index} wsdl: {error}") from None
+            raise config.error("endpoints", f"#{index} wsdl", str(error)) from None
     return schemas
 
 
@@ -103,12 +104,58 @@ def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
     try:
         return ServerTls(settings)
     except TlsSetupError as error:
-        raise _config_error(config, str(error)) from None
+        raise config.error("server", error.key, error.problem) from None
 
 
-async def open_inbox_of(config: Config) -> Inbox:
-    return await open_inbox(config.inbox.url, group_commit=config.inbox.group_commit,
-                            pool_size=config.inbox.pool_size)
+def delivery_target_of(config: Config) -> Target:
+    try:
+        return delivery_target(config.delivery)
+    except ValueError as error:  # its message starts with the [delivery] key it is about
+        named, _, problem = str(error).partition(": ")
+        if problem and named.split()[0] in SCHEMA["delivery"]:
+            raise config.error("delivery", named, problem) from None
+        raise _config_error(config, f"[delivery] {error}") from None
+
+
+async def open_inbox_of(config: Config, *, group_commit: bool | None = None) -> Inbox:
+    """The configured inbox; its folder must exist (``ready_inbox_folder`` creates it when
+    omgate may), or the error names inbox.url and where it was set."""
+    try:
+        return await open_inbox(
+            config.inbox.url, pool_size=config.inbox.pool_size, create_folder=False,
+            group_commit=config.inbox.group_commit if group_commit is None else group_commit)
+    except MissingFolderError as error:
+        raise config.error("inbox", "url", str(error)) from None
+
+
+def ready_inbox_folder(config: Config, *, create: bool) -> Path | None:
+    """Before anything listens: the folder of a SQLite inbox at an absolute path must exist
+    (a mistyped URL would otherwise start an inbox nobody reads), unless ``create``
+    (``omgate serve --create-inbox-dir``). The built-in default's folder (omgate's state
+    folder) and that of a URL relative to the configuration's folder (a project's layout,
+    as ``omgate init`` writes it) are created. Returns the folder created, if any: the
+    ``inbox.location`` line says so."""
+    database = sqlite_path(config.inbox.url)
+    if database is None or database.parent.is_dir():
+        return None
+    own = config.inbox.relative or config.origin("inbox", "url") == BUILT_IN_DEFAULT
+    if not (create or own):
+        raise config.error("inbox", "url", str(MissingFolderError(database)))
+    try:
+        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise config.error("inbox", "url", f"cannot create the folder {database.parent}: "
+                                           f"{error.strerror}") from None
+    return database.parent
+
+
+def log_inbox_location(config: Config, created: Path | None) -> None:
+    """Where notifications are stored, resolved, and who said so (``inbox.location``)."""
+    database = sqlite_path(config.inbox.url)
+    log.info("inbox.location", backend="sqlite" if database else "postgresql",
+             location=str(database) if database else mask_dsn(config.inbox.url).shown,
+             set_by=config.origin("inbox", "url"),
+             created_folder=str(created) if created else None)
 
 
 def origin_reader(config: Config) -> OriginReader:
@@ -185,10 +232,11 @@ def _check_body_fits(config: Config) -> None:
     """A body the budget can never hold whole would be refused (503) on every retry."""
     largest = budget_rules(config).largest_body
     if config.server.max_body_bytes > largest:
-        raise _config_error(
-            config, f"[server] max_body_bytes ({config.server.max_body_bytes}) is more than "
-                    f"one body can ever be given ({largest}: max_buffered_bytes_per_client, "
-                    "and three quarters of max_buffered_bytes)")
+        raise config.error(
+            "server", "max_body_bytes",
+            f"{config.server.max_body_bytes} is more than one body can ever be given "
+            f"({largest}: max_buffered_bytes_per_client, and three quarters of "
+            "max_buffered_bytes)")
 
 
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
@@ -305,12 +353,7 @@ def prepare(config: Config) -> Prepared:
     policies = PolicyBuilder(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
-    target = None
-    if config.delivery.enabled:
-        try:
-            target = delivery_target(config.delivery)
-        except ValueError as error:
-            raise _config_error(config, f"[delivery] {error}") from None
+    target = delivery_target_of(config) if config.delivery.enabled else None
     return Prepared(endpoints, policies.listener_policy(), server_tls, target, token)
 
 
@@ -336,9 +379,11 @@ def room_for_connections(config: Config) -> int:
     return room
 
 
-async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0) -> int:
-    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C)."""
-    prepared = prepare(config)
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
+                prepared: Prepared | None = None) -> int:
+    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C); ``prepared``
+    when the caller prepared already (in this process)."""
+    prepared = prepared or prepare(config)
     metrics = Metrics()
     chains = chain_registry(config, prepared, metrics)
     gate = ClientAuthGate(prepared.listener_policy, metrics, chains=chains)

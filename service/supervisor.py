@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from service.backoff import capped_doubling
 from service.config import BindAddress, Config
@@ -32,6 +33,9 @@ from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
 from service.logs import get_logger
 from service.multiprocess import METRICS_FOLDER_VARIABLE
+
+if TYPE_CHECKING:
+    from service.server import Prepared
 
 log = get_logger("omgate")
 STARTUP_GRACE_SECONDS = 3.0  # a worker that dies sooner "died at start"
@@ -120,17 +124,16 @@ def worker_count(config: Config) -> int:
     return counted.cpus
 
 
-def run_worker(config: Config, index: int, listeners: Listeners) -> int:
+def run_worker(config: Config, index: int, listeners: Listeners,
+               prepared: Prepared | None = None) -> int:
     from service.server import serve
 
-    return asyncio.run(serve(config, listeners, worker_index=index))
+    return asyncio.run(serve(config, listeners, worker_index=index, prepared=prepared))
 
 
-def _check_once(config: Config) -> None:
-    """Fail fast, in one place, on what every worker would fail on; migrate the inbox."""
-    from service.server import open_inbox_of, prepare
-
-    prepare(config)
+def _migrate_once(config: Config) -> None:
+    """Create or migrate the inbox once, before the workers share it."""
+    from service.server import open_inbox_of
 
     async def migrate() -> None:
         inbox = await open_inbox_of(config)
@@ -170,27 +173,32 @@ def _fork_worker(config: Config, index: int, listeners: Listeners) -> int:
     return pid
 
 
-def serve_processes(config: Config) -> int:
-    """Raises ListenError when a listener cannot be bound."""
-    raise_open_files_limit()
+def serve_processes(config: Config, *, create_inbox_folder: bool = False) -> int:
+    """Every configuration refusal (ConfigError) comes first, before a socket is opened: a
+    port another process holds must not hide what is wrong with the configuration. Raises
+    ListenError when a listener cannot be bound."""
     count = worker_count(config)
-    listeners = bind_listeners(config)
+    folder = tempfile.mkdtemp(prefix="omgate-metrics-") if count > 1 else None
+    if folder is not None:  # before prometheus_client is imported anywhere (service.server)
+        os.environ[METRICS_FOLDER_VARIABLE] = folder
     try:
-        if count == 1:
-            return run_worker(config, 0, listeners)
-        return _serve_workers(config, count, listeners)
-    finally:
-        listeners.close()
+        from service.server import log_inbox_location, prepare, ready_inbox_folder
 
-
-def _serve_workers(config: Config, count: int, listeners: Listeners) -> int:
-    folder = tempfile.mkdtemp(prefix="omgate-metrics-")
-    os.environ[METRICS_FOLDER_VARIABLE] = folder  # before prometheus_client is imported anywhere
-    try:
-        _check_once(config)
-        return _supervise(config, count, listeners)
+        created = ready_inbox_folder(config, create=create_inbox_folder)
+        prepared = prepare(config)
+        log_inbox_location(config, created)
+        raise_open_files_limit()
+        listeners = bind_listeners(config)
+        try:
+            if count == 1:
+                return run_worker(config, 0, listeners, prepared)
+            _migrate_once(config)
+            return _supervise(config, count, listeners)
+        finally:
+            listeners.close()
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass

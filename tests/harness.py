@@ -218,10 +218,11 @@ def wait_ready(server: RunningServer, timeout: float = 30) -> None:
 
 def start_server(config_path: Path, log_path: Path, ca_path: Path, https_port: int,
                  env: dict[str, str] | None = None, wait: bool = True,
-                 health_port: int | None = None, umask: int = -1) -> RunningServer:
+                 health_port: int | None = None, umask: int = -1,
+                 serve_args: tuple[str, ...] = ()) -> RunningServer:
     log_handle = log_path.open("ab")
     process = subprocess.Popen(
-        omgate_command("serve", "--config", str(config_path)),
+        omgate_command("serve", "--config", str(config_path), *serve_args),
         cwd=ROOT, stdout=log_handle, stderr=subprocess.STDOUT,
         env={**os.environ, "OMGATE_LOGGING__FORMAT": "json", **(env or {})},
         start_new_session=True,  # a process group, so kill() reaches the workers too

@@ -32,10 +32,9 @@ class ServerPki:
 
 
 def _leaf(issuer: Issued, **kwargs: object) -> Issued:
-    options = {"key": new_key("rsa"), **kwargs}
+    options = {"key": new_key("rsa"), "usages": (ExtendedKeyUsageOID.SERVER_AUTH,), **kwargs}
     return issue(name(HOST, "Example Receiver"), issuer=issuer,
-                 dns_names=(HOST, f"*.{HOST}"), usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
-                 issuer_url=AIA, **options)  # type: ignore[arg-type]
+                 dns_names=(HOST, f"*.{HOST}"), issuer_url=AIA, **options)  # type: ignore[arg-type]
 
 
 def build_server_pki(folder: Path) -> ServerPki:
@@ -48,6 +47,8 @@ def build_server_pki(folder: Path) -> ServerPki:
     self_signed = issue(name(HOST), dns_names=(HOST,), usages=(ExtendedKeyUsageOID.SERVER_AUTH,))
     weak = _leaf(intermediate, key=rsa.generate_private_key(  # the fault under test
         public_exponent=65537, key_size=1024))  # noqa: S505
+    # a certificate issued for TLS clients, installed as the server's
+    client_only = _leaf(intermediate, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "root.pem").write_bytes(root.pem())
 
@@ -70,5 +71,7 @@ def build_server_pki(folder: Path) -> ServerPki:
              public_names=(f"a.b.{HOST}",)),
         case("self_signed", [self_signed], self_signed, {"self_signed"}),
         case("weak_key", [weak, intermediate], weak, {"weak_signature_algorithm"}),
+        case("client_auth_only", [client_only, intermediate], client_only,
+             {"missing_server_auth_eku"}),
     ]
     return ServerPki(folder / "root.pem", {c.label: c for c in cases})

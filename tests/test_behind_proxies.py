@@ -372,11 +372,18 @@ def test_haproxy_passthrough_with_proxy_protocol(omgate_server, haproxy, client_
     assert decision["peer"] == f"127.0.0.1:{local_port}"  # from the PROXY header
     assert decision["proxy"].startswith("127.0.0.1:")
     assert decision["source"] == "tls"
+    # one address on every line of a request: the client's, even where it shares HAProxy's
+    accepted = server.wait_for("om.accepted", lambda e: e["correlation_id"] == decision[
+        "correlation_id"])
+    assert accepted["peer"] == decision["peer"], (accepted, decision)
 
     untrusted = client_pki.cases["untrusted"]
     answer, _ = exchange(port, client_context(dev_pki / "ca.pem", untrusted))
     assert answer.startswith(b"HTTP/1.1 403")
     refused = server.wait_for("client_auth.decision", lambda e: e["outcome"] == "reject")
+    rejected = server.wait_for("om.rejected", lambda e: e["correlation_id"] == refused[
+        "correlation_id"])
+    assert rejected["peer"] == refused["peer"] != decision["peer"]
     inspected = json.loads(run_omgate("inspect", str(untrusted.chain), "--config",
                                       str(server.config_path), "--json").stdout)
     assert [f["code"] for f in refused["findings"]] == ["untrusted_root"]

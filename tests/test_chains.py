@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import time
 from pathlib import Path
 
@@ -77,6 +78,10 @@ def test_each_chain_is_listed_once_with_its_counts(mixed):
     text = run_omgate("chains", "list", "--config", str(server.config_path))
     assert text.returncode == 0
     assert run.key("valid")[:12] in text.stdout and "5 chains seen" in text.stdout
+    # an expired leaf is said as such, never "expires in -5 days"
+    assert re.search(r"\n  validity expired \d+ days? ago\n", text.stdout), text.stdout
+    assert re.search(r"\n  validity \d+ days left\n", text.stdout), text.stdout
+    assert "in -" not in text.stdout and "-1 days" not in text.stdout
 
 
 def test_simulate_reports_exactly_what_require_would_refuse_and_pins_admit_one(mixed,

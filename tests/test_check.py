@@ -7,7 +7,8 @@ import json
 
 import pytest
 from cryptography import x509
-from harness import FIXTURES, run_omgate, to_toml
+from cryptography.hazmat.primitives.serialization import Encoding
+from harness import FIXTURES, free_port, run_omgate, to_toml
 from server_pki import AIA, build_server_pki
 
 from service.tools.pki import issue, name, new_key
@@ -40,7 +41,7 @@ def codes(report: dict, severity: str) -> set[str]:
 
 
 CASES = ["correct", "no_intermediate", "wrong_order", "root_included", "expired",
-         "wildcard_one_label", "self_signed", "weak_key"]
+         "wildcard_one_label", "self_signed", "weak_key", "client_auth_only"]
 
 
 @pytest.mark.parametrize("label", CASES)
@@ -237,3 +238,109 @@ def test_server_chain_hints_name_only_server_side_settings(tmp_path):
             finding
     expired = next(f for f in report["findings"] if f["code"] == "expired")
     assert "server.certfile" in expired["hint"]
+
+
+def _in_other_forms(dev_pki, folder):
+    """The development server certificate and key as consoles and CAs also hand them out:
+    (certfile, keyfile, the key an error must blame, what it must say)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+
+    pem, key = dev_pki / "server.pem", dev_pki / "server.key"
+    certificate = x509.load_pem_x509_certificate(pem.read_bytes())
+    private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    der, p7b, p12 = folder / "server.der", folder / "server.p7b", folder / "server.p12"
+    encrypted = folder / "encrypted.key"
+    der.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
+    p7b.write_bytes(pkcs7.serialize_certificates([certificate], serialization.Encoding.DER))
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"server", private, certificate, None, serialization.BestAvailableEncryption(b"pw")))
+    encrypted.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw")))
+    return {
+        "der": (der, key, "certfile", [
+            "holds one certificate in DER (binary) form",
+            f"openssl x509 -inform DER -in {der} -out {folder / 'server.pem'}"]),
+        "pkcs7": (p7b, key, "certfile", [
+            "holds a PKCS#7 bundle (DER)",
+            f"openssl pkcs7 -inform DER -print_certs -in {p7b} -out {folder / 'server.pem'}"]),
+        "pkcs12": (p12, key, "certfile", [
+            "holds a PKCS#12 (.p12/.pfx) bundle", f"openssl pkcs12 -in {p12} -nokeys"]),
+        "encrypted_key": (pem, encrypted, "keyfile", [
+            "the key is encrypted", f"openssl pkey -in {encrypted} -out"]),
+        "swapped": (key, pem, "certfile", ["certfile and keyfile may be swapped"]),
+    }
+
+
+@pytest.mark.parametrize("form", ["der", "pkcs7", "pkcs12", "encrypted_key", "swapped"])
+def test_check_refuses_what_serve_cannot_load_in_the_same_words(dev_pki, tmp_path, form):
+    """A server certificate in DER passed `check` (OK: 0 errors) and stopped `serve` with
+    OpenSSL's text: both read the files with one loader now, and say which file, what it
+    holds and the command that converts it."""
+    certfile, keyfile, blamed, words = _in_other_forms(dev_pki, tmp_path)[form]
+    config = config_for(tmp_path, certfile, keyfile, ["localhost"],
+                        server={"bind": [f"127.0.0.1:{free_port()}"], "workers": 1})
+    checked_result = run_omgate("check", "--config", config, "--trust", str(dev_pki / "ca.pem"))
+    served = run_omgate("serve", "--config", config)
+    assert (checked_result.returncode, served.returncode) == (2, 2), (checked_result, served)
+    said = checked_result.stderr.strip()
+    assert said.startswith(f"omgate: configuration error: {config}: [server] {blamed}: ")
+    for word in words:
+        assert word in said, said
+    assert said in served.stderr  # the same line, from the same loader
+    assert "PEM routines" not in served.stderr and "[('" not in served.stderr
+
+
+def test_errors_name_the_variable_that_set_the_value(dev_pki, tmp_path):
+    """Values set by OMGATE_* variables are blamed on the variable, not on the file; the
+    development certificates are suggested only for the files `omgate pki dev` writes."""
+    config = config_for(tmp_path, dev_pki / "server.pem", dev_pki / "server.key",
+                        ["localhost"], server={"bind": [f"127.0.0.1:{free_port()}"],
+                                               "workers": 1})
+    (tmp_path / "server.der").write_bytes(x509.load_pem_x509_certificate(
+        (dev_pki / "server.pem").read_bytes()).public_bytes(Encoding.DER))
+    cases = {
+        "/nope.pem": ["/nope.pem: file not found; correct the path"],
+        str(tmp_path / "server.der"): ["holds one certificate in DER (binary) form"],
+    }
+    for value, words in cases.items():
+        env = {"OMGATE_SERVER__CERTFILE": value}
+        for command in ("check", "serve"):
+            result = run_omgate(command, "--config", config, env=env)
+            assert result.returncode == 2, result
+            assert ("omgate: configuration error: environment variable "
+                    "OMGATE_SERVER__CERTFILE: [server] certfile: ") in result.stderr
+            assert config not in result.stderr and "pki dev" not in result.stderr
+            for word in words:
+                assert word in result.stderr
+    missing_dev = run_omgate("serve", "--config", config,
+                             env={"OMGATE_SERVER__KEYFILE": str(tmp_path / "dev" / "server.key")})
+    assert (f"`omgate pki dev --out {tmp_path / 'dev'}` writes development certificates"
+            in missing_dev.stderr), missing_dev.stderr
+    console = run_omgate("serve", "--config", config,
+                         env={"OMGATE_SERVER__ADMIN_BIND": f"0.0.0.0:{free_port()}",
+                              "OMGATE_ADMIN_TOKEN": ""})
+    assert console.returncode == 2
+    assert ("environment variable OMGATE_SERVER__ADMIN_BIND: [server] admin_bind: 0.0.0.0:"
+            in console.stderr), console.stderr
+
+
+def test_inspect_names_its_own_arguments(client_pki, tmp_path):
+    config = config_for(tmp_path, tmp_path / "s.pem", tmp_path / "s.key", [])
+    chain = str(client_pki.cases["valid"].chain)
+    trust = run_omgate("inspect", chain, "--config", config, "--trust", "nope.pem")
+    assert trust.returncode == 2
+    assert trust.stderr == "omgate inspect: --trust: nope.pem: file not found\n"
+    missing = run_omgate("inspect", "missing.pem", "--config", config)
+    assert missing.returncode == 2
+    assert missing.stderr == "omgate inspect: missing.pem: file not found\n"
+
+
+def test_a_server_certificate_that_expired_says_so_in_words(server_pki, tmp_path):
+    case = server_pki.cases["expired"]
+    config = config_for(tmp_path, case.chain, case.key, case.public_names)
+    result = run_omgate("check", "--config", config, "--trust", str(server_pki.root))
+    assert "(expired 3 days ago)" in result.stdout, result.stdout
+    assert "days left" in result.stdout  # its intermediate's
+    assert "-3 days" not in result.stdout

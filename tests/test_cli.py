@@ -143,6 +143,26 @@ def test_help_teaches_and_usage_errors_exit_2(tmp_path):
     assert str(bad) in result.stderr and "[server] bind" in result.stderr
 
 
+def test_help_points_to_the_manual_that_is_installed():
+    """--help pointed to README.md, which a wheel does not hold: it points to `omgate
+    help`, which reads the manual wherever omgate is (the wheel's test runs it there)."""
+    top = run_omgate("--help").stdout
+    assert "README" not in top and "`omgate help TOPIC`" in top
+    topics = run_omgate("help")
+    assert topics.returncode == 0
+    assert "\n  The policy, and what the log says about it\n" in topics.stdout
+    probe = run_omgate("help", "probe")
+    assert probe.returncode == 0
+    assert probe.stdout.startswith("### `omgate probe URL`: a deployed endpoint")
+    assert "\n### `omgate send URL`" not in probe.stdout  # the section, not the rest
+    assert run_omgate("help", "client", "certificates").stdout.startswith(
+        "## Client certificates\n")
+    unknown = run_omgate("help", "no-such-topic")
+    assert unknown.returncode == 2
+    assert "no section of the manual is about 'no-such-topic'" in unknown.stderr
+    assert "Quick start" in unknown.stderr
+
+
 def test_version_names_omgate_python_and_openssl():
     result = run_omgate("--version")
     assert result.returncode == 0

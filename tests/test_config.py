@@ -212,3 +212,40 @@ def test_a_webhook_url_error_masks_its_password(tmp_path):
     message = error_for(write(tmp_path, '[delivery]\nwebhook_url = "https://u:s3cret@/x"\n'))
     assert "[delivery] webhook_url" in message and "s3cret" not in message
     assert "'https://u:***@/x'" in message
+
+
+@pytest.mark.parametrize(("text", "environ", "said"), [
+    ('[server]\n# the listener\nbind = []\n\nbnid = ["127.0.0.1:9443"]\n', {},
+     "[server]: unknown key 'bnid' (at line 5); did you mean 'bind'?"),
+    ('[server]\nbind = []\n\n[clientauth]\nmode = "require"\n', {},
+     "unknown section [clientauth] (at line 4); did you mean [client_auth]?"),
+    ('[[endpoints]]\npath = "/a"\n[[endpoints]]\npath = "/b"\nwsld = "b.wsdl"\n', {},
+     "[[endpoints]] #2: unknown key 'wsld' (at line 5); did you mean 'wsdl'?"),
+    ('[[endpoints]]\npath = "/a"\n[endpoints.client_auth]\ntrsut = []\n', {},
+     "[[endpoints]] #1 client_auth: unknown key 'trsut' (at line 4); did you mean 'trust'?"),
+    ("server.bnid = []\n", {}, "[server]: unknown key 'bnid' (at line 1); did you mean 'bind'?"),
+    ("", {"OMGATE_SERVER__BINDD": "[]"},
+     "environment variable OMGATE_SERVER__BINDD: no key [server] bindd; did you mean "
+     "OMGATE_SERVER__BIND?"),
+])
+def test_an_unknown_key_is_named_with_its_line_and_the_nearest_known_one(tmp_path, text,
+                                                                         environ, said):
+    message = error_for(write(tmp_path, text), environ)
+    assert said in message, message
+    assert "known keys" not in message  # not the 25 keys of [server]
+
+
+def test_an_unknown_key_with_nothing_near_lists_the_table_keys(tmp_path):
+    message = error_for(write(tmp_path, "[logging]\nzzzz = 1\n"))
+    assert message.endswith("[logging]: unknown key 'zzzz' (at line 2); the keys of "
+                            "[logging] are format, level")
+
+
+def test_the_configuration_knows_where_each_value_was_set(tmp_path):
+    path = write(tmp_path, '[server]\ncertfile = "s.pem"\n')
+    config = load_config(path, {"OMGATE_SERVER__KEYFILE": "/k.pem"})
+    assert str(config.error("server", "certfile", "x")) == f"{path}: [server] certfile: x"
+    assert str(config.error("server", "keyfile", "x")) == (
+        "environment variable OMGATE_SERVER__KEYFILE: [server] keyfile: x")
+    assert str(config.error("server", "workers", "x")) == (
+        f"{path}: [server] workers (not set: its built-in default): x")

@@ -176,6 +176,8 @@ def test_init_writes_the_shipped_configuration_and_never_overwrites(tmp_path):
     assert result.returncode == 0, result.stderr
     written = work / "config" / "omgate.toml"
     assert written.read_text() == (ROOT / "config" / "omgate.toml").read_text()
+    assert (work / "var").is_dir()  # its inbox's folder: serve refuses a missing one
+    assert "created var, the folder of its inbox ([inbox] url)" in result.stdout
     assert "omgate pki dev --out certs/dev" in result.stdout
     assert "\n  omgate serve\n" in result.stdout  # found there without --config
     written.write_text("# mine\n")
@@ -226,6 +228,10 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
 
     version = omgate("--version")
     assert version.returncode == 0 and version.stdout.startswith("omgate 0."), version
+    # the manual is what --help points to, and it is installed: a wheel has no README.md
+    assert "README" not in omgate("--help").stdout
+    manual = omgate("help", "probe")
+    assert manual.returncode == 0 and manual.stdout.startswith("### `omgate probe URL`"), manual
     assert omgate("init").returncode == 0
     assert omgate("pki", "dev").returncode == 0
     port = free_port()
@@ -246,3 +252,86 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
     finally:
         process.terminate()
         assert process.wait(60) == 0
+
+
+def test_a_missing_inbox_folder_stops_the_start_unless_asked_to_create_it(dev_pki, tmp_path,
+                                                                          server_log_dir):
+    """A mistyped inbox URL silently created its folders, started, and acknowledged into
+    an inbox nobody reads. A folder that does not exist now stops the start (and the
+    tools), unless `serve --create-inbox-dir`; the resolved path is logged at start."""
+    port, health = free_port(), free_port()
+    missing = tmp_path / "nonexistent" / "dir"
+    config = tmp_path / "omgate.toml"
+    config.write_text(to_toml({
+        "server": {"bind": [f"127.0.0.1:{port}"], "health_bind": f"127.0.0.1:{health}",
+                   "certfile": dev_pki / "server.pem", "keyfile": dev_pki / "server.key",
+                   "workers": 1},
+        "inbox": {"url": f"sqlite:///{missing / 'inbox.db'}"}}))
+    refused = run_omgate("serve", "--config", str(config))
+    assert refused.returncode == 2
+    assert (f"omgate: configuration error: {config}: [inbox] url: the folder {missing} does "
+            "not exist") in refused.stderr, refused.stderr
+    assert "--create-inbox-dir" in refused.stderr
+    for tool in (["inbox", "list"], ["chains", "list"]):
+        result = run_omgate(*tool, "--config", str(config))
+        assert result.returncode == 2 and f"the folder {missing} does not exist" in \
+            result.stderr, result
+    elsewhere = tmp_path / "typo" / "inbox.db"
+    blamed = run_omgate("serve", "--config", str(config),
+                        env={"OMGATE_INBOX__URL": f"sqlite:///{elsewhere}"})
+    assert "environment variable OMGATE_INBOX__URL: [inbox] url: the folder" in blamed.stderr
+    assert not (tmp_path / "nonexistent").exists() and not elsewhere.parent.exists()
+
+    server = start_server(config, server_log_dir / "create-inbox-dir.log", dev_pki / "ca.pem",
+                          port, health_port=health, serve_args=("--create-inbox-dir",))
+    try:
+        location = server.wait_for("inbox.location")
+        assert location["location"] == str(missing / "inbox.db")
+        assert location["set_by"] == str(config)
+        assert location["created_folder"] == str(missing)
+        with server.client() as client:
+            assert is_ack(client.post("/salesforce/outbound", content=ACCOUNT.read_bytes(),
+                                      headers={"Content-Type": "text/xml"}))
+    finally:
+        assert server.stop() == 0
+    assert (missing / "inbox.db").exists()
+    # a URL relative to the configuration's folder is a project's own layout (`omgate
+    # init` writes ../var): its folder is created, and the start says so
+    relative = start_server(config, server_log_dir / "relative-inbox.log", dev_pki / "ca.pem",
+                            port, health_port=health,
+                            env={"OMGATE_INBOX__URL": "sqlite:///state/inbox.db"})
+    try:
+        location = relative.wait_for("inbox.location")
+        assert location["location"] == str(tmp_path / "state" / "inbox.db")
+        assert location["set_by"] == "environment variable OMGATE_INBOX__URL"
+        assert location["created_folder"] == str(tmp_path / "state")
+    finally:
+        assert relative.stop() == 0
+
+
+def test_every_configuration_refusal_comes_before_a_socket_is_opened(dev_pki, tmp_path):
+    """With the port taken, a console off loopback without a token was reported as
+    "address already in use": the configuration's own fault is said first."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "omgate.toml"
+        settings = {"server": {"bind": [f"127.0.0.1:{port}"], "workers": 1,
+                               "certfile": dev_pki / "server.pem",
+                               "keyfile": dev_pki / "server.key",
+                               "admin_bind": f"0.0.0.0:{free_port()}"},
+                    "inbox": {"url": f"sqlite:///{tmp_path / 'inbox.db'}"}}
+        config.write_text(to_toml(settings))
+        console = run_omgate("serve", "--config", str(config), env={"OMGATE_ADMIN_TOKEN": ""})
+        assert console.returncode == 2
+        assert f"{config}: [server] admin_bind: 0.0.0.0:" in console.stderr, console.stderr
+        assert "already in use" not in console.stderr
+        settings["server"]["admin_bind"] = ""
+        config.write_text(to_toml(settings))
+        busy = run_omgate("serve", "--config", str(config))
+        assert busy.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port} ([server] bind): address already in use" \
+            in busy.stderr, busy.stderr

@@ -8,16 +8,18 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from harness import PAYLOADS, free_port, require, require_executable, run_omgate
 from server_pki import HOST, build_server_pki
 from test_behind_proxies import Daemons
 
 from service.clientauth import chain_fingerprint
+from service.tools.pki import issue, name
 
 # What a client sees: the ones `omgate check` also finds, minus the key checks (a server
 # with a mismatched or 1024-bit key does not even start under OpenSSL's defaults).
 PROBED = ["correct", "no_intermediate", "wrong_order", "root_included", "expired",
-          "wildcard_one_label", "self_signed"]
+          "wildcard_one_label", "self_signed", "client_auth_only"]
 ACK_BODY = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv='
             '"http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><notificationsResponse '
             'xmlns="http://soap.sforce.com/2005/09/outbound"><Ack>true</Ack>'
@@ -275,3 +277,98 @@ def test_probe_counts_a_post_that_was_not_acknowledged(omgate_server):
     assert result.returncode == 1
     assert ": HTTP 403 SOAP fault: Client certificate not accepted" in result.stdout
     assert result.stdout.rstrip().endswith("FAILED: 1 error, 0 warnings")
+
+
+@pytest.mark.parametrize("reject_with", ["http", "handshake"])
+def test_probe_reports_the_servers_verdict_on_the_client_certificate(omgate_server,
+                                                                     client_pki, reject_with):
+    """Without --post, a probe whose certificate the server refused said "OK: 0 errors".
+    It now asks for the verdict with a request the server refuses after its certificate
+    check and before storage, and says what that proves; nothing is ever stored."""
+    server = omgate_server({"client_auth": {"mode": "require", "reject_with": reject_with}})
+    url = f"https://localhost:{server.https_port}/salesforce/outbound"
+
+    def probed(case, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_omgate("probe", url, "--ca", str(server.ca_path), "--client-cert",
+                          str(case.chain), "--client-key", str(case.key), *args, timeout=120)
+
+    refused = probed(client_pki.cases["untrusted"], "--json")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    report = json.loads(refused.stdout)
+    verdict = report["client_certificate_verdict"]
+    assert verdict["outcome"] == "refused"
+    assert ("alert unknown_ca" if reject_with == "handshake" else "HTTP 403") in verdict["how"]
+    assert "the server refused the client certificate presented" in report["problems"]
+    text = probed(client_pki.cases["untrusted"]).stdout
+    assert "client certificate verdict: REFUSED by the server" in text
+    assert text.rstrip().endswith("FAILED: 1 error, 0 warnings"), text
+    assert "[('" not in text
+
+    accepted = probed(client_pki.cases["valid"], "--json")
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    verdict = json.loads(accepted.stdout)["client_certificate_verdict"]
+    assert verdict["outcome"] == "passed"
+    assert "HTTP 400" in verdict["how"] and "nothing was stored" in verdict["how"]
+    assert any("got through its certificate check" in line for line in verdict["proven"])
+    assert any("that a message is stored" in line for line in verdict["not_proven"])
+    # the server told the two apart: the valid chain passed its gate, then was refused as
+    # no outbound message; nothing reached the inbox
+    server.wait_for("om.rejected", lambda e: e["reason"] == "no_notifications")
+    assert json.loads(run_omgate("inbox", "list", "--config",
+                                 str(server.config_path)).stdout) == []
+
+
+def test_send_presents_exactly_the_certificates_of_its_file(omgate_server, tmp_path):
+    """A one-certificate file and --ca holding its issuer: OpenSSL's automatic chain
+    building used to append the CA, and the chain registry recorded two certificates."""
+    ca = issue(name("Shared test CA"), ca=True)
+    server_cert = issue(name("localhost"), issuer=ca, dns_names=("localhost",),
+                        usages=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    client = issue(name("one-certificate client"), issuer=ca,
+                   usages=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    files = {"ca.pem": ca.pem(), "server.pem": server_cert.pem(),
+             "server.key": server_cert.key_pem(), "client.pem": client.pem(),
+             "client.key": client.key_pem()}
+    for filename, data in files.items():
+        (tmp_path / filename).write_bytes(data)
+    server = omgate_server({"server": {"certfile": tmp_path / "server.pem",
+                                       "keyfile": tmp_path / "server.key"},
+                            "client_auth": {"trust": [tmp_path / "ca.pem"]}})
+    sent = run_omgate("send", f"https://localhost:{server.https_port}/salesforce/outbound",
+                      "--generate", "Account", "--ca", str(tmp_path / "ca.pem"),
+                      "--client-cert", str(tmp_path / "client.pem"), "--client-key",
+                      str(tmp_path / "client.key"))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    decision = server.wait_for("client_auth.decision", lambda e: e.get("chain"))
+    assert len(decision["chain"]) == 1, decision["chain"]
+    assert server.stop() == 0  # the registry's counts are flushed at shutdown
+    listed = json.loads(run_omgate("chains", "list", "--json", "--config",
+                                   str(server.config_path)).stdout)
+    [row] = [row for row in listed if "one-certificate client" in row["leaf_subject"]]
+    shown = run_omgate("chains", "show", row["chain_sha256"][:16], "--pem", "--config",
+                       str(server.config_path))
+    assert shown.stdout.count("BEGIN CERTIFICATE") == 1, shown.stdout
+    assert x509.load_pem_x509_certificate(shown.stdout.encode()) == client.certificate
+
+
+def test_tls_failures_say_what_to_change(omgate_server, client_pki):
+    """OpenSSL's own text ("[('SSL routines', '', 'tlsv1 unrecognized name')]",
+    "SysCallError: (-1, 'Unexpected EOF')") says neither what happened nor what to do."""
+    server = omgate_server({"server": {"public_names": ["localhost"]}})
+    other = run_omgate("probe", f"https://other.example.test:{server.https_port}/x",
+                       "--connect", "127.0.0.1", "--ca", str(server.ca_path))
+    assert other.returncode == 1
+    assert "does not answer to the name other.example.test" in other.stdout, other.stdout
+    assert "server.public_names" in other.stdout
+    assert "SSL routines" not in other.stdout
+
+    proxied = omgate_server({"server": {"proxy_protocol": True,
+                                        "trusted_proxies": ["127.0.0.1/32"]}})
+    valid = client_pki.cases["valid"]
+    sent = run_omgate("send", f"https://localhost:{proxied.https_port}/salesforce/outbound",
+                      "--generate", "Account", "--ca", str(proxied.ca_path), "--client-cert",
+                      str(valid.chain), "--client-key", str(valid.key))
+    assert sent.returncode == 1
+    assert "closed the connection during the TLS handshake" in sent.stdout, sent.stdout
+    assert "PROXY protocol" in sent.stdout and "server.proxy_protocol" in sent.stdout
+    assert "SysCallError" not in sent.stdout and "Unexpected EOF" not in sent.stdout

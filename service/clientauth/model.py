@@ -37,7 +37,8 @@ FindingCode = Literal[
     "path_length_exceeded", "name_constraints_violated", "unknown_critical_extension",
     "path_validation_failed", "unsupported_key", "chain_too_costly", "key_identifier_mismatch",
     # the server's own chain (omgate check, omgate probe) and the configuration
-    "hostname_mismatch", "key_mismatch", "not_publicly_trusted", "config_conflict",
+    "hostname_mismatch", "key_mismatch", "not_publicly_trusted", "missing_server_auth_eku",
+    "config_conflict",
 ]
 FINDING_CODES: tuple[FindingCode, ...] = get_args(FindingCode)
 

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from service.clientauth import rules
 from service.clientauth.chain import ChainAnalysis, Link, analyse_chain
 from service.clientauth.dn import shown_name
+from service.clientauth.extensions import extended_key_usages, oid_name, optional_extension
 from service.clientauth.keys import weak_key
 from service.clientauth.model import Finding
 from service.clientauth.names import common_names, dns_names, name_matches
@@ -143,6 +144,40 @@ def _weak_keys(analysis: ChainAnalysis) -> list[Finding]:
     return findings
 
 
+# What Java's checks of a TLS server certificate (and so Salesforce's) accept in an extended
+# key usage: serverAuth, or anyExtendedKeyUsage.
+SERVER_USAGES = frozenset({ExtendedKeyUsageOID.SERVER_AUTH,
+                           ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE})
+
+
+def _server_usage(leaf: Link) -> list[Finding]:
+    """A server certificate must be marked for TLS servers when it lists usages at all, and
+    its key usage, when present, must allow the signature that ECDHE suites and TLS 1.3
+    make the server's key give."""
+    findings = []
+    usages = extended_key_usages(leaf.certificate)
+    if usages is not None and not SERVER_USAGES & set(usages):
+        listed = ", ".join(oid_name(usage) for usage in usages) or "nothing"
+        findings.append(Finding(
+            "missing_server_auth_eku", "error", leaf.index,
+            f"{sentence_start(leaf)} is not marked for TLS server authentication: its "
+            f"extended key usage lists only {listed}. Salesforce, like every TLS client, "
+            "refuses it as a server's certificate.",
+            "Get a server certificate with the serverAuth extended key usage (a certificate "
+            "issued for a TLS client cannot serve) and put it first in server.certfile.",
+        ))
+    usage = optional_extension(leaf.certificate, x509.KeyUsage)
+    if usage is not None and not usage.digital_signature:
+        findings.append(Finding(
+            "missing_server_auth_eku", "error", leaf.index,
+            f"{sentence_start(leaf)} may not sign: its key usage leaves out digitalSignature, "
+            "and a server proves its key by signing the handshake (ECDHE suites, TLS 1.3). "
+            "Salesforce refuses the handshake.",
+            "Get a server certificate whose key usage includes digitalSignature.",
+        ))
+    return findings
+
+
 def _key_match(leaf: Link, key: PublicKeyTypes | None) -> list[Finding]:
     if key is None or leaf.certificate.public_key() == key:
         return []
@@ -169,5 +204,6 @@ def analyse_server_chain(chain: tuple[x509.Certificate, ...], *, trust: ServerTr
         *rules.weak_signatures(analysis, reject=True, audience=SERVER),
         *_weak_keys(analysis),
         *_hostnames(leaf, public_names),
+        *_server_usage(leaf),
         *_key_match(leaf, key),
     ]

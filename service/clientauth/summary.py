@@ -70,6 +70,16 @@ def days_left(certificate: x509.Certificate, now: dt.datetime) -> int:
     return int((certificate.not_valid_after_utc - now).total_seconds() / 86400)
 
 
+def validity_words(days: int) -> str:
+    """A days_left count in words: "12 days left", "expired 5 days ago" (0: within a day of
+    its expiry, on either side)."""
+    if days < 0:
+        return f"expired {-days} day{'s' * (days != -1)} ago"
+    if days == 0:
+        return "less than a day from its expiry"
+    return f"{days} day{'s' * (days != 1)} left"
+
+
 def summarize(certificate: x509.Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(dt.UTC)
     return {

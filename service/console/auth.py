@@ -70,11 +70,11 @@ def console_token(config: Config) -> str | None:
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(f"${TOKEN_VARIABLE} holds fewer than {MIN_TOKEN_LENGTH} characters")
     if token is None and config.admin.token_file is not None:
-        token = _read_token(config.admin.token_file, str(config.source))
+        token = _read_token(config.admin.token_file, config.origin("admin", "token_file"))
     if address is not None and token is None and not is_loopback(address):
-        raise ConfigError(f"{config.source}: [server] admin_bind {address} is not a loopback "
-                          "address: set [admin] token_file (or $OMGATE_ADMIN_TOKEN) so the "
-                          "console asks for a token")
+        raise config.error("server", "admin_bind",
+                           f"{address} is not a loopback address: set [admin] token_file (or "
+                           "$OMGATE_ADMIN_TOKEN) so the console asks for a token")
     return token
 
 

@@ -47,9 +47,12 @@ class ForwardedMiddleware:
             dropped = {name.encode("latin-1") for name in origin.ignored_headers}
             scope["headers"] = [(name, value) for name, value in scope["headers"]
                                 if name.lower() not in dropped]
-        if origin.client is not None and origin.client != peer:
-            port = proxied[1] if proxied and parse_address(proxied[0]) == origin.client else 0
-            scope["client"] = (str(origin.client), port)
+        if proxied is not None and parse_address(proxied[0]) == origin.client:
+            # the client the PROXY header names, with its port, even when its address is
+            # the proxy's own: every line of the request names it as the decision line does
+            scope["client"] = (str(origin.client), proxied[1])
+        elif origin.client is not None and origin.client != peer:
+            scope["client"] = (str(origin.client), 0)
         extensions[ORIGIN_KEY] = origin
         scope["extensions"] = extensions
         await self.app(scope, receive, send)

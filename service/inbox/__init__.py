@@ -15,6 +15,7 @@ from service.inbox.base import (
     InboxError,
     InboxStats,
     IncomingMessage,
+    MissingFolderError,
     RecordedConflict,
     StoredNotification,
     StoreResult,
@@ -30,12 +31,14 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url[len(SQLITE_SCHEME):]) if url.startswith(SQLITE_SCHEME) else None
 
 
-async def open_inbox(url: str, *, group_commit: bool = True, pool_size: int = 10) -> Inbox:
-    """Open (and create or migrate) the inbox a configuration URL names."""
+async def open_inbox(url: str, *, group_commit: bool = True, pool_size: int = 10,
+                     create_folder: bool = True) -> Inbox:
+    """Open (and create or migrate) the inbox a configuration URL names. A SQLite inbox's
+    folder is created when missing, unless not ``create_folder`` (MissingFolderError)."""
     inbox: Inbox
     database = sqlite_path(url)
     if database is not None:
-        inbox = SqliteInbox(database, group_commit=group_commit)
+        inbox = SqliteInbox(database, group_commit=group_commit, create_folder=create_folder)
         await inbox.open()
         return inbox
     if url.startswith(POSTGRES_SCHEMES):
@@ -60,6 +63,7 @@ __all__ = [
     "InboxError",
     "InboxStats",
     "IncomingMessage",
+    "MissingFolderError",
     "RecordedConflict",
     "StoreResult",
     "StoredNotification",

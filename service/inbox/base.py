@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -81,6 +82,19 @@ GROUP_COMMIT_LIMIT = 256  # messages in one transaction at the most
 
 class InboxError(Exception):
     """The inbox could not do what was asked; the message says why."""
+
+
+class MissingFolderError(InboxError):
+    """A SQLite inbox whose folder does not exist, where it was not to be created: a
+    mistyped inbox.url would otherwise start an inbox nobody reads."""
+
+    def __init__(self, database: Path) -> None:
+        folder = database.parent
+        super().__init__(
+            f"the folder {folder} does not exist, so the inbox {database} cannot be created "
+            f"there: correct the URL, or create the folder (`mkdir -p {folder}`; `omgate "
+            "serve --create-inbox-dir` creates it at start)")
+        self.folder = folder
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from service.inbox.base import (
     InboxError,
     InboxStats,
     IncomingMessage,
+    MissingFolderError,
     RecordedConflict,
     StoredNotification,
     StoreResult,
@@ -180,9 +181,10 @@ class SqliteInbox(Inbox):
     # Signatures spell ``builtins.list``: the method ``list`` shadows it (see Inbox).
 
     def __init__(self, path: Path, *, group_commit: bool = True,
-                 busy_timeout_ms: int = 10000) -> None:
+                 busy_timeout_ms: int = 10000, create_folder: bool = True) -> None:
         super().__init__(group_commit=group_commit)
         self.path = path
+        self._create_folder = create_folder  # else a missing folder is MissingFolderError
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omgate-sqlite")
         self._connection: sqlite3.Connection | None = None
@@ -192,7 +194,10 @@ class SqliteInbox(Inbox):
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._create_folder:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            elif not self.path.parent.is_dir():
+                raise MissingFolderError(self.path)
             _create_private(self.path)
             connection = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False,

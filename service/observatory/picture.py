@@ -18,7 +18,7 @@ from cryptography import x509
 from service.clientauth import ClientIdentity, Decision, Finding, UnreadableCertificate
 from service.clientauth.chain import ChainAnalysis, analyse_chain
 from service.clientauth.model import Policy, in_presented_order
-from service.clientauth.summary import days_left, fingerprint
+from service.clientauth.summary import days_left, fingerprint, validity_words
 from service.observatory.views import worth_analysing
 
 Tone = Literal["error", "warning", "ok", "missing"]
@@ -113,8 +113,7 @@ class _Timeline:
 
 
 def _certificate_lines(certificate: x509.Certificate, now: dt.datetime) -> tuple[str, ...]:
-    left = days_left(certificate, now)
-    validity = f"expired {-left} days ago" if left < 0 else f"{left} days left"
+    validity = validity_words(days_left(certificate, now))
     return (_short(certificate.subject.rfc4514_string()),
             "issuer " + _short(certificate.issuer.rfc4514_string()),
             f"sha256 {fingerprint(certificate)[:32]}…  ·  {validity}")

@@ -1,6 +1,6 @@
 """Salesforce Outbound Messaging SOAP: parsing, WSDL typing and the answers. No I/O."""
 
-from service.soap.documents import ACK, CONTENT_TYPE, fault
+from service.soap.documents import ACK, CLIENT_CERT_REFUSED, CONTENT_TYPE, NOT_NOTIFICATIONS, fault
 from service.soap.model import (
     MAX_NOTIFICATIONS,
     FieldValue,
@@ -16,8 +16,10 @@ from service.soap.wsdl import NotificationSchema, WsdlError, load_wsdl
 
 __all__ = [
     "ACK",
+    "CLIENT_CERT_REFUSED",
     "CONTENT_TYPE",
     "MAX_NOTIFICATIONS",
+    "NOT_NOTIFICATIONS",
     "FieldValue",
     "Notification",
     "NotificationSchema",

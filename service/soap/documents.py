@@ -8,6 +8,10 @@ from service.soap.model import OUTBOUND_NS, SOAP_ENV_NS
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
 OMGATE_NS = "urn:omgate"
+# Fault texts a client reads (omgate probe tells them apart): a refused client certificate,
+# and a SOAP Body without a notifications element.
+CLIENT_CERT_REFUSED = "Client certificate not accepted."
+NOT_NOTIFICATIONS = "not a notifications element"
 
 ACK = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'

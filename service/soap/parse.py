@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from lxml import etree
 
+from service.soap.documents import NOT_NOTIFICATIONS
 from service.soap.model import (
     MAX_NOTIFICATIONS,
     OUTBOUND_NS,
@@ -187,7 +188,7 @@ def _notifications_element(root: etree._Element) -> etree._Element:
         found = "nothing" if payload is None else repr(etree.QName(payload).text)
         raise SoapFaultError(
             "no_notifications",
-            f"The SOAP Body holds {found}, not a notifications element in {OUTBOUND_NS}.",
+            f"The SOAP Body holds {found}, {NOT_NOTIFICATIONS} in {OUTBOUND_NS}.",
         )
     return payload
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
+from service.certfiles import ServerFile, ServerFileError, load_server_identity
 from service.clientauth import Mode
 from service.tls import openssl_glue
 from service.tls.capture import Captured
@@ -33,7 +33,13 @@ SESSION_ID_CONTEXT = b"omgate"
 
 
 class TlsSetupError(Exception):
-    """The server certificate or key cannot be used; the message says which and why."""
+    """The server certificate or key cannot be used; the message says which and why, and
+    ``key`` names the configuration key ("certfile" or "keyfile")."""
+
+    def __init__(self, key: ServerFile, problem: str) -> None:
+        super().__init__(f"[server] {key}: {problem}")
+        self.key = key
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -67,39 +73,39 @@ def _select_alpn(_connection: SSL.Connection,
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
-def _load_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -> None:
-    for key, path in (("certfile", certfile), ("keyfile", keyfile)):
-        if not path.is_file():
-            raise TlsSetupError(f"[server] {key}: file not found: {path} "
-                                "(run `omgate pki dev` for development certificates)")
+def use_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -> None:
+    """Read the server's files with the loader ``omgate check`` uses, and give OpenSSL
+    what it read."""
     try:
-        context.use_certificate_chain_file(str(certfile))
-    except SSL.Error as error:
-        raise TlsSetupError(f"[server] certfile: cannot use {certfile}: {error}") from None
-    try:
-        context.use_privatekey_file(str(keyfile))
-        context.check_privatekey()
-    except SSL.Error as error:
-        if key_belongs_to_certificate(certfile, keyfile) is False:
-            raise TlsSetupError(
-                "[server] keyfile: the key in server.keyfile does not belong to the "
-                f"certificate in server.certfile ({keyfile}, {certfile}): the first "
-                "certificate there must be the one issued for that key") from None
+        identity = load_server_identity(certfile, keyfile)
+    except ServerFileError as error:
+        raise TlsSetupError(error.key, error.problem) from None
+    if not identity.key_matches:
         raise TlsSetupError(
-            f"[server] keyfile: {keyfile} cannot be used with {certfile}: {error}"
-        ) from None
-
-
-def key_belongs_to_certificate(certfile: Path, keyfile: Path) -> bool | None:
-    """Whether the key in ``keyfile`` is the one of the first certificate in ``certfile``
-    (OpenSSL's own errors, such as 'no certificate assigned', do not say so); None when
-    either cannot be read."""
+            "keyfile", "the key in server.keyfile does not belong to the certificate in "
+                       f"server.certfile ({keyfile}, {certfile}): the first certificate there "
+                       "must be the one issued for that key")
+    leaf, *intermediates = identity.chain
     try:
-        certificate = x509.load_pem_x509_certificates(certfile.read_bytes())[0]
-        key = serialization.load_pem_private_key(keyfile.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
-        return None
-    return bool(certificate.public_key() == key.public_key())
+        context.use_certificate(crypto.X509.from_cryptography(leaf))
+        for certificate in intermediates:
+            context.add_extra_chain_cert(crypto.X509.from_cryptography(certificate))
+    except (SSL.Error, crypto.Error) as error:
+        raise TlsSetupError("certfile", f"OpenSSL refuses the certificates of {certfile}: "
+                                        f"{openssl_reason(error)}") from None
+    try:
+        context.use_privatekey(crypto.PKey.from_cryptography_key(identity.key))
+        context.check_privatekey()
+    except (SSL.Error, crypto.Error) as error:
+        raise TlsSetupError("keyfile", f"OpenSSL refuses the key in {keyfile}: "
+                                       f"{openssl_reason(error)}") from None
+
+
+def openssl_reason(error: Exception) -> str:
+    """The reasons in an OpenSSL error, without its list-of-tuples dress."""
+    reasons = [str(part[2]) for part in (error.args[0] if error.args else ())
+               if isinstance(part, tuple) and len(part) == 3]
+    return "; ".join(reasons) or str(error) or type(error).__name__
 
 
 def verify_client_chains(context: SSL.Context, trusted: Sequence[x509.Certificate], *,
@@ -108,7 +114,7 @@ def verify_client_chains(context: SSL.Context, trusted: Sequence[x509.Certificat
     offline handshake that gives the tools OpenSSL's opinion (service/tls/opinion.py)."""
     store = context.get_cert_store()
     if store is None:  # OpenSSL gives every context one; pyOpenSSL's type allows for none
-        raise TlsSetupError("this OpenSSL context has no certificate store")
+        raise RuntimeError("this OpenSSL context has no certificate store")
     for certificate in trusted:
         with contextlib.suppress(crypto.Error):  # the same certificate listed twice
             store.add_cert(crypto.X509.from_cryptography(certificate))
@@ -138,7 +144,7 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     # can tie to the chain it authenticated with.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     context.set_alpn_select_callback(_select_alpn)
-    _load_server_identity(context, settings.certfile, settings.keyfile)
+    use_server_identity(context, settings.certfile, settings.keyfile)
     verify_client_chains(context, settings.trusted, partial_chain=settings.partial_chain,
                          verify_depth=settings.verify_depth)
     for certificate in settings.advertised_ca:  # none: an empty list in the CertificateRequest
@@ -153,7 +159,7 @@ def served_not_after(context: SSL.Context) -> dt.datetime:
     not the file as it may be by now)."""
     certificate = SSL.Connection(context, None).get_certificate()
     if certificate is None:
-        raise TlsSetupError("[server] certfile: no certificate was loaded")
+        raise TlsSetupError("certfile", "no certificate was loaded")
     return certificate.to_cryptography().not_valid_after_utc
 
 

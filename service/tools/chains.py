@@ -15,10 +15,9 @@ from typing import Any, TextIO
 
 from service.clientauth import ClientIdentity, Mode
 from service.clientauth.names import identity_names
-from service.clientauth.summary import fingerprint, spki_sha256
+from service.clientauth.summary import fingerprint, spki_sha256, validity_words
 from service.config import Config
 from service.exitcodes import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE
-from service.inbox import open_inbox
 from service.inbox.chains import ChainOutcome, ChainRecord, to_pem
 from service.observatory.simulate import CandidatePolicies, ChainVerdict, Simulation, simulate
 from service.observatory.views import (
@@ -32,6 +31,7 @@ from service.observatory.views import (
 from service.policies import PolicyBuilder
 from service.terminal import escape_controls, json_text
 from service.tls.opinion import evaluate_offline
+from service.tools.inbox import open_configured
 from service.tools.inspect import inspect_policy, report
 from service.tools.report import write_certificates, write_findings
 
@@ -40,7 +40,7 @@ ALL_CHAINS = 1_000_000  # what `chains list` reads at most
 
 async def _read(config: Config, since: dt.timedelta | None = None,
                 prefix: str | None = None) -> list[ChainRecord]:
-    inbox = await open_inbox(config.inbox.url, group_commit=False)
+    inbox = await open_configured(config)
     try:
         if prefix is not None:
             return await inbox.chains_by_prefix(prefix)
@@ -71,7 +71,7 @@ def _write_row(row: ChainRow, out: TextIO) -> None:
     if row.issuer:
         out.write(f"  issuer   {escape_controls(row.issuer)}\n")
     if row.days_left is not None:
-        out.write(f"  expires  in {row.days_left} days\n")
+        out.write(f"  validity {validity_words(row.days_left)}\n")
     out.write(f"  seen     {row.first_seen} .. {row.last_seen}\n")
     if row.main_finding is not None:
         finding = row.main_finding

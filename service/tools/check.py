@@ -15,15 +15,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import certifi
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.utils import CryptographyDeprecationWarning
 
-from service.certfiles import CertificateFileError, load_certificates
+from service.certfiles import (
+    CertificateFileError,
+    ServerFileError,
+    load_certificates,
+    load_server_identity,
+)
 from service.clientauth import ClientIdentity, Finding, Policy, summarize
 from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
-from service.config import Config, ConfigError, PolicyRules
+from service.config import Config, PolicyRules
+from service.exitcodes import UsageError
 from service.inbox import sqlite_path
 from service.inbox.sqlite import database_files
 from service.logs import get_logger
@@ -62,36 +66,26 @@ def server_trust(roots: Path | None, option: str) -> ServerTrust:
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             anchors = tuple(load_certificates(path, option if roots else "certifi"))
     except CertificateFileError as error:
-        raise ConfigError(str(error)) from None
+        raise UsageError(str(error)) from None
     if roots is None:
         return ServerTrust(anchors, "the public trust store", public=True)
     return ServerTrust(anchors, f"{option} {roots}", public=False)
 
 
-def _server_key(config: Config, keyfile: Path) -> PublicKeyTypes:
-    try:
-        data = keyfile.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{config.source}: [server] keyfile: cannot read "
-                          f"{keyfile}: {error.strerror}") from None
-    try:
-        return load_pem_private_key(data, password=None).public_key()
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{config.source}: [server] keyfile: {keyfile} is not "
-                          f"an unencrypted PEM private key: {error}") from None
-
-
 def check_server(config: Config, report: CheckReport, trust: ServerTrust,
                  now: dt.datetime) -> None:
+    """The server's files read as ``omgate serve`` reads them (one loader), then the chain
+    judged as Salesforce will see it."""
     certfile, keyfile = config.server_identity()
     try:
-        chain = tuple(load_certificates(certfile, "[server] certfile"))
-    except CertificateFileError as error:
-        raise ConfigError(f"{config.source}: {error}") from None
+        identity = load_server_identity(certfile, keyfile)
+    except ServerFileError as error:
+        raise config.error("server", error.key, error.problem) from None
+    chain = identity.chain
     report.server_chain = [summarize(certificate, now) for certificate in chain]
     report.findings += analyse_server_chain(
         chain, trust=trust, public_names=config.server.public_names, now=now,
-        key=_server_key(config, keyfile),
+        key=identity.key.public_key(),
         expiry_warning_days=config.client_auth.rules.expiry_warning_days)
 
 
@@ -187,7 +181,7 @@ def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy)
 
 
 def _pinned(rules: PolicyRules, builder: PolicyBuilder) -> list[tuple[Path, tuple[Any, ...]]]:
-    return [(path, builder.certificates(path, "[client_auth] pin_files"))
+    return [(path, builder.certificates(path, "pin_files"))
             for path in rules.pin_files]
 
 

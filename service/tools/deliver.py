@@ -6,10 +6,10 @@ import asyncio
 import signal
 
 from service.config import Config, ConfigError
-from service.delivery import DeliveryWorker, delivery_target
+from service.delivery import DeliveryWorker
 from service.logs import get_logger
 from service.metrics import Metrics
-from service.server import open_inbox_of
+from service.server import delivery_target_of, open_inbox_of
 
 log = get_logger("omgate")
 
@@ -18,10 +18,7 @@ async def run_delivery(config: Config) -> int:
     if not config.delivery.enabled:
         raise ConfigError(f"{config.source}: [delivery] webhook_url and handler are both "
                           "empty: there is nowhere to deliver to")
-    try:
-        target = delivery_target(config.delivery)
-    except ValueError as error:
-        raise ConfigError(f"{config.source}: [delivery] {error}") from None
+    target = delivery_target_of(config)
     inbox = await open_inbox_of(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from service.config import Config
-from service.inbox import Inbox, open_inbox
+from service.inbox import Inbox
 from service.terminal import json_text
 
 PAGE = 500
@@ -21,8 +21,12 @@ def _dump(document: object) -> str:
     return json_text(document, indent=2)
 
 
-async def _open(config: Config) -> Inbox:
-    return await open_inbox(config.inbox.url, group_commit=False)
+async def open_configured(config: Config) -> Inbox:
+    """The configured inbox, for the tools: a SQLite inbox whose folder does not exist is an
+    error naming inbox.url, not a new empty inbox."""
+    from service.server import open_inbox_of
+
+    return await open_inbox_of(config, group_commit=False)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ async def list_notifications(config: Config, out: TextIO, err: TextIO,
                              which: ListFilter) -> int:
     """A JSON array on ``out``; when more notifications match than ``which.limit``, a note
     on ``err`` says so and how to see the next ones (the array stays valid JSON)."""
-    inbox = await _open(config)
+    inbox = await open_configured(config)
     try:
         stored = await inbox.list(limit=which.limit + 1, after_id=which.after_id,
                                   state=which.state, conflicted=which.conflicted,
@@ -57,7 +61,7 @@ async def list_notifications(config: Config, out: TextIO, err: TextIO,
 
 
 async def show_notification(config: Config, out: TextIO, err: TextIO, inbox_id: int) -> int:
-    inbox = await _open(config)
+    inbox = await open_configured(config)
     try:
         stored = await inbox.get(inbox_id)
         conflicts = await inbox.conflicts(inbox_id) if stored and stored.conflicts else []
@@ -75,7 +79,7 @@ async def show_notification(config: Config, out: TextIO, err: TextIO, inbox_id: 
 
 async def export_notifications(config: Config, out: TextIO) -> int:
     """Every stored notification as JSON Lines, in arrival order, read page by page."""
-    inbox = await _open(config)
+    inbox = await open_configured(config)
     try:
         after_id = 0
         while page := await inbox.list(limit=PAGE, after_id=after_id):
@@ -90,7 +94,7 @@ async def export_notifications(config: Config, out: TextIO) -> int:
 async def retry_notifications(config: Config, out: TextIO, err: TextIO,
                               inbox_id: int | None) -> int:
     """Make one notification, or (``inbox_id`` None) every dead one, pending again."""
-    inbox = await _open(config)
+    inbox = await open_configured(config)
     try:
         count = await inbox.retry(inbox_id, dt.datetime.now(dt.UTC))
     finally:
@@ -103,7 +107,7 @@ async def retry_notifications(config: Config, out: TextIO, err: TextIO,
 
 
 async def migrate(config: Config, out: TextIO) -> int:
-    inbox = await _open(config)  # opening creates or upgrades the schema
+    inbox = await open_configured(config)  # opening creates or upgrades the schema
     try:
         version = await inbox.migrate()
     finally:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from service.config import ConfigError, find_config, load_config
+from service.inbox import sqlite_path
 
 CONFIG_NAME = "omgate.toml"
 
@@ -41,6 +42,20 @@ def write_config(folder: Path) -> Path:
     return path
 
 
+def make_inbox_folder(path: Path) -> Path | None:
+    """Create the folder of the SQLite inbox the written configuration names (serve refuses
+    a missing one, which is how a mistyped inbox.url shows); the folder made, if any."""
+    database = sqlite_path(load_config(path, {}).inbox.url)
+    if database is None or database.parent.is_dir():
+        return None
+    try:
+        database.parent.mkdir(mode=0o700, parents=True)
+    except OSError as error:
+        raise InitError(f"cannot create the inbox folder {database.parent}: "
+                        f"{error.strerror}") from None
+    return database.parent
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the current folder when it is inside it."""
     absolute = Path(os.path.abspath(path))
@@ -58,14 +73,17 @@ def _found_without_flag(path: Path, environ: Mapping[str, str]) -> bool:
     return os.path.abspath(found) == os.path.abspath(path)
 
 
-def write_next_steps(path: Path, out: TextIO, environ: Mapping[str, str]) -> None:
+def write_next_steps(path: Path, out: TextIO, environ: Mapping[str, str],
+                     inbox_folder: Path | None = None) -> None:
     config = load_config(path, {})
     certfile, _keyfile = config.server_identity()
     serve = "omgate serve" if _found_without_flag(path, environ) else \
         f"omgate serve --config {_shown(path)}"
     address = config.server.bind[0] if config.server.bind else None
-    out.write(f"""wrote {_shown(path)}
-
+    out.write(f"wrote {_shown(path)}\n")
+    if inbox_folder is not None:
+        out.write(f"created {_shown(inbox_folder)}, the folder of its inbox ([inbox] url)\n")
+    out.write(f"""
 It serves https://{address}{config.endpoints[0].path} with the server certificate
 {_shown(certfile)}. Write development certificates there (or set [server] certfile
 and keyfile to yours), then serve:

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 
 from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Decision, Policy, summarize
-from service.config import Config, ConfigError
+from service.config import Config
+from service.exitcodes import UsageError
 from service.policies import PolicyBuilder
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
@@ -27,9 +28,14 @@ def inspect_policy(config: Config, endpoint: str | None, trust: Path | None) -> 
         matching = [e for e in config.endpoints if e.path == endpoint]
         if not matching:
             paths = ", ".join(e.path for e in config.endpoints)
-            raise ConfigError(f"{config.source}: no [[endpoints]] path {endpoint!r} ({paths})")
+            raise UsageError(f"--endpoint {endpoint}: no [[endpoints]] path of {config.source} "
+                             f"is that ({paths})")
         rules = matching[0].client_auth or rules
     if trust is not None:
+        try:  # --trust is the command line's: an error names it, not [client_auth] trust
+            load_certificates(trust, "--trust")
+        except CertificateFileError as error:
+            raise UsageError(str(error)) from None
         rules = dataclasses.replace(rules, trust=(trust.resolve(),))
     # a certificate is being judged: report what enforcement would do with it
     return PolicyBuilder(config).policy(rules, mode="require")
@@ -56,9 +62,9 @@ def _text(document: dict[str, Any], out: TextIO) -> None:
 def inspect_chain(pem: Path, config: Config, out: TextIO, *, endpoint: str | None,
                   trust: Path | None, as_json: bool, now: dt.datetime | None = None) -> int:
     try:
-        chain = tuple(load_certificates(pem, "PEMFILE"))
+        chain = tuple(load_certificates(pem, ""))
     except CertificateFileError as error:
-        raise ConfigError(str(error)) from None
+        raise UsageError(str(error)) from None
     now = now or dt.datetime.now(dt.UTC)
     identity = ClientIdentity(chain, "forwarded")
     decision = evaluate_offline(identity, inspect_policy(config, endpoint, trust), now)

@@ -2,10 +2,12 @@
 
 TLS 1.2 or newer with SNI, the chain judged against public roots (or ``--ca``), what the
 server asked for in the client-certificate exchange (and what a Java client would do),
-an optional client certificate. ``--post`` sends one test notification, which the server
-stores like any other, and shows its answer as it came; without it nothing is posted.
-``--connections N`` opens N connections and reports when they were served different
-chains (one bad node behind a load balancer).
+an optional client certificate, and the server's verdict on it (``judge``). ``--post``
+sends one test notification, which the server stores like any other, and shows its answer
+as it came; without it, a server that asked for a certificate gets one request that is no
+outbound message (``VERDICT_BODY``), refused after the certificate check and before
+anything is stored. ``--connections N`` opens N connections and reports when they were
+served different chains (one bad node behind a load balancer).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 import h11
@@ -23,14 +25,17 @@ from OpenSSL import SSL
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
 from service.forwarded import format_address
+from service.soap.documents import CLIENT_CERT_REFUSED, NOT_NOTIFICATIONS
 from service.terminal import escape_controls as shown
 from service.terminal import json_text
 from service.tools.check import server_trust
 from service.tools.messages import describe_answer, outbound_message
 from service.tools.report import count_line, write_certificates, write_findings
 from service.tools.tlsclient import (
+    Answer,
     ClientChain,
     HttpClient,
+    TlsFailure,
     TlsTransport,
     client_context,
     load_client_chain,
@@ -127,7 +132,7 @@ def _context(chain: ClientChain | None) -> SSL.Context:
     return context
 
 
-def open_connection(target: Target, context: SSL.Context) -> Connection:
+def open_connection(target: Target, context: SSL.Context, presented: bool) -> Connection:
     notes = HandshakeNotes()
     try:
         transport = tls_connect(target.address, target.port, target.host, context,
@@ -136,11 +141,9 @@ def open_connection(target: Target, context: SSL.Context) -> Connection:
         raise ProbeError(f"cannot connect to {format_address((target.address, target.port))}: "
                          f"{error.strerror or error}") from None
     except SSL.Error as error:
-        detail = str(error) or type(error).__name__
-        if "wrong version number" in detail or "packet length too long" in detail:
-            detail = "the port does not speak TLS (plain HTTP?)"
+        failure = TlsFailure.of(error, server_name=target.host, presented=presented)
         raise ProbeError(f"TLS handshake with {format_address((target.host, target.port))} failed: "
-                         f"{detail}") from None
+                         f"{failure.words}") from None
     tls = transport.tls
     chain = tuple(tls.get_peer_cert_chain(as_cryptography=True) or ())
     names = tls.get_client_ca_list()
@@ -153,17 +156,137 @@ def open_connection(target: Target, context: SSL.Context) -> Connection:
                       request, transport)
 
 
-def post_test_notification(connection: Connection, target: Target) -> dict[str, Any]:
-    body, ids = outbound_message()
+# What the probe POSTs without --post: a SOAP envelope whose Body holds no notifications.
+# omgate judges the client certificate before it reads a body (service/app.py), then refuses
+# this one as not an outbound message: 403 for the certificate, 400 past it, and nothing
+# stored either way. No receiver can store it as a notification.
+VERDICT_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">'
+    b'<soapenv:Body><probe xmlns="urn:omgate:probe">omgate probe asks for the verdict on its '
+    b"client certificate; this is not an outbound message, and nothing is to be stored"
+    b"</probe></soapenv:Body></soapenv:Envelope>")
+SOAP_HEADERS = [("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '""'),
+                ("Connection", "close")]
+
+# What came back for the one request of a probe: an answer, a TLS failure (an alert sent
+# after a TLS 1.3 handshake), or another transport error in words.
+Reply = Answer | TlsFailure | str
+
+
+def exchange(connection: Connection, target: Target, body: bytes,
+             presented: bool) -> Reply:
     try:
-        answer = HttpClient(connection.transport, target.host).post(target.path, body, [
-            ("Content-Type", "text/xml; charset=utf-8"), ("SOAPAction", '""'),
-            ("Connection", "close")])
-    except (SSL.Error, OSError, h11.ProtocolError) as error:
-        return {"result": "transport_error", "detail": str(error), "notification_ids": ids}
-    result, summary = describe_answer(answer.status, answer.body)
-    return {"result": result, "status": answer.status, "summary": summary,
-            "body": answer.body.decode("utf-8", errors="replace"), "notification_ids": ids}
+        return HttpClient(connection.transport, target.host).post(target.path, body,
+                                                                   SOAP_HEADERS)
+    except SSL.Error as error:
+        return TlsFailure.of(error, server_name=target.host, presented=presented)
+    except (OSError, h11.ProtocolError) as error:
+        return str(error) or type(error).__name__
+
+
+def post_test_notification(connection: Connection, target: Target,
+                           presented: bool) -> tuple[dict[str, Any], Reply]:
+    body, ids = outbound_message()
+    reply = exchange(connection, target, body, presented)
+    if not isinstance(reply, Answer):
+        detail = reply.words if isinstance(reply, TlsFailure) else reply
+        return {"result": "transport_error", "detail": detail, "notification_ids": ids}, reply
+    result, summary = describe_answer(reply.status, reply.body)
+    return {"result": result, "status": reply.status, "summary": summary,
+            "body": reply.body.decode("utf-8", errors="replace"),
+            "notification_ids": ids}, reply
+
+
+VerdictOutcome = Literal["passed", "refused", "unknown"]
+
+
+@dataclass(frozen=True)
+class CertificateVerdict:
+    """What the server did with the client certificate presented (or with none), and what
+    that does and does not prove."""
+
+    outcome: VerdictOutcome
+    how: str
+    proven: tuple[str, ...]
+    not_proven: tuple[str, ...]
+    presented: bool
+
+    @property
+    def problem(self) -> str | None:
+        """A refusal of a certificate the probe presented fails the probe."""
+        if self.outcome == "refused" and self.presented:
+            return "the server refused the client certificate presented"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "how": self.how, "proven": list(self.proven),
+                "not_proven": list(self.not_proven)}
+
+
+def _fault_text(answer: Answer) -> str:
+    return describe_answer(answer.status, answer.body)[1]
+
+
+def judge(reply: Reply, chain: ClientChain | None, path: str, posted: bool
+          ) -> CertificateVerdict:
+    """The server's verdict on the client certificate, from its answer to the probe's one
+    request (the test notification with --post, else VERDICT_BODY)."""
+    presented = chain is not None
+    what = (f"the client certificate presented ({chain.certificates[0].subject.rfc4514_string()})"
+            if chain else "a client without a certificate")
+    unknown = ("whether the server accepts " + what,)
+    enforcing = ("that the server enforces its policy: in mode request every certificate gets "
+                 "through and is only logged (omgate's client_auth.decision line says what it "
+                 "decided: outcome, would_reject)")
+    others = "that another certificate, Salesforce's own, gets through: only this one was tried"
+    stored = "that a message is stored and acknowledged (--post sends one, which is stored)"
+
+    def verdict(outcome: VerdictOutcome, how: str, proven: tuple[str, ...] = (),
+                not_proven: tuple[str, ...] = unknown) -> CertificateVerdict:
+        return CertificateVerdict(outcome, how, proven, not_proven, presented)
+
+    if isinstance(reply, TlsFailure):
+        if reply.kind == "client_refused":
+            return verdict("refused", f"in the TLS handshake: alert {reply.alert}",
+                           (f"the server refuses {what}",),
+                           ("why: the server's log says (omgate's client_auth.decision line "
+                            "names every finding and its fix)",))
+        return verdict("unknown", reply.words)
+    if isinstance(reply, str):
+        return verdict("unknown", f"no answer: {reply}")
+    if reply.status == 0:  # the connection closed before an answer's status line
+        return verdict("unknown", "the server closed the connection without an answer")
+    text = _fault_text(reply)
+    if CLIENT_CERT_REFUSED in text:
+        return verdict("refused", f"HTTP {reply.status} after the handshake ({text})",
+                       (f"the server refuses {what} for {path}",),
+                       ("why: the server's log says (omgate's client_auth.decision line "
+                        "names every finding and its fix)",))
+    passed = (f"the server asked for a client certificate, and {what} got through its "
+              f"certificate check for {path}",)
+    if reply.status == 200 and b"<Ack>true</Ack>" in reply.body:
+        if posted:
+            return verdict("passed", "the test notification was acknowledged",
+                           (*passed, "a message is stored and acknowledged"),
+                           (enforcing, others))
+        return verdict("unknown", "the server acknowledged a request that is no outbound "
+                                  "message: it is not omgate's endpoint, and what it did with "
+                                  "it is unknown")
+    if NOT_NOTIFICATIONS in text:
+        return verdict("passed", f"HTTP {reply.status} to a request that is no outbound "
+                                 "message, refused after the certificate check (nothing was "
+                                 "stored)", passed,
+                       (enforcing, others, *(() if posted else (stored,))))
+    if reply.status == 404:
+        return verdict("unknown", f"there is no endpoint at {path} ({text}): a certificate is "
+                                  "judged per endpoint, so probe an endpoint's URL")
+    if reply.status == 403 or reply.status >= 500:
+        return verdict("unknown", f"refused for another reason than the certificate, before "
+                                  f"it was judged or whatever it was ({text})")
+    return verdict("passed", f"HTTP {reply.status} for another reason than the certificate "
+                             f"({text}); omgate judges the certificate first",
+                   passed, (enforcing, others, *(() if posted else (stored,))))
 
 
 def exchange_findings(request: CertificateRequest, chain: ClientChain | None) -> list[Finding]:
@@ -206,6 +329,7 @@ class ProbeReport:
     chains: dict[str, list[Finding]] = field(default_factory=dict)
     summaries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     post: dict[str, Any] | None = None
+    verdict: CertificateVerdict | None = None  # None: the server asked for no certificate
 
     @property
     def findings(self) -> list[Finding]:
@@ -220,6 +344,8 @@ class ProbeReport:
             problems.append("the connections were served different chains")
         if self.post is not None and self.post["result"] != "ack":
             problems.append("the test notification was not acknowledged")
+        if self.verdict is not None and self.verdict.problem:
+            problems.append(self.verdict.problem)
         return problems
 
     @property
@@ -240,6 +366,7 @@ class ProbeReport:
             "different_chains": len(self.chains) > 1,
             "findings": [f.to_json() for f in exchange_findings(request, self.client_chain)]
             if request else [],
+            "client_certificate_verdict": self.verdict.to_json() if self.verdict else None,
             "post": self.post,
             "problems": self.problems,
             "ok": not self.failed,
@@ -255,8 +382,9 @@ def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
     chain = load_client_chain(client_cert, client_key) if client_cert else None
     context = _context(chain)
     report = ProbeReport(target, chain)
+    presented = chain is not None
     for number in range(1, connections + 1):
-        connection = open_connection(target, context)
+        connection = open_connection(target, context, presented)
         try:
             report.request = report.request or connection.request
             key = chain_fingerprint(connection.chain)
@@ -269,8 +397,14 @@ def probe(url: str, *, ca: Path | None = None, client_cert: Path | None = None,
                 report.summaries[key] = [summarize(c, now) for c in connection.chain]
                 report.chains[key] = analyse_server_chain(
                     connection.chain, trust=trust, public_names=(target.host,), now=now)
-            if post and number == connections:
-                report.post = post_test_notification(connection, target)
+            if number == connections:
+                reply: Reply | None = None
+                if post:
+                    report.post, reply = post_test_notification(connection, target, presented)
+                elif connection.request.requested:
+                    reply = exchange(connection, target, VERDICT_BODY, presented)
+                if reply is not None and connection.request.requested:
+                    report.verdict = judge(reply, chain, target.path, post)
         finally:
             connection.transport.close()
     return report
@@ -283,6 +417,18 @@ def _write_post(post: dict[str, Any], out: TextIO) -> None:
     else:
         body = shown(post["body"].strip(), keep="\n")
         out.write(f"{shown(post['summary'])}\n{body}\n")
+
+
+VERDICT_WORDS = {"passed": "passed the server's certificate check",
+                 "refused": "REFUSED by the server", "unknown": "NOT PROVEN"}
+
+
+def _write_verdict(verdict: CertificateVerdict, out: TextIO) -> None:
+    out.write(f"\nclient certificate verdict: {VERDICT_WORDS[verdict.outcome]}, "
+              f"{shown(verdict.how)}\n")
+    for label, items in (("proven", verdict.proven), ("not proven", verdict.not_proven)):
+        for item in items:
+            out.write(f"  {label + ':':<12}{shown(item)}\n")
 
 
 def write_text(report: ProbeReport, out: TextIO) -> None:
@@ -307,11 +453,15 @@ def write_text(report: ProbeReport, out: TextIO) -> None:
         write_findings(findings, out)
     if report.request is not None:
         write_findings(exchange_findings(report.request, report.client_chain), out)
+    if report.verdict is not None:
+        _write_verdict(report.verdict, out)
     if report.post is not None:
         _write_post(report.post, out)
     else:
         out.write("\nNo test notification was posted (--post sends one; the server stores it "
-                  "like any other).\n")
+                  "like any other)."
+                  + (" The request that asked for the verdict was no outbound message: nothing "
+                     "was stored.\n" if report.verdict else "\n"))
     for problem in report.problems:
         out.write(f"ERROR {shown(problem)}\n")
     summary = count_line(report.findings, extra_errors=len(report.problems))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from service.clientauth import Finding
+from service.clientauth.summary import validity_words
 from service.terminal import escape_controls as shown
 
 SEVERITY_MARK = {"error": "ERROR", "warning": "warn ", "info": "info "}
@@ -21,7 +22,7 @@ def write_certificates(summaries: Iterable[dict[str, Any]], out: TextIO,
         out.write(f"{indent}certificate {index}: {shown(summary['subject'])}\n")
         out.write(f"{indent}  issuer     {shown(summary['issuer'])}\n")
         out.write(f"{indent}  valid      {summary['not_before']} .. {summary['not_after']} "
-                  f"({summary['days_left']} days left)\n")
+                  f"({validity_words(summary['days_left'])})\n")
         out.write(f"{indent}  key        {summary['key']}, signed "
                   f"{summary['signature_algorithm']}\n")
         out.write(f"{indent}  sha256     {summary['sha256']}\n")

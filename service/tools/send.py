@@ -27,6 +27,7 @@ from service.tools.messages import describe_answer, outbound_message
 from service.tools.tlsclient import (
     HttpClient,
     PlainTransport,
+    TlsFailure,
     Transport,
     client_context,
     connect,
@@ -45,25 +46,41 @@ class Outcome:
     milliseconds: float
 
 
+@dataclass(frozen=True)
+class TlsSetup:
+    """The client side of TLS: its context, and what a failure's words need to know."""
+
+    context: SSL.Context
+    presents_certificate: bool
+    roots: str  # what the server's chain is checked against, as a sentence names it
+
+
 class Sender:
     """One keep-alive connection; reconnects after a transport error."""
 
-    def __init__(self, url: str, context: SSL.Context | None) -> None:
+    def __init__(self, url: str, tls: TlsSetup | None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s):// URL")
         self.host, self.path = parts.hostname, parts.path or "/"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.authority = parts.netloc.rpartition("@")[2]
-        self.context = context if parts.scheme == "https" else None
+        self.tls = tls if parts.scheme == "https" else None
         self.client: HttpClient | None = None
 
     def _transport(self) -> Transport:
-        if self.context is None:
+        if self.tls is None:
             return PlainTransport(socket.create_connection((self.host, self.port),
                                                            timeout=TIMEOUT_SECONDS))
-        return connect(self.host, self.port, self.host, self.context, TIMEOUT_SECONDS,
+        return connect(self.host, self.port, self.host, self.tls.context, TIMEOUT_SECONDS,
                        check_name=True)
+
+    def _failure(self, error: Exception) -> str:
+        if isinstance(error, SSL.Error) and self.tls is not None:
+            return TlsFailure.of(error, server_name=self.host,
+                                 presented=self.tls.presents_certificate,
+                                 roots=self.tls.roots).words
+        return f"{type(error).__name__}: {error}"
 
     def send(self, number: int, body: bytes) -> Outcome:
         started = time.perf_counter()
@@ -73,7 +90,7 @@ class Sender:
             answer = self.client.post(self.path, body, SOAP_HEADERS)
         except (OSError, SSL.Error, h11.ProtocolError) as error:
             self.close()
-            return Outcome(number, "transport_error", f"{type(error).__name__}: {error}",
+            return Outcome(number, "transport_error", self._failure(error),
                            (time.perf_counter() - started) * 1000)
         if not self.client.reusable:
             self.close()
@@ -87,13 +104,13 @@ class Sender:
 
 
 def send_messages(url: str, bodies: Callable[[int], bytes], count: int, concurrency: int,
-                  context: SSL.Context | None, report: Callable[[Outcome], None]) -> None:
+                  tls: TlsSetup | None, report: Callable[[Outcome], None]) -> None:
     work: Queue[int] = Queue()
     for number in range(1, count + 1):
         work.put(number)
 
     def worker() -> None:
-        sender = Sender(url, context)
+        sender = Sender(url, tls)
         try:
             while True:
                 try:
@@ -140,9 +157,11 @@ def run_send(url: str, out: TextIO, *, payload: Path | None, generate: str | Non
         note = chain.reordering_note(client_cert)
         if note:
             out.write(f"client certificate chain: {note}\n")
-    context = client_context(chain, verify_server=True, server_roots=ca)
+    tls = TlsSetup(client_context(chain, verify_server=True, server_roots=ca),
+                   presents_certificate=chain is not None,
+                   roots=f"--ca {ca}" if ca else "the system's roots")
     started = time.perf_counter()
-    send_messages(url, bodies, count, concurrency, context, report)
+    send_messages(url, bodies, count, concurrency, tls, report)
     elapsed = time.perf_counter() - started
     acks = sum(outcome.result == "ack" for outcome in outcomes)
     out.write(f"{acks}/{len(outcomes)} acknowledged in {elapsed:.2f} s "

@@ -10,29 +10,35 @@ to none of the file's certificates is said so in words, not as OpenSSL's
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import h11
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 
-from service.certfiles import CertificateFileError, load_certificates
+from service.certfiles import (
+    CertificateFileError,
+    PresentableKey,
+    load_certificates,
+    load_private_key,
+)
 from service.clientauth.serverchain import covers
+from service.tls.context import openssl_reason
 
 MAX_RESPONSE_BYTES = 1024 * 1024
 T = TypeVar("T")
-# The private keys pyOpenSSL can present (PKey.from_cryptography_key); a PEM file may hold
-# others (X25519, ML-DSA, ...), which no client certificate here can use.
-PresentableKey = (rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-                  | ed448.Ed448PrivateKey | dsa.DSAPrivateKey)
+# SSL_MODE_NO_AUTO_CHAIN from OpenSSL's ssl.h (0x8 since OpenSSL 1.0.2; pyOpenSSL names no
+# constant for it, and Context.set_mode passes any mode on): without it OpenSSL completes a
+# chain of one certificate with issuers from the context's trust store (the roots --ca
+# loads), and the client presents certificates its file does not hold.
+SSL_MODE_NO_AUTO_CHAIN = 0x00000008
 
 
 class ClientChainError(ValueError):
@@ -57,21 +63,6 @@ class ClientChain:
                 "the file's order")
 
 
-def _private_key(path: Path) -> PresentableKey:
-    try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as error:
-        raise ClientChainError(f"cannot read the key {path}: {error.strerror}") from None
-    except (ValueError, TypeError) as error:
-        raise ClientChainError(f"{path} is not an unencrypted PEM private key: {error}") \
-            from None
-    if not isinstance(key, PresentableKey):
-        raise ClientChainError(f"{path} holds a key of type {type(key).__name__}, which cannot "
-                               "sign a TLS handshake here: give an RSA, EC, Ed25519, Ed448 or "
-                               "DSA key")
-    return key
-
-
 def load_client_chain(cert_file: Path, key_file: Path | None) -> ClientChain:
     """The certificates of ``cert_file`` and the key of ``key_file`` (or of ``cert_file``
     when it holds both)."""
@@ -80,7 +71,10 @@ def load_client_chain(cert_file: Path, key_file: Path | None) -> ClientChain:
     except CertificateFileError as error:
         raise ClientChainError(str(error)) from None
     key_path = key_file or cert_file
-    key = _private_key(key_path)
+    try:
+        key = load_private_key(key_path, "--client-key" if key_file else "--client-cert")
+    except CertificateFileError as error:
+        raise ClientChainError(str(error)) from None
     public = key.public_key()
     position = next((index for index, certificate in enumerate(certificates)
                      if certificate.public_key() == public), None)
@@ -100,6 +94,7 @@ def client_context(chain: ClientChain | None, *, verify_server: bool,
     system's roots); the name is checked by :func:`connect`."""
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_mode(SSL_MODE_NO_AUTO_CHAIN)  # exactly the file's certificates, none added
     context.set_alpn_protos([b"http/1.1"])
     if verify_server:
         context.set_verify(SSL.VERIFY_PEER)
@@ -204,6 +199,80 @@ def connect(address: str, port: int, server_name: str, context: SSL.Context,
         sock.close()
         raise
     return TlsTransport(tls, sock, timeout)
+
+
+FailureKind = Literal["closed", "unrecognized_name", "not_tls", "server_unverified",
+                      "client_refused", "alert", "other"]
+# The alerts a server sends about the client's certificate (RFC 8446, 6.2; RFC 5246, 7.2).
+CLIENT_CERTIFICATE_ALERTS = frozenset({
+    "bad_certificate", "unsupported_certificate", "certificate_revoked", "certificate_expired",
+    "certificate_unknown", "unknown_ca", "access_denied", "decrypt_error",
+    "certificate_required"})
+_ALERT = re.compile(r"alert ([a-z0-9 ]+)$")
+
+
+@dataclass(frozen=True)
+class TlsFailure:
+    """Why a TLS connection failed, in words that say what to change (OpenSSL's own text,
+    such as ``[('SSL routines', '', 'tlsv1 unrecognized name')]``, says neither)."""
+
+    kind: FailureKind
+    alert: str | None  # the TLS alert the server sent ("unknown_ca"), if it sent one
+    words: str
+
+    @classmethod
+    def of(cls, error: Exception, *, server_name: str, presented: bool,
+           roots: str = "the system's roots") -> TlsFailure:
+        """``error`` from the handshake or the first exchange; ``presented``: whether a
+        client certificate was presented; ``roots``: what the server's chain was checked
+        against."""
+        if isinstance(error, SSL.SysCallError | SSL.ZeroReturnError):
+            return cls("closed", None, (
+                "the server closed the connection during the TLS handshake without a word. A "
+                "listener that expects a PROXY protocol header first (omgate's "
+                "server.proxy_protocol, behind HAProxy's send-proxy or an AWS NLB) does that "
+                "to a client that sends none: connect through the load balancer that adds the "
+                "header, or to a listener without it (a server at its connection limit also "
+                "closes so)"))
+        reason = openssl_reason(error)
+        alert = _ALERT.search(reason)
+        name = alert.group(1).replace(" ", "_") if alert else None
+        if "unrecognized name" in reason:
+            return cls("unrecognized_name", "unrecognized_name", (
+                f"the server does not answer to the name {server_name} (TLS alert "
+                "unrecognized_name, in reply to the name this client sent, SNI): use a name "
+                f"it serves in the URL (--connect reaches another address under it), or add "
+                f"{server_name} to the server's names (omgate: server.public_names)"))
+        if any(text in reason for text in ("wrong version number", "packet length too long",
+                                           "http request")):
+            return cls("not_tls", None, "the port does not speak TLS (plain HTTP?): use "
+                                        "http:// for a plain listener, or the TLS port")
+        if "certificate verify failed" in reason:
+            return cls("server_unverified", None, (
+                f"the server's certificate does not verify against {roots}: give --ca the "
+                "CA that issues it (or its root), or see what the server sends with "
+                "`omgate probe`"))
+        if name in CLIENT_CERTIFICATE_ALERTS and (presented or name == "certificate_required"):
+            if not presented:
+                return cls("client_refused", name, (
+                    "the server requires a client certificate and none was presented (TLS "
+                    "alert certificate_required): give --client-cert and --client-key"))
+            return cls("client_refused", name, (
+                f"the server refused the client certificate presented (TLS alert {name}): "
+                "its log says why (omgate: the client_auth.decision line names every "
+                "finding), and `omgate inspect` of the chain file shows them before a deploy"))
+        if name == "handshake_failure":
+            return cls("alert", name, (
+                "the server ended the handshake (TLS alert handshake_failure): no protocol "
+                "version or cipher in common, or, in TLS 1.2, a client certificate it "
+                "requires was not presented" + (" or refused" if presented else "")))
+        if name == "protocol_version":
+            return cls("alert", name, "the server speaks no TLS version this client offers "
+                                      "(1.2 or newer) (TLS alert protocol_version)")
+        if name is not None:
+            return cls("alert", name, f"the server ended the connection with the TLS alert "
+                                      f"{name} ({reason})")
+        return cls("other", None, f"TLS failed: {reason}")
 
 
 @dataclass(frozen=True)
