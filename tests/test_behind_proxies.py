@@ -316,7 +316,7 @@ def test_the_readme_haproxy_walkthrough_runs_as_written(tmp_path):
         assert decision["source"] == "tls"
         assert decision["proxy"].startswith("127.0.0.1:")  # HAProxy, the TCP peer
         assert decision["peer"] != decision["proxy"]  # the client, from the PROXY header
-    assert [f["code"] for f in decisions[1]["findings"]] == ["untrusted_root",
+    assert [f["code"] for f in decisions[1]["findings"]] == ["missing_intermediate",
                                                               "missing_client_auth_eku"]
     assert (walk.checkout / "var" / "haproxy-example" / "inbox.db").exists()
 
