@@ -514,10 +514,15 @@ def bench_folder() -> Iterator[Path]:
     """A temporary folder holding the development PKI and the 100-notification message."""
     with tempfile.TemporaryDirectory(prefix="omgate-bench-") as temp:
         folder = Path(temp)
-        for filename, content in dev_files(build_dev_pki()).items():
-            (folder / filename).write_bytes(content)
-        batch_message(folder).write_bytes(outbound_message("Account", 100)[0])
+        prepare(folder)
         yield folder
+
+
+def prepare(folder: Path) -> None:
+    """The development PKI and the 100-notification message in ``folder``."""
+    for filename, content in dev_files(build_dev_pki()).items():
+        (folder / filename).write_bytes(content)
+    batch_message(folder).write_bytes(outbound_message("Account", 100)[0])
 
 
 def batch_message(folder: Path) -> Path:
