@@ -24,6 +24,11 @@ omgate logs at its default level (info), as in production: every message writes 
 
 The table is printed and written between the bench markers of docs/PERFORMANCE.md; the
 rest of that file (the analysis) is kept.
+
+Then the rows against the peer stack (bench/peer_rows.py: nginx, gunicorn with one
+uvicorn worker, a Starlette app committing to SQLite), written between the bench-peer
+markers. ``--only anchor`` or ``--only peer`` runs one of the two parts
+(``make bench BENCH_ARGS='--only peer'``).
 """
 
 from __future__ import annotations
