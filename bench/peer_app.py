@@ -81,6 +81,13 @@ def _text(parent: etree._Element, name: str) -> str:
     return str(value)
 
 
+def _notification(element: etree._Element) -> Notification:
+    sobject = element.find(f"{{{OUTBOUND}}}sObject")
+    if sobject is None:
+        raise Refused("a Notification without sObject")
+    return Notification(_text(element, "Id"), etree.tostring(sobject))
+
+
 def parse(body: bytes) -> Message:
     try:
         root = etree.fromstring(body, PARSER)
@@ -91,10 +98,8 @@ def parse(body: bytes) -> Message:
     notifications = root.find(f"{{{SOAP}}}Body/{{{OUTBOUND}}}notifications")
     if notifications is None:
         raise Refused("no notifications element")
-    found = tuple(
-        Notification(_text(element, "Id"),
-                     etree.tostring(element.find(f"{{{OUTBOUND}}}sObject")))
-        for element in notifications.iterfind(f"{{{OUTBOUND}}}Notification"))
+    found = tuple(_notification(element)
+                  for element in notifications.iterfind(f"{{{OUTBOUND}}}Notification"))
     if not found:
         raise Refused("no Notification")
     return Message(_text(notifications, "OrganizationId"), _text(notifications, "ActionId"),
