@@ -9,6 +9,8 @@ DEV_CERTS := certs/dev
 # so). pip says what it collects and installs, one line a package.
 RUN_SET := $(VENV)/.installed-run
 DEV_SET := $(VENV)/.installed-dev
+# and `make bench`'s peer stack (requirements-bench.txt: gunicorn, uvicorn, uvloop, httptools)
+BENCH_SET := $(VENV)/.installed-bench
 PIP := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off
 # The lock files: exact versions with hashes, what the tests and the image are built with.
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11
@@ -59,6 +61,8 @@ test: lint
 lock: $(DEV_SET)
 	$(LOCK) $(LOCK_OPTIONS) --extra dev pyproject.toml -o requirements-dev.txt
 	$(LOCK) $(LOCK_OPTIONS) --constraint requirements-dev.txt pyproject.toml -o requirements.txt
+	$(LOCK) $(LOCK_OPTIONS) --extra bench --constraint requirements-dev.txt pyproject.toml \
+	  -o requirements-bench.txt
 
 upgrade:
 	$(MAKE) lock LOCK_OPTIONS=--upgrade
@@ -71,5 +75,13 @@ image: $(RUN_SET)
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
 
-bench: $(DEV_SET)
-	$(BIN)/python bench/run.py
+$(BENCH_SET): $(DEV_SET) requirements-bench.txt
+	@echo "== .venv: the peer stack of make bench (requirements-bench.txt)"
+	$(PIP) --require-hashes -r requirements-bench.txt
+	touch $@
+
+# `make bench BENCH_ARGS='--only peer'` runs only the rows against the peer stack
+# (bench/run.py --help lists the options).
+bench: $(BENCH_SET)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+

