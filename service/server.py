@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import signal
 import socket
 import sys
@@ -33,6 +32,7 @@ from service.app import (
 from service.budget import BodyBudget, BudgetRules
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
+from service.collector import ClosedConnections, settle_garbage_collector
 from service.config import BUILT_IN_DEFAULT, SCHEMA, Config, ConfigError
 from service.connections import (
     ConnectionLimits,
@@ -262,9 +262,11 @@ def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> Chai
 
 @dataclass
 class ConnectionTracker:
-    """Remembers running connection tasks, so shutdown can wait for them."""
+    """Remembers running connection tasks, so shutdown can wait for them, and has what
+    each held freed soon after it closes."""
 
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    closed: ClosedConnections = field(default_factory=ClosedConnections)
 
     def wrap(self, handler: Handler, connections: OpenConnections | None = None) -> Handler:
         """``handler``, for at most ``connections.limits.total`` connections at once (when
@@ -272,24 +274,31 @@ class ConnectionTracker:
         connections = connections or OpenConnections(ConnectionLimits(UNCAPPED, UNCAPPED))
 
         async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if not connections.enter():
-                connections.log_refusal("max_connections",
-                                        format_address(writer.get_extra_info("peername")))
-                writer.close()
-                return
-            task = asyncio.current_task()
-            if task is not None:
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
             try:
-                await handler(reader, writer)
-            except Exception:
-                log.exception("connection.failed")
-                writer.close()
+                if connections.enter():
+                    await self._serve(handler, reader, writer, connections)
+                else:
+                    connections.log_refusal("max_connections",
+                                            format_address(writer.get_extra_info("peername")))
+                    writer.close()
             finally:
-                connections.leave()
+                self.closed.closed()
 
         return tracked
+
+    async def _serve(self, handler: Handler, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter, connections: OpenConnections) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        try:
+            await handler(reader, writer)
+        except Exception:
+            log.exception("connection.failed")
+            writer.close()
+        finally:
+            connections.leave()
 
     async def drain(self, timeout: float) -> None:
         if not self.tasks:
@@ -460,6 +469,7 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
             await _last_flush(chains, inbox, flusher)
         await inbox.close()
         gate.close()
+        tracker.closed.close()
         log.info("server.stopped")
     return EXIT_INTERRUPTED if state.stop_signal == signal.SIGINT.name else EXIT_OK
 
@@ -492,18 +502,6 @@ def _install_signals(state: ServiceState, stop: asyncio.Event,
     if server_tls is not None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, metrics, "SIGHUP")
-
-
-GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
-
-
-def settle_garbage_collector() -> None:
-    """What startup built stays for the process's life: freezing it keeps the collector's
-    full passes from walking it again and again (pauses that showed in the p99), and the
-    young generation is collected less often (a request allocates hundreds of objects)."""
-    gc.freeze()
-    _young, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:

@@ -119,7 +119,7 @@ class SessionTickets:
 
     def client_hello(self, offered: list[bytes]) -> bool:
         self.resumed_from = self.tickets.chain_for(offered)
-        return self.tickets.must_decline(offered, self.generation)
+        return self.tickets.must_decline(offered)
 
     def issued(self, ticket: bytes) -> None:
         """Tickets are issued once the handshake is complete: the chain is final."""

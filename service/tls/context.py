@@ -22,7 +22,7 @@ from service.certfiles import ServerFile, ServerFileError, load_server_identity
 from service.clientauth import Mode
 from service.tls import openssl_glue
 from service.tls.capture import Captured
-from service.tls.resumption import TicketChains
+from service.tls.resumption import TICKET_LIFETIME_SECONDS, TicketChains
 
 # TLS 1.2 suites with forward secrecy and AEAD only; TLS 1.3 uses OpenSSL's defaults.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -143,6 +143,8 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     # Sessions resume by ticket only, so every resumption is one service/tls/resumption.py
     # can tie to the chain it authenticated with.
     context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    # How long a ticket resumes; the ticket memory forgets a ticket after as long.
+    context.set_timeout(int(TICKET_LIFETIME_SECONDS))
     context.set_alpn_select_callback(_select_alpn)
     use_server_identity(context, settings.certfile, settings.keyfile)
     verify_client_chains(context, settings.trusted, partial_chain=settings.partial_chain,

@@ -10,10 +10,11 @@ keeps application data with a session (``SSL_SESSION_set1_ticket_appdata``, sess
 ex-data), but the bindings pyOpenSSL ships do not reach those functions. Instead, the
 memory is tied to the ticket keys: when it is full it is emptied and the TLS context is
 rebuilt, which draws new ticket keys, so no ticket OpenSSL can still decrypt is ever
-missing from it. A ticket it does not know is either one OpenSSL cannot decrypt (the
-client gets a full handshake) or one from a context being retired, which the listener
-declines (a full handshake again). A flood of handshakes can cost the sender a full
-handshake; it can never make it be judged on part of its chain, nor refused.
+missing from it. A ticket it does not know is declined (the client gets a full
+handshake): one OpenSSL cannot decrypt would get one anyway, and one it might (from a
+context being retired, or one the memory forgot when it outlived its lifetime) must not
+resume. A flood of handshakes can cost the sender a full handshake; it can never make it
+be judged on part of its chain, nor refused.
 
 Only the current generation of the context issues tickets the memory knows; session-ID
 resumption (TLS 1.2 without tickets) is switched off in the context for the same reason.
@@ -22,6 +23,8 @@ resumption (TLS 1.2 without tickets) is switched off in the context for the same
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -32,6 +35,7 @@ EXTENSION_SESSION_TICKET = 35
 EXTENSION_PRE_SHARED_KEY = 41
 MAX_TICKETS = 8192  # two a handshake: a context serves about 4,000 full handshakes
 MAX_CHAIN_BYTES = 16 * 1024 * 1024
+TICKET_LIFETIME_SECONDS = 7200.0  # the contexts' session timeout (OpenSSL's default too)
 
 C = TypeVar("C")
 
@@ -101,56 +105,91 @@ def issued_ticket(message: bytes, version: int) -> bytes:
 
 
 @dataclass
+class _Remembered(Generic[C]):
+    chain: C
+    issued_at: float
+
+
+@dataclass
 class TicketChains(Generic[C]):
     """The chain behind each ticket the current context generation issued.
 
-    ``chain_size`` is what one remembered chain weighs in bytes (chains are shared by the
-    tickets of one handshake, and counted once). Tickets are known by their SHA-256: a
-    TLS 1.3 ticket carries the session, client certificate included (about a kilobyte).
+    Bounded three ways: ``max_tickets`` tickets, ``max_bytes`` of chains (``chain_size``
+    is what one remembered chain weighs: chains are shared by the tickets of one
+    handshake, and counted once), and ``lifetime`` seconds, the context's session timeout,
+    after which OpenSSL no longer resumes a ticket: an older ticket is forgotten as the
+    next is remembered. Tickets are known by their SHA-256: a TLS 1.3 ticket carries the
+    session, client certificate included (about a kilobyte).
     """
 
     max_tickets: int = MAX_TICKETS
     max_bytes: int = MAX_CHAIN_BYTES
+    lifetime: float = TICKET_LIFETIME_SECONDS
+    now: Callable[[], float] = time.monotonic
     generation: int = 0
     full: bool = False
-    _by_ticket: dict[bytes, C] = field(default_factory=dict)  # by the ticket's SHA-256
-    _weights: dict[int, int] = field(default_factory=dict)  # id(chain) -> bytes
-    _weight: int = 0  # the sum of _weights
+    # by the ticket's SHA-256, oldest first (a dict keeps the order tickets were issued in)
+    _by_ticket: dict[bytes, _Remembered[C]] = field(default_factory=dict)
+    _shares: dict[int, tuple[int, int]] = field(default_factory=dict)  # id(chain) -> tickets, bytes
+    _weight: int = 0  # the bytes of every remembered chain
 
     def remember(self, ticket: bytes, chain: C, size: int, generation: int) -> None:
         """Record a ticket issued on a connection of context ``generation``."""
         if generation != self.generation or self.full:
             return  # a retired context's ticket: it will be declined, never trusted
-        added = 0 if id(chain) in self._weights else size
+        self._forget_expired()
+        tickets, _ = self._shares.get(id(chain), (0, size))
+        added = size if tickets == 0 else 0
         if len(self._by_ticket) >= self.max_tickets or self._weight + added > self.max_bytes:
             self.full = True  # from now on nothing unknown resumes; rotate() starts anew
             return
-        self._by_ticket[_known_as(ticket)] = chain
-        self._weights[id(chain)] = size
+        self._by_ticket[_known_as(ticket)] = _Remembered(chain, self.now())
+        self._shares[id(chain)] = (tickets + 1, size)
         self._weight += added
+
+    def _forget_expired(self) -> None:
+        oldest_kept = self.now() - self.lifetime
+        while self._by_ticket:
+            known_as, remembered = next(iter(self._by_ticket.items()))
+            if remembered.issued_at >= oldest_kept:
+                return
+            del self._by_ticket[known_as]
+            tickets, size = self._shares.pop(id(remembered.chain))
+            if tickets > 1:
+                self._shares[id(remembered.chain)] = (tickets - 1, size)
+            else:
+                self._weight -= size
+
+    def __len__(self) -> int:
+        return len(self._by_ticket)
+
+    @property
+    def weight(self) -> int:
+        """The bytes of the chains remembered."""
+        return self._weight
 
     def chain_for(self, tickets: list[bytes]) -> C | None:
         """The chain the offered tickets stand for, when every one is known and they agree."""
-        chains = [self._by_ticket.get(_known_as(ticket)) for ticket in tickets]
-        if not chains or any(chain is None for chain in chains):
+        self._forget_expired()
+        found = [self._by_ticket.get(_known_as(ticket)) for ticket in tickets]
+        chains = [remembered.chain for remembered in found if remembered is not None]
+        if not chains or len(chains) != len(tickets):
             return None
         first = chains[0]
         return first if all(chain == first for chain in chains) else None
 
-    def must_decline(self, tickets: list[bytes], generation: int) -> bool:
-        """Whether a connection of context ``generation`` offering ``tickets`` must be kept
-        from resuming: it offers one that OpenSSL might decrypt but this memory does not
-        know (its context is being retired, or the memory filled up since)."""
-        if not tickets:
-            return False
-        if self.chain_for(tickets) is not None:
-            return False
-        return generation != self.generation or self.full
+    def must_decline(self, tickets: list[bytes]) -> bool:
+        """Whether a connection offering ``tickets`` must be kept from resuming: it offers
+        one this memory does not know. OpenSSL might still decrypt it (its context is being
+        retired, the memory filled up since, or it outlived ``lifetime`` by OpenSSL's clock
+        but not by this one); when it cannot, declining costs nothing (a full handshake
+        either way)."""
+        return bool(tickets) and self.chain_for(tickets) is None
 
     def rotate(self) -> None:
         """Forget everything: the context was rebuilt with new ticket keys."""
         self._by_ticket.clear()
-        self._weights.clear()
+        self._shares.clear()
         self._weight = 0
         self.full = False
         self.generation += 1

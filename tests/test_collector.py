@@ -1,0 +1,54 @@
+"""What a closed connection held is freed soon after it closes, though it is cyclic garbage
+(service/collector.py): a timer after the first close, or at once after a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from service.collector import ClosedConnections
+
+
+class Held:
+    """A connection's objects as asyncio and pyOpenSSL leave them: a cycle."""
+
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def garbage_cycle() -> weakref.ref[Held]:
+    return weakref.ref(Held())
+
+
+def test_a_closed_connections_cycle_is_freed_within_the_timer():
+    async def scenario() -> tuple[bool, bool, int]:
+        closed = ClosedConnections(after_seconds=0.05, batch=100)
+        held = garbage_cycle()
+        closed.closed()
+        alive_before = held() is not None
+        await asyncio.sleep(0.2)
+        return alive_before, held() is None, closed.passes
+
+    gc.disable()  # only the reclaimer may collect here
+    try:
+        assert asyncio.run(scenario()) == (True, True, 1)
+    finally:
+        gc.enable()
+
+
+def test_a_batch_of_closes_is_freed_at_once_and_one_pass_serves_it():
+    async def scenario() -> tuple[bool, int, int]:
+        closed = ClosedConnections(after_seconds=60, batch=3)
+        held = garbage_cycle()
+        for _ in range(3):
+            closed.closed()
+        freed = held() is None
+        closed.reclaim()  # nothing closed since: no second pass
+        return freed, closed.passes, closed.pending
+
+    gc.disable()
+    try:
+        assert asyncio.run(scenario()) == (True, 1, 0)
+    finally:
+        gc.enable()
