@@ -1,8 +1,10 @@
-"""Everything omgate uses of hypercorn's internals, in one small module.
+"""hypercorn's connection handler, as every listener of omgate runs it.
 
 hypercorn's ``TCPServer`` serves one connection from a reader and a writer;
-omgate hands it either plain asyncio streams or a :class:`TlsStream`. The
-pinned hypercorn range in pyproject.toml and tests/test_hypercorn_glue.py guard
+omgate hands it either plain asyncio streams or a :class:`TlsStream`. This module and
+:mod:`service.listeners.http11` (hypercorn's events and header helpers) are where
+hypercorn's internals are used; the capped hypercorn range in pyproject.toml,
+tests/test_tripwires.py (which names each of them) and tests/test_hypercorn_glue.py guard
 this coupling.
 """
 

@@ -8,8 +8,9 @@
 
 These use pyOpenSSL internals (``OpenSSL._util``, ``Context._context``,
 ``Connection._ssl``, ``Connection._reverse_mapping``), which is why they live
-here and are covered by their own tests. Exceptions never escape a callback
-into OpenSSL: they are stored on the connection state.
+here (service/tls/opinion.py sets a verification time the same way) and are covered by
+their own tests; tests/test_tripwires.py names every one with its shape. Exceptions
+never escape a callback into OpenSSL: they are stored on the connection state.
 """
 
 from __future__ import annotations
