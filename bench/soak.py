@@ -338,7 +338,6 @@ def run_rounds(server: SoakServer, plan: RoundPlan,
             messages = server.keepalive_load(plan.keepalive_seconds)
             report(f"          keep-alive load: {messages['acks']} messages acknowledged, "
                    f"{messages['errors']} errors")
-            time.sleep(plan.settle)
         crowd = open_and_close(server, contexts, plan.connections, plan.hold)
         time.sleep(plan.settle)
         results.append(RoundResult(number, crowd.opened, crowd.failed, crowd.holding,
@@ -392,9 +391,9 @@ class MinutePlan:
     keepalive_connections: int = 8
     new_connection_seconds: float = 5.0
     new_connection_senders: int = 4
-    idle_connections: int = 200
+    idle_connections: int = 500
     idle_seconds: float = 10.0
-    refused_connections: int = 100
+    refused_connections: int = 200
     settle: float = 3.0
 
 
@@ -408,14 +407,17 @@ def run_minutes(server: SoakServer, minutes: int, plan: MinutePlan, tls: TlsVers
     samples = []
     started = time.monotonic()
     for minute in range(1, minutes + 1):
-        server.keepalive_load(plan.keepalive_seconds, "keep-alive", plan.keepalive_connections)
-        server.keepalive_load(plan.new_connection_seconds, "new-connection",
-                              plan.new_connection_senders)
-        open_and_close(server, idle, plan.idle_connections, plan.idle_seconds)
-        open_and_close(server, refused, plan.refused_connections, 0)
+        kept = server.keepalive_load(plan.keepalive_seconds, "keep-alive",
+                                     plan.keepalive_connections)
+        new = server.keepalive_load(plan.new_connection_seconds, "new-connection",
+                                    plan.new_connection_senders)
+        idled = open_and_close(server, idle, plan.idle_connections, plan.idle_seconds)
+        refusals = open_and_close(server, refused, plan.refused_connections, 0)
         time.sleep(max(plan.settle, started + minute * 60 - time.monotonic()))
         samples.append(server.sample())
-        report(f"minute {minute:2d}: {samples[-1].describe()}")
+        report(f"minute {minute:2d}: {samples[-1].describe()}; {kept['acks']:.0f} keep-alive "
+               f"and {new['acks']:.0f} one-connection messages, {idled.opened} idle and "
+               f"{refusals.opened} refused or certificate-less connections")
     return samples
 
 
