@@ -58,6 +58,7 @@ TlsVersion = Literal["1.2", "1.3"]
 Presenting = Literal["valid", "refused", "none"]
 Clients = Literal["valid", "refused", "none", "mixed"]
 InboxKind = Literal["sqlite", "postgres"]
+RejectWith = Literal["http", "handshake"]  # [client_auth] reject_with
 
 GROWTH = 0.10  # resident memory may be this much over the reference, no more
 REFERENCE_ROUND = 2  # rounds 0 and 1 warm caches and the allocator's arenas up
@@ -204,8 +205,8 @@ def _run_ids() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def soak_server(pki: Pki, folder: Path, mode: Mode, inbox: InboxKind = "sqlite"
-                ) -> Iterator[SoakServer]:
+def soak_server(pki: Pki, folder: Path, mode: Mode, inbox: InboxKind = "sqlite",
+                reject_with: RejectWith = "http") -> Iterator[SoakServer]:
     """``omgate serve`` with one worker, logging at warning, on free loopback ports."""
     folder.mkdir(parents=True, exist_ok=True)
     with _inbox_url(folder, inbox) as url:
@@ -216,7 +217,7 @@ def soak_server(pki: Pki, folder: Path, mode: Mode, inbox: InboxKind = "sqlite"
                        "keyfile": pki.folder / "server.key", "workers": 1,
                        # every client of this harness comes from 127.0.0.1
                        "max_connections_per_peer": 4096, "shutdown_timeout": 5},
-            "client_auth": {"mode": mode, "trust": pki.trust},
+            "client_auth": {"mode": mode, "trust": pki.trust, "reject_with": reject_with},
             "inbox": {"url": url, "pool_size": POOL_SIZE},
             "logging": {"level": "warning"},
         }
@@ -447,11 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=int, default=0,
                         help="mixed load for this many minutes instead of rounds")
     parser.add_argument("--inbox", choices=get_args(InboxKind), default="sqlite")
+    parser.add_argument("--reject-with", choices=get_args(RejectWith), default="http",
+                        help="[client_auth] reject_with: how require mode refuses a client")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="omgate-soak-") as temp:
         folder = Path(temp)
         pki = make_pki(folder / "pki")
-        with soak_server(pki, folder / "server", args.mode, args.inbox) as server:
+        with soak_server(pki, folder / "server", args.mode, args.inbox,
+                         args.reject_with) as server:
             if args.minutes:
                 print(f"mixed load for {args.minutes} minutes, {args.mode}, TLS {args.tls}, "
                       f"{args.inbox} inbox")
@@ -463,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                keepalive_seconds=args.keepalive_load)
                 print(f"{plan.rounds} rounds of {plan.connections} connections ({plan.clients} "
                       f"clients), {args.mode}, TLS {plan.tls}, keep-alive load "
-                      f"{plan.keepalive_seconds} s, {args.inbox} inbox")
+                      f"{plan.keepalive_seconds} s, {args.inbox} inbox, refusals by "
+                      f"{args.reject_with}")
                 problems = judge_rounds(*run_rounds(server, plan))
     for problem in problems:
         print(f"GROWTH: {problem}")
