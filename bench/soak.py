@@ -434,9 +434,11 @@ def judge_minutes(samples: Sequence[Sample]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=500)
-    parser.add_argument("--mode", choices=get_args(Mode), default="require")
-    parser.add_argument("--tls", choices=get_args(TlsVersion), default="1.3")
+    parser.add_argument("--connections", type=int, default=500, help="opened each round")
+    parser.add_argument("--mode", choices=get_args(Mode), default="require",
+                        help="[client_auth] mode")
+    parser.add_argument("--tls", choices=get_args(TlsVersion), default="1.3",
+                        help="the one TLS version the clients offer")
     parser.add_argument("--clients", choices=get_args(Clients), default="valid",
                         help="what the round's clients present (mixed: refused chains and "
                              "no certificate, in turn)")
@@ -447,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "for this long before each round")
     parser.add_argument("--minutes", type=int, default=0,
                         help="mixed load for this many minutes instead of rounds")
-    parser.add_argument("--inbox", choices=get_args(InboxKind), default="sqlite")
+    parser.add_argument("--inbox", choices=get_args(InboxKind), default="sqlite",
+                        help="postgres: a PostgreSQL server of its own (Debian's packages)")
     parser.add_argument("--reject-with", choices=get_args(RejectWith), default="http",
                         help="[client_auth] reject_with: how require mode refuses a client")
     args = parser.parse_args(argv)
