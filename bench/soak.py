@@ -206,8 +206,10 @@ def _run_ids() -> Iterator[str]:
 
 @contextlib.contextmanager
 def soak_server(pki: Pki, folder: Path, mode: Mode, inbox: InboxKind = "sqlite",
-                reject_with: RejectWith = "http") -> Iterator[SoakServer]:
-    """``omgate serve`` with one worker, logging at warning, on free loopback ports."""
+                reject_with: RejectWith = "http", log: Path | None = None
+                ) -> Iterator[SoakServer]:
+    """``omgate serve`` with one worker, logging at warning (to ``log``, else in
+    ``folder``), on free loopback ports."""
     folder.mkdir(parents=True, exist_ok=True)
     with _inbox_url(folder, inbox) as url:
         port, health = free_port(), free_port()
@@ -223,8 +225,8 @@ def soak_server(pki: Pki, folder: Path, mode: Mode, inbox: InboxKind = "sqlite",
         }
         config_path = folder / "omgate.toml"
         config_path.write_text(to_toml(config))
-        running = start_server(config_path, folder / "omgate.log", pki.folder / "ca.pem", port,
-                               health_port=health)
+        running = start_server(config_path, log or folder / "omgate.log",
+                               pki.folder / "ca.pem", port, health_port=health)
         sqlite = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
         try:
             yield SoakServer(running, pki, sqlite, None if sqlite else url, _run_ids())

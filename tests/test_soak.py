@@ -78,10 +78,12 @@ def pki(dev_pki: Path, client_pki: ClientPki) -> soak.Pki:
 
 
 @pytest.fixture
-def server(pki: soak.Pki, tmp_path: Path, request: pytest.FixtureRequest
-           ) -> Iterator[soak.SoakServer]:
+def server(pki: soak.Pki, tmp_path: Path, server_log_dir: Path,
+           request: pytest.FixtureRequest) -> Iterator[soak.SoakServer]:
     case: Case = request.param
-    with soak.soak_server(pki, tmp_path, case.mode, reject_with=case.reject_with) as running:
+    log = server_log_dir / f"soak-{case.label}.log"  # the SessionId sweep reads it too
+    with soak.soak_server(pki, tmp_path, case.mode, reject_with=case.reject_with,
+                          log=log) as running:
         yield running
 
 
