@@ -17,7 +17,7 @@ LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-ver
 IMAGE ?= localhost/omgate:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_OPTIONS ?=
 
-.PHONY: run test lint venv dev-venv clean bench lock upgrade image
+.PHONY: run test lint venv dev-venv clean bench soak lock upgrade image
 
 $(RUN_SET): pyproject.toml requirements.txt
 	@echo "== .venv: what omgate needs to run (requirements.txt)"
@@ -85,3 +85,9 @@ $(BENCH_SET): $(DEV_SET) requirements-bench.txt
 bench: $(BENCH_SET)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# 30 minutes of mixed load on one worker, memory and descriptors printed a minute apart;
+# fails when they grow (docs/PERFORMANCE.md, "Soak"). SOAK_ARGS="--minutes 5", or
+# SOAK_ARGS="--rounds 10 --mode request --tls 1.2" for rounds of 500 connections instead.
+SOAK_ARGS ?= --minutes 30
+soak: $(DEV_SET)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
