@@ -11,7 +11,7 @@ balancer's TLS health checks, a sender retrying) kept every closed connection un
 and its memory grew by rounds of connections without a plateau (issue 26).
 
 So every closed connection is counted: the first close starts a timer, and one full pass
-runs when it fires (at most one a second) or at once after ``batch`` closes, whichever
+runs when it fires (half a second later) or at once after ``batch`` closes, whichever
 comes first. A full pass walks only the objects alive and not frozen: a few milliseconds
 with hundreds of connections open. After a pass the timer started (closes have paused),
 at most every ``trim_interval`` seconds, glibc is asked to return its free pages
@@ -35,10 +35,10 @@ from service.logs import get_logger
 log = get_logger("omgate.collector")
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
-RECLAIM_AFTER_SECONDS = 1.0  # the longest a closed connection waits to be freed
+RECLAIM_AFTER_SECONDS = 0.5  # the longest a closed connection waits to be freed
 RECLAIM_BATCH = 256  # closes that trigger a full pass at once (bounds memory under churn)
 # The longest wait between two requests to glibc to return its free pages.
-TRIM_INTERVAL_SECONDS = 5.0
+TRIM_INTERVAL_SECONDS = 1.0
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
