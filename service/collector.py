@@ -13,9 +13,9 @@ and its memory grew by rounds of connections without a plateau (issue 26).
 So every closed connection is counted: the first close starts a timer, and one full pass
 runs when it fires (half a second later) or at once after ``batch`` closes, whichever
 comes first. A full pass walks only the objects alive and not frozen: a few milliseconds
-with hundreds of connections open. After a pass the timer started (closes have paused),
-at most every ``trim_interval`` seconds, glibc is asked to return its free pages
-(``malloc_trim``, 10-20 ms; skipped where the C library has none, as musl): without it,
+with hundreds of connections open. After a pass, at once or ``trim_interval`` seconds
+after it last was, glibc is asked to return its free pages (``malloc_trim``, 10-20 ms;
+skipped where the C library has none, as musl): without it,
 what 500 closed connections freed stayed resident in fragments, and each round of 500 new
 ones peaked higher than the last.
 """
@@ -66,28 +66,30 @@ def settle_garbage_collector() -> None:
 @dataclass
 class ClosedConnections:
     """Counts closed connections and frees what they held with one full collector pass,
-    at most ``after_seconds`` after the first of them closed, or at once after ``batch``."""
+    ``after_seconds`` after the first of them closed, or at once after ``batch``; after a
+    pass, glibc returns its free pages, at once or ``trim_interval`` after it last did."""
 
     after_seconds: float = RECLAIM_AFTER_SECONDS
     batch: int = RECLAIM_BATCH
     trim_interval: float = TRIM_INTERVAL_SECONDS
     pending: int = 0  # closed since the last pass
     passes: int = 0
-    _trimmed_at: float = -TRIM_INTERVAL_SECONDS
+    trims: int = 0
+    _trimmed_at: float = -TRIM_INTERVAL_SECONDS  # time.monotonic()
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _trim_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def closed(self) -> None:
         """One connection closed (called on the event loop's thread)."""
         self.pending += 1
         if self.pending >= self.batch:
-            self.reclaim(trim=False)  # more are closing: the memory is about to be reused
+            self.reclaim()
         elif self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.after_seconds, self.reclaim)
 
-    def reclaim(self, *, trim: bool = True) -> None:
-        """The full pass, now; nothing to do when no connection closed since the last.
-        ``trim``: then return free pages to the system, if none were for a while."""
+    def reclaim(self) -> None:
+        """The full pass, now; nothing to do when no connection closed since the last."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -97,15 +99,26 @@ class ClosedConnections:
         started = time.perf_counter()
         freed = gc.collect()
         self.passes += 1
-        trimmed = trim and started - self._trimmed_at >= self.trim_interval
-        if trimmed and MALLOC_TRIM is not None:
-            MALLOC_TRIM(0)
-            self._trimmed_at = started
         log.debug("collector.reclaimed", closed_connections=closed, objects=freed,
-                  trimmed=trimmed, pass_ms=round((time.perf_counter() - started) * 1000, 2))
+                  pass_ms=round((time.perf_counter() - started) * 1000, 2))
+        self._owe_trim()
+
+    def _owe_trim(self) -> None:
+        if MALLOC_TRIM is None or self._trim_timer is not None:
+            return  # none to ask, or asked for already
+        wait = max(0.0, self._trimmed_at + self.trim_interval - time.monotonic())
+        self._trim_timer = asyncio.get_running_loop().call_later(wait, self._trim)
+
+    def _trim(self) -> None:
+        self._trim_timer = None
+        if MALLOC_TRIM is not None:
+            MALLOC_TRIM(0)
+        self._trimmed_at = time.monotonic()
+        self.trims += 1
 
     def close(self) -> None:
-        """Stop the timer (the server is stopping)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Stop the timers (the server is stopping)."""
+        for timer in (self._timer, self._trim_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._trim_timer = None

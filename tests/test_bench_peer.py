@@ -75,13 +75,14 @@ def peer(peer_server: Server) -> int:
 @pytest.mark.slow
 def test_the_peer_acknowledges_a_real_message_over_mutual_tls_and_stores_it_once(
         folder, peer_server, peer):
-    # the worker runs on uvloop and parses HTTP with httptools (uvicorn[standard])
-    libraries = mapped_libraries(peer_server.pids())
-    assert "/uvloop/" in libraries and "/httptools/" in libraries
     ids = notification_ids(PAYLOAD)
     assert len(ids) == 3
     first = post(peer, folder, PAYLOAD.read_bytes())
     assert (first.status_code, first.text) == (200, ACK)
+    # the worker that answered (up only once it has) runs on uvloop and parses HTTP with
+    # httptools (uvicorn[standard])
+    libraries = mapped_libraries(peer_server.pids())
+    assert "/uvloop/" in libraries and "/httptools/" in libraries
     rows = stored(peer_database(folder))
     assert [notification for _, notification in rows] == ids
     assert {org for org, _ in rows} == {"00Dxx0000001gPFEAY"}

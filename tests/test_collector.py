@@ -7,6 +7,9 @@ import asyncio
 import gc
 import weakref
 
+import pytest
+
+from service import collector
 from service.collector import ClosedConnections
 
 
@@ -52,3 +55,24 @@ def test_a_batch_of_closes_is_freed_at_once_and_one_pass_serves_it():
         assert asyncio.run(scenario()) == (True, 1, 0)
     finally:
         gc.enable()
+
+
+def test_glibc_returns_free_pages_after_a_pass_at_most_once_an_interval():
+    if collector.MALLOC_TRIM is None:
+        pytest.skip("this C library has no malloc_trim")
+
+    async def scenario() -> list[int]:
+        closed = ClosedConnections(after_seconds=0.01, batch=1, trim_interval=0.3)
+        trims = []
+        closed.closed()  # a pass at once (batch of 1), then a trim at once
+        await asyncio.sleep(0.05)
+        trims.append(closed.trims)
+        closed.closed()  # a pass within the interval: its trim waits for the interval
+        await asyncio.sleep(0.05)
+        trims.append(closed.trims)
+        await asyncio.sleep(0.4)
+        trims.append(closed.trims)
+        closed.close()
+        return trims
+
+    assert asyncio.run(scenario()) == [1, 1, 2]
