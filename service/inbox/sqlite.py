@@ -20,7 +20,9 @@ import json
 import operator
 import os
 import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +32,7 @@ from service.inbox.base import (
     DEAD,
     DELIVERED,
     DELIVERY_INDEX,
+    GROUP_COMMIT_LIMIT,
     INSERT_COLUMNS,
     PENDING,
     SELECT_COLUMNS,
@@ -40,6 +43,7 @@ from service.inbox.base import (
     IncomingMessage,
     MissingFolderError,
     RecordedConflict,
+    Rows,
     StoredNotification,
     StoreResult,
     claimable_condition,
@@ -59,6 +63,7 @@ from service.inbox.base import (
     recorded_conflict,
     retry_statements,
     row_values,
+    settle,
     store_plan,
 )
 from service.inbox.chains import (
@@ -121,12 +126,79 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
             for name, value in values.items()}
 
 
-def _rows(incoming: IncomingMessage) -> list[dict[str, Any]]:
+def _rows(incoming: IncomingMessage) -> Rows:
     rows = row_values(incoming)
     received_at = _timestamp(incoming.received_at)
     for row in rows:
         row["received_at"] = received_at
     return rows
+
+
+Waiter = tuple[Rows, "asyncio.Future[StoreResult]"]
+
+
+class ThreadCommitter:
+    """Group commit driven by the inbox thread itself.
+
+    The event loop queues a message's prepared rows and waits for the answer; the inbox
+    thread takes what is queued (up to ``limit`` messages), commits it, answers each
+    waiter on its loop, and goes straight on to what queued meanwhile. A committer on the
+    event loop needs the loop between two commits, to hear that one ended and start the
+    next: under load that turn comes behind the parsing of other messages, and the thread
+    waited for it (docs/PERFORMANCE.md, "The 100-notification stall"). One batch per job
+    of the thread's executor: what else waits for the thread (claims, readiness checks)
+    runs between two batches."""
+
+    def __init__(self, executor: ThreadPoolExecutor,
+                 store_batch: Callable[[Sequence[Rows]], list[StoreResult | Exception]],
+                 limit: int = GROUP_COMMIT_LIMIT) -> None:
+        self._executor = executor
+        self._store_batch = store_batch
+        self._limit = limit
+        self._waiting: deque[Waiter] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False  # a job of the executor will take what is waiting
+
+    async def store(self, rows: Rows) -> StoreResult:
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            self._waiting.append((rows, future))
+            if not self._scheduled:
+                self._executor.submit(self._commit_next)
+                self._scheduled = True
+        return await future
+
+    async def close(self) -> None:
+        """Commit what is still waiting; each waiter hears."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_all)
+
+    # -- on the inbox thread ----------------------------------------------------------------
+
+    def _commit_next(self) -> None:
+        if batch := self._take():
+            self._commit(batch)
+        with self._lock:
+            self._scheduled = bool(self._waiting)
+            if self._scheduled:
+                self._executor.submit(self._commit_next)
+
+    def _commit_all(self) -> None:
+        while batch := self._take():
+            self._commit(batch)
+
+    def _take(self) -> list[Waiter]:
+        with self._lock:
+            return [self._waiting.popleft()
+                    for _ in range(min(self._limit, len(self._waiting)))]
+
+    def _commit(self, batch: list[Waiter]) -> None:
+        try:
+            results = self._store_batch([rows for rows, _ in batch])
+        except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
+            results = [error] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                future.get_loop().call_soon_threadsafe(settle, future, result)
 
 
 def _stored(row: sqlite3.Row) -> StoredNotification:
@@ -182,11 +254,11 @@ class SqliteInbox(Inbox):
 
     def __init__(self, path: Path, *, group_commit: bool = True,
                  busy_timeout_ms: int = 10000, create_folder: bool = True) -> None:
-        super().__init__(group_commit=group_commit)
         self.path = path
         self._create_folder = create_folder  # else a missing folder is MissingFolderError
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omgate-sqlite")
+        super().__init__(group_commit=group_commit)
         self._connection: sqlite3.Connection | None = None
         self._writer_lock: int | None = None  # descriptor of the lock file writers take turns on
 
@@ -272,8 +344,7 @@ class SqliteInbox(Inbox):
 
         return self._transaction(upgrade)
 
-    def _store_batch(self, messages: Sequence[builtins.list[dict[str, Any]]]
-                     ) -> builtins.list[StoreResult | Exception]:
+    def _store_batch(self, messages: Sequence[Rows]) -> builtins.list[StoreResult | Exception]:
         def store_all(connection: sqlite3.Connection) -> list[StoreResult | Exception]:
             results: list[StoreResult | Exception] = []
             for rows in messages:
@@ -282,15 +353,20 @@ class SqliteInbox(Inbox):
                     results.append(self._store_rows(connection, rows))
                 except sqlite3.Error as error:
                     connection.execute("ROLLBACK TO message")
-                    results.append(InboxError(f"{self.path}: {error}"))
+                    results.append(self._error(error))
                 connection.execute("RELEASE message")
             return results
 
-        return self._transaction(store_all)
+        try:
+            return self._transaction(store_all)
+        except sqlite3.Error as error:
+            raise self._error(error) from error
+
+    def _error(self, error: sqlite3.Error) -> InboxError:
+        return InboxError(f"{self.path}: {error}")
 
     @staticmethod
-    def _store_rows(connection: sqlite3.Connection,
-                    rows: builtins.list[dict[str, Any]]) -> StoreResult:
+    def _store_rows(connection: sqlite3.Connection, rows: Rows) -> StoreResult:
         """All rows in one statement when all are new (nearly always); otherwise again one
         at a time, to tell the duplicates and conflicts apart."""
         if connection.executemany(_INSERT_IN_ORDER, map(_IN_ORDER, rows)).rowcount == len(rows):
@@ -452,7 +528,7 @@ class SqliteInbox(Inbox):
                 self._executor, function, *args
             )
         except sqlite3.Error as error:
-            raise InboxError(f"{self.path}: {error}") from error
+            raise self._error(error) from error
 
     async def open(self) -> None:
         await self._run(self._connect)
@@ -461,11 +537,17 @@ class SqliteInbox(Inbox):
         await self._run(self._connect)
         return await self._run(self._migrate, self._connect())
 
-    async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> builtins.list[StoreResult | Exception]:
-        # The rows are made here, on the event loop, as the PostgreSQL inbox makes them: in
-        # the inbox thread their Python work would hold the GIL the loop waits for.
-        return await self._run(self._store_batch, [_rows(incoming) for incoming in batch])
+    def _group_committer(self) -> ThreadCommitter:
+        return ThreadCommitter(self._executor, self._store_batch)
+
+    def prepare(self, incoming: IncomingMessage) -> Rows:
+        # on the event loop: in the inbox thread this Python work would hold the GIL the
+        # loop waits for, and delay the commit
+        return _rows(incoming)
+
+    async def store_prepared(self, batch: Sequence[Rows]
+                             ) -> builtins.list[StoreResult | Exception]:
+        return await self._run(self._store_batch, batch)
 
     async def check_writable(self) -> None:
         await self._run(self._check_writable)
