@@ -135,6 +135,12 @@ def _rows(incoming: IncomingMessage) -> Rows:
 
 
 Waiter = tuple[Rows, "asyncio.Future[StoreResult]"]
+Answer = tuple["asyncio.Future[StoreResult]", StoreResult | Exception]
+
+
+def _settle_all(answers: list[Answer]) -> None:
+    for future, result in answers:
+        settle(future, result)
 
 
 class ThreadCommitter:
@@ -196,9 +202,12 @@ class ThreadCommitter:
             results = self._store_batch([rows for rows, _ in batch])
         except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
             results = [error] * len(batch)
+        answers: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
         for (_, future), result in zip(batch, results, strict=True):
-            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
-                future.get_loop().call_soon_threadsafe(settle, future, result)
+            answers.setdefault(future.get_loop(), []).append((future, result))
+        for loop, each in answers.items():  # one wake-up of each loop
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle_all, each)
 
 
 def _stored(row: sqlite3.Row) -> StoredNotification:
