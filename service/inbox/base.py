@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 
@@ -604,24 +604,6 @@ Prepared = TypeVar("Prepared")
 BatchStore = Callable[[Sequence[Prepared]], Awaitable[list[StoreResult | Exception]]]
 
 
-def settle(future: asyncio.Future[StoreResult], result: StoreResult | Exception) -> None:
-    """Answer one waiter of a group commit (unless it stopped waiting)."""
-    if future.done():
-        return
-    if isinstance(result, Exception):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-class Committer(Protocol):
-    """Stores one message's rows, together with others if it can; answers when durable."""
-
-    async def store(self, rows: Rows) -> StoreResult: ...
-
-    async def close(self) -> None: ...
-
-
 class GroupCommitter(Generic[Prepared]):
     """Collects concurrent stores into shared transactions, on the event loop.
 
@@ -637,11 +619,11 @@ class GroupCommitter(Generic[Prepared]):
             asyncio.Queue())
         self._task: asyncio.Task[None] | None = None
 
-    async def store(self, rows: Prepared) -> StoreResult:
+    async def store(self, message: Prepared) -> StoreResult:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put((rows, future))
+        await self._queue.put((message, future))
         return await future
 
     async def _run(self) -> None:
@@ -650,11 +632,16 @@ class GroupCommitter(Generic[Prepared]):
             while len(batch) < self._limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                results = await self._store_batch([rows for rows, _ in batch])
+                results = await self._store_batch([message for message, _ in batch])
             except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
                 results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
-                settle(future, result)
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -669,15 +656,14 @@ class Inbox(ABC):
     in the backends spell the type ``builtins.list``."""
 
     def __init__(self, *, group_commit: bool = True) -> None:
-        self._committer = self._group_committer() if group_commit else None
-
-    def _group_committer(self) -> Committer:
-        return GroupCommitter(self.store_prepared)
+        self._committer = GroupCommitter(self.store_prepared) if group_commit else None
 
     async def store(self, incoming: IncomingMessage) -> StoreResult:
         """Store every notification of a message durably (together with others, if grouped)."""
-        # The rows (JSON, digests) are made now, as the message arrives: while an earlier
-        # commit waits for the disk, not between two commits, where the writer would wait.
+        # The rows (JSON, digests) are made now, as the message arrives, while an earlier
+        # commit waits for the disk. Made by the committer between two commits, they held up
+        # the next commit and the acknowledgements of the last (docs/PERFORMANCE.md, "The
+        # 100-notification stall").
         rows = self.prepare(incoming)
         if self._committer is not None:
             return await self._committer.store(rows)

@@ -20,9 +20,7 @@ import json
 import operator
 import os
 import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +30,6 @@ from service.inbox.base import (
     DEAD,
     DELIVERED,
     DELIVERY_INDEX,
-    GROUP_COMMIT_LIMIT,
     INSERT_COLUMNS,
     PENDING,
     SELECT_COLUMNS,
@@ -63,7 +60,6 @@ from service.inbox.base import (
     recorded_conflict,
     retry_statements,
     row_values,
-    settle,
     store_plan,
 )
 from service.inbox.chains import (
@@ -134,82 +130,6 @@ def _rows(incoming: IncomingMessage) -> Rows:
     return rows
 
 
-Waiter = tuple[Rows, "asyncio.Future[StoreResult]"]
-Answer = tuple["asyncio.Future[StoreResult]", StoreResult | Exception]
-
-
-def _settle_all(answers: list[Answer]) -> None:
-    for future, result in answers:
-        settle(future, result)
-
-
-class ThreadCommitter:
-    """Group commit driven by the inbox thread itself.
-
-    The event loop queues a message's prepared rows and waits for the answer; the inbox
-    thread takes what is queued (up to ``limit`` messages), commits it, answers each
-    waiter on its loop, and goes straight on to what queued meanwhile. A committer on the
-    event loop needs the loop between two commits, to hear that one ended and start the
-    next: under load that turn comes behind the parsing of other messages, and the thread
-    waited for it (docs/PERFORMANCE.md, "The 100-notification stall"). One batch per job
-    of the thread's executor: what else waits for the thread (claims, readiness checks)
-    runs between two batches."""
-
-    def __init__(self, executor: ThreadPoolExecutor,
-                 store_batch: Callable[[Sequence[Rows]], list[StoreResult | Exception]],
-                 limit: int = GROUP_COMMIT_LIMIT) -> None:
-        self._executor = executor
-        self._store_batch = store_batch
-        self._limit = limit
-        self._waiting: deque[Waiter] = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False  # a job of the executor will take what is waiting
-
-    async def store(self, rows: Rows) -> StoreResult:
-        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._waiting.append((rows, future))
-            if not self._scheduled:
-                self._executor.submit(self._commit_next)
-                self._scheduled = True
-        return await future
-
-    async def close(self) -> None:
-        """Commit what is still waiting; each waiter hears."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_all)
-
-    # -- on the inbox thread ----------------------------------------------------------------
-
-    def _commit_next(self) -> None:
-        if batch := self._take():
-            self._commit(batch)
-        with self._lock:
-            self._scheduled = bool(self._waiting)
-            if self._scheduled:
-                self._executor.submit(self._commit_next)
-
-    def _commit_all(self) -> None:
-        while batch := self._take():
-            self._commit(batch)
-
-    def _take(self) -> list[Waiter]:
-        with self._lock:
-            return [self._waiting.popleft()
-                    for _ in range(min(self._limit, len(self._waiting)))]
-
-    def _commit(self, batch: list[Waiter]) -> None:
-        try:
-            results = self._store_batch([rows for rows, _ in batch])
-        except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
-            results = [error] * len(batch)
-        answers: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
-        for (_, future), result in zip(batch, results, strict=True):
-            answers.setdefault(future.get_loop(), []).append((future, result))
-        for loop, each in answers.items():  # one wake-up of each loop
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(_settle_all, each)
-
-
 def _stored(row: sqlite3.Row) -> StoredNotification:
     values = dict(row)
     values["fields"] = json.loads(values["fields"])
@@ -263,11 +183,11 @@ class SqliteInbox(Inbox):
 
     def __init__(self, path: Path, *, group_commit: bool = True,
                  busy_timeout_ms: int = 10000, create_folder: bool = True) -> None:
+        super().__init__(group_commit=group_commit)
         self.path = path
         self._create_folder = create_folder  # else a missing folder is MissingFolderError
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omgate-sqlite")
-        super().__init__(group_commit=group_commit)
         self._connection: sqlite3.Connection | None = None
         self._writer_lock: int | None = None  # descriptor of the lock file writers take turns on
 
@@ -366,10 +286,7 @@ class SqliteInbox(Inbox):
                 connection.execute("RELEASE message")
             return results
 
-        try:
-            return self._transaction(store_all)
-        except sqlite3.Error as error:
-            raise self._error(error) from error
+        return self._transaction(store_all)
 
     def _error(self, error: sqlite3.Error) -> InboxError:
         return InboxError(f"{self.path}: {error}")
@@ -545,9 +462,6 @@ class SqliteInbox(Inbox):
     async def migrate(self) -> int:
         await self._run(self._connect)
         return await self._run(self._migrate, self._connect())
-
-    def _group_committer(self) -> ThreadCommitter:
-        return ThreadCommitter(self._executor, self._store_batch)
 
     def prepare(self, incoming: IncomingMessage) -> Rows:
         # on the event loop: in the inbox thread this Python work would hold the GIL the
