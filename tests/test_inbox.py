@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -591,6 +592,51 @@ def _store_within(inbox: SqliteInbox, seconds: float, *, then: Callable[[], None
         then()
         loop.run_until_complete(inbox.close())
         loop.close()
+
+
+class FirstCommitHeld(SqliteInbox):
+    """A SQLite inbox whose first commit waits for ``release``; it notes each batch and the
+    thread each message's rows were made on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+        self.batches: list[int] = []
+        self.prepared_on: list[int] = []
+
+    def prepare(self, incoming: IncomingMessage) -> list[dict]:
+        self.prepared_on.append(threading.get_ident())
+        return super().prepare(incoming)
+
+    def _store_batch(self, messages):  # type: ignore[no-untyped-def]
+        self.batches.append(len(messages))
+        if len(self.batches) == 1:
+            self.release.wait(10)
+        return super()._store_batch(messages)
+
+
+def test_rows_are_made_as_messages_arrive_not_between_two_commits(sqlite_path):
+    """The 100-notification stall (docs/PERFORMANCE.md): a message arriving during a commit
+    has its rows made at once, on the event loop, so that when the commit ends the next
+    one starts without waiting for them, and the acknowledgements go out meanwhile."""
+    inbox = FirstCommitHeld(sqlite_path)
+
+    async def scenario() -> tuple[int, list]:
+        first = asyncio.create_task(inbox.store(unique_message(1)))
+        await asyncio.sleep(0.1)  # its commit has begun, and is held
+        others = [asyncio.create_task(inbox.store(unique_message(i))) for i in (2, 3)]
+        await asyncio.sleep(0)  # both are queued
+        prepared_during_the_commit = len(inbox.prepared_on)
+        inbox.release.set()
+        results = await asyncio.gather(first, *others)
+        await inbox.close()
+        return prepared_during_the_commit, results
+
+    prepared, results = asyncio.run(scenario())
+    assert prepared == 3  # not after the commit before
+    assert inbox.batches == [1, 2]
+    assert [result.new for result in results] == [1, 1, 1]
+    assert set(inbox.prepared_on) == {threading.get_ident()}  # none in the inbox thread
 
 
 def test_a_writer_that_never_gives_its_turn_back_stops_no_store(sqlite_path):

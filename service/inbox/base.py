@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 
@@ -598,28 +598,32 @@ def digests(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"id": row["id"], "content_sha256": content_digest(row)} for row in rows]
 
 
-BatchStore = Callable[[Sequence[IncomingMessage]], Awaitable[list[StoreResult | Exception]]]
+# One message's rows as its backend binds them, made by :meth:`Inbox.prepare`.
+Rows = list[dict[str, Any]]
+Prepared = TypeVar("Prepared")
+BatchStore = Callable[[Sequence[Prepared]], Awaitable[list[StoreResult | Exception]]]
 
 
-class GroupCommitter:
-    """Collects concurrent stores into shared transactions.
+class GroupCommitter(Generic[Prepared]):
+    """Collects concurrent stores into shared transactions, on the event loop.
 
     While one batch commits, newly arriving messages wait together; they form the next
     batch. Nobody waits for a timer, so a lone message is committed at once.
     """
 
-    def __init__(self, store_batch: BatchStore, limit: int = GROUP_COMMIT_LIMIT) -> None:
+    def __init__(self, store_batch: BatchStore[Prepared],
+                 limit: int = GROUP_COMMIT_LIMIT) -> None:
         self._store_batch = store_batch
         self._limit = limit
-        self._queue: asyncio.Queue[tuple[IncomingMessage, asyncio.Future[StoreResult]]] = (
+        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[StoreResult]]] = (
             asyncio.Queue())
         self._task: asyncio.Task[None] | None = None
 
-    async def store(self, incoming: IncomingMessage) -> StoreResult:
+    async def store(self, message: Prepared) -> StoreResult:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put((incoming, future))
+        await self._queue.put((message, future))
         return await future
 
     async def _run(self) -> None:
@@ -628,7 +632,7 @@ class GroupCommitter:
             while len(batch) < self._limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                results = await self._store_batch([incoming for incoming, _ in batch])
+                results = await self._store_batch([message for message, _ in batch])
             except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
                 results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
@@ -652,21 +656,37 @@ class Inbox(ABC):
     in the backends spell the type ``builtins.list``."""
 
     def __init__(self, *, group_commit: bool = True) -> None:
-        self._committer = GroupCommitter(self.store_batch) if group_commit else None
+        self._committer = GroupCommitter(self.store_prepared) if group_commit else None
 
     async def store(self, incoming: IncomingMessage) -> StoreResult:
         """Store every notification of a message durably (together with others, if grouped)."""
+        # The rows (JSON, digests) are made now, as the message arrives, while an earlier
+        # commit waits for the disk. Made by the committer between two commits, they held up
+        # the next commit and the acknowledgements of the last (docs/PERFORMANCE.md, "The
+        # 100-notification stall").
+        rows = self.prepare(incoming)
         if self._committer is not None:
-            return await self._committer.store(incoming)
-        [result] = await self.store_batch([incoming])
+            return await self._committer.store(rows)
+        [result] = await self.store_prepared([rows])
         if isinstance(result, Exception):
             raise result
         return result
 
-    @abstractmethod
     async def store_batch(self, batch: Sequence[IncomingMessage]
                           ) -> builtins.list[StoreResult | Exception]:
         """Store messages in one transaction, each behind a savepoint; one result each."""
+        return await self.store_prepared([self.prepare(incoming) for incoming in batch])
+
+    @abstractmethod
+    def prepare(self, incoming: IncomingMessage) -> Rows:
+        """A message's rows as this backend binds them: all the Python work of a store,
+        run by the caller (the event loop)."""
+
+    @abstractmethod
+    async def store_prepared(self, batch: Sequence[Rows]
+                             ) -> builtins.list[StoreResult | Exception]:
+        """Store prepared messages in one transaction, each behind a savepoint; one result
+        each."""
 
     @abstractmethod
     async def check_writable(self) -> None:

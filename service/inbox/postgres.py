@@ -29,6 +29,7 @@ from service.inbox.base import (
     InboxStats,
     IncomingMessage,
     RecordedConflict,
+    Rows,
     StoredNotification,
     StoreResult,
     claimable_condition,
@@ -106,7 +107,7 @@ def record_lock(org_key: str, record_key: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _record_locks(messages: list[list[dict[str, Any]]]) -> list[int]:
+def _record_locks(messages: Sequence[Rows]) -> list[int]:
     """Each record's lock once, in one global order, so two stores never deadlock."""
     keys = {record_lock(row["org_key"], row["record_key"])
             for rows in messages for row in rows if row["record_key"]}
@@ -222,14 +223,17 @@ class PostgresInbox(Inbox):
             async with connection.cursor() as cursor:
                 await cursor.executemany(_CONFLICTS.set_digest, digests(rows))
 
-    async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> builtins.list[StoreResult | Exception]:
+    def prepare(self, incoming: IncomingMessage) -> Rows:
+        # as the message arrives, not with a connection and a transaction held open
+        return row_values(incoming)
+
+    async def store_prepared(self, messages: Sequence[Rows]
+                             ) -> builtins.list[StoreResult | Exception]:
         import psycopg
 
         results: list[StoreResult | Exception] = []
         try:
             async with self._pool.connection() as connection, connection.transaction():
-                messages = [row_values(incoming) for incoming in batch]
                 # a store stuck holding a record's lock must not hold up the others for good
                 await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'")
                 if locks := _record_locks(messages):
@@ -247,7 +251,7 @@ class PostgresInbox(Inbox):
         return results
 
     @staticmethod
-    async def _store_rows(connection: Any, rows: builtins.list[dict[str, Any]]) -> StoreResult:
+    async def _store_rows(connection: Any, rows: Rows) -> StoreResult:
         plan = store_plan(rows, _INSERT, _CONFLICTS)
         answer: Any = None
         try:

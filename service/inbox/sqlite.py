@@ -40,6 +40,7 @@ from service.inbox.base import (
     IncomingMessage,
     MissingFolderError,
     RecordedConflict,
+    Rows,
     StoredNotification,
     StoreResult,
     claimable_condition,
@@ -121,7 +122,7 @@ def _parameters(values: dict[str, Any]) -> dict[str, Any]:
             for name, value in values.items()}
 
 
-def _rows(incoming: IncomingMessage) -> list[dict[str, Any]]:
+def _rows(incoming: IncomingMessage) -> Rows:
     rows = row_values(incoming)
     received_at = _timestamp(incoming.received_at)
     for row in rows:
@@ -272,8 +273,7 @@ class SqliteInbox(Inbox):
 
         return self._transaction(upgrade)
 
-    def _store_batch(self, messages: Sequence[builtins.list[dict[str, Any]]]
-                     ) -> builtins.list[StoreResult | Exception]:
+    def _store_batch(self, messages: Sequence[Rows]) -> builtins.list[StoreResult | Exception]:
         def store_all(connection: sqlite3.Connection) -> list[StoreResult | Exception]:
             results: list[StoreResult | Exception] = []
             for rows in messages:
@@ -282,15 +282,17 @@ class SqliteInbox(Inbox):
                     results.append(self._store_rows(connection, rows))
                 except sqlite3.Error as error:
                     connection.execute("ROLLBACK TO message")
-                    results.append(InboxError(f"{self.path}: {error}"))
+                    results.append(self._error(error))
                 connection.execute("RELEASE message")
             return results
 
         return self._transaction(store_all)
 
+    def _error(self, error: sqlite3.Error) -> InboxError:
+        return InboxError(f"{self.path}: {error}")
+
     @staticmethod
-    def _store_rows(connection: sqlite3.Connection,
-                    rows: builtins.list[dict[str, Any]]) -> StoreResult:
+    def _store_rows(connection: sqlite3.Connection, rows: Rows) -> StoreResult:
         """All rows in one statement when all are new (nearly always); otherwise again one
         at a time, to tell the duplicates and conflicts apart."""
         if connection.executemany(_INSERT_IN_ORDER, map(_IN_ORDER, rows)).rowcount == len(rows):
@@ -452,7 +454,7 @@ class SqliteInbox(Inbox):
                 self._executor, function, *args
             )
         except sqlite3.Error as error:
-            raise InboxError(f"{self.path}: {error}") from error
+            raise self._error(error) from error
 
     async def open(self) -> None:
         await self._run(self._connect)
@@ -461,11 +463,14 @@ class SqliteInbox(Inbox):
         await self._run(self._connect)
         return await self._run(self._migrate, self._connect())
 
-    async def store_batch(self, batch: Sequence[IncomingMessage]
-                          ) -> builtins.list[StoreResult | Exception]:
-        # The rows are made here, on the event loop, as the PostgreSQL inbox makes them: in
-        # the inbox thread their Python work would hold the GIL the loop waits for.
-        return await self._run(self._store_batch, [_rows(incoming) for incoming in batch])
+    def prepare(self, incoming: IncomingMessage) -> Rows:
+        # on the event loop: in the inbox thread this Python work would hold the GIL the
+        # loop waits for, and delay the commit
+        return _rows(incoming)
+
+    async def store_prepared(self, batch: Sequence[Rows]
+                             ) -> builtins.list[StoreResult | Exception]:
+        return await self._run(self._store_batch, batch)
 
     async def check_writable(self) -> None:
         await self._run(self._check_writable)
