@@ -35,6 +35,13 @@ CONTACTS_SESSION_ID = (
 )
 
 
+def logged_events(log: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line a server has logged to ``log``: a line it is still writing
+    (a long one reaches the file in pieces) has no line end yet and is read next time."""
+    complete, _newline, _partial = log.read_text().rpartition("\n")
+    return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+
 def require(condition: bool, message: str) -> None:
     """Skip when something the test needs is missing, unless OMGATE_REQUIRE_ALL=1."""
     if condition:
@@ -157,11 +164,7 @@ class RunningServer:
         return self.wait_for("client_auth.decision", lambda event: event.get("peer") == peer)
 
     def logs(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                events.append(json.loads(line))
-        return events
+        return logged_events(self.log_path)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [event for event in self.logs() if event.get("event") == name]

@@ -38,6 +38,7 @@ from harness import (
     fault_of,
     free_port,
     is_ack,
+    logged_events,
     merge,
     require,
     require_executable,
@@ -261,8 +262,8 @@ class Walkthrough:
                         os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
     def decisions(self) -> list[dict]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()
-                if '"client_auth.decision"' in line]
+        return [event for event in logged_events(self.log)
+                if event.get("event") == "client_auth.decision"]
 
 
 def first_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -22,7 +22,15 @@ import tomllib
 
 import httpx
 import pytest
-from harness import PAYLOADS, ROOT, SOAP_HEADERS, free_port, is_ack, require_executable
+from harness import (
+    PAYLOADS,
+    ROOT,
+    SOAP_HEADERS,
+    free_port,
+    is_ack,
+    logged_events,
+    require_executable,
+)
 from test_make_run import LONGEST_SILENCE, Streamed
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -167,8 +175,7 @@ def test_container_builds_runs_and_acknowledges(tmp_path, dev_pki):
                 container, "--", *healthcheck[1:])  # the HEALTHCHECK command, in the image
             assert (data / "inbox.db").exists()
             assert (data / "inbox.db").stat().st_uid == 10001
-            lines = [json.loads(line) for line in log.read_text().splitlines()
-                     if line.startswith("{")]
+            lines = logged_events(log)
             assert any(line["event"] == "om.accepted" for line in lines)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
