@@ -506,15 +506,16 @@ def heads_within_the_limits(draw: st.DrawFn) -> bytes:
     line_bytes = draw(st.integers(len(b"X-99:\r\n"), MAX_HEADER_LINE_BYTES))
     pattern = draw(st.sampled_from(VALUE_PATTERNS))
     room = MAX_HEAD_BYTES - len(start) - len(b"\r\n")
-    count = min(count, room // line_bytes)
+    chain_line = len(CERT_HEADER) + len(b": \r\n")
+    count = min(count, (room - with_chain * chain_line) // line_bytes)
     lines = []
     for number in range(count):
         name = b"X-%d: " % number
         lines.append(name + (pattern * line_bytes)[:line_bytes - len(name) - 2].strip()
                      + b"\r\n")
     if with_chain:
-        free = room - sum(map(len, lines)) - len(CERT_HEADER) - len(b": \r\n")
-        size = draw(st.integers(0, max(free, 0)))
+        free = room - sum(map(len, lines)) - chain_line
+        size = draw(st.integers(0, free))
         lines.append(CERT_HEADER.encode() + b": " + b"M" * size + b"\r\n")
     head = start + b"".join(lines) + b"\r\n"
     assert len(head) <= MAX_HEAD_BYTES
