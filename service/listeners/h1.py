@@ -9,8 +9,9 @@ this exchange, hand the app this body, wait, close). Nothing here reads a clock,
 or a task: the driver (:mod:`service.listeners.http11`) does, and the tests in
 tests/test_h1.py hold every rule bytes in, bytes out.
 
-h11 parses and frames (it was measured against httptools for this: docs/PERFORMANCE.md,
-"The HTTP/1.1 core"); what h11 does not bound or refuse is added around it from
+h11 parses and frames (httptools parses far faster, as measured in docs/PERFORMANCE.md,
+"The HTTP/1.1 core": a swap would touch this module only); what h11 does not bound or
+refuse is added around it from
 :mod:`service.listeners.framing` (a head's lines before h11 parses them, one framing per
 request). A refusal is answered (unless an answer has begun) and closes the connection.
 
