@@ -13,9 +13,9 @@ rule of the protocol is decided in :mod:`service.listeners.h1` (bytes in, action
 this module only carries its actions out: writes, the app's task and queue, waits, logs.
 
 hypercorn still runs the connection: its ``TCPServer`` reads, writes and times out, and
-``ProtocolWrapper`` builds this class where it would build its ``H11Protocol`` (see
-:func:`service.listeners.hypercorn_glue.serve_http11_only`). There is no switch to HTTP/2
-(``Upgrade: h2c`` or a bare preface) and no WebSocket: omgate serves neither.
+:class:`service.listeners.hypercorn_glue.ReleasingTcpServer` builds this class where
+hypercorn would build its ``ProtocolWrapper``. There is no switch to HTTP/2 (``Upgrade:
+h2c`` or a bare preface) and no WebSocket: omgate serves neither.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class Http11Config(HypercornConfig):
 
 
 class Http11:
-    """One connection's HTTP/1.1, built by hypercorn's ``ProtocolWrapper`` with the
-    arguments it gives ``H11Protocol``; ``send`` is the connection's ``protocol_send``."""
+    """One connection's HTTP/1.1, built by ``ReleasingTcpServer`` with the arguments
+    hypercorn gives its own protocols; ``send`` is the connection's ``protocol_send``."""
 
     def __init__(self, app: Any, config: Http11Config, context: Any, task_group: Any,
                  connection_state: Any, ssl: bool, client: tuple[str, int] | None,
@@ -92,9 +92,6 @@ class Http11:
         self.can_read = asyncio.Event()  # cleared while a pipelined request waits
         self.can_read.set()
         self.sync_spawn = partial(asyncio.get_running_loop().run_in_executor, None)
-
-    async def initiate(self) -> None:
-        return None
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RawData):
