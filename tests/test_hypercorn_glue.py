@@ -35,19 +35,29 @@ def test_the_response_headers_the_dated_config_extends():
     assert [name for name, _value in headers] == [b"date", b"server"]
 
 
-def test_protocol_wrapper_builds_http11_with_the_arguments_it_takes():
-    # serve_http11_only puts Http11 where ProtocolWrapper looks up H11Protocol; Http11 must
-    # take what it is given, and the events it sends must be the ones TCPServer handles.
+def test_releasing_tcp_server_runs_the_connection_as_hypercorn_does_with_http11():
+    # ReleasingTcpServer.run is TCPServer.run with Http11 built where hypercorn builds its
+    # ProtocolWrapper, with the arguments hypercorn gives its protocols; the events Http11
+    # sends must be the ones TCPServer handles.
     from hypercorn.protocol import ProtocolWrapper
     from hypercorn.protocol.h11 import H11Protocol
 
     from service.listeners.http11 import Http11
 
+    run = inspect.getsource(TCPServer.run)
+    for step in ("parse_socket_addr(socket.family, socket.getpeername())",
+                 "parse_socket_addr(socket.family, socket.getsockname())",
+                 'self.writer.get_extra_info("ssl_object")',
+                 "async with TaskGroup(self.loop) as task_group:",
+                 "self._task_group = task_group", "self.protocol = ProtocolWrapper(",
+                 "ConnectionState(self.state)", "self.protocol_send",
+                 "await self.protocol.initiate()",
+                 "await self.idle_task.restart(task_group, self._idle_timeout)",
+                 "await self._read_data()", "except OSError:", "await self._close()"):
+        assert step in run, f"TCPServer.run no longer does {step}"
     assert "self.protocol = H11Protocol(" in inspect.getsource(ProtocolWrapper.__init__)
     assert (list(inspect.signature(Http11.__init__).parameters)
             == list(inspect.signature(H11Protocol.__init__).parameters))
-    wrapper = inspect.getsource(ProtocolWrapper)
-    assert "self.protocol.initiate()" in wrapper and "self.protocol.handle(event)" in wrapper
     sent = inspect.getsource(TCPServer.protocol_send)
     for handled in ("isinstance(event, RawData)", "isinstance(event, Closed)",
                     "isinstance(event, Updated)"):

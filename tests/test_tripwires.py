@@ -110,10 +110,18 @@ HYPERCORN = (
     _hypercorn("app_wrappers.ASGIWrapper.__call__", "callable", parameters=(
         "self", "scope", "receive", "send", "sync_spawn", "call_soon")),
     _hypercorn("app_wrappers.ASGIWrapper.app", "instance attribute"),
-    # serve_http11_only assigns Http11 to this name; ProtocolWrapper builds it with
-    # H11Protocol's arguments (tests/test_hypercorn_glue.py compares them with Http11's)
-    _hypercorn("protocol.H11Protocol", "class", GLUE, HTTP11),
-    _hypercorn("protocol.ProtocolWrapper", "class", GLUE, HTTP11),
+    # ReleasingTcpServer.run is TCPServer.run building Http11 where it builds its
+    # ProtocolWrapper (tests/test_hypercorn_glue.py compares the two)
+    _hypercorn(f"{TCP_SERVER}.run", "callable", parameters=("self",)),
+    _hypercorn(f"{TCP_SERVER}._idle_timeout", "callable", parameters=("self",)),
+    _hypercorn(f"{TCP_SERVER}.protocol_send", "callable", parameters=("self", "event")),
+    _hypercorn(f"{TCP_SERVER}.app", "instance attribute"),
+    _hypercorn(f"{TCP_SERVER}.loop", "instance attribute"),
+    _hypercorn(f"{TCP_SERVER}.state", "instance attribute"),
+    _hypercorn(f"{TCP_SERVER}.writer", "instance attribute"),
+    _hypercorn("asyncio.task_group.TaskGroup", "class", parameters=("loop",)),
+    _hypercorn("typing.ConnectionState", "callable"),
+    _hypercorn("utils.parse_socket_addr", "callable", parameters=("family", "address")),
     _hypercorn("config.Config.response_headers", "callable", GLUE, HTTP11,
                parameters=("self", "protocol")),
     _hypercorn("config.Config.include_date_header", "value"),
@@ -124,8 +132,6 @@ HYPERCORN = (
     _hypercorn("events.Updated", "class", HTTP11, parameters=("idle",)),
     _hypercorn("utils.build_and_validate_headers", "callable", HTTP11,
                parameters=("headers",)),
-    _hypercorn("utils.suppress_body", "callable", HTTP11,
-               parameters=("method", "status_code")),
 )
 
 PYOPENSSL = (
@@ -475,8 +481,38 @@ def test_the_scan_sees_the_internals_it_is_meant_to_see():
                      (OPENSSL_GLUE, "OpenSSL._util.lib.SSL_CTX_set_verify"),
                      (OPENSSL_GLUE, "?._ssl"),
                      (OPENSSL_GLUE, "OpenSSL.SSL.Connection._reverse_mapping"),
-                     (GLUE, "hypercorn.protocol.H11Protocol"),
+                     (GLUE, "hypercorn.asyncio.task_group.TaskGroup"),
                      (GLUE, "hypercorn.asyncio.tcp_server.TCPServer._read_data"),
                      (GLUE, "hypercorn.asyncio.tcp_server.TCPServer._task_group"),
-                     (HTTP11, "hypercorn.utils.suppress_body")]:
+                     (HTTP11, "hypercorn.utils.build_and_validate_headers")]:
         assert expected in paths, f"the scan no longer sees {expected}"
+
+
+def _assignments_into_other_packages(file: str, tree: ast.Module) -> list[str]:
+    """``module.name = ...`` (or ``del``, or ``+=``) on a name another package bound: the
+    other package's module changed for every user in the process."""
+    imported = _imported(tree)
+    found = []
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign | ast.Delete)
+                   else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                   else [])
+        for target in targets:
+            if isinstance(target, ast.Attribute) and _dotted(target, imported):
+                found.append(f"{file}:{node.lineno}: {ast.unparse(target)}")
+    return found
+
+
+def test_no_module_of_omgate_assigns_into_another_packages():
+    assigned = [found for file in _service_files()
+                for found in _assignments_into_other_packages(file, _tree(file))]
+    assert assigned == []
+
+
+def test_the_assignment_scan_sees_an_assignment_into_another_package():
+    sample = ast.parse("import hypercorn.protocol\nfrom hypercorn import config\n"
+                       "hypercorn.protocol.H11Protocol = object\nconfig.Config.x += 1\n"
+                       "local = object()\nlocal.attribute = 1\n")
+    found = _assignments_into_other_packages("sample.py", sample)
+    assert [line.split(": ", 1)[1] for line in found] == [
+        "hypercorn.protocol.H11Protocol", "config.Config.x"]

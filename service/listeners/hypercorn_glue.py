@@ -1,7 +1,10 @@
 """hypercorn's connection handler, as every listener of omgate runs it.
 
 hypercorn's ``TCPServer`` serves one connection from a reader and a writer;
-omgate hands it either plain asyncio streams or a :class:`TlsStream`. This module and
+omgate hands it either plain asyncio streams or a :class:`TlsStream`, and its subclass
+:class:`ReleasingTcpServer` is the one seam: it runs omgate's :class:`Http11` where
+hypercorn would run its own protocols, and nothing is assigned into hypercorn's modules
+(tests/test_tripwires.py checks that no module of omgate does so). This module and
 :mod:`service.listeners.http11` (hypercorn's events and header helpers) are where
 hypercorn's internals are used; the capped hypercorn range in pyproject.toml,
 tests/test_tripwires.py (which names each of them) and tests/test_hypercorn_glue.py guard
@@ -22,12 +25,13 @@ from ssl import SSLError
 from typing import Any
 from wsgiref.handlers import format_date_time
 
-import hypercorn.protocol
 from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.asyncio.task_group import TaskGroup
 from hypercorn.asyncio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr
 
 from service.forwarded import format_address
 from service.listeners.framing import (
@@ -218,8 +222,9 @@ class IdleTimer:
 
 
 class ReleasingTcpServer(TCPServer):
-    """hypercorn's connection, released as soon as its client has gone, with its idle
-    task as an :class:`IdleTimer` and its read timeout as a timer.
+    """hypercorn's connection speaking omgate's :class:`Http11`, released as soon as its
+    client has gone, with its idle task as an :class:`IdleTimer` and its read timeout as
+    a timer.
 
     When its read loop ends, hypercorn closes the socket only after every task of the
     connection has ended, its idle timer (``server.idle_timeout``) included: a client that
@@ -227,9 +232,33 @@ class ReleasingTcpServer(TCPServer):
     Closing at once also stops the idle timer.
     """
 
+    config: Http11Config  # HttpServing builds it with one
+
     def __init__(self, *args: Any, idle: set[IdleTimer]) -> None:
         super().__init__(*args)
         self.idle_task = IdleTimer(self, idle)  # type: ignore[assignment]
+
+    async def run(self) -> None:
+        """hypercorn's ``run``, building :class:`Http11` where hypercorn builds its
+        ``ProtocolWrapper``, which would speak HTTP/2 on ALPN ``h2``, switch to it on
+        ``Upgrade: h2c`` or a bare preface, and whose PINGs would keep a stalled request
+        alive past its deadline. omgate serves HTTP/1.1 only, with its own rules."""
+        socket_ = self.writer.get_extra_info("socket")
+        try:
+            client = parse_socket_addr(socket_.family, socket_.getpeername())
+            server = parse_socket_addr(socket_.family, socket_.getsockname())
+            ssl = self.writer.get_extra_info("ssl_object") is not None
+            async with TaskGroup(self.loop) as task_group:
+                self._task_group = task_group
+                self.protocol = Http11(  # type: ignore[assignment]
+                    self.app, self.config, self.context, task_group,
+                    ConnectionState(self.state), ssl, client, server, self.protocol_send)
+                await self.idle_task.restart(task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
 
     async def _read_data(self) -> None:
         # hypercorn's read loop, with asyncio.timeout (a timer) where it has wait_for (a
@@ -249,22 +278,11 @@ class ReleasingTcpServer(TCPServer):
         self._task_group.spawn(self._initiate_server_close)
 
 
-def serve_http11_only() -> None:
-    """Make hypercorn's connections speak HTTP/1.1 through :class:`Http11` (omgate is its
-    only user in the process; tests/test_hypercorn_glue.py checks the name it is looked up
-    by and the arguments it is built with). hypercorn's own would also switch to HTTP/2 on
-    ``Upgrade: h2c`` or a preface sent without ALPN, and an HTTP/2 client's PINGs would keep
-    a stalled request alive past its deadline."""
-    # The name ProtocolWrapper looks up; hypercorn.protocol imports it without re-exporting.
-    hypercorn.protocol.H11Protocol = Http11  # type: ignore[attr-defined,assignment]
-
-
 class HttpServing:
     """Serves the HTTP/1.1 connections of one ASGI app (ALPN never selects ``h2``)."""
 
-    def __init__(self, app: Any, config: HypercornConfig,
+    def __init__(self, app: Any, config: Http11Config,
                  deadlines: Deadlines = Deadlines()) -> None:
-        serve_http11_only()
         self.app = app
         self.config = config
         self.deadlines = deadlines
