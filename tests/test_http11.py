@@ -529,3 +529,22 @@ def test_no_request_head_within_the_limits_costs_more_than_ten_milliseconds(head
     seconds, served = parse_cost(head, forwarding(CERT_HEADER), repeat=3)
     assert served
     assert seconds < 0.010, f"{seconds * 1000:.1f} ms for a head of {len(head)} bytes"
+
+
+def test_a_read_of_two_thousand_pipelined_requests_is_answered_in_order_without_nesting():
+    # One 64 KiB read can hold about two thousand minimal requests: each waits for the
+    # answer before it, and taking the next must not go one call deeper each time.
+    request = b"GET /h HTTP/1.1\r\nHost: a\r\n\r\n"
+    count = 2000
+    assert len(request) * count <= 64 * 1024
+    app = Recording()
+    peer = serve(app, request * count, until=lambda p: answers(p) == count or p.closed.is_set(),
+                 config=_unlimited_requests())
+    assert answers(peer) == count and len(app.paths) == count
+    assert not peer.closed_by_server
+
+
+def _unlimited_requests() -> Any:
+    config = hypercorn_config(read_timeout=60, graceful_timeout=1)
+    config.keep_alive_max_requests = 10_000
+    return config

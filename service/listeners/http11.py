@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -101,7 +102,10 @@ class Http11:
             self.can_read.set()
 
     async def carry_out(self, actions: Sequence[Action]) -> None:
-        for action in actions:  # the likeliest first
+        """Each action in turn (tested likeliest first)."""
+        pending = deque(actions)
+        while pending:
+            action = pending.popleft()
             if isinstance(action, Write):
                 if action.data:
                     await self.send(RawData(data=action.data))
@@ -119,21 +123,22 @@ class Http11:
             elif isinstance(action, WaitForAnswer):
                 self.can_read.clear()
                 await self.can_read.wait()
-                await self.carry_out(self.core.resume())
+                # in this loop, not a call deeper: one read may hold thousands of requests
+                pending.extend(self.core.resume())
             elif isinstance(action, AnswerThenClose):
-                await self._answer_before_closing()
+                await self._answer_before_closing(action.exchange)
             elif isinstance(action, Refused):
                 self._log_refusal(action)
             elif isinstance(action, Close):
                 await self.send(Closed())
 
-    async def _answer_before_closing(self) -> None:
+    async def _answer_before_closing(self, exchange: Exchange) -> None:
         """The client closed its sending side after a whole request (a proxy may): the
         answer is still written before the connection closes, for as long as a connection
         that stayed open would wait for it (``read_timeout``); each write is bounded by
         ``server.write_timeout``. After a partial request the app hears ``http.disconnect``."""
         call = self.call
-        if call is None:
+        if call is None or call.exchange is not exchange:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.read_timeout):
