@@ -249,7 +249,7 @@ class ServerConnection:
             headers.append((b"connection", b"close"))
         exchange.held_head = h11.Response(status_code=status, headers=headers)
         exchange.answer = moved
-        exchange.silent = exchange.silent or status in BODILESS_STATUSES or status < 200
+        exchange.silent = exchange.silent or status in BODILESS_STATUSES
 
     def send_body(self, exchange: Exchange, body: bytes, more_body: bool, *,
                   reuse: bool = True) -> list[Action]:
