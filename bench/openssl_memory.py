@@ -25,6 +25,7 @@ from OpenSSL import SSL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.tls import openssl_glue  # noqa: E402
 from service.tls.context import TlsSettings, build_context  # noqa: E402
 
 HANDSHAKE_ROUNDS = 20
@@ -75,6 +76,7 @@ def measure(folder: Path, count: int) -> float:
         to_client, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
         client = client_context.wrap_bio(to_client, from_client, server_hostname="localhost")
         _pump(server, client, to_client, from_client)
+        openssl_glue.release_handshake_buffers(server)  # as omgate's TLS stream does
         return server  # the client end is dropped: only the server's state is counted
 
     connected()  # first use: lazily built OpenSSL and Python state

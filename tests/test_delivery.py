@@ -13,6 +13,7 @@ import select
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -22,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from harness import SOAP_HEADERS, is_ack, omgate_command, run_omgate
+from harness import ROOT, SOAP_HEADERS, is_ack, omgate_command, run_omgate
 from messages import envelope, notification
 
 from service.config import DeliveryConfig
-from service.delivery import DeliveryFailed, DeliveryWorker, Webhook, backoff
+from service.delivery import DeliveryFailed, DeliveryWorker, backoff
 from service.delivery.targets import ThreadedCalls
+from service.delivery.webhook import Webhook
 from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
 from service.inbox.sqlite import SCHEMA_VERSION
 from service.soap import parse_message
@@ -613,3 +615,19 @@ def test_a_timed_out_attempt_never_lands_after_its_retry(omgate_server, downstre
     assert landed == [("1", "2"), ("2", "1")]
     assert receiver.abandoned[0].headers["X-Omgate-Attempt"] == "1"
     assert server.wait_for("delivery.failed")["reason"] == "timed out"
+
+
+def test_a_server_without_a_webhook_does_not_load_httpx():
+    """httpx costs every worker about 3 MiB of resident memory (with 500 idle connections,
+    make bench's peer row is within a few MiB of the peer stack): only a webhook loads it."""
+    webhook_settings = {**vars(delivery_config()), "handler": "",
+                        "webhook_url": "http://127.0.0.1:9/"}
+    probe = ("import sys; import service.cli, service.server; "
+             "from service.delivery import delivery_target; "
+             "from service.config import DeliveryConfig; "
+             "before = 'httpx' in sys.modules; "
+             f"delivery_target(DeliveryConfig(**{webhook_settings!r})); "
+             "print(before, 'httpx' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout.split()
+    assert loaded == ["False", "True"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -14,10 +15,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from harness import require_executable
 from inprocess import InProcessListener
+from OpenSSL import SSL
 
 from service.clientauth.presented import load_chain
 from service.identity import connection_facts
+from service.tls import openssl_glue
 from service.tls.capture import same_leaf
+from service.tls.context import TlsSettings, build_context
 from service.tools.pki import issue, name
 
 
@@ -193,3 +197,66 @@ def test_chains_too_large_to_keep_are_not_kept_after_their_connection():
         del chain
     grown_mib = (_resident_kib() - before) / 1024
     assert grown_mib < 8, f"{grown_mib:.0f} MiB kept for 300 chains that are gone"
+
+
+# -- the memory BIOs after the handshake (service/tls/openssl_glue.py), without sockets -----
+
+def _memory_pair(dev_pki: Path) -> tuple[SSL.Connection, ssl.SSLObject, ssl.MemoryBIO,
+                                          ssl.MemoryBIO]:
+    trusted = tuple(x509.load_pem_x509_certificates((dev_pki / "client-ca.pem").read_bytes()))
+    context, _names = build_context(TlsSettings(
+        certfile=dev_pki / "server.pem", keyfile=dev_pki / "server.key",
+        client_auth_mode="require", trusted=trusted, partial_chain=False, verify_depth=4,
+        advertised_ca=trusted, refuse_in_handshake=False, public_names=()))
+    server = SSL.Connection(context, None)
+    server.set_accept_state()
+    client_context = ssl.create_default_context(cafile=str(dev_pki / "ca.pem"))
+    client_context.load_cert_chain(dev_pki / "client-chain.pem", dev_pki / "client.key")
+    to_client, from_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, from_client, server_hostname="localhost")
+    return server, client, to_client, from_client
+
+
+def _handshake(server: SSL.Connection, client: ssl.SSLObject, to_client: ssl.MemoryBIO,
+               from_client: ssl.MemoryBIO, *, first_request: bytes = b"") -> None:
+    """Until the server has read the client's Finished; ``first_request`` goes with it."""
+    for _ in range(10):
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.do_handshake()
+            if first_request:
+                client.write(first_request)
+                first_request = b""
+        server.bio_write(from_client.read())
+        try:
+            server.do_handshake()
+        except SSL.WantReadError:
+            pass
+        else:
+            return
+        finally:
+            with contextlib.suppress(SSL.WantReadError):
+                to_client.write(server.bio_read(65536))
+    raise AssertionError("the handshake did not finish")
+
+
+def test_an_idle_connection_gives_back_its_handshake_buffers_and_still_carries_data(dev_pki):
+    server, client, to_client, from_client = _memory_pair(dev_pki)
+    _handshake(server, client, to_client, from_client)
+    held = (server._into_ssl, server._from_ssl)
+    assert openssl_glue.release_handshake_buffers(server)
+    assert (server._into_ssl, server._from_ssl) != held
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.read()  # the server's tickets
+    client.write(REQUEST)
+    server.bio_write(from_client.read())
+    assert server.recv(65536) == REQUEST
+    server.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    to_client.write(server.bio_read(65536))
+    assert client.read() == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def test_a_request_sent_with_the_finished_keeps_its_buffers_and_is_read(dev_pki):
+    server, client, to_client, from_client = _memory_pair(dev_pki)
+    _handshake(server, client, to_client, from_client, first_request=REQUEST)
+    assert not openssl_glue.release_handshake_buffers(server)
+    assert server.recv(65536) == REQUEST

@@ -144,6 +144,10 @@ PYOPENSSL = (
     Internal("OpenSSL.SSL.Context._context", (OPENSSL_GLUE, OPINION), "instance attribute"),
     Internal("OpenSSL.SSL.Connection._ssl", (OPENSSL_GLUE,), "instance attribute"),
     Internal("OpenSSL.SSL.Connection._reverse_mapping", (OPENSSL_GLUE,), "value"),
+    # the memory BIOs a connection reads and writes through (replaced after the handshake)
+    Internal("OpenSSL.SSL.Connection._into_ssl", (OPENSSL_GLUE,), "instance attribute"),
+    Internal("OpenSSL.SSL.Connection._from_ssl", (OPENSSL_GLUE,), "instance attribute"),
+    Internal("OpenSSL._util.ffi.new", (OPENSSL_GLUE,), "callable"),
     Internal("OpenSSL.crypto.X509._from_raw_x509_ptr", (OPENSSL_GLUE,), "callable",
              parameters=("x509",)),
     Internal("OpenSSL.SSL._NoOverlappingProtocols", (TLS_CONTEXT,), "class"),
@@ -153,6 +157,11 @@ PYOPENSSL = (
     _c_function("SSL_get_servername", 2),
     _c_function("SSL_set_options", 2),
     _c_function("SSL_session_reused", 1),
+    _c_function("SSL_set_bio", 3),
+    _c_function("BIO_new", 1),
+    _c_function("BIO_s_mem", 0),
+    _c_function("BIO_free", 1),
+    _c_function("BIO_get_mem_data", 2),
     _c_function("SSL_get_ex_data_X509_STORE_CTX_idx", 0),
     _c_function("X509_STORE_CTX_get_ex_data", 2),
     _c_function("X509_STORE_CTX_get_error", 1),
@@ -271,6 +280,9 @@ def test_the_pointers_omgate_hands_to_openssl_are_what_it_expects():
     connection = SSL.Connection(context, None)
     assert ffi.typeof(context._context) is ffi.typeof("SSL_CTX *"), "Context._context"
     assert ffi.typeof(connection._ssl) is ffi.typeof("SSL *"), "Connection._ssl"
+    # a connection without a socket has two memory BIOs (release_handshake_buffers)
+    assert ffi.typeof(connection._into_ssl) is ffi.typeof("BIO *"), "Connection._into_ssl"
+    assert ffi.typeof(connection._from_ssl) is ffi.typeof("BIO *"), "Connection._from_ssl"
     # state_of finds the connection from the SSL pointer OpenSSL gives a callback
     assert SSL.Connection._reverse_mapping[connection._ssl] is connection
 

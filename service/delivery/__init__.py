@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 from service.config import DeliveryConfig, WebhookHeader
 from service.delivery.targets import DeliveryFailed, Target, handler
-from service.delivery.webhook import Webhook, WebhookOptions, WebhookTls
 from service.delivery.worker import DeliveryWorker, backoff
 from service.envtext import MissingVariable
 
@@ -21,6 +20,10 @@ def delivery_target(config: DeliveryConfig, environ: Mapping[str, str] = os.envi
             return handler(config.handler, max_threads=2 * config.concurrency)
         except ValueError as error:
             raise ValueError(f"handler: {error}") from None
+    # here, not at the top: httpx costs each worker about 3 MiB that a server without a
+    # webhook never uses
+    from service.delivery.webhook import Webhook, WebhookOptions, WebhookTls
+
     tls = WebhookTls(config.webhook_ca, config.webhook_client_cert, config.webhook_client_key)
     if config.webhook_client_key is not None and config.webhook_client_cert is None:
         raise ValueError("webhook_client_key: set webhook_client_cert too")
@@ -45,5 +48,5 @@ def rendered_headers(headers: tuple[WebhookHeader, ...],
     return tuple(rendered)
 
 
-__all__ = ["DeliveryFailed", "DeliveryWorker", "Target", "Webhook", "WebhookOptions",
-           "WebhookTls", "backoff", "delivery_target", "handler"]
+__all__ = ["DeliveryFailed", "DeliveryWorker", "Target", "backoff", "delivery_target",
+           "handler"]

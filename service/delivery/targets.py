@@ -15,11 +15,20 @@ import importlib
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from service.inbox import StoredNotification
 
 Target = Callable[[StoredNotification, int], Awaitable[None]]
+
+
+@runtime_checkable
+class ClosingTarget(Protocol):
+    """A target that holds connections (the webhook): closed when delivery stops."""
+
+    async def __call__(self, notification: StoredNotification, attempt: int) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class DeliveryFailed(Exception):

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from service.backoff import capped_doubling
 from service.config import DeliveryConfig
-from service.delivery.targets import Target
-from service.delivery.webhook import Webhook
+from service.delivery.targets import ClosingTarget, Target
 from service.dsn import mask_dsn
 from service.inbox import Inbox, InboxError, StoredNotification
 from service.logs import get_logger
@@ -60,7 +59,7 @@ class DeliveryWorker:
         try:
             await self._deliver_until(stop)
         finally:
-            if isinstance(self.target, Webhook):
+            if isinstance(self.target, ClosingTarget):
                 await self.target.aclose()
         log.info("delivery.stopped")
 

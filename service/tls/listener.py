@@ -198,6 +198,7 @@ class TlsConnectionHandler:
         peer = origin.label()
         resumed = openssl_glue.session_reused(connection)
         captured = session.chain()
+        state.presented_der = None  # read into ``captured``; not held by an idle connection
         identity = captured.presented.identity(
             "tls", peer, self._facts(connection, captured.verify_results, resumed))
         proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}

@@ -16,6 +16,8 @@ from typing import Any
 
 from OpenSSL import SSL
 
+from service.tls import openssl_glue
+
 READ_SIZE = 65536
 HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ", b"TRACE ")
@@ -113,6 +115,7 @@ class TlsStream:
                 self._flush()  # the alert OpenSSL queued
                 raise HandshakeError(*describe_ssl_error(error), alert_sent=True) from None
             self._flush()
+            openssl_glue.release_handshake_buffers(self.connection)
             protocol = self.connection.get_alpn_proto_negotiated()
             self._alpn = AlpnInfo(protocol.decode() if protocol else "http/1.1")
             return
