@@ -28,6 +28,7 @@ from service.forwarded import (
 )
 from service.forwarded.addresses import client_address
 from service.forwarded.certificates import MAX_HEADER_BYTES
+from service.forwarded.origin import FORWARDED_KEPT_BYTES, forwarded
 from service.forwarded.proxy_protocol import V2_SIGNATURE
 
 # -- PROXY protocol ------------------------------------------------------------------------
@@ -274,6 +275,30 @@ def test_oversized_and_too_many_certificates_are_refused(chain):
         parsed("azure", {"X-ARR-ClientCert": "A" * (MAX_HEADER_BYTES + 1)})
     with pytest.raises(ForwardedCertError, match="certificates, more than"):
         parsed("traefik", {"X-Forwarded-Tls-Client-Cert": ",".join([der_b64(leaf)] * 11)})
+
+
+def test_a_forwarded_value_seen_again_is_read_once_and_another_never_takes_its_place(
+        chain, client_pki):
+    """A proxy forwards its sender's certificate on every request: the same value is the
+    same chain, read once; a value that differs by one byte (a forged leaf) is read anew."""
+    leaf, _ = chain
+    pem_format = forwarded_format("pem-header:X-SSL-Cert")
+    value = quote(pem(leaf), safe="")
+    first = forwarded({"x-ssl-cert": value}, pem_format)
+    assert first is not None and first.certificates == (leaf,)
+    assert forwarded({"x-ssl-cert": value, "x-other": "x"}, pem_format) is first
+    other_leaf = x509.load_pem_x509_certificate(
+        client_pki.cases["expired"].leaf.read_bytes())
+    other = forwarded({"x-ssl-cert": quote(pem(other_leaf), safe="")}, pem_format)
+    assert other is not None and other.certificates == (other_leaf,)
+    tampered = value[:-40] + ("A" if value[-40] != "A" else "B") + value[-39:]
+    unreadable = forwarded({"x-ssl-cert": tampered}, pem_format)
+    assert unreadable is not first and unreadable is not None
+    assert unreadable.certificates != (leaf,)
+    # a value larger than what is kept is read for its request alone
+    large = {"x-ssl-cert": value + " " * FORWARDED_KEPT_BYTES}
+    assert forwarded(large, pem_format) is not forwarded(large, pem_format)
+    assert forwarded(large, pem_format).certificates == (leaf,)
 
 
 def test_unknown_format_setting():

@@ -11,7 +11,12 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from service.clientauth.presented import PresentedChain, unreadable_chain
+from service.clientauth.presented import (
+    CHAIN_KEPT_BYTES,
+    CHAINS_KEPT,
+    PresentedChain,
+    unreadable_chain,
+)
 from service.forwarded.addresses import Address, Network, client_address, within
 from service.forwarded.certificates import (
     KNOWN_CERT_HEADERS,
@@ -21,6 +26,8 @@ from service.forwarded.certificates import (
 )
 
 ADDRESS_HEADERS = frozenset({"forwarded", "x-forwarded-for", "x-real-ip"})
+# Header text is PEM or base64, possibly URL-escaped: about twice its DER.
+FORWARDED_KEPT_BYTES = 2 * CHAIN_KEPT_BYTES
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,26 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
 
 def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat
               ) -> PresentedChain | None:
-    """The chain in the format's headers; None when they are absent or empty."""
+    """The chain in the format's headers; None when they are absent or empty. A proxy
+    forwards its sender's certificate on every request: the same values are read once
+    (up to FORWARDED_KEPT_BYTES of them, like the chains load_chain keeps)."""
+    sent = tuple((name, headers[name]) for name in certificate_format.headers
+                 if name in headers)
+    if sum(len(value) for _name, value in sent) > FORWARDED_KEPT_BYTES:
+        return _read_forwarded(sent, certificate_format)
+    return _kept_forwarded(sent, certificate_format)
+
+
+def _read_forwarded(sent: tuple[tuple[str, str], ...], certificate_format: ForwardedFormat
+                    ) -> PresentedChain | None:
+    headers = dict(sent)
     try:
         chain = certificate_format.parse(headers)
     except ForwardedCertError as error:
-        sent = "\n".join(headers.get(name, "") for name in certificate_format.headers)
-        return unreadable_chain(sent.encode("latin-1", errors="replace")[:MAX_HEADER_BYTES],
+        text = "\n".join(headers.get(name, "") for name in certificate_format.headers)
+        return unreadable_chain(text.encode("latin-1", errors="replace")[:MAX_HEADER_BYTES],
                                 f"the {certificate_format.name} header cannot be read: {error}")
     return PresentedChain(chain) if chain else None
+
+
+_kept_forwarded = functools.lru_cache(maxsize=CHAINS_KEPT)(_read_forwarded)
