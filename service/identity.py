@@ -33,8 +33,9 @@ class ConnectionDecisions:
     its decision line was written, and the verdicts of endpoints with rules of their own,
     each decided once per connection."""
 
-    def __init__(self, log_fields: Mapping[str, Any] | None = None) -> None:
-        self.log_fields = dict(log_fields or {})  # the connection's own (proxy, problems)
+    def __init__(self, proxy: str | None = None, hook_problems: tuple[str, ...] = ()) -> None:
+        self.proxy = proxy  # the trusted proxy that relayed the connection (PROXY protocol)
+        self.hook_problems = hook_problems  # what the OpenSSL hooks could not do
         self.recorded = False
         self.by_endpoint: dict[str, Verdict] = {}
 
@@ -55,7 +56,8 @@ class ConnectionFacts:
         if self.client is None or self.verdict is None or self.decisions.recorded:
             return
         self.decisions.recorded = True
-        gate.record(self.client, self.verdict, **self.decisions.log_fields)
+        gate.record(self.client, self.verdict, proxy=self.decisions.proxy,
+                    hook_problems=self.decisions.hook_problems)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Applicable:
 
     identity: ClientIdentity
     per_request: bool
-    log_fields: Mapping[str, Any] = field(default_factory=dict)
+    proxy: str | None = None  # the trusted proxy that forwarded the certificate
 
 
 def applicable(connection: ConnectionFacts | None, origin: RequestOrigin | None,
@@ -95,7 +97,7 @@ def applicable(connection: ConnectionFacts | None, origin: RequestOrigin | None,
     if origin is not None and origin.forwarded_chain is not None:
         identity = dataclasses.replace(origin.forwarded_chain.identity("forwarded", peer),
                                        forwarded_format=forwarded_format)
-        return Applicable(identity, True, {"proxy": str(origin.peer)} if origin.peer else {})
+        return Applicable(identity, True, str(origin.peer) if origin.peer else None)
     ignored = origin.ignored_headers if origin else ()
     if connection is None or connection.client is None:
         return Applicable(ClientIdentity((), "forwarded", peer, ignored_headers=ignored,
@@ -114,7 +116,7 @@ async def request_identity(extensions: Mapping[str, Any], gate: ClientAuthGate,
     chosen = applicable(connection, request_origin(extensions), peer)
     if chosen.per_request or connection is None or connection.verdict is None:
         verdict = await gate.decide(chosen.identity, policy, endpoint=endpoint,
-                                    **chosen.log_fields)
+                                    proxy=chosen.proxy)
         return RequestIdentity(chosen.identity, verdict)
     connection.record_once(gate)
     if policy is None:

@@ -241,12 +241,12 @@ def _check_body_fits(config: Config) -> None:
 
 def build_main_app(config: Config, endpoints: list[EndpointRuntime], inbox: Inbox,
                    state: ServiceState, gate: ClientAuthGate, metrics: Metrics,
-                   connections: OpenConnections) -> Any:
+                   connections: OpenConnections, chains: ChainRegistry | None) -> Any:
     forwarding = ForwardingSettings(config.server.trusted_proxies,
                                     config.client_auth.forwarded_cert,
                                     config.server.client_address_header)
     budget = BodyBudget(budget_rules(config), config.server.read_timeout)
-    app = create_app(endpoints, inbox, state, gate, metrics, budget, gate.chains)
+    app = create_app(endpoints, inbox, state, gate, metrics, budget, chains)
     return ForwardedMiddleware(ForwardedClientCap(app, connections), forwarding)
 
 
@@ -395,7 +395,8 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
     prepared = prepared or prepare(config)
     metrics = Metrics()
     chains = chain_registry(config, prepared, metrics)
-    gate = ClientAuthGate(prepared.listener_policy, metrics, chains=chains)
+    gate = ClientAuthGate(prepared.listener_policy, metrics,
+                          outputs=(chains,) if chains is not None else ())
     endpoints, server_tls = prepared.endpoints, prepared.server_tls
     inbox = await open_inbox_of(config)
     state = ServiceState()
@@ -404,7 +405,8 @@ async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
     hyper = http_config(config)  # the health listener's and the console's
     deadlines = Deadlines(request=config.server.request_timeout,
                           write=config.server.write_timeout)
-    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics, public),
+    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics, public,
+                                      chains),
                        http_config(config, refusal_fault), deadlines)
     health = HttpServing(create_health_app(inbox, state, metrics), hyper, deadlines)
     tracker = ConnectionTracker()

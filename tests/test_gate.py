@@ -65,7 +65,7 @@ def test_a_certificate_a_trusted_proxy_forwarded_wins(pki):
     assert chosen.identity.source == "forwarded"
     assert chosen.identity.chain == forwarded.certificates
     assert chosen.identity.forwarded_format == "xfcc"
-    assert chosen.log_fields == {"proxy": "10.0.0.2"}
+    assert chosen.proxy == "10.0.0.2"
 
 
 def test_headers_an_untrusted_peer_forwarded_make_a_decision_of_the_request(pki):

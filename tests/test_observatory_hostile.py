@@ -21,11 +21,11 @@ from httpx import Response
 from starlette.testclient import TestClient
 
 from service.clientauth import ClientIdentity
-from service.clientauth.model import Decision
+from service.clientauth.model import Decision, Outcome
 from service.config import ChainsConfig, load_config
 from service.console.app import build_console
 from service.console.report import standalone_report
-from service.gate.verdict import Verdict
+from service.gate import RecordedDecision, Verdict
 from service.inbox import open_inbox
 from service.inbox.chains import LISTENER, ChainRecord, ChainSighting
 from service.metrics import Metrics
@@ -246,30 +246,36 @@ ACCEPTED = Verdict(Decision("accept", ()), "require", True)
 SENDER, SENDERS_PROXY, ATTACKER = "10.0.0.2:41000", "192.0.2.10:443", "203.0.113.9:52000"
 
 
+def _decided(registry: ChainRegistry, identity: ClientIdentity, verdict: Verdict,
+             outcome: Outcome, proxy: str | None = None) -> None:
+    registry.decided(RecordedDecision(identity, verdict, outcome, dt.datetime.now(dt.UTC),
+                                      proxy=proxy))
+
+
 def _observe(registry: ChainRegistry, certificate: x509.Certificate,
              peer: str = "10.0.0.1") -> ClientIdentity:
     identity = ClientIdentity((certificate,), "tls", peer)
-    registry.observe(identity, REFUSED, "reject", {})
+    _decided(registry, identity, REFUSED, "reject")
     return identity
 
 
 def _accept(registry: ChainRegistry, certificate: x509.Certificate,
             peer: str = SENDER) -> ClientIdentity:
     identity = ClientIdentity((certificate,), "tls", peer)
-    registry.observe(identity, ACCEPTED, "accept", {})
+    _decided(registry, identity, ACCEPTED, "accept")
     return identity
 
 
 def _prove(registry: ChainRegistry, chain: tuple[x509.Certificate, ...]) -> None:
     """The real sender, behind its proxy that forwards the chain it proved."""
-    registry.observe(ClientIdentity(chain, "forwarded", SENDER), ACCEPTED, "accept",
-                     {"proxy": SENDERS_PROXY})
+    _decided(registry, ClientIdentity(chain, "forwarded", SENDER), ACCEPTED, "accept",
+             proxy=SENDERS_PROXY)
 
 
 def _replay(registry: ChainRegistry, chain: tuple[x509.Certificate, ...]) -> None:
     """An attacker presenting the sender's public chain over TLS, without its key: the
     handshake fails (the policy would have accepted the chain)."""
-    registry.observe(ClientIdentity(chain, "tls", ATTACKER), ACCEPTED, "unproven", {})
+    _decided(registry, ClientIdentity(chain, "tls", ATTACKER), ACCEPTED, "unproven")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -522,8 +528,8 @@ def test_refused_chains_cannot_keep_the_senders_new_chain_out(tmp_path):
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(30):
             _observe(registry, _throw_away(index), f"198.51.100.{index}:40000")
-        registry.observe(ClientIdentity((_throw_away(30),), "tls", ATTACKER), ACCEPTED,
-                         "unproven", {})
+        _decided(registry, ClientIdentity((_throw_away(30),), "tls", ATTACKER), ACCEPTED,
+                 "unproven")
         keys.append(_accept(registry, sender).chain_sha256)
         await registry.flush(inbox)
 

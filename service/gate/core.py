@@ -11,34 +11,43 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
 
 from service.clientauth import ClientIdentity, Decision, Policy, evaluate
 from service.clientauth.model import Outcome
 from service.gate.cache import DecisionCache, cache_key
-from service.gate.decision_log import SeenChains, decision_fields
+from service.gate.decision_log import DecisionLog
+from service.gate.record import DecisionOutput, HandshakeEnd, RecordedDecision
 from service.gate.verdict import Verdict
-from service.logs import get_logger
 from service.metrics import Metrics
 
-if TYPE_CHECKING:
-    from service.observatory.registry import ChainRegistry
-
-log = get_logger("omgate")
 POLICY_THREADS = 2
 POLICY_QUEUE = 64  # evaluations waiting for a thread at once; more wait their turn
-# How the TLS handshake behind a decision ended: "refused" by omgate's own verify step.
-HandshakeEnd = Literal["complete", "refused", "failed"]
+
+
+class DecisionCounts:
+    """The decision metrics, as an output of the gate."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def decided(self, decision: RecordedDecision) -> None:
+        self._metrics.decision(decision.identity, decision.verdict.decision, decision.outcome,
+                               decision.verdict.enforced)
 
 
 class ClientAuthGate:
-    def __init__(self, policy: Policy, metrics: Metrics | None = None,
-                 threads: int = POLICY_THREADS, chains: ChainRegistry | None = None) -> None:
+    """Decides, caches, and hands every recorded decision to its outputs: the
+    ``client_auth.decision`` line, the metrics when given, then ``outputs`` (the chain
+    registry)."""
+
+    def __init__(self, policy: Policy, metrics: Metrics | None = None, *,
+                 outputs: Sequence[DecisionOutput] = (),
+                 threads: int = POLICY_THREADS) -> None:
         self.policy = policy
-        self.metrics = metrics
-        self.chains = chains  # the chain registry, told of every decision recorded
-        self._seen = SeenChains()
+        counts: tuple[DecisionOutput, ...] = (DecisionCounts(metrics),) if metrics else ()
+        self._outputs: tuple[DecisionOutput, ...] = (DecisionLog(), *counts, *outputs)
         self._decisions = DecisionCache()
         self._pool: ThreadPoolExecutor | None = None
         self._threads = threads
@@ -82,28 +91,24 @@ class ClientAuthGate:
                 self._pool, self.evaluate, identity, policy)
 
     def record(self, identity: ClientIdentity, verdict: Verdict, *,
-               handshake: HandshakeEnd = "complete", **context: Any) -> None:
-        """Log the decision and count it. A handshake that ``failed`` (not by omgate's own
-        refusal) never proved the client holds the key: the outcome is ``unproven``,
+               handshake: HandshakeEnd = "complete", endpoint: str | None = None,
+               proxy: str | None = None, hook_problems: tuple[str, ...] = ()) -> None:
+        """Hand the decision to every output. A handshake that ``failed`` (not by omgate's
+        own refusal) never proved the client holds the key: the outcome is ``unproven``,
         whatever the policy thought, and it moves no acceptance metric."""
         if verdict.mode == "off":
             return
         outcome: Outcome = "unproven" if handshake == "failed" else verdict.decision.outcome
-        if handshake != "complete":
-            context["handshake"] = handshake
-        fields = decision_fields(identity, verdict, outcome, self._seen, dt.datetime.now(dt.UTC))
-        (log.info if outcome == "accept" else log.warning)("client_auth.decision",
-                                                           **fields, **context)
-        if self.metrics is not None:
-            self.metrics.decision(identity, verdict.decision, outcome, verdict.enforced)
-        if self.chains is not None:
-            self.chains.observe(identity, verdict, outcome, context)
+        recorded = RecordedDecision(identity, verdict, outcome, dt.datetime.now(dt.UTC),
+                                    handshake, endpoint, proxy, hook_problems)
+        for output in self._outputs:
+            output.decided(recorded)
 
-    async def decide(self, identity: ClientIdentity, policy: Policy | None = None,
-                     **context: Any) -> Verdict:
+    async def decide(self, identity: ClientIdentity, policy: Policy | None = None, *,
+                     endpoint: str | None = None, proxy: str | None = None) -> Verdict:
         """Evaluate (off the event loop) and record."""
         verdict = await self.evaluate_async(identity, policy)
-        self.record(identity, verdict, **context)
+        self.record(identity, verdict, endpoint=endpoint, proxy=proxy)
         return verdict
 
     def close(self) -> None:

@@ -14,7 +14,11 @@ from cryptography import x509
 
 from service.clientauth import ClientIdentity, UnreadableCertificate, fingerprint, summarize
 from service.clientauth.model import Outcome, in_presented_order
+from service.gate.record import RecordedDecision
 from service.gate.verdict import Verdict
+from service.logs import get_logger
+
+log = get_logger("omgate")
 
 SEEN_CHAINS_LIMIT = 10_000
 
@@ -74,3 +78,30 @@ def decision_fields(identity: ClientIdentity, verdict: Verdict, outcome: Outcome
     if identity.handshake is not None:
         fields["tls"] = identity.handshake.to_json()
     return fields
+
+
+def context_fields(decision: RecordedDecision) -> dict[str, Any]:
+    """Where the decision was made, for its line: only what applies."""
+    fields: dict[str, Any] = {}
+    if decision.endpoint is not None:
+        fields["endpoint"] = decision.endpoint
+    if decision.proxy is not None:
+        fields["proxy"] = decision.proxy
+    if decision.hook_problems:
+        fields["hook_problems"] = list(decision.hook_problems)
+    if decision.handshake != "complete":
+        fields["handshake"] = decision.handshake
+    return fields
+
+
+class DecisionLog:
+    """Writes the ``client_auth.decision`` line: info when accepted, else warning."""
+
+    def __init__(self) -> None:
+        self._seen = SeenChains()
+
+    def decided(self, decision: RecordedDecision) -> None:
+        fields = decision_fields(decision.identity, decision.verdict, decision.outcome,
+                                 self._seen, decision.at)
+        write = log.info if decision.outcome == "accept" else log.warning
+        write("client_auth.decision", **fields, **context_fields(decision))

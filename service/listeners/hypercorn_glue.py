@@ -159,7 +159,8 @@ class DeadlineStream:
 
     async def _within_write_deadline(self, waiting: Awaitable[None]) -> None:
         try:
-            await asyncio.wait_for(waiting, self._deadlines.write)
+            async with asyncio.timeout(self._deadlines.write):  # no task, unlike wait_for
+                await waiting
         except TimeoutError:
             log.warning("connection.write_timeout", peer=self._peer(),
                         timeout=self._deadlines.write)
@@ -172,7 +173,7 @@ class DeadlineStream:
         transport = self._writer.transport
         low_water, _high = transport.get_write_buffer_limits()
         if not transport.is_closing() and transport.get_write_buffer_size() <= low_water:
-            return  # drain would not wait: spare wait_for its task and timer
+            return  # drain would not wait: spare the deadline its timer
         await self._within_write_deadline(self._writer.drain())
 
     async def wait_closed(self) -> None:

@@ -19,15 +19,15 @@ import datetime as dt
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import get_args
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Counter as PrometheusCounter
 
 from service.clientauth import ClientIdentity, UnreadableCertificate
-from service.clientauth.model import Outcome, in_presented_order
+from service.clientauth.model import in_presented_order
 from service.config import ChainsConfig
-from service.gate import Verdict
+from service.gate import RecordedDecision
 from service.inbox import Inbox, InboxError
 from service.inbox.chains import (
     LISTENER,
@@ -147,17 +147,17 @@ class ChainRegistry:
 
     # -- the hot path -----------------------------------------------------------------------
 
-    def observe(self, identity: ClientIdentity, verdict: Verdict, outcome: Outcome,
-                context: Mapping[str, Any]) -> None:
-        """Count one decision (from ClientAuthGate.record)."""
+    def decided(self, decision: RecordedDecision) -> None:
+        """Count one decision (the gate's output)."""
+        identity, verdict, outcome = decision.identity, decision.verdict, decision.outcome
         now = dt.datetime.now(dt.UTC)
-        endpoint = context.get("endpoint") or LISTENER
+        endpoint = decision.endpoint or LISTENER
         self._hours[(_hour(now), endpoint, chain_outcome(outcome, verdict.enforced))] += 1
         tally = self._tally(identity, now, "reserved" if outcome == "accept" else "refused")
         if tally is None:
             return
         proven = outcome != "unproven"
-        tally.seen(now, identity.source, identity.peer, context.get("proxy"), proven=proven)
+        tally.seen(now, identity.source, identity.peer, decision.proxy, proven=proven)
         if not proven:  # its decision stands for nothing
             tally.unproven += 1
             return

@@ -80,9 +80,6 @@ def refusal_error(verdict: Verdict) -> int:
     return _REFUSAL_ERRORS.get(first.code, _CERT_REJECTED) if first else _CERT_REJECTED
 
 
-def problems_of(state: openssl_glue.ConnectionState) -> dict[str, list[str]]:
-    """What the OpenSSL hooks could not do, for the decision's log line."""
-    return {"hook_problems": state.problems} if state.problems else {}
 
 
 @dataclass
@@ -140,7 +137,8 @@ class TlsConnectionHandler:
         connection.set_accept_state()
         stream = TlsStream(connection, reader, writer)
         try:
-            await asyncio.wait_for(stream.handshake(), self.handshake_timeout)
+            async with asyncio.timeout(self.handshake_timeout):  # no task, unlike wait_for
+                await stream.handshake()
         except (HandshakeError, TimeoutError, OSError) as error:
             if isinstance(error, HandshakeError) and error.alert_sent:
                 await stream.linger(LINGER_BYTES, min(LINGER_SECONDS, self.handshake_timeout))
@@ -190,7 +188,7 @@ class TlsConnectionHandler:
             reason == "no_client_cert" and self.refuse_in_handshake)
         verdict = state.verdict or await self.gate.evaluate_async(identity)
         self.gate.record(identity, verdict, handshake="refused" if refused else "failed",
-                         **problems_of(state))
+                         hook_problems=tuple(state.problems))
 
     async def _serve(self, stream: TlsStream, connection: SSL.Connection,
                      state: openssl_glue.ConnectionState, session: SessionTickets,
@@ -201,10 +199,11 @@ class TlsConnectionHandler:
         state.presented_der = None  # read into ``captured``; not held by an idle connection
         identity = captured.presented.identity(
             "tls", peer, self._facts(connection, captured.verify_results, resumed))
-        proxy = {"proxy": format_address(origin.peer)} if origin.proxied else {}
         verdict = state.verdict or await self.gate.evaluate_async(identity)
         facts = ConnectionFacts(origin, identity, verdict,
-                                ConnectionDecisions({**proxy, **problems_of(state)}))
+                                ConnectionDecisions(
+                                    format_address(origin.peer) if origin.proxied else None,
+                                    tuple(state.problems)))
         if verdict.refuse and self.refuse_in_handshake:
             facts.record_once(self.gate)
             return  # a resumed session of a chain now refused: close_notify, nothing served
