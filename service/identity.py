@@ -3,7 +3,7 @@
 - A listener puts one :class:`ConnectionFacts` per connection into the ASGI scope, under
   ``CONNECTION_KEY``: where the connection comes from and, on the TLS listener, the chain
   the client proved it holds with the listener policy's verdict on it.
-- ``service/forwarded/middleware.py`` adds the request's :class:`RequestOrigin` (the real
+- ``service/origin_middleware.py`` adds the request's :class:`RequestOrigin` (the real
   client, and what a trusted proxy forwarded) under ``ORIGIN_KEY``.
 - :func:`request_identity` chooses which identity applies to a request and gets its
   verdict from the gate, which decides, caches and logs.
@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.clientauth import ClientIdentity, Policy
-from service.forwarded.origin import RequestOrigin
+from service.forwarded.origin import ConnectionOrigin, RequestOrigin
 from service.gate import ClientAuthGate, Verdict
-from service.listeners.origin import ConnectionOrigin
 
 CONNECTION_KEY = "omgate.connection"
 ORIGIN_KEY = "omgate.origin"

@@ -24,8 +24,8 @@ import structlog
 from structlog.dev import Column, ConsoleRenderer, KeyValueColumnFormatter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from service.report import write_findings
 from service.terminal import escape_controls
-from service.tools.report import write_findings
 
 # httpx logs every webhook request's URL (its query may hold a token) at INFO; the
 # delivery.* events say what happened instead.

@@ -44,19 +44,20 @@ from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from service.forwarded import ForwardingSettings, format_address, parse_address
-from service.forwarded.middleware import ForwardedMiddleware
+from service.forwarded.origin import ConnectionOrigin
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, MissingFolderError, open_inbox, sqlite_path
 from service.inbox.chains import LISTENER
 from service.listeners.framing import AnswerRefusal, HeadLimits, bodiless
 from service.listeners.http11 import Http11Config
 from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
-from service.listeners.origin import ConnectionOrigin, OriginReader, ProxyProtocol, direct_origin
 from service.listeners.plain import PlainConnectionHandler
+from service.listeners.proxy_header import OriginReader, ProxyProtocol, direct_origin
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.observatory.policies import policy_fingerprint
 from service.observatory.registry import ChainRegistry
+from service.origin_middleware import ForwardedMiddleware
 from service.policies import PolicyBuilder
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners

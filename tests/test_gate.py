@@ -12,7 +12,7 @@ from corpus import build_pki
 
 from service.clientauth import ClientIdentity, Decision, Policy
 from service.clientauth.presented import PresentedChain
-from service.forwarded.origin import RequestOrigin
+from service.forwarded.origin import ConnectionOrigin, RequestOrigin
 from service.gate import ClientAuthGate, Verdict
 from service.gate.cache import DecisionCache, cache_key
 from service.gate.decision_log import SeenChains, decision_fields
@@ -25,7 +25,6 @@ from service.identity import (
     request_identity,
 )
 from service.inbox.base import GroupCommitter, StoreResult
-from service.listeners.origin import ConnectionOrigin
 
 NOW = dt.datetime.now(dt.UTC)
 ACCEPT = Verdict(Decision("accept", ()), "require", True)

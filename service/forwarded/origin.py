@@ -1,4 +1,6 @@
-"""Where a request really comes from, and what a trusted proxy says about its certificate.
+"""Where a connection and a request really come from, and what a trusted proxy says about
+the client's certificate: :class:`ConnectionOrigin` (the TCP peer, or the client a PROXY
+header names) and :class:`RequestOrigin` (after the forwarding headers).
 
 ``resolve`` is pure: headers, the TCP peer and (from the PROXY protocol) the client the
 proxy saw go in; the real client address, the forwarded chain (when a trusted proxy
@@ -17,7 +19,13 @@ from service.clientauth.presented import (
     PresentedChain,
     unreadable_chain,
 )
-from service.forwarded.addresses import Address, Network, client_address, within
+from service.forwarded.addresses import (
+    Address,
+    Network,
+    client_address,
+    format_address,
+    within,
+)
 from service.forwarded.certificates import (
     KNOWN_CERT_HEADERS,
     MAX_HEADER_BYTES,
@@ -41,6 +49,19 @@ class ForwardingSettings:
         """Every header a proxy forwards client facts in; dropped from untrusted peers."""
         configured = self.certificate_format.headers if self.certificate_format else ()
         return KNOWN_CERT_HEADERS | ADDRESS_HEADERS | frozenset(configured)
+
+
+@dataclass(frozen=True)
+class ConnectionOrigin:
+    """The TCP peer and, when a trusted proxy relays the connection with a PROXY header,
+    the client it names (None when it names none: UNKNOWN, UNSPEC)."""
+
+    peer: tuple[str, int] | None
+    client: tuple[str, int] | None = None
+    proxied: bool = False
+
+    def label(self) -> str | None:
+        return format_address(self.client or self.peer)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from OpenSSL import SSL
 from service.clientauth import HandshakeFacts, VerifyResult
 from service.clientauth.presented import NOTHING_PRESENTED
 from service.forwarded import format_address
+from service.forwarded.origin import ConnectionOrigin
 from service.gate import ClientAuthGate, Verdict
 from service.identity import CONNECTION_KEY, ConnectionDecisions, ConnectionFacts
 from service.listeners.hypercorn_glue import HttpServing
-from service.listeners.origin import ConnectionOrigin, OriginReader, direct_origin
+from service.listeners.proxy_header import OriginReader, direct_origin
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.tls import openssl_glue

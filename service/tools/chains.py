@@ -29,11 +29,11 @@ from service.observatory.views import (
     valid_prefix,
 )
 from service.policies import PolicyBuilder
+from service.report import write_certificates, write_findings
 from service.terminal import escape_controls, json_text
 from service.tls.opinion import evaluate_offline
 from service.tools.inbox import open_configured
 from service.tools.inspect import inspect_policy, report
-from service.tools.report import write_certificates, write_findings
 
 ALL_CHAINS = 1_000_000  # what `chains list` reads at most
 

@@ -32,10 +32,10 @@ from service.inbox import sqlite_path
 from service.inbox.sqlite import database_files
 from service.logs import get_logger
 from service.policies import PolicyBuilder
+from service.report import count_line, write_certificates, write_findings
 from service.secretfiles import readable_by_others
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
-from service.tools.report import count_line, write_certificates, write_findings
 
 CONFIG_CONFLICT: FindingCode = "config_conflict"
 log = get_logger("omgate")

@@ -17,9 +17,9 @@ from service.clientauth import ClientIdentity, Decision, Policy, summarize
 from service.config import Config
 from service.exitcodes import UsageError
 from service.policies import PolicyBuilder
+from service.report import write_certificates, write_findings
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
-from service.tools.report import write_certificates, write_findings
 
 
 def inspect_policy(config: Config, endpoint: str | None, trust: Path | None) -> Policy:

@@ -25,12 +25,12 @@ from OpenSSL import SSL
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
 from service.forwarded import format_address
+from service.report import count_line, write_certificates, write_findings
 from service.soap.documents import CLIENT_CERT_REFUSED, NOT_NOTIFICATIONS
 from service.terminal import escape_controls as shown
 from service.terminal import json_text
 from service.tools.check import server_trust
 from service.tools.messages import describe_answer, outbound_message
-from service.tools.report import count_line, write_certificates, write_findings
 from service.tools.tlsclient import (
     Answer,
     ClientChain,

@@ -1,4 +1,5 @@
-"""Where a connection comes from: the TCP peer, or the client a trusted proxy names."""
+"""Reading where a connection comes from: the TCP peer, or the client a trusted proxy names in
+a PROXY header read before anything else (the value is :class:`ConnectionOrigin`)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,11 @@ from service.forwarded import (
     within,
 )
 from service.forwarded import parse as parse_proxy_header
+from service.forwarded.origin import ConnectionOrigin
 from service.forwarded.proxy_protocol import V2_SIGNATURE
 from service.logs import get_logger
 
 log = get_logger("omgate")
-
-
-@dataclass(frozen=True)
-class ConnectionOrigin:
-    """The TCP peer and, when a trusted proxy relays the connection with a PROXY header,
-    the client it names (None when it names none: UNKNOWN, UNSPEC)."""
-
-    peer: tuple[str, int] | None
-    client: tuple[str, int] | None = None
-    proxied: bool = False
-
-    def label(self) -> str | None:
-        return format_address(self.client or self.peer)
 
 
 def _peer_of(writer: asyncio.StreamWriter) -> tuple[str, int] | None:
