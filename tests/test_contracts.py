@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 import typing
 
 from harness import ROOT
@@ -45,3 +46,24 @@ def test_the_design_room_table_names_every_part_of_the_tree():
     tree |= {path.name for path in service.glob("*.py")
              if path.name not in ("__init__.py", "__main__.py")}
     assert named == tree, (sorted(tree - named), sorted(named - tree))
+
+
+def _design_layers() -> list[list[str]]:
+    section = DESIGN[DESIGN.index("## Layers"):DESIGN.index("\n## Contracts")]
+    return [re.findall(r"`(service[a-z_.]*)`", line)
+            for line in section.splitlines() if line.startswith("1. ")]
+
+
+def test_the_design_layer_order_is_the_one_make_lint_holds_and_covers_the_tree():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [layers] = [c["layers"] for c in contracts["contracts"] if c["type"] == "layers"]
+    linted = [re.findall(r"service[a-z_.]*", layer) for layer in layers]
+    assert _design_layers() == linted
+    # a room of the tree in no layer would be free to import anything
+    rooms = {f"service.{path.name}" for path in (ROOT / "service").iterdir()
+             if path.is_dir() and any(path.glob("*.py"))}
+    rooms |= {f"service.{path.stem}" for path in (ROOT / "service").glob("*.py")
+              if path.name != "__init__.py"}
+    placed = [room for layer in linted for room in layer]
+    assert sorted(placed) == sorted(rooms), (sorted(rooms - set(placed)),
+                                             sorted(set(placed) - rooms))
