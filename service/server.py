@@ -55,10 +55,10 @@ from service.listeners.plain import PlainConnectionHandler
 from service.listeners.proxy_header import OriginReader, ProxyProtocol, direct_origin
 from service.logs import get_logger
 from service.metrics import Metrics
-from service.observatory.policies import policy_fingerprint
+from service.observatory.fingerprint import policy_fingerprint
 from service.observatory.registry import ChainRegistry
 from service.origin_middleware import ForwardedMiddleware
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.soap import NotificationSchema, WsdlError, load_wsdl
 from service.supervisor import LISTEN_BACKLOG, Listeners
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
@@ -88,7 +88,7 @@ def load_schemas(config: Config) -> dict[str, NotificationSchema | None]:
     return schemas
 
 
-def build_server_tls(config: Config, policies: PolicyBuilder) -> ServerTls:
+def build_server_tls(config: Config, policies: PolicyLoader) -> ServerTls:
     rules = config.client_auth.rules
     certfile, keyfile = config.server_identity()
     settings = TlsSettings(
@@ -360,7 +360,7 @@ def prepare(config: Config) -> Prepared:
                                     "nothing would listen")
     _check_body_fits(config)
     token = console_token(config) if config.server.admin_bind is not None else None
-    policies = PolicyBuilder(config)
+    policies = PolicyLoader(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None
     target = delivery_target_of(config) if config.delivery.enabled else None

@@ -12,7 +12,7 @@ from harness import free_port, merge, to_toml
 from service.config import load_config
 from service.gate import ClientAuthGate
 from service.listeners.hypercorn_glue import HttpServing, hypercorn_config
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.server import ConnectionTracker, build_server_tls, build_tls_handler
 
 
@@ -53,7 +53,7 @@ class InProcessListener:
         return self
 
     async def _start(self) -> None:
-        policies = PolicyBuilder(self.config)
+        policies = PolicyLoader(self.config)
         gate = ClientAuthGate(policies.listener_policy())
         server_tls = build_server_tls(self.config, policies)
         serving = HttpServing(self.app, hypercorn_config(read_timeout=10, graceful_timeout=2))

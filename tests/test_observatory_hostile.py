@@ -31,7 +31,7 @@ from service.inbox.chains import LISTENER, ChainRecord, ChainSighting
 from service.metrics import Metrics
 from service.observatory import budgets, picture, views
 from service.observatory.registry import ChainRegistry
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.tools.pki import build_dev_pki, dev_files, issue, new_key
 
 NOW = dt.datetime.now(dt.UTC)
@@ -91,9 +91,9 @@ def _console_get(config_path: Path, path: str, host: str = "127.0.0.1",
     async def fetch() -> Response:
         inbox = await open_inbox(config.inbox.url, group_commit=False)
         try:
-            builder = PolicyBuilder(config)
-            policy = builder.policy(config.client_auth.rules)
-            require = builder.policy(config.client_auth.rules, mode="require")
+            loader = PolicyLoader(config)
+            policy = loader.policy(config.client_auth.rules)
+            require = loader.policy(config.client_auth.rules, mode="require")
             app = build_console(config, inbox, policy, require, token=None)
             with TestClient(app, base_url="http://127.0.0.1") as client:
                 headers = {"host": host, **({"cookie": cookie} if cookie else {})}

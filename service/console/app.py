@@ -33,8 +33,8 @@ from service.inbox import Inbox
 from service.inbox.chains import CHAIN_OUTCOMES, ChainOutcome, ChainRecord
 from service.observatory.charts import BUCKETS, WINDOWS, Window, decision_charts
 from service.observatory.expiry import expiry_timeline
+from service.observatory.fingerprint import describe_policy
 from service.observatory.picture import draw_chain
-from service.observatory.policies import describe_policy
 from service.observatory.views import (
     chain_row,
     leaf_of,

@@ -9,11 +9,11 @@ from service.config import Config
 from service.console.app import console_chain_view
 from service.console.rendering import HERE, TEMPLATES
 from service.inbox.chains import ChainRecord
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 
 
 def standalone_report(config: Config, record: ChainRecord, now: dt.datetime) -> str:
-    require = PolicyBuilder(config).policy(config.client_auth.rules, mode="require")
+    require = PolicyLoader(config).policy(config.client_auth.rules, mode="require")
     view = console_chain_view(require, record, now)
     template = TEMPLATES.get_template("report.html")
     return template.render(**view, stylesheet=(HERE / "static" / "console.css").read_text(),

@@ -28,7 +28,7 @@ from service.observatory.views import (
     select,
     valid_prefix,
 )
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.report import write_certificates, write_findings
 from service.terminal import escape_controls, json_text
 from service.tls.opinion import evaluate_offline
@@ -169,10 +169,10 @@ def show_chain(config: Config, out: TextIO, err: TextIO, prefix: str, *, pem: bo
 # -- simulate -----------------------------------------------------------------------------
 
 def candidate_policies(config: Config, mode: Mode | None) -> CandidatePolicies:
-    builder = PolicyBuilder(config)
+    loader = PolicyLoader(config)
     return CandidatePolicies(
-        builder.policy(config.client_auth.rules, mode=mode),
-        {item.path: builder.policy(item.client_auth, mode=mode)
+        loader.policy(config.client_auth.rules, mode=mode),
+        {item.path: loader.policy(item.client_auth, mode=mode)
          for item in config.endpoints if item.client_auth is not None})
 
 

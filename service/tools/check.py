@@ -31,7 +31,7 @@ from service.exitcodes import UsageError
 from service.inbox import sqlite_path
 from service.inbox.sqlite import database_files
 from service.logs import get_logger
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.report import count_line, write_certificates, write_findings
 from service.secretfiles import readable_by_others
 from service.terminal import json_text
@@ -127,7 +127,7 @@ def listener_conflicts(config: Config, policy: Policy) -> list[Finding]:
 def refuse_conflicts(config: Config, err: TextIO) -> bool:
     """At ``omgate serve`` start: the config_conflict rules of ``omgate check``. Warnings are
     logged; errors are written to ``err`` in check's words, and True means do not start."""
-    findings = listener_conflicts(config, PolicyBuilder(config).listener_policy())
+    findings = listener_conflicts(config, PolicyLoader(config).listener_policy())
     errors = [finding for finding in findings if finding.severity == "error"]
     for finding in findings:
         if finding.severity != "error":
@@ -167,8 +167,8 @@ def warn_readable_secrets(config: Config) -> None:
                              "read it")
 
 
-def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy) -> list[Finding]:
-    advertised = {certificate.subject for certificate in builder.advertised()}
+def advertised_conflicts(config: Config, loader: PolicyLoader, policy: Policy) -> list[Finding]:
+    advertised = {certificate.subject for certificate in loader.advertised()}
     known = {c.subject for c in (*policy.anchors, *policy.known_cas)}
     if not advertised or advertised & known:
         return []
@@ -180,8 +180,8 @@ def advertised_conflicts(config: Config, builder: PolicyBuilder, policy: Policy)
     )]
 
 
-def _pinned(rules: PolicyRules, builder: PolicyBuilder) -> list[tuple[Path, tuple[Any, ...]]]:
-    return [(path, builder.certificates(path, "pin_files"))
+def _pinned(rules: PolicyRules, loader: PolicyLoader) -> list[tuple[Path, tuple[Any, ...]]]:
+    return [(path, loader.certificates(path, "pin_files"))
             for path in rules.pin_files]
 
 
@@ -216,11 +216,11 @@ def _issuer_dn_problems(label: str, rules: PolicyRules, policy: Policy,
         "Compare it with `omgate inspect` of the sender's chain, or add that CA to trust.")]
 
 
-def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: PolicyBuilder,
+def rule_problems(label: str, rules: PolicyRules, policy: Policy, loader: PolicyLoader,
                   now: dt.datetime) -> list[Finding]:
     """Pinned certificates that would not pass, DNs that nothing configured could match."""
     findings = []
-    pinned = _pinned(rules, builder)
+    pinned = _pinned(rules, loader)
     for path, chain in pinned:
         if not policy.anchors and not policy.known_cas:
             continue  # pins alone decide: nothing to chain to
@@ -243,19 +243,19 @@ def rule_problems(label: str, rules: PolicyRules, policy: Policy, builder: Polic
 
 
 def check_client_auth(config: Config, report: CheckReport, now: dt.datetime) -> None:
-    builder = PolicyBuilder(config)
-    policy = builder.listener_policy()
+    loader = PolicyLoader(config)
+    policy = loader.listener_policy()
     report.findings += listener_conflicts(config, policy)
     if config.client_auth.mode == "off":
         return
-    report.findings += advertised_conflicts(config, builder, policy)
-    report.findings += rule_problems("[client_auth]", config.client_auth.rules, policy, builder,
+    report.findings += advertised_conflicts(config, loader, policy)
+    report.findings += rule_problems("[client_auth]", config.client_auth.rules, policy, loader,
                                      now)
     for endpoint in config.endpoints:
         if endpoint.client_auth is not None:
             report.findings += rule_problems(
                 f"[[endpoints]] {endpoint.path}:", endpoint.client_auth,
-                builder.policy(endpoint.client_auth), builder, now)
+                loader.policy(endpoint.client_auth), loader, now)
 
 
 def check_deployment(config: Config, *, trust: Path | None = None,

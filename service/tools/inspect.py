@@ -16,7 +16,7 @@ from service.certfiles import CertificateFileError, load_certificates
 from service.clientauth import ClientIdentity, Decision, Policy, summarize
 from service.config import Config
 from service.exitcodes import UsageError
-from service.policies import PolicyBuilder
+from service.policy_loader import PolicyLoader
 from service.report import write_certificates, write_findings
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
@@ -38,7 +38,7 @@ def inspect_policy(config: Config, endpoint: str | None, trust: Path | None) -> 
             raise UsageError(str(error)) from None
         rules = dataclasses.replace(rules, trust=(trust.resolve(),))
     # a certificate is being judged: report what enforcement would do with it
-    return PolicyBuilder(config).policy(rules, mode="require")
+    return PolicyLoader(config).policy(rules, mode="require")
 
 
 def report(identity: ClientIdentity, decision: Decision, now: dt.datetime) -> dict[str, Any]:

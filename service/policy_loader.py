@@ -1,4 +1,4 @@
-"""Build client-certificate policies from configuration: the file reading clientauth avoids.
+"""Load client-certificate policies from configuration: the file reading clientauth avoids.
 
 Trust anchors, pinned certificates and CRLs are read here, once per file, and
 handed to :mod:`service.clientauth` as values. Every error names the key and the
@@ -33,7 +33,7 @@ def load_crls(path: Path, key: str) -> list[x509.CertificateRevocationList]:
 
 
 @dataclass
-class PolicyBuilder:
+class PolicyLoader:
     """Turns configured rules into policies, reading each file once."""
 
     config: Config
