@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,12 +20,12 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from service.budget import BodyBudget, BodyHold
 from service.clientauth import Policy
 from service.config import Config, EndpointConfig
-from service.connections import OpenConnections
+from service.correlation import new_correlation_id
 from service.forwarded import Address, Network, format_address, within
 from service.gate import ClientAuthGate
 from service.identity import RequestIdentity, request_identity, request_origin
@@ -80,35 +78,6 @@ class EndpointRuntime:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "action_keys", frozenset(map(id_key, self.config.action_ids)))
-
-
-class _RandomPool:
-    """Random bytes from the OS, fetched 4 KiB at a time (one system call per 512 ids);
-    emptied in a forked child, so that workers never share what they hand out."""
-
-    SIZE = 4096
-
-    def __init__(self) -> None:
-        self._bytes = b""
-        self._used = 0
-        os.register_at_fork(after_in_child=self.empty)
-
-    def empty(self) -> None:
-        self._bytes, self._used = b"", 0
-
-    def take(self, count: int) -> bytes:
-        if self._used + count > len(self._bytes):
-            self._bytes, self._used = secrets.token_bytes(self.SIZE), 0
-        taken = self._bytes[self._used:self._used + count]
-        self._used += count
-        return taken
-
-
-_RANDOM = _RandomPool()
-
-
-def new_correlation_id() -> str:
-    return _RANDOM.take(8).hex()
 
 
 def _peer(request: Request) -> str | None:
@@ -430,43 +399,6 @@ async def _unexpected(request: Request, _exc: Exception) -> Response:
               endpoint=clipped(request.url.path), correlation_id=correlation_id,
               peer=_peer(request))
     return fault_response(_internal_error(), correlation_id)
-
-
-def _too_many_connections(client: Address | None) -> SoapFaultError:
-    return SoapFaultError(
-        "too_many_connections",
-        f"Client {client} has too many requests under way at once "
-        "(server.max_connections_per_peer); please retry.", status=503, fault_code="Server")
-
-
-class ForwardedClientCap:
-    """Counts each request a trusted proxy forwards over HTTP as a connection of the client
-    it names (``server.max_connections_per_peer``): behind such a proxy, omgate sees only
-    the proxy's connections. Placed after ForwardedMiddleware, which names the client."""
-
-    def __init__(self, app: ASGIApp, connections: OpenConnections) -> None:
-        self.app = app
-        self.connections = connections
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = request_origin(scope.get("extensions") or {})
-        if scope["type"] != "http" or origin is None or not origin.from_trusted_proxy:
-            await self.app(scope, receive, send)  # a client's own connection: counted already
-            return
-        if not self.connections.claim(origin.client):
-            correlation_id = new_correlation_id()
-            error = _too_many_connections(origin.client)
-            log.warning("om.rejected", reason=error.reason, status=error.status,
-                        endpoint=clipped(scope["path"]), correlation_id=correlation_id,
-                        peer=_peer(Request(scope)))
-            response = fault_response(error, correlation_id)
-            response.headers["Connection"] = "close"  # the body stays unread
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.connections.release(origin.client)
 
 
 def build_endpoints(

@@ -12,13 +12,16 @@ counted per /64 network, what one host is usually given.
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from service.forwarded import Address, ClientKey, Network, client_key, within
+from service.forwarded import Address, ClientKey, Network, client_key, parse_address, within
+from service.forwarded.origin import ConnectionOrigin
+from service.listeners.proxy_header import OriginReader
 from service.logs import get_logger
 from service.metrics import Metrics
 
@@ -101,6 +104,27 @@ class OpenConnections:
         limit = self.limits.total if reason == "max_connections" else self.limits.per_client
         log.warning("connection.refused", reason=reason, peer=peer, limit=limit,
                     refused=self._unlogged.pop(reason))
+
+
+def capped(read_origin: OriginReader, connections: OpenConnections) -> OriginReader:
+    """``read_origin``, then a refusal (None) when the client it names already holds
+    server.max_connections_per_peer connections; its claim ends with the connection."""
+    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                   ) -> ConnectionOrigin | None:
+        origin = await read_origin(reader, writer)
+        if origin is None:
+            return None
+        client = origin.client or origin.peer
+        address = parse_address(client[0]) if client else None
+        if not connections.claim(address):
+            connections.log_refusal("max_connections_per_peer", origin.label())
+            return None
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _task: connections.release(address))
+        return origin
+
+    return read
 
 
 def descriptor_room(connections: int) -> int:

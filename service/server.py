@@ -3,26 +3,22 @@
 All listener setup lives here: HTTPS on ``server.bind`` through omgate's own
 TLS front door, plain HTTP on ``server.plain_bind`` (for a balancer that
 terminates TLS) and the health listener on ``server.health_bind``, on sockets
-the supervisor bound. SIGHUP (and
-a periodic file check) reloads the server certificate without a restart.
+the supervisor bound. SIGHUP (and a periodic file check) reloads the server
+certificate without a restart (``service/certreload.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import signal
 import socket
-import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from service.app import (
     EndpointRuntime,
-    ForwardedClientCap,
     ServiceState,
     build_endpoints,
     create_app,
@@ -30,21 +26,18 @@ from service.app import (
     refusal_fault,
 )
 from service.budget import BodyBudget, BudgetRules
+from service.certreload import CertificateReload
 from service.clientauth import Policy
 from service.clientauth.model import verification_digest
-from service.collector import ClosedConnections, settle_garbage_collector
+from service.collector import settle_garbage_collector
 from service.config import BUILT_IN_DEFAULT, SCHEMA, Config, ConfigError
-from service.connections import (
-    ConnectionLimits,
-    OpenConnections,
-    descriptor_room,
-)
+from service.connections import ConnectionLimits, OpenConnections, capped, descriptor_room
 from service.console.auth import console_token
 from service.delivery import DeliveryWorker, Target, delivery_target
 from service.dsn import mask_dsn
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from service.forwarded import ForwardingSettings, format_address, parse_address
-from service.forwarded.origin import ConnectionOrigin
+from service.forwarded import ForwardingSettings
+from service.forwarded_cap import ForwardedClientCap
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, MissingFolderError, open_inbox, sqlite_path
 from service.inbox.chains import LISTENER
@@ -60,15 +53,14 @@ from service.observatory.registry import ChainRegistry
 from service.origin_middleware import ForwardedMiddleware
 from service.policy_loader import PolicyLoader
 from service.soap import NotificationSchema, WsdlError, load_wsdl
-from service.supervisor import LISTEN_BACKLOG, Listeners
+from service.sockets import LISTEN_BACKLOG, Listeners
 from service.tls.context import ServerTls, TlsSettings, TlsSetupError
 from service.tls.listener import TlsConnectionHandler
+from service.tracker import ConnectionTracker, Handler
 
 log = get_logger("omgate")
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 CANCEL_SECONDS = 2.0  # for cancelled delivery attempts to close their connections
 LAST_FLUSH_SECONDS = 5.0  # for the chain registry's counts at shutdown
-UNCAPPED = sys.maxsize
 
 
 def _config_error(config: Config, message: str) -> ConfigError:
@@ -166,27 +158,6 @@ def origin_reader(config: Config) -> OriginReader:
     return ProxyProtocol(config.server.trusted_proxies, config.server.handshake_timeout).origin
 
 
-def capped(read_origin: OriginReader, connections: OpenConnections) -> OriginReader:
-    """``read_origin``, then a refusal (None) when the client it names already holds
-    server.max_connections_per_peer connections; its claim ends with the connection."""
-    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                   ) -> ConnectionOrigin | None:
-        origin = await read_origin(reader, writer)
-        if origin is None:
-            return None
-        client = origin.client or origin.peer
-        address = parse_address(client[0]) if client else None
-        if not connections.claim(address):
-            connections.log_refusal("max_connections_per_peer", origin.label())
-            return None
-        task = asyncio.current_task()
-        if task is not None:
-            task.add_done_callback(lambda _task: connections.release(address))
-        return origin
-
-    return read
-
-
 def connection_limits(config: Config, total: int) -> ConnectionLimits:
     return ConnectionLimits(total, config.server.max_connections_per_peer,
                             config.server.trusted_proxies)
@@ -261,86 +232,6 @@ def chain_registry(config: Config, prepared: Prepared, metrics: Metrics) -> Chai
     return ChainRegistry(config.chains, fingerprints, metrics)
 
 
-@dataclass
-class ConnectionTracker:
-    """Remembers running connection tasks, so shutdown can wait for them, and has what
-    each held freed soon after it closes."""
-
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    closed: ClosedConnections = field(default_factory=ClosedConnections)
-
-    def wrap(self, handler: Handler, connections: OpenConnections | None = None) -> Handler:
-        """``handler``, for at most ``connections.limits.total`` connections at once (when
-        given): the next is closed before anything is read."""
-        connections = connections or OpenConnections(ConnectionLimits(UNCAPPED, UNCAPPED))
-
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                if connections.enter():
-                    await self._serve(handler, reader, writer, connections)
-                else:
-                    connections.log_refusal("max_connections",
-                                            format_address(writer.get_extra_info("peername")))
-                    writer.close()
-            finally:
-                self.closed.closed()
-
-        return tracked
-
-    async def _serve(self, handler: Handler, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter, connections: OpenConnections) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        try:
-            await handler(reader, writer)
-        except Exception:
-            log.exception("connection.failed")
-            writer.close()
-        finally:
-            connections.leave()
-
-    async def drain(self, timeout: float) -> None:
-        if not self.tasks:
-            return
-        _done, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("server.shutdown_timeout", cancelled_connections=len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def _serve_on(handler: Handler, sockets: tuple[socket.socket, ...]
-                   ) -> list[asyncio.Server]:
-    """Accept on sockets the supervisor bound (shared by every worker)."""
-    return [await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
-            for sock in sockets]
-
-
-def _track_certificate(server_tls: ServerTls, metrics: Metrics) -> None:
-    metrics.server_certificate(server_tls.settings.certfile, server_tls.not_after)
-
-
-def _reload_tls(server_tls: ServerTls, metrics: Metrics, trigger: str) -> None:
-    try:
-        server_tls.reload()
-    except TlsSetupError as error:
-        log.error("tls.reload_failed", trigger=trigger, reason=str(error),
-                  detail="keeping the certificate already loaded")
-    else:
-        _track_certificate(server_tls, metrics)
-        log.info("tls.reloaded", trigger=trigger, certfile=str(server_tls.settings.certfile))
-
-
-async def _watch_certificate(server_tls: ServerTls, metrics: Metrics, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        if server_tls.files_changed():
-            _reload_tls(server_tls, metrics, "file_change")
-
-
 @dataclass(frozen=True)
 class Prepared:
     """Everything built from the configuration that can fail, before anything listens."""
@@ -389,92 +280,173 @@ def room_for_connections(config: Config) -> int:
     return room
 
 
-async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
-                prepared: Prepared | None = None) -> int:
-    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C); ``prepared``
-    when the caller prepared already (in this process)."""
-    prepared = prepared or prepare(config)
+@dataclass(frozen=True)
+class WorkerParts:
+    """What one worker serves with: built from the configuration, shared by its listeners
+    and its background tasks."""
+
+    config: Config
+    prepared: Prepared
+    metrics: Metrics
+    chains: ChainRegistry | None
+    gate: ClientAuthGate
+    inbox: Inbox
+    state: ServiceState = field(default_factory=ServiceState)
+
+
+async def build_worker_parts(config: Config, prepared: Prepared) -> WorkerParts:
     metrics = Metrics()
     chains = chain_registry(config, prepared, metrics)
     gate = ClientAuthGate(prepared.listener_policy, metrics,
                           outputs=(chains,) if chains is not None else ())
-    endpoints, server_tls = prepared.endpoints, prepared.server_tls
-    inbox = await open_inbox_of(config)
-    state = ServiceState()
-    limits = connection_limits(config, room_for_connections(config))
-    public, private = OpenConnections(limits, metrics), OpenConnections(limits, metrics)
-    hyper = http_config(config)  # the health listener's and the console's
-    deadlines = Deadlines(request=config.server.request_timeout,
-                          write=config.server.write_timeout)
-    main = HttpServing(build_main_app(config, endpoints, inbox, state, gate, metrics, public,
-                                      chains),
-                       http_config(config, refusal_fault), deadlines)
-    health = HttpServing(create_health_app(inbox, state, metrics), hyper, deadlines)
-    tracker = ConnectionTracker()
-    servers: list[asyncio.Server] = []
-    health_servers: list[asyncio.Server] = []
-    watcher: asyncio.Task[None] | None = None
-    worker: asyncio.Task[None] | None = None
-    flusher: asyncio.Task[None] | None = None
+    return WorkerParts(config, prepared, metrics, chains, gate, await open_inbox_of(config))
+
+
+@dataclass
+class Listening:
+    """The servers one worker accepts connections on, what serves them, and the server
+    certificate's file check. At shutdown the public listeners close first, every
+    connection is asked to finish, and the private ones (health, console) close last."""
+
+    main: HttpServing  # the outbound-message endpoints: the TLS and plain listeners
+    health: HttpServing
     console: HttpServing | None = None
-    stop = asyncio.Event()
-    try:
-        if server_tls is not None:
-            _track_certificate(server_tls, metrics)
-            tls_handler = build_tls_handler(config, server_tls, gate, main, metrics, public)
-            servers += await _serve_on(tracker.wrap(tls_handler, public), listeners.tls)
-        plain = PlainConnectionHandler(main, capped(origin_reader(config), public))
-        servers += await _serve_on(tracker.wrap(plain, public), listeners.plain)
-        health_handler = PlainConnectionHandler(health, capped(direct_origin, private))
-        health_servers += await _serve_on(tracker.wrap(health_handler, private),
-                                          listeners.health)
-        if listeners.admin:
-            console = HttpServing(build_console_app(config, inbox, prepared), hyper,
-                                  deadlines)
-            console_handler = PlainConnectionHandler(console, capped(direct_origin, private))
-            health_servers += await _serve_on(tracker.wrap(console_handler, private),
-                                              listeners.admin)
-        _install_signals(state, stop, server_tls, metrics)
-        if server_tls is not None and config.server.reload_check_seconds > 0:
-            watcher = asyncio.create_task(
-                _watch_certificate(server_tls, metrics, config.server.reload_check_seconds))
-        _log_started(config, gate, worker_index)
-        settle_garbage_collector()
-        if chains is not None:
-            flusher = asyncio.create_task(chains.run(inbox, stop))
-        if prepared.target is not None and worker_index == 0:  # one deliverer per host
-            worker = asyncio.create_task(DeliveryWorker(
-                inbox, prepared.target, config.delivery, metrics, wake=state.stored).run(stop))
-        await stop.wait()
-        # /readyz answers 503 from now on; keep serving while the balancer notices.
-        await asyncio.sleep(min(config.server.drain_seconds, config.server.shutdown_timeout))
-    finally:
-        for server in servers:
+    tracker: ConnectionTracker = field(default_factory=ConnectionTracker)
+    public: list[asyncio.Server] = field(default_factory=list)
+    private: list[asyncio.Server] = field(default_factory=list)
+    certificate_watch: asyncio.Task[None] | None = None
+
+    async def accept(self, handler: Handler, sockets: tuple[socket.socket, ...],
+                     connections: OpenConnections, *, public: bool) -> None:
+        """Accept on sockets the supervisor bound (shared by every worker)."""
+        tracked = self.tracker.wrap(handler, connections)
+        for sock in sockets:
+            server = await asyncio.start_server(tracked, sock=sock, backlog=LISTEN_BACKLOG)
+            (self.public if public else self.private).append(server)
+
+    async def close(self, drain_seconds: float) -> None:
+        for server in self.public:
             server.close()
-        if watcher is not None:
-            watcher.cancel()
+        if self.certificate_watch is not None:
+            self.certificate_watch.cancel()
         # Every connection is asked to finish now, idle keep-alive ones (a balancer's
         # health probes) included: they must not hold the exit until their idle timeout.
-        for serving in (main, health, console):
+        for serving in (self.main, self.health, self.console):
             if serving is not None:
                 await serving.terminate()
-        remaining = config.server.shutdown_timeout - config.server.drain_seconds
-        await tracker.drain(max(remaining, 1.0))
-        for server in health_servers:
+        await self.tracker.drain(drain_seconds)
+        for server in self.private:
             server.close()
-        if worker is not None:  # it stops after the attempts under way (bounded by timeout)
-            _done, late = await asyncio.wait({worker}, timeout=config.delivery.timeout + 5)
+
+
+async def listen(parts: WorkerParts, listeners: Listeners, listening: Listening,
+                 public: OpenConnections, private: OpenConnections) -> None:
+    """Serve the main app on the TLS and plain listeners, the health app (and the console)
+    on theirs."""
+    config, prepared = parts.config, parts.prepared
+    main, health = listening.main, listening.health
+    if prepared.server_tls is not None:
+        CertificateReload(prepared.server_tls, parts.metrics).track()
+        tls_handler = build_tls_handler(config, prepared.server_tls, parts.gate, main,
+                                        parts.metrics, public)
+        await listening.accept(tls_handler, listeners.tls, public, public=True)
+    plain = PlainConnectionHandler(main, capped(origin_reader(config), public))
+    await listening.accept(plain, listeners.plain, public, public=True)
+    health_handler = PlainConnectionHandler(health, capped(direct_origin, private))
+    await listening.accept(health_handler, listeners.health, private, public=False)
+    if listeners.admin:
+        console = HttpServing(build_console_app(config, parts.inbox, prepared), health.config,
+                              health.deadlines)
+        listening.console = console
+        console_handler = PlainConnectionHandler(console, capped(direct_origin, private))
+        await listening.accept(console_handler, listeners.admin, private, public=False)
+
+
+def watch_certificate(parts: WorkerParts) -> asyncio.Task[None] | None:
+    """Reload the server certificate on SIGHUP, and when its files change."""
+    server_tls, interval = parts.prepared.server_tls, parts.config.server.reload_check_seconds
+    if server_tls is None:
+        return None
+    reload = CertificateReload(server_tls, parts.metrics)
+    reload.reload_on_sighup()
+    return asyncio.create_task(reload.watch(interval)) if interval > 0 else None
+
+
+@dataclass(frozen=True)
+class BackgroundTasks:
+    """What a worker runs beside its listeners, each only when configured: the chain
+    registry's flushes, and delivery."""
+
+    chain_flush: asyncio.Task[None] | None = None
+    delivery: asyncio.Task[None] | None = None
+
+    @classmethod
+    def start(cls, parts: WorkerParts, stop: asyncio.Event, worker_index: int) -> BackgroundTasks:
+        target = parts.prepared.target
+        return cls(
+            chain_flush=(None if parts.chains is None
+                         else asyncio.create_task(parts.chains.run(parts.inbox, stop))),
+            delivery=(None if target is None or worker_index != 0  # one deliverer per host
+                      else asyncio.create_task(DeliveryWorker(
+                          parts.inbox, target, parts.config.delivery, parts.metrics,
+                          wake=parts.state.stored).run(stop))))
+
+    async def stop(self, parts: WorkerParts) -> None:
+        """Once the connections drained: delivery ends the attempts under way (bounded by
+        delivery.timeout), and the chain registry flushes what they added."""
+        if self.delivery is not None:
+            _done, late = await asyncio.wait({self.delivery},
+                                              timeout=parts.config.delivery.timeout + 5)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late, timeout=CANCEL_SECONDS)
-        if chains is not None:  # what the drained connections added, too
-            await _last_flush(chains, inbox, flusher)
-        await inbox.close()
-        gate.close()
-        tracker.closed.close()
+        if parts.chains is not None:
+            await _last_flush(parts.chains, parts.inbox, self.chain_flush)
+
+
+def _listening(parts: WorkerParts, public: OpenConnections) -> Listening:
+    """How the main app and the health app are served, before anything listens."""
+    config = parts.config
+    deadlines = Deadlines(request=config.server.request_timeout,
+                          write=config.server.write_timeout)
+    main_app = build_main_app(config, parts.prepared.endpoints, parts.inbox, parts.state,
+                              parts.gate, parts.metrics, public, parts.chains)
+    return Listening(HttpServing(main_app, http_config(config, refusal_fault), deadlines),
+                     HttpServing(create_health_app(parts.inbox, parts.state, parts.metrics),
+                                 http_config(config), deadlines))
+
+
+async def serve(config: Config, listeners: Listeners, *, worker_index: int = 0,
+                prepared: Prepared | None = None) -> int:
+    """Serve until SIGTERM (exit status 0) or SIGINT (130, as after Ctrl-C); ``prepared``
+    when the caller prepared already (in this process)."""
+    parts = await build_worker_parts(config, prepared or prepare(config))
+    limits = connection_limits(config, room_for_connections(config))
+    public = OpenConnections(limits, parts.metrics)
+    private = OpenConnections(limits, parts.metrics)  # the health listener's and the console's
+    listening = _listening(parts, public)
+    background = BackgroundTasks()
+    stop = asyncio.Event()
+    try:
+        await listen(parts, listeners, listening, public, private)
+        _install_signals(parts.state, stop)
+        listening.certificate_watch = watch_certificate(parts)
+        _log_started(config, parts.gate, worker_index)
+        settle_garbage_collector()
+        background = BackgroundTasks.start(parts, stop, worker_index)
+        await stop.wait()
+        # /readyz answers 503 from now on; keep serving while the balancer notices.
+        await asyncio.sleep(min(config.server.drain_seconds, config.server.shutdown_timeout))
+    finally:
+        await listening.close(
+            max(config.server.shutdown_timeout - config.server.drain_seconds, 1.0))
+        await background.stop(parts)
+        await parts.inbox.close()
+        parts.gate.close()
+        listening.tracker.closed.close()
         log.info("server.stopped")
-    return EXIT_INTERRUPTED if state.stop_signal == signal.SIGINT.name else EXIT_OK
+    return EXIT_INTERRUPTED if parts.state.stop_signal == signal.SIGINT.name else EXIT_OK
 
 
 async def _last_flush(chains: ChainRegistry, inbox: Inbox,
@@ -490,8 +462,7 @@ async def _last_flush(chains: ChainRegistry, inbox: Inbox,
                                                 f"{LAST_FLUSH_SECONDS:g} s at shutdown")
 
 
-def _install_signals(state: ServiceState, stop: asyncio.Event,
-                     server_tls: ServerTls | None, metrics: Metrics) -> None:
+def _install_signals(state: ServiceState, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
     def begin_shutdown(signame: str) -> None:
@@ -502,9 +473,6 @@ def _install_signals(state: ServiceState, stop: asyncio.Event,
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, begin_shutdown, signum.name)
-    if server_tls is not None:
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signal.SIGHUP, _reload_tls, server_tls, metrics, "SIGHUP")
 
 
 def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> None:

@@ -1,14 +1,15 @@
 """``omgate serve`` with ``server.workers`` processes sharing the listening ports.
 
-The supervisor binds every listening socket once, without SO_REUSEPORT, so a port that
-another process (another omgate, say) listens on stops ``omgate serve`` at start instead
-of being shared with it. It checks the configuration and migrates the inbox once, then
-forks the workers: they inherit the sockets, each runs its own event loop, and all write
-one inbox. It passes SIGTERM, SIGINT and SIGHUP on, restarts a worker that dies (on the
-same sockets; after a growing delay when it keeps dying at start), and gives up when one
-cannot even start the first time. A worker whose supervisor dies drains and stops (Linux).
-It logs through structlog, as the workers do. Prometheus metrics from all workers are
-summed through a shared folder (prometheus_client's multiprocess mode).
+The supervisor binds every listening socket once (``service/sockets.py``), without
+SO_REUSEPORT, so a port that another process (another omgate, say) listens on stops
+``omgate serve`` at start instead of being shared with it. It checks the configuration
+and migrates the inbox once, then forks the workers: they inherit the sockets, each runs
+its own event loop, and all write one inbox. It passes SIGTERM, SIGINT and SIGHUP on,
+restarts a worker that dies (on the same sockets; after a growing delay when it keeps
+dying at start), and gives up when one cannot even start the first time. A worker whose
+supervisor dies drains and stops (Linux). It logs through structlog, as the workers do.
+Prometheus metrics from all workers are summed through a shared folder (prometheus_client's
+multiprocess mode).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -28,11 +28,12 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from service.backoff import capped_doubling
-from service.config import BindAddress, Config
+from service.config import Config
 from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
 from service.logs import get_logger
 from service.multiprocess import METRICS_FOLDER_VARIABLE
+from service.sockets import Listeners, bind_listeners
 
 if TYPE_CHECKING:
     from service.server import Prepared
@@ -42,69 +43,6 @@ STARTUP_GRACE_SECONDS = 3.0  # a worker that dies sooner "died at start"
 RESTART_BACKOFF_FIRST = 1.0  # seconds before restarting a worker that died at start...
 RESTART_BACKOFF_MAX = 60.0  # ...doubling each time it does so again, up to this
 REAP_INTERVAL_SECONDS = 0.1
-LISTEN_BACKLOG = 1024
-
-
-class ListenError(Exception):
-    """A listening address cannot be bound; the message names it and its key."""
-
-
-@dataclass(frozen=True)
-class Listeners:
-    """The listening sockets of server.bind, server.plain_bind and server.health_bind."""
-
-    tls: tuple[socket.socket, ...]
-    plain: tuple[socket.socket, ...]
-    health: tuple[socket.socket, ...]
-    admin: tuple[socket.socket, ...] = ()  # server.admin_bind: the console
-
-    def close(self) -> None:
-        for sock in (*self.tls, *self.plain, *self.health, *self.admin):
-            sock.close()
-
-
-def _failure(error: OSError) -> str:
-    if isinstance(error, socket.gaierror) or not error.errno:
-        return str(error.strerror or error).lower()
-    return os.strerror(error.errno).lower()  # "address already in use"
-
-
-def _bind(address: BindAddress, key: str) -> list[socket.socket]:
-    """Listen on every address ``address.host`` resolves to (as asyncio would), without
-    SO_REUSEPORT: an address another process listens on is refused."""
-    bound: list[socket.socket] = []
-    try:
-        resolved = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                      flags=socket.AI_PASSIVE)
-        for family, sockaddr in dict.fromkeys((info[0], info[4]) for info in resolved):
-            bound.append(socket.create_server(sockaddr, family=family, backlog=LISTEN_BACKLOG))
-    except OSError as error:
-        for sock in bound:
-            sock.close()
-        raise ListenError(f"cannot listen on {address} ({key}): {_failure(error)}") from None
-    return bound
-
-
-def bind_listeners(config: Config) -> Listeners:
-    """Bind every listener once, here; the workers inherit the sockets."""
-    opened: list[socket.socket] = []
-
-    def bind_all(addresses: tuple[BindAddress, ...], key: str) -> tuple[socket.socket, ...]:
-        sockets = [sock for address in addresses for sock in _bind(address, key)]
-        opened.extend(sockets)
-        return tuple(sockets)
-
-    try:
-        health = (config.server.health_bind,) if config.server.health_bind else ()
-        admin = (config.server.admin_bind,) if config.server.admin_bind else ()
-        return Listeners(tls=bind_all(config.server.bind, "[server] bind"),
-                         plain=bind_all(config.server.plain_bind, "[server] plain_bind"),
-                         health=bind_all(health, "[server] health_bind"),
-                         admin=bind_all(admin, "[server] admin_bind"))
-    except ListenError:
-        for sock in opened:
-            sock.close()
-        raise
 
 
 def raise_open_files_limit() -> None:

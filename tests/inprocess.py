@@ -13,7 +13,8 @@ from service.config import load_config
 from service.gate import ClientAuthGate
 from service.listeners.hypercorn_glue import HttpServing, hypercorn_config
 from service.policy_loader import PolicyLoader
-from service.server import ConnectionTracker, build_server_tls, build_tls_handler
+from service.server import build_server_tls, build_tls_handler
+from service.tracker import ConnectionTracker
 
 
 class RecordingApp:

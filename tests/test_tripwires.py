@@ -45,7 +45,6 @@ TLS_CONTEXT = "service/tls/context.py"
 ALGORITHMS = "service/clientauth/algorithms.py"
 EXTENSIONS = "service/clientauth/extensions.py"
 SOAP_PARSE = "service/soap/parse.py"
-CLI = "service/cli.py"
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,6 @@ OTHERS = (
     # lxml's element and entity classes (documented under these names)
     Internal("lxml.etree._Element", (SOAP_PARSE,), "class"),
     Internal("lxml.etree._Entity", (SOAP_PARSE,), "class"),
-    Internal("argparse.ArgumentParser._actions", (CLI,), "instance attribute"),
-    Internal("argparse._SubParsersAction", (CLI,), "class"),
 )
 
 INTERNALS = HYPERCORN + PYOPENSSL + OTHERS
