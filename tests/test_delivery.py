@@ -31,7 +31,7 @@ from service.delivery import DeliveryFailed, DeliveryWorker, backoff
 from service.delivery.targets import ThreadedCalls
 from service.delivery.webhook import Webhook
 from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
-from service.inbox.sqlite import SCHEMA_VERSION
+from service.inbox.migrations import SCHEMA_VERSION
 from service.soap import parse_message
 
 

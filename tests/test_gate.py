@@ -24,7 +24,8 @@ from service.identity import (
     applicable,
     request_identity,
 )
-from service.inbox.base import GroupCommitter, StoreResult
+from service.inbox import StoreResult
+from service.inbox.batching import GroupCommitter
 
 NOW = dt.datetime.now(dt.UTC)
 ACCEPT = Verdict(Decision("accept", ()), "require", True)

@@ -19,7 +19,8 @@ from harness import PAYLOADS, break_writes, is_ack
 from messages import envelope, notification
 
 from service.inbox import DEAD, DELIVERED, PENDING, Inbox, InboxError, IncomingMessage, open_inbox
-from service.inbox.sqlite import SCHEMA_VERSION, SqliteInbox  # PostgreSQL's is the same
+from service.inbox.migrations import SCHEMA_VERSION
+from service.inbox.sqlite import SqliteInbox
 from service.soap import parse_message
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
@@ -135,7 +136,7 @@ def test_a_new_rows_digest_is_the_one_its_stored_form_gives():
     import math
     from decimal import Decimal
 
-    from service.inbox.base import content_digest, row_values
+    from service.inbox.encoding import content_digest, row_values
 
     message = contact("Jeraldine").message
     typed = {"Weight": 12.5, "Rush": True, "Count": 3, "Price": Decimal("10.50"),
@@ -153,7 +154,7 @@ def test_fields_and_digests_are_json_dumps_text_whoever_writes_them():
     digest of it is compared with those stored by earlier versions)."""
     import json
 
-    from service.inbox.base import _json
+    from service.inbox.encoding import _json
 
     texts = [chr(code) for code in range(128)] + [
         "\u0080", "\u009b", "Zoë", "\u2028", "\u202e", "\ufeff", "日本", "\U0001f600"]
@@ -331,26 +332,26 @@ def write_version_5_inbox(url: str, hour: dt.datetime) -> None:
     insert = ("INSERT INTO client_auth_hours (hour, outcome, connections) "
               "VALUES ({}, 'would_reject', 5)")
     if url.startswith("sqlite:///"):
-        from service.inbox.sqlite import _MIGRATIONS, _timestamp
+        from service.inbox.sqlite_database import MIGRATIONS, timestamp
 
         path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True)
         connection = sqlite3.connect(path)
         for step in range(1, 6):
-            for statement in _MIGRATIONS[step]:
+            for statement in MIGRATIONS[step]:
                 connection.execute(statement)
-        connection.execute(insert.format("?"), (_timestamp(hour),))
+        connection.execute(insert.format("?"), (timestamp(hour),))
         connection.execute("PRAGMA user_version=5")
         connection.commit()
         connection.close()
         return
     import psycopg
 
-    from service.inbox.postgres import _MIGRATIONS
+    from service.inbox.postgres_database import MIGRATIONS
 
     with psycopg.connect(url) as connection:
         for step in range(1, 6):
-            for statement in _MIGRATIONS[step]:
+            for statement in MIGRATIONS[step]:
                 connection.execute(statement)
         connection.execute("CREATE TABLE omgate_schema (version INTEGER NOT NULL)")
         connection.execute("INSERT INTO omgate_schema VALUES (5)")
@@ -423,13 +424,13 @@ def write_version_2_inbox(url: str, row: dict) -> None:
     """An inbox as omgate left it before it kept content digests, holding ``row``."""
     values = {**row, "next_attempt_at": row["received_at"]}
     if url.startswith("sqlite:///"):
-        from service.inbox.sqlite import _MIGRATIONS, _timestamp
+        from service.inbox.sqlite_database import MIGRATIONS, timestamp
 
-        values["received_at"] = values["next_attempt_at"] = _timestamp(row["received_at"])
+        values["received_at"] = values["next_attempt_at"] = timestamp(row["received_at"])
         path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True)
         connection = sqlite3.connect(path)
-        for statement in (*_MIGRATIONS[1], *_MIGRATIONS[2]):
+        for statement in (*MIGRATIONS[1], *MIGRATIONS[2]):
             connection.execute(statement)
         connection.execute(version_2_insert(":{}"), values)
         connection.execute("PRAGMA user_version=2")
@@ -438,10 +439,10 @@ def write_version_2_inbox(url: str, row: dict) -> None:
         return
     import psycopg
 
-    from service.inbox.postgres import _MIGRATIONS
+    from service.inbox.postgres_database import MIGRATIONS
 
     with psycopg.connect(url) as connection:
-        for statement in (*_MIGRATIONS[1], *_MIGRATIONS[2]):
+        for statement in (*MIGRATIONS[1], *MIGRATIONS[2]):
             connection.execute(statement)
         connection.execute("CREATE TABLE omgate_schema (version INTEGER NOT NULL)")
         connection.execute("INSERT INTO omgate_schema VALUES (2)")
@@ -449,7 +450,7 @@ def write_version_2_inbox(url: str, row: dict) -> None:
 
 
 def test_a_version_2_inbox_gets_digests_and_its_rows_are_compared_too(inbox_url):
-    from service.inbox.base import row_values
+    from service.inbox.encoding import row_values
 
     [row] = row_values(contact("Jeraldine"))
     write_version_2_inbox(inbox_url, row)
@@ -484,19 +485,19 @@ def record_indexes(url: str) -> set[str]:
 def claim_plan(url: str) -> str:
     """The backend's plan for a delivery claim (PostgreSQL's as if the table were large)."""
     if url.startswith("sqlite:///"):
-        from service.inbox.sqlite import _CLAIMABLE
+        from service.inbox.sqlite import CLAIMABLE
 
         with contextlib.closing(sqlite3.connect(url[len("sqlite:///"):])) as connection:
             return "\n".join(row[3] for row in connection.execute(
-                f"EXPLAIN QUERY PLAN {_CLAIMABLE}", {"now": "", "limit": 10}))
+                f"EXPLAIN QUERY PLAN {CLAIMABLE}", {"now": "", "limit": 10}))
     import psycopg
 
-    from service.inbox.postgres import _CLAIM
+    from service.inbox.postgres import CLAIM
 
     with psycopg.connect(url) as connection:
         connection.execute("SET enable_seqscan = off")
         return "\n".join(row[0] for row in connection.execute(
-            f"EXPLAIN {_CLAIM}", {"now": NOW, "limit": 10, "lease": NOW}))
+            f"EXPLAIN {CLAIM}", {"now": NOW, "limit": 10, "lease": NOW}))
 
 
 def test_delivery_builds_the_index_its_claims_use_and_stores_never_keep_it_before(inbox_url):
@@ -663,9 +664,9 @@ def test_a_lock_file_that_cannot_be_opened_stops_no_store(sqlite_path):
 def test_a_version_1_inbox_is_migrated_and_its_rows_become_pending(sqlite_path):
     sqlite_path.parent.mkdir(parents=True)
     connection = sqlite3.connect(sqlite_path)
-    from service.inbox.sqlite import _MIGRATIONS
+    from service.inbox.sqlite_database import MIGRATIONS
 
-    for statement in _MIGRATIONS[1]:
+    for statement in MIGRATIONS[1]:
         connection.execute(statement)
     connection.execute("INSERT INTO notifications (org_key, notification_key, organization_id, "
                        "action_id, notification_id, record_id, fields, endpoint, received_at) "
@@ -711,8 +712,10 @@ def test_postgresql_stores_of_one_record_take_turns(postgres):
     second store waits for the first: claims see the states in arrival order."""
     import psycopg
 
-    from service.inbox.base import insert_statement, row_values
+    from service.inbox.dialect import POSTGRES
+    from service.inbox.encoding import row_values
     from service.inbox.postgres import record_lock
+    from service.inbox.statements import insert_statement
 
     url = postgres.new_database()
     record, other_record = "001A00000000001AAA", "001B00000000001AAA"
@@ -726,7 +729,7 @@ def test_postgresql_stores_of_one_record_take_turns(postgres):
                     in_flight.transaction():
                 await in_flight.execute("SELECT pg_advisory_xact_lock(%s)",
                                         (record_lock(older["org_key"], older["record_key"]),))
-                await in_flight.execute(insert_statement("%({})s"), older)
+                await in_flight.execute(insert_statement(POSTGRES), older)
                 newer = asyncio.create_task(inbox.store(unique_message(2, record=record)))
                 await asyncio.wait_for(inbox.store(unique_message(3, record=other_record)),
                                        10)  # other records are not held up
@@ -747,7 +750,7 @@ def test_postgresql_store_waits_for_a_record_lock_only_so_long(postgres, monkeyp
     import psycopg
 
     from service.inbox import postgres as postgres_inbox
-    from service.inbox.base import row_values
+    from service.inbox.encoding import row_values
 
     monkeypatch.setattr(postgres_inbox, "LOCK_WAIT_MS", 300)
     url = postgres.new_database()

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from service.console.auth import CSRF_COOKIE, CSRF_FIELD, csrf_matches
 from service.console.queries import LARGEST_ID, QueryReader
 from service.console.rendering import redirect_with_notice, render
-from service.inbox import DEAD, STATES, Inbox, StoredNotification
+from service.inbox import DEAD, STATES, Inbox, State, StoredNotification
 from service.inbox.chains import LISTENER, ChainRecord, EndpointSeen
 from service.observatory.views import chain_row
 from service.text import clipped
@@ -44,7 +44,7 @@ class InboxQuery:
 
     q: str = ""
     key: str | None = None  # the search, when it is an Id
-    state: str | None = None
+    state: State | None = None
     before: int | None = None
     after: int | None = None
     dead_before: int | None = None
@@ -88,7 +88,7 @@ class Page:
         return self.first + len(self.rows) - 1 if self.rows else 0
 
 
-async def read_page(inbox: Inbox, query: InboxQuery, *, state: str | None,
+async def read_page(inbox: Inbox, query: InboxQuery, *, state: State | None,
                     before: int | None, after: int | None, prefix: str = "") -> Page:
     rows = await inbox.recent(limit=PAGE_SIZE, state=state, key=query.key,
                               before_id=before, after_id=after)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from service.observatory.views import parse_duration
 from service.text import clipped
 
 SHOWN_VALUE = 60  # characters of a value the page repeats
 LARGEST_ID = 2**63 - 1  # an inbox id fits a signed 64-bit column
+Choice = TypeVar("Choice", bound=str)
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,14 @@ class QueryReader:
     def ignore(self, name: str, value: str, reason: str, instead: str) -> None:
         self.problems.append(Problem(name, clipped(value, SHOWN_VALUE), reason, instead))
 
-    def choice(self, name: str, allowed: Collection[str], instead: str) -> str | None:
+    def choice(self, name: str, allowed: Collection[Choice], instead: str) -> Choice | None:
         """One of ``allowed``, or None (empty: none asked for)."""
         value = self.text(name)
-        if not value or value in allowed:
-            return value or None
+        if not value:
+            return None
+        for option in allowed:
+            if option == value:
+                return option
         self.ignore(name, value, f"it is not one of {', '.join(allowed) or '(none)'}", instead)
         return None
 

@@ -1,26 +1,28 @@
-"""Durable storage of notifications and their delivery state, behind one interface."""
+"""Durable storage of notifications and their delivery state, behind one interface: which
+backend a configuration URL names, and the names the rest of omgate imports."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from service.dsn import mask_dsn
-from service.inbox.base import (
+from service.inbox.model import (
     DEAD,
     DELIVERED,
     PENDING,
     STATES,
     DuplicateConflict,
-    Inbox,
     InboxError,
     InboxStats,
     IncomingMessage,
     MissingFolderError,
     RecordedConflict,
+    State,
     StoredNotification,
     StoreResult,
 )
 from service.inbox.sqlite import SqliteInbox
+from service.inbox.stores import ChainStore, Inbox, NotificationStore
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
@@ -58,13 +60,16 @@ __all__ = [
     "POSTGRES_SCHEMES",
     "SQLITE_SCHEME",
     "STATES",
+    "ChainStore",
     "DuplicateConflict",
     "Inbox",
     "InboxError",
     "InboxStats",
     "IncomingMessage",
     "MissingFolderError",
+    "NotificationStore",
     "RecordedConflict",
+    "State",
     "StoreResult",
     "StoredNotification",
     "open_inbox",

@@ -28,7 +28,7 @@ from service.clientauth import ClientIdentity, UnreadableCertificate
 from service.clientauth.model import in_presented_order
 from service.config import ChainsConfig
 from service.gate import RecordedDecision
-from service.inbox import Inbox, InboxError
+from service.inbox import ChainStore, InboxError
 from service.inbox.chains import (
     LISTENER,
     NO_CERTIFICATE,
@@ -220,7 +220,7 @@ class ChainRegistry:
         self._pending, self._hours, self._unwritten = {}, Counter(), _Batch([], [], {})
         return batch
 
-    async def flush(self, inbox: Inbox) -> None:
+    async def flush(self, inbox: ChainStore) -> None:
         batch = self._take()
         if batch.sightings or batch.hours:
             try:
@@ -258,7 +258,7 @@ class ChainRegistry:
         if len(self._known) > KNOWN_LIMIT:
             self._known.popitem(last=False)
 
-    async def _forget_old(self, inbox: Inbox) -> None:
+    async def _forget_old(self, inbox: ChainStore) -> None:
         now = dt.datetime.now(dt.UTC)
         if self._forgotten_at is not None and now - self._forgotten_at < FORGET_EVERY:
             return
@@ -268,7 +268,7 @@ class ChainRegistry:
         except InboxError as error:
             log.error("chains.flush_failed", reason=str(error), doing="retention")
 
-    async def run(self, inbox: Inbox, stop: asyncio.Event,
+    async def run(self, inbox: ChainStore, stop: asyncio.Event,
                   interval: float = FLUSH_SECONDS) -> None:
         """Flush every ``interval`` seconds until ``stop`` is set (the last flush is the
         caller's, after the connections have drained)."""

@@ -29,7 +29,7 @@ from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, PolicyRules
 from service.exitcodes import UsageError
 from service.inbox import sqlite_path
-from service.inbox.sqlite import database_files
+from service.inbox.sqlite_database import database_files
 from service.logs import get_logger
 from service.policy_loader import PolicyLoader
 from service.report import count_line, write_certificates, write_findings

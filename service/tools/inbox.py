@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from service.config import Config
-from service.inbox import Inbox
+from service.inbox import Inbox, State
 from service.terminal import json_text
 
 PAGE = 500
@@ -35,7 +35,7 @@ class ListFilter:
 
     limit: int
     after_id: int = 0
-    state: str | None = None
+    state: State | None = None
     conflicted: bool = False
     since: dt.datetime | None = None
 

@@ -1,0 +1,61 @@
+"""Group commit: concurrent stores collected into shared transactions, one durable commit
+(one fsync) for many messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from service.inbox.model import StoreResult
+
+GROUP_COMMIT_LIMIT = 256  # messages in one transaction at the most
+
+Prepared = TypeVar("Prepared")
+BatchStore = Callable[[Sequence[Prepared]], Awaitable[list[StoreResult | Exception]]]
+
+
+class GroupCommitter(Generic[Prepared]):
+    """Collects concurrent stores into shared transactions, on the event loop.
+
+    While one batch commits, newly arriving messages wait together; they form the next
+    batch. Nobody waits for a timer, so a lone message is committed at once.
+    """
+
+    def __init__(self, store_batch: BatchStore[Prepared],
+                 limit: int = GROUP_COMMIT_LIMIT) -> None:
+        self._store_batch = store_batch
+        self._limit = limit
+        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[StoreResult]]] = (
+            asyncio.Queue())
+        self._task: asyncio.Task[None] | None = None
+
+    async def store(self, message: Prepared) -> StoreResult:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put((message, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._limit and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await self._store_batch([message for message, _ in batch])
+            except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
+                results = [error] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+

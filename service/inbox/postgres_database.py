@@ -1,0 +1,112 @@
+"""The PostgreSQL inbox's database: a psycopg 3 connection pool, its errors with the
+password masked out, and the schema, created and migrated under an advisory lock
+(``omgate inbox migrate``, and at start).
+
+The stores built on it (``postgres_chains``, ``postgres``) run their statements through
+:meth:`PostgresDatabase._execute` (one statement) and :meth:`PostgresDatabase._transaction`
+(several, in one transaction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from service.dsn import mask_dsn
+from service.inbox.dialect import POSTGRES
+from service.inbox.encoding import digests
+from service.inbox.migrations import SCHEMA_VERSION, schema_migrations
+from service.inbox.model import InboxError
+from service.inbox.statements import conflict_statements
+
+MIGRATION_LOCK = 0x6F6D67617465  # "omgate": one migrating replica at a time
+MIGRATIONS = schema_migrations(POSTGRES)
+_CONFLICTS = conflict_statements(POSTGRES)
+
+
+class PostgresDatabase:
+    """One PostgreSQL database an inbox is kept in, through a pool of connections."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self._masked = mask_dsn(url)
+        self._pool_size = pool_size
+        self._pool: Any = None
+
+    def _error(self, error: Exception | str, doing: str = "") -> InboxError:
+        """An InboxError naming the database, with the password masked out of everything
+        (psycopg's text may quote the connection string)."""
+        prefix = f"{self._masked}: {doing}: " if doing else f"{self._masked}: "
+        return InboxError(prefix + self._masked.scrub(str(error)))
+
+    async def open(self) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self._pool_size, open=False, timeout=30,
+            kwargs={"row_factory": dict_row, "autocommit": False})
+        try:
+            await self._pool.open(wait=True, timeout=30)
+        except psycopg.Error as error:  # a PoolTimeout too
+            raise self._error(error, "cannot connect") from None
+        await self.migrate()
+
+    async def _execute(self, statement: str, parameters: Any = None) -> list[dict[str, Any]]:
+        """The rows one statement returns (none: an empty list), on a pooled connection."""
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection:
+                cursor = await connection.execute(statement, parameters)
+                return await cursor.fetchall() if cursor.description else []
+        except psycopg.Error as error:
+            raise self._error(error) from None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, doing: str = "") -> AsyncIterator[Any]:
+        """A pooled connection in one transaction; psycopg's errors leave it as InboxError
+        (``doing``: what failed, in their message)."""
+        import psycopg
+
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                yield connection
+        except psycopg.Error as error:
+            raise self._error(error, doing) from None
+
+    async def migrate(self) -> int:
+        async with self._transaction("migration failed") as connection:
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS omgate_schema (version INTEGER NOT NULL)")
+            row = await (await connection.execute(
+                "SELECT version FROM omgate_schema")).fetchone()
+            version = row["version"] if row else 0
+            if version > SCHEMA_VERSION:
+                raise self._error(
+                    f"inbox schema version {version} is newer than this omgate "
+                    f"understands ({SCHEMA_VERSION}); upgrade omgate")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    await connection.execute(statement)
+            if version < 3 <= SCHEMA_VERSION:
+                await self._give_digests(connection)
+            await connection.execute("DELETE FROM omgate_schema")
+            await connection.execute("INSERT INTO omgate_schema VALUES (%s)",
+                                     (max(version, SCHEMA_VERSION),))
+        return SCHEMA_VERSION
+
+    @staticmethod
+    async def _give_digests(connection: Any) -> None:
+        """Digests for the rows stored before schema version 3."""
+        while rows := await (await connection.execute(_CONFLICTS.undigested)).fetchall():
+            async with connection.cursor() as cursor:
+                await cursor.executemany(_CONFLICTS.set_digest, digests(rows))
+
+    async def _release(self) -> None:
+        """Close the pool."""
+        if self._pool is not None:
+            await self._pool.close()
