@@ -17,7 +17,13 @@ from service.clientauth.presented import (
     PresentedChain,
     unreadable_chain,
 )
-from service.forwarded.addresses import Address, Network, client_address, within
+from service.forwarded.addresses import (
+    Address,
+    ClientAddressHeader,
+    Network,
+    client_address,
+    within,
+)
 from service.forwarded.certificates import (
     KNOWN_CERT_HEADERS,
     MAX_HEADER_BYTES,
@@ -34,7 +40,7 @@ FORWARDED_KEPT_BYTES = 2 * CHAIN_KEPT_BYTES
 class ForwardingSettings:
     trusted_proxies: tuple[Network, ...]
     certificate_format: ForwardedFormat | None
-    client_address_header: str = "x-forwarded-for"  # or "forwarded", or "none"
+    client_address_header: ClientAddressHeader = "x-forwarded-for"
 
     @functools.cached_property
     def header_names(self) -> frozenset[str]:
