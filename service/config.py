@@ -1,8 +1,10 @@
 """One typed configuration, loaded from TOML and ``OMGATE_<SECTION>__<KEY>`` variables.
 
-Every key is declared once in a schema below: its parser, its default and what
-it expects. Errors name the key, where the value came from and what was
-expected, so a bad deploy fails at start with one readable line.
+Every key is declared once, as a field of its section's dataclass:
+``name: type = key(parser, default)``. The parser says what the key expects and
+returns the field's type (mypy checks they agree); the loader walks the fields.
+Errors name the key, where the value came from and what was expected, so a bad
+deploy fails at start with one readable line.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 
 from service.clientauth import (
+    MODES,
     DistinguishedName,
     DnSyntaxError,
     Mode,
@@ -33,6 +36,7 @@ from service.dsn import MASK, mask_dsn
 from service.envtext import EnvText
 from service.forwarded import (
     CLIENT_ADDRESS_HEADERS,
+    ClientAddressHeader,
     ForwardedFormat,
     Network,
     format_address,
@@ -56,7 +60,7 @@ BUILT_IN_DEFAULT = "built-in default"
 
 
 # ---------------------------------------------------------------------------
-# Values
+# Values (the few that parsers make)
 
 
 @dataclass(frozen=True)
@@ -69,88 +73,6 @@ class BindAddress:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    bind: tuple[BindAddress, ...]
-    certfile: Path | None  # required by the TLS listeners of bind (Config.server_identity)
-    keyfile: Path | None
-    plain_bind: tuple[BindAddress, ...]
-    health_bind: BindAddress | None
-    public_names: tuple[str, ...]
-    trusted_proxies: tuple[Network, ...]
-    client_address_header: str
-    proxy_protocol: bool
-    allowed_client_networks: tuple[Network, ...]
-    max_body_bytes: int
-    max_buffered_bytes: int
-    max_buffered_bytes_per_client: int
-    max_connections: int
-    max_connections_per_peer: int
-    max_header_count: int
-    workers: int
-    handshake_timeout: float
-    request_timeout: float
-    write_timeout: float
-    idle_timeout: float
-    read_timeout: float
-    shutdown_timeout: float
-    drain_seconds: float
-    reload_check_seconds: float
-    admin_bind: BindAddress | None = None  # the console (service/console/); None: off
-
-
-@dataclass(frozen=True)
-class PolicyRules:
-    """The ``[client_auth]`` keys an endpoint may override (everything but the listener's)."""
-
-    trust: tuple[Path, ...]
-    trust_intermediates: bool
-    verify_depth: int
-    pins: tuple[Pin, ...]
-    pin_files: tuple[Path, ...]
-    issuer_dn: DistinguishedName | None
-    subject_dn: DistinguishedName | None
-    allowed_names: tuple[str, ...]
-    require_client_auth_eku: bool
-    crl_files: tuple[Path, ...]
-    clock_skew_seconds: int
-    expiry_warning_days: int
-    reject_weak_signatures: bool
-
-
-@dataclass(frozen=True)
-class ClientAuthConfig:
-    mode: Mode
-    advertise_ca_names: str | Path
-    reject_with: str
-    forwarded_cert: ForwardedFormat | None
-    rules: PolicyRules
-
-
-@dataclass(frozen=True)
-class SalesforceConfig:
-    organization_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EndpointConfig:
-    path: str
-    wsdl: Path | None
-    action_ids: tuple[str, ...]
-    client_auth: PolicyRules | None = None  # the global rules with this endpoint's overrides
-
-
-@dataclass(frozen=True)
-class InboxConfig:
-    url: str
-    store_session_id: bool
-    group_commit: bool
-    pool_size: int
-    # a SQLite URL written relative to the configuration's folder: a project's own layout
-    # (`omgate init`'s ../var), whose folder omgate serve may create
-    relative: bool = False
-
-
-@dataclass(frozen=True)
 class WebhookHeader:
     """A header sent with every webhook request; its value may name environment variables."""
 
@@ -158,101 +80,14 @@ class WebhookHeader:
     value: EnvText
 
 
-@dataclass(frozen=True)
-class DeliveryConfig:
-    webhook_url: str
-    webhook_headers: tuple[WebhookHeader, ...]
-    webhook_ca: Path | None
-    webhook_client_cert: Path | None
-    webhook_client_key: Path | None
-    handler: str
-    timeout: float
-    max_attempts: int
-    retry_base_seconds: float
-    retry_max_seconds: float
-    concurrency: int
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.webhook_url or self.handler)
-
-
-@dataclass(frozen=True)
-class ChainsConfig:
-    """The registry of client chains seen (service/observatory/)."""
-
-    enabled: bool = True  # false: no registry (the console and `omgate chains` show nothing new)
-    # refused or unproven new chains, per worker (accepted ones have a share of their own)
-    max_new_per_hour: int = 1000
-    retention_days: int = 90  # chains not seen for this long are removed
-
-
-@dataclass(frozen=True)
-class AdminConfig:
-    token_file: Path | None = None  # the console's token; required off loopback
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    format: str
-    level: str
-
-
-@dataclass(frozen=True)
-class Config:
-    source: Path
-    server: ServerConfig
-    client_auth: ClientAuthConfig
-    salesforce: SalesforceConfig
-    endpoints: tuple[EndpointConfig, ...]
-    inbox: InboxConfig
-    delivery: DeliveryConfig
-    logging: LoggingConfig
-    chains: ChainsConfig = ChainsConfig()
-    admin: AdminConfig = AdminConfig()
-    # where each value came from, by "section.key" ("endpoints" for the [[endpoints]] list):
-    # "environment variable OMGATE_...", the file, or BUILT_IN_DEFAULT
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def origin(self, section: str, name: str = "") -> str:
-        """Where ``[section] name`` was set: an environment variable, the file, or
-        BUILT_IN_DEFAULT. ``name`` may go on after its key ("webhook_headers Authorization");
-        every [[endpoints]] table comes from one place."""
-        key = section if section == "endpoints" or not name else f"{section}.{name.split()[0]}"
-        return self.origins.get(key, str(self.source))
-
-    def error(self, section: str, name: str, problem: str) -> ConfigError:
-        """An error about the value of ``[section] name``, naming where it was set, as the
-        type errors of load_config do: ``<where>: [section] name: <problem>``. A value that
-        was not set is named in the file, as the built-in default."""
-        where = self.origin(section, name)
-        label = f"[[endpoints]] {name}" if section == "endpoints" else f"[{section}] {name}"
-        if where == BUILT_IN_DEFAULT:
-            where, label = str(self.source), f"{label} (not set: its built-in default)"
-        return ConfigError(f"{where}: {label}: {problem}")
-
-    def server_identity(self) -> tuple[Path, Path]:
-        """[server] certfile and keyfile, which the TLS listeners of [server] bind need (other
-        commands, such as inspect or inbox, do without them)."""
-        server = self.server
-        if server.certfile is None or server.keyfile is None:
-            missing = [name for name, path in (("certfile", server.certfile),
-                                               ("keyfile", server.keyfile)) if path is None]
-            problem = ("required by the TLS listeners of [server] bind (the server "
-                       "certificate, leaf first, and its private key; `omgate pki dev` writes "
-                       "development ones)")
-            if len(missing) == 1:
-                raise self.error("server", missing[0], problem)
-            raise ConfigError(f"{self.source}: [server] certfile and keyfile: {problem}")
-        return server.certfile, server.keyfile
-
-
 # ---------------------------------------------------------------------------
 # Key parsers. Each takes the raw TOML value (or an environment string already
 # decoded by `Key.decode_env`) and the config folder, and returns the typed
 # value or raises ValueError saying what was expected.
 
-Parser = Callable[[Any, Path], Any]
+T = TypeVar("T")
+Word = TypeVar("Word", bound=str)
+Parser = Callable[[Any, Path], T]
 
 
 def _string(value: Any, _base: Path) -> str:
@@ -291,11 +126,19 @@ def _boolean(value: Any, _base: Path) -> bool:
     return value
 
 
-def _choice(*allowed: str) -> Parser:
-    def parse(value: Any, _base: Path) -> str:
-        if not isinstance(value, str) or value not in allowed:
+def _word(value: Any, words: tuple[Word, ...]) -> Word | None:
+    """``value`` as the one of ``words`` it is (typed as their ``Literal``), else None."""
+    return next((word for word in words if isinstance(value, str) and value == word), None)
+
+
+def _one_of(allowed: tuple[Word, ...]) -> Parser[Word]:
+    """One of a ``Literal`` type's words (``allowed`` is its ``get_args``)."""
+
+    def parse(value: Any, _base: Path) -> Word:
+        word = _word(value, allowed)
+        if word is None:
             raise ValueError("one of " + ", ".join(allowed))
-        return value
+        return word
 
     return parse
 
@@ -307,10 +150,11 @@ def _path(value: Any, base: Path) -> Path:
     return (base / text).resolve() if not Path(text).is_absolute() else Path(text)
 
 
-def _keyword_or_path(*keywords: str) -> Parser:
-    def parse(value: Any, base: Path) -> str | Path:
-        if value in keywords:
-            return str(value)
+def _keyword_or_path(keywords: tuple[Word, ...]) -> Parser[Word | Path]:
+    def parse(value: Any, base: Path) -> Word | Path:
+        word = _word(value, keywords)
+        if word is not None:
+            return word
         try:
             return _path(value, base)
         except ValueError:
@@ -412,8 +256,8 @@ def _optional_path(value: Any, base: Path) -> Path | None:
     return None if value in ("", None) else _path(value, base)
 
 
-def _list_of(item: Parser) -> Parser:
-    def parse(value: Any, base: Path) -> tuple[Any, ...]:
+def _list_of(item: Parser[T]) -> Parser[tuple[T, ...]]:
+    def parse(value: Any, base: Path) -> tuple[T, ...]:
         if not isinstance(value, list):
             raise ValueError("a list")
         return tuple(item(element, base) for element in value)
@@ -502,17 +346,34 @@ def default_inbox_url(environ: Mapping[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Schema
+# Keys
+
+
+EnvKind = Literal["string", "int", "float", "bool", "json"]  # how a variable's text is decoded
+_KEY = "omgate.key"  # a field's metadata: the Key it is
+_KEYS_OF = "omgate.keys_of"  # a field's metadata: the dataclass whose keys it holds
+
+
+class DataclassInstance(Protocol):
+    """A dataclass, as ``dataclasses.fields`` takes it (typeshed's own is private)."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+
+Section = TypeVar("Section", bound=DataclassInstance)
 
 
 @dataclass(frozen=True)
 class Key:
-    parse: Parser
+    """How a key is read: its parser, and its built-in default as TOML writes it (None: the
+    key is required), which the parser reads like any other value."""
+
+    parse: Parser[Any]
     default: Any
-    env_kind: str = "string"  # how an environment string is decoded: string|int|float|bool|json
+    env_kind: EnvKind = "string"
     may_hold_password: bool = False  # then an error shows the value through mask_dsn
     # a default that depends on the environment (the user, systemd's folders), instead
-    default_from: Callable[[Mapping[str, str]], Any] | None = None
+    default_from: Callable[[Mapping[str, str]], str] | None = None
 
     def builtin_default(self, environ: Mapping[str, str]) -> Any:
         return self.default if self.default_from is None else self.default_from(environ)
@@ -547,101 +408,263 @@ class Key:
         return text
 
 
-def _string_list(item: Parser = _string) -> Key:
-    return Key(_list_of(item), [], "json")
+def key(parse: Parser[T], default: Any, env_kind: EnvKind = "string", *,
+        may_hold_password: bool = False,
+        default_from: Callable[[Mapping[str, str]], str] | None = None) -> T:
+    """A key, declared as its section's field ``name: T = key(parser, default)``. The field's
+    own default is what the parser makes of ``default``; it has none when the key is required
+    (``default`` None) or its default is known only at load (``default_from``)."""
+    metadata = {_KEY: Key(parse, default, env_kind, may_hold_password, default_from)}
+    if default is None or default_from is not None:
+        return cast(T, field(metadata=metadata))
+    # no built-in default names a file, so no folder is needed to read one
+    return field(default=parse(default, Path()), metadata=metadata)
 
 
+def list_key(item: Parser[T], *default: str) -> tuple[T, ...]:
+    """A key whose value is a list (a JSON list in a variable) of what ``item`` parses."""
+    return key(_list_of(item), list(default), "json")
+
+
+def keys_of(section: type[Section]) -> Section:
+    """A field holding a dataclass whose keys belong to the section declaring the field."""
+    return field(default=section(), metadata={_KEYS_OF: section})
+
+
+def section_keys(section: type[DataclassInstance]) -> dict[str, Key]:
+    """The keys of a section's dataclass, in the order they are declared, read and listed."""
+    keys: dict[str, Key] = {}
+    for declared in dataclasses.fields(section):
+        if _KEY in declared.metadata:
+            keys[declared.name] = declared.metadata[_KEY]
+        elif _KEYS_OF in declared.metadata:
+            keys.update(section_keys(declared.metadata[_KEYS_OF]))
+    return keys
+
+
+def _build(section: type[Section], values: Mapping[str, Any], **others: Any) -> Section:
+    """The section's dataclass from its keys' parsed values; ``others`` are its fields that
+    are not keys."""
+    arguments = dict(others)
+    for declared in dataclasses.fields(section):
+        if _KEY in declared.metadata:
+            arguments[declared.name] = values[declared.name]
+        elif _KEYS_OF in declared.metadata:
+            arguments[declared.name] = _build(declared.metadata[_KEYS_OF], values)
+    return section(**arguments)
+
+
+# ---------------------------------------------------------------------------
+# The sections and their keys
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind: tuple[BindAddress, ...] = list_key(parse_bind, "127.0.0.1:8443")
+    # required by the TLS listeners of bind (Config.server_identity)
+    certfile: Path | None = key(_optional_path, "")
+    keyfile: Path | None = key(_optional_path, "")
+    plain_bind: tuple[BindAddress, ...] = list_key(parse_bind)
+    health_bind: BindAddress | None = key(_optional_bind, "")
+    public_names: tuple[str, ...] = list_key(_host_name, "localhost")
+    trusted_proxies: tuple[Network, ...] = list_key(_network)
+    client_address_header: ClientAddressHeader = key(_one_of(CLIENT_ADDRESS_HEADERS),
+                                                     "x-forwarded-for")
+    proxy_protocol: bool = key(_boolean, False, "bool")
+    allowed_client_networks: tuple[Network, ...] = list_key(_network)
+    max_body_bytes: int = key(_positive_int, 10 * 1024 * 1024, "int")
+    max_buffered_bytes: int = key(_positive_int, 64 * 1024 * 1024, "int")
+    max_buffered_bytes_per_client: int = key(_positive_int, 16 * 1024 * 1024, "int")
+    max_connections: int = key(_positive_int, 4096, "int")
+    max_connections_per_peer: int = key(_positive_int, 64, "int")
+    max_header_count: int = key(_positive_int, DEFAULT_MAX_HEADER_COUNT, "int")
+    workers: int = key(_non_negative_int, 0, "int")
+    handshake_timeout: float = key(_positive_seconds, 10, "float")
+    request_timeout: float = key(_positive_seconds, 60, "float")
+    write_timeout: float = key(_positive_seconds, 10, "float")
+    idle_timeout: float = key(_positive_seconds, 15, "float")
+    read_timeout: float = key(_positive_seconds, 30, "float")
+    shutdown_timeout: float = key(_positive_seconds, 30, "float")
+    drain_seconds: float = key(_non_negative_seconds, 0, "float")
+    reload_check_seconds: float = key(_non_negative_seconds, 60, "float")
+    # the console (service/console/); None: off
+    admin_bind: BindAddress | None = key(_optional_bind, "")
+
+
+@dataclass(frozen=True)
+class PolicyRules:
+    """The ``[client_auth]`` keys an endpoint may override (everything but the listener's)."""
+
+    trust: tuple[Path, ...] = list_key(_path)
+    trust_intermediates: bool = key(_boolean, False, "bool")
+    verify_depth: int = key(_non_negative_int, 2, "int")
+    pins: tuple[Pin, ...] = list_key(_pin)
+    pin_files: tuple[Path, ...] = list_key(_path)
+    issuer_dn: DistinguishedName | None = key(_optional_dn, "")
+    subject_dn: DistinguishedName | None = key(_optional_dn, "")
+    allowed_names: tuple[str, ...] = list_key(_host_name)
+    require_client_auth_eku: bool = key(_boolean, False, "bool")
+    crl_files: tuple[Path, ...] = list_key(_path)
+    clock_skew_seconds: int = key(_non_negative_int, 300, "int")
+    expiry_warning_days: int = key(_non_negative_int, 30, "int")
+    reject_weak_signatures: bool = key(_boolean, True, "bool")
+
+
+CaNamesKeyword = Literal["none", "anchors"]  # advertise_ca_names, when not a file
+CA_NAMES_KEYWORDS: tuple[CaNamesKeyword, ...] = get_args(CaNamesKeyword)
+RejectWith = Literal["http", "handshake"]
+REJECT_WITH: tuple[RejectWith, ...] = get_args(RejectWith)
+
+
+@dataclass(frozen=True)
+class ClientAuthConfig:
+    mode: Mode = key(_one_of(MODES), "request")
+    advertise_ca_names: CaNamesKeyword | Path = key(_keyword_or_path(CA_NAMES_KEYWORDS), "none")
+    reject_with: RejectWith = key(_one_of(REJECT_WITH), "http")
+    forwarded_cert: ForwardedFormat | None = key(_forwarded_cert, "")
+    # the policy rules, keys of [client_auth] too; an [endpoints.client_auth] table may
+    # override any of them
+    rules: PolicyRules = keys_of(PolicyRules)
+
+
+@dataclass(frozen=True)
+class SalesforceConfig:
+    organization_ids: tuple[str, ...] = list_key(_salesforce_id)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    path: str = key(_endpoint_path, None)
+    wsdl: Path | None = key(_optional_path, "")
+    action_ids: tuple[str, ...] = list_key(_salesforce_id)
+    client_auth: PolicyRules | None = None  # the global rules with this endpoint's overrides
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    url: str = key(_inbox_url, None, may_hold_password=True, default_from=default_inbox_url)
+    store_session_id: bool = key(_boolean, False, "bool")
+    group_commit: bool = key(_boolean, True, "bool")
+    pool_size: int = key(_positive_int, 10, "int")
+    # not a key: a SQLite URL written relative to the configuration's folder: a project's own
+    # layout (`omgate init`'s ../var), whose folder omgate serve may create
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    webhook_url: str = key(_webhook_url, "", may_hold_password=True)
+    webhook_headers: tuple[WebhookHeader, ...] = key(_webhook_headers, {}, "json",
+                                                     may_hold_password=True)
+    webhook_ca: Path | None = key(_optional_path, "")
+    webhook_client_cert: Path | None = key(_optional_path, "")
+    webhook_client_key: Path | None = key(_optional_path, "")
+    handler: str = key(_handler, "")
+    timeout: float = key(_positive_seconds, 10, "float")
+    max_attempts: int = key(_positive_int, 12, "int")
+    retry_base_seconds: float = key(_positive_seconds, 2, "float")
+    retry_max_seconds: float = key(_positive_seconds, 3600, "float")
+    concurrency: int = key(_positive_int, 4, "int")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.handler)
+
+
+@dataclass(frozen=True)
+class ChainsConfig:
+    """The registry of client chains seen (service/observatory/)."""
+
+    # false: no registry (the console and `omgate chains` show nothing new)
+    enabled: bool = key(_boolean, True, "bool")
+    # refused or unproven new chains, per worker (accepted ones have a share of their own)
+    max_new_per_hour: int = key(_non_negative_int, 1000, "int")
+    retention_days: int = key(_positive_int, 90, "int")  # chains not seen for this long are removed
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token_file: Path | None = key(_optional_path, "")  # the console's token; required off loopback
+
+
+LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: LogFormat = key(_one_of(LOG_FORMATS), "auto")
+    level: LogLevel = key(_one_of(LOG_LEVELS), "info")
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    server: ServerConfig
+    client_auth: ClientAuthConfig
+    salesforce: SalesforceConfig
+    endpoints: tuple[EndpointConfig, ...]
+    inbox: InboxConfig
+    delivery: DeliveryConfig
+    logging: LoggingConfig
+    chains: ChainsConfig = ChainsConfig()
+    admin: AdminConfig = AdminConfig()
+    # where each value came from, by "section.key" ("endpoints" for the [[endpoints]] list):
+    # "environment variable OMGATE_...", the file, or BUILT_IN_DEFAULT
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, section: str, name: str = "") -> str:
+        """Where ``[section] name`` was set: an environment variable, the file, or
+        BUILT_IN_DEFAULT. ``name`` may go on after its key ("webhook_headers Authorization");
+        every [[endpoints]] table comes from one place."""
+        key = section if section == "endpoints" or not name else f"{section}.{name.split()[0]}"
+        return self.origins.get(key, str(self.source))
+
+    def error(self, section: str, name: str, problem: str) -> ConfigError:
+        """An error about the value of ``[section] name``, naming where it was set, as the
+        type errors of load_config do: ``<where>: [section] name: <problem>``. A value that
+        was not set is named in the file, as the built-in default."""
+        where = self.origin(section, name)
+        label = f"[[endpoints]] {name}" if section == "endpoints" else f"[{section}] {name}"
+        if where == BUILT_IN_DEFAULT:
+            where, label = str(self.source), f"{label} (not set: its built-in default)"
+        return ConfigError(f"{where}: {label}: {problem}")
+
+    def server_identity(self) -> tuple[Path, Path]:
+        """[server] certfile and keyfile, which the TLS listeners of [server] bind need (other
+        commands, such as inspect or inbox, do without them)."""
+        server = self.server
+        if server.certfile is None or server.keyfile is None:
+            missing = [name for name, path in (("certfile", server.certfile),
+                                               ("keyfile", server.keyfile)) if path is None]
+            problem = ("required by the TLS listeners of [server] bind (the server "
+                       "certificate, leaf first, and its private key; `omgate pki dev` writes "
+                       "development ones)")
+            if len(missing) == 1:
+                raise self.error("server", missing[0], problem)
+            raise ConfigError(f"{self.source}: [server] certfile and keyfile: {problem}")
+        return server.certfile, server.keyfile
+
+
+# The tables of the file, in the order they are read and listed in errors.
+SECTIONS: Mapping[str, type[DataclassInstance]] = {
+    "server": ServerConfig,
+    "client_auth": ClientAuthConfig,
+    "salesforce": SalesforceConfig,
+    "inbox": InboxConfig,
+    "delivery": DeliveryConfig,
+    "chains": ChainsConfig,
+    "admin": AdminConfig,
+    "logging": LoggingConfig,
+}
+# Read from the declarations above, never written by hand.
 SCHEMA: Mapping[str, Mapping[str, Key]] = {
-    "server": {
-        "bind": Key(_list_of(parse_bind), ["127.0.0.1:8443"], "json"),
-        "certfile": Key(_optional_path, ""),
-        "keyfile": Key(_optional_path, ""),
-        "plain_bind": _string_list(parse_bind),
-        "health_bind": Key(_optional_bind, ""),
-        "public_names": Key(_list_of(_host_name), ["localhost"], "json"),
-        "trusted_proxies": Key(_list_of(_network), [], "json"),
-        "client_address_header": Key(_choice(*CLIENT_ADDRESS_HEADERS), "x-forwarded-for"),
-        "proxy_protocol": Key(_boolean, False, "bool"),
-        "allowed_client_networks": Key(_list_of(_network), [], "json"),
-        "max_body_bytes": Key(_positive_int, 10 * 1024 * 1024, "int"),
-        "max_buffered_bytes": Key(_positive_int, 64 * 1024 * 1024, "int"),
-        "max_buffered_bytes_per_client": Key(_positive_int, 16 * 1024 * 1024, "int"),
-        "max_connections": Key(_positive_int, 4096, "int"),
-        "max_connections_per_peer": Key(_positive_int, 64, "int"),
-        "max_header_count": Key(_positive_int, DEFAULT_MAX_HEADER_COUNT, "int"),
-        "workers": Key(_non_negative_int, 0, "int"),
-        "handshake_timeout": Key(_positive_seconds, 10, "float"),
-        "request_timeout": Key(_positive_seconds, 60, "float"),
-        "write_timeout": Key(_positive_seconds, 10, "float"),
-        "idle_timeout": Key(_positive_seconds, 15, "float"),
-        "read_timeout": Key(_positive_seconds, 30, "float"),
-        "shutdown_timeout": Key(_positive_seconds, 30, "float"),
-        "drain_seconds": Key(_non_negative_seconds, 0, "float"),
-        "reload_check_seconds": Key(_non_negative_seconds, 60, "float"),
-        "admin_bind": Key(_optional_bind, ""),
-    },
-    "client_auth": {
-        "mode": Key(_choice("off", "request", "optional", "require"), "request"),
-        "advertise_ca_names": Key(_keyword_or_path("none", "anchors"), "none"),
-        "reject_with": Key(_choice("http", "handshake"), "http"),
-        "forwarded_cert": Key(_forwarded_cert, ""),
-        # the policy rules; an [endpoints.client_auth] table may override any of these
-        "trust": Key(_list_of(_path), [], "json"),
-        "trust_intermediates": Key(_boolean, False, "bool"),
-        "verify_depth": Key(_non_negative_int, 2, "int"),
-        "pins": Key(_list_of(_pin), [], "json"),
-        "pin_files": Key(_list_of(_path), [], "json"),
-        "issuer_dn": Key(_optional_dn, ""),
-        "subject_dn": Key(_optional_dn, ""),
-        "allowed_names": Key(_list_of(_host_name), [], "json"),
-        "require_client_auth_eku": Key(_boolean, False, "bool"),
-        "crl_files": Key(_list_of(_path), [], "json"),
-        "clock_skew_seconds": Key(_non_negative_int, 300, "int"),
-        "expiry_warning_days": Key(_non_negative_int, 30, "int"),
-        "reject_weak_signatures": Key(_boolean, True, "bool"),
-    },
-    "salesforce": {
-        "organization_ids": _string_list(_salesforce_id),
-    },
-    "inbox": {
-        "url": Key(_inbox_url, None, may_hold_password=True, default_from=default_inbox_url),
-        "store_session_id": Key(_boolean, False, "bool"),
-        "group_commit": Key(_boolean, True, "bool"),
-        "pool_size": Key(_positive_int, 10, "int"),
-    },
-    "delivery": {
-        "webhook_url": Key(_webhook_url, "", may_hold_password=True),
-        "webhook_headers": Key(_webhook_headers, {}, "json", may_hold_password=True),
-        "webhook_ca": Key(_optional_path, ""),
-        "webhook_client_cert": Key(_optional_path, ""),
-        "webhook_client_key": Key(_optional_path, ""),
-        "handler": Key(_handler, ""),
-        "timeout": Key(_positive_seconds, 10, "float"),
-        "max_attempts": Key(_positive_int, 12, "int"),
-        "retry_base_seconds": Key(_positive_seconds, 2, "float"),
-        "retry_max_seconds": Key(_positive_seconds, 3600, "float"),
-        "concurrency": Key(_positive_int, 4, "int"),
-    },
-    "chains": {
-        "enabled": Key(_boolean, ChainsConfig.enabled, "bool"),
-        "max_new_per_hour": Key(_non_negative_int, ChainsConfig.max_new_per_hour, "int"),
-        "retention_days": Key(_positive_int, ChainsConfig.retention_days, "int"),
-    },
-    "admin": {
-        "token_file": Key(_optional_path, ""),
-    },
-    "logging": {
-        "format": Key(_choice("auto", "json", "console"), "auto"),
-        "level": Key(_choice("debug", "info", "warning", "error"), "info"),
-    },
-}
-
-LISTENER_ONLY_KEYS = ("mode", "advertise_ca_names", "reject_with", "forwarded_cert")
-ENDPOINT_SCHEMA: Mapping[str, Key] = {
-    "path": Key(_endpoint_path, None),
-    "wsdl": Key(_optional_path, ""),
-    "action_ids": _string_list(_salesforce_id),
-}
+    name: section_keys(section) for name, section in SECTIONS.items()}
+RULE_KEYS: Mapping[str, Key] = section_keys(PolicyRules)
+LISTENER_ONLY_KEYS = tuple(name for name in SCHEMA["client_auth"] if name not in RULE_KEYS)
+ENDPOINT_SCHEMA: Mapping[str, Key] = section_keys(EndpointConfig)
 
 DEFAULT_ENDPOINTS: list[dict[str, Any]] = [{"path": "/salesforce/outbound"}]
 
@@ -822,10 +845,8 @@ def _rules_override(table: Any, written: _Table, base: Path,
             raise ConfigError(f"{written.where}: {written.label}: {name!r} is set per listener "
                               "in [client_auth], not per endpoint (the CertificateRequest is "
                               "sent before the path is known)")
-    rule_schema = {name: key for name, key in SCHEMA["client_auth"].items()
-                   if name not in LISTENER_ONLY_KEYS}
-    written.unknown_keys(table, list(rule_schema))
-    overrides = {name: _parse_key(rule_schema[name], _Source(written.where, value),
+    written.unknown_keys(table, list(RULE_KEYS))
+    overrides = {name: _parse_key(RULE_KEYS[name], _Source(written.where, value),
                                   f"{written.label} {name}", base)
                  for name, value in table.items()}
     return dataclasses.replace(rules, **overrides)
@@ -919,9 +940,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         sections[section] = _parse_table(schema, table, written, base,
                                           overrides.get(section, {}), environ, origins, section)
 
-    client_auth = sections["client_auth"]
-    rules = PolicyRules(**{name: value for name, value in client_auth.items()
-                           if name not in LISTENER_ONLY_KEYS})
+    client_auth = _build(ClientAuthConfig, sections["client_auth"])
+    rules = client_auth.rules
     if env_endpoints is not None:
         origins["endpoints"] = f"environment variable {ENV_PREFIX}ENDPOINTS"
         endpoints = _parse_endpoints(env_endpoints, origins["endpoints"], _Lines(), base, rules)
@@ -932,19 +952,16 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 
     return Config(
         source=path,
-        server=ServerConfig(**sections["server"]),
-        client_auth=ClientAuthConfig(
-            mode=client_auth["mode"], advertise_ca_names=client_auth["advertise_ca_names"],
-            reject_with=client_auth["reject_with"], forwarded_cert=client_auth["forwarded_cert"],
-            rules=rules),
-        salesforce=SalesforceConfig(**sections["salesforce"]),
+        server=_build(ServerConfig, sections["server"]),
+        client_auth=client_auth,
+        salesforce=_build(SalesforceConfig, sections["salesforce"]),
         endpoints=endpoints,
-        inbox=InboxConfig(**sections["inbox"], relative=_relative_sqlite(
+        inbox=_build(InboxConfig, sections["inbox"], relative=_relative_sqlite(
             overrides["inbox"]["url"].raw if "url" in overrides.get("inbox", {})
             else document.get("inbox", {}).get("url"))),
-        delivery=DeliveryConfig(**sections["delivery"]),
-        logging=LoggingConfig(**sections["logging"]),
-        chains=ChainsConfig(**sections["chains"]),
-        admin=AdminConfig(**sections["admin"]),
+        delivery=_build(DeliveryConfig, sections["delivery"]),
+        logging=_build(LoggingConfig, sections["logging"]),
+        chains=_build(ChainsConfig, sections["chains"]),
+        admin=_build(AdminConfig, sections["admin"]),
         origins=origins,
     )

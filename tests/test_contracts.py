@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 import typing
@@ -9,9 +10,11 @@ import typing
 from harness import ROOT
 
 from service.clientauth.model import FINDING_CODES, MODES, FindingCode, Mode
+from service.config import ENDPOINT_SCHEMA, SECTIONS, EndpointConfig, section_keys
 
 README = (ROOT / "README.md").read_text()
 DESIGN = (ROOT / "docs" / "DESIGN.md").read_text()
+SHIPPED_CONFIG = (ROOT / "service" / "omgate.toml").read_text()
 
 
 def _section(text: str, heading: str) -> str:
@@ -67,3 +70,64 @@ def test_the_design_layer_order_is_the_one_make_lint_holds_and_covers_the_tree()
     placed = [room for layer in linted for room in layer]
     assert sorted(placed) == sorted(rooms), (sorted(rooms - set(placed)),
                                              sorted(set(placed) - rooms))
+
+
+def _field_types(declaration: type) -> dict[str, object]:
+    """A section dataclass's fields and their types; a field holding another dataclass (the
+    policy rules of [client_auth]) stands for that one's fields, keys of the same table."""
+    types: dict[str, object] = {}
+    for name, annotation in typing.get_type_hints(declaration).items():
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+            types.update(_field_types(annotation))
+        else:
+            types[name] = annotation
+    return types
+
+
+def test_every_configuration_key_is_one_field_of_its_section():
+    # what the loader and the tests of the docs walk is made from the fields, and a field
+    # that is not a key is one the loader derives: none sits at its default unread
+    derived = {"inbox": ["relative"], "endpoints": ["client_auth"]}
+    for section, declaration in [*SECTIONS.items(), ("endpoints", EndpointConfig)]:
+        fields = [name for name in _field_types(declaration)
+                  if name not in derived.get(section, [])]
+        assert fields == list(section_keys(declaration)), section
+    assert list(ENDPOINT_SCHEMA) == ["path", "wsdl", "action_ids"]
+
+
+def _comments_above_keys(text: str) -> dict[tuple[str, str], str]:
+    """The comment lines just above each ``key = ...`` line of a TOML file, by table and key."""
+    comments: dict[tuple[str, str], str] = {}
+    table, block = "", []
+    for line in text.splitlines():
+        header = re.match(r"\[\[?([\w.]+)\]\]?", line)
+        assignment = re.match(r"(\w+) = ", line)
+        if header:
+            table = header.group(1)
+        elif line.startswith("#"):
+            block.append(line)
+            continue
+        elif assignment:
+            comments[(table, assignment.group(1))] = "\n".join(block)
+        block = []
+    return comments
+
+
+def _choices(annotation: object) -> set[str]:
+    """The words of the Literal types in a type (of ``Literal[...] | Path``, the Literal's)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return set(typing.get_args(annotation))
+    return {word for part in typing.get_args(annotation) for word in _choices(part)}
+
+
+def test_every_choice_of_a_configuration_key_is_in_the_comment_above_it():
+    comments = _comments_above_keys(SHIPPED_CONFIG)
+    keys_with_choices = []
+    for section, declaration in SECTIONS.items():
+        for name, annotation in _field_types(declaration).items():
+            for word in _choices(annotation):
+                comment = comments[(section, name)]
+                assert re.search(rf"\b{re.escape(word)}\b", comment), (section, name, word)
+                keys_with_choices.append(name)
+    assert {"mode", "reject_with", "advertise_ca_names", "client_address_header", "format",
+            "level"} <= set(keys_with_choices)

@@ -3,6 +3,7 @@
 from service.forwarded.addresses import (
     CLIENT_ADDRESS_HEADERS,
     Address,
+    ClientAddressHeader,
     ClientKey,
     Network,
     client_key,
@@ -18,6 +19,7 @@ __all__ = [
     "CLIENT_ADDRESS_HEADERS",
     "NEED_MORE",
     "Address",
+    "ClientAddressHeader",
     "ClientKey",
     "ForwardedCertError",
     "ForwardedFormat",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 from service.text import split_unquoted
 
@@ -68,7 +69,8 @@ def _forwarded_for(value: str) -> list[str]:
         return [""]  # unbalanced quotes: nothing in it can be placed
 
 
-CLIENT_ADDRESS_HEADERS = ("x-forwarded-for", "forwarded", "none")
+ClientAddressHeader = Literal["x-forwarded-for", "forwarded", "none"]
+CLIENT_ADDRESS_HEADERS: tuple[ClientAddressHeader, ...] = get_args(ClientAddressHeader)
 
 
 def _hops(header: str, value: str | None) -> list[str]:

@@ -21,6 +21,7 @@ from service.clientauth.presented import (
 )
 from service.forwarded.addresses import (
     Address,
+    ClientAddressHeader,
     Network,
     client_address,
     format_address,
@@ -42,7 +43,7 @@ FORWARDED_KEPT_BYTES = 2 * CHAIN_KEPT_BYTES
 class ForwardingSettings:
     trusted_proxies: tuple[Network, ...]
     certificate_format: ForwardedFormat | None
-    client_address_header: str = "x-forwarded-for"  # or "forwarded", or "none"
+    client_address_header: ClientAddressHeader = "x-forwarded-for"
 
     @functools.cached_property
     def header_names(self) -> frozenset[str]:
