@@ -45,9 +45,10 @@ run: $(RUN_SET) $(DEV_CERTS)/server.pem
 	$(BIN)/omgate serve
 
 lint: $(DEV_SET)
-	@echo "== lint: ruff, mypy (strict, service/), hadolint"
+	@echo "== lint: ruff, mypy (strict, service/), the layers (lint-imports), hadolint"
 	$(BIN)/ruff check .
 	$(BIN)/mypy service
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 
 # pytest's own progress: each file as it starts, a character per test, the closing count.

@@ -42,7 +42,6 @@ from service.forwarded import (
     format_address,
     forwarded_format,
 )
-from service.listeners.framing import DEFAULT_MAX_HEADER_COUNT
 
 ENV_PREFIX = "OMGATE_"
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
@@ -50,6 +49,8 @@ CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
 # names one: the project layout `omgate init` writes, then the system-wide file.
 CONFIG_SEARCH_PATHS = (Path("config/omgate.toml"), Path("/etc/omgate/omgate.toml"))
 SYSTEM_STATE_FOLDER = Path("/var/lib/omgate")
+# server.max_header_count's default: header lines; nginx and Go refuse past about as many
+DEFAULT_MAX_HEADER_COUNT = 100
 
 
 class ConfigError(Exception):

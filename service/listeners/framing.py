@@ -26,11 +26,11 @@ from typing import Literal
 
 import h11
 
+from service.config import DEFAULT_MAX_HEADER_COUNT
 from service.text import clipped
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and header lines: room for a forwarded chain
 MAX_HEADER_LINE_BYTES = 8 * 1024  # one header line with its CRLF, as nginx and Apache allow
-DEFAULT_MAX_HEADER_COUNT = 100  # header lines; nginx and Go refuse past about as many
 NAME_BYTES = 256  # of a line kept while it arrives, to read its header name
 
 RefusalReason = Literal["malformed_request", "head_too_large", "too_many_headers",
