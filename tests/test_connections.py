@@ -92,10 +92,16 @@ def open_tls(server, prefix: bytes = b"") -> ssl.SSLSocket:
     raw = socket.create_connection(("127.0.0.1", server.https_port), timeout=10)
     try:
         raw.sendall(prefix)
-        return ssl_context(server.ca_path).wrap_socket(raw, server_hostname="localhost")
+        tls = ssl_context(server.ca_path).wrap_socket(raw, server_hostname="localhost")
     except BaseException:
         raw.close()
         raise
+    if tls.version() is None:
+        # wrap_socket skips the handshake, silently, on a socket the server has reset
+        # already (getpeername: not connected): a refusal after the PROXY header was sent
+        tls.close()
+        raise ConnectionResetError("the server closed the connection before the handshake")
+    return tls
 
 
 def assert_refused(server, prefix: bytes = b"") -> None:
