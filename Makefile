@@ -1,4 +1,5 @@
-# omgate: `make run` serves on https://localhost:8443, `make test` runs ruff, mypy and the tests,
+# omgate: `make run` serves on https://localhost:8443, `make test` runs ruff, mypy and the tests
+# (`make test-fast`: the unit tests alone, in-process, under a minute),
 # `make image` builds the container image with podman, `make lock` pins the dependencies.
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +18,7 @@ LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-ver
 IMAGE ?= localhost/omgate:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_OPTIONS ?=
 
-.PHONY: run test lint venv dev-venv clean bench soak lock upgrade image
+.PHONY: run test test-fast lint venv dev-venv clean bench soak lock upgrade image
 
 $(RUN_SET): pyproject.toml requirements.txt
 	@echo "== .venv: what omgate needs to run (requirements.txt)"
@@ -55,6 +56,11 @@ lint: $(DEV_SET)
 test: lint
 	@echo "== tests: pytest (the slow ones start servers, build the image, run make itself)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/unit alone: in-process, no server, no lint (tests/system is what `make test` adds).
+test-fast: $(DEV_SET)
+	@echo "== tests: pytest tests/unit (in-process; make test runs tests/system as well)"
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Pins what pyproject.toml allows, keeping the current pins where they still fit;
 # `make upgrade` moves every pin to the newest allowed version (then run `make test`).

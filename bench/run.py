@@ -58,7 +58,7 @@ from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from service.tools.messages import outbound_message  # noqa: E402
 from service.tools.pki import build_dev_pki, dev_files  # noqa: E402

@@ -41,7 +41,7 @@ from typing import Literal, get_args
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-for _path in (BENCH, ROOT / "tests", ROOT):
+for _path in (BENCH, ROOT / "tests" / "support", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 

@@ -1,3 +1,7 @@
+"""Fixtures of both parts of the suite: tests/unit (in-process, seconds; `make test-fast`)
+and tests/system (starts `omgate serve` and other programs, real clients, browsers,
+containers). Their helpers are in tests/support (on sys.path: pyproject.toml's pythonpath)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -10,6 +14,15 @@ from harness import RunningServer, free_port, merge, start_server, to_toml
 from postgres_server import PostgresServer, start_postgres
 
 from service.tools.pki import write_dev_pki
+
+SYSTEM = Path(__file__).resolve().parent / "system"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/system is ``slow``: ``-m 'not slow'`` and the folders agree."""
+    for item in items:
+        if item.path.is_relative_to(SYSTEM):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +122,14 @@ def shared_server(dev_pki: Path, client_pki: ClientPki, server_log_dir: Path,
                         request.module.__name__)
     yield launcher()
     launcher.kill_all()
+
+
+@pytest.fixture
+def listener_config(dev_pki: Path, client_pki: ClientPki, tmp_path: Path) -> dict[str, Any]:
+    """The settings of an in-process TLS listener (tests/unit/test_tls_listener.py and the
+    s_client test of tests/system/test_tls_listener_system.py)."""
+    return {
+        "server": {"certfile": dev_pki / "server.pem", "keyfile": dev_pki / "server.key"},
+        "client_auth": {"mode": "request", "trust": [client_pki.root_file]},
+        "inbox": {"url": f"sqlite:///{tmp_path / 'unused.db'}"},
+    }

@@ -7,7 +7,7 @@ sent (``b""`` when it closed its side) and the app's answer goes in through
 returns the :data:`Action` list the driver carries out in order (write these bytes, start
 this exchange, hand the app this body, wait, close). Nothing here reads a clock, a socket
 or a task: the driver (:mod:`service.listeners.http11`) does, and the tests in
-tests/test_h1.py hold every rule bytes in, bytes out.
+tests/unit/test_h1.py hold every rule bytes in, bytes out.
 
 h11 parses and frames (httptools parses far faster, as measured in docs/PERFORMANCE.md,
 "The HTTP/1.1 core": a swap would touch this module only); what h11 does not bound or

@@ -4,10 +4,10 @@ hypercorn's ``TCPServer`` serves one connection from a reader and a writer;
 omgate hands it either plain asyncio streams or a :class:`TlsStream`, and its subclass
 :class:`ReleasingTcpServer` is the one seam: it runs omgate's :class:`Http11` where
 hypercorn would run its own protocols, and nothing is assigned into hypercorn's modules
-(tests/test_tripwires.py checks that no module of omgate does so). This module and
+(tests/unit/test_tripwires.py checks that no module of omgate does so). This module and
 :mod:`service.listeners.http11` (hypercorn's events and header helpers) are where
 hypercorn's internals are used; the capped hypercorn range in pyproject.toml,
-tests/test_tripwires.py (which names each of them) and tests/test_hypercorn_glue.py guard
+tests/unit/test_tripwires.py (which names each of them) and tests/unit/test_hypercorn_glue.py guard
 this coupling.
 """
 

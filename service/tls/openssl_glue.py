@@ -9,7 +9,7 @@
 These use pyOpenSSL internals (``OpenSSL._util``, ``Context._context``,
 ``Connection._ssl``, ``Connection._reverse_mapping``), which is why they live
 here (service/tls/opinion.py sets a verification time the same way) and are covered by
-their own tests; tests/test_tripwires.py names every one with its shape. Exceptions
+their own tests; tests/unit/test_tripwires.py names every one with its shape. Exceptions
 never escape a callback into OpenSSL: they are stored on the connection state.
 """
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -13,59 +12,15 @@ import pytest
 from corpus import with_loose_length
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from harness import require_executable
 from inprocess import InProcessListener
 from OpenSSL import SSL
+from tls_listener_cases import REQUEST, bulky_certificate, pems
 
 from service.clientauth.presented import load_chain
 from service.identity import connection_facts
 from service.tls import openssl_glue
 from service.tls.capture import same_leaf
 from service.tls.context import TlsSettings, build_context
-from service.tools.pki import issue, name
-
-
-@pytest.fixture
-def listener_config(dev_pki, client_pki, tmp_path):
-    return {
-        "server": {"certfile": dev_pki / "server.pem", "keyfile": dev_pki / "server.key"},
-        "client_auth": {"mode": "request", "trust": [client_pki.root_file]},
-        "inbox": {"url": f"sqlite:///{tmp_path / 'unused.db'}"},
-    }
-
-
-def pems(path) -> list[str]:
-    return [c.public_bytes(Encoding.PEM).decode()
-            for c in x509.load_pem_x509_certificates(path.read_bytes())]
-
-
-def s_client(port: int, ca, *args: str, request: bytes) -> subprocess.CompletedProcess[bytes]:
-    openssl = require_executable("openssl")
-    return subprocess.run(
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
-         "-CAfile", str(ca), "-quiet", "-verify_return_error", *args],
-        input=request, capture_output=True, timeout=30, check=False)
-
-
-REQUEST = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-
-
-def test_s_client_chain_reaches_the_app_certificate_by_certificate(
-        listener_config, tmp_path, dev_pki, client_pki):
-    case = client_pki.cases["valid"]
-    # Out of order and with a duplicate: the app must see exactly what was sent.
-    extra = tmp_path / "extra.pem"
-    extra.write_bytes(client_pki.root.pem() + client_pki.intermediate.pem()
-                      + client_pki.intermediate.pem())
-    with InProcessListener(tmp_path, listener_config) as listener:
-        result = s_client(listener.port, dev_pki / "ca.pem", "-cert", str(case.leaf),
-                          "-cert_chain", str(extra), "-key", str(case.key), request=REQUEST)
-        assert result.stdout.startswith(b"HTTP/1.1 200"), result.stderr.decode()
-        tls = listener.app.scopes[-1]["extensions"]["tls"]
-    assert tls["client_cert_chain"] == pems(case.leaf) + pems(extra)
-    assert tls["client_cert_name"] == "CN=valid.client.test,O=Salesforce-like test"
-    assert tls["tls_version"] in (0x0303, 0x0304)
-    assert isinstance(tls["cipher_suite"], int)
 
 
 def test_python_client_chain_and_tls_facts(listener_config, tmp_path, dev_pki, client_pki):
@@ -114,6 +69,7 @@ def test_alpn_selects_http_1_1_even_when_h2_is_offered_first(listener_config, tm
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
 H2C_UPGRADE = (b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
                b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
 
@@ -176,30 +132,20 @@ def _resident_kib() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
 
 
-def _bulky_certificate(index: int, size: int) -> bytes:
-    """A self-signed certificate carrying ``size`` bytes in an extension nobody knows."""
-    filler = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"),
-                                        b"\x04\x83" + size.to_bytes(3, "big") + b"x" * size)
-    return issue(name(f"bulky {index}"), extensions=((filler, False),)).certificate.public_bytes(
-        Encoding.DER)
-
-
 def test_chains_too_large_to_keep_are_not_kept_after_their_connection():
     """Any client may present a chain before anything is decided: the chains read once and
     kept for senders that reconnect must not let 300 distinct 60 KiB chains pin memory."""
-    small = [_bulky_certificate(0, 10)]
+    small = [bulky_certificate(0, 10)]
     assert load_chain(small) is load_chain(small)  # a sender reconnecting: read once
-    _bulky_certificate(0, 60_000)  # first use of everything below
+    bulky_certificate(0, 60_000)  # first use of everything below
     before = _resident_kib()
     for index in range(300):
-        chain = load_chain([_bulky_certificate(index, 60_000)])
+        chain = load_chain([bulky_certificate(index, 60_000)])
         assert chain.sha256 and chain.identity("tls", None).chain_sha256 == chain.sha256
         del chain
     grown_mib = (_resident_kib() - before) / 1024
     assert grown_mib < 8, f"{grown_mib:.0f} MiB kept for 300 chains that are gone"
 
-
-# -- the memory BIOs after the handshake (service/tls/openssl_glue.py), without sockets -----
 
 def _memory_pair(dev_pki: Path) -> tuple[SSL.Connection, ssl.SSLObject, ssl.MemoryBIO,
                                           ssl.MemoryBIO]:

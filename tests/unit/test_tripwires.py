@@ -13,7 +13,7 @@ What counts as internal: any name starting with ``_`` reached on another package
 pyOpenSSL's raw bindings (``lib.SSL_*``, ``ffi``), every name of hypercorn but its
 documented API (``hypercorn.config.Config`` and ``hypercorn.asyncio.serve``: the rest is
 hypercorn's inside), and what a subclass of such a class inherits and uses or overrides.
-tests/test_hypercorn_glue.py checks, in hypercorn's source, how the internals listed here
+tests/unit/test_hypercorn_glue.py checks, in hypercorn's source, how the internals listed here
 behave where omgate stands in for them.
 """
 
@@ -110,7 +110,7 @@ HYPERCORN = (
         "self", "scope", "receive", "send", "sync_spawn", "call_soon")),
     _hypercorn("app_wrappers.ASGIWrapper.app", "instance attribute"),
     # ReleasingTcpServer.run is TCPServer.run building Http11 where it builds its
-    # ProtocolWrapper (tests/test_hypercorn_glue.py compares the two)
+    # ProtocolWrapper (tests/unit/test_hypercorn_glue.py compares the two)
     _hypercorn(f"{TCP_SERVER}.run", "callable", parameters=("self",)),
     _hypercorn(f"{TCP_SERVER}._idle_timeout", "callable", parameters=("self",)),
     _hypercorn(f"{TCP_SERVER}.protocol_send", "callable", parameters=("self", "event")),
@@ -466,7 +466,7 @@ def test_service_uses_no_internal_the_list_does_not_name():
     unnamed = sorted({f"{use.file}:{use.line}: {use.path}" for use in uses_in_service()
                       if not any(use.named_by(internal) for internal in INTERNALS)})
     assert not unnamed, ("internals of other packages used in service/ but not named in "
-                         "tests/test_tripwires.py INTERNALS (name each, with its shape, or "
+                         "tests/unit/test_tripwires.py INTERNALS (name each, with its shape, or "
                          "use a public API):\n" + "\n".join(unnamed))
 
 

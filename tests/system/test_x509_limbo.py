@@ -44,7 +44,7 @@ from service.tls.opinion import evaluate_offline
 pytestmark = pytest.mark.filterwarnings(
     "ignore::cryptography.utils.CryptographyDeprecationWarning")
 
-SUITE = Path(__file__).parent / "fixtures" / "x509-limbo" / "limbo.json"
+SUITE = Path(__file__).parent.parent / "fixtures" / "x509-limbo" / "limbo.json"
 NOT_APPLICABLE_FAMILIES = ("webpki::", "online::")
 MAX_SECONDS = 1.0
 

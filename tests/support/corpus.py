@@ -1,7 +1,7 @@
 """A corpus of client chains around a moment ``now``: valid ones and one per fault.
 
-Used as pure-function cases (tests/test_clientauth_policy.py) and, for the chains a
-TLS client can present, through a live server (tests/test_policy_live.py).
+Used as pure-function cases (tests/unit/test_clientauth_policy.py) and, for the chains a
+TLS client can present, through a live server (tests/system/test_policy_live.py).
 """
 
 from __future__ import annotations

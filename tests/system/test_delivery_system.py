@@ -1,13 +1,12 @@
-"""Delivery downstream: at least once, in each record's order, through failures."""
+"""Delivery downstream through `omgate serve`: at least once, in each record's order, through
+failures (the in-process parts: tests/unit/test_delivery.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import json
 import os
-import random
 import re
 import select
 import socket
@@ -17,38 +16,20 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from delivery_cases import RECORDS, delivery_config, states_message
 from harness import ROOT, SOAP_HEADERS, is_ack, omgate_command, run_omgate
 from messages import envelope, notification
 
-from service.config import DeliveryConfig
-from service.delivery import DeliveryFailed, DeliveryWorker, backoff
-from service.delivery.targets import ThreadedCalls
+from service.delivery import DeliveryFailed
 from service.delivery.webhook import Webhook
-from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
+from service.inbox import StoredNotification
 from service.inbox.migrations import SCHEMA_VERSION
-from service.soap import parse_message
-
-
-def test_backoff_doubles_with_jitter_and_a_cap():
-    rng = random.Random(7)
-    for attempt, full in ((1, 2), (2, 4), (3, 8), (10, 60)):
-        delays = [backoff(attempt, 2, 60, rng) for _ in range(200)]
-        assert min(delays) >= full / 2
-        assert max(delays) <= full
-        assert max(delays) - min(delays) > full / 10  # jittered, not constant
-
-
-def test_backoff_stays_at_its_cap_however_many_attempts_were_made():
-    # delivery.max_attempts has no upper bound; attempt 2000 once raised OverflowError.
-    rng = random.Random(7)
-    for attempt in (1025, 2000, 10**6):
-        assert 30 <= backoff(attempt, 2, 60, rng) <= 60
 
 
 def serve_in_thread(handler: type[BaseHTTPRequestHandler],
@@ -130,15 +111,6 @@ def receiver_factory() -> Iterator[Callable[[Callable[[int, dict], str]], Receiv
 
 FAST_RETRIES = {"timeout": 1, "retry_base_seconds": 0.1, "retry_max_seconds": 0.5,
                 "max_attempts": 50, "concurrency": 4}
-RECORDS = [f"001A0000000000{index}AAA" for index in range(4)]
-
-
-def states_message(version: int) -> bytes:
-    """One notification per record: that record's state number ``version``."""
-    return envelope(*(notification(f"04l{index}{version:011d}AAA",
-                                   f"<sf:Version__c>{version}</sf:Version__c>",
-                                   record_id=record)
-                      for index, record in enumerate(RECORDS)))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
@@ -281,106 +253,6 @@ def test_inbox_migrate_command(tmp_path, postgres):
     assert result.stdout.strip() == f"inbox schema at version {SCHEMA_VERSION}"
 
 
-# -- the worker and its targets, in process -------------------------------------------------
-
-def delivery_config(**overrides: object) -> DeliveryConfig:
-    settings: dict = {"webhook_url": "", "webhook_headers": (), "webhook_ca": None,
-                      "webhook_client_cert": None, "webhook_client_key": None,
-                      "handler": "test:handler", "timeout": 0.5,
-                      "max_attempts": 10, "retry_base_seconds": 0.05,
-                      "retry_max_seconds": 0.1, "concurrency": 4, **overrides}
-    return DeliveryConfig(**settings)
-
-
-async def stored_inbox(folder) -> Inbox:
-    inbox = await open_inbox(f"sqlite:///{folder / 'inbox.db'}")
-    await inbox.store(IncomingMessage(parse_message(states_message(1)), "/salesforce/outbound",
-                                      dt.datetime.now(dt.UTC)))
-    return inbox
-
-
-async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
-
-
-def test_the_worker_outlives_an_inbox_that_cannot_record_a_delivery(tmp_path):
-    """The result is lost, not the worker: the lease runs out and the notification goes
-    again (at least once)."""
-    async def scenario() -> list[str]:
-        inbox = await stored_inbox(tmp_path)
-        record_delivery, failures = inbox.mark_delivered, []
-
-        async def mark_delivered(inbox_id: int, now: dt.datetime) -> None:
-            if not failures:
-                failures.append(inbox_id)
-                raise InboxError("disk I/O error")
-            await record_delivery(inbox_id, now)
-
-        inbox.mark_delivered = mark_delivered  # type: ignore[method-assign]
-        handed: list[str] = []
-
-        async def target(notification: StoredNotification, _attempt: int) -> None:
-            handed.append(notification.notification_id)
-
-        stop = asyncio.Event()
-        worker = asyncio.create_task(DeliveryWorker(inbox, target, delivery_config()).run(stop))
-        try:
-            await until(lambda: _pending_is_zero(inbox))
-        finally:
-            stop.set()
-            await worker
-            await inbox.close()
-        return handed
-
-    handed = asyncio.run(scenario())
-    assert len(set(handed)) == len(RECORDS)
-    assert len(handed) == len(RECORDS) + 1  # the one whose result was lost went twice
-
-
-async def _pending_is_zero(inbox: Inbox) -> bool:
-    return (await inbox.stats()).pending == 0
-
-
-def test_a_synchronous_handler_never_runs_twice_at_once_for_one_record():
-    release, calls = threading.Event(), []
-
-    def slow(document: dict) -> None:
-        calls.append(document["n"])
-        release.wait(10)
-
-    async def scenario() -> None:
-        threaded = ThreadedCalls(slow, max_threads=2)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(threaded.call("record-a", {"n": 1}), 0.2)
-        with pytest.raises(DeliveryFailed, match="has not returned"):
-            await threaded.call("record-a", {"n": 2})
-        other = asyncio.create_task(threaded.call("record-b", {"n": 3}))  # others go on
-        await until(lambda: _called(calls, 3))
-        with pytest.raises(DeliveryFailed, match="all 2 handler threads are busy"):
-            await threaded.call("record-c", {"n": 5})
-        release.set()
-        await other
-        await until(lambda: _retry_succeeds(threaded))
-
-    asyncio.run(scenario())
-    assert calls == [1, 3, 4]
-
-
-async def _called(calls: list, number: int) -> bool:
-    return number in calls
-
-
-async def _retry_succeeds(threaded: ThreadedCalls) -> bool:
-    try:
-        await threaded.call("record-a", {"n": 4})
-    except DeliveryFailed:
-        return False
-    return True
-
-
 def test_a_webhook_attempt_that_times_out_closes_its_connection():
     """Nothing of a timed-out attempt may reach the receiver after a later one."""
     async def scenario() -> tuple[bytes, float]:
@@ -449,8 +321,6 @@ def test_webhook_reads_the_final_answer(answer, failure):
         with pytest.raises(DeliveryFailed, match=re.escape(failure)):
             asyncio.run(scenario())
 
-
-# -- the webhook as a receiver sees it: connections, credentials, TLS, cut-off attempts ------
 
 @dataclass
 class Landed:
@@ -534,6 +404,7 @@ def downstream() -> Iterator[Callable[..., Downstream]]:
 
 
 RECORD = "001A0000000000XAAA"
+
 TOKEN = "tok-8f2d4c1e9b7a"  # noqa: S105 - a test value
 
 

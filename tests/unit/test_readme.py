@@ -2,7 +2,7 @@
 every table row written is a row of a rendered table, with all its cells.
 
 The walkthroughs are run as written where they are set up: the quick start in
-tests/test_make_run.py, nginx and HAProxy in tests/test_behind_proxies.py.
+tests/system/test_make_run.py, nginx and HAProxy in tests/system/test_behind_proxies.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The gate and the seam in front of it, without sockets: which identity applies to a
-request, the decision cache, the decision line's chain field, and the group committer."""
+request, the decision cache and the decision line's chain field."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import ipaddress
 
 import pytest
 from corpus import build_pki
+from structlog.testing import capture_logs
 
 from service.clientauth import ClientIdentity, Decision, Policy
 from service.clientauth.presented import PresentedChain
@@ -24,8 +25,6 @@ from service.identity import (
     applicable,
     request_identity,
 )
-from service.inbox import StoreResult
-from service.inbox.batching import GroupCommitter
 
 NOW = dt.datetime.now(dt.UTC)
 ACCEPT = Verdict(Decision("accept", ()), "require", True)
@@ -84,17 +83,8 @@ def test_on_a_plain_listener_no_forwarded_certificate_means_none(pki):
     assert chosen.identity.source == "forwarded"
 
 
-class CountingGate(ClientAuthGate):
-    def __init__(self, policy: Policy) -> None:
-        super().__init__(policy)
-        self.recorded: list[tuple[ClientIdentity, dict[str, object]]] = []
-
-    def record(self, identity, verdict, **context):  # type: ignore[no-untyped-def]
-        self.recorded.append((identity, context))
-
-
 def test_a_connections_decision_is_logged_once_and_endpoints_once_each(pki):
-    gate = CountingGate(Policy(mode="require", anchors=(pki.root.certificate,)))
+    gate = ClientAuthGate(Policy(mode="require", anchors=(pki.root.certificate,)))
     strict = Policy(mode="require", anchors=(pki.root.certificate,),
                     allowed_names=("someone.else",))
     facts = connection(pki)
@@ -108,10 +98,13 @@ def test_a_connections_decision_is_logged_once_and_endpoints_once_each(pki):
             verdicts.append(applied.verdict)
         return verdicts
 
-    listener, again, strict_first, strict_again = asyncio.run(requests())
+    with capture_logs() as logged:
+        listener, again, strict_first, strict_again = asyncio.run(requests())
     assert listener is ACCEPT and again is ACCEPT
     assert not strict_first.decision.accepted and strict_again is strict_first
-    assert [context.get("endpoint") for _, context in gate.recorded] == [None, "/strict"]
+    decisions = [event for event in logged if event["event"] == "client_auth.decision"]
+    assert [(event["log_level"], event.get("endpoint")) for event in decisions] == [
+        ("info", None), ("warning", "/strict")]
 
 
 # -- the decision cache ---------------------------------------------------------------------
@@ -158,34 +151,3 @@ def test_a_chain_is_logged_in_full_the_first_time_then_by_fingerprint_only(pki):
     nothing = decision_fields(ClientIdentity((), "tls"), ACCEPT, "accept", seen, NOW)
     assert nothing["chain"] == [] and nothing["chain_sha256"] is None
 
-
-# -- the group committer --------------------------------------------------------------------
-
-
-def test_group_commit_shares_a_transaction_and_answers_each_waiter():
-    batches: list[int] = []
-    release = asyncio.Event()
-
-    async def store_batch(batch):  # type: ignore[no-untyped-def]
-        batches.append(len(batch))
-        if len(batches) == 1:
-            await release.wait()  # the first commit is slow: the others gather meanwhile
-        return [StoreResult(1, 0) if message != "broken" else ValueError("disk full")
-                for message in batch]
-
-    async def scenario() -> list[object]:
-        committer = GroupCommitter(store_batch)
-        first = asyncio.create_task(committer.store("a"))  # type: ignore[arg-type]
-        await asyncio.sleep(0)
-        others = [asyncio.create_task(committer.store(m))  # type: ignore[arg-type]
-                  for m in ("b", "c", "broken")]
-        await asyncio.sleep(0.01)
-        release.set()
-        results = await asyncio.gather(first, *others, return_exceptions=True)
-        await committer.close()
-        return results
-
-    results = asyncio.run(scenario())
-    assert batches == [1, 3]  # a lone message at once; the three that waited, together
-    assert results[:3] == [StoreResult(1, 0)] * 3
-    assert isinstance(results[3], ValueError)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from lxml import etree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "external"
 PAYLOADS = FIXTURES / "payloads"
 WSDLS = FIXTURES / "wsdl"

@@ -14,8 +14,6 @@ import pytest
 from harness import SOAP_HEADERS, can_listen, is_ack, run_omgate
 from messages import envelope, notification
 
-from service.supervisor import RESTART_BACKOFF_MAX, WorkerSlot
-
 
 def worker_pids(server) -> list[int]:
     listed = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
@@ -98,61 +96,6 @@ def test_a_second_omgate_on_a_taken_port_stops_and_the_first_keeps_serving(
     assert first.process.poll() is None
 
 
-def fake_cgroups(tmp_path, membership: str, files: dict[str, str], v2: bool = True):
-    """/proc/self/cgroup saying ``membership``, and a cgroup tree holding ``files``."""
-    root = tmp_path / "sys-fs-cgroup"
-    root.mkdir()
-    if v2:
-        (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text + "\n")
-    proc = tmp_path / "proc-self-cgroup"
-    proc.write_text(membership)
-    return proc, root
-
-
-@pytest.mark.parametrize(("membership", "files", "v2", "affinity", "expected"), [
-    # a container limited to 2 CPUs on a 64-core node (Kubernetes, cgroup v2)
-    ("0::/kubepods/pod1/c1\n", {"kubepods/pod1/c1/cpu.max": "200000 100000"}, True, 64,
-     (2, "cgroup quota")),
-    # the limit is on a parent; 1.5 CPUs of time are two workers
-    ("0::/kubepods/pod1/c1\n", {"kubepods/pod1/c1/cpu.max": "max 100000",
-                                "kubepods/pod1/cpu.max": "150000 100000"}, True, 64,
-     (2, "cgroup quota")),
-    ("0::/a/b\n", {"a/b/cpu.max": "max 100000", "a/cpu.max": "max 100000"}, True, 64,
-     (64, "affinity")),
-    # docker --cpus=1 with a cgroup namespace: the container's cgroup is the mount's root
-    ("0::/\n", {"cpu.max": "100000 100000"}, True, 64, (1, "cgroup quota")),
-    # the host's path is not mounted in the container: the mount's root still counts
-    ("0::/system.slice/docker-abc.scope\n", {"cpu.max": "300000 100000"}, True, 64,
-     (3, "cgroup quota")),
-    ("0::/\n", {"cpu.max": "50000 100000"}, True, 64, (1, "cgroup quota")),
-    # the affinity mask is the tighter bound (taskset -c 0-3)
-    ("0::/\n", {"cpu.max": "800000 100000"}, True, 4, (4, "affinity")),
-    # cgroup v1
-    ("5:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
-     {"cpu,cpuacct/cpu.cfs_quota_us": "300000", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
-     False, 64, (3, "cgroup quota")),
-    ("5:cpu,cpuacct:/docker/abc\n",
-     {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000",
-      "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000",
-      "cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
-     False, 64, (2, "cgroup quota")),
-    ("5:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1",
-                           "cpu,cpuacct/cpu.cfs_period_us": "100000"}, False, 64,
-     (64, "affinity")),
-    ("", {}, False, 8, (8, "affinity")),  # no cgroup information at all
-])
-def test_workers_zero_counts_the_cpus_the_process_may_use(tmp_path, membership, files, v2,
-                                                          affinity, expected):
-    from service.cpus import usable_cpus
-
-    proc, root = fake_cgroups(tmp_path, membership, files, v2)
-    counted = usable_cpus(affinity, proc, root)
-    assert (counted.cpus, counted.bound) == expected
-
-
 def test_the_supervisor_logs_json_and_backs_off_a_worker_that_keeps_dying(omgate_server):
     server = omgate_server({"server": {"workers": 2}})
     wait_for_workers(server, 2)
@@ -208,8 +151,3 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def test_a_worker_that_died_at_start_a_thousand_times_waits_the_cap_not_an_overflow():
-    slot = WorkerSlot(0, quick_deaths=5000)
-    assert slot.backoff() == RESTART_BACKOFF_MAX

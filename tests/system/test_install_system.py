@@ -1,6 +1,5 @@
-"""omgate outside its repository: defaults that stand alone, finding the configuration,
-`omgate init`, refusing at start what cannot work, and a wheel installed in a new
-virtual environment."""
+"""omgate outside its repository: finding the configuration, `omgate init`, refusing at start
+what cannot work, and a wheel installed in a new virtual environment."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from harness import (
     to_toml,
 )
 
-from service.config import SCHEMA, default_state_folder, find_config, load_config
+from service.config import find_config, load_config
 
 ACCOUNT = PAYLOADS / "amplabs-create_account.xml"
 
@@ -38,19 +37,6 @@ def omgate_in(folder: Path, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_no_built_in_default_names_a_development_file(tmp_path):
-    for section, keys in SCHEMA.items():
-        for name, key in keys.items():
-            default = json.dumps(key.builtin_default({}), default=str)
-            assert "certs/dev" not in default, f"[{section}] {name}"
-    path = tmp_path / "omgate.toml"
-    path.write_text('[server]\ncertfile = "s.pem"\nkeyfile = "s.key"\n')
-    config = load_config(path, {"STATE_DIRECTORY": str(tmp_path / "state")})
-    assert config.client_auth.rules.trust == ()
-    assert config.client_auth.mode == "request"
-    assert config.inbox.url == f"sqlite:///{tmp_path / 'state' / 'inbox.db'}"
-
-
 def test_serve_requires_the_server_certificate_and_key_and_names_them(tmp_path):
     path = tmp_path / "omgate.toml"
     path.write_text(f'[server]\nbind = ["127.0.0.1:{free_port()}"]\nworkers = 1\n'
@@ -62,15 +48,6 @@ def test_serve_requires_the_server_certificate_and_key_and_names_them(tmp_path):
     assert run_omgate("inbox", "list", "--config", str(path)).returncode == 0  # needs neither
     path.write_text('[server]\nbind = []\nplain_bind = ["127.0.0.1:8080"]\n')
     assert load_config(path, {}).server.certfile is None  # a balancer terminates TLS
-
-
-def test_the_default_inbox_is_in_the_state_folder_a_server_is_expected_to_use(tmp_path):
-    assert default_state_folder({"STATE_DIRECTORY": "/srv/a:/srv/b"}) == Path("/srv/a")
-    assert default_state_folder({}, is_root=True) == Path("/var/lib/omgate")
-    assert default_state_folder({"HOME": "/home/ops"}, is_root=False) == \
-        Path("/home/ops/.local/state/omgate")
-    assert default_state_folder({"HOME": "/home/ops", "XDG_STATE_HOME": "/x"},
-                                is_root=False) == Path("/x/omgate")
 
 
 @pytest.mark.slow

@@ -94,7 +94,8 @@ def java_command(folder: Path) -> list[str]:
     if "classes" not in _java_build:
         javac = require_executable("javac")
         classes = folder / "java-classes"
-        subprocess.run([javac, "-d", str(classes), str(ROOT / "tests" / "java" / "OmClient.java")],
+        source = ROOT / "tests" / "support" / "java" / "OmClient.java"
+        subprocess.run([javac, "-d", str(classes), str(source)],
                        check=True, capture_output=True, timeout=180)
         _java_build["classes"] = classes
     return [require_executable("java"), "-cp", str(_java_build["classes"]), "OmClient"]

@@ -23,7 +23,7 @@ from harness import (
     ssl_context,
 )
 from messages import envelope, message_for, notification
-from test_soap_parse import XXE, billion_laughs
+from soap_parse_cases import XXE, billion_laughs
 
 from service.soap import load_wsdl
 

@@ -157,7 +157,7 @@ def test_make_run_installs_what_running_needs_and_make_test_what_testing_needs(t
     assert len(re.findall(r"^Collecting |^Processing ", output, re.MULTILINE)) >= len(run_set)
 
     # `make test` on the same checkout: what testing needs is added, and it says so
-    testing = Streamed.start(["make", "test", "PYTEST_ARGS=tests/test_readme.py"], checkout)
+    testing = Streamed.start(["make", "test", "PYTEST_ARGS=tests/unit/test_readme.py"], checkout)
     try:
         testing.process.wait(900)
     finally:
@@ -170,7 +170,7 @@ def test_make_run_installs_what_running_needs_and_make_test_what_testing_needs(t
     # a line for each package it adds, as it comes
     assert len(re.findall(r"^Collecting |^Processing ", output, re.MULTILINE)) >= len(dev_only)
     assert installed_names(checkout / ".venv") >= run_set | dev_only
-    assert re.search(r"^tests/test_readme\.py \.+", output, re.MULTILINE)  # pytest's progress
+    assert re.search(r"^tests/unit/test_readme\.py \.+", output, re.MULTILINE)  # pytest's progress
     assert CLOSING_LINE.match(testing.lines[-1][1]), testing.lines[-1][1]
     assert testing.longest_silence() < LONGEST_SILENCE, output
 

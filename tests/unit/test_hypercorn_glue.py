@@ -1,6 +1,6 @@
 """How the hypercorn internals that service/listeners/ stands in for behave.
 
-tests/test_tripwires.py names every internal omgate uses and checks that each is there
+tests/unit/test_tripwires.py names every internal omgate uses and checks that each is there
 with its shape; this reads hypercorn's source for what omgate relies on them doing (what
 TCPServer calls on its reader and writer, its read loop, its idle task), so a change in
 hypercorn fails here with a message naming it, before any end-to-end test fails for an

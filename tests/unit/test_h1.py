@@ -1,6 +1,6 @@
 """The HTTP/1.1 core (service/listeners/h1.py) bytes in, actions out: no socket, no task,
 no event loop. Each rule a connection keeps is held here where it is decided; the
-driver's tests (tests/test_http11.py) hold that the actions are carried out."""
+driver's tests (tests/unit/test_http11.py) hold that the actions are carried out."""
 
 from __future__ import annotations
 

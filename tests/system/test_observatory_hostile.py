@@ -373,12 +373,12 @@ def test_large_chains_spend_the_hourly_budget_by_their_size(tmp_path):
     """The registry's disk use is bounded by the hour's budget in bytes too: a chain counts
     once for every started 16 KiB, so 60 KiB chains spend four times what a real sender's
     does, and the budget of 4 records one such chain, not four."""
-    from test_tls_listener import _bulky_certificate
+    from tls_listener_cases import bulky_certificate
 
     async def work(registry: ChainRegistry, inbox) -> None:
         for index in range(4):
             _observe(registry, x509.load_der_x509_certificate(
-                _bulky_certificate(index, 60_000)), f"10.0.1.{index}")
+                bulky_certificate(index, 60_000)), f"10.0.1.{index}")
         await registry.flush(inbox)
 
     assert len(_recorded_with(tmp_path, 4, work)) == 1

@@ -1,0 +1,124 @@
+"""Delivery downstream, in-process: the backoff, and the worker against a failing inbox and a
+synchronous handler (tests/system/test_delivery_system.py delivers through `omgate serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from delivery_cases import RECORDS, delivery_config, states_message
+
+from service.delivery import DeliveryFailed, DeliveryWorker, backoff
+from service.delivery.targets import ThreadedCalls
+from service.inbox import Inbox, InboxError, IncomingMessage, StoredNotification, open_inbox
+from service.soap import parse_message
+
+
+def test_backoff_doubles_with_jitter_and_a_cap():
+    rng = random.Random(7)
+    for attempt, full in ((1, 2), (2, 4), (3, 8), (10, 60)):
+        delays = [backoff(attempt, 2, 60, rng) for _ in range(200)]
+        assert min(delays) >= full / 2
+        assert max(delays) <= full
+        assert max(delays) - min(delays) > full / 10  # jittered, not constant
+
+
+def test_backoff_stays_at_its_cap_however_many_attempts_were_made():
+    # delivery.max_attempts has no upper bound; attempt 2000 once raised OverflowError.
+    rng = random.Random(7)
+    for attempt in (1025, 2000, 10**6):
+        assert 30 <= backoff(attempt, 2, 60, rng) <= 60
+
+
+async def stored_inbox(folder) -> Inbox:
+    inbox = await open_inbox(f"sqlite:///{folder / 'inbox.db'}")
+    await inbox.store(IncomingMessage(parse_message(states_message(1)), "/salesforce/outbound",
+                                      dt.datetime.now(dt.UTC)))
+    return inbox
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+def test_the_worker_outlives_an_inbox_that_cannot_record_a_delivery(tmp_path):
+    """The result is lost, not the worker: the lease runs out and the notification goes
+    again (at least once)."""
+    async def scenario() -> list[str]:
+        inbox = await stored_inbox(tmp_path)
+        record_delivery, failures = inbox.mark_delivered, []
+
+        async def mark_delivered(inbox_id: int, now: dt.datetime) -> None:
+            if not failures:
+                failures.append(inbox_id)
+                raise InboxError("disk I/O error")
+            await record_delivery(inbox_id, now)
+
+        inbox.mark_delivered = mark_delivered  # type: ignore[method-assign]
+        handed: list[str] = []
+
+        async def target(notification: StoredNotification, _attempt: int) -> None:
+            handed.append(notification.notification_id)
+
+        stop = asyncio.Event()
+        worker = asyncio.create_task(DeliveryWorker(inbox, target, delivery_config()).run(stop))
+        try:
+            await until(lambda: _pending_is_zero(inbox))
+        finally:
+            stop.set()
+            await worker
+            await inbox.close()
+        return handed
+
+    handed = asyncio.run(scenario())
+    assert len(set(handed)) == len(RECORDS)
+    assert len(handed) == len(RECORDS) + 1  # the one whose result was lost went twice
+
+
+async def _pending_is_zero(inbox: Inbox) -> bool:
+    return (await inbox.stats()).pending == 0
+
+
+def test_a_synchronous_handler_never_runs_twice_at_once_for_one_record():
+    release, calls = threading.Event(), []
+
+    def slow(document: dict) -> None:
+        calls.append(document["n"])
+        release.wait(10)
+
+    async def scenario() -> None:
+        threaded = ThreadedCalls(slow, max_threads=2)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(threaded.call("record-a", {"n": 1}), 0.2)
+        with pytest.raises(DeliveryFailed, match="has not returned"):
+            await threaded.call("record-a", {"n": 2})
+        other = asyncio.create_task(threaded.call("record-b", {"n": 3}))  # others go on
+        await until(lambda: _called(calls, 3))
+        with pytest.raises(DeliveryFailed, match="all 2 handler threads are busy"):
+            await threaded.call("record-c", {"n": 5})
+        release.set()
+        await other
+        await until(lambda: _retry_succeeds(threaded))
+
+    asyncio.run(scenario())
+    assert calls == [1, 3, 4]
+
+
+async def _called(calls: list, number: int) -> bool:
+    return number in calls
+
+
+async def _retry_succeeds(threaded: ThreadedCalls) -> bool:
+    try:
+        await threaded.call("record-a", {"n": 4})
+    except DeliveryFailed:
+        return False
+    return True
