@@ -26,12 +26,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from behind_proxy import BODY, Daemons, client_context, post, wait_port
+from checkout import IGNORED as CHECKOUT_IGNORED
 from client_pki import ClientCase
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy_xfcc import envoy_xfcc, self_signed_with_dns_name, url_pem
 from harness import (
-    PAYLOADS,
     ROOT,
     SOAP_HEADERS,
     can_listen,
@@ -43,14 +44,11 @@ from harness import (
     require,
     require_executable,
     run_omgate,
-    ssl_context,
 )
 from messages import envelope, notification
 from readme import readme_block
-from test_make_run import IGNORED as CHECKOUT_IGNORED
 
 EXAMPLES = ROOT / "config" / "examples"
-BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 
 
 def example(name: str) -> dict:
@@ -63,51 +61,6 @@ def example(name: str) -> dict:
 def fill(template: str, values: dict[str, str]) -> str:
     """envsubst for ${NAME} only, leaving nginx's own $variables alone."""
     return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], template)
-
-
-def wait_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"exited {process.returncode}: {log.read_text()}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}: {log.read_text()}")
-
-
-class Daemons:
-    """Third-party servers a test starts, each stopped at the end."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, command: list[str], port: int, log: Path,
-              env: dict[str, str] | None = None) -> int:
-        log.touch()
-        process = subprocess.Popen(command, env=env, stdout=log.open("ab"),
-                                   stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        wait_port(port, process, log)
-        return port
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-            process.wait(10)
-
-
-def client_context(server_ca: Path, case=None, leaf_only: bool = False) -> ssl.SSLContext:
-    context = ssl_context(server_ca)
-    if case is not None:
-        context.load_cert_chain(case.leaf if leaf_only else case.chain, case.key)
-    return context
-
-
-def post(url: str, context: ssl.SSLContext, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(url, content=BODY, headers={**SOAP_HEADERS, **(headers or {})},
-                      verify=context, timeout=20)
 
 
 def codes_and_messages(decision: dict) -> list[tuple[str, str]]:

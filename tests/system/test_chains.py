@@ -230,7 +230,7 @@ def test_replaying_the_senders_chain_without_its_key_leaves_its_record_alone(omg
                                                                             tmp_path):
     """A client presents the sender's public chain and fails CertificateVerify: the record
     counts one unproven sighting and still says when and from where the sender was seen."""
-    from test_forged_chains import present_without_its_key
+    from swapper import present_without_its_key
 
     server = omgate_server({"client_auth": {"mode": "request"}})
     run = mixed_cases(client_pki, tmp_path / "cases")

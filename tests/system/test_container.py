@@ -22,6 +22,7 @@ import tomllib
 
 import httpx
 import pytest
+from checkout import LONGEST_SILENCE, Streamed
 from harness import (
     PAYLOADS,
     ROOT,
@@ -31,7 +32,6 @@ from harness import (
     logged_events,
     require_executable,
 )
-from test_make_run import LONGEST_SILENCE, Streamed
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION = PROJECT["version"]

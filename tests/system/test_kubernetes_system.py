@@ -9,12 +9,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from behind_proxy import Daemons, client_context, post
 from client_pki import ClientCase
 from cryptography import x509
 from harness import PAYLOADS, SOAP_HEADERS, free_port, is_ack, merge, require_executable
 from httpx import Client
 from kubernetes_cases import CONTROLLER_PREFIX, example_config, kustomization, resources
-from test_behind_proxies import Daemons, client_context, post
 
 BODY = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
 

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from behind_proxy import Daemons
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from harness import PAYLOADS, free_port, require, require_executable, run_omgate
 from server_pki import HOST, build_server_pki
-from test_behind_proxies import Daemons
 
 from service.clientauth import chain_fingerprint
 from service.tools.pki import issue, name
@@ -156,7 +156,7 @@ def test_probe_says_plainly_when_nothing_or_no_tls_answers(tmp_path):
                               "127.0.0.1"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        from test_behind_proxies import wait_port
+        from behind_proxy import wait_port
 
         log = tmp_path / "none.log"
         log.touch()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import soak
 
-pytestmark = [pytest.mark.slow, pytest.mark.system]
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 CONNECTIONS = 500
 ROUNDS = 6
