@@ -15,7 +15,6 @@ from service.inbox.chains import (
     endpoint_values,
     hour_counts,
     hour_values,
-    prefix_pattern,
     sighting_values,
 )
 from service.inbox.dialect import POSTGRES
@@ -26,6 +25,8 @@ _CHAINS = chain_statements(POSTGRES)
 
 
 class PostgresChainStore(PostgresDatabase, ChainStore):
+    chain_sql = _CHAINS
+
     async def record_chains(self, sightings: Sequence[ChainSighting],
                             hours: Sequence[HourCount]) -> list[str]:
         missing = []
@@ -47,14 +48,6 @@ class PostgresChainStore(PostgresDatabase, ChainStore):
                            parameters: dict[str, Any]) -> list[ChainRecord]:
         return chain_records(await self._execute(statement, parameters),
                              await self._execute(endpoints, parameters))
-
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
-        return await self._read_chains(_CHAINS.recent, _CHAINS.endpoints_since,
-                                       {"since": since, "limit": limit})
-
-    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
-        return await self._read_chains(_CHAINS.by_prefix, _CHAINS.endpoints_by_prefix,
-                                       {"prefix": prefix_pattern(prefix)})
 
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
         rows = await self._execute(_CHAINS.hours_since, {"since": since})

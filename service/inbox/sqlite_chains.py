@@ -16,7 +16,6 @@ from service.inbox.chains import (
     endpoint_values,
     hour_counts,
     hour_values,
-    prefix_pattern,
     sighting_values,
 )
 from service.inbox.dialect import SQLITE
@@ -27,6 +26,8 @@ _CHAINS = chain_statements(SQLITE)
 
 
 class SqliteChainStore(SqliteDatabase, ChainStore):
+    chain_sql = _CHAINS
+
     async def record_chains(self, sightings: Sequence[ChainSighting],
                             hours: Sequence[HourCount]) -> list[str]:
         def write(connection: sqlite3.Connection) -> list[str]:
@@ -51,14 +52,6 @@ class SqliteChainStore(SqliteDatabase, ChainStore):
         bound = with_timestamps(parameters)
         rows, endpoint_rows = await self._queries((statement, bound), (endpoints, bound))
         return chain_records([dict(row) for row in rows], [dict(row) for row in endpoint_rows])
-
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
-        return await self._read_chains(_CHAINS.recent, _CHAINS.endpoints_since,
-                                       {"since": since, "limit": limit})
-
-    async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
-        return await self._read_chains(_CHAINS.by_prefix, _CHAINS.endpoints_by_prefix,
-                                       {"prefix": prefix_pattern(prefix)})
 
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
         rows = await self._query(_CHAINS.hours_since, {"since": timestamp(since)})

@@ -21,9 +21,11 @@ import builtins
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from service.inbox.batching import GroupCommitter
-from service.inbox.chains import ChainRecord, ChainSighting, HourCount
+from service.inbox.chain_statements import ChainStatements
+from service.inbox.chains import ChainRecord, ChainSighting, HourCount, prefix_pattern
 from service.inbox.encoding import Rows
 from service.inbox.model import (
     DeliveryEvent,
@@ -161,13 +163,24 @@ class ChainStore(ABC):
         """Add one flush of the chain registry, in one transaction; the fingerprints of
         the sightings without certificates that found no recorded chain to add to."""
 
-    @abstractmethod
-    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
-        """Chains last seen since ``since``, the latest first."""
+    chain_sql: ChainStatements  # the backend's spelling of the registry's statements
 
     @abstractmethod
+    async def _read_chains(self, statement: str, endpoints: str,
+                           parameters: dict[str, Any]) -> list[ChainRecord]:
+        """The chains ``statement`` selects, with the endpoint rows ``endpoints`` selects
+        for them (both bound to ``parameters``)."""
+
+    async def chains(self, *, since: dt.datetime, limit: int) -> list[ChainRecord]:
+        """Chains last seen since ``since``, the latest first."""
+        return await self._read_chains(self.chain_sql.recent, self.chain_sql.endpoints_since,
+                                       {"since": since, "limit": limit})
+
     async def chains_by_prefix(self, prefix: str) -> list[ChainRecord]:
         """Chains whose fingerprint starts with ``prefix`` (a few at most)."""
+        return await self._read_chains(self.chain_sql.by_prefix,
+                                       self.chain_sql.endpoints_by_prefix,
+                                       {"prefix": prefix_pattern(prefix)})
 
     @abstractmethod
     async def decisions_since(self, since: dt.datetime) -> dict[str, int]:
