@@ -41,11 +41,12 @@ from service.forwarded_cap import ForwardedClientCap
 from service.gate import ClientAuthGate
 from service.inbox import Inbox, MissingFolderError, open_inbox, sqlite_path
 from service.inbox.chains import LISTENER
+from service.listeners.connection import Deadlines
 from service.listeners.framing import AnswerRefusal, HeadLimits, bodiless
-from service.listeners.http11 import Http11Config
-from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
+from service.listeners.hypercorn_glue import Http11Config, hypercorn_config
 from service.listeners.plain import PlainConnectionHandler
 from service.listeners.proxy_header import OriginReader, ProxyProtocol, direct_origin
+from service.listeners.serving import HttpServing
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.observatory.fingerprint import policy_fingerprint

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass
 
 from service.identity import CONNECTION_KEY, ConnectionFacts
-from service.listeners.hypercorn_glue import HttpServing
 from service.listeners.proxy_header import OriginReader, direct_origin
+from service.listeners.serving import HttpServing
 
 
 @dataclass

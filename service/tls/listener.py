@@ -22,8 +22,8 @@ from service.forwarded import format_address
 from service.forwarded.origin import ConnectionOrigin
 from service.gate import ClientAuthGate, Verdict
 from service.identity import CONNECTION_KEY, ConnectionDecisions, ConnectionFacts
-from service.listeners.hypercorn_glue import HttpServing
 from service.listeners.proxy_header import OriginReader, direct_origin
+from service.listeners.serving import HttpServing
 from service.logs import get_logger
 from service.metrics import Metrics
 from service.tls import openssl_glue
@@ -35,6 +35,7 @@ from service.tls.capture import (
     handshake_facts,
 )
 from service.tls.context import ServerTls, TlsSetupError
+from service.tls.layer import TlsLayer
 from service.tls.resumption import TicketChains
 from service.tls.stream import HandshakeError, TlsStream
 
@@ -209,7 +210,8 @@ class TlsConnectionHandler:
             facts.record_once(self.gate)
             return  # a resumed session of a chain now refused: close_notify, nothing served
         try:
-            await self.serving.serve(stream, stream, {
-                "tls": tls_extension(captured, connection, verdict), CONNECTION_KEY: facts})
+            await self.serving.serve(stream.reader, stream.writer, {
+                "tls": tls_extension(captured, connection, verdict), CONNECTION_KEY: facts},
+                TlsLayer(connection))
         finally:
             facts.record_once(self.gate)  # a connection that sent no request

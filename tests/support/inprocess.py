@@ -11,7 +11,8 @@ from harness import free_port, merge, to_toml
 
 from service.config import load_config
 from service.gate import ClientAuthGate
-from service.listeners.hypercorn_glue import HttpServing, hypercorn_config
+from service.listeners.hypercorn_glue import hypercorn_config
+from service.listeners.serving import HttpServing
 from service.policy_loader import PolicyLoader
 from service.server import build_server_tls, build_tls_handler
 from service.tracker import ConnectionTracker

@@ -1,8 +1,8 @@
-"""HTTP/1.1 as service/listeners/http11.py serves it, without sockets: bytes in, bytes out.
+"""HTTP/1.1 as a listener's connection serves it, without sockets: bytes in, bytes out.
 
-hypercorn runs the connection (HttpServing, the same as the listeners use) and Http11 turns
-h11's events into ASGI calls; these tests hold what hypercorn's own protocol did, and that
-a whole answer leaves in one write.
+HttpServing (as the listeners use it) runs each connection on its driver
+(service/listeners/connection.py), here over a transport the test plays; these tests hold
+what hypercorn's own protocol did, and that a whole answer leaves in one write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from hypercorn.events import RawData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +23,10 @@ from service.listeners.framing import (
     MAX_HEADER_LINE_BYTES,
     HeadLimits,
 )
-from service.listeners.http11 import Http11
-from service.listeners.hypercorn_glue import Deadlines, HttpServing, hypercorn_config
+from service.listeners.connection import Deadlines, HttpConnection
+from service.listeners.hypercorn_glue import hypercorn_config
+from service.listeners.layers import PLAIN
+from service.listeners.serving import HttpServing
 
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]],
                Awaitable[None]]
@@ -34,53 +35,66 @@ App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[
 class _Socket:
     family = 2
 
-    def getpeername(self) -> tuple[str, int]:
-        return ("127.0.0.1", 50000)
-
-    def getsockname(self) -> tuple[str, int]:
-        return ("127.0.0.1", 443)
+    def setsockopt(self, *_option: Any) -> None:  # SO_LINGER, for a connection cut off
+        return None
 
 
 class Peer:
-    """The client's side of one connection: what it sent, and each write it got."""
+    """The client's side of one connection, as the transport the server writes to: what it
+    sent, and each write it got."""
 
     def __init__(self) -> None:
-        self.reader = asyncio.StreamReader()
+        self.reader = asyncio.StreamReader()  # what HttpServing takes the socket over from
         self.writes: list[bytes] = []
         self.closed = asyncio.Event()
         self.transport = self
+        self.protocol: Any = None
+        self.reading = True
         self.closed_by_server = False
-        self.eof_written = False
 
-    # what hypercorn uses of a StreamWriter and its transport
+    # what the connection uses of an asyncio transport
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
     def write(self, data: bytes) -> None:
-        if self.eof_written or self.closed.is_set():  # as asyncio's transports refuse it
-            raise RuntimeError("Cannot call write() after write_eof()")
+        if self.closed.is_set():  # asyncio's transports drop it
+            return
         self.writes.append(bytes(data))
-
-    async def drain(self) -> None:
-        return None
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (0, 0)
 
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"socket": _Socket(), "peername": ("127.0.0.1", 50000),
+                "sockname": ("127.0.0.1", 443)}.get(name, default)
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    abort = close
+
     def is_closing(self) -> bool:
         return self.closed.is_set()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return _Socket() if name == "socket" else default
+    # the client
+    def send(self, data: bytes) -> None:
+        if not self.closed.is_set():
+            self.protocol.data_received(data)
 
-    def write_eof(self) -> None:
-        self.eof_written = True
-
-    def close(self) -> None:
-        self.closed.set()
-
-    async def wait_closed(self) -> None:
-        return None
+    def send_eof(self) -> None:
+        if not self.closed.is_set():
+            self.protocol.eof_received()
 
     @property
     def received(self) -> bytes:
@@ -95,21 +109,21 @@ async def _answering(app: App, *sends: bytes | float | None, until: Callable[[Pe
     peer = Peer()
     config = config or hypercorn_config(read_timeout=60, graceful_timeout=1)
     serving = HttpServing(app, config, deadlines or Deadlines())
-    connection = asyncio.create_task(serving.serve(peer.reader, peer))
+    connection = asyncio.create_task(serving.serve(peer.reader, peer))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
     for data in sends:
         if data is EOF:
-            peer.reader.feed_eof()
+            peer.send_eof()
         elif isinstance(data, float):  # a pause of that many seconds
             await asyncio.sleep(data)
         else:
-            peer.reader.feed_data(data)
+            peer.send(data)
         await asyncio.sleep(0.01)
     async with asyncio.timeout(5):
         while not until(peer):
             await asyncio.sleep(0.01)
         peer.closed_by_server = peer.closed.is_set()
-        if not peer.reader.at_eof():
-            peer.reader.feed_eof()
+        peer.send_eof()
         await connection
     return peer
 
@@ -404,16 +418,16 @@ def test_a_long_header_line_trickled_a_byte_at_a_time_is_refused_at_its_cap():
     async def trickle() -> Peer:
         peer = Peer()
         serving = HttpServing(app, hypercorn_config(read_timeout=60, graceful_timeout=1))
-        connection = asyncio.create_task(serving.serve(peer.reader, peer))
+        connection = asyncio.create_task(serving.serve(peer.reader, peer))  # type: ignore
+        await asyncio.sleep(0)
         for data in sends:
-            peer.reader.feed_data(data)
+            peer.send(data)
             await asyncio.sleep(0)
             if peer.closed.is_set():
                 break
         async with asyncio.timeout(5):
             while not peer.closed.is_set():
                 await asyncio.sleep(0.01)
-        peer.reader.feed_eof()
         await connection
         return peer
 
@@ -450,32 +464,26 @@ def test_expect_100_continue_does_not_restart_the_request_deadline():
     assert peer.closed_by_server
 
 
-class _NoTasks:
-    """The task group Http11 is given: the exchange it would start is only counted."""
-
-    def __init__(self) -> None:
-        self.spawned = 0
-
-    def spawn(self, *_args: Any) -> None:
-        self.spawned += 1
-
-
 def parse_cost(head: bytes, config: Any = None, repeat: int = 5) -> tuple[float, bool]:
-    """The least CPU time of ``repeat`` runs (after a warm-up) of one connection's Http11
-    taking ``head`` in one read, socket-free: what the head costs the event loop until the
-    app would be called; and whether it would be (the head was not refused)."""
+    """The least CPU time of ``repeat`` runs (after a warm-up) of one connection taking
+    ``head`` in one read, socket-free: what the head costs the event loop until the app is
+    called; and whether it is (the head was not refused)."""
     config = config or hypercorn_config(read_timeout=60, graceful_timeout=1)
 
     async def once() -> tuple[float, bool]:
-        async def send(_event: Any) -> None:
-            return None
-
-        tasks = _NoTasks()
-        protocol = Http11(echo, config, None, tasks, {}, False, ("127.0.0.1", 50000),
-                          ("127.0.0.1", 443), send)
+        serving = HttpServing(echo, config)
+        peer = Peer()
+        connection = HttpConnection(serving.settings, serving.lifecycle, peer,  # type: ignore
+                                    PLAIN, {})
+        connection.begin(b"", eof=False)
         started = time.thread_time()
-        await protocol.handle(RawData(head))
-        return time.thread_time() - started, tasks.spawned == 1
+        connection.data_received(head)
+        seconds = time.thread_time() - started
+        served = connection.call is not None
+        for task in connection.tasks:
+            task.cancel()
+        connection.abort()
+        return seconds, served
 
     async def least() -> tuple[float, bool]:
         await once()

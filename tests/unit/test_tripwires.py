@@ -38,7 +38,6 @@ from packaging.specifiers import SpecifierSet
 Shape = Literal["class", "callable", "C function", "constant", "value", "instance attribute"]
 
 GLUE = "service/listeners/hypercorn_glue.py"
-HTTP11 = "service/listeners/http11.py"
 OPENSSL_GLUE = "service/tls/openssl_glue.py"
 OPINION = "service/tls/opinion.py"
 TLS_CONTEXT = "service/tls/context.py"
@@ -79,58 +78,29 @@ def _c_constant(name: str) -> Internal:
     return Internal(f"OpenSSL._util.lib.{name}", (OPENSSL_GLUE,), "constant")
 
 
-TCP_SERVER = "asyncio.tcp_server.TCPServer"
+CONNECTION = "service/listeners/connection.py"
+SERVING = "service/listeners/serving.py"
 
 HYPERCORN = (
-    # ReleasingTcpServer: built with TCPServer's arguments, by position
-    _hypercorn(TCP_SERVER, "class", parameters=(
-        "app", "loop", "config", "context", "state", "reader", "writer")),
-    _hypercorn("asyncio.tcp_server.MAX_RECV", "constant"),
-    _hypercorn(f"{TCP_SERVER}._read_data", "callable", parameters=("self",)),
-    _hypercorn(f"{TCP_SERVER}._close", "callable", parameters=("self",)),
-    _hypercorn(f"{TCP_SERVER}._initiate_server_close", "callable", parameters=("self",)),
-    _hypercorn(f"{TCP_SERVER}._task_group", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.idle_task", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.reader", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.protocol", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.config", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.context", "instance attribute"),
-    # IdleTimer stands for TCPServer.idle_task: hypercorn calls these two on it
-    _hypercorn("asyncio.worker_context.AsyncioSingleTask.restart", "callable",
-               parameters=("self", "task_group", "action")),
-    _hypercorn("asyncio.worker_context.AsyncioSingleTask.stop", "callable",
-               parameters=("self",)),
-    _hypercorn("asyncio.worker_context.WorkerContext", "class", parameters=("max_requests",)),
-    _hypercorn("asyncio.worker_context.WorkerContext.terminated", "instance attribute",
-               GLUE, HTTP11),
-    _hypercorn("asyncio.task_group.TaskGroup.spawn", "callable", GLUE, HTTP11,
-               parameters=("self", "func", "args")),
-    _hypercorn("app_wrappers.ASGIWrapper", "class", parameters=("app",)),
-    _hypercorn("app_wrappers.ASGIWrapper.__call__", "callable", parameters=(
-        "self", "scope", "receive", "send", "sync_spawn", "call_soon")),
-    _hypercorn("app_wrappers.ASGIWrapper.app", "instance attribute"),
-    # ReleasingTcpServer.run is TCPServer.run building Http11 where it builds its
-    # ProtocolWrapper (tests/unit/test_hypercorn_glue.py compares the two)
-    _hypercorn(f"{TCP_SERVER}.run", "callable", parameters=("self",)),
-    _hypercorn(f"{TCP_SERVER}._idle_timeout", "callable", parameters=("self",)),
-    _hypercorn(f"{TCP_SERVER}.protocol_send", "callable", parameters=("self", "event")),
-    _hypercorn(f"{TCP_SERVER}.app", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.loop", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.state", "instance attribute"),
-    _hypercorn(f"{TCP_SERVER}.writer", "instance attribute"),
-    _hypercorn("asyncio.task_group.TaskGroup", "class", parameters=("loop",)),
-    _hypercorn("typing.ConnectionState", "callable"),
-    _hypercorn("utils.parse_socket_addr", "callable", parameters=("family", "address")),
-    _hypercorn("config.Config.response_headers", "callable", GLUE, HTTP11,
+    # Http11Config is hypercorn's Config: the headers it adds to every answer
+    _hypercorn("config.Config.response_headers", "callable", GLUE,
                parameters=("self", "protocol")),
     _hypercorn("config.Config.include_date_header", "value"),
-    _hypercorn("config.Config.log", "value", HTTP11),
-    _hypercorn("events.Event", "class", HTTP11),
-    _hypercorn("events.RawData", "class", GLUE, HTTP11, parameters=("data", "address")),
-    _hypercorn("events.Closed", "class", GLUE, HTTP11, parameters=()),
-    _hypercorn("events.Updated", "class", HTTP11, parameters=("idle",)),
-    _hypercorn("utils.build_and_validate_headers", "callable", HTTP11,
+    _hypercorn("config.Config.log", "value", SERVING),
+    # an app that fails is logged on hypercorn's error log, as hypercorn logs it
+    _hypercorn("logging.Logger", "class", CONNECTION, parameters=("config",)),
+    _hypercorn("logging.Logger.exception", "callable", CONNECTION,
+               parameters=("self", "message", "args", "kwargs")),
+    _hypercorn("utils.parse_socket_addr", "callable", CONNECTION,
+               parameters=("family", "address")),
+    _hypercorn("utils.build_and_validate_headers", "callable", CONNECTION,
                parameters=("headers",)),
+)
+
+ASYNCIO = (
+    # HttpServing takes the socket over from the stream reader a listener accepted it with
+    Internal("asyncio.StreamReader._buffer", (SERVING,), "instance attribute"),
+    Internal("asyncio.StreamReader._eof", (SERVING,), "instance attribute"),
 )
 
 PYOPENSSL = (
@@ -187,7 +157,7 @@ OTHERS = (
     Internal("lxml.etree._Entity", (SOAP_PARSE,), "class"),
 )
 
-INTERNALS = HYPERCORN + PYOPENSSL + OTHERS
+INTERNALS = HYPERCORN + ASYNCIO + PYOPENSSL + OTHERS
 
 # Underscored names that are documented public API: a named tuple's _replace, os._exit.
 DOCUMENTED = {"?._replace", "os._exit"}
@@ -490,10 +460,9 @@ def test_the_scan_sees_the_internals_it_is_meant_to_see():
                      (OPENSSL_GLUE, "OpenSSL._util.lib.SSL_CTX_set_verify"),
                      (OPENSSL_GLUE, "?._ssl"),
                      (OPENSSL_GLUE, "OpenSSL.SSL.Connection._reverse_mapping"),
-                     (GLUE, "hypercorn.asyncio.task_group.TaskGroup"),
-                     (GLUE, "hypercorn.asyncio.tcp_server.TCPServer._read_data"),
-                     (GLUE, "hypercorn.asyncio.tcp_server.TCPServer._task_group"),
-                     (HTTP11, "hypercorn.utils.build_and_validate_headers")]:
+                     (GLUE, "hypercorn.config.Config.response_headers"),
+                     (SERVING, "?._buffer"),
+                     (CONNECTION, "hypercorn.utils.build_and_validate_headers")]:
         assert expected in paths, f"the scan no longer sees {expected}"
 
 
