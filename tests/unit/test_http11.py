@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import refusal_fault
+from service.listeners.connection import Deadlines, HttpConnection
 from service.listeners.framing import (
     DEFAULT_MAX_HEADER_COUNT,
     MAX_HEAD_BYTES,
     MAX_HEADER_LINE_BYTES,
     HeadLimits,
 )
-from service.listeners.connection import Deadlines, HttpConnection
 from service.listeners.hypercorn_glue import hypercorn_config
 from service.listeners.layers import PLAIN
 from service.listeners.serving import HttpServing
