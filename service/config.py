@@ -459,6 +459,10 @@ def _build(section: type[Section], values: Mapping[str, Any], **others: Any) -> 
 # The sections and their keys
 
 
+EventLoop = Literal["auto", "uvloop", "asyncio"]  # server.event_loop
+EVENT_LOOPS: tuple[EventLoop, ...] = ("auto", "uvloop", "asyncio")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     bind: tuple[BindAddress, ...] = list_key(parse_bind, "127.0.0.1:8443")
@@ -480,6 +484,7 @@ class ServerConfig:
     max_connections_per_peer: int = key(_positive_int, 64, "int")
     max_header_count: int = key(_positive_int, DEFAULT_MAX_HEADER_COUNT, "int")
     workers: int = key(_non_negative_int, 0, "int")
+    event_loop: EventLoop = key(_one_of(EVENT_LOOPS), "auto")
     handshake_timeout: float = key(_positive_seconds, 10, "float")
     request_timeout: float = key(_positive_seconds, 60, "float")
     write_timeout: float = key(_positive_seconds, 10, "float")

@@ -480,6 +480,7 @@ def _log_started(config: Config, gate: ClientAuthGate, worker_index: int) -> Non
     log.info(
         "server.started",
         worker=worker_index,
+        event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         https=[str(address) for address in config.server.bind],
         http=[str(address) for address in config.server.plain_bind],
         health=str(config.server.health_bind) if config.server.health_bind else None,

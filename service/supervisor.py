@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -62,11 +63,27 @@ def worker_count(config: Config) -> int:
     return counted.cpus
 
 
+def event_loop_factory(config: Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """server.event_loop: uvloop where it is installed ("auto"), or asyncio's own (None)."""
+    choice = config.server.event_loop
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise config.error("server", "event_loop", "uvloop is not installed (pip install "
+                               "uvloop), or choose \"auto\" or \"asyncio\"") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def run_worker(config: Config, index: int, listeners: Listeners,
                prepared: Prepared | None = None) -> int:
     from service.server import serve
 
-    return asyncio.run(serve(config, listeners, worker_index=index, prepared=prepared))
+    with asyncio.Runner(loop_factory=event_loop_factory(config)) as runner:
+        return runner.run(serve(config, listeners, worker_index=index, prepared=prepared))
 
 
 def _migrate_once(config: Config) -> None:
@@ -116,6 +133,7 @@ def serve_processes(config: Config, *, create_inbox_folder: bool = False) -> int
     port another process holds must not hide what is wrong with the configuration. Raises
     ListenError when a listener cannot be bound."""
     count = worker_count(config)
+    event_loop_factory(config)  # a loop that is not installed is refused before anything
     folder = tempfile.mkdtemp(prefix="omgate-metrics-") if count > 1 else None
     if folder is not None:  # before prometheus_client is imported anywhere (service.server)
         os.environ[METRICS_FOLDER_VARIABLE] = folder

@@ -300,3 +300,28 @@ def test_a_bad_config_fails_at_start_naming_key_and_file(omgate_server, override
     assert str(server.config_path) in output
     for word in words:
         assert word in output
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_each_event_loop_serves_messages_keep_alive_and_pipelined(omgate_server, event_loop):
+    # "auto" (the default, and what every other test runs on) is uvloop where it installs
+    server = omgate_server({"server": {"event_loop": event_loop}})
+    assert server.wait_for("server.started")["event_loop"] == event_loop
+    body = (PAYLOADS / "amplabs-create_account.xml").read_bytes()
+    with httpx.Client(verify=ssl_context(server.ca_path)) as client:
+        for _ in range(3):  # one kept-alive connection
+            answer = client.post(f"{server.url}/salesforce/outbound", content=body,
+                                 headers=SOAP_HEADERS)
+            assert is_ack(answer)
+    request = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: localhost\r\n"
+               b"Content-Type: text/xml\r\nSOAPAction: \"\"\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with socket.create_connection(("127.0.0.1", server.https_port), timeout=10) as raw, \
+            ssl_context(server.ca_path).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(request * 2)  # two requests in one write: answered in order
+        received = b""
+        while received.count(b"<Ack>true</Ack>") < 2:
+            chunk = tls.recv(65536)
+            assert chunk, f"closed after {received!r}"
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 ") == 2

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-import pytest
+import sys
 
-from service.supervisor import RESTART_BACKOFF_MAX, WorkerSlot
+import pytest
+from harness import ROOT
+
+from service.config import Config, ConfigError, load_config
+from service.supervisor import RESTART_BACKOFF_MAX, WorkerSlot, event_loop_factory
 
 
 def fake_cgroups(tmp_path, membership: str, files: dict[str, str], v2: bool = True):
@@ -66,3 +70,27 @@ def test_workers_zero_counts_the_cpus_the_process_may_use(tmp_path, membership, 
 def test_a_worker_that_died_at_start_a_thousand_times_waits_the_cap_not_an_overflow():
     slot = WorkerSlot(0, quick_deaths=5000)
     assert slot.backoff() == RESTART_BACKOFF_MAX
+
+
+def _event_loop(choice: str) -> Config:
+    return load_config(ROOT / "config" / "omgate.toml", {"OMGATE_SERVER__EVENT_LOOP": choice})
+
+
+def test_the_event_loop_is_uvloop_where_it_installs_and_asyncio_on_request():
+    import uvloop
+
+    assert event_loop_factory(_event_loop("auto")) is uvloop.new_event_loop
+    assert event_loop_factory(_event_loop("uvloop")) is uvloop.new_event_loop
+    assert event_loop_factory(_event_loop("asyncio")) is None
+
+
+def test_without_uvloop_auto_runs_on_asyncio_and_uvloop_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # importing it raises ImportError
+    assert event_loop_factory(_event_loop("auto")) is None
+    with pytest.raises(ConfigError, match=r"event_loop: uvloop is not installed"):
+        event_loop_factory(_event_loop("uvloop"))
+
+
+def test_an_event_loop_that_omgate_does_not_know_is_refused():
+    with pytest.raises(ConfigError, match="event_loop"):
+        _event_loop("trio")
