@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import refusal_fault
-from service.listeners.connection import Deadlines, HttpConnection
+from service.listeners.connection import Deadline, Deadlines, HttpConnection
 from service.listeners.framing import (
     DEFAULT_MAX_HEADER_COUNT,
     MAX_HEAD_BYTES,
@@ -51,6 +51,7 @@ class Peer:
         self.protocol: Any = None
         self.reading = True
         self.closed_by_server = False
+        self.aborted = False
 
     # what the connection uses of an asyncio transport
     def set_protocol(self, protocol: Any) -> None:
@@ -82,7 +83,9 @@ class Peer:
             self.closed.set()
             asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
-    abort = close
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
 
     def is_closing(self) -> bool:
         return self.closed.is_set()
@@ -462,6 +465,142 @@ def test_expect_100_continue_does_not_restart_the_request_deadline():
     assert peer.received.startswith(b"HTTP/1.1 100 ")
     assert b" 200 " not in peer.received  # 2.5 s after the head's first byte: cut off
     assert peer.closed_by_server
+
+
+# -- the connection's deadlines and flow, from the driver (service/listeners/connection.py) --
+
+async def _connected(app: App, config: Any = None, deadlines: Deadlines | None = None
+                     ) -> tuple[Peer, HttpServing, asyncio.Task[None]]:
+    peer = Peer()
+    serving = HttpServing(app, config or hypercorn_config(read_timeout=60, graceful_timeout=1),
+                          deadlines or Deadlines())
+    task = asyncio.create_task(serving.serve(peer.reader, peer))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    return peer, serving, task
+
+
+def test_a_deadline_set_again_fires_once_after_the_last_setting():
+    fired: list[float] = []
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(loop, 0.2, lambda: fired.append(loop.time()))
+        started = loop.time()
+        for _ in range(3):
+            deadline.set()
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.35)
+        deadline.set()
+        deadline.clear()  # cleared before it was due: nothing happens
+        await asyncio.sleep(0.3)
+        return started
+
+    started = asyncio.run(run())
+    assert len(fired) == 1 and 0.4 <= fired[0] - started < 0.55
+
+
+def test_a_connection_that_sends_no_request_is_closed_after_the_idle_timeout():
+    async def run() -> tuple[Peer, float]:
+        config = hypercorn_config(read_timeout=60, graceful_timeout=1, idle_timeout=0.3)
+        peer, _serving, task = await _connected(echo, config)
+        started = time.monotonic()
+        peer.send(post(b"one"))  # answered; then the idle timeout runs
+        async with asyncio.timeout(3):
+            await task
+        return peer, time.monotonic() - started
+
+    peer, took = asyncio.run(run())
+    assert answers(peer) == 1 and peer.closed.is_set() and 0.3 <= took < 1
+
+
+def test_a_head_that_stops_arriving_is_closed_after_the_read_timeout():
+    async def run() -> tuple[Peer, float]:
+        config = hypercorn_config(read_timeout=1, graceful_timeout=1, idle_timeout=60)
+        peer, _serving, task = await _connected(echo, config, Deadlines(request=60))
+        started = time.monotonic()
+        peer.send(b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n")
+        async with asyncio.timeout(4):
+            await task
+        return peer, time.monotonic() - started
+
+    peer, took = asyncio.run(run())
+    assert peer.closed.is_set() and answers(peer) == 0 and 1 <= took < 2
+
+
+def test_stopping_closes_idle_connections_at_once_and_answers_the_others_first():
+    async def run() -> tuple[Peer, Peer]:
+        release = asyncio.Event()
+
+        async def slow(scope: dict, receive: Callable, send: Callable) -> None:
+            await release.wait()
+            await echo(scope, receive, send)
+
+        idle, serving, idle_task = await _connected(slow)
+        busy = Peer()
+        busy_task = asyncio.create_task(serving.serve(busy.reader, busy))  # type: ignore
+        await asyncio.sleep(0)
+        busy.send(post(b"in flight"))
+        await asyncio.sleep(0.05)
+        await serving.terminate()
+        async with asyncio.timeout(1):
+            await idle_task  # closed at once
+        assert not busy.closed.is_set()
+        release.set()
+        async with asyncio.timeout(2):
+            await busy_task  # answered, then closed
+        return idle, busy
+
+    idle, busy = asyncio.run(run())
+    assert idle.received == b"" and idle.closed.is_set()
+    assert answers(busy) == 1 and busy.received.endswith(b"in flight") and busy.closed.is_set()
+
+
+def test_a_body_the_app_does_not_read_stops_the_reading_until_it_does():
+    async def run() -> list[bool]:
+        reading = asyncio.Event()
+        seen: list[bool] = []
+
+        async def late_reader(scope: dict, receive: Callable, send: Callable) -> None:
+            await reading.wait()
+            await echo(scope, receive, send)
+
+        config = hypercorn_config(read_timeout=60, graceful_timeout=1)
+        config.max_app_queue_size = 2
+        peer, _serving, task = await _connected(late_reader, config)
+        head = (b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+                b"Content-Length: 30\r\n\r\n")
+        peer.send(head)
+        for _part in range(2):  # two parts of the body wait for the app: reading pauses
+            peer.send(b"x" * 10)
+            seen.append(peer.reading)
+        reading.set()
+        await asyncio.sleep(0.05)
+        seen.append(peer.reading)  # the app read them: reading goes on
+        peer.send(b"y" * 10)
+        async with asyncio.timeout(2):
+            while answers(peer) == 0:
+                await asyncio.sleep(0.01)
+        peer.send_eof()
+        await task
+        assert peer.received.endswith(b"x" * 20 + b"y" * 10)
+        return seen
+
+    assert asyncio.run(run()) == [True, False, True]
+
+
+def test_a_client_that_does_not_read_is_reset_after_the_write_deadline():
+    async def run() -> tuple[Peer, float]:
+        peer, _serving, task = await _connected(echo, deadlines=Deadlines(write=0.3))
+        peer.send(post(b"one"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        peer.protocol.pause_writing()  # asyncio: the socket's buffer is full
+        async with asyncio.timeout(2):
+            await task
+        return peer, time.monotonic() - started
+
+    peer, took = asyncio.run(run())
+    assert peer.aborted and 0.3 <= took < 1
 
 
 def parse_cost(head: bytes, config: Any = None, repeat: int = 5) -> tuple[float, bool]:
