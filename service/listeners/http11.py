@@ -223,7 +223,7 @@ class AppCall:
         protocol = self.protocol
         kind = message["type"]
         if kind == "http.response.start":
-            # h11 refuses a bad header here: the app then gets its 500, as if it had failed
+            # InvalidAnswerError for a bad header: the app then gets its 500, as if it failed
             protocol.core.start_answer(self.exchange, int(message["status"]),
                                        build_and_validate_headers(message.get("headers", [])))
         elif kind == "http.response.body":
