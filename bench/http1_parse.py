@@ -2,9 +2,10 @@
 
 `python bench/http1_parse.py` prints microseconds of CPU per request (the least of three
 runs) for one Salesforce-sized message and a 3-byte answer: h11 parsing it and writing
-the answer; httptools parsing it; omgate's sans-IO core (service/listeners/h1.py, on
-h11) with its head scan, framing rules and answer. docs/PERFORMANCE.md, "The HTTP/1.1
-core", says what was measured and why the parser is what it is.
+the answer (what the core ran on before); httptools parsing it; omgate's sans-IO core
+(service/listeners/h1.py, on llhttp through httptools) with its head scan, its own
+strictness checks, framing rules and answer. docs/PERFORMANCE.md, "The HTTP/1.1 core",
+says what was measured and why the parser is what it is.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main() -> None:
     request = message()
     print(f"one request of {len(request)} bytes, {REQUESTS} times, CPU per request:")
     for name, run in (("h11", with_h11), ("httptools", with_httptools),
-                      ("omgate core on h11", with_the_core)):
+                      ("omgate core (llhttp)", with_the_core)):
         print(f"  {name:20} {microseconds(run, request):7.1f} µs")
 
 

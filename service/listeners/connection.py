@@ -510,7 +510,7 @@ class AppCall:
         connection = self.connection
         kind = message["type"]
         if kind == "http.response.start":
-            # a header h11 refuses: the app then gets its 500, as if it had failed
+            # a header the core refuses (InvalidAnswerError): the app then gets its 500
             connection.core.start_answer(self.exchange, int(message["status"]),
                                          build_and_validate_headers(message.get("headers", [])))
         elif kind == "http.response.body":

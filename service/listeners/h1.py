@@ -6,14 +6,18 @@ sent (``b""`` when it closed its side) and the app's answer goes in through
 :meth:`~ServerConnection.start_answer` and :meth:`~ServerConnection.send_body`; each
 returns the :data:`Action` list the driver carries out in order (write these bytes, start
 this exchange, hand the app this body, wait, close). Nothing here reads a clock, a socket
-or a task: the driver (:mod:`service.listeners.http11`) does, and the tests in
+or a task: the driver (:mod:`service.listeners.connection`) does, and the tests in
 tests/unit/test_h1.py hold every rule bytes in, bytes out.
 
-h11 parses and frames (httptools parses far faster, as measured in docs/PERFORMANCE.md,
-"The HTTP/1.1 core": a swap would touch this module only); what h11 does not bound or
-refuse is added around it from
-:mod:`service.listeners.framing` (a head's lines before h11 parses them, one framing per
-request). A refusal is answered (unless an answer has begun) and closes the connection.
+Requests are read one at a time: :class:`~service.listeners.framing.HeadScanner` bounds a
+head as it arrives and finds its end, llhttp (httptools) parses the whole head and a
+chunked body, and the rules llhttp does not keep are omgate's own
+(:mod:`service.listeners.framing`); a ``Content-Length`` body is counted here. Nothing
+past the current request is parsed before its answer is complete (pipelining), so each
+head is bounded before it is parsed. Answers are written here (:func:`plan_answer`), with
+h11's rules: header names and values checked, the body framed by its length or chunked
+(or, to HTTP/1.0, by the close), never more than its declared length, no body for HEAD,
+204 and 304. A refusal is answered (unless an answer has begun) and closes the connection.
 
 The state of an exchange's answer is one value, moved only by :data:`ANSWER_MOVES`::
 
@@ -26,21 +30,26 @@ whole answer leaves in one write.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from typing import Literal
 
-import h11
+from httptools import HttpParserError, HttpRequestParser
 
 from service.listeners.framing import (
     NO_BODY,
     AnswerRefusal,
+    HeaderFields,
     HeadLimits,
     HeadScanner,
     Refusal,
     RefusalAnswer,
-    framing_refusal,
+    RequestHead,
+    comma_values,
     malformed,
+    read_head,
 )
 
 Headers = list[tuple[bytes, bytes]]
@@ -55,10 +64,41 @@ ANSWER_MOVES: dict[tuple[AnswerState, AnswerEvent], AnswerState] = {
 }
 # Answers that never carry a body, whatever the app gives (RFC 9110 sections 6.4.1, 9.3.2)
 BODILESS_STATUSES = frozenset({204, 304})
+ReadPhase = Literal["head", "body", "done"]  # of the request being read
+# How an answer's body is delimited: its Content-Length, chunks, the connection's close
+# (to HTTP/1.0 without a length), or not at all (it has none)
+BodyFraming = Literal["length", "chunked", "close", "none"]
+
+# h11's rules for the headers it writes (h11/_abnf.py): a name is a token; a value has no
+# NUL and no whitespace but single spaces and tabs between its visible parts
+TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
+REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 class UnexpectedMessageError(Exception):
     """The app sent an ASGI message an HTTP/1.1 answer cannot hold at this point."""
+
+
+class InvalidAnswerError(Exception):
+    """The app's answer cannot be written as it is (a header that is not HTTP, a status
+    out of range, a body longer or shorter than its Content-Length): a failure of the app,
+    as h11's ``LocalProtocolError`` was."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerHead:
+    """An answer's status line and headers as written, and how its body is framed."""
+
+    status: int
+    headers: HeaderFields
+    framing: BodyFraming
+    length: int  # of a "length" body
+    keep_alive: bool  # the connection takes another request after it
+
+    def encode(self) -> bytes:
+        return encode_head(self.status, self.headers)
 
 
 @dataclass(eq=False)
@@ -66,11 +106,14 @@ class Exchange:
     """One request on the connection and the state of its answer. Identity matters: an
     exchange the connection has ended (answered, or its client gone) takes no more bytes."""
 
-    request: h11.Request
+    request: RequestHead
     number: int
     answer: AnswerState = "waiting"
-    held_head: h11.Response | None = None
+    held_head: bytes | None = None
     silent: bool = False  # a HEAD request, or a status without a body
+    keep_alive: bool = True  # the request's, then the answer's
+    planned: AnswerHead | None = None
+    remaining: int = 0  # of a "length" body still to write
 
     def after(self, event: AnswerEvent) -> AnswerState:
         """The answer's state once ``event`` is written (it moves only once it is)."""
@@ -158,7 +201,171 @@ class ConnectionRules:
     answer_refusal: AnswerRefusal
     max_requests: int  # on one connection; the last answer says ``Connection: close``
     answer_headers: Callable[[], Headers] = list  # date, server
-    max_incomplete_bytes: int = 64 * 1024  # h11's bound, behind the head limits
+    max_incomplete_bytes: int = 64 * 1024  # bounds a head too, with the head limits
+
+
+# -- a request's body ------------------------------------------------------------------------
+
+class LengthBody:
+    """A body of ``Content-Length`` bytes (none without the header): counted, not parsed."""
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def take(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        """The body's parts in ``data``, and what follows the body once it is whole."""
+        part = data[:self.remaining]
+        self.remaining -= len(part)
+        return ([part] if part else []), (data[len(part):] if not self.remaining else None)
+
+
+# What llhttp is given before a chunked body, so that it parses the body alone
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: omgate\r\nTransfer-Encoding: chunked\r\n\r\n"
+END_OF_CHUNKED = b"\r\n\r\n"  # a chunked body, trailers or not, ends in it (CRLF strict)
+
+
+class ChunkedBody:
+    """A chunked body, parsed by llhttp. llhttp reads on past the end of a message and
+    cannot be paused there, so it is given the body up to each ``CRLF CRLF`` at a time:
+    where it says the body ended, that is where it did. Trailers are parsed, not kept."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.complete = False
+        self._tail = b""  # the last bytes given, for an end cut between reads
+        self._parser = HttpRequestParser(self)
+        self._parser.feed_data(CHUNKED_HEAD)
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    def take(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        """As :meth:`LengthBody.take`; raises ``HttpParserError`` for a malformed body."""
+        seen = self._tail + data
+        start = search = 0
+        while not self.complete and start < len(data):
+            found = seen.find(END_OF_CHUNKED, search)
+            end = len(data) if found == -1 else found + len(END_OF_CHUNKED) - len(self._tail)
+            self._parser.feed_data(data[start:end])
+            start, search = end, found + 1
+        self._tail = seen[-len(END_OF_CHUNKED) + 1:]
+        parts, self.parts = self.parts, []
+        return parts, (data[start:] if self.complete else None)
+
+
+RequestBodyReader = LengthBody | ChunkedBody
+
+
+def body_reader(request: RequestHead) -> RequestBodyReader:
+    """How the request's body is read (its framing was checked in :func:`read_head`)."""
+    if any(name == b"transfer-encoding" for name, _value in request.headers):
+        return ChunkedBody()
+    lengths = [value for name, value in request.headers if name == b"content-length"]
+    return LengthBody(int(lengths[0]) if lengths else 0)
+
+
+def request_keep_alive(request: RequestHead) -> bool:
+    """h11's rule: HTTP/1.1 without ``Connection: close`` (HTTP/1.0 never)."""
+    return (request.http_version == b"1.1"
+            and b"close" not in comma_values(request.headers, b"connection"))
+
+
+def expects_100_continue(request: RequestHead) -> bool:
+    return (request.http_version == b"1.1"
+            and b"100-continue" in comma_values(request.headers, b"expect"))
+
+
+# -- an answer's head and body ---------------------------------------------------------------
+
+def encode_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    lines = b"".join([b"%s: %s\r\n" % (name, value) for name, value in headers])
+    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, REASONS.get(status, b""), lines)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedHeaders:
+    """An answer's headers as h11 checks them: lower-case names, one Content-Length."""
+
+    headers: HeaderFields
+    length: int | None
+    chunked: bool
+
+
+def check_headers(headers: Headers) -> CheckedHeaders:
+    """The app's headers, or :class:`InvalidAnswerError` where h11 refused them."""
+    checked: list[tuple[bytes, bytes]] = []
+    length: bytes | None = None
+    chunked = False
+    for raw_name, value in headers:
+        if not TOKEN.fullmatch(raw_name) or not FIELD_VALUE.fullmatch(value):
+            raise InvalidAnswerError(f"illegal header {raw_name!r}: {value!r}")
+        name = raw_name.lower()
+        if name == b"content-length":
+            lengths = {part.strip() for part in value.split(b",")}
+            value = lengths.pop() if len(lengths) == 1 else b""
+            if not CONTENT_LENGTH.fullmatch(value) or length not in (None, value):
+                raise InvalidAnswerError("bad or conflicting Content-Length")
+            if length is not None:
+                continue
+            length = value
+        elif name == b"transfer-encoding":
+            value = value.lower()
+            if chunked or value != b"chunked":
+                raise InvalidAnswerError("the only Transfer-Encoding written is chunked")
+            chunked = True
+        checked.append((name, value))
+    return CheckedHeaders(tuple(checked), None if length is None else int(length), chunked)
+
+
+def without(headers: HeaderFields, *names: bytes) -> HeaderFields:
+    return tuple((name, value) for name, value in headers if name not in names)
+
+
+def plan_answer(request: RequestHead, status: int, headers: Headers, *, silent: bool,
+                keep_alive: bool) -> AnswerHead:
+    """An answer's head as h11 wrote it: a body of unknown length is chunked to HTTP/1.1
+    and delimited by the close to HTTP/1.0; an answer after which the connection closes
+    says ``Connection: close``."""
+    if not 200 <= status < 1000:
+        raise InvalidAnswerError(f"an answer's status is 200 to 999, not {status}")
+    checked = check_headers(headers)
+    written = checked.headers
+    framing: BodyFraming = "length"
+    # a body of unknown length (the headers of a HEAD answer are those of a GET's)
+    if (checked.chunked or checked.length is None) and status not in BODILESS_STATUSES:
+        written = without(written, b"content-length", b"transfer-encoding")
+        if request.http_version == b"1.1":
+            written, framing = (*written, (b"transfer-encoding", b"chunked")), "chunked"
+        else:  # no HTTP/1.0 connection is kept alive (h11's rule): the close ends it
+            framing = "close"
+    keep_alive = keep_alive and b"close" not in comma_values(written, b"connection")
+    if not keep_alive:
+        tokens = {*comma_values(written, b"connection"), b"close"} - {b"keep-alive"}
+        written = (*without(written, b"connection"), (b"connection", b", ".join(sorted(tokens))))
+    return AnswerHead(status, written, "none" if silent else framing,
+                      checked.length or 0, keep_alive)
+
+
+CHUNKED_END = b"0\r\n\r\n"
+
+
+def frame_body(exchange: Exchange, body: bytes, last: bool) -> bytes:
+    """What is written for this part of the answer's body."""
+    framing = "none" if exchange.planned is None else exchange.planned.framing
+    if framing == "length":
+        if len(body) > exchange.remaining:
+            raise InvalidAnswerError("more body than its Content-Length")
+        exchange.remaining -= len(body)
+        if last and exchange.remaining:
+            raise InvalidAnswerError("less body than its Content-Length")
+        return body
+    if framing == "chunked":
+        chunk = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+        return chunk + CHUNKED_END if last else chunk
+    return body if framing == "close" else b""
 
 
 @dataclass
@@ -170,13 +377,17 @@ class ServerConnection:
     requests: int = 0
     exchange: Exchange | None = None  # the request being read or answered
     paused: bool = False  # a pipelined request waits for the current answer
-    _h11: h11.Connection = field(init=False)
     _head: HeadScanner = field(init=False)
+    _phase: ReadPhase = field(init=False, default="head")
+    _head_parts: list[bytes] = field(init=False, default_factory=list)
+    _unread: bytes = field(init=False, default=b"")  # past the head (or request) read
+    _body: RequestBodyReader = field(init=False, default_factory=lambda: LengthBody(0))
+    _eof: bool = field(init=False, default=False)  # the client closed its side
 
     def __post_init__(self) -> None:
-        self._h11 = h11.Connection(h11.SERVER,
-                                   max_incomplete_event_size=self.rules.max_incomplete_bytes)
-        self._head = HeadScanner(self.rules.head_limits)
+        limits = self.rules.head_limits
+        self._head = HeadScanner(replace(limits, max_head_bytes=min(
+            limits.max_head_bytes, self.rules.max_incomplete_bytes)))
 
     # -- the client's side ---------------------------------------------------------------
 
@@ -184,14 +395,17 @@ class ServerConnection:
         """The client's next bytes; ``b""`` when it has closed its sending side."""
         if self.closed:
             return []
-        if self._h11.their_state is h11.IDLE:  # a head, not yet parsed
-            refusal = self._head.feed(data)
+        if not data:
+            self._eof = True
+        elif self._phase == "head" and not self._head.complete:
+            refusal = self._scan(data)
             if refusal is not None:
                 return self._refuse(refusal)
-        self._h11.receive_data(data)
+        else:
+            self._unread += data
         actions = self._events()
         if (not data and not self.closed and self.exchange is not None
-                and self._h11.their_state is h11.CLOSED):
+                and self._phase == "done" and not self._unread):
             actions.append(AnswerThenClose(self.exchange))
         return actions
 
@@ -207,49 +421,91 @@ class ServerConnection:
         self.closed = True
         return self._end_exchange()
 
+    def _scan(self, data: bytes) -> Refusal | None:
+        """A head's next bytes, bounded as they come; what follows a whole head is kept."""
+        refusal = self._head.feed(data)
+        if refusal is None and self._head.complete:
+            self._head_parts.append(data[:self._head.end])
+            self._unread = data[self._head.end:]
+        else:
+            self._head_parts.append(data)
+        return refusal
+
     def _events(self) -> list[Action]:
         actions: list[Action] = []
         while not self.closed:
-            if self._h11.they_are_waiting_for_100_continue:
-                actions.append(Write(self._h11_bytes([h11.InformationalResponse(
-                    status_code=100, headers=self.rules.answer_headers())])))
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as error:
-                return actions + self._refuse(malformed(error))
-            if isinstance(event, h11.Request):
-                refusal = framing_refusal(event)
-                if refusal is not None:
-                    return actions + self._refuse(refusal)
-                self.requests += 1
-                self.exchange = Exchange(event, self.requests,
-                                         silent=event.method == b"HEAD")
-                actions.append(StartExchange(self.exchange))
-            elif event is h11.PAUSED:
-                self.paused = True
-                actions.append(WAIT_FOR_ANSWER)
+            if self._phase == "head":
+                if not self._head.complete:
+                    if self._eof and self._head.size:
+                        actions += self._refuse(malformed("the client closed it mid-head"))
+                    break
+                actions += self._start_request()
+            elif self._phase == "body":
+                if not self._unread:
+                    if self._eof:
+                        actions += self._refuse(malformed("the client closed it mid-body"))
+                    break
+                actions += self._read_body()
+            else:
+                actions += self._after_request()
                 break
-            elif (isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA
-                  or self.exchange is None):
-                break
-            elif isinstance(event, h11.Data):
-                actions.append(RequestBody(bytes(event.data), more_body=True))
-            elif isinstance(event, h11.EndOfMessage):
-                actions.append(RequestBody(b"", more_body=False))
         return actions
+
+    def _start_request(self) -> list[Action]:
+        head = b"".join(self._head_parts)
+        self._head_parts = []
+        request = read_head(head)
+        if isinstance(request, Refusal):
+            return self._refuse(request)
+        self.requests += 1
+        self.exchange = Exchange(request, self.requests, silent=request.method == b"HEAD",
+                                 keep_alive=request_keep_alive(request))
+        actions: list[Action] = [StartExchange(self.exchange)]
+        if expects_100_continue(request):
+            actions.append(Write(encode_head(100, self.rules.answer_headers())))
+        self._body, self._phase = body_reader(request), "body"
+        if isinstance(self._body, LengthBody) and not self._body.remaining:
+            actions += self._request_read(self._unread)
+        return actions
+
+    def _read_body(self) -> list[Action]:
+        data, self._unread = self._unread, b""
+        try:
+            parts, rest = self._body.take(data)
+        except HttpParserError as error:
+            return self._refuse(malformed(f"its chunked body: {error}"))
+        actions: list[Action] = [RequestBody(part, more_body=True) for part in parts]
+        return actions if rest is None else actions + self._request_read(rest)
+
+    def _request_read(self, rest: bytes) -> list[Action]:
+        self._unread, self._phase = rest, "done"
+        return [RequestBody(b"", more_body=False)]
+
+    def _after_request(self) -> list[Action]:
+        """The request is whole: bytes after it wait for its answer, unless the request
+        closes the connection (h11 refused them: nothing may follow it)."""
+        if not self._unread:
+            return []
+        if self.exchange is not None and not request_keep_alive(self.exchange.request):
+            return self._refuse(malformed("bytes after a request that closes the connection"))
+        self.paused = True
+        return [WAIT_FOR_ANSWER]
 
     # -- the app's side ------------------------------------------------------------------
 
     def start_answer(self, exchange: Exchange, status: int, headers: Headers) -> None:
-        """The answer's status line and headers, held until its first body. A header h11
-        refuses raises ``h11.LocalProtocolError``, as a failure of the app."""
+        """The answer's status line and headers, held until its first body. A header that
+        is not HTTP raises :class:`InvalidAnswerError`, as a failure of the app."""
         moved = exchange.after("start")
         headers = [*headers, *self.rules.answer_headers()]
         if exchange.number >= self.rules.max_requests:
             headers.append((b"connection", b"close"))
-        exchange.held_head = h11.Response(status_code=status, headers=headers)
-        exchange.answer = moved
-        exchange.silent = exchange.silent or status in BODILESS_STATUSES
+        silent = exchange.silent or status in BODILESS_STATUSES
+        planned = plan_answer(exchange.request, status, headers, silent=silent,
+                              keep_alive=exchange.keep_alive)
+        exchange.planned, exchange.held_head = planned, planned.encode()
+        exchange.remaining, exchange.keep_alive = planned.length, planned.keep_alive
+        exchange.answer, exchange.silent = moved, silent
 
     def send_body(self, exchange: Exchange, body: bytes, more_body: bool, *,
                   reuse: bool = True) -> list[Action]:
@@ -259,18 +515,12 @@ class ServerConnection:
         if exchange is not self.exchange:
             exchange.answer = moved
             return []  # its connection is gone
-        events: list[Any] = []
-        if exchange.held_head is not None:
-            events.append(exchange.held_head)
-            exchange.held_head = None
-        if body and not exchange.silent:
-            events.append(h11.Data(data=body))
-        if not more_body:
-            events.append(h11.EndOfMessage())
-        # h11 refuses more body than the app declared: the answer stays incomplete and the
-        # connection closes when the app ends
-        actions: list[Action] = [Write(self._h11_bytes(events))]
+        head, exchange.held_head = exchange.held_head or b"", None
+        # more body than declared raises: the answer stays incomplete (its head unwritten)
+        # and the connection closes when the app ends
+        data = b"" if self.closed else head + frame_body(exchange, body, not more_body)
         exchange.answer = moved
+        actions: list[Action] = [Write(data)]
         if not more_body:
             actions += self._next_request(reuse)
         return actions
@@ -283,9 +533,9 @@ class ServerConnection:
         if exchange.answer == "waiting":
             data = self.error_response(500)
         else:
-            data = self._h11_bytes([exchange.held_head] if exchange.held_head else [])
+            data = exchange.held_head or b""
         exchange.answer, exchange.held_head = "complete", None
-        return [Write(data), *self._end_exchange(), *self._close()]
+        return [Write(b"" if self.closed else data), *self._end_exchange(), *self._close()]
 
     # -- the connection's own answers ----------------------------------------------------
 
@@ -293,30 +543,27 @@ class ServerConnection:
         """An answer that closes the connection (a refused request, a failed app)."""
         headers = [*answer.headers, (b"content-length", b"%d" % len(answer.body)),
                    (b"connection", b"close"), *self.rules.answer_headers()]
-        body = [h11.Data(data=answer.body)] if answer.body else []
-        return self._h11_bytes([h11.Response(status_code=status, headers=headers), *body,
-                                h11.EndOfMessage()])
+        return encode_head(status, headers) + answer.body
 
     def _refuse(self, refusal: Refusal) -> list[Action]:
         answer = self.rules.answer_refusal(refusal)
         actions: list[Action] = [Refused(refusal, answer.correlation_id)]
-        if self._h11.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+        if self.exchange is None or self.exchange.answer in ("waiting", "head_held"):
             actions.append(Write(self.error_response(refusal.status, answer)))
         return actions + self._close()
 
     def _next_request(self, reuse: bool) -> list[Action]:
         """The answer is written: take the next request (its head, if some has come, within
         the limits), or close."""
+        exchange = self.exchange
         actions = self._end_exchange()
-        if not (reuse and self._h11.our_state is h11.DONE
-                and self._h11.their_state is h11.DONE):
+        if not (reuse and self._phase == "done" and exchange is not None
+                and exchange.keep_alive and not (self._eof and not self._unread)):
             return actions + self._close()
-        try:
-            self._h11.start_next_cycle()
-        except h11.LocalProtocolError:
-            return actions + self._close()
+        self._phase = "head"
         self._head.restart()
-        refusal = self._head.feed(self._h11.trailing_data[0])
+        data, self._unread = self._unread, b""
+        refusal = self._scan(data) if data else None
         return actions + ([IDLE] if refusal is None else self._refuse(refusal))
 
     def _end_exchange(self) -> list[Action]:
@@ -326,17 +573,3 @@ class ServerConnection:
     def _close(self) -> list[Action]:
         self.closed = True
         return [CLOSE]
-
-    def _h11_bytes(self, events: Iterable[Any]) -> bytes:
-        """What h11 writes for ``events``; nothing for a connection it already gave up."""
-        written = []
-        for event in events:
-            try:
-                data = self._h11.send(event)
-            except h11.LocalProtocolError:
-                if self._h11.their_state is not h11.ERROR:
-                    raise
-            else:
-                if data:
-                    written.append(data)
-        return b"".join(written)

@@ -4,12 +4,15 @@ driver's tests (tests/unit/test_http11.py) hold that the actions are carried out
 
 from __future__ import annotations
 
+import ast
 from itertools import product
+from pathlib import Path
 
-import h11
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from service.listeners.framing import HeadLimits, Refusal, RefusalAnswer, bodiless
+from service.listeners.framing import HeadLimits, HeadScanner, Refusal, RefusalAnswer, bodiless
 from service.listeners.h1 import (
     ANSWER_MOVES,
     Action,
@@ -19,6 +22,7 @@ from service.listeners.h1 import (
     Exchange,
     ExchangeEnded,
     Idle,
+    InvalidAnswerError,
     Refused,
     RequestBody,
     ServerConnection,
@@ -123,7 +127,7 @@ def test_transfer_encoding_on_http_1_0_is_refused():
     assert actions[0].refusal.reason == "transfer_encoding_in_http10"
 
 
-def test_a_head_past_the_header_cap_is_refused_before_h11_parses_it():
+def test_a_head_past_the_header_cap_is_refused_before_it_is_parsed():
     conn = connection(head_limits=HeadLimits(max_header_count=3))
     head = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: y\r\n" * 3  # unfinished: 4 lines so far
     actions = conn.receive(head)
@@ -207,10 +211,10 @@ def test_an_app_that_ends_after_a_whole_answer_changes_nothing():
     assert conn.app_ended(exchange) == [] and not conn.closed
 
 
-def test_a_header_h11_refuses_fails_the_app_before_anything_is_held():
+def test_a_header_that_is_not_http_fails_the_app_before_anything_is_held():
     conn = connection()
     [exchange] = started(conn.receive(post(b"x")))
-    with pytest.raises(h11.LocalProtocolError):
+    with pytest.raises(InvalidAnswerError):
         conn.start_answer(exchange, 200, [(b"x-injected", b"a\r\nset-cookie: b")])
     assert exchange.answer == "waiting"
     assert conn.app_ended(exchange)[0].data.startswith(b"HTTP/1.1 500 ")
@@ -220,7 +224,7 @@ def test_more_body_than_declared_leaves_the_answer_unfinished_and_the_connection
     conn = connection()
     [exchange] = started(conn.receive(post(b"x")))
     conn.start_answer(exchange, 200, [(b"content-length", b"2")])
-    with pytest.raises(h11.LocalProtocolError):
+    with pytest.raises(InvalidAnswerError):
         conn.send_body(exchange, b"too long", more_body=False)
     assert exchange.answer == "head_held"
     actions = conn.app_ended(exchange)
@@ -310,3 +314,311 @@ def test_between_requests_the_connection_is_idle_and_waits_for_nothing_else():
     actions = answer(conn, exchange)
     assert actions[-1] == Idle() and not any(isinstance(a, WaitForAnswer | Close)
                                              for a in actions)
+
+
+# -- an attacker's requests: bytes in, refusals out -------------------------------------------
+
+# what a proxy that read the request otherwise would take for the next one
+SMUGGLED = b"POST /smuggled HTTP/1.1\r\nHost: omgate\r\nContent-Length: 0\r\n\r\n"
+START = b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+CHUNKED = START + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+def refusal_of(conn: ServerConnection, actions: list[Action], status: int) -> Refusal:
+    """The refusal ``actions`` end with, answered with ``status``; nothing after it is read."""
+    assert kinds(actions)[-3:] == ["Refused", "Write", "Close"]
+    assert actions[-2].data.startswith(b"HTTP/1.1 %d " % status)
+    assert b"connection: close" in actions[-2].data.lower()
+    assert conn.closed and conn.receive(SMUGGLED) == []
+    return actions[-3].refusal
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    pytest.param(START + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400,
+                 id="two-content-lengths"),
+    pytest.param(START + b"Content-Length: -1\r\n\r\n", 400, id="negative-length"),
+    pytest.param(START + b"Content-Length: 1x\r\n\r\n", 400, id="garbage-length"),
+    pytest.param(START + b"Content-Length: +5\r\n\r\n", 400, id="signed-length"),
+    pytest.param(START + b"Content-Length: 1 2\r\n\r\n", 400, id="spaced-length"),
+    pytest.param(START + b"Content-Length: 1" + b"0" * 21 + b"\r\n\r\n", 400,
+                 id="overflowing-length"),
+    pytest.param(START + b"Transfer-Encoding: gzip\r\n\r\n", 501, id="gzip"),
+    pytest.param(START + b"Transfer-Encoding: identity\r\n\r\n", 501, id="identity"),
+    pytest.param(START + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+                 id="gzip-then-chunked"),
+    pytest.param(START + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 501,
+                 id="chunked-twice"),
+    pytest.param(START + b"Transfer-Encoding: ,chunked\r\n\r\n0\r\n\r\n", 501,
+                 id="empty-coding-first"),
+    pytest.param(START + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\n", 501, id="two-encoding-headers"),
+    pytest.param(START + b"X-A: b\rContent-Length: 0\r\n\r\n", 400, id="bare-cr"),
+    pytest.param(START + b"X-A: b\x00c\r\n\r\n", 400, id="nul-in-value"),
+    pytest.param(START + b"X A: b\r\n\r\n", 400, id="space-in-name"),
+    pytest.param(START + b"X@A: b\r\n\r\n", 400, id="at-in-name"),
+    pytest.param(START + b"Content-Length : 0\r\n\r\n", 400, id="space-before-colon"),
+    pytest.param(START + b"Transfer-Encoding\t: chunked\r\n\r\n", 400, id="tab-before-colon"),
+    pytest.param(START + b": b\r\n\r\n", 400, id="empty-name"),
+    pytest.param(b"GET  / HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="two-spaces"),
+    pytest.param(b"GET /\r\nHost: omgate\r\n\r\n", 400, id="no-version"),
+    pytest.param(b"GET /a b HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="space-in-target"),
+    pytest.param(b"GET /\ta HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="tab-in-target"),
+    pytest.param(b"GET /\x7f HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="del-in-target"),
+    pytest.param(b"GET /\xff HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="byte-in-target"),
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, id="no-host"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, id="two-hosts"),
+    pytest.param(b"\r\nGET / HTTP/1.1\r\nHost: omgate\r\n\r\n", 400, id="leading-empty-line"),
+])
+def test_a_head_h11_refused_is_refused_before_its_app_is_called(head, status):
+    conn = connection()
+    refusal = refusal_of(conn, conn.receive(head + SMUGGLED), status)
+    assert refusal.reason == "malformed_request" and refusal.status == status
+
+
+@pytest.mark.parametrize("head", [
+    pytest.param(START + b"X-A: b\r\n c\r\nContent-Length: 0\r\n\r\n", id="obs-fold"),
+    pytest.param(START + b" X-A: b\r\nContent-Length: 0\r\n\r\n", id="folded-first-line"),
+    pytest.param(b"GET / HTTP/1.1\nHost: omgate\n\n", id="bare-lf"),
+    pytest.param(START + b"X-A: b\x01c\r\nContent-Length: 0\r\n\r\n", id="control-in-value"),
+    pytest.param(START + b"X-A: b\x7fc\r\nContent-Length: 0\r\n\r\n", id="del-in-value"),
+    pytest.param(START + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+                 id="repeated-length"),
+    pytest.param(START + b"Content-Length: 5, 5\r\n\r\nhello", id="listed-length"),
+    pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", id="http2-preface"),
+    pytest.param(b"GET / HTTP/2.0\r\nHost: omgate\r\n\r\n", id="http-2.0"),
+    pytest.param(b"GET / HTTP/1.2\r\nHost: omgate\r\n\r\n", id="http-1.2"),
+    pytest.param(b"GET / HTTP/0.9\r\nHost: omgate\r\n\r\n", id="http-0.9"),
+    pytest.param(b"get / HTTP/1.1\r\nHost: omgate\r\n\r\n", id="lower-case-method"),
+    pytest.param(b"BREW / HTTP/1.1\r\nHost: omgate\r\n\r\n", id="unknown-method"),
+])
+def test_a_head_h11_took_and_llhttp_refuses_is_refused(head):
+    conn = connection()
+    refusal = refusal_of(conn, conn.receive(head + SMUGGLED), 400)
+    assert refusal.reason == "malformed_request"
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"f" * 21 + b"\r\n", id="chunk-size-of-21-digits"),
+    pytest.param(b"-5\r\nhello\r\n0\r\n\r\n", id="negative-chunk-size"),
+    pytest.param(b"5\r\nhelloXX0\r\n\r\n", id="chunk-without-its-crlf"),
+])
+def test_a_malformed_chunked_body_is_refused_and_nothing_after_it_is_read(body):
+    conn = connection()
+    actions = conn.receive(CHUNKED + body + SMUGGLED)
+    assert kinds(actions)[0] == "StartExchange"
+    assert refusal_of(conn, actions, 400).reason == "malformed_request"
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"f" * 17 + b"\r\n", id="chunk-size-past-64-bits"),
+    pytest.param(b"5 \r\nhello\r\n0\r\n\r\n", id="space-after-chunk-size"),
+    pytest.param(b"5\nhello\n0\n\n", id="bare-lf"),
+])
+def test_a_chunked_body_h11_took_and_llhttp_refuses_is_refused(body):
+    conn = connection()
+    actions = conn.receive(CHUNKED + body + SMUGGLED)
+    assert kinds(actions)[0] == "StartExchange"
+    assert refusal_of(conn, actions, 400).reason == "malformed_request"
+
+
+def test_a_chunked_body_with_extensions_and_trailers_is_read_and_the_next_request_follows():
+    conn = connection()
+    body = b"3;name=value\r\nabc\r\n2\r\n\r\n\r\n0\r\nX-Trailer: t\r\n\r\n"
+    actions = conn.receive(CHUNKED + body + post(b"next"))
+    assert body_of(actions) == b"abc\r\n" and kinds(actions)[-1] == "WaitForAnswer"
+    [first] = started(actions)
+    answer(conn, first)
+    resumed = conn.resume()
+    assert [exchange.number for exchange in started(resumed)] == [2]
+    assert body_of(resumed) == b"next"
+
+
+@pytest.mark.parametrize("cut", range(1, 30))
+def test_a_chunked_body_cut_anywhere_is_the_same_body(cut):
+    conn = connection()
+    data = CHUNKED + b"3\r\nabc\r\n0\r\n\r\n" + post(b"next")
+    cut += len(CHUNKED) - 3
+    actions = conn.receive(data[:cut]) + conn.receive(data[cut:])
+    assert body_of(actions) == b"abc" and RequestBody(b"", more_body=False) in actions
+    assert kinds(actions)[-1] == "WaitForAnswer" and len(started(actions)) == 1
+
+
+def test_bytes_after_a_request_that_closes_the_connection_are_refused():
+    conn = connection()
+    actions = conn.receive(b"GET / HTTP/1.1\r\nHost: omgate\r\nConnection: close\r\n\r\n"
+                           + SMUGGLED)
+    assert kinds(actions)[:2] == ["StartExchange", "RequestBody"]
+    assert refusal_of(conn, actions, 400).reason == "malformed_request"
+
+
+def test_a_close_mid_head_is_a_malformed_request():
+    conn = connection()
+    assert conn.receive(b"POST /salesforce/outbound HTTP/1.1\r\nHo") == []
+    assert refusal_of(conn, conn.receive(b""), 400).reason == "malformed_request"
+
+
+def test_a_close_between_requests_is_no_refusal():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    answer(conn, exchange)
+    assert conn.receive(b"") == [] and not conn.closed
+
+
+def test_an_upgrade_is_a_plain_request_with_its_body_and_the_next_request_follows():
+    conn = connection()
+    upgrade = post(b"hi", b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                   b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n")
+    actions = conn.receive(upgrade + post(b"two"))
+    assert kinds(actions) == ["StartExchange", "RequestBody", "RequestBody", "WaitForAnswer"]
+    assert body_of(actions) == b"hi"
+    [first] = started(actions)
+    assert kinds(answer(conn, first)) == ["Write", "ExchangeEnded", "Idle"]
+    assert body_of(conn.resume()) == b"two"
+
+
+def test_connect_is_a_plain_request_its_app_refuses():
+    conn = connection()
+    actions = conn.receive(b"CONNECT omgate:443 HTTP/1.1\r\nHost: omgate:443\r\n\r\n")
+    [exchange] = started(actions)
+    assert exchange.request.method == b"CONNECT" and exchange.request.target == b"omgate:443"
+    assert kinds(answer(conn, exchange, status=405)) == ["Write", "ExchangeEnded", "Idle"]
+    assert len(started(conn.receive(post(b"next")))) == 1
+
+
+def test_a_request_is_read_as_sent_with_its_header_values_trimmed():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x", b"X-Spaced: \t a b \t\r\n", version=b"1.0")))
+    request = exchange.request
+    assert (request.method, request.target, request.http_version) == (
+        b"POST", b"/salesforce/outbound", b"1.0")
+    assert (b"x-spaced", b"a b") in request.headers and (b"host", b"omgate") in request.headers
+
+
+# -- answers as h11 wrote them -----------------------------------------------------------------
+
+def test_an_answer_without_a_length_is_chunked_to_http_1_1():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    conn.start_answer(exchange, 200, [(b"content-type", b"text/plain")])
+    data = written(conn.send_body(exchange, b"abc", more_body=True))
+    assert b"transfer-encoding: chunked\r\n" in data.lower()
+    assert data.endswith(b"\r\n\r\n3\r\nabc\r\n")
+    actions = conn.send_body(exchange, b"", more_body=False)
+    assert written(actions) == b"0\r\n\r\n" and kinds(actions)[-1] == "Idle"
+
+
+def test_an_answer_without_a_length_to_http_1_0_ends_with_the_connection():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x", version=b"1.0")))
+    conn.start_answer(exchange, 200, [(b"content-type", b"text/plain")])
+    actions = conn.send_body(exchange, b"abc", more_body=False)
+    data = written(actions).lower()
+    assert b"transfer-encoding" not in data and b"connection: close\r\n" in data
+    assert data.endswith(b"\r\n\r\nabc") and kinds(actions)[-1] == "Close"
+
+
+def test_an_http_1_0_request_is_answered_then_the_connection_closes():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x", b"Connection: keep-alive\r\n",
+                                           version=b"1.0")))
+    actions = answer(conn, exchange)
+    assert b"connection: close" in written(actions).lower() and kinds(actions)[-1] == "Close"
+
+
+def test_a_client_that_says_connection_close_is_answered_then_the_connection_closes():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x", b"Connection: close\r\n")))
+    actions = answer(conn, exchange)
+    assert b"connection: close" in written(actions).lower() and kinds(actions)[-1] == "Close"
+
+
+def test_an_app_that_says_connection_close_has_its_connection_closed_after_the_answer():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    conn.start_answer(exchange, 200, [(b"content-length", b"0"), (b"connection", b"close")])
+    assert kinds(conn.send_body(exchange, b"", more_body=False))[-1] == "Close"
+
+
+@pytest.mark.parametrize(("status", "headers"), [
+    pytest.param(99, [], id="status-99"),
+    pytest.param(100, [], id="informational-status"),
+    pytest.param(1000, [], id="status-1000"),
+    pytest.param(200, [(b"x a", b"b")], id="space-in-name"),
+    pytest.param(200, [(b"", b"b")], id="empty-name"),
+    pytest.param(200, [(b"x-a", b"b\nc")], id="lf-in-value"),
+    pytest.param(200, [(b"x-a", b"b\rc")], id="cr-in-value"),
+    pytest.param(200, [(b"x-a", b"b\x00c")], id="nul-in-value"),
+    pytest.param(200, [(b"x-a", b" b")], id="space-around-value"),
+    pytest.param(200, [(b"content-length", b"3"), (b"content-length", b"4")],
+                 id="conflicting-lengths"),
+    pytest.param(200, [(b"content-length", b"-3")], id="negative-length"),
+    pytest.param(200, [(b"transfer-encoding", b"gzip")], id="gzip"),
+])
+def test_an_answer_h11_refused_is_an_error_of_the_app(status, headers):
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    with pytest.raises(InvalidAnswerError):
+        conn.start_answer(exchange, status, headers)
+    assert exchange.answer == "waiting"
+
+
+def test_less_body_than_declared_is_an_error_of_the_app_and_the_connection_closes():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    conn.start_answer(exchange, 200, [(b"content-length", b"5")])
+    with pytest.raises(InvalidAnswerError):
+        conn.send_body(exchange, b"abc", more_body=False)
+    assert kinds(conn.app_ended(exchange))[-1] == "Close"
+
+
+@pytest.mark.parametrize("module", ["h1.py", "framing.py"])
+def test_the_core_no_longer_imports_h11(module):
+    source = (Path(__file__).resolve().parents[2] / "service" / "listeners" / module)
+    imported = {alias.name.partition(".")[0] for node in ast.walk(ast.parse(source.read_text()))
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {(node.module or "").partition(".")[0] for node in
+                 ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert "h11" not in imported and "httptools" in imported
+
+
+class LineByLine(HeadScanner):
+    """The scanner without its measure of a whole head at once."""
+
+    def _whole_head_within_limits(self, data: bytes) -> bool:
+        return False
+
+
+HEAD_PARTS = [b"\r\n", b"\n", b"\r", b"a", b"X-A: b", b":", b" ", b"\r\n\r\n", b"\n\r\n",
+              b"GET / HTTP/1.1", b"x-forwarded-client-cert: "]
+
+
+@given(st.lists(st.sampled_from(HEAD_PARTS), max_size=30).map(b"".join),
+       st.integers(1, 6), st.integers(3, 40), st.integers(10, 200))
+def test_a_whole_head_measured_at_once_is_read_as_line_by_line(data, count, line, head):
+    limits = HeadLimits(count, line, head, frozenset({b"x-forwarded-client-cert"}))
+    at_once, by_line = HeadScanner(limits), LineByLine(limits)
+    assert at_once.feed(data) == by_line.feed(data)
+    assert (at_once.complete, at_once.complete and at_once.end) == (
+        by_line.complete, by_line.complete and by_line.end)
+
+
+FRAGMENTS = st.sampled_from([
+    b"POST / HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b"Host: a\r\n", b"Content-Length: 3\r\n",
+    b"Transfer-Encoding: chunked\r\n", b"Connection: close\r\n", b"Expect: 100-continue\r\n",
+    b"Upgrade: h2c\r\nConnection: upgrade\r\n", b"\r\n", b"\n", b"3\r\nabc\r\n", b"0\r\n\r\n",
+    b"abc", b" ", b":"])
+
+
+@given(st.lists(st.one_of(FRAGMENTS, st.binary(max_size=40)), max_size=40))
+def test_any_bytes_in_any_cuts_give_actions_and_never_an_error(parts):
+    conn = connection()
+    for part in [*parts, b""]:
+        actions = conn.receive(part)
+        while True:
+            for exchange in started(actions):
+                if exchange is conn.exchange:
+                    actions += answer(conn, exchange)
+            if not any(isinstance(action, WaitForAnswer) for action in actions):
+                break
+            actions = conn.resume()
+    assert conn.requests <= len(parts)
