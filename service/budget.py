@@ -80,6 +80,7 @@ class BodyBudget:
         self._waiting: set[BodyHold] = set()  # holds with bytes, waiting for room
         self._orders = itertools.count()
         self._changed = asyncio.Condition()
+        self._sleepers = 0  # bodies waiting on _changed for room
 
     def held_by(self, client: str) -> int:
         return self._by_client.get(client, 0)
@@ -92,8 +93,17 @@ class BodyBudget:
         try:
             yield share
         finally:
-            async with self._changed:
+            if self._quiet():
                 self._give_back(share)
+            else:
+                async with self._changed:
+                    if self._give_back(share):
+                        self._changed.notify_all()
+
+    def _quiet(self) -> bool:
+        """Nobody waits for room and nobody is deciding: a body may take or give back
+        without the lock (the usual case: one message at a time fits at once)."""
+        return not self._sleepers and not self._changed.locked()
 
     def fits(self, share: BodyHold, size: int) -> bool:
         if self.held_by(share.client) + size > self.rules.per_client:
@@ -103,17 +113,24 @@ class BodyBudget:
         return self.used + size <= ceiling
 
     async def take(self, share: BodyHold, size: int) -> None:
+        if (self._quiet() and (share.held or self.fits(share, share.declared))
+                and self.fits(share, size)):
+            self._count(share, size)
+            return
         async with self._changed:
             deadline = asyncio.get_running_loop().time() + self.wait
             if not share.held:
                 await self._wait_for_room_for_all_of_it(share, deadline)
             if not self.fits(share, size):
                 await self._wait_for_room(share, size, deadline)
-            if not share.held:
-                self._holding += 1
-            share.held += size
-            self.used += size
-            self._by_client[share.client] = self.held_by(share.client) + size
+            self._count(share, size)
+
+    def _count(self, share: BodyHold, size: int) -> None:
+        if not share.held:
+            self._holding += 1
+        share.held += size
+        self.used += size
+        self._by_client[share.client] = self.held_by(share.client) + size
 
     async def _wait_for_room_for_all_of_it(self, share: BodyHold, deadline: float) -> None:
         """Before its first byte, a body waits, holding nothing, until what is held now
@@ -142,8 +159,12 @@ class BodyBudget:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise _server_busy()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), remaining)
+        self._sleepers += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        finally:
+            self._sleepers -= 1
 
     def _refuse_youngest_if_stuck(self, share: BodyHold) -> None:
         """When every hold with bytes waits for room, none will give any back: refuse the
@@ -155,9 +176,10 @@ class BodyBudget:
         self._waiting.discard(victim)
         self._changed.notify_all()
 
-    def _give_back(self, share: BodyHold) -> None:
+    def _give_back(self, share: BodyHold) -> bool:
+        """Whether ``share`` held anything, now given back."""
         if not share.held:
-            return
+            return False
         self.used -= share.held
         left = self.held_by(share.client) - share.held
         if left:
@@ -166,4 +188,4 @@ class BodyBudget:
             del self._by_client[share.client]
         self._holding -= 1
         share.held = 0
-        self._changed.notify_all()
+        return True
