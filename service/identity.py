@@ -94,8 +94,8 @@ def applicable(connection: ConnectionFacts | None, origin: RequestOrigin | None,
     request's); else, on a plain listener, no certificate at all."""
     forwarded_format = origin.forwarded_format if origin else None
     if origin is not None and origin.forwarded_chain is not None:
-        identity = dataclasses.replace(origin.forwarded_chain.identity("forwarded", peer),
-                                       forwarded_format=forwarded_format)
+        identity = origin.forwarded_chain.identity("forwarded", peer,
+                                                   forwarded_format=forwarded_format)
         return Applicable(identity, True, str(origin.peer) if origin.peer else None)
     ignored = origin.ignored_headers if origin else ()
     if connection is None or connection.client is None:

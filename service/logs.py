@@ -11,6 +11,8 @@ values (paths, certificate names) were written by peers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -129,19 +131,41 @@ def _rendering(log_format: str, stream: TextIO) -> list[Processor]:
 class _LineWriter:
     """structlog's last step for omgate's own events: each rendered line goes to the stream
     (the one stdlib's handler writes to), and, as with that handler, a stream that cannot
-    be written never fails the code that logged."""
+    be written never fails the code that logged.
+
+    On an event loop, the lines of one turn of the loop leave in one write: the stream is
+    flushed by a callback at the end of the turn (a write per line was a system call per
+    message). Anywhere else (a thread, before the loop runs) each line is flushed at once.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self._flush_pending = False
 
     def msg(self, line: str) -> None:
         with self._lock:
             try:
                 self._stream.write(line + "\n")
-                self._stream.flush()
+                if not self._flush_pending:
+                    self._flush_soon_or_now()
             except (OSError, ValueError):  # a closed or broken stream
                 pass
+
+    def _flush_soon_or_now(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread
+            self._stream.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_pending = False
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stream
+                self._stream.flush()
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 

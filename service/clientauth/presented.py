@@ -58,9 +58,10 @@ class PresentedChain:
         return shown_name(self.certificates[0].subject)
 
     def identity(self, source: Source, peer: str | None,
-                 facts: HandshakeFacts | None = None) -> ClientIdentity:
+                 facts: HandshakeFacts | None = None, *,
+                 forwarded_format: str | None = None) -> ClientIdentity:
         return ClientIdentity(self.certificates, source, peer, facts, unreadable=self.unreadable,
-                              known_sha256=self.sha256)
+                              forwarded_format=forwarded_format, known_sha256=self.sha256)
 
 
 NOTHING_PRESENTED = PresentedChain(())

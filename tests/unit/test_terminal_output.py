@@ -66,3 +66,34 @@ def test_a_value_json_cannot_hold_never_fails_the_code_that_logged():
         root.setLevel(level)
     [line] = stream.getvalue().splitlines()
     assert json.loads(line)["event"] == "odd.values"
+
+
+def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_flush_by_its_end():
+    import asyncio
+    import io
+
+    from service.logs import _LineWriter
+
+    class CountingStream(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            self.flushed = self.getvalue()
+            super().flush()
+
+    stream = CountingStream()
+    writer = _LineWriter(stream)
+    writer.msg("before the loop")
+    assert stream.flushes == 1  # no loop in this thread: at once
+
+    async def one_turn() -> tuple[int, int]:
+        for number in range(5):
+            writer.msg(f"line {number}")
+        during = stream.flushes
+        await asyncio.sleep(0)  # the turn ends
+        return during, stream.flushes
+
+    during, after = asyncio.run(one_turn())
+    assert (during, after) == (1, 2)
+    assert stream.flushed.splitlines() == ["before the loop", *(f"line {n}" for n in range(5))]
