@@ -220,9 +220,7 @@ class HttpConnection(asyncio.Protocol):
             return
         try:
             received = self.layer.receive(data)
-        except LayerError as error:
-            log.info("connection.layer_error", peer=format_address(self.client),
-                     detail=str(error))
+        except LayerError:  # a forged or broken record: nothing more can be read
             self.abort()
             return
         if received.reply:

@@ -18,9 +18,11 @@ from tls_listener_cases import REQUEST, bulky_certificate, pems
 
 from service.clientauth.presented import load_chain
 from service.identity import connection_facts
+from service.listeners.layers import LayerError, Received
 from service.tls import openssl_glue
 from service.tls.capture import same_leaf
 from service.tls.context import TlsSettings, build_context
+from service.tls.layer import TlsLayer
 
 
 def test_python_client_chain_and_tls_facts(listener_config, tmp_path, dev_pki, client_pki):
@@ -206,3 +208,39 @@ def test_a_request_sent_with_the_finished_keeps_its_buffers_and_is_read(dev_pki)
     _handshake(server, client, to_client, from_client, first_request=REQUEST)
     assert not openssl_glue.release_handshake_buffers(server)
     assert server.recv(65536) == REQUEST
+
+
+# -- the connection's records as the driver reads and writes them (service/tls/layer.py) --
+
+def test_every_record_one_read_brought_comes_out_in_one_piece_and_answers_go_back(dev_pki):
+    server, client, to_client, from_client = _memory_pair(dev_pki)
+    _handshake(server, client, to_client, from_client)
+    layer = TlsLayer(server)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.read()  # the server's tickets
+    for part in (b"first ", b"second ", b"third"):  # three records, one read of the socket
+        client.write(part)
+    received = layer.receive(from_client.read())
+    assert received == Received(b"first second third")
+    to_client.write(layer.send(b"answer"))
+    assert client.read() == b"answer"
+    assert layer.receive(b"") == Received(b"")  # nothing held: nothing to give
+
+
+def test_a_close_notify_ends_the_layer_and_a_forged_record_is_an_error(dev_pki):
+    server, client, to_client, from_client = _memory_pair(dev_pki)
+    _handshake(server, client, to_client, from_client)
+    layer = TlsLayer(server)
+    client.write(b"last words")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.unwrap()  # close_notify
+    received = layer.receive(from_client.read())
+    assert received.data == b"last words" and received.closed
+    assert layer.close()  # its own close_notify, once
+    assert layer.close() == b""
+
+    server, client, to_client, from_client = _memory_pair(dev_pki)
+    _handshake(server, client, to_client, from_client)
+    # an application-data record whose contents were not encrypted by the client's keys
+    with pytest.raises(LayerError):
+        TlsLayer(server).receive(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
