@@ -208,6 +208,9 @@ class HttpConnection(asyncio.Protocol):
         """Take the socket over: what was read before (a PROXY header's reader, the
         handshake), and the client's end if it came then."""
         self.transport.set_protocol(self)
+        if self.transport.is_closing():  # the client went before: asyncio closed it already
+            self.connection_lost(None)
+            return
         self._become_idle()
         self.data_received(buffered)  # a TLS layer may hold a request sent with its Finished
         if eof:

@@ -603,6 +603,21 @@ def test_a_client_that_does_not_read_is_reset_after_the_write_deadline():
     assert peer.aborted and 0.3 <= took < 1
 
 
+def test_a_client_gone_before_its_socket_is_taken_over_leaves_nothing_behind():
+    # The client reset the connection while its handshake's last steps (the gate, in a
+    # thread) were awaited: asyncio closed the transport before the driver took it over.
+    async def run() -> HttpServing:
+        peer = Peer()
+        peer.closed.set()
+        serving = HttpServing(echo, hypercorn_config(read_timeout=60, graceful_timeout=1))
+        async with asyncio.timeout(1):
+            await serving.serve(peer.reader, peer)  # type: ignore[arg-type]
+        return serving
+
+    serving = asyncio.run(run())
+    assert not serving.lifecycle.idle  # not left waiting as an idle connection
+
+
 def parse_cost(head: bytes, config: Any = None, repeat: int = 5) -> tuple[float, bool]:
     """The least CPU time of ``repeat`` runs (after a warm-up) of one connection taking
     ``head`` in one read, socket-free: what the head costs the event loop until the app is
