@@ -513,7 +513,8 @@ class AppCall:
         if kind == "http.response.start":
             # a header the core refuses (InvalidAnswerError): the app then gets its 500
             connection.core.start_answer(self.exchange, int(message["status"]),
-                                         build_and_validate_headers(message.get("headers", [])))
+                                         build_and_validate_headers(message.get("headers", [])),
+                                         last=connection.lifecycle.terminating)
         elif kind == "http.response.body":
             more_body = bool(message.get("more_body", False))
             connection.carry_out(connection.core.send_body(

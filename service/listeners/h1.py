@@ -493,8 +493,10 @@ class ServerConnection:
 
     # -- the app's side ------------------------------------------------------------------
 
-    def start_answer(self, exchange: Exchange, status: int, headers: Headers) -> None:
-        """The answer's status line and headers, held until its first body. A header that
+    def start_answer(self, exchange: Exchange, status: int, headers: Headers, *,
+                     last: bool = False) -> None:
+        """The answer's status line and headers, held until its first body; ``last``: the
+        connection closes after it (the server is stopping), and it says so. A header that
         is not HTTP raises :class:`InvalidAnswerError`, as a failure of the app."""
         moved = exchange.after("start")
         headers = [*headers, *self.rules.answer_headers()]
@@ -502,7 +504,7 @@ class ServerConnection:
             headers.append((b"connection", b"close"))
         silent = exchange.silent or status in BODILESS_STATUSES
         planned = plan_answer(exchange.request, status, headers, silent=silent,
-                              keep_alive=exchange.keep_alive)
+                              keep_alive=exchange.keep_alive and not last)
         exchange.planned, exchange.held_head = planned, planned.encode()
         exchange.remaining, exchange.keep_alive = planned.length, planned.keep_alive
         exchange.answer, exchange.silent = moved, silent

@@ -290,6 +290,15 @@ def test_a_stopping_server_closes_after_the_answer_it_owes():
     assert kinds(actions) == ["Write", "ExchangeEnded", "Close"] and conn.closed
 
 
+def test_an_answer_begun_while_the_server_stops_says_connection_close():
+    conn = connection()
+    [exchange] = started(conn.receive(post(b"x")))
+    conn.start_answer(exchange, 200, [(b"content-length", b"3")], last=True)
+    actions = conn.send_body(exchange, b"ack", more_body=False)
+    assert b"\r\nconnection: close\r\n" in written(actions)
+    assert kinds(actions)[-1] == "Close" and conn.closed
+
+
 def test_an_answer_to_a_connection_already_gone_is_dropped():
     conn = connection()
     [exchange] = started(conn.receive(post(b"x")))

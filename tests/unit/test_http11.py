@@ -553,6 +553,7 @@ def test_stopping_closes_idle_connections_at_once_and_answers_the_others_first()
     idle, busy = asyncio.run(run())
     assert idle.received == b"" and idle.closed.is_set()
     assert answers(busy) == 1 and busy.received.endswith(b"in flight") and busy.closed.is_set()
+    assert b"\r\nconnection: close\r\n" in busy.received  # it says so, as nginx does
 
 
 def test_a_body_the_app_does_not_read_stops_the_reading_until_it_does():
