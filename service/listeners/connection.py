@@ -64,7 +64,6 @@ log = get_logger("omgate")
 Message = dict[str, Any]
 App = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
                Awaitable[None]]
-DISCONNECT: Message = {"type": "http.disconnect"}
 
 
 @dataclass(frozen=True)
@@ -136,10 +135,6 @@ class Deadline:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-    @property
-    def running(self) -> bool:
-        return self._at is not None
 
     def _fire(self) -> None:
         self._handle = None
@@ -345,6 +340,12 @@ class HttpConnection(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def body_taken(self) -> None:
+        """The app read a part of the body: reading goes on if it had paused for it."""
+        if self.body_backlog:
+            self.body_backlog = False
+            self.update_reading()
+
     def _end_call(self, exchange: Exchange) -> None:
         """The request is over for the app: it hears ``http.disconnect`` if it listens."""
         call = self.call
@@ -352,9 +353,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self.call = None
         call.end()
-        if self.body_backlog:
-            self.body_backlog = False
-            self.update_reading()
+        self.body_taken()  # nothing of it is left to read
 
     def _log_refusal(self, refused: Refused) -> None:
         refusal = refused.refusal
@@ -486,14 +485,12 @@ class AppCall:
     async def receive(self) -> Message:
         while not self.messages:
             if self.ended:
-                return DISCONNECT
+                return {"type": "http.disconnect"}  # a new one: an app may change it
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
         message = self.messages.popleft()
-        connection = self.connection
-        if connection.body_backlog and connection.call is self:
-            connection.body_backlog = False
-            connection.update_reading()
+        if self.connection.call is self:
+            self.connection.body_taken()
         return message
 
     async def run(self) -> None:

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy_xfcc import envoy_xfcc, pem, self_signed_with_dns_name, url_pem
 
+from service.clientauth.model import chain_fingerprint
 from service.clientauth.presented import PresentedChain
 from service.forwarded import (
     NEED_MORE,
@@ -28,8 +29,9 @@ from service.forwarded import (
 )
 from service.forwarded.addresses import client_address
 from service.forwarded.certificates import MAX_HEADER_BYTES
-from service.forwarded.origin import FORWARDED_KEPT_BYTES, forwarded
+from service.forwarded.origin import FORWARDED_KEPT_BYTES, RequestOrigin, forwarded
 from service.forwarded.proxy_protocol import V2_SIGNATURE
+from service.identity import applicable
 
 # -- PROXY protocol ------------------------------------------------------------------------
 
@@ -356,3 +358,24 @@ def test_untrusted_peers_forwarded_headers_are_dropped_trusted_ones_believed(cha
     assert broken.forwarded_chain is not None and not broken.forwarded_chain.certificates
     [unreadable] = broken.forwarded_chain.unreadable
     assert unreadable.der == b"!!" and "X-ARR-ClientCert is not base64" in unreadable.reason
+
+
+def test_a_forged_leaf_forwarded_after_a_known_one_is_its_own_identity(chain, client_pki):
+    """The request's identity (identity.applicable) takes its fingerprint from the chain read
+    for that request's own value: a forged leaf after a known one never carries the known
+    chain's fingerprint, which keys the decision cache, and each names its format."""
+    leaf, _ = chain
+    pem_format = forwarded_format("pem-header:X-SSL-Cert")
+    forged_leaf = x509.load_pem_x509_certificate(
+        client_pki.cases["expired"].leaf.read_bytes())
+    identities = []
+    for certificate in (leaf, forged_leaf, leaf):
+        presented = forwarded({"x-ssl-cert": quote(pem(certificate), safe="")}, pem_format)
+        origin = RequestOrigin(None, None, from_trusted_proxy=True,
+                               forwarded_chain=presented, forwarded_format="pem-header")
+        identities.append(applicable(None, origin, "192.0.2.7:1").identity)
+    known, forged, again = identities
+    assert known.chain_sha256 == chain_fingerprint((leaf,)) == again.chain_sha256
+    assert forged.chain_sha256 == chain_fingerprint((forged_leaf,)) != known.chain_sha256
+    assert {identity.forwarded_format for identity in identities} == {"pem-header"}
+    assert forged.chain == (forged_leaf,) and forged.source == "forwarded"
