@@ -3,7 +3,6 @@ a store binds (the same for every backend) and the values a read builds from row
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -57,8 +56,10 @@ def _json(value: Any, *, sort_keys: bool = False, plain: bool | None = None) -> 
     (fields without a WSDL's types: nearly always). ``plain``: what :func:`_plain` says of
     ``value``, when the caller knows it."""
     if _plain(value) if plain is None else plain:
-        with contextlib.suppress(orjson.JSONEncodeError):  # an integer past 64 bits
+        try:  # not contextlib.suppress: this runs for every notification, twice
             return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+        except orjson.JSONEncodeError:  # an integer past 64 bits
+            pass
     return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"),
                       sort_keys=sort_keys)
 

@@ -154,17 +154,10 @@ def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
 
 
 def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
-    for child, _name in _named_children(element):
-        yield child
-
-
-def _named_children(element: etree._Element) -> Iterator[tuple[etree._Element, str]]:
-    """Child elements with their local names (each tag is read once: lxml builds it anew
-    every time); an entity reference refuses the message."""
+    """Child elements; an entity reference refuses the message."""
     for child in element:
-        tag = child.tag
-        if isinstance(tag, str):
-            yield child, tag.rpartition("}")[2]
+        if isinstance(child.tag, str):
+            yield child
         elif isinstance(child, etree._Entity):
             raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
 
@@ -202,27 +195,27 @@ def _text(element: etree._Element) -> str:
     return element.text or ""
 
 
-def _value(element: etree._Element, parent: str, separator: str, name: str) -> FieldValue:
-    """The value of the field ``name``; where it is (``parent``, ``separator``, ``name``)
-    is written out only for a nested value, which may need it for an error."""
-    if _is_nil(element):
-        return None
-    if not len(element):  # no child nodes at all: the common case, a plain value
-        return _text(element)
-    return _nested(element, f"{parent}{separator}{name}")
-
-
-def _nested(element: etree._Element, where: str) -> FieldValue:
-    return _fields(element, where, ".") or _text(element)
-
-
 def _fields(element: etree._Element, where: str, separator: str) -> dict[str, FieldValue]:
-    """The child elements of ``element`` as fields; a name may appear once."""
+    """The child elements of ``element`` as fields; a name may appear once. A nil field is
+    None, one without child elements its text, one with them its fields (where they are
+    is written out only then, for an error). One loop, each tag read once: this runs for
+    every field of up to 100 notifications, and lxml builds a tag anew on every read."""
     fields: dict[str, FieldValue] = {}
-    for child, name in _named_children(element):
+    for child in element:
+        tag = child.tag
+        if type(tag) is not str:
+            if isinstance(child, etree._Entity):
+                raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+            continue
+        name = tag[tag.find("}") + 1:]
         if name in fields:
             raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
-        fields[name] = _value(child, where, separator, name)
+        if child.values() and _is_nil(child):  # values(): most fields have no attribute,
+            fields[name] = None                 # and it costs a third of a get()
+        elif len(child):
+            fields[name] = _fields(child, f"{where}{separator}{name}", ".") or _text(child)
+        else:
+            fields[name] = child.text or ""
     return fields
 
 

@@ -97,3 +97,45 @@ def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_flush_by_its_end():
     during, after = asyncio.run(one_turn())
     assert (during, after) == (1, 2)
     assert stream.flushed.splitlines() == ["before the loop", *(f"line {n}" for n in range(5))]
+
+
+def test_lines_of_one_turn_leave_in_one_system_write_on_an_unbuffered_stream(tmp_path):
+    """PYTHONUNBUFFERED (the container sets it) makes standard error a text layer over the
+    raw file, writing through: each write to it is a system call."""
+    import asyncio
+    import io
+
+    from service.logs import _LineWriter, flush_log_lines
+
+    class CountingFile(io.FileIO):
+        writes = 0
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def]
+            self.writes += 1
+            return super().write(data)
+
+    raw = CountingFile(tmp_path / "stderr", "wb")
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    writer = _LineWriter(stream)
+
+    async def two_turns() -> list[int]:
+        seen = []
+        for turn in range(2):
+            for number in range(5):
+                writer.msg(f"turn {turn} line {number}")
+            seen.append(raw.writes)
+            await asyncio.sleep(0)  # the turn ends
+            seen.append(raw.writes)
+        return seen
+
+    assert asyncio.run(two_turns()) == [0, 1, 1, 2]
+
+    async def logged_then_loop_gone() -> None:
+        writer.msg("last line")
+
+    asyncio.run(logged_then_loop_gone())  # its loop may close before the turn's flush
+    writer.msg("from a thread without a loop")
+    flush_log_lines()
+    lines = (tmp_path / "stderr").read_text().splitlines()
+    assert lines == [*(f"turn {t} line {n}" for t in range(2) for n in range(5)),
+                     "last line", "from a thread without a loop"]
