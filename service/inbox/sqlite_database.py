@@ -44,7 +44,7 @@ TURN_POLL_SECONDS = 0.002
 
 def timestamp(moment: dt.datetime) -> str:
     """UTC, fixed width: compares as text the way it does as time."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")  # half strftime's cost
 
 
 def with_timestamps(values: dict[str, Any]) -> dict[str, Any]:

@@ -537,6 +537,18 @@ def sqlite_inbox(sqlite_path: Path) -> Iterator[SyncInbox]:
     opened.shutdown()
 
 
+def test_sqlite_timestamps_are_fixed_width_utc_text_that_sorts_as_time():
+    from service.inbox.sqlite_database import timestamp
+
+    moments = [dt.datetime(999, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+               dt.datetime(2026, 12, 4, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-2))),
+               dt.datetime(2026, 12, 5, 0, 0, 0, 1, tzinfo=dt.UTC)]
+    texts = [timestamp(moment) for moment in moments]
+    assert texts == ["0999-01-02T03:04:05.000000+00:00", "2026-12-05T01:30:00.000000+00:00",
+                     "2026-12-05T00:00:00.000001+00:00"]
+    assert sorted(texts) == [texts[0], texts[2], texts[1]]
+
+
 def test_sqlite_runs_in_wal_mode_with_full_sync(sqlite_inbox, sqlite_path):
     sqlite_inbox.check_writable()
     connection = sqlite3.connect(sqlite_path)
