@@ -72,6 +72,21 @@ def test_omitted_field_stays_absent_and_nil_is_none():
     assert empty.notifications[0].fields["Industry"] == ""
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ('<sf:Industry xsi:nil="1"/>', None),
+    ('<sf:Industry xsi:nil=" true ">ignored</sf:Industry>', None),
+    ('<sf:Industry other="x" xsi:nil="true"/>', None),
+    ('<sf:Industry xsi:nil="false">Agriculture</sf:Industry>', "Agriculture"),
+    ('<sf:Industry other="x">Agriculture</sf:Industry>', "Agriculture"),
+    ('<sf:Owner><sf:Name xsi:nil="true"/><sf:Id>005000000000001AAA</sf:Id></sf:Owner>',
+     {"Name": None, "Id": "005000000000001AAA"}),
+])
+def test_a_field_is_nil_only_by_its_xsi_nil_whatever_other_attributes_it_has(field, value):
+    message = parse_message(envelope(notification(fields=field)))
+    [name] = [name for name in message.notifications[0].fields if name != "Id"]
+    assert message.notifications[0].fields[name] == value
+
+
 def test_sobject_type_is_resolved_by_namespace_not_prefix():
     other_prefix = notification(sobject_attrs='xsi:type="q:Contact" '
                                               'xmlns:q="urn:sobject.enterprise.soap.sforce.com"',
