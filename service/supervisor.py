@@ -32,7 +32,7 @@ from service.backoff import capped_doubling
 from service.config import Config
 from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
-from service.logs import flush_log_lines, get_logger
+from service.logs import get_logger
 from service.multiprocess import METRICS_FOLDER_VARIABLE
 from service.sockets import Listeners, bind_listeners
 
@@ -123,7 +123,7 @@ def _fork_worker(config: Config, index: int, listeners: Listeners) -> int:
             code = run_worker(config, index, listeners)
         finally:
             sys.stdout.flush()
-            flush_log_lines()
+            sys.stderr.flush()
             os._exit(code)
     return pid
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 
 def test_json_log_lines_are_ascii_whatever_a_peer_sent():
     """orjson renders omgate's JSON lines; a line holding any non-ASCII character (a bidi
@@ -68,74 +70,26 @@ def test_a_value_json_cannot_hold_never_fails_the_code_that_logged():
     assert json.loads(line)["event"] == "odd.values"
 
 
-def test_lines_logged_in_one_turn_of_the_loop_leave_in_one_flush_by_its_end():
+@pytest.mark.parametrize("buffered", [False, True], ids=["PYTHONUNBUFFERED", "buffered"])
+def test_a_line_is_in_the_file_when_logging_it_returns_on_a_loop_or_not(tmp_path, buffered):
+    """A request's lines must be in the log before its answer leaves: a line reaches the
+    file (the system, not a buffer) before ``msg`` returns, whatever standard error's
+    buffering (PYTHONUNBUFFERED, which the container sets, makes it write through)."""
     import asyncio
     import io
 
     from service.logs import _LineWriter
 
-    class CountingStream(io.StringIO):
-        flushes = 0
-
-        def flush(self) -> None:
-            self.flushes += 1
-            self.flushed = self.getvalue()
-            super().flush()
-
-    stream = CountingStream()
+    path = tmp_path / "stderr"
+    raw = io.FileIO(path, "wb")
+    binary = io.BufferedWriter(raw) if buffered else raw
+    stream = io.TextIOWrapper(binary, encoding="utf-8", write_through=not buffered)
     writer = _LineWriter(stream)
     writer.msg("before the loop")
-    assert stream.flushes == 1  # no loop in this thread: at once
+    assert path.read_text() == "before the loop\n"
 
-    async def one_turn() -> tuple[int, int]:
-        for number in range(5):
-            writer.msg(f"line {number}")
-        during = stream.flushes
-        await asyncio.sleep(0)  # the turn ends
-        return during, stream.flushes
+    async def answered() -> str:
+        writer.msg("om.accepted")
+        return path.read_text()  # what a reader sees once the answer has left
 
-    during, after = asyncio.run(one_turn())
-    assert (during, after) == (1, 2)
-    assert stream.flushed.splitlines() == ["before the loop", *(f"line {n}" for n in range(5))]
-
-
-def test_lines_of_one_turn_leave_in_one_system_write_on_an_unbuffered_stream(tmp_path):
-    """PYTHONUNBUFFERED (the container sets it) makes standard error a text layer over the
-    raw file, writing through: each write to it is a system call."""
-    import asyncio
-    import io
-
-    from service.logs import _LineWriter, flush_log_lines
-
-    class CountingFile(io.FileIO):
-        writes = 0
-
-        def write(self, data) -> int:  # type: ignore[no-untyped-def]
-            self.writes += 1
-            return super().write(data)
-
-    raw = CountingFile(tmp_path / "stderr", "wb")
-    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
-    writer = _LineWriter(stream)
-
-    async def two_turns() -> list[int]:
-        seen = []
-        for turn in range(2):
-            for number in range(5):
-                writer.msg(f"turn {turn} line {number}")
-            seen.append(raw.writes)
-            await asyncio.sleep(0)  # the turn ends
-            seen.append(raw.writes)
-        return seen
-
-    assert asyncio.run(two_turns()) == [0, 1, 1, 2]
-
-    async def logged_then_loop_gone() -> None:
-        writer.msg("last line")
-
-    asyncio.run(logged_then_loop_gone())  # its loop may close before the turn's flush
-    writer.msg("from a thread without a loop")
-    flush_log_lines()
-    lines = (tmp_path / "stderr").read_text().splitlines()
-    assert lines == [*(f"turn {t} line {n}" for t in range(2) for n in range(5)),
-                     "last line", "from a thread without a loop"]
+    assert asyncio.run(answered()) == "before the loop\nom.accepted\n"
