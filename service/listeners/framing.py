@@ -50,7 +50,8 @@ HeaderFields = tuple[tuple[bytes, bytes], ...]
 
 # RFC 9112 section 3: method (a token), one space, a target of visible ASCII, one space,
 # the version (the ones omgate serves), CRLF
-REQUEST_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
+TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
+REQUEST_LINE = re.compile(rb"(" + TOKEN.pattern + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
 OWS = b" \t"
 
 

@@ -40,6 +40,7 @@ from httptools import HttpParserError, HttpRequestParser
 
 from service.listeners.framing import (
     NO_BODY,
+    TOKEN,
     AnswerRefusal,
     HeaderFields,
     HeadLimits,
@@ -69,9 +70,8 @@ ReadPhase = Literal["head", "body", "done"]  # of the request being read
 # (to HTTP/1.0 without a length), or not at all (it has none)
 BodyFraming = Literal["length", "chunked", "close", "none"]
 
-# h11's rules for the headers it writes (h11/_abnf.py): a name is a token; a value has no
+# h11's rules for the headers it writes (h11/_abnf.py): a name is a TOKEN; a value has no
 # NUL and no whitespace but single spaces and tabs between its visible parts
-TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 CONTENT_LENGTH = re.compile(rb"[0-9]{1,20}")
 REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}

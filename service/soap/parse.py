@@ -153,13 +153,19 @@ def _first_child(parent: etree._Element, tag: str) -> etree._Element | None:
     return next(parent.iterchildren(tag), None)
 
 
+def _refuse_an_entity(node: etree._Element) -> None:
+    """A child that is not an element: an entity reference refuses the message (the
+    parser keeps comments and processing instructions out)."""
+    if isinstance(node, etree._Entity):
+        raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+
+
 def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
-    """Child elements; an entity reference refuses the message."""
     for child in element:
         if isinstance(child.tag, str):
             yield child
-        elif isinstance(child, etree._Entity):
-            raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+        else:
+            _refuse_an_entity(child)
 
 
 def _notifications_element(root: etree._Element) -> etree._Element:
@@ -204,8 +210,7 @@ def _fields(element: etree._Element, where: str, separator: str) -> dict[str, Fi
     for child in element:
         tag = child.tag
         if type(tag) is not str:
-            if isinstance(child, etree._Entity):
-                raise SoapFaultError("dtd_forbidden", _DTD_FORBIDDEN)
+            _refuse_an_entity(child)
             continue
         name = tag[tag.find("}") + 1:]
         if name in fields:
@@ -214,9 +219,9 @@ def _fields(element: etree._Element, where: str, separator: str) -> dict[str, Fi
         if child.values() and _is_nil(child):
             fields[name] = None
         elif len(child):
-            fields[name] = _fields(child, f"{where}{separator}{name}", ".") or child.text or ""
+            fields[name] = _fields(child, f"{where}{separator}{name}", ".") or _text(child)
         else:
-            fields[name] = child.text or ""
+            fields[name] = _text(child)
     return fields
 
 

@@ -153,6 +153,25 @@ WIDE = {f"xxe-{codec}": XXE.decode().replace('"1.0"?>', f'"1.0" encoding="{codec
                                      "utf-32-le", "utf-32-be")}
 
 
+@pytest.mark.parametrize("fields", ["<Industry>&secret;</Industry>",
+                                    "<Owner><Name>&secret;</Name></Owner>"],
+                         ids=["field", "nested field"])
+def test_an_entity_reference_that_got_past_the_prolog_check_still_refuses(fields):
+    """Behind the DTD check, in case one ever slips past it: the sObject's fields are read
+    from a tree that kept an unexpanded entity reference (a parser that does not resolve
+    entities, as omgate's), and the reference refuses the message; nothing of it becomes
+    a field's text."""
+    from lxml import etree
+
+    document = (f'<!DOCTYPE sObject [<!ENTITY secret SYSTEM "file:///etc/passwd">]>'
+                f"<sObject>{fields}</sObject>").encode()
+    sobject = etree.fromstring(document, etree.XMLParser(resolve_entities=False,
+                                                         no_network=True))
+    with pytest.raises(SoapFaultError) as refused:
+        soap_parse._fields(sobject, "Notification 1", ", field ")
+    assert refused.value.reason == "dtd_forbidden"
+
+
 @pytest.mark.parametrize("body", [XXE, billion_laughs(), *WIDE.values()],
                          ids=["xxe", "billion-laughs", *WIDE])
 def test_dtds_and_entities_are_refused_before_parsing(body, monkeypatch):
