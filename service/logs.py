@@ -3,15 +3,17 @@
 Every library's stdlib logging goes through the same renderer, so hypercorn's
 messages and omgate's events share one format. omgate's own events skip stdlib
 logging's records and handlers (a record, a copy of it and a caller lookup for
-every line) and are written to the stream directly, rendered by orjson. Logs go to standard error;
-standard output belongs to command results (``omgate inbox list``). The console
-format shows every control and bidirectional formatting character escaped: many
-values (paths, certificate names) were written by peers.
+every line) and are written to the stream directly, rendered by orjson; in JSON, one
+processor does what the chain of stdlib's records does step by step, to the same line.
+Logs go to standard error; standard output belongs to command results (``omgate inbox
+list``). The console format shows every control and bidirectional formatting character
+escaped: many values (paths, certificate names) were written by peers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import logging
@@ -119,11 +121,36 @@ def _stdlib_json_line(event: dict[str, Any]) -> str:
                            for key, value in event.items()}, separators=(",", ":"))
 
 
+def _uses_json(log_format: str, stream: TextIO) -> bool:
+    return log_format == "json" or (log_format == "auto" and not stream.isatty())
+
+
 def _rendering(log_format: str, stream: TextIO) -> list[Processor]:
-    use_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
-    if use_json:  # JSON escapes every control character itself, and stays exact
+    if _uses_json(log_format, stream):  # JSON escapes every control character itself
         return [structlog.processors.JSONRenderer(serializer=_json_line)]
     return [_escape_tracebacks, _console_renderer()]
+
+
+_LEVELS = {"warn": "warning", "exception": "error"}  # else the method's name, as structlog's
+
+
+def _omgate_json_line(_logger: WrappedLogger, method: str, event: EventDict) -> str:
+    """omgate's own events in JSON: in one step what the shared processors, format_exc_info,
+    _event_first and the renderer do one after another for stdlib's records (the same
+    line; each step was a call, and the order a second dict: a line is written for every
+    message, and twice for one a proxy forwards)."""
+    structlog.contextvars.merge_contextvars(_logger, method, event)
+    if "exc_info" in event:
+        event = structlog.processors.format_exc_info(_logger, method, event)
+    _drop_secret_keys(_logger, method, event)
+    line = {"timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "level": _LEVELS.get(method, method)}
+    if "event" in event:
+        line["event"] = event.pop("event")
+    event.pop("timestamp", None)
+    event.pop("level", None)
+    line.update(event)
+    return _json_line(line)
 
 
 class _LineWriter:
@@ -173,8 +200,10 @@ def configure_logging(log_format: str = "auto", level: str = "info",
     for library in _QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(logging.WARNING)
     writer = _LineWriter(stream)
+    own: list[Processor] = ([_omgate_json_line] if _uses_json(log_format, stream)
+                            else [*shared, *rendering])
     structlog.configure(
-        processors=[*shared, *rendering],
+        processors=own,
         logger_factory=lambda *_names: writer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[
             level.upper()]),

@@ -15,6 +15,7 @@ import datetime as dt
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,6 +70,25 @@ class ProcessTreeCollector(Collector):
         return iter(())
 
 
+Labelled = TypeVar("Labelled", Counter, Gauge)
+
+
+class Children(Generic[Labelled]):
+    """``metric.labels(*values)`` for values seen before, without prometheus_client's checks
+    and lock: a decision is counted for every request a proxy forwards. Children are never
+    removed, so prometheus_client's own map of them stays the truth."""
+
+    def __init__(self, metric: Labelled) -> None:
+        self._metric: Labelled = metric
+        self._children: dict[tuple[str, ...], Labelled] = {}
+
+    def __call__(self, *values: str) -> Labelled:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -85,6 +105,8 @@ class Metrics:
             "When the most recently accepted client certificate expires (Unix time), by "
             "where it arrived: tls (omgate's handshake) or forwarded (a proxy's header).",
             ["source"], registry=self.registry, multiprocess_mode="mostrecent")
+        self._decisions, self._findings = Children(self.decisions), Children(self.findings)
+        self._client_cert_expiry = Children(self.client_cert_expiry)
         self.server_cert_expiry = Gauge(
             "omgate_server_cert_expiry_timestamp_seconds",
             "When the server certificate in service (server.certfile's first) expires "
@@ -136,12 +158,12 @@ class Metrics:
                  enforced: bool) -> None:
         """Count a decision; only a proven acceptance moves the accepted certificate's
         expiry (never an unproven chain or a refused one)."""
-        self.decisions.labels(outcome, str(enforced).lower(), identity.source).inc()
+        self._decisions(outcome, "true" if enforced else "false", identity.source).inc()
         for finding in decision.findings:
-            self.findings.labels(finding.code, finding.severity).inc()
+            self._findings(finding.code, finding.severity).inc()
         if outcome == "accept" and identity.chain:
             leaf = identity.chain[0]
-            self.client_cert_expiry.labels(identity.source).set(
+            self._client_cert_expiry(identity.source).set(
                 leaf.not_valid_after_utc.timestamp())
 
     def server_certificate(self, certfile: Path, not_after: dt.datetime) -> None:

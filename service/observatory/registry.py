@@ -93,6 +93,13 @@ class _Tally:
     def proven(self) -> bool:
         return self.connections + self.messages > 0
 
+    def endpoint(self, endpoint: str) -> _EndpointTally:
+        """The endpoint's counts (made the first time: this runs for every message)."""
+        tally = self.endpoints.get(endpoint)
+        if tally is None:
+            tally = self.endpoints[endpoint] = _EndpointTally()
+        return tally
+
     def seen(self, now: dt.datetime, source: str, peer: str | None, proxy: str | None, *,
              proven: bool) -> None:
         """When, how and from where the chain was seen (before its counts are added to):
@@ -150,7 +157,7 @@ class ChainRegistry:
     def decided(self, decision: RecordedDecision) -> None:
         """Count one decision (the gate's output)."""
         identity, verdict, outcome = decision.identity, decision.verdict, decision.outcome
-        now = dt.datetime.now(dt.UTC)
+        now = decision.at
         endpoint = decision.endpoint or LISTENER
         self._hours[(_hour(now), endpoint, chain_outcome(outcome, verdict.enforced))] += 1
         tally = self._tally(identity, now, "reserved" if outcome == "accept" else "refused")
@@ -163,7 +170,7 @@ class ChainRegistry:
             return
         tally.connections += 1
         fingerprint = self._fingerprints.get(endpoint, self._fingerprints[LISTENER])
-        tally.endpoints.setdefault(endpoint, _EndpointTally()).decision = EndpointDecision(
+        tally.endpoint(endpoint).decision = EndpointDecision(
             outcome, verdict.enforced, verdict.mode, verdict.decision.findings, fingerprint,
             now)
 
@@ -176,7 +183,7 @@ class ChainRegistry:
             tally.seen(now, identity.source, identity.peer,
                        tally.last_proxy if tally.proven else None, proven=True)
             tally.messages += 1
-            tally.endpoints.setdefault(endpoint, _EndpointTally()).messages += 1
+            tally.endpoint(endpoint).messages += 1
 
     def _tally(self, identity: ClientIdentity, now: dt.datetime,
                standing: Standing) -> _Tally | None:

@@ -93,3 +93,73 @@ def test_a_line_is_in_the_file_when_logging_it_returns_on_a_loop_or_not(tmp_path
         return path.read_text()  # what a reader sees once the answer has left
 
     assert asyncio.run(answered()) == "before the loop\nom.accepted\n"
+
+
+def _logged_lines(configure) -> list[str]:
+    """Every kind of event omgate logs, through the configuration ``configure`` makes."""
+    import io
+    import logging
+
+    import structlog
+
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure(stream)
+    try:
+        log = structlog.get_logger("omgate").bind(bound="b", session_id="never shown")
+        with structlog.contextvars.bound_contextvars(correlation_id="c1", peer="from context",
+                                                     SessionId="never shown"):
+            log.info("om.accepted", peer="given", new=1, nested={"a": [1, "é\u202e"]})
+            log.warning("given.level", level="bogus", timestamp="bogus")
+            log.warn("warned")
+            try:
+                raise ZeroDivisionError("boom")
+            except ZeroDivisionError:
+                log.exception("failed")
+                log.error("failed.again", exc_info=True)
+            log.info(None, without="an event name")
+            log.debug("debug.line", private_key="never shown", big=2**70)
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return stream.getvalue().splitlines()
+
+
+def test_omgate_json_lines_are_what_structlogs_processors_write():
+    """omgate renders its own JSON events in one step (a line is written for every message):
+    the same lines, keys in the same order, as structlog's public processors one after
+    another: context variables, level, UTC ISO time, secrets redacted, the traceback, time,
+    level and event first."""
+    import re
+
+    import structlog
+
+    from service.logs import _drop_secret_keys, _json_line, configure_logging
+
+    def with_structlogs_chain(stream):
+        configure_logging("json", "debug", stream=stream)
+        structlog.configure(processors=[
+            structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True), _drop_secret_keys,
+            structlog.processors.format_exc_info,
+            lambda _logger, _method, event: {
+                **{key: event.pop(key) for key in ("timestamp", "level", "event")
+                   if key in event}, **event},
+            structlog.processors.JSONRenderer(serializer=_json_line)])
+
+    ours = _logged_lines(lambda stream: configure_logging("json", "debug", stream=stream))
+    reference = _logged_lines(with_structlogs_chain)
+    assert len(ours) == len(reference) == 7
+    stamp = re.compile(r'^\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z",')
+    assert all(stamp.match(line) for line in ours)
+    parsed = [(json.loads(a), json.loads(b)) for a, b in zip(ours, reference, strict=True)]
+    for line, expected in parsed:
+        line["timestamp"] = expected["timestamp"]
+        assert list(line.items()) == list(expected.items())
+    first, given, warned, failed, *_ = (line for line, _ in parsed)
+    assert (first["peer"], first["bound"], first["correlation_id"]) == ("given", "b", "c1")
+    assert first["session_id"] == first["SessionId"] == "<redacted>"
+    assert (given["level"], warned["level"], failed["level"]) == ("warning", "warning", "error")
+    assert "ZeroDivisionError: boom" in failed["exception"]

@@ -1,0 +1,189 @@
+"""omgate's main app alone, in this process: the CPU of a request from the ASGI call to the
+answer, without sockets, TLS or HTTP parsing (issue 23).
+
+The rows of `make bench` measure whole servers on a shared machine, where a change of a few
+percent is lost in the spread between rounds. This drives the app `omgate serve` builds
+(same configuration, policy, inbox, group commit, chain registry, metrics and JSON log) with
+the bench's payload, as 32 clients on one event loop, and prints the CPU per request:
+
+- ``--identity forwarded``: a plain listener behind a trusted proxy that forwards the
+  client's certificate (``pem-header:X-SSL-Client-Cert``), as row (e) does: the decision is
+  made, logged and counted for every request;
+- ``--identity tls``: a TLS connection whose chain was decided at its handshake, as row (a).
+
+Under valgrind the count of instructions is exact and does not depend on the machine's
+load: run it twice with the same ``--pki`` folder and different ``--requests`` (a key made
+anew differs in cost from run to run), and divide the difference of the main thread's
+totals by the difference of requests (docs/PERFORMANCE.md, "The plain listener's decision
+per request"):
+
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=cg.out \\
+        .venv/bin/python bench/app_path.py --pki /tmp/pki --requests 900 --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from cryptography import x509
+from run import PAYLOAD_1, prepare
+
+from service.clientauth.presented import PresentedChain
+from service.config import load_config
+from service.connections import OpenConnections
+from service.forwarded.origin import ConnectionOrigin
+from service.identity import CONNECTION_KEY, ConnectionFacts
+from service.logs import configure_logging
+from service.server import WorkerParts, build_main_app, build_worker_parts, connection_limits
+from service.server import prepare as prepare_service
+
+PATH = "/salesforce/outbound"
+CLIENT = ("127.0.0.1", 40000)
+NOTIFICATION_ID = re.compile(rb"<Id>04l[0-9A-Za-z]{12,15}</Id>")
+CONFIG = """
+[server]
+plain_bind = ["127.0.0.1:1"]
+bind = []
+health_bind = "127.0.0.1:2"
+trusted_proxies = ["127.0.0.1/32"]
+[client_auth]
+mode = "require"
+forwarded_cert = "pem-header:X-SSL-Client-Cert"
+trust = ["{folder}/client-ca.pem", "{folder}/client-intermediate.pem"]
+[inbox]
+url = "sqlite:///{folder}/inbox.db"
+"""
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+async def built_app(folder: Path, identity: str
+                    ) -> tuple[App, ConnectionFacts, WorkerParts]:
+    """The main app, the connection facts its listener would give every request, and what
+    the app was built from (to close)."""
+    (folder / "omgate.toml").write_text(CONFIG.format(folder=folder))
+    config = load_config(folder / "omgate.toml", {})
+    prepared = prepare_service(config)
+    parts = await build_worker_parts(config, prepared)
+    app = build_main_app(config, prepared.endpoints, parts.inbox, parts.state, parts.gate,
+                         parts.metrics, OpenConnections(connection_limits(config, 10_000)),
+                         parts.chains)
+    origin = ConnectionOrigin(CLIENT)
+    if identity == "forwarded":
+        return app, ConnectionFacts(origin), parts
+    chain = x509.load_pem_x509_certificates((folder / "client-chain.pem").read_bytes())
+    client = PresentedChain(tuple(chain)).identity("tls", f"{CLIENT[0]}:{CLIENT[1]}")
+    verdict = parts.gate.evaluate(client)
+    if not verdict.decision.accepted:
+        raise SystemExit(f"the bench's client chain is refused: {verdict.decision}")
+    return app, ConnectionFacts(origin, client, verdict), parts
+
+
+class Requests:
+    """Requests with new notification IDs, as nginx forwards them or a client sends them."""
+
+    def __init__(self, folder: Path, facts: ConnectionFacts) -> None:
+        self._payload = PAYLOAD_1.read_bytes()
+        self._serial = itertools.count()
+        self._facts = facts
+        certificate = quote((folder / "client.pem").read_text(), safe="").encode()
+        self._forwarded = [] if facts.client is not None else [
+            (b"x-forwarded-for", CLIENT[0].encode()), (b"x-ssl-client-verify", b"SUCCESS"),
+            (b"x-ssl-client-cert", certificate)]
+
+    def _body(self) -> bytes:
+        return NOTIFICATION_ID.sub(
+            lambda _: f"<Id>04lap{next(self._serial):010d}AAA</Id>".encode(), self._payload,
+            count=1)
+
+    async def send_one(self, app: App) -> None:
+        body = self._body()
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": PATH, "raw_path": PATH.encode(),
+            "query_string": b"", "root_path": "", "client": CLIENT, "server": ("127.0.0.1", 1),
+            "headers": [(b"host", b"127.0.0.1"), *self._forwarded,
+                        (b"content-type", b"text/xml; charset=utf-8"), (b"soapaction", b'""'),
+                        (b"content-length", str(len(body)).encode())],
+            "extensions": {CONNECTION_KEY: self._facts}}
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+        answer: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return next(messages, {"type": "http.disconnect"})
+
+        async def send(message: dict[str, Any]) -> None:
+            answer.append(message)
+
+        await app(scope, receive, send)
+        if answer[0]["status"] != 200:
+            raise SystemExit(f"answered {answer[0]['status']}: {answer[1:]}")
+
+
+async def drive(app: App, requests: Requests, total: int, concurrency: int) -> None:
+    left = iter(range(total))
+
+    async def client() -> None:
+        for _ in left:
+            await requests.send_one(app)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identity", choices=("forwarded", "tls"), default="forwarded")
+    parser.add_argument("--requests", type=int, default=3000, help="per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--pki", type=Path, help="a folder the bench's PKI is made in once "
+                        "and read from afterwards (the same keys, the same instructions)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="omgate-app-path-") as temporary:
+        folder = Path(temporary)
+        if args.pki is not None and not (args.pki / "client.pem").exists():
+            args.pki.mkdir(parents=True, exist_ok=True)
+            prepare(args.pki)
+        if args.pki is not None:
+            for item in args.pki.iterdir():
+                shutil.copy(item, folder / item.name)
+        else:
+            prepare(folder)
+        with (folder / "omgate.log").open("w") as log:
+            configure_logging("json", "info", stream=log)
+            asyncio.run(measure(folder, args))
+
+
+async def measure(folder: Path, args: argparse.Namespace) -> None:
+    app, facts, parts = await built_app(folder, args.identity)
+    try:
+        await _rounds(app, Requests(folder, facts), args)
+    finally:
+        await parts.inbox.close()
+        parts.gate.close()
+
+
+async def _rounds(app: App, requests: Requests, args: argparse.Namespace) -> None:
+    await drive(app, requests, 300, args.concurrency)  # warm: caches, the inbox, the registry
+    for _ in range(args.rounds):
+        process, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
+        await drive(app, requests, args.requests, args.concurrency)
+        per_request = 1e6 / args.requests
+        print(f"{args.identity}: {(time.process_time() - process) * per_request:.1f} µs of CPU "
+              f"a request ({(time.thread_time() - thread) * per_request:.1f} µs on the event "
+              f"loop's thread), {(time.perf_counter() - wall) * per_request:.1f} µs elapsed",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
