@@ -9,7 +9,8 @@ the bench's payload, as 32 clients on one event loop, and prints the CPU per req
 - ``--identity forwarded``: a plain listener behind a trusted proxy that forwards the
   client's certificate (``pem-header:X-SSL-Client-Cert``), as row (e) does: the decision is
   made, logged and counted for every request;
-- ``--identity tls``: a TLS connection whose chain was decided at its handshake, as row (a).
+- ``--identity tls``: a TLS connection whose chain was decided at its handshake, as row (a)
+  (every request on one connection: its decision is logged once).
 
 Under valgrind the count of instructions is exact and does not depend on the machine's
 load: run it twice with the same ``--pki`` folder and different ``--requests`` (a key made
@@ -36,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
-from run import PAYLOAD_1, prepare
+from run import BEHIND_PROXY, FORWARDED_LEAF, PAYLOAD_1, prepare
 
 from service.clientauth.presented import PresentedChain
 from service.config import load_config
@@ -50,18 +51,16 @@ from service.server import prepare as prepare_service
 PATH = "/salesforce/outbound"
 CLIENT = ("127.0.0.1", 40000)
 NOTIFICATION_ID = re.compile(rb"<Id>04l[0-9A-Za-z]{12,15}</Id>")
-CONFIG = """
+# the configuration of row (e)'s omgate (bench/run.py), with nothing to listen on
+CONFIG = f"""
 [server]
-plain_bind = ["127.0.0.1:1"]
-bind = []
+{BEHIND_PROXY.format(port=1)}
 health_bind = "127.0.0.1:2"
-trusted_proxies = ["127.0.0.1/32"]
 [client_auth]
 mode = "require"
-forwarded_cert = "pem-header:X-SSL-Client-Cert"
-trust = ["{folder}/client-ca.pem", "{folder}/client-intermediate.pem"]
+{FORWARDED_LEAF}
 [inbox]
-url = "sqlite:///{folder}/inbox.db"
+url = "sqlite:///{{folder}}/inbox.db"
 """
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]

@@ -13,12 +13,12 @@ escaped: many values (paths, certificate names) were written by peers.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import io
 import json
 import logging
 import sys
 import threading
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -42,10 +42,13 @@ def _drop_secret_keys(_logger: WrappedLogger, _method: str, event: EventDict) ->
     return event
 
 
+_HEAD = ("timestamp", "level", "event")
+_STAMP = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
 def _event_first(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     """Put time, level and event name first, so a JSON line reads left to right."""
-    head: dict[str, Any] = {key: event.pop(key) for key in ("timestamp", "level", "event")
-                            if key in event}
+    head: dict[str, Any] = {key: event.pop(key) for key in _HEAD if key in event}
     return {**head, **event}
 
 
@@ -99,7 +102,7 @@ _ORJSON_OPTIONS = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
-def _json_line(event: dict[str, Any], **_ignored: Any) -> str:
+def _json_line(event: Mapping[str, Any], **_ignored: Any) -> str:
     """One JSON line, ASCII only: every control, bidirectional and other non-ASCII character
     escaped (json.dumps's ensure_ascii), so that a terminal showing the log shows them as
     text. orjson writes the line unless it holds non-ASCII or DEL (then json.dumps escapes
@@ -112,7 +115,7 @@ def _json_line(event: dict[str, Any], **_ignored: Any) -> str:
     return line.decode() if line.isascii() and b"\x7f" not in line else _stdlib_json_line(event)
 
 
-def _stdlib_json_line(event: dict[str, Any]) -> str:
+def _stdlib_json_line(event: Mapping[str, Any]) -> str:
     try:
         return json.dumps(event, default=_fallback, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):  # a value that contains itself, say
@@ -131,24 +134,21 @@ def _rendering(log_format: str, stream: TextIO) -> list[Processor]:
     return [_escape_tracebacks, _console_renderer()]
 
 
-_LEVELS = {"warn": "warning", "exception": "error"}  # else the method's name, as structlog's
-
-
-def _omgate_json_line(_logger: WrappedLogger, method: str, event: EventDict) -> str:
+def _omgate_json_line(logger: WrappedLogger, method: str, event: EventDict) -> str:
     """omgate's own events in JSON: in one step what the shared processors, format_exc_info,
     _event_first and the renderer do one after another for stdlib's records (the same
     line; each step was a call, and the order a second dict: a line is written for every
     message, and twice for one a proxy forwards)."""
-    structlog.contextvars.merge_contextvars(_logger, method, event)
+    structlog.contextvars.merge_contextvars(logger, method, event)
     if "exc_info" in event:
-        event = structlog.processors.format_exc_info(_logger, method, event)
-    _drop_secret_keys(_logger, method, event)
-    line = {"timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
-            "level": _LEVELS.get(method, method)}
+        event = structlog.processors.format_exc_info(logger, method, event)
+    _drop_secret_keys(logger, method, event)
+    # the head _event_first would move to the front, made first
+    line = structlog.processors.add_log_level(logger, method, _STAMP(logger, method, {}))
     if "event" in event:
         line["event"] = event.pop("event")
-    event.pop("timestamp", None)
-    event.pop("level", None)
+    for key in _HEAD:
+        event.pop(key, None)
     line.update(event)
     return _json_line(line)
 
@@ -182,8 +182,8 @@ def configure_logging(log_format: str = "auto", level: str = "info",
     stream = stream or sys.stderr
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.add_log_level,
+        _STAMP,
         _drop_secret_keys,
     ]
     rendering: list[Processor] = [structlog.processors.format_exc_info, _event_first,

@@ -70,19 +70,19 @@ class ProcessTreeCollector(Collector):
         return iter(())
 
 
-Labelled = TypeVar("Labelled", Counter, Gauge)
+_Labelled = TypeVar("_Labelled", Counter, Gauge)
 
 
-class Children(Generic[Labelled]):
+class _Children(Generic[_Labelled]):
     """``metric.labels(*values)`` for values seen before, without prometheus_client's checks
     and lock: a decision is counted for every request a proxy forwards. Children are never
     removed, so prometheus_client's own map of them stays the truth."""
 
-    def __init__(self, metric: Labelled) -> None:
-        self._metric: Labelled = metric
-        self._children: dict[tuple[str, ...], Labelled] = {}
+    def __init__(self, metric: _Labelled) -> None:
+        self._metric: _Labelled = metric
+        self._children: dict[tuple[str, ...], _Labelled] = {}
 
-    def __call__(self, *values: str) -> Labelled:
+    def __call__(self, *values: str) -> _Labelled:
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self._metric.labels(*values)
@@ -105,8 +105,8 @@ class Metrics:
             "When the most recently accepted client certificate expires (Unix time), by "
             "where it arrived: tls (omgate's handshake) or forwarded (a proxy's header).",
             ["source"], registry=self.registry, multiprocess_mode="mostrecent")
-        self._decisions, self._findings = Children(self.decisions), Children(self.findings)
-        self._client_cert_expiry = Children(self.client_cert_expiry)
+        self._decisions, self._findings = _Children(self.decisions), _Children(self.findings)
+        self._client_cert_expiry = _Children(self.client_cert_expiry)
         self.server_cert_expiry = Gauge(
             "omgate_server_cert_expiry_timestamp_seconds",
             "When the server certificate in service (server.certfile's first) expires "

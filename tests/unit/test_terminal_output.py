@@ -95,6 +95,11 @@ def test_a_line_is_in_the_file_when_logging_it_returns_on_a_loop_or_not(tmp_path
     assert asyncio.run(answered()) == "before the loop\nom.accepted\n"
 
 
+# what a peer may put in a value it controls (a path, a forwarded address): a line of its
+# own, a field named again, a terminal's controls
+FORGED_LINE = '/om"\n{"level":"error","event":"client_auth.decision","outcome":"accept"}\x1b[2J'
+
+
 def _logged_lines(configure) -> list[str]:
     """Every kind of event omgate logs, through the configuration ``configure`` makes."""
     import io
@@ -110,7 +115,8 @@ def _logged_lines(configure) -> list[str]:
         log = structlog.get_logger("omgate").bind(bound="b", session_id="never shown")
         with structlog.contextvars.bound_contextvars(correlation_id="c1", peer="from context",
                                                      SessionId="never shown"):
-            log.info("om.accepted", peer="given", new=1, nested={"a": [1, "é\u202e"]})
+            log.info("om.accepted", peer="given", new=1, nested={"a": [1, "é\u202e"]},
+                     endpoint=FORGED_LINE)
             log.warning("given.level", level="bogus", timestamp="bogus")
             log.warn("warned")
             try:
@@ -161,5 +167,7 @@ def test_omgate_json_lines_are_what_structlogs_processors_write():
     first, given, warned, failed, *_ = (line for line, _ in parsed)
     assert (first["peer"], first["bound"], first["correlation_id"]) == ("given", "b", "c1")
     assert first["session_id"] == first["SessionId"] == "<redacted>"
+    assert (first["event"], first["level"], first["endpoint"]) == (
+        "om.accepted", "info", FORGED_LINE)  # one line, whatever the value holds
     assert (given["level"], warned["level"], failed["level"]) == ("warning", "warning", "error")
     assert "ZeroDivisionError: boom" in failed["exception"]
