@@ -15,13 +15,20 @@ from service.forwarded.origin import ForwardingSettings, resolve
 from service.identity import ORIGIN_KEY, connection_facts
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], frozenset[str]]:
+    """The headers by lower-case name, the lines of one name joined by commas (RFC 9110
+    section 5.3), and the names that came in more than one line."""
     merged: dict[str, str] = {}
+    repeated: set[str] = set()
     for name, value in raw:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        merged[key] = f"{merged[key]},{text}" if key in merged else text
-    return merged
+        if key in merged:
+            repeated.add(key)
+            merged[key] = f"{merged[key]},{text}"
+        else:
+            merged[key] = text
+    return merged, frozenset(repeated)
 
 
 class ForwardedMiddleware:
@@ -39,9 +46,9 @@ class ForwardedMiddleware:
         connection = connection_facts(extensions)
         relayed = connection is not None and connection.origin.proxied
         proxied = connection.origin.client if connection is not None and relayed else None
-        origin = resolve(_headers(scope["headers"]), peer,
-                         parse_address(proxied[0]) if proxied else None, self.settings,
-                         relayed=relayed)
+        headers, repeated = _headers(scope["headers"])
+        origin = resolve(headers, peer, parse_address(proxied[0]) if proxied else None,
+                         self.settings, relayed=relayed, repeated=repeated)
         scope = dict(scope)
         if origin.ignored_headers:
             dropped = {name.encode("latin-1") for name in origin.ignored_headers}

@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -33,8 +34,9 @@ from service.forwarded.xfcc import SPELLING, XfccElement, XfccKey, XfccSyntaxErr
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CERTIFICATES = 10
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+_Item = TypeVar("_Item")
 
 
 class ForwardedCertError(ValueError):
@@ -46,6 +48,9 @@ class ForwardedFormat:
     name: str
     headers: tuple[str, ...]  # lower case, the ones this format reads
     parse: Callable[[Mapping[str, str]], tuple[x509.Certificate, ...]]
+    # Of ``headers``, the lists, which may come in several lines (RFC 9110 section 5.3);
+    # any other comes at most once.
+    lists: frozenset[str] = frozenset()
 
 
 def _limit(name: str, value: str) -> str:
@@ -70,20 +75,36 @@ def _base64_der(text: str, what: str) -> x509.Certificate:
     return _der(data, what)
 
 
+def _pem_blocks(text: str) -> list[str]:
+    """What lies between each BEGIN line and the first END line after it. Found with
+    str.find, not a regular expression: a lazy pattern rescans the rest of the text from
+    every BEGIN line that has no END line after it."""
+    blocks: list[str] = []
+    position = 0
+    while (begin := text.find(_PEM_BEGIN, position)) >= 0:
+        end = text.find(_PEM_END, begin + len(_PEM_BEGIN))
+        if end < 0:
+            break
+        blocks.append(text[begin + len(_PEM_BEGIN):end])
+        position = end + len(_PEM_END)
+    return blocks
+
+
 def pem_certificates(text: str, what: str) -> tuple[x509.Certificate, ...]:
     """PEM blocks, tolerating line breaks flattened to spaces or tabs (Apache, old nginx)."""
-    blocks = _PEM_BLOCK.findall(text.encode("latin-1", errors="replace"))
+    blocks = _pem_blocks(text)
     if not blocks:
         raise ForwardedCertError(f"{what} holds no PEM certificate")
-    return _bounded(tuple(_base64_der(block.decode("ascii", errors="replace"), what)
-                          for block in blocks), what)
+    return tuple(_base64_der(block, what) for block in _bounded(tuple(blocks), what))
 
 
-def _bounded(chain: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Certificate, ...]:
-    if len(chain) > MAX_CERTIFICATES:
-        raise ForwardedCertError(f"{what} holds {len(chain)} certificates, more than "
+def _bounded(items: tuple[_Item, ...], what: str) -> tuple[_Item, ...]:
+    """``items`` (certificates, or their encodings before they are decoded) if they are
+    at most MAX_CERTIFICATES."""
+    if len(items) > MAX_CERTIFICATES:
+        raise ForwardedCertError(f"{what} holds {len(items)} certificates, more than "
                                  f"{MAX_CERTIFICATES}")
-    return chain
+    return items
 
 
 # -- Envoy ---------------------------------------------------------------------------------
@@ -172,8 +193,8 @@ def _traefik(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
     if not value:
         return ()
     parts = unquote(_limit("X-Forwarded-Tls-Client-Cert", value)).split(",")
-    return _bounded(tuple(_base64_der(part, "X-Forwarded-Tls-Client-Cert") for part in parts
-                          if part.strip()), "X-Forwarded-Tls-Client-Cert")
+    return tuple(_base64_der(part, "X-Forwarded-Tls-Client-Cert") for part in _bounded(
+        tuple(part for part in parts if part.strip()), "X-Forwarded-Tls-Client-Cert"))
 
 
 def _azure(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
@@ -204,7 +225,8 @@ def _rfc9440(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
 
 
 FORMATS: dict[str, ForwardedFormat] = {
-    "xfcc": ForwardedFormat("xfcc", ("x-forwarded-client-cert",), _xfcc),
+    "xfcc": ForwardedFormat("xfcc", ("x-forwarded-client-cert",), _xfcc,
+                            frozenset({"x-forwarded-client-cert"})),
     "aws-alb": ForwardedFormat("aws-alb", (
         "x-amzn-mtls-clientcert", "x-amzn-mtls-clientcert-leaf",
         "x-amzn-mtls-clientcert-serial-number", "x-amzn-mtls-clientcert-issuer",
@@ -212,7 +234,8 @@ FORMATS: dict[str, ForwardedFormat] = {
     "traefik": ForwardedFormat("traefik", ("x-forwarded-tls-client-cert",
                                            "x-forwarded-tls-client-cert-info"), _traefik),
     "azure": ForwardedFormat("azure", ("x-arr-clientcert",), _azure),
-    "rfc9440": ForwardedFormat("rfc9440", ("client-cert", "client-cert-chain"), _rfc9440),
+    "rfc9440": ForwardedFormat("rfc9440", ("client-cert", "client-cert-chain"), _rfc9440,
+                               frozenset({"client-cert-chain"})),
 }
 # Headers any format may carry: stripped from every request that no trusted proxy sent.
 KNOWN_CERT_HEADERS = frozenset(

@@ -78,8 +78,10 @@ class RequestOrigin:
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
-            settings: ForwardingSettings, *, relayed: bool = False) -> RequestOrigin:
-    """``headers`` has lower-case names; ``relayed`` says a PROXY header came first, and
+            settings: ForwardingSettings, *, relayed: bool = False,
+            repeated: frozenset[str] = frozenset()) -> RequestOrigin:
+    """``headers`` has lower-case names, the lines of a repeated one (named in
+    ``repeated``) joined by commas; ``relayed`` says a PROXY header came first, and
     ``proxied_client`` is the client it names (None: UNKNOWN or UNSPEC).
 
     After a PROXY header the bytes, headers included, come from the client the proxy
@@ -95,17 +97,29 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     if settings.certificate_format is None:
         return RequestOrigin(peer, client, from_trusted_proxy=True)
     return RequestOrigin(peer, client, from_trusted_proxy=True,
-                         forwarded_chain=forwarded(headers, settings.certificate_format),
+                         forwarded_chain=forwarded(headers, settings.certificate_format,
+                                                   repeated),
                          forwarded_format=settings.certificate_format.name)
 
 
-def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat
-              ) -> PresentedChain | None:
+def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat,
+              repeated: frozenset[str] = frozenset()) -> PresentedChain | None:
     """The chain in the format's headers; None when they are absent or empty. A proxy
     forwards its sender's certificate on every request: the same values are read once
-    (up to FORWARDED_KEPT_BYTES of them, like the chains load_chain keeps)."""
+    (up to FORWARDED_KEPT_BYTES of them, like the chains load_chain keeps).
+
+    A header that is not a list, sent more than once, is an unreadable chain: a proxy
+    that adds its own line after the client's, instead of replacing it, would otherwise
+    let the client choose the leaf."""
     sent = tuple((name, headers[name]) for name in certificate_format.headers
                  if name in headers)
+    twice = sorted(name for name, _value in sent
+                   if name in repeated and name not in certificate_format.lists)
+    if twice:
+        return unreadable_chain(
+            headers[twice[0]].encode("latin-1", errors="replace")[:MAX_HEADER_BYTES],
+            f"the {twice[0]} header came more than once: a proxy must replace the one a "
+            "client sent, not add its own after it")
     if sum(len(value) for _name, value in sent) > FORWARDED_KEPT_BYTES:
         return _read_forwarded(sent, certificate_format)
     return _kept_forwarded(sent, certificate_format)

@@ -341,8 +341,10 @@ class HttpConnection(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
 
     def body_taken(self) -> None:
-        """The app read a part of the body: reading goes on if it had paused for it."""
-        if self.body_backlog:
+        """The app read a part of the body: reading goes on if it had paused for it and
+        the app has left fewer than queue_size messages."""
+        call = self.call
+        if self.body_backlog and (call is None or len(call.messages) < self.settings.queue_size):
             self.body_backlog = False
             self.update_reading()
 

@@ -51,6 +51,10 @@ HeaderFields = tuple[tuple[bytes, bytes], ...]
 # RFC 9112 section 3: method (a token), one space, a target of visible ASCII, one space,
 # the version (the ones omgate serves), CRLF
 TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # RFC 9110 section 5.6.2
+# RFC 9112 section 3.2: Host = uri-host [ ":" port ], uri-host as RFC 3986 section 3.2.2
+# spells it (an IP literal in brackets, or a reg-name, which may be empty).
+HOST = re.compile(rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]"
+                  rb"|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?")
 REQUEST_LINE = re.compile(rb"(" + TOKEN.pattern + rb") ([\x21-\x7e]+) HTTP/(1\.[01])\r\n")
 OWS = b" \t"
 
@@ -265,12 +269,15 @@ def framing_refusal(request: RequestHead) -> Refusal | None:
 
 
 def host_refusal(request: RequestHead) -> Refusal | None:
-    """An HTTP/1.1 request has one Host header (RFC 9112 section 3.2); HTTP/1.0 at most one."""
-    hosts = sum(1 for name, _value in request.headers if name == b"host")
-    if hosts > 1:
+    """An HTTP/1.1 request has one valid Host header (RFC 9112 section 3.2); HTTP/1.0 at
+    most one."""
+    hosts = [value for name, value in request.headers if name == b"host"]
+    if len(hosts) > 1:
         return malformed("it has more than one Host header")
-    if hosts == 0 and request.http_version == b"1.1":
-        return malformed("it has no Host header")
+    if not hosts:
+        return malformed("it has no Host header") if request.http_version == b"1.1" else None
+    if not HOST.fullmatch(hosts[0]):
+        return malformed(f"its Host {hosts[0]!r} is not a host name or address and a port")
     return None
 
 

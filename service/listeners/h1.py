@@ -212,16 +212,26 @@ class LengthBody:
     def __init__(self, length: int) -> None:
         self.remaining = length
 
-    def take(self, data: bytes) -> tuple[list[bytes], bytes | None]:
-        """The body's parts in ``data``, and what follows the body once it is whole."""
+    def take(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """The body's bytes in ``data``, and what follows the body once it is whole."""
         part = data[:self.remaining]
         self.remaining -= len(part)
-        return ([part] if part else []), (data[len(part):] if not self.remaining else None)
+        return part, (data[len(part):] if not self.remaining else None)
 
 
 # What llhttp is given before a chunked body, so that it parses the body alone
 CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: omgate\r\nTransfer-Encoding: chunked\r\n\r\n"
 END_OF_CHUNKED = b"\r\n\r\n"  # a chunked body, trailers or not, ends in it (CRLF strict)
+
+
+# The chunk-size lines, extensions and trailers a chunked body may carry beyond as many
+# bytes as its content: its framing costs a Python call per chunk and llhttp applies no
+# limit of its own to extensions or trailers (the head's total, 64 KiB, fits in it).
+FRAMING_ALLOWANCE = 64 * 1024
+
+
+class ChunkFramingError(ValueError):
+    """A chunked body whose framing outweighs its content (see FRAMING_ALLOWANCE)."""
 
 
 class ChunkedBody:
@@ -232,6 +242,7 @@ class ChunkedBody:
     def __init__(self) -> None:
         self.parts: list[bytes] = []
         self.complete = False
+        self._content = self._framing = 0  # bytes of the body so far
         self._tail = b""  # the last bytes given, for an end cut between reads
         self._parser = HttpRequestParser(self)
         self._parser.feed_data(CHUNKED_HEAD)
@@ -242,8 +253,10 @@ class ChunkedBody:
     def on_message_complete(self) -> None:
         self.complete = True
 
-    def take(self, data: bytes) -> tuple[list[bytes], bytes | None]:
-        """As :meth:`LengthBody.take`; raises ``HttpParserError`` for a malformed body."""
+    def take(self, data: bytes) -> tuple[bytes, bytes | None]:
+        """As :meth:`LengthBody.take`, the chunks of ``data`` joined; raises
+        ``HttpParserError`` for a malformed body, ``ChunkFramingError`` for one whose
+        framing outweighs its content."""
         seen = self._tail + data
         start = search = 0
         while not self.complete and start < len(data):
@@ -253,7 +266,18 @@ class ChunkedBody:
             start, search = end, found + 1
         self._tail = seen[-len(END_OF_CHUNKED) + 1:]
         parts, self.parts = self.parts, []
-        return parts, (data[start:] if self.complete else None)
+        content = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._count(start, len(content))
+        return content, (data[start:] if self.complete else None)
+
+    def _count(self, read: int, content: int) -> None:
+        self._content += content
+        self._framing += read - content
+        if self._framing > FRAMING_ALLOWANCE + self._content:
+            raise ChunkFramingError(
+                f"its framing (chunk sizes, extensions, trailers) took {self._framing} bytes "
+                f"for {self._content} bytes of content, more than {FRAMING_ALLOWANCE} beyond "
+                "them")
 
 
 RequestBodyReader = LengthBody | ChunkedBody
@@ -471,10 +495,10 @@ class ServerConnection:
     def _read_body(self) -> list[Action]:
         data, self._unread = self._unread, b""
         try:
-            parts, rest = self._body.take(data)
-        except HttpParserError as error:
+            content, rest = self._body.take(data)
+        except (HttpParserError, ChunkFramingError) as error:
             return self._refuse(malformed(f"its chunked body: {error}"))
-        actions: list[Action] = [RequestBody(part, more_body=True) for part in parts]
+        actions: list[Action] = [RequestBody(content, more_body=True)] if content else []
         return actions if rest is None else actions + self._request_read(rest)
 
     def _request_read(self, rest: bytes) -> list[Action]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import ipaddress
 import re
 import socket
 import struct
+import time
 from urllib.parse import quote
 
 import pytest
@@ -31,7 +33,8 @@ from service.forwarded.addresses import client_address
 from service.forwarded.certificates import MAX_HEADER_BYTES
 from service.forwarded.origin import FORWARDED_KEPT_BYTES, RequestOrigin, forwarded
 from service.forwarded.proxy_protocol import V2_SIGNATURE
-from service.identity import applicable
+from service.identity import ORIGIN_KEY, applicable
+from service.origin_middleware import ForwardedMiddleware
 
 # -- PROXY protocol ------------------------------------------------------------------------
 
@@ -379,3 +382,58 @@ def test_a_forged_leaf_forwarded_after_a_known_one_is_its_own_identity(chain, cl
     assert forged.chain_sha256 == chain_fingerprint((forged_leaf,)) != known.chain_sha256
     assert {identity.forwarded_format for identity in identities} == {"pem-header"}
     assert forged.chain == (forged_leaf,) and forged.source == "forwarded"
+
+
+def _origin_of(raw_headers: list[tuple[bytes, bytes]], setting: str) -> RequestOrigin:
+    """The origin ForwardedMiddleware gives a request a trusted proxy sent with these
+    header lines."""
+    seen: list[RequestOrigin] = []
+
+    async def app(scope: dict, _receive: object, _send: object) -> None:
+        seen.append(scope["extensions"][ORIGIN_KEY])
+
+    middleware = ForwardedMiddleware(app, ForwardingSettings(TRUSTED, forwarded_format(setting)))
+    asyncio.run(middleware({"type": "http", "headers": raw_headers,
+                            "client": ("10.0.0.2", 40000), "extensions": {}}, None, None))
+    return seen[0]
+
+
+@pytest.mark.parametrize("setting", ["pem-header:X-SSL-Cert", "traefik", "aws-alb", "rfc9440"])
+def test_a_certificate_header_sent_twice_is_not_believed(chain, client_pki, setting):
+    """Behind a proxy that adds its header instead of replacing the client's, a client
+    could put anyone's public certificate first, where the leaf is read from. A header the
+    format reads as one value, sent twice, is an unreadable chain, never a leaf."""
+    leaf, _ = chain
+    victim = x509.load_pem_x509_certificate(client_pki.cases["expired"].leaf.read_bytes())
+    name, value = {
+        "pem-header:X-SSL-Cert": (b"x-ssl-cert", lambda c: quote(pem(c), safe="")),
+        "traefik": (b"x-forwarded-tls-client-cert", lambda c: quote(der_b64(c), safe="")),
+        "aws-alb": (b"x-amzn-mtls-clientcert", lambda c: quote(pem(c), safe="+=/")),
+        "rfc9440": (b"client-cert", lambda c: f":{der_b64(c)}:"),
+    }[setting]
+    once = _origin_of([(name, value(leaf).encode())], setting)
+    assert once.forwarded_chain == PresentedChain((leaf,))
+    twice = _origin_of([(name, value(victim).encode()), (b"X-Other", b"1"),
+                        (name.upper(), value(leaf).encode())], setting)
+    assert twice.forwarded_chain is not None and not twice.forwarded_chain.certificates
+    [unreadable] = twice.forwarded_chain.unreadable
+    assert "more than once" in unreadable.reason and name.decode() in unreadable.reason
+
+
+def test_a_list_header_may_come_in_several_lines(chain):
+    """Envoy's XFCC is a list: two lines are one list, and the nearest hop's is the last."""
+    leaf, _ = chain
+    element = f'Cert="{url_pem(leaf)}"'
+    origin = _origin_of([(b"x-forwarded-client-cert", b"By=spiffe://edge"),
+                         (b"x-forwarded-client-cert", element.encode())], "xfcc")
+    assert origin.forwarded_chain == PresentedChain((leaf,))
+
+
+def test_pem_blocks_are_found_in_time_linear_in_the_value():
+    """A value of BEGIN lines without an END made the block pattern rescan the rest of
+    the value from each one (a second of CPU for 64 KiB)."""
+    value = "-----BEGIN CERTIFICATE-----" * (MAX_HEADER_BYTES // 27)
+    started = time.process_time()
+    with pytest.raises(ForwardedCertError, match="no PEM certificate"):
+        parsed("pem-header:X-SSL-Cert", {"X-SSL-Cert": value})
+    assert time.process_time() - started < 0.2

@@ -447,6 +447,60 @@ def test_a_chunked_body_cut_anywhere_is_the_same_body(cut):
     assert kinds(actions)[-1] == "WaitForAnswer" and len(started(actions)) == 1
 
 
+def test_one_read_of_many_chunks_is_one_part_of_the_body():
+    """Each part is a message to the app: one per chunk let 75 KB of two-byte chunks
+    become 37,000 messages and 8.5 MB of queue (an attacker's review)."""
+    conn = connection()
+    one_read = b"2\r\nxy\r\n" * 5000
+    actions = conn.receive(CHUNKED + one_read)
+    parts = [action for action in actions if isinstance(action, RequestBody)]
+    assert parts == [RequestBody(b"xy" * 5000, more_body=True)]
+
+
+@pytest.mark.parametrize("framing", [
+    pytest.param(b"1\r\nx\r\n" * 20000, id="one-byte-chunks"),
+    pytest.param(b"1;" + b"x" * 70000, id="a-long-chunk-extension"),
+    pytest.param(b"0\r\n" + (b"X-T: " + b"a" * 8000 + b"\r\n") * 9, id="long-trailers"),
+    pytest.param(b"0\r\n" + b"X-T: t\r\n" * 10000, id="many-trailers"),
+])
+def test_a_chunked_body_whose_framing_outweighs_its_content_is_refused(framing):
+    conn = connection()
+    actions = conn.receive(CHUNKED)
+    for start in range(0, len(framing), 16 * 1024):  # as reads would bring it
+        actions += conn.receive(framing[start:start + 16 * 1024])
+        if conn.closed:
+            break
+    refusal = refusal_of(conn, actions, 400)
+    assert refusal.reason == "malformed_request" and "framing" in refusal.message
+
+
+def test_a_body_in_small_chunks_is_read_whole():
+    conn = connection()
+    content = bytes(range(256)) * 256
+    chunks = b"".join(b"%x\r\n%s\r\n" % (8, content[at:at + 8])
+                      for at in range(0, len(content), 8))
+    actions = conn.receive(CHUNKED + chunks + b"0\r\nX-Trailer: t\r\n\r\n")
+    assert body_of(actions) == content and actions[-1] == RequestBody(b"", more_body=False)
+
+
+@pytest.mark.parametrize("host", [b"a b", b"a, b", b"evil/path", b"user@evil", b"a:b:c",
+                                  b"omgate:44x", b"[::1", b"a\\b", b"%zz"])
+def test_an_invalid_host_is_refused(host):
+    """RFC 9112 section 3.2: a Host that is not uri-host [":" port] is a 400."""
+    conn = connection()
+    actions = conn.receive(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n" + SMUGGLED)
+    assert refusal_of(conn, actions, 400).reason == "malformed_request"
+
+
+@pytest.mark.parametrize("host", [b"omgate", b"omgate.example.com:8443", b"127.0.0.1:443",
+                                  b"[::1]:443", b"[v1.fe80::a+en1]", b"a,b", b"xn--ls8h.la",
+                                  b"caf%C3%A9", b"omgate:", b""])
+def test_a_valid_host_is_served(host):
+    conn = connection()
+    actions = conn.receive(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert kinds(actions)[0] == "StartExchange"
+
+
 def test_bytes_after_a_request_that_closes_the_connection_are_refused():
     conn = connection()
     actions = conn.receive(b"GET / HTTP/1.1\r\nHost: omgate\r\nConnection: close\r\n\r\n"

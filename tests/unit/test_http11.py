@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
+from service.app import read_body as read_whole_body
 from service.app import refusal_fault
+from service.budget import BodyBudget, BudgetRules
 from service.listeners.connection import Deadline, Deadlines, HttpConnection
 from service.listeners.framing import (
     DEFAULT_MAX_HEADER_COUNT,
@@ -587,6 +591,78 @@ def test_a_body_the_app_does_not_read_stops_the_reading_until_it_does():
         return seen
 
     assert asyncio.run(run()) == [True, False, True]
+
+
+def test_reading_waits_until_the_app_has_taken_its_queue_below_the_limit():
+    """Reading went on after every message the app took, however many it had left."""
+    async def run() -> list[bool]:
+        take = asyncio.Queue[None]()
+        seen: list[bool] = []
+
+        async def slow_reader(scope: dict, receive: Callable, send: Callable) -> None:
+            while (await take.get(), await receive())[1].get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        config = hypercorn_config(read_timeout=60, graceful_timeout=1)
+        config.max_app_queue_size = 1
+        peer, _serving, task = await _connected(slow_reader, config)
+        # one read with the last chunk: two messages for the app (content, then the end)
+        peer.send(b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        seen.append(peer.reading)
+        for _message in range(2):
+            take.put_nowait(None)
+            await asyncio.sleep(0.02)
+            seen.append(peer.reading)
+        peer.send_eof()
+        await task
+        return seen
+
+    assert asyncio.run(run()) == [False, False, True]
+
+
+def test_a_body_in_small_chunks_holds_about_what_the_budget_counts():
+    """What a client makes the server hold stays near what the body budget counts: a
+    message per chunk held 131 MB for 2 MiB counted (an attacker's review)."""
+    content = 2 * 1024 * 1024
+    found: dict[str, int] = {}
+
+    async def run() -> None:
+        budget = BodyBudget(BudgetRules(64 * 2**20, 16 * 2**20), 5)
+
+        async def reader(scope: dict, receive: Callable, send: Callable) -> None:
+            async with budget.hold("client", content) as share:
+                body = await read_whole_body(Request(scope, receive), 10 * 2**20, share)
+                found.update(counted=budget.used, held=tracemalloc.get_traced_memory()[1],
+                             length=len(body))
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        peer, _serving, task = await _connected(reader)
+        wire = b"8\r\nabcdefgh\r\n" * (content // 8) + b"0\r\n\r\n"
+        tracemalloc.start()
+        try:
+            peer.send(b"POST /salesforce/outbound HTTP/1.1\r\nHost: omgate\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            for start in range(0, len(wire), 256 * 1024):  # as socket reads bring it
+                async with asyncio.timeout(5):
+                    while not peer.reading:
+                        await asyncio.sleep(0)
+                peer.send(wire[start:start + 256 * 1024])
+                await asyncio.sleep(0)
+            async with asyncio.timeout(10):
+                while answers(peer) == 0:
+                    await asyncio.sleep(0.01)
+        finally:
+            tracemalloc.stop()
+        peer.send_eof()
+        await task
+
+    asyncio.run(run())
+    assert found["length"] == content and found["counted"] == content
+    assert found["held"] < 4 * found["counted"], f"{found['held']} bytes held"
 
 
 def test_a_client_that_does_not_read_is_reset_after_the_write_deadline():
