@@ -23,7 +23,7 @@ from starlette.routing import Route
 from service.console.auth import CSRF_COOKIE, CSRF_FIELD, csrf_matches
 from service.console.queries import LARGEST_ID, QueryReader
 from service.console.rendering import redirect_with_notice, render
-from service.inbox import DEAD, STATES, Inbox, State, StoredNotification
+from service.inbox import DEAD, STATES, Inbox, ListedNotification, State
 from service.inbox.chains import LISTENER, ChainRecord, EndpointSeen
 from service.observatory.views import chain_row
 from service.text import clipped
@@ -76,7 +76,7 @@ class Page:
     """One page of a table: its rows (latest first), where it is, and links to the pages
     beside it (None: there is none that way)."""
 
-    rows: tuple[StoredNotification, ...]
+    rows: tuple[ListedNotification, ...]
     first: int  # the position of its first row, from 1 (0: no row)
     total: int
     newer: str | None

@@ -16,6 +16,7 @@ from service.inbox.model import (
     DeliveryEvent,
     DuplicateConflict,
     IncomingMessage,
+    ListedNotification,
     RecordedConflict,
     StoredNotification,
 )
@@ -155,6 +156,11 @@ def stored_notification(row: Mapping[str, Any]) -> StoredNotification:
     values["received_at"] = isoformat(values["received_at"])
     values["delivered_at"] = isoformat(values["delivered_at"])
     return StoredNotification(**values)
+
+
+def listed_notification(row: Mapping[str, Any]) -> ListedNotification:
+    """A notification as a list reads it (its LISTED_COLUMNS)."""
+    return ListedNotification(**{**row, "received_at": isoformat(row["received_at"])})
 
 
 def recorded_conflict(row: Mapping[str, Any]) -> RecordedConflict:

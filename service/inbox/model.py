@@ -68,6 +68,22 @@ class StoreResult:
 
 
 @dataclass(frozen=True)
+class ListedNotification:
+    """A notification as a list shows it: never its fields nor its SessionId, which a
+    page of many large ones would otherwise read and decode whole."""
+
+    id: int
+    endpoint: str
+    notification_id: str
+    sobject_type: str | None
+    record_id: str | None
+    received_at: str
+    state: State
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class StoredNotification:
     id: int
     endpoint: str

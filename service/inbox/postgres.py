@@ -19,6 +19,7 @@ from service.inbox.dialect import POSTGRES
 from service.inbox.encoding import (
     Rows,
     delivery_event,
+    listed_notification,
     recorded_conflict,
     row_values,
     stored_notification,
@@ -30,6 +31,7 @@ from service.inbox.model import (
     DeliveryEvent,
     InboxStats,
     IncomingMessage,
+    ListedNotification,
     RecordedConflict,
     State,
     StoredNotification,
@@ -233,13 +235,13 @@ class PostgresInbox(PostgresChainStore, Inbox):
 
     async def recent(self, *, limit: int, state: State | None = None, key: str | None = None,
                      before_id: int | None = None,
-                     after_id: int | None = None) -> builtins.list[StoredNotification]:
+                     after_id: int | None = None) -> builtins.list[ListedNotification]:
         where, parameters = recent_filter(POSTGRES, state, key, before_id=before_id,
                                           after_id=after_id)
         rows = await self._execute(recent_statement(POSTGRES, where,
                                                     upward=after_id is not None),
                                    (*parameters, limit))
-        return [stored_notification(row) for row in rows]
+        return [listed_notification(row) for row in rows]
 
     async def count(self, *, state: State | None = None, key: str | None = None,
                     after_id: int | None = None) -> int:

@@ -15,6 +15,7 @@ from service.inbox.dialect import SQLITE
 from service.inbox.encoding import (
     Rows,
     delivery_event,
+    listed_notification,
     recorded_conflict,
     row_values,
     stored_notification,
@@ -26,6 +27,7 @@ from service.inbox.model import (
     DeliveryEvent,
     InboxStats,
     IncomingMessage,
+    ListedNotification,
     RecordedConflict,
     State,
     StoredNotification,
@@ -228,12 +230,12 @@ class SqliteInbox(SqliteChainStore, Inbox):
 
     async def recent(self, *, limit: int, state: State | None = None, key: str | None = None,
                      before_id: int | None = None,
-                     after_id: int | None = None) -> builtins.list[StoredNotification]:
+                     after_id: int | None = None) -> builtins.list[ListedNotification]:
         where, parameters = recent_filter(SQLITE, state, key, before_id=before_id,
                                           after_id=after_id)
         rows = await self._query(recent_statement(SQLITE, where, upward=after_id is not None),
                                  (*parameters, limit))
-        return [_stored(row) for row in rows]
+        return [listed_notification(dict(row)) for row in rows]
 
     async def count(self, *, state: State | None = None, key: str | None = None,
                     after_id: int | None = None) -> int:

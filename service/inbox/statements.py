@@ -18,6 +18,10 @@ SELECT_COLUMNS = (
     "state", "attempts", "last_error", "delivered_at", "content_sha256", "conflicts",
     "chain_sha256",
 )
+LISTED_COLUMNS = (
+    "id", "endpoint", "notification_id", "sobject_type", "record_id", "received_at", "state",
+    "attempts", "last_error",
+)
 INSERT_COLUMNS = (
     "org_key", "notification_key", "organization_id", "action_id", "notification_id",
     "sobject_type", "record_id", "record_key", "fields", "endpoint", "enterprise_url",
@@ -131,7 +135,7 @@ def recent_filter(dialect: Dialect, state: State | None, key: str | None, *,
 def recent_statement(dialect: Dialect, where: str, *, upward: bool) -> str:
     """The latest notifications matching ``where`` first, at most the last parameter's
     number; ``upward`` (a page above an id): the ones just above it, still latest first."""
-    columns, limit = ", ".join(SELECT_COLUMNS), dialect.positional
+    columns, limit = ", ".join(LISTED_COLUMNS), dialect.positional
     if upward:
         return (f"SELECT {columns} FROM (SELECT {columns} FROM notifications "  # noqa: S608
                 f"WHERE {where} ORDER BY id LIMIT {limit}) AS page ORDER BY id DESC")

@@ -31,6 +31,7 @@ from service.inbox.model import (
     DeliveryEvent,
     InboxStats,
     IncomingMessage,
+    ListedNotification,
     RecordedConflict,
     State,
     StoredNotification,
@@ -137,7 +138,7 @@ class NotificationStore(ABC):
     @abstractmethod
     async def recent(self, *, limit: int, state: State | None = None, key: str | None = None,
                      before_id: int | None = None,
-                     after_id: int | None = None) -> builtins.list[StoredNotification]:
+                     after_id: int | None = None) -> builtins.list[ListedNotification]:
         """The latest notifications first, optionally by state or by a record or
         notification Id (``key``); a page: those below ``before_id``, or the ``limit`` just
         above ``after_id``."""

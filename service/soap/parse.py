@@ -201,11 +201,14 @@ def _text(element: etree._Element) -> str:
     return element.text or ""
 
 
-def _fields(element: etree._Element, where: str, separator: str) -> dict[str, FieldValue]:
-    """The child elements of ``element`` as fields; a name may appear once. A nil field is
-    None, one without child elements its text, one with them its fields (where they are
-    is written out only then, for an error). One loop, each tag read once: this runs for
-    every field of up to 100 notifications, and lxml builds a tag anew on every read."""
+def _fields(element: etree._Element, where: str,
+            path: tuple[str, ...] = ()) -> dict[str, FieldValue]:
+    """The child elements of ``element`` (the field ``path`` of the sObject ``where``
+    names) as fields; a name may appear once. A nil field is None, one without child
+    elements its text, one with them its fields. One loop, each tag read once: this runs
+    for every field of up to 100 notifications, and lxml builds a tag anew on every read.
+    Where a field is is written out only for an error: each level of nesting writing
+    out its own would hold memory quadratic in the depth."""
     fields: dict[str, FieldValue] = {}
     for child in element:
         tag = child.tag
@@ -214,12 +217,13 @@ def _fields(element: etree._Element, where: str, separator: str) -> dict[str, Fi
             continue
         name = tag[tag.find("}") + 1:]
         if name in fields:
-            raise SoapFaultError("invalid_field", f"{where}: field {name!r} appears twice.")
+            place = f"{where}, field {'.'.join(path)}" if path else where
+            raise SoapFaultError("invalid_field", f"{place}: field {name!r} appears twice.")
         # values() first: most fields carry no attribute, and it costs a third of a get()
         if child.values() and _is_nil(child):
             fields[name] = None
         elif len(child):
-            fields[name] = _fields(child, f"{where}{separator}{name}", ".") or _text(child)
+            fields[name] = _fields(child, where, (*path, name)) or _text(child)
         else:
             fields[name] = _text(child)
     return fields
@@ -276,7 +280,20 @@ def _notification(element: etree._Element, index: int) -> Notification:
         raise SoapFaultError("missing_element", f"{where}: the sObject element is missing.")
     namespace, sobject_type = _resolve_xsi_type(sobject, where)
     return Notification(notification_id, sobject_type, namespace,
-                        _fields(sobject, where, ", field "))
+                        _fields(sobject, where))
+
+
+# Namespaces in scope at the notifications element (Salesforce declares four): every
+# sObject's xsi:type is resolved among them and its own, so their number multiplies.
+MAX_NAMESPACES = 64
+
+
+def _check_namespaces(payload: etree._Element) -> None:
+    declared = len(payload.nsmap)
+    if declared > MAX_NAMESPACES:
+        raise SoapFaultError(
+            "malformed_xml", f"The envelope declares {declared} XML namespaces around the "
+            f"notifications; omgate reads messages with at most {MAX_NAMESPACES}.")
 
 
 def _notification_elements(payload: etree._Element) -> list[etree._Element]:
@@ -327,6 +344,7 @@ def _short_id_warnings(
 def parse_message(body: bytes, schema: NotificationSchema | None = None) -> OutboundMessage:
     """Parse a request body into an :class:`OutboundMessage` or raise :class:`SoapFaultError`."""
     payload = _notifications_element(_parse_xml(body))
+    _check_namespaces(payload)
     notification_elements = _notification_elements(payload)
     first = _first_children(payload)
     organization_id = _required_id(first.get(_tag("OrganizationId")), "OrganizationId",

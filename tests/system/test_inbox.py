@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -178,6 +179,23 @@ def test_session_id_is_stored_only_when_asked(inbox):
 def unique_message(index: int, record: str = "001xx000003DGb2AAG") -> IncomingMessage:
     body = envelope(notification(f"04l{index:012d}AAA", record_id=record))
     return IncomingMessage(parse_message(body), "/salesforce/outbound", NOW)
+
+
+def test_a_page_of_the_list_reads_none_of_the_notifications_fields(inbox):
+    """The console's list shows ids, times, states and errors: each page decoded every
+    field of every row it listed (an attacker's review: 88 MB for 50 large ones)."""
+    fields = "".join(f"<sf:F{i}>v</sf:F{i}>" for i in range(20_000))
+    for index in range(20):
+        body = envelope(notification(f"04l{index:012d}AAA", fields=fields))
+        inbox.store(IncomingMessage(parse_message(body), "/salesforce/outbound", NOW))
+    tracemalloc.start()
+    try:
+        rows = inbox.recent(limit=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 20 and rows[0].notification_id == "04l000000000019AAA"
+    assert peak < 4_000_000, f"a page of 20 held {peak} bytes"
 
 
 @pytest.mark.parametrize("group_commit", [True, False])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from harness import CONTACTS_SESSION_ID, PAYLOADS
 from messages import envelope, notification
@@ -146,6 +148,48 @@ def test_repeated_field_is_refused_with_where():
         parse_message(body)
     assert "Notification 1 (Id 04lxx000000CaSdAAK)" in caught.value.message
     assert "'Name'" in caught.value.message
+
+
+def test_a_repeated_nested_field_is_refused_with_its_path():
+    body = envelope(notification(fields="<sf:Owner><sf:Address><sf:City>a</sf:City>"
+                                        "<sf:City>b</sf:City></sf:Address></sf:Owner>"))
+    with pytest.raises(SoapFaultError) as caught:
+        parse_message(body)
+    assert caught.value.message.startswith(
+        "Notification 1 (Id 04lxx000000CaSdAAK), field Owner.Address: field 'City' appears twice")
+
+
+def _python_peak(body: bytes) -> int:
+    tracemalloc.start()
+    try:
+        parse_message(body)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_deeply_nested_fields_with_long_names_hold_memory_linear_in_the_body():
+    """Each level of nesting wrote out its whole path for an error it might raise: 250
+    levels of 4,000-character names held 127 MB for a 2 MB body (an attacker's review)."""
+    depth, name = 250, "sf:" + "A" * 4000
+    body = envelope(notification(fields=f"<{name}>" * depth + "x" + f"</{name}>" * depth))
+    assert _python_peak(body) < 10 * len(body)
+
+
+def test_namespaces_declared_around_the_notifications_are_bounded():
+    """Each sObject's xsi:type is resolved among the namespaces in scope: 100,000 declared
+    on the Envelope made 100 notifications cost two seconds (an attacker's review)."""
+    # with soapenv, xsi and the notifications' own: one more than the most read
+    declarations = " ".join(f'xmlns:n{i}="urn:n"'
+                            for i in range(soap_parse.MAX_NAMESPACES - 2))
+    many = envelope(notification()).decode().replace(
+        "<soapenv:Envelope ", f"<soapenv:Envelope {declarations} ", 1)
+    with pytest.raises(SoapFaultError) as caught:
+        parse_message(many.encode())
+    assert caught.value.reason == "malformed_xml"
+    assert f"at most {soap_parse.MAX_NAMESPACES}" in caught.value.message
+    fewer = many.replace('xmlns:n0="urn:n" ', "", 1)
+    assert parse_message(fewer.encode()).notifications[0].sobject_type == "Account"
 
 
 WIDE = {f"xxe-{codec}": XXE.decode().replace('"1.0"?>', f'"1.0" encoding="{codec}"?>')
