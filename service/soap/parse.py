@@ -84,6 +84,7 @@ _WIDE_ENCODINGS = (
     (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00\x00\x00", "utf-32-le"),
     (b"\x00<", "utf-16-be"), (b"<\x00", "utf-16-le"),
 )
+_EBCDIC_DECLARATION = b"\x4c\x6f\xa7\x94"  # "<?xm" in EBCDIC (XML 1.0, appendix F)
 _DECLARED_ENCODING = re.compile(
     rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?encoding\s*=\s*[\"']([^\"']{1,40})[\"']")
 # Encodings in which markup is its ASCII bytes and nothing else is (unlike UTF-7's
@@ -109,6 +110,9 @@ def _scannable(body: bytes) -> bytes:
     for mark, encoding in _WIDE_ENCODINGS:
         if body.startswith(mark):
             return body.decode(encoding, errors="replace").encode()
+    if body.startswith(_EBCDIC_DECLARATION):
+        raise SoapFaultError("malformed_xml", "The body is in EBCDIC, which omgate does not "
+                             "accept; send UTF-8.")
     declared = _DECLARED_ENCODING.match(body)
     if declared is not None:
         encoding = declared.group(1).decode("ascii", errors="replace")

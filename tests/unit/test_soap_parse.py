@@ -212,7 +212,7 @@ def test_an_entity_reference_that_got_past_the_prolog_check_still_refuses(fields
     sobject = etree.fromstring(document, etree.XMLParser(resolve_entities=False,
                                                          no_network=True))
     with pytest.raises(SoapFaultError) as refused:
-        soap_parse._fields(sobject, "Notification 1", ", field ")
+        soap_parse._fields(sobject, "Notification 1")
     assert refused.value.reason == "dtd_forbidden"
 
 
@@ -225,6 +225,21 @@ def test_dtds_and_entities_are_refused_before_parsing(body, monkeypatch):
 
     monkeypatch.setattr(soap_parse, "_hardened_parser", never_parse)
     assert fault_reason(body) == "dtd_forbidden"
+
+
+@pytest.mark.parametrize("codec", ["cp500", "cp037", "cp1140"])
+def test_an_ebcdic_body_is_refused_before_parsing(codec, monkeypatch):
+    """Its declaration is not ASCII, so the DTD scan cannot read it: a libxml2 built to
+    read EBCDIC would be its only judge."""
+    def never_parse() -> None:
+        raise AssertionError("the XML parser saw an EBCDIC document")
+
+    monkeypatch.setattr(soap_parse, "_hardened_parser", never_parse)
+    body = ('<?xml version="1.0" encoding="IBM500"?>'
+            + XXE.decode().partition("?>")[2]).encode(codec)
+    with pytest.raises(SoapFaultError) as caught:
+        parse_message(body)
+    assert caught.value.reason == "malformed_xml" and "EBCDIC" in caught.value.message
 
 
 @pytest.mark.parametrize("encoding", ["ISO-8859-1", "windows-1252", "UTF-16"])
