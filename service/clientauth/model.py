@@ -126,14 +126,31 @@ def _der(item: x509.Certificate | UnreadableCertificate) -> bytes:
 MAX_JUDGED_BYTES = 32 * 1024
 
 
+# What a fingerprint of a chain with an unreadable entry starts with: no certificate's DER
+# does (each is a SEQUENCE, 0x30), so it never hashes the same bytes as a readable chain.
+_WITH_UNREADABLE = b"\x00omgate chain with unreadable entries\x00"
+
+
 def chain_fingerprint(chain: tuple[x509.Certificate, ...],
                       unreadable: tuple[UnreadableCertificate, ...] = ()) -> str:
-    """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints."""
+    """SHA-256 over the presented chain's DER, in order: equal chains, equal fingerprints.
+
+    Readable certificates run together split one way only (each DER says its length). An
+    unreadable entry does not: one holding a whole chain's DER hashed as that chain and
+    took its cached verdict. A chain with one is hashed apart, each entry with its
+    readability and length."""
     if not chain and not unreadable:
         return ""
     digest = hashlib.sha256()
+    if not unreadable:
+        for certificate in chain:
+            digest.update(certificate.public_bytes(Encoding.DER))
+        return digest.hexdigest()
+    digest.update(_WITH_UNREADABLE)
     for item in in_presented_order(chain, unreadable):
-        digest.update(_der(item))
+        der = _der(item)
+        readable = b"U" if isinstance(item, UnreadableCertificate) else b"C"
+        digest.update(readable + len(der).to_bytes(8, "big") + der)
     return digest.hexdigest()
 
 

@@ -16,9 +16,10 @@ CacheKey = tuple[object, ...]
 
 def cache_key(identity: ClientIdentity, policy: Policy) -> CacheKey:
     """What a decision depends on besides the time: the chain, the policy, where it came
-    from, and OpenSSL's complaints about it (its third opinion)."""
+    from, and OpenSSL's complaints about it (its third opinion: where and what, not whose
+    name, which the chain and the policy's trust already say)."""
     facts = identity.handshake
-    complaints = tuple((result.depth, result.error, result.subject)
+    complaints = tuple((result.depth, result.error)
                        for result in facts.verify_results if result.error) if facts else ()
     return (identity.chain_sha256, id(policy), identity.source, identity.ignored_headers,
             identity.forwarded_format, complaints, facts.verified_under if facts else "")

@@ -151,7 +151,7 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
                          verify_depth=settings.verify_depth)
     for certificate in settings.advertised_ca:  # none: an empty list in the CertificateRequest
         context.add_client_ca(certificate)
-    server_names = openssl_glue.ServerNameCheck(settings.public_names)
+    server_names = openssl_glue.server_name_check(settings.public_names)
     openssl_glue.install(context, verify_mode=_verify_mode(settings), server_names=server_names)
     return context, server_names
 

@@ -33,6 +33,7 @@ from service.clientauth.presented import (
     PresentedChain,
     load_chain,
 )
+from service.text import clipped
 from service.tls.resumption import (
     CLIENT_HELLO,
     NEW_SESSION_TICKET,
@@ -109,8 +110,10 @@ NAMED_CERTIFICATE_BYTES = 8 * 1024
 
 
 def _read_subject(der: bytes) -> str:
+    """The subject as OpenSSL's complaints name it, clipped: a client chooses its length,
+    and every decision kept and every line logged holds it."""
     try:
-        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+        return clipped(x509.load_der_x509_certificate(der).subject.rfc4514_string())
     except ValueError:
         return "(unparseable certificate)"
 
@@ -212,6 +215,15 @@ class ServerNameCheck:
             return lib.SSL_TLSEXT_ERR_ALERT_FATAL
 
         self.callback = check
+
+
+@functools.cache
+def server_name_check(public_names: tuple[str, ...]) -> ServerNameCheck:
+    """The check for these names, made once and never freed: OpenSSL calls a context's
+    callback for every connection made from it, after a newer context (new ticket keys, a
+    reloaded certificate) has replaced it, so a check freed with the old context left its
+    connections calling freed memory. The names come from the configuration: few."""
+    return ServerNameCheck(public_names)
 
 
 def install(context: SSL.Context, *, verify_mode: int, server_names: ServerNameCheck) -> None:

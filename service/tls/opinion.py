@@ -83,9 +83,7 @@ def certificate_message(chain: Sequence[bytes]) -> bytes:
     return _records(_handshake(CERTIFICATE, _length(len(entries), 3) + entries))
 
 
-# Any server name will do; module-level, so its C callback lives as long as OpenSSL may
-# call it.
-_ANY_NAME = openssl_glue.ServerNameCheck(())
+_ANY_NAME = openssl_glue.server_name_check(())  # any server name will do
 
 
 @functools.cache

@@ -151,3 +151,85 @@ def test_a_chain_is_logged_in_full_the_first_time_then_by_fingerprint_only(pki):
     nothing = decision_fields(ClientIdentity((), "tls"), ACCEPT, "accept", seen, NOW)
     assert nothing["chain"] == [] and nothing["chain_sha256"] is None
 
+
+
+def test_a_chain_spliced_into_one_unreadable_entry_never_takes_the_chains_verdict(pki):
+    """Anyone may know a sender's public chain. Sent as one entry (leaf and intermediate
+    run together, which no parser reads), it hashed to the chain's fingerprint: its
+    refusal, cached, refused the real sender for a minute (an attacker's review)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from service.clientauth import HandshakeFacts, VerifyResult
+    from service.clientauth.presented import load_chain
+
+    policy = Policy(mode="require", anchors=(pki.root.certificate,))
+    leaf, intermediate = (pki.leaf.certificate.public_bytes(Encoding.DER),
+                          pki.intermediate.certificate.public_bytes(Encoding.DER))
+    verified = tuple(VerifyResult(depth, 0, "ok", "x") for depth in (2, 1, 0))
+    sender = load_chain([leaf, intermediate]).identity(
+        "tls", "203.0.113.1:443",
+        HandshakeFacts(verify_results=verified, verified_under=policy.verification_digest))
+    spliced = load_chain([leaf + intermediate]).identity(
+        "tls", "198.51.100.66:1234", HandshakeFacts(verified_under=policy.verification_digest))
+    assert spliced.unreadable and not spliced.chain
+    assert spliced.chain_sha256 != sender.chain_sha256
+    gate = ClientAuthGate(policy)
+    assert not gate.evaluate(spliced).decision.accepted
+    assert gate.evaluate(sender).decision.accepted
+
+
+def test_chain_fingerprints_of_readable_chains_are_their_der_run_together(pki):
+    """What the registry, the inbox and the log have always keyed chains by."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from service.clientauth.model import chain_fingerprint
+
+    chain = (pki.leaf.certificate, pki.intermediate.certificate)
+    run = b"".join(certificate.public_bytes(Encoding.DER) for certificate in chain)
+    assert chain_fingerprint(chain) == hashlib.sha256(run).hexdigest()
+
+
+def test_a_decision_kept_for_a_chain_with_a_huge_subject_stays_small():
+    """OpenSSL's complaints name the certificate's subject; a self-signed one with a
+    45 KB subject made each of the cache's 10,000 entries hold 45 KB (an attacker's
+    review: 439 MiB at the cache's limit)."""
+    import gc
+    import tracemalloc
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from service.clientauth import HandshakeFacts, VerifyResult
+    from service.clientauth.presented import load_chain
+    from service.gate.cache import CACHE_LIMIT
+    from service.tls import openssl_glue
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "u" * 60)] * 700)
+
+    def hostile(serial: int) -> bytes:
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(serial)
+                .not_valid_before(NOW - dt.timedelta(days=1))
+                .not_valid_after(NOW + dt.timedelta(days=1))
+                .sign(key, None).public_bytes(Encoding.DER))
+
+    gate = ClientAuthGate(Policy(mode="require", anchors=()))
+    chains = [hostile(serial) for serial in range(1, 31)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for der in chains:
+        subject = openssl_glue._read_subject(der)  # what the verify callback records
+        facts = HandshakeFacts(verify_results=(VerifyResult(0, 18, "self-signed", subject),))
+        gate.evaluate(load_chain([der]).identity("tls", "198.51.100.9:1", facts))
+        del facts, subject
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    held = sum(stat.size_diff for stat in after.compare_to(before, "filename")) / len(chains)
+    assert held * CACHE_LIMIT < 32 * 2**20, f"{held:.0f} bytes an entry"

@@ -244,3 +244,57 @@ def test_a_close_notify_ends_the_layer_and_a_forged_record_is_an_error(dev_pki):
     # an application-data record whose contents were not encrypted by the client's keys
     with pytest.raises(LayerError):
         TlsLayer(server).receive(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+
+
+_RENEWED_MID_HANDSHAKE = '''
+import gc, sys
+from pathlib import Path
+from OpenSSL import SSL
+from service.config import load_config
+from service.policy_loader import PolicyLoader
+from service.server import build_server_tls
+from service.tools.pki import write_dev_pki
+folder = Path(sys.argv[1])
+write_dev_pki(folder)
+(folder / "c.toml").write_text(
+    f'[server]\\nbind = ["127.0.0.1:8443"]\\ncertfile = "{folder}/server.pem"\\n'
+    f'keyfile = "{folder}/server.key"\\n[client_auth]\\nmode = "request"\\n'
+    f'[inbox]\\nurl = "sqlite:///{folder}/x.db"\\n')
+config = load_config(folder / "c.toml", {})
+server_tls = build_server_tls(config, PolicyLoader(config))
+server = SSL.Connection(server_tls.context, None)
+server.set_accept_state()
+# A client can fill the ticket memory; each fill renews. The first renewal's garbage is
+# collected, and the renewals after it make new C callbacks, which may take its place.
+server_tls.renew_ticket_keys()
+gc.collect()
+for _renewal in range(3):
+    server_tls.renew_ticket_keys()
+client = SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), None)
+client.set_connect_state()
+client.set_tlsext_host_name(b"localhost")
+try:
+    client.do_handshake()
+except SSL.WantReadError:
+    pass
+server.bio_write(client.bio_read(65536))
+try:
+    server.do_handshake()
+except SSL.WantReadError:
+    pass
+print("served", server.get_servername().decode())
+'''
+
+
+def test_a_handshake_begun_before_the_context_was_renewed_still_checks_its_name(tmp_path):
+    """A connection keeps calling its own context's server-name callback after a renewal
+    replaced the context; the callback was freed with the old context's check, and the
+    ClientHello called freed memory (an attacker's review). In a child process: a freed
+    callback may crash it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _RENEWED_MID_HANDSHAKE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and "served localhost" in done.stdout, done.stderr[-800:]
