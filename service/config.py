@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import json
+import math
 import os
 import re
 import tomllib
@@ -32,7 +33,7 @@ from service.clientauth import (
     parse_dn,
     parse_pin,
 )
-from service.dsn import MASK, mask_dsn
+from service.dsn import MASK, mask_dsn, reads_two_ways
 from service.envtext import EnvText
 from service.forwarded import (
     CLIENT_ADDRESS_HEADERS,
@@ -103,10 +104,21 @@ def _positive_int(value: Any, _base: Path) -> int:
     return value
 
 
-def _positive_seconds(value: Any, _base: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError("a positive number of seconds")
+# The most seconds any setting may say: a deadline, a lease or a retry's delay is added to
+# the time now, and nan or inf would turn a deadline off.
+MAX_SECONDS = 30 * 86400
+
+
+def _seconds(value: Any, *, zero_allowed: bool, expected: str) -> float:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value > MAX_SECONDS
+            or value < 0 or (value == 0 and not zero_allowed)):
+        raise ValueError(f"{expected}, at most 30 days ({MAX_SECONDS})")
     return float(value)
+
+
+def _positive_seconds(value: Any, _base: Path) -> float:
+    return _seconds(value, zero_allowed=False, expected="a positive number of seconds")
 
 
 def _non_negative_int(value: Any, _base: Path) -> int:
@@ -116,9 +128,7 @@ def _non_negative_int(value: Any, _base: Path) -> int:
 
 
 def _non_negative_seconds(value: Any, _base: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError("a number of seconds, 0 or more")
-    return float(value)
+    return _seconds(value, zero_allowed=True, expected="a number of seconds, 0 or more")
 
 
 def _boolean(value: Any, _base: Path) -> bool:
@@ -213,11 +223,14 @@ def _webhook_url(value: Any, _base: Path) -> str:
     expected = 'an http:// or https:// URL, or ""'
     if not isinstance(value, str):
         raise ValueError(expected)
-    try:
-        parts = urlsplit(value)
-    except ValueError:  # an unclosed "[" of an IPv6 address, say
-        raise ValueError(expected) from None
-    if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+    if not value:
+        return value
+    if reads_two_ways(value):
+        raise ValueError(f"{expected} that reads one way only: a port that is a number, and "
+                         'in a user name or password "/", "?", "#" and "@" percent-encoded '
+                         "(%2F, %3F, %23, %40)")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(expected)
     return value
 

@@ -11,11 +11,15 @@ password is what is hidden.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
-SECRET_KEYWORDS = ("password", "sslpassword")  # sslpassword unlocks the client key
+# sslpassword unlocks the client key; the SCRAM keys and the OAuth client secret (libpq
+# 18) log in as a password does
+SECRET_KEYWORDS = ("password", "sslpassword", "oauth_client_secret", "scram_client_key",
+                   "scram_server_key")
 UNREADABLE = "<not shown: not a connection string libpq can read>"
 
 
@@ -46,6 +50,16 @@ def _could_hold_a_secret(dsn: str) -> bool:
     return "@" in dsn or "=" in dsn
 
 
+@functools.cache
+def secret_keywords() -> frozenset[str]:
+    """SECRET_KEYWORDS and whatever else the libpq in use marks as a password to hide."""
+    from psycopg import pq
+
+    hidden = {option.keyword.decode() for option in pq.Conninfo.get_defaults()
+              if option.dispchar == b"*"}
+    return frozenset(SECRET_KEYWORDS) | hidden
+
+
 def _conninfo(dsn: str) -> dict[str, str] | None:
     """libpq's reading of ``dsn``, or None when it cannot read it."""
     from psycopg import ProgrammingError
@@ -59,11 +73,22 @@ def _conninfo(dsn: str) -> dict[str, str] | None:
         return None
 
 
-def _mask_http_url(url: str) -> MaskedDsn:
+def reads_two_ways(url: str) -> bool:
+    """True when an http(s) URL could mean two things: it does not parse, its port is not
+    a number, or an "@" comes after its host. A user name or password holding "/", "?" or
+    "#" unencoded ends the host there and puts the rest of it, "@" included, in the path."""
     try:
         parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number
     except ValueError:  # an unclosed "[" of an IPv6 address, say
+        return True
+    return "@" in url.partition("//")[2][len(parts.netloc):]
+
+
+def _mask_http_url(url: str) -> MaskedDsn:
+    if reads_two_ways(url):
         return MaskedDsn(UNREADABLE if _could_hold_a_secret(url) else url, False, url, ())
+    parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     if not at:
         return MaskedDsn(url, True, url, ())
@@ -88,7 +113,7 @@ def mask_dsn(dsn: str) -> MaskedDsn:
     parts = _conninfo(dsn)
     if parts is None:
         return MaskedDsn(UNREADABLE if _could_hold_a_secret(dsn) else dsn, False, dsn, ())
-    secrets = {name: parts[name] for name in SECRET_KEYWORDS if parts.get(name)}
+    secrets = {name: parts[name] for name in secret_keywords() if parts.get(name)}
     shown = make_conninfo(**{**parts, **dict.fromkeys(secrets, MASK)})
     longest_first = sorted(set(secrets.values()), key=len, reverse=True)
     return MaskedDsn(shown, True, dsn, tuple(longest_first))

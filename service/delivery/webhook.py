@@ -128,6 +128,9 @@ class Webhook:
                 answer = await _answer_start(response)
         except httpx.TimeoutException:
             raise DeliveryFailed("timed out") from None
+        except httpx.InvalidURL:  # its words quote the URL, which may hold a password
+            raise DeliveryFailed("the webhook URL cannot be read (see delivery.webhook_url)") \
+                from None
         except (httpx.HTTPError, ssl.SSLError, OSError) as error:
             raise DeliveryFailed(f"{type(error).__name__}: {error}") from None
         if not 200 <= response.status_code < 300:

@@ -8,6 +8,7 @@ settings that cannot work together.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from service.certfiles import (
 from service.clientauth import ClientIdentity, Finding, Policy, summarize
 from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
-from service.config import Config, PolicyRules
+from service.config import Config, ConfigError, PolicyRules
+from service.delivery.targets import ClosingTarget
 from service.exitcodes import UsageError
 from service.inbox import sqlite_path
 from service.inbox.sqlite_database import database_files
@@ -34,6 +36,7 @@ from service.logs import get_logger
 from service.policy_loader import PolicyLoader
 from service.report import count_line, write_certificates, write_findings
 from service.secretfiles import readable_by_others
+from service.server import delivery_target_of
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
 
@@ -265,7 +268,25 @@ def check_deployment(config: Config, *, trust: Path | None = None,
     if config.server.bind:
         check_server(config, report, server_trust(trust, "--trust"), now)
     check_client_auth(config, report, now)
+    check_delivery(config, report)
     return report
+
+
+def check_delivery(config: Config, report: CheckReport) -> None:
+    """The delivery target as serve and deliver build it: its handler imported, or its
+    webhook's CA and client certificate read (nothing is sent)."""
+    if not config.delivery.enabled:
+        return
+    try:
+        target = delivery_target_of(config)
+    except ConfigError as error:
+        report.findings.append(_conflict(
+            "error", f"[delivery] cannot be used: {error}",
+            "Fix it as the message says: `omgate serve` and `omgate deliver` refuse to "
+            "start with it."))
+        return
+    if isinstance(target, ClosingTarget):
+        asyncio.run(target.aclose())
 
 
 def write_text(report: CheckReport, config: Config, out: TextIO) -> None:

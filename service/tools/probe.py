@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import h11
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
@@ -147,13 +147,20 @@ def open_connection(target: Target, context: SSL.Context, presented: bool) -> Co
     tls = transport.tls
     chain = tuple(tls.get_peer_cert_chain(as_cryptography=True) or ())
     names = tls.get_client_ca_list()
-    request = CertificateRequest(
-        notes.certificate_requested,
-        tuple(",".join(f"{k.decode()}={v.decode()}" for k, v in reversed(name.get_components()))
-              for name in names),  # RFC 4514 order, as omgate's logs name CAs
-        frozenset(name.der() for name in names))
+    request = CertificateRequest(notes.certificate_requested,
+                                 tuple(ca_name_text(name) for name in names),
+                                 frozenset(name.der() for name in names))
     return Connection(chain, tls.get_protocol_version_name(), tls.get_cipher_name() or "",
                       request, transport)
+
+
+def ca_name_text(name: crypto.X509Name) -> str:
+    """A CA name the server asked for, in RFC 4514 order as omgate's logs name CAs. Its
+    values are the server's bytes (a BMPString's are UTF-16): what is not UTF-8 is shown
+    escaped, never a reason to stop."""
+    return ",".join(f"{key.decode(errors='backslashreplace')}="
+                    f"{value.decode(errors='backslashreplace')}"
+                    for key, value in reversed(name.get_components()))
 
 
 # What the probe POSTs without --post: a SOAP envelope whose Body holds no notifications.
@@ -177,8 +184,8 @@ Reply = Answer | TlsFailure | str
 def exchange(connection: Connection, target: Target, body: bytes,
              presented: bool) -> Reply:
     try:
-        return HttpClient(connection.transport, target.host).post(target.path, body,
-                                                                   SOAP_HEADERS)
+        return HttpClient(connection.transport, target.host,
+                          timeout=TIMEOUT_SECONDS).post(target.path, body, SOAP_HEADERS)
     except SSL.Error as error:
         return TlsFailure.of(error, server_name=target.host, presented=presented)
     except (OSError, h11.ProtocolError) as error:

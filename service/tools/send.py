@@ -86,7 +86,8 @@ class Sender:
         started = time.perf_counter()
         try:
             if self.client is None:
-                self.client = HttpClient(self._transport(), self.authority)
+                self.client = HttpClient(self._transport(), self.authority,
+                                         timeout=TIMEOUT_SECONDS)
             answer = self.client.post(self.path, body, SOAP_HEADERS)
         except (OSError, SSL.Error, h11.ProtocolError) as error:
             self.close()

@@ -124,25 +124,33 @@ def _trust(context: SSL.Context, roots: Path) -> None:
         store.add_cert(crypto.X509.from_cryptography(certificate))
 
 
-def patiently(call: Callable[[], T], sock: socket.socket, timeout: float) -> T:
-    """Run a pyOpenSSL call on a socket with a timeout, waiting while it wants I/O."""
-    deadline = time.monotonic() + timeout
+def _remaining(deadline: float) -> float:
+    """Seconds left until ``deadline`` (time.monotonic); TimeoutError once it has passed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("no whole answer in time")
+    return remaining
+
+
+def patiently(call: Callable[[], T], sock: socket.socket, deadline: float) -> T:
+    """Run a pyOpenSSL call on a socket until ``deadline``, waiting while it wants I/O."""
     while True:
         try:
             return call()
         except (SSL.WantReadError, SSL.WantWriteError) as want:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no answer within {timeout:g} s") from None
+            remaining = _remaining(deadline)
             readable = isinstance(want, SSL.WantReadError)
             select.select([sock] if readable else [], [] if readable else [sock], [],
                           remaining)
 
 
 class Transport(Protocol):
-    def sendall(self, data: bytes) -> None: ...
+    """Bytes to and from a server, each call done by ``deadline`` (time.monotonic): one
+    deadline for a whole exchange, so a server trickling its answer cannot stretch it."""
 
-    def recv(self, size: int) -> bytes: ...
+    def sendall(self, data: bytes, deadline: float) -> None: ...
+
+    def recv(self, size: int, deadline: float) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -151,10 +159,12 @@ class Transport(Protocol):
 class PlainTransport:
     sock: socket.socket
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes, deadline: float) -> None:
+        self.sock.settimeout(_remaining(deadline))
         self.sock.sendall(data)
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, deadline: float) -> bytes:
+        self.sock.settimeout(_remaining(deadline))
         return self.sock.recv(size)
 
     def close(self) -> None:
@@ -165,14 +175,13 @@ class PlainTransport:
 class TlsTransport:
     tls: SSL.Connection
     sock: socket.socket
-    timeout: float
 
-    def sendall(self, data: bytes) -> None:
-        patiently(lambda: self.tls.sendall(data), self.sock, self.timeout)
+    def sendall(self, data: bytes, deadline: float) -> None:
+        patiently(lambda: self.tls.sendall(data), self.sock, deadline)
 
-    def recv(self, size: int) -> bytes:
+    def recv(self, size: int, deadline: float) -> bytes:
         try:
-            return patiently(lambda: self.tls.recv(size), self.sock, self.timeout)
+            return patiently(lambda: self.tls.recv(size), self.sock, deadline)
         except (SSL.ZeroReturnError, SSL.SysCallError):
             return b""
 
@@ -191,14 +200,14 @@ def connect(address: str, port: int, server_name: str, context: SSL.Context,
     tls.set_tlsext_host_name(server_name.encode("idna"))
     tls.set_connect_state()
     try:
-        patiently(tls.do_handshake, sock, timeout)
+        patiently(tls.do_handshake, sock, time.monotonic() + timeout)
         leaf = tls.get_peer_certificate(as_cryptography=True)
         if check_name and (leaf is None or not covers(leaf, server_name)):
             raise SSL.Error(f"the server's certificate does not cover {server_name!r}")
     except BaseException:
         sock.close()
         raise
-    return TlsTransport(tls, sock, timeout)
+    return TlsTransport(tls, sock)
 
 
 FailureKind = Literal["closed", "unrecognized_name", "not_tls", "server_unverified",
@@ -284,9 +293,10 @@ class Answer:
 class HttpClient:
     """HTTP/1.1 requests over one connection, kept open while the server allows."""
 
-    def __init__(self, transport: Transport, host: str) -> None:
+    def __init__(self, transport: Transport, host: str, *, timeout: float) -> None:
         self.transport = transport
         self.host = host
+        self.timeout = timeout  # seconds for a whole exchange: the request and its answer
         self._http = h11.Connection(h11.CLIENT)
 
     @property
@@ -294,21 +304,22 @@ class HttpClient:
         return self._http.our_state is h11.IDLE and self._http.their_state is h11.IDLE
 
     def post(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> Answer:
+        deadline = time.monotonic() + self.timeout
         request = h11.Request(method="POST", target=path, headers=[
             ("Host", self.host), ("Content-Length", str(len(body))), *headers])
         self.transport.sendall(self._http.send(request) + self._http.send(h11.Data(data=body))
-                               + self._http.send(h11.EndOfMessage()))
-        answer = self._read_answer()
+                               + self._http.send(h11.EndOfMessage()), deadline)
+        answer = self._read_answer(deadline)
         if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
             self._http.start_next_cycle()
         return answer
 
-    def _read_answer(self) -> Answer:
+    def _read_answer(self, deadline: float) -> Answer:
         status, body = 0, b""
         while True:
             event = self._http.next_event()
             if event is h11.NEED_DATA:
-                self._http.receive_data(self.transport.recv(65536))
+                self._http.receive_data(self.transport.recv(65536, deadline))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):

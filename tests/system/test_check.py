@@ -344,3 +344,22 @@ def test_a_server_certificate_that_expired_says_so_in_words(server_pki, tmp_path
     assert "(expired 3 days ago)" in result.stdout, result.stdout
     assert "days left" in result.stdout  # its intermediate's
     assert "-3 days" not in result.stdout
+
+
+@pytest.mark.parametrize("delivery", [
+    'webhook_url = "https://hooks.example.com/in"\nwebhook_client_cert = "missing.pem"',
+    'webhook_url = "https://hooks.example.com/in"\nwebhook_ca = "missing-ca.pem"',
+    'webhook_url = "http://hooks.example.com/in"\nwebhook_ca = "ca.pem"',
+    'handler = "no_such_module:deliver"',
+], ids=["missing-client-cert", "missing-ca", "ca-for-http", "handler-not-found"])
+def test_a_delivery_target_serve_would_refuse_fails_the_check(tmp_path, delivery):
+    """check said OK for a [delivery] that serve and deliver refuse to start with (an
+    attacker's review): it never built the delivery target."""
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    config = tmp_path / "omgate.toml"
+    config.write_text('[server]\nbind = []\nplain_bind = ["127.0.0.1:0"]\n'
+                      f'[inbox]\nurl = "sqlite:///inbox.db"\n[delivery]\n{delivery}\n')
+    status, report = checked(str(config))
+    assert status == 1 and not report["ok"]
+    [finding] = [item for item in report["findings"] if "[delivery]" in item["message"]]
+    assert finding["code"] == "config_conflict" and finding["severity"] == "error"

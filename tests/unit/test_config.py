@@ -249,3 +249,32 @@ def test_the_configuration_knows_where_each_value_was_set(tmp_path):
         "environment variable OMGATE_SERVER__KEYFILE: [server] keyfile: x")
     assert str(config.error("server", "workers", "x")) == (
         f"{path}: [server] workers (not set: its built-in default): x")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e12", "-0.5"])
+@pytest.mark.parametrize("variable", ["OMGATE_SERVER__REQUEST_TIMEOUT",
+                                      "OMGATE_SERVER__DRAIN_SECONDS",
+                                      "OMGATE_DELIVERY__TIMEOUT",
+                                      "OMGATE_DELIVERY__RETRY_MAX_SECONDS"])
+def test_seconds_are_a_finite_number_of_at_most_thirty_days(tmp_path, variable, value):
+    """nan compared as neither too small nor too large, inf turned a deadline off, and a
+    lease of 1e12 seconds killed the delivery worker (an attacker's review)."""
+    (tmp_path / "omgate.toml").write_text("")
+    with pytest.raises(ConfigError, match="30 days"):
+        load_config(tmp_path / "omgate.toml", {variable: value})
+    accepted = load_config(tmp_path / "omgate.toml", {variable: str(30 * 86400)})
+    section, key = variable.removeprefix("OMGATE_").lower().split("__")
+    assert getattr(getattr(accepted, section), key) == 30 * 86400
+
+
+@pytest.mark.parametrize("url", ["https://omgate:ab/Wh1sper@hooks.example.com/in",
+                                 "https://omgate:12/Wh1sper@hooks.example.com/in",
+                                 "https://omgate:ab?Wh1sper@hooks.example.com/in",
+                                 "https://hooks.example.com:8x/in"])
+def test_a_webhook_url_that_reads_two_ways_is_refused(tmp_path, url):
+    """A password holding "/", "?" or "#" unencoded moves the host: the request would go
+    elsewhere, without its credentials, and the password would be logged."""
+    (tmp_path / "omgate.toml").write_text(f'[delivery]\nwebhook_url = "{url}"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "omgate.toml", {})
+    assert "Wh1sper" not in str(refused.value)

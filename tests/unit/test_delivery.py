@@ -122,3 +122,27 @@ async def _retry_succeeds(threaded: ThreadedCalls) -> bool:
     except DeliveryFailed:
         return False
     return True
+
+
+def test_a_webhook_url_httpx_cannot_read_fails_without_quoting_it():
+    """httpx's InvalidURL is no HTTPError: it left the webhook, and its words (which quote
+    the URL, a password's part included) became the notification's last error."""
+    from types import SimpleNamespace
+
+    from service.delivery.webhook import Webhook
+
+    notification = SimpleNamespace(delivery_document=dict, organization_id="00D",
+                                   notification_id="04l")
+    webhook = Webhook("https://omgate:Wh1sper/x@hooks.example.com/in")
+
+    async def attempt() -> str:
+        try:
+            await webhook(notification, 1)  # type: ignore[arg-type]
+        except DeliveryFailed as failed:
+            return str(failed)
+        finally:
+            await webhook.aclose()
+        return "delivered"
+
+    reason = asyncio.run(attempt())
+    assert "cannot be read" in reason and "Wh1sper" not in reason

@@ -64,3 +64,21 @@ def test_a_webhook_url_is_shown_without_its_credentials(url, shown):
     assert PASSWORD not in masked.scrub(f"POST {url} failed")
     if shown is not None:
         assert masked.shown == shown
+
+
+@pytest.mark.parametrize("keyword", ["oauth_client_secret", "scram_client_key",
+                                     "scram_server_key"])
+def test_every_secret_libpq_reads_is_masked(keyword):
+    """libpq 18 reads secrets besides the password: each logs in, or stands in for it."""
+    masked = mask_dsn(f"postgresql://omgate@db.example.com/omgate?{keyword}=Wh1sper0c0ffee")
+    assert masked.readable and "Wh1sper0c0ffee" not in masked.shown
+    assert "Wh1sper0c0ffee" not in masked.scrub("connection failed: Wh1sper0c0ffee")
+
+
+@pytest.mark.parametrize("password", ["ab/Wh1sper", "ab?Wh1sper", "ab#Wh1sper", "12/Wh1sper"])
+def test_a_webhook_password_with_an_unencoded_delimiter_is_never_shown(password):
+    """URL parsers end the host at the first "/", "?" or "#": a generated password holding
+    one put the rest of it, and the "@", in the path, where nothing masked it."""
+    masked = mask_dsn(f"https://omgate:{password}@hooks.example.com/in")
+    assert "Wh1sper" not in masked.shown and not masked.readable
+    assert "Wh1sper" not in masked.scrub(f"failed: https://omgate:{password}@hooks.example.com/in")
