@@ -28,7 +28,6 @@ from service.clientauth import ClientIdentity, Finding, Policy, summarize
 from service.clientauth.model import FindingCode, Severity
 from service.clientauth.serverchain import ServerTrust, analyse_server_chain
 from service.config import Config, ConfigError, PolicyRules
-from service.delivery.targets import ClosingTarget
 from service.exitcodes import UsageError
 from service.inbox import sqlite_path
 from service.inbox.sqlite_database import database_files
@@ -36,7 +35,6 @@ from service.logs import get_logger
 from service.policy_loader import PolicyLoader
 from service.report import count_line, write_certificates, write_findings
 from service.secretfiles import readable_by_others
-from service.server import delivery_target_of
 from service.terminal import json_text
 from service.tls.opinion import evaluate_offline
 
@@ -277,6 +275,12 @@ def check_delivery(config: Config, report: CheckReport) -> None:
     webhook's CA and client certificate read (nothing is sent)."""
     if not config.delivery.enabled:
         return
+    # here, not at the top: serve runs check before its supervisor sets up the workers'
+    # shared metrics, and these bring prometheus_client, which picks its mode when it is
+    # imported
+    from service.delivery.targets import ClosingTarget
+    from service.server import delivery_target_of
+
     try:
         target = delivery_target_of(config)
     except ConfigError as error:

@@ -94,3 +94,18 @@ def test_without_uvloop_auto_runs_on_asyncio_and_uvloop_is_refused(monkeypatch):
 def test_an_event_loop_that_omgate_does_not_know_is_refused():
     with pytest.raises(ConfigError, match="event_loop"):
         _event_loop("trio")
+
+
+def test_what_serve_imports_before_the_supervisor_makes_no_metric():
+    """prometheus_client picks single- or multi-process mode when it is imported; the
+    supervisor sets the shared folder first. omgate check, which serve runs before it,
+    once imported the server (and with it the metrics): each worker then kept its own,
+    and /metrics showed none of them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nimport service.commands.serve, service.tools.check\n"
+             "print('prometheus_client' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.strip() == "False"
