@@ -39,6 +39,7 @@ from typing import Literal
 from httptools import HttpParserError, HttpRequestParser
 
 from service.listeners.framing import (
+    MAX_HEAD_BYTES,
     NO_BODY,
     TOKEN,
     AnswerRefusal,
@@ -226,8 +227,8 @@ END_OF_CHUNKED = b"\r\n\r\n"  # a chunked body, trailers or not, ends in it (CRL
 
 # The chunk-size lines, extensions and trailers a chunked body may carry beyond as many
 # bytes as its content: its framing costs a Python call per chunk and llhttp applies no
-# limit of its own to extensions or trailers (the head's total, 64 KiB, fits in it).
-FRAMING_ALLOWANCE = 64 * 1024
+# limit of its own to extensions or trailers (a whole head's worth of trailers fits).
+FRAMING_ALLOWANCE = MAX_HEAD_BYTES
 
 
 class ChunkFramingError(ValueError):
@@ -266,7 +267,7 @@ class ChunkedBody:
             start, search = end, found + 1
         self._tail = seen[-len(END_OF_CHUNKED) + 1:]
         parts, self.parts = self.parts, []
-        content = parts[0] if len(parts) == 1 else b"".join(parts)
+        content = b"".join(parts)
         self._count(start, len(content))
         return content, (data[start:] if self.complete else None)
 
