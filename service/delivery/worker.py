@@ -9,6 +9,7 @@ dead-lettered (``omgate inbox retry`` brings it back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 import time
@@ -24,6 +25,11 @@ from service.metrics import Metrics
 
 log = get_logger("omgate")
 POLL_SECONDS = 1.0
+# After a claim failed: the pause before the next, doubling with each failure in a row up
+# to the cap (a stored message wakes the worker, and must not make it hammer a failing
+# database at the rate messages arrive).
+CLAIM_RETRY_FIRST_SECONDS = 1.0
+CLAIM_RETRY_MAX_SECONDS = 30.0
 
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -41,6 +47,7 @@ class DeliveryWorker:
     metrics: Metrics | None = None
     wake: asyncio.Event | None = None  # set when new notifications were stored
     rng: random.Random = random.Random()  # noqa: RUF009, S311 - jitter, not secrets
+    retry_pause: float = CLAIM_RETRY_FIRST_SECONDS  # after a failed claim, doubling
     _next_retry: float = field(default=float("inf"), init=False)  # soonest retry (monotonic)
 
     @property
@@ -64,22 +71,36 @@ class DeliveryWorker:
         log.info("delivery.stopped")
 
     async def _deliver_until(self, stop: asyncio.Event) -> None:
+        failed_claims = 0
         while not stop.is_set():
-            try:
-                claimed = await self.inbox.claim(limit=self.config.concurrency,
-                                                 lease_seconds=self.lease_seconds,
-                                                 now=dt.datetime.now(dt.UTC))
-            except InboxError as error:
-                log.error("delivery.inbox_failed", detail=str(error))
-                claimed = []
+            claimed = await self._claim()
+            if claimed is None:
+                failed_claims += 1
+                pause = capped_doubling(self.retry_pause, failed_claims, CLAIM_RETRY_MAX_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                continue
+            failed_claims = 0
             if claimed:
                 results = await asyncio.gather(*(self.attempt(item) for item in claimed),
                                                return_exceptions=True)
                 for failure in (r for r in results if isinstance(r, Exception)):
-                    log.error("delivery.worker_error",
-                              detail=f"{type(failure).__name__}: {failure}")
+                    log.error("delivery.worker_error", detail=_error_text(failure))
                 continue
             await self._idle(stop)
+
+    async def _claim(self) -> list[StoredNotification] | None:
+        """Due notifications, or None when the claim failed (logged): whatever it raised,
+        the worker goes on, or stored notifications would never be handed on."""
+        try:
+            return await self.inbox.claim(limit=self.config.concurrency,
+                                          lease_seconds=self.lease_seconds,
+                                          now=dt.datetime.now(dt.UTC))
+        except InboxError as error:
+            log.error("delivery.inbox_failed", detail=str(error))
+        except Exception as error:  # noqa: BLE001 - a bug, or a row it could not read
+            log.error("delivery.worker_error", detail=_error_text(error))
+        return None
 
     async def _idle(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(stop.wait())]
@@ -136,6 +157,11 @@ class DeliveryWorker:
     def _count(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.delivery_attempts.labels(result).inc()
+
+
+def _error_text(error: BaseException) -> str:
+    """An unexpected error, for ``delivery.worker_error``: its type and its words."""
+    return f"{type(error).__name__}: {error}"
 
 
 def _describe(error: BaseException) -> str:

@@ -146,3 +146,75 @@ def test_a_webhook_url_httpx_cannot_read_fails_without_quoting_it():
 
     reason = asyncio.run(attempt())
     assert "cannot be read" in reason and "Wh1sper" not in reason
+
+
+def test_the_worker_outlives_a_claim_that_fails_in_any_way(tmp_path):
+    """A claim that raised anything but InboxError (a row it could not read, a bug) ended
+    the worker's loop: the server went on acknowledging and stored notifications were never
+    handed on. It is logged, and delivery goes on."""
+    from structlog.testing import capture_logs
+
+    async def scenario() -> list[str]:
+        inbox = await stored_inbox(tmp_path)
+        claim, failures = inbox.claim, [ValueError("unreadable row"), InboxError("locked")]
+
+        async def failing_claim(**arguments: object) -> list[StoredNotification]:
+            if failures:
+                raise failures.pop(0)
+            return await claim(**arguments)  # type: ignore[arg-type]
+
+        inbox.claim = failing_claim  # type: ignore[method-assign]
+        handed: list[str] = []
+
+        async def target(notification: StoredNotification, _attempt: int) -> None:
+            handed.append(notification.notification_id)
+
+        stop = asyncio.Event()
+        worker = asyncio.create_task(DeliveryWorker(
+            inbox, target, delivery_config(), retry_pause=0.01).run(stop))
+        try:
+            await until(lambda: _pending_is_zero(inbox), timeout=10)
+        finally:
+            stop.set()
+            await worker
+            await inbox.close()
+        return handed
+
+    with capture_logs() as logs:
+        handed = asyncio.run(scenario())
+    assert len(set(handed)) == len(RECORDS)
+    failed = [line for line in logs if line["event"] in {"delivery.worker_error",
+                                                    "delivery.inbox_failed"}]
+    assert [line["detail"] for line in failed] == ["ValueError: unreadable row", "locked"]
+
+
+def test_a_failing_claim_waits_before_the_next_however_often_messages_arrive(tmp_path):
+    """Each stored message wakes the worker; a claim that keeps failing (the database is
+    gone) must not be retried at the rate messages arrive, but after a growing pause."""
+    async def scenario() -> int:
+        inbox = await stored_inbox(tmp_path)
+        claims = 0
+
+        async def failing_claim(**_arguments: object) -> list[StoredNotification]:
+            nonlocal claims
+            claims += 1
+            raise InboxError("database is gone")
+
+        inbox.claim = failing_claim  # type: ignore[method-assign]
+        stop, wake = asyncio.Event(), asyncio.Event()
+
+        async def target(_notification: StoredNotification, _attempt: int) -> None:
+            raise AssertionError("nothing is claimed")
+
+        worker = asyncio.create_task(DeliveryWorker(
+            inbox, target, delivery_config(), wake=wake, retry_pause=0.2).run(stop))
+        for _ in range(60):  # messages arriving for 0.6 s
+            wake.set()
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(worker, 2)  # and the pause ends at once when the server stops
+        await inbox.close()
+        return claims
+
+    claims = asyncio.run(scenario())
+    assert 2 <= claims <= 3  # at 0, 0.2 and 0.6 s at most: 0.2 doubling, not 60 tries
