@@ -98,8 +98,20 @@ def load_chain(presented_der: Sequence[bytes]) -> PresentedChain:
     return _kept_chain(presented)
 
 
-def _read_chain(presented_der: tuple[bytes, ...]) -> PresentedChain:
-    judged = sum(map(len, presented_der)) <= MAX_JUDGED_BYTES
+def load_chain_to_show(presented_der: Sequence[bytes]) -> PresentedChain:
+    """A recorded chain as the console and the tools show it: every certificate's names and
+    extensions read, whatever the chain's size. A chain too large to be judged was refused
+    and recorded without being read; a name of it that cannot be read makes its certificate
+    unreadable here, where showing it would otherwise fail."""
+    presented = tuple(presented_der)
+    if sum(map(len, presented)) <= MAX_JUDGED_BYTES:
+        return load_chain(presented)
+    return _read_chain(presented, judged=True)
+
+
+def _read_chain(presented_der: tuple[bytes, ...], judged: bool | None = None) -> PresentedChain:
+    if judged is None:
+        judged = sum(map(len, presented_der)) <= MAX_JUDGED_BYTES
     loaded = [_load(index, der, judged=judged) for index, der in enumerate(presented_der)]
     return PresentedChain(
         tuple(item for item in loaded if isinstance(item, x509.Certificate)),

@@ -14,7 +14,9 @@ import hmac
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from service.config import BindAddress, Config, ConfigError
 
@@ -102,4 +104,24 @@ def new_csrf_token() -> str:
 
 
 def csrf_matches(cookie: str | None, field: str | None) -> bool:
-    return bool(cookie) and bool(field) and hmac.compare_digest(str(cookie), str(field))
+    # as bytes: compare_digest raises TypeError on text that is not ASCII
+    return bool(cookie) and bool(field) and hmac.compare_digest(
+        str(cookie).encode(errors="surrogatepass"), str(field).encode(errors="surrogatepass"))
+
+
+def from_own_pages(headers: Mapping[str, str]) -> bool:
+    """Whether a browser says the request comes from the console's own pages (a client
+    that sends neither header is judged by its CSRF token alone). The CSRF cookie alone
+    does not say it: cookies are not kept apart by port, so a page another local server
+    serves can set it. The origin's host and port must be the request's; its scheme may
+    differ (a TLS proxy in front of the console). Under the console's ``no-referrer``
+    policy a browser sends ``Origin: null`` even from the console's own pages: then
+    ``Sec-Fetch-Site``, which every current browser sends, is what tells."""
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    host = headers.get("host", "").lower()
+    return bool(host) and urlsplit(origin).netloc.lower() == host

@@ -13,15 +13,16 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from service.console.auth import CSRF_COOKIE, CSRF_FIELD, csrf_matches
-from service.console.queries import LARGEST_ID, QueryReader
+from service.console.auth import CSRF_COOKIE, CSRF_FIELD, csrf_matches, from_own_pages
+from service.console.queries import QueryReader, inbox_id_of
 from service.console.rendering import redirect_with_notice, render
 from service.inbox import DEAD, STATES, Inbox, ListedNotification, State
 from service.inbox.chains import LISTENER, ChainRecord, EndpointSeen
@@ -35,6 +36,9 @@ FIELDS_SHOWN = 200
 FIELD_CHARACTERS = 2000  # of one field's value
 ID_PATTERN = re.compile(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$")
 CURSORS = ("before", "after", "dead_before", "dead_after")
+FORM_TYPE = "application/x-www-form-urlencoded"
+FORM_BYTES = 16 * 1024  # a Retry button's form: the CSRF token and the page's query
+FORM_FIELDS = 32
 
 
 @dataclass(frozen=True)
@@ -118,10 +122,34 @@ def _decision_here(record: ChainRecord, endpoint: str) -> EndpointSeen | None:
     return decided.get(endpoint) or decided.get(LISTENER)
 
 
-def _csrf_refused(request: Request, form: Any) -> Response | None:
-    if csrf_matches(request.cookies.get(CSRF_COOKIE), str(form.get(CSRF_FIELD, ""))):
-        return None
-    return PlainTextResponse("the form's CSRF token does not match\n", status_code=403)
+def _refused(status: int, why: str) -> Response:
+    return PlainTextResponse(why + "\n", status_code=status)
+
+
+async def posted_form(request: Request) -> FormData | Response:
+    """The form of a Retry button, or the answer refusing it. Before a byte of the body is
+    read: sent from the console's own pages, with the CSRF cookie, urlencoded, at most
+    ``FORM_BYTES``; then its CSRF field must match the cookie."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not from_own_pages(request.headers):
+        return _refused(403, "the form was not sent from the console's own pages")
+    if not cookie:
+        return _refused(403, "the form's CSRF token does not match")
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() != FORM_TYPE:
+        return _refused(415, f"a form is sent as {FORM_TYPE}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_BYTES:
+            return _refused(413, f"a form is at most {FORM_BYTES:,} bytes")
+    try:
+        form = FormData(parse_qsl(body.decode("ascii"), keep_blank_values=True,
+                                  max_num_fields=FORM_FIELDS))
+    except ValueError:  # not ASCII (UnicodeDecodeError), or too many fields
+        return _refused(400, "the form cannot be read")
+    if not csrf_matches(cookie, str(form.get(CSRF_FIELD, ""))):
+        return _refused(403, "the form's CSRF token does not match")
+    return form
 
 
 def inbox_routes(inbox: Inbox) -> list[Route]:
@@ -138,12 +166,12 @@ def inbox_routes(inbox: Inbox) -> list[Route]:
             "page": "inbox"})
 
     async def notification(request: Request) -> Response:
-        inbox_id = request.path_params["inbox_id"]
-        stored = await inbox.get(inbox_id) if inbox_id <= LARGEST_ID else None
-        if stored is None:
+        inbox_id = inbox_id_of(request.path_params["inbox_id"])
+        stored = await inbox.get(inbox_id) if inbox_id is not None else None
+        if inbox_id is None or stored is None:
             return render(request, "missing.html", {
-                "what": "notification", "key": str(inbox_id), "back": "/inbox",
-                "page": "inbox"}, 404)
+                "what": "notification", "key": clipped(request.path_params["inbox_id"], 40),
+                "back": "/inbox", "page": "inbox"}, 404)
         events = await inbox.events(inbox_id, limit=EVENTS_SHOWN)
         conflicts = await inbox.conflicts(inbox_id, limit=CONFLICTS_SHOWN) \
             if stored.conflicts else []
@@ -163,12 +191,13 @@ def inbox_routes(inbox: Inbox) -> list[Route]:
             "field_text": field_text, "query": InboxQuery(), "page": "inbox"})
 
     async def retry(request: Request) -> Response:
-        form = await request.form()
-        if (refused := _csrf_refused(request, form)) is not None:
-            return refused
-        inbox_id = request.path_params["inbox_id"]
-        count = await inbox.retry(inbox_id, dt.datetime.now(dt.UTC)) \
-            if inbox_id <= LARGEST_ID else 0
+        form = await posted_form(request)
+        if isinstance(form, Response):
+            return form
+        inbox_id = inbox_id_of(request.path_params["inbox_id"])
+        if inbox_id is None:
+            return PlainTextResponse("no such notification\n", status_code=404)
+        count = await inbox.retry(inbox_id, dt.datetime.now(dt.UTC))
         notice = f"retried:{inbox_id}" if count else f"not-retried:{inbox_id}"
         if form.get("from") == "notification":
             return redirect_with_notice(f"/inbox/{inbox_id}", notice)
@@ -182,9 +211,9 @@ def inbox_routes(inbox: Inbox) -> list[Route]:
             "query": query, "page": "inbox"})
 
     async def retry_all(request: Request) -> Response:
-        form = await request.form()
-        if (refused := _csrf_refused(request, form)) is not None:
-            return refused
+        form = await posted_form(request)
+        if isinstance(form, Response):
+            return form
         reader = QueryReader(form)
         through = reader.inbox_id("through", "")
         if through is None:
@@ -197,6 +226,6 @@ def inbox_routes(inbox: Inbox) -> list[Route]:
         Route("/inbox", notifications, methods=["GET", "HEAD"]),
         Route("/inbox/retry-all", confirm_retry_all, methods=["GET", "HEAD"]),
         Route("/inbox/retry-all", retry_all, methods=["POST"]),
-        Route("/inbox/{inbox_id:int}", notification, methods=["GET", "HEAD"]),
-        Route("/inbox/{inbox_id:int}/retry", retry, methods=["POST"]),
+        Route("/inbox/{inbox_id}", notification, methods=["GET", "HEAD"]),
+        Route("/inbox/{inbox_id}/retry", retry, methods=["POST"]),
     ]

@@ -5,6 +5,7 @@ ignored and what is shown instead)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,6 +15,15 @@ from service.text import clipped
 
 SHOWN_VALUE = 60  # characters of a value the page repeats
 LARGEST_ID = 2**63 - 1  # an inbox id fits a signed 64-bit column
+_ID_DIGITS = re.compile(r"[0-9]{1,19}")  # int() refuses more than 4,300 digits (ValueError)
+
+
+def inbox_id_of(text: str) -> int | None:
+    """The positive inbox id ``text`` names, or None."""
+    if _ID_DIGITS.fullmatch(text) and 0 < (number := int(text)) <= LARGEST_ID:
+        return number
+    return None
+
 Choice = TypeVar("Choice", bound=str)
 
 
@@ -56,8 +66,8 @@ class QueryReader:
         value = self.text(name)
         if not value:
             return None
-        if value.isascii() and value.isdigit() and 0 < int(value) <= LARGEST_ID:
-            return int(value)
+        if (inbox_id := inbox_id_of(value)) is not None:
+            return inbox_id
         self.ignore(name, value, "it is not an inbox id (a positive whole number)", instead)
         return None
 

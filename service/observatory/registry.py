@@ -6,9 +6,10 @@ dictionaries on the event loop; nothing waits for the database. Abuse is bounded
 this worker has not recorded before is recorded only within a budget of new chains
 (``service.observatory.budgets``: accepted chains and chains that carried a message have a
 reserved share, refused and unproven ones spend chains.max_new_per_hour, one client address
-a tenth of it), and a worker holds at most ``MAX_PENDING`` chains between two flushes; the
-rest are counted in ``omgate_chains_not_recorded_total{budget}`` and logged once per hour
-and budget (``chains.not_recorded``).
+a tenth of it), and a worker holds at most ``MAX_PENDING`` chains between two flushes
+(refused and unproven ones in nine tenths of the places at most); the rest are counted
+in ``omgate_chains_not_recorded_total{budget}`` and logged once per hour and budget
+(``chains.not_recorded``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ from service.observatory.budgets import Budget, NewChainBudgets, Standing, budge
 log = get_logger("omgate")
 FLUSH_SECONDS = 5.0
 MAX_PENDING = 10_000  # chains held between two flushes, at most
+# of which refused and unproven chains may take at most this share: a flood of throw-away
+# chains cannot keep out an accepted chain, or one that carried a message
+REFUSED_PENDING_SHARE = 0.9
+
+
+def _pending_places(standing: Standing) -> int:
+    """How many chains may be held between two flushes when a new one of ``standing``
+    comes."""
+    return MAX_PENDING if standing == "reserved" else int(MAX_PENDING * REFUSED_PENDING_SHARE)
+
 KNOWN_LIMIT = 10_000  # chains this worker remembers having recorded
 FORGET_EVERY = dt.timedelta(hours=1)
 
@@ -193,7 +204,7 @@ class ChainRegistry:
         key = chain_key(identity)
         tally = self._pending.get(key)
         if tally is None:
-            if len(self._pending) >= MAX_PENDING:
+            if len(self._pending) >= _pending_places(standing):
                 self._count_not_recorded("pending")
                 return None
             tally = self._pending[key] = _Tally(None, identity.source, now, now,

@@ -13,7 +13,7 @@ from cryptography import x509
 from service.clientauth import ClientIdentity, Finding
 from service.clientauth.chain import analyse_chain
 from service.clientauth.keys import costly_key
-from service.clientauth.presented import load_chain
+from service.clientauth.presented import load_chain_to_show
 from service.clientauth.summary import days_left
 from service.inbox.chains import (
     LISTENER,
@@ -52,7 +52,7 @@ def valid_prefix(text: str) -> bool:
 
 def record_identity(record: ChainRecord) -> ClientIdentity:
     """The chain as it was presented, as the policy engine reads it."""
-    presented = load_chain(list(record.certificates))
+    presented = load_chain_to_show(list(record.certificates))
     return ClientIdentity(presented.certificates, "forwarded" if record.source == "forwarded"
                           else "tls", record.last_peer, unreadable=presented.unreadable)
 
@@ -60,8 +60,10 @@ def record_identity(record: ChainRecord) -> ClientIdentity:
 def worth_analysing(identity: ClientIdentity) -> bool:
     """Whether a recorded chain may have its path built (signatures checked) to be shown: not
     when a key would make that costly, which the live path refuses before any check
-    (unsupported_key). Any client may have put such a chain in the registry."""
-    return bool(identity.chain) and not any(costly_key(c) for c in identity.chain)
+    (unsupported_key), nor when the chain is larger than a decision reads (chain_too_costly).
+    Any client may have put such a chain in the registry."""
+    return (bool(identity.chain) and not identity.oversized
+            and not any(costly_key(c) for c in identity.chain))
 
 
 def leaf_of(identity: ClientIdentity) -> x509.Certificate | None:
