@@ -29,8 +29,10 @@ class CertificateReload:
     def reload(self, trigger: str) -> None:
         try:
             self.server_tls.reload()
-        except TlsSetupError as error:
-            log.error("tls.reload_failed", trigger=trigger, reason=str(error),
+        except Exception as error:  # noqa: BLE001 - any file it cannot use: the watch goes on
+            reason = str(error) if isinstance(error, TlsSetupError) else (
+                f"{type(error).__name__}: {error}")
+            log.error("tls.reload_failed", trigger=trigger, reason=reason,
                       detail="keeping the certificate already loaded")
         else:
             self.track()

@@ -10,6 +10,7 @@ certificate without a restart (``service/certreload.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import socket
@@ -364,9 +365,13 @@ async def listen(parts: WorkerParts, listeners: Listeners, listening: Listening,
 
 
 def watch_certificate(parts: WorkerParts) -> asyncio.Task[None] | None:
-    """Reload the server certificate on SIGHUP, and when its files change."""
+    """Reload the server certificate on SIGHUP, and when its files change. Without a TLS
+    listener there is nothing to reload, and SIGHUP (``systemctl reload``, a reloader
+    sidecar, the supervisor passing it on) must not end the worker, its default action."""
     server_tls, interval = parts.prepared.server_tls, parts.config.server.reload_check_seconds
     if server_tls is None:
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
         return None
     reload = CertificateReload(server_tls, parts.metrics)
     reload.reload_on_sighup()

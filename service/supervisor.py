@@ -23,15 +23,17 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from service.backoff import capped_doubling
-from service.config import Config
+from service.config import Config, ConfigError
 from service.cpus import usable_cpus
 from service.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS
+from service.inbox.model import InboxError
 from service.logs import get_logger
 from service.multiprocess import METRICS_FOLDER_VARIABLE
 from service.sockets import Listeners, bind_listeners
@@ -121,6 +123,10 @@ def _fork_worker(config: Config, index: int, listeners: Listeners) -> int:
         code = EXIT_PROBLEMS
         try:
             code = run_worker(config, index, listeners)
+        except (ConfigError, InboxError) as error:  # a restart reads the files as they are now
+            print(f"omgate: worker {index} cannot start: {error}", file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - said, then the exit code tells the supervisor
+            traceback.print_exc()
         finally:
             sys.stdout.flush()
             sys.stderr.flush()

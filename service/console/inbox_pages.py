@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -143,8 +143,9 @@ async def posted_form(request: Request) -> FormData | Response:
         if len(body) > FORM_BYTES:
             return _refused(413, f"a form is at most {FORM_BYTES:,} bytes")
     try:
-        form = FormData(parse_qsl(body.decode("ascii"), keep_blank_values=True,
-                                  max_num_fields=FORM_FIELDS))
+        pairs: list[tuple[str, str | UploadFile]] = list(parse_qsl(
+            body.decode("ascii"), keep_blank_values=True, max_num_fields=FORM_FIELDS))
+        form = FormData(pairs)
     except ValueError:  # not ASCII (UnicodeDecodeError), or too many fields
         return _refused(400, "the form cannot be read")
     if not csrf_matches(cookie, str(form.get(CSRF_FIELD, ""))):

@@ -9,6 +9,7 @@ take the same notification.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import datetime as dt
 import hashlib
@@ -106,6 +107,7 @@ class PostgresInbox(PostgresChainStore, Inbox):
     def __init__(self, url: str, *, group_commit: bool = True, pool_size: int = 10) -> None:
         PostgresDatabase.__init__(self, url, pool_size=pool_size)
         NotificationStore.__init__(self, group_commit=group_commit)
+        self._late_checks: set[asyncio.Future[bool]] = set()  # readiness checks past their time
 
     def prepare(self, incoming: IncomingMessage) -> Rows:
         # as the message arrives, not with a connection and a transaction held open
@@ -145,6 +147,20 @@ class PostgresInbox(PostgresChainStore, Inbox):
             return result
 
     async def check_writable(self) -> None:
+        """Within READINESS_WAIT_SECONDS, or not ready: a server that stops answering on a
+        connection the pool holds must not hold /readyz (cancelling the query waits for
+        psycopg's cancellation, so the check is left to end on its own)."""
+        check = asyncio.ensure_future(self._primary_or_standby())
+        done, _ = await asyncio.wait({check}, timeout=READINESS_WAIT_SECONDS)
+        if not done:
+            check.cancel()
+            self._late_checks.add(check)  # kept until it ends; one pool connection each
+            check.add_done_callback(self._late_checks.discard)
+            raise self._error(f"no answer within {READINESS_WAIT_SECONDS} s")
+        if check.result():
+            raise self._error("the server is a read-only standby")
+
+    async def _primary_or_standby(self) -> bool:
         import psycopg
 
         try:
@@ -153,8 +169,7 @@ class PostgresInbox(PostgresChainStore, Inbox):
                              ).fetchone()
         except psycopg.Error as error:
             raise self._error(error) from None
-        if row and row["r"]:
-            raise self._error("the server is a read-only standby")
+        return bool(row and row["r"])
 
     async def list(self, *, limit: int, after_id: int = 0, state: State | None = None,
                    conflicted: bool = False,

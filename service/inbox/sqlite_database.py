@@ -135,7 +135,10 @@ class SqliteDatabase:
                 result = work(connection)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                # a COMMIT that failed (a full disk) has rolled back already: a ROLLBACK
+                # then would replace the cause with "no transaction is active"
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
         return result
 

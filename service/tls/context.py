@@ -201,7 +201,7 @@ class ServerTls:
         signature = _file_signature(self._watched())
         try:
             context, server_names = build_context(self.settings)
-        except TlsSetupError:
+        except Exception:  # TlsSetupError, or what a file nothing expected raised
             self._failed_signature = signature  # do not retry until the files change again
             raise
         self.context, self._server_names, self._signature = context, server_names, signature
