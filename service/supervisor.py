@@ -46,6 +46,8 @@ STARTUP_GRACE_SECONDS = 3.0  # a worker that dies sooner "died at start"
 RESTART_BACKOFF_FIRST = 1.0  # seconds before restarting a worker that died at start...
 RESTART_BACKOFF_MAX = 60.0  # ...doubling each time it does so again, up to this
 REAP_INTERVAL_SECONDS = 0.1
+# what the supervisor passes on to its workers
+FORWARDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def raise_open_files_limit() -> None:
@@ -117,8 +119,9 @@ def _fork_worker(config: Config, index: int, listeners: Listeners) -> int:
     supervisor = os.getpid()
     pid = os.fork()
     if pid == 0:  # the worker
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in FORWARDED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # blocked by _start
         _end_with(supervisor)
         code = EXIT_PROBLEMS
         try:
@@ -196,7 +199,7 @@ class Supervisor:
         self.result = EXIT_OK
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in FORWARDED_SIGNALS:
             signal.signal(signum, self._forward)
         for slot in self.slots:
             if not self.stopping:
@@ -237,9 +240,18 @@ class Supervisor:
                 os.kill(slot.pid, signum)
 
     def _start(self, slot: WorkerSlot) -> None:
-        slot.pid = _fork_worker(self.config, slot.index, self.listeners)
-        slot.starts += 1
-        slot.started_at, slot.restart_at = time.monotonic(), None
+        # A signal handled between fork() and the pid written down would be passed on to
+        # every worker but the new one, which would then serve on, and omgate never exit:
+        # the forwarded signals wait (blocked) until the pid is known.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            if self.stopping:
+                return
+            slot.pid = _fork_worker(self.config, slot.index, self.listeners)
+            slot.starts += 1
+            slot.started_at, slot.restart_at = time.monotonic(), None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _reaped(self, pid: int, status: int) -> None:
         for slot in self.slots:

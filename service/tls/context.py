@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from service.certfiles import ServerFile, ServerFileError, load_server_identity
+from service.certfiles import ServerFile, ServerFileError, ServerIdentity, load_server_identity
 from service.clientauth import Mode
 from service.tls import openssl_glue
 from service.tls.capture import Captured
@@ -73,9 +73,9 @@ def _select_alpn(_connection: SSL.Connection,
     return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
-def use_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -> None:
-    """Read the server's files with the loader ``omgate check`` uses, and give OpenSSL
-    what it read."""
+def read_server_identity(certfile: Path, keyfile: Path) -> ServerIdentity:
+    """The server's files, read with the loader ``omgate check`` uses; a key that is not
+    the certificate's is refused."""
     try:
         identity = load_server_identity(certfile, keyfile)
     except ServerFileError as error:
@@ -85,6 +85,12 @@ def use_server_identity(context: SSL.Context, certfile: Path, keyfile: Path) -> 
             "keyfile", "the key in server.keyfile does not belong to the certificate in "
                        f"server.certfile ({keyfile}, {certfile}): the first certificate there "
                        "must be the one issued for that key")
+    return identity
+
+
+def use_server_identity(context: SSL.Context, identity: ServerIdentity, certfile: Path,
+                        keyfile: Path) -> None:
+    """Give OpenSSL the server's certificates and key, as read from these files."""
     leaf, *intermediates = identity.chain
     try:
         context.use_certificate(crypto.X509.from_cryptography(leaf))
@@ -133,7 +139,11 @@ def new_server_context() -> SSL.Context:
     return context
 
 
-def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:
+def build_context(settings: TlsSettings, identity: ServerIdentity | None = None,
+                  ) -> tuple[SSL.Context, openssl_glue.ServerNameCheck]:
+    """A context serving ``identity`` (by default: the files as they are now)."""
+    if identity is None:
+        identity = read_server_identity(settings.certfile, settings.keyfile)
     context = new_server_context()
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     # An idle connection gives its record buffers back (about 34 KiB each): most open
@@ -146,7 +156,7 @@ def build_context(settings: TlsSettings) -> tuple[SSL.Context, openssl_glue.Serv
     # How long a ticket resumes; the ticket memory forgets a ticket after as long.
     context.set_timeout(int(TICKET_LIFETIME_SECONDS))
     context.set_alpn_select_callback(_select_alpn)
-    use_server_identity(context, settings.certfile, settings.keyfile)
+    use_server_identity(context, identity, settings.certfile, settings.keyfile)
     verify_client_chains(context, settings.trusted, partial_chain=settings.partial_chain,
                          verify_depth=settings.verify_depth)
     for certificate in settings.advertised_ca:  # none: an empty list in the CertificateRequest
@@ -183,7 +193,9 @@ class ServerTls:
 
     def __init__(self, settings: TlsSettings) -> None:
         self.settings = settings
-        self.context, self._server_names = build_context(settings)
+        # what is in service: kept, so that new ticket keys never bring in changed files
+        self._identity = read_server_identity(settings.certfile, settings.keyfile)
+        self.context, self._server_names = build_context(settings, self._identity)
         self.tickets: TicketChains[Captured] = TicketChains()
         self.not_after = served_not_after(self.context)
         self._signature = _file_signature(self._watched())
@@ -200,15 +212,19 @@ class ServerTls:
         """Build a context from the files as they are now; on error keep the old one."""
         signature = _file_signature(self._watched())
         try:
-            context, server_names = build_context(self.settings)
+            identity = read_server_identity(self.settings.certfile, self.settings.keyfile)
+            context, server_names = build_context(self.settings, identity)
         except Exception:  # TlsSetupError, or what a file nothing expected raised
             self._failed_signature = signature  # do not retry until the files change again
             raise
         self.context, self._server_names, self._signature = context, server_names, signature
+        self._identity = identity
         self.not_after = served_not_after(context)
         self.tickets.rotate()
 
     def renew_ticket_keys(self) -> None:
-        """A new context with new ticket keys, when the ticket memory is full."""
-        self.context, self._server_names = build_context(self.settings)
+        """A new context with new ticket keys, when the ticket memory is full: serving the
+        certificate in service, not the files as they may be by now (a reload, by SIGHUP or
+        the file watch, puts those in service, says so and reports their expiry)."""
+        self.context, self._server_names = build_context(self.settings, self._identity)
         self.tickets.rotate()

@@ -49,7 +49,7 @@ def test_a_certificate_that_cannot_be_loaded_does_not_end_the_file_watch(tmp_pat
     certfile.write_bytes(first.pem())
     keyfile.write_bytes(first.key_pem())
     (tmp_path / "omgate.toml").write_text(
-        f'[server]\nbind = ["127.0.0.1:8443"]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n'
+        f'[server]\nbind = ["127.0.0.1:0"]\ncertfile = "{certfile}"\nkeyfile = "{keyfile}"\n'
         f'[inbox]\nurl = "sqlite:///{tmp_path}/inbox.db"\n')
     config = load_config(tmp_path / "omgate.toml", {})
     server_tls = build_server_tls(config, PolicyLoader(config))
