@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from markupsafe import Markup
+
 from service.config import Config
 from service.console.app import console_chain_view
 from service.console.rendering import HERE, TEMPLATES
@@ -16,5 +18,6 @@ def standalone_report(config: Config, record: ChainRecord, now: dt.datetime) -> 
     require = PolicyLoader(config).policy(config.client_auth.rules, mode="require")
     view = console_chain_view(require, record, now)
     template = TEMPLATES.get_template("report.html")
-    return template.render(**view, stylesheet=(HERE / "static" / "console.css").read_text(),
-                           source=str(config.source))
+    # the project's own file, inline as it is (escaped, its quoted selectors broke)
+    stylesheet = Markup((HERE / "static" / "console.css").read_text())
+    return template.render(**view, stylesheet=stylesheet, source=str(config.source))

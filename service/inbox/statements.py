@@ -168,7 +168,10 @@ def retry_statements(dialect: Dialect, inbox_id: int | None,
     ``id``, ``through``)."""
     named = dialect.named
     if inbox_id is not None:
-        where = f"id = {named('id')}"
+        # not one a worker holds (its lease not over): it would be handed out again while
+        # its attempt still runs
+        where = (f"id = {named('id')} AND (lease_until IS NULL "
+                 f"OR lease_until < {named('now')})")
     else:
         where = f"state = '{DEAD}'"
         if through_id is not None:

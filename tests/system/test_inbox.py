@@ -259,6 +259,20 @@ def test_dead_letters_unblock_the_record_and_can_be_retried(inbox):
     assert inbox.retry(424242, NOW) == 0
 
 
+def test_a_notification_under_delivery_is_not_retried_until_its_lease_ends(inbox):
+    """Retry (the console's button, `omgate inbox retry ID`) on a notification a worker has
+    claimed cleared its lease: the next claim handed it out again while its first attempt
+    still ran, two attempts at once for one record."""
+    inbox.store(unique_message(1, record="001A00000000001AAA"))
+    [claimed] = inbox.claim(limit=10, lease_seconds=60, now=NOW)
+    assert inbox.retry(claimed.id, NOW) == 0
+    assert inbox.claim(limit=10, lease_seconds=60, now=NOW) == []  # still leased
+    lease_over = NOW + dt.timedelta(seconds=61)
+    assert inbox.retry(claimed.id, lease_over) == 1  # a worker that died: tried again now
+    assert [n.id for n in inbox.claim(limit=10, lease_seconds=60, now=lease_over)] == [
+        claimed.id]
+
+
 def test_pages_of_recent_notifications_are_read_by_id_with_their_counts(inbox):
     """The console pages through the inbox: at most a page per read (LIMIT, by id on either
     side of the page's edge), with the counts that say where the page is."""

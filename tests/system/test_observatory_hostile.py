@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from harness import run_omgate
+from harness import ROOT, run_omgate
 from httpx import Response
 from starlette.testclient import TestClient
 
@@ -128,6 +128,10 @@ def test_a_certificate_name_is_text_in_the_console_and_the_report(setup):
     for page in (report, _console_page(config_path, f"/chains/{key}"),
                  _console_page(config_path, "/chains")):
         _assert_text(page)
+    # the report's own stylesheet is inline as it is (escaped, its quoted selectors and
+    # strings were dropped by the browser)
+    stylesheet = (ROOT / "service" / "console" / "static" / "console.css").read_text()
+    assert f"<style>{stylesheet}</style>" in report
 
 
 def test_a_senders_certificate_name_is_text_on_its_timeline(setup):
