@@ -55,6 +55,41 @@ INBOX_STATS_SECONDS = 3.0  # a /metrics scrape waits no longer for the backlog f
 log = get_logger("omgate")
 
 
+READINESS_FRESH_SECONDS = 1.0
+
+
+@dataclass
+class InboxReadiness:
+    """The inbox's last write check, the answer of every /readyz of this worker for a
+    second: the public listeners answer anyone, and each check takes the inbox's write
+    lock, which a flood of /readyz would hold against the stores. Callers that come while
+    a check runs wait for that one."""
+
+    checked_at: float = -READINESS_FRESH_SECONDS  # time.monotonic()
+    problem: str | None = None
+    _running: asyncio.Future[str | None] | None = field(default=None, repr=False)
+
+    async def problem_now(self, inbox: Inbox) -> str | None:
+        """Why the inbox cannot take a write (None: it can)."""
+        if time.monotonic() - self.checked_at < READINESS_FRESH_SECONDS:
+            return self.problem
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._check(inbox))
+        return await asyncio.shield(self._running)
+
+    async def _check(self, inbox: Inbox) -> str | None:
+        problem = None
+        try:
+            await inbox.check_writable()
+        except InboxError as error:  # its text names the inbox with the password masked
+            log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
+            problem = f"inbox not writable: {error}"
+        finally:
+            self._running = None
+        self.checked_at, self.problem = time.monotonic(), problem
+        return problem
+
+
 @dataclass
 class ServiceState:
     """What changes while the process runs (the only mutable state the app shares)."""
@@ -63,6 +98,7 @@ class ServiceState:
     stop_signal: str = ""  # the signal that began the shutdown (SIGINT: exit status 130)
     # Set when new notifications were stored, to wake the delivery worker.
     stored: asyncio.Event = field(default_factory=asyncio.Event)
+    readiness: InboxReadiness = field(default_factory=InboxReadiness)
 
 
 @dataclass(frozen=True)
@@ -358,12 +394,7 @@ async def _not_ready_reason(inbox: Inbox, state: ServiceState) -> str | None:
     """Why this process should get no traffic now (None: it should)."""
     if state.draining:
         return "draining"
-    try:
-        await inbox.check_writable()
-    except InboxError as error:  # its text names the inbox with the password masked
-        log.warning("health.not_ready", reason="inbox_not_writable", detail=str(error))
-        return f"inbox not writable: {error}"
-    return None
+    return await state.readiness.problem_now(inbox)
 
 
 def _health_routes(inbox: Inbox, state: ServiceState, *, with_reasons: bool) -> list[Route]:

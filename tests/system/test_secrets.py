@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import httpx
 import pytest
 from harness import free_port, ssl_context
 from postgres_server import PostgresServer, start_postgres
+
+from service.app import READINESS_FRESH_SECONDS
 
 PASSWORD = f"Wh1sper-{secrets.token_hex(6)}"
 ROLE = "omgate_with_password"
@@ -102,6 +105,7 @@ def test_readiness_tells_only_the_health_listener_why_postgresql_is_gone(omgate_
         assert all(client.get(address).text == "ready\n" for address in public.values())
         assert client.get(health).text == "ready\n"
         own_postgres.stop()
+        time.sleep(READINESS_FRESH_SECONDS)  # past the answer of the last check
         for address in public.values():
             answer = client.get(address)
             assert (answer.status_code, answer.text) == (503, "not ready\n"), address
