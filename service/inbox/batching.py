@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from service.inbox.model import StoreResult
+from service.inbox.model import InboxError, StoreResult
 
 GROUP_COMMIT_LIMIT = 256  # messages in one transaction at the most
 
@@ -29,6 +29,7 @@ class GroupCommitter(Generic[Prepared]):
         self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[StoreResult]]] = (
             asyncio.Queue())
         self._task: asyncio.Task[None] | None = None
+        self._committing: list[asyncio.Future[StoreResult]] = []  # the batch under way
 
     async def store(self, message: Prepared) -> StoreResult:
         if self._task is None or self._task.done():
@@ -42,10 +43,13 @@ class GroupCommitter(Generic[Prepared]):
             batch = [await self._queue.get()]
             while len(batch) < self._limit and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._committing = [future for _, future in batch]
             try:
                 results = await self._store_batch([message for message, _ in batch])
             except Exception as error:  # noqa: BLE001 - every waiter learns of the failure
                 results = [error] * len(batch)
+            finally:
+                self._committing = []
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue
@@ -55,7 +59,16 @@ class GroupCommitter(Generic[Prepared]):
                     future.set_result(result)
 
     async def close(self) -> None:
+        """Stop committing; every store still waiting (its commit cut short, or queued)
+        learns its message was not stored."""
+        waiting = list(self._committing)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait()[1])
+        for future in waiting:
+            if not future.done():
+                future.set_exception(InboxError("the inbox closed before the message was "
+                                                "stored"))
 

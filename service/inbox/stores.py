@@ -149,7 +149,8 @@ class NotificationStore(ABC):
         """How many notifications :meth:`recent` could page through (above ``after_id``)."""
 
     async def close(self) -> None:
-        """Pending stores have finished when this returns."""
+        """Every pending store has its answer when this returns: one whose commit had not
+        ended fails (InboxError; Salesforce retries what was not acknowledged)."""
         if self._committer is not None:
             await self._committer.close()
 
