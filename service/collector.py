@@ -13,9 +13,9 @@ and its memory grew by rounds of connections without a plateau (issue 26).
 So every closed connection is counted: the first close starts a timer, and one full pass
 runs when it fires (half a second later) or at once after ``batch`` closes, whichever
 comes first. A full pass walks only the objects alive and not frozen: a few milliseconds
-with hundreds of connections open. After a pass, at once or ``trim_interval`` seconds
-after it last was, glibc is asked to return its free pages (``malloc_trim``, 10-20 ms;
-skipped where the C library has none, as musl): without it,
+with hundreds of connections open. Once passes stop for ``trim_interval`` seconds, and
+every ``busy_trim_interval`` while they go on, glibc is asked to return its free pages
+(``malloc_trim``, 10-20 ms; skipped where the C library has none, as musl): without it,
 what 500 closed connections freed stayed resident in fragments, and each round of 500 new
 ones peaked higher than the last.
 """
@@ -37,8 +37,11 @@ log = get_logger("omgate.collector")
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's default: 700)
 RECLAIM_AFTER_SECONDS = 0.5  # the longest a closed connection waits to be freed
 RECLAIM_BATCH = 256  # closes that trigger a full pass at once (bounds memory under churn)
-# The longest wait between two requests to glibc to return its free pages.
+# glibc is asked to return its free pages once passes have stopped for this long (the
+# closes quieted down), and while connections keep closing, once this long after it last
+# was: the pages freed meanwhile are taken again by the connections that open.
 TRIM_INTERVAL_SECONDS = 1.0
+BUSY_TRIM_INTERVAL_SECONDS = 10.0
 
 
 def _libc_malloc_trim() -> Callable[[int], int] | None:
@@ -72,10 +75,12 @@ class ClosedConnections:
     after_seconds: float = RECLAIM_AFTER_SECONDS
     batch: int = RECLAIM_BATCH
     trim_interval: float = TRIM_INTERVAL_SECONDS
+    busy_trim_interval: float = BUSY_TRIM_INTERVAL_SECONDS
     pending: int = 0  # closed since the last pass
     passes: int = 0
     trims: int = 0
-    _trimmed_at: float = -TRIM_INTERVAL_SECONDS  # time.monotonic()
+    _trimmed_at: float = -BUSY_TRIM_INTERVAL_SECONDS  # time.monotonic()
+    _passed_at: float = 0.0  # time.monotonic() of the last pass
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     _trim_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -104,13 +109,24 @@ class ClosedConnections:
         self._owe_trim()
 
     def _owe_trim(self) -> None:
+        self._passed_at = time.monotonic()
         if MALLOC_TRIM is None or self._trim_timer is not None:
             return  # none to ask, or asked for already
-        wait = max(0.0, self._trimmed_at + self.trim_interval - time.monotonic())
-        self._trim_timer = asyncio.get_running_loop().call_later(wait, self._trim)
+        self._trim_timer = asyncio.get_running_loop().call_later(self._trim_wait(), self._trim)
+
+    def _trim_wait(self) -> float:
+        """Seconds until glibc is asked: ``trim_interval`` after the last pass, or
+        ``busy_trim_interval`` after the last trim (a trim costs 10-20 ms, and under steady
+        closes one a second was a percent or two of the worker's CPU)."""
+        due = min(self._passed_at + self.trim_interval,
+                  self._trimmed_at + self.busy_trim_interval)
+        return max(0.0, due - time.monotonic())
 
     def _trim(self) -> None:
         self._trim_timer = None
+        if (wait := self._trim_wait()) > 0:  # passes went on since it was set: later
+            self._trim_timer = asyncio.get_running_loop().call_later(wait, self._trim)
+            return
         if MALLOC_TRIM is not None:
             MALLOC_TRIM(0)
         self._trimmed_at = time.monotonic()

@@ -83,3 +83,31 @@ def test_glibc_returns_free_pages_after_a_pass_at_most_once_an_interval():
         assert asyncio.run(scenario()) == [1, 1, 2]
     finally:
         gc.unfreeze()
+
+
+def test_while_connections_keep_closing_glibc_is_asked_seldom_and_once_they_stop_soon():
+    """Under steady closes (a load balancer's health checks, senders reconnecting) a trim a
+    second, 10-20 ms each, was a percent or two of the worker's CPU for pages the next
+    connections take again; once the closes stop, the pages go back within the interval."""
+    if collector.MALLOC_TRIM is None:
+        pytest.skip("this C library has no malloc_trim")
+
+    async def scenario() -> tuple[int, int]:
+        closed = ClosedConnections(after_seconds=0.01, batch=1, trim_interval=0.2,
+                                   busy_trim_interval=30)
+        for _ in range(20):  # a pass every 50 ms for a second
+            closed.closed()
+            await asyncio.sleep(0.05)
+        during = closed.trims
+        await asyncio.sleep(0.4)
+        after = closed.trims
+        closed.close()
+        return during, after
+
+    gc.freeze()  # the passes walk only what this test makes (see the test above)
+    try:
+        during, after = asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+    assert during == 1  # at the first pass; then not before the busy interval (one a pass)
+    assert after == 2  # the closes stopped: within the interval
