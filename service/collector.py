@@ -69,8 +69,9 @@ def settle_garbage_collector() -> None:
 @dataclass
 class ClosedConnections:
     """Counts closed connections and frees what they held with one full collector pass,
-    ``after_seconds`` after the first of them closed, or at once after ``batch``; after a
-    pass, glibc returns its free pages, at once or ``trim_interval`` after it last did."""
+    ``after_seconds`` after the first of them closed, or at once after ``batch``; glibc
+    returns its free pages ``trim_interval`` after the passes stop, and every
+    ``busy_trim_interval`` while they go on."""
 
     after_seconds: float = RECLAIM_AFTER_SECONDS
     batch: int = RECLAIM_BATCH
