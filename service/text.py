@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 
-def split_unquoted(text: str, separator: str, *, keep_quoting: bool = True) -> list[str]:
+def split_unquoted(text: str, separator: str, *, keep_quoting: bool = True,
+                   escapes_outside_quotes: bool = True) -> list[str]:
     """Split on ``separator`` where it is neither inside double quotes nor escaped.
 
     With ``keep_quoting`` the quotes and backslashes stay in the parts (to be split again
     or unescaped later); without, they are resolved. Unbalanced quotes raise ValueError.
+    A backslash escapes anywhere (RFC 4514 names), or with ``escapes_outside_quotes``
+    False only inside quotes (HTTP's quoted-pair, RFC 9110 section 5.6.4).
     """
     parts: list[str] = []
     current: list[str] = []
@@ -16,7 +19,7 @@ def split_unquoted(text: str, separator: str, *, keep_quoting: bool = True) -> l
         if escaped:
             current.append(character)
             escaped = False
-        elif character == "\\":
+        elif character == "\\" and (quoted or escapes_outside_quotes):
             escaped = True
             if keep_quoting:
                 current.append(character)

@@ -37,8 +37,11 @@ def parse_address(text: str) -> Address | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:  # no forwarded address has a zone (any text)
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
     return address
 
 
@@ -53,7 +56,11 @@ def within(address: Address | None, networks: Iterable[Network]) -> bool:
 
 
 def _for_of(element: str) -> str:
-    for pair in split_unquoted(element, ";"):
+    try:
+        pairs = split_unquoted(element, ";", escapes_outside_quotes=False)
+    except ValueError:
+        return ""  # an unreadable hop: the walk stops there
+    for pair in pairs:
         name, _, value = pair.partition("=")
         if name.strip().lower() == "for":
             return value.strip()
@@ -62,11 +69,38 @@ def _for_of(element: str) -> str:
 
 def _forwarded_for(value: str) -> list[str]:
     """``for=`` values of an RFC 7239 Forwarded header, one per element, in order; quoted
-    strings are kept whole, so a ``for=`` inside another parameter's value is not one."""
+    strings are kept whole, so a ``for=`` inside another parameter's value is not one. A
+    backslash escapes only inside quotes: outside, a client's trailing one escaped the
+    comma of the element its proxy appended, and took it over."""
     try:
-        return [_for_of(element) for element in split_unquoted(value, ",")]
-    except ValueError:
-        return [""]  # unbalanced quotes: nothing in it can be placed
+        elements = split_unquoted(value, ",", escapes_outside_quotes=False)
+    except ValueError:  # a quote a client left open: the elements appended after it count
+        elements = _elements_from_the_right(value)
+    return [_for_of(element) for element in elements]
+
+
+def _elements_from_the_right(value: str) -> list[str]:
+    """The elements of a header whose quotes do not balance, read from its right end, where
+    the proxies appended theirs; the first that cannot be read (the client's) is ``""``."""
+    elements: list[str] = []
+    end, quoted = len(value), False
+    for position in range(len(value) - 1, -1, -1):
+        character = value[position]
+        if character == '"' and not (quoted and _escaped(value, position)):
+            quoted = not quoted
+        elif character == "," and not quoted:
+            elements.append(value[position + 1:end])
+            end = position
+    elements.append("" if quoted else value[:end])
+    return elements[::-1]
+
+
+def _escaped(value: str, position: int) -> bool:
+    """Whether the character at ``position`` follows an odd run of backslashes."""
+    run = 0
+    while position - run - 1 >= 0 and value[position - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
 
 
 ClientAddressHeader = Literal["x-forwarded-for", "forwarded", "none"]

@@ -98,6 +98,16 @@ def pem_certificates(text: str, what: str) -> tuple[x509.Certificate, ...]:
     return tuple(_base64_der(block, what) for block in _bounded(tuple(blocks), what))
 
 
+def _one(certificates: tuple[x509.Certificate, ...], what: str) -> tuple[x509.Certificate]:
+    """The one certificate a leaf header holds. More is no proxy's writing (nginx, Apache,
+    HAProxy and ALB forward the leaf alone) but a client's, in front of what a proxy that
+    appends to the same line (Apache's ``RequestHeader append``) added after it."""
+    if len(certificates) != 1:
+        raise ForwardedCertError(f"{what} holds {len(certificates)} certificates; the proxy "
+                                 "forwards one, the client's leaf")
+    return (certificates[0],)
+
+
 def _bounded(items: tuple[_Item, ...], what: str) -> tuple[_Item, ...]:
     """``items`` (certificates, or their encodings before they are decoded) if they are
     at most MAX_CERTIFICATES."""
@@ -158,8 +168,8 @@ def _aws_alb(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
     leaf_value = headers.get("x-amzn-mtls-clientcert-leaf")
     if not leaf_value:
         return ()
-    leaf = pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert-Leaf", leaf_value)),
-                            "X-Amzn-Mtls-Clientcert-Leaf")[:1]
+    leaf = _one(pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert-Leaf", leaf_value)),
+                                 "X-Amzn-Mtls-Clientcert-Leaf"), "X-Amzn-Mtls-Clientcert-Leaf")
     serial = headers.get("x-amzn-mtls-clientcert-serial-number", "").strip()
     if serial and not (re.fullmatch(r"[0-9A-Fa-f]+", serial)
                        and int(serial, 16) == leaf[0].serial_number):
@@ -180,7 +190,7 @@ def pem_header(name: str) -> ForwardedFormat:
         if re.search(r"%[0-9A-Fa-f]{2}", value):  # PEM and base64 have no percent escapes
             value = unquote(value)  # nginx $ssl_client_escaped_cert
         if "-----BEGIN" in value:
-            return pem_certificates(value, name)
+            return _one(pem_certificates(value, name), name)
         return (_base64_der(value, name),)  # HAProxy %[ssl_c_der,base64]
 
     return ForwardedFormat(f"pem-header:{name}", (header,), parse)

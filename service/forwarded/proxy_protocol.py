@@ -58,6 +58,8 @@ def _address(text: bytes, version: int) -> str:
         raise ProxyProtocolError(f"bad address {text[:45]!r}") from None
     if address.version != version:
         raise ProxyProtocolError(f"{address} is not an IPv{version} address")
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise ProxyProtocolError("an address with a zone")  # the zone: any text
     return str(address)
 
 

@@ -21,8 +21,10 @@ def cache_key(identity: ClientIdentity, policy: Policy) -> CacheKey:
     facts = identity.handshake
     complaints = tuple((result.depth, result.error)
                        for result in facts.verify_results if result.error) if facts else ()
+    # forwarded_from_untrusted_peer names the peer that sent the headers it ignores
+    peer = identity.peer if identity.ignored_headers else None
     return (identity.chain_sha256, id(policy), identity.source, identity.ignored_headers,
-            identity.forwarded_format, complaints, facts.verified_under if facts else "")
+            peer, identity.forwarded_format, complaints, facts.verified_under if facts else "")
 
 
 class DecisionCache:

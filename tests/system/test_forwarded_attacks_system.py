@@ -1,0 +1,30 @@
+"""An attacker behind a trusted RFC 7239 proxy, against a real omgate."""
+
+from __future__ import annotations
+
+import httpx
+from behind_proxy import BODY
+from harness import SOAP_HEADERS, free_port, is_ack
+
+
+def test_a_client_behind_an_rfc7239_proxy_cannot_pass_for_an_allowed_network(omgate_server):
+    """The client sends ``Forwarded: for=198.51.100.7;x=y\\``; the trusted proxy appends
+    ``, for=<the client>`` as RFC 7239 section 4 says. The backslash, read as an escape
+    outside quotes, swallowed the proxy's element: omgate took 198.51.100.7, inside
+    allowed_client_networks, and stored the message."""
+    plain = free_port()
+    server = omgate_server({
+        "server": {"plain_bind": [f"127.0.0.1:{plain}"], "trusted_proxies": ["127.0.0.1/32"],
+                   "client_address_header": "forwarded",
+                   "allowed_client_networks": ["198.51.100.0/24"]},
+        "client_auth": {"mode": "off"}})
+    url = f"http://127.0.0.1:{plain}/salesforce/outbound"
+    # the test plays the trusted proxy: it appends the client it saw, 203.0.113.66
+    honest = httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "Forwarded": "for=203.0.113.66"})
+    assert honest.status_code == 403
+    forged = httpx.post(url, content=BODY, headers={
+        **SOAP_HEADERS, "Forwarded": "for=198.51.100.7;x=y\\, for=203.0.113.66"})
+    assert not is_ack(forged), "a client outside allowed_client_networks was acknowledged"
+    assert forged.status_code == 403
+    server.wait_for("om.rejected", lambda e: "203.0.113.66" in e.get("detail", ""))
