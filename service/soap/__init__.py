@@ -11,7 +11,7 @@ from service.soap.model import (
     SoapFaultError,
     id_key,
 )
-from service.soap.parse import parse_message
+from service.soap.parse import acknowledges, parse_message
 from service.soap.wsdl import NotificationSchema, WsdlError, load_wsdl
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Secret",
     "SoapFaultError",
     "WsdlError",
+    "acknowledges",
     "fault",
     "id_key",
     "load_wsdl",

@@ -345,6 +345,22 @@ def _short_id_warnings(
     )
 
 
+def acknowledges(body: bytes) -> bool:
+    """Whether an answer's body is the acknowledgement Salesforce waits for: a SOAP 1.1
+    envelope whose Body holds the outbound namespace's notificationsResponse with Ack
+    true. The text ``<Ack>true</Ack>`` anywhere else (no envelope, an HTML page) is none:
+    Salesforce retries such a message for 24 hours."""
+    try:
+        root = _parse_xml(body)
+    except SoapFaultError:
+        return False
+    if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
+        return False
+    ack = root.find(f"{{{SOAP_ENV_NS}}}Body/{{{OUTBOUND_NS}}}notificationsResponse"
+                    f"/{{{OUTBOUND_NS}}}Ack")
+    return ack is not None and (ack.text or "").strip(" \t\r\n") in ("true", "1")
+
+
 def parse_message(body: bytes, schema: NotificationSchema | None = None) -> OutboundMessage:
     """Parse a request body into an :class:`OutboundMessage` or raise :class:`SoapFaultError`."""
     payload = _notifications_element(_parse_xml(body))

@@ -7,6 +7,8 @@ import secrets
 import string
 from xml.sax.saxutils import escape
 
+from service.soap import acknowledges
+
 ALPHABET = string.ascii_letters + string.digits
 TEST_ORGANIZATION_ID = "00D000000000001AAA"
 TEST_ACTION_ID = "04k000000000001AAA"
@@ -47,7 +49,7 @@ def outbound_message(sobject_type: str = "Account", notifications: int = 1, *,
 def describe_answer(status: int, body: bytes) -> tuple[str, str]:
     """("ack" | "fault" | "other", a one-line account of the answer)."""
     text = body.decode("utf-8", errors="replace")
-    if status == 200 and "<Ack>true</Ack>" in text:
+    if status == 200 and acknowledges(body):
         return "ack", "acknowledged"
     if "Fault>" in text:
         start = text.find("<faultstring>")

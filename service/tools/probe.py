@@ -26,6 +26,7 @@ from service.clientauth import Finding, chain_fingerprint, summarize
 from service.clientauth.serverchain import analyse_server_chain
 from service.forwarded import format_address
 from service.report import count_line, write_certificates, write_findings
+from service.soap import acknowledges
 from service.soap.documents import CLIENT_CERT_REFUSED, NOT_NOTIFICATIONS
 from service.terminal import escape_controls as shown
 from service.terminal import json_text
@@ -272,7 +273,7 @@ def judge(reply: Reply, chain: ClientChain | None, path: str, posted: bool
                         "names every finding and its fix)",))
     passed = (f"the server asked for a client certificate, and {what} got through its "
               f"certificate check for {path}",)
-    if reply.status == 200 and b"<Ack>true</Ack>" in reply.body:
+    if reply.status == 200 and acknowledges(reply.body):
         if posted:
             return verdict("passed", "the test notification was acknowledged",
                            (*passed, "a message is stored and acknowledged"),

@@ -257,3 +257,18 @@ def test_an_encoding_that_could_hide_markup_is_refused(encoding):
         parse_message(body)
     assert caught.value.reason == "malformed_xml"
     assert encoding in caught.value.message
+
+
+def test_an_acknowledgement_is_the_envelope_salesforce_reads_not_the_text():
+    from service.soap import ACK, acknowledges
+
+    envelope = ('<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>'
+                '<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">'
+                "<Ack>{}</Ack></notificationsResponse></e:Body></e:Envelope>")
+    assert acknowledges(ACK)
+    assert acknowledges(envelope.format(" 1 ").encode())
+    assert not acknowledges(envelope.format("false").encode())
+    assert not acknowledges(b"<Ack>true</Ack>")  # no envelope: Salesforce retries
+    assert not acknowledges(b"<html><body>&lt;Ack&gt;true<p><Ack>true</Ack></p></body></html>")
+    assert not acknowledges(envelope.replace("2005/09/outbound", "x").format("true").encode())
+    assert not acknowledges(b'<!DOCTYPE e [<!ENTITY t "true">]>' + ACK.split(b"?>", 1)[1])
