@@ -114,7 +114,10 @@ class Webhook:
         )
 
     async def __call__(self, notification: StoredNotification, attempt: int) -> None:
-        body = json.dumps(notification.delivery_document(), ensure_ascii=False).encode()
+        # allow_nan=False: NaN and Infinity are no JSON (RFC 8259), and a strict receiver
+        # would refuse every attempt; such a value fails here, saying why
+        body = json.dumps(notification.delivery_document(), ensure_ascii=False,
+                          allow_nan=False).encode()
         headers = {
             "Content-Type": "application/json",
             # at least once: the receiver can drop repeats by this key

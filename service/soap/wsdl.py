@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -48,8 +50,28 @@ class NotificationSchema:
         return tuple(spec for spec in self.fields.values() if spec.type_name == "ID")
 
 
+# xsd's lexical spaces (XML Schema 1.0 part 2, section 3.2): what a value may look like
+# before it is converted. Python's int(), float() and Decimal(), isodate and zeep take
+# more (underscores, other scripts' digits, NaN, week dates, a date's prefix) and stored
+# something other than what was sent. Only XML's whitespace is collapsed.
+_XML_SPACE = " \t\r\n"
+_TIMEZONE = r"(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?"
+_DATE = r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}"
+_CLOCK = r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
+_FLOATING = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([Ee][+-]?[0-9]+)?|-?INF|NaN")
+
+
+def _lexical(pattern: str | re.Pattern[str], text: str, what: str) -> str:
+    value = text.strip(_XML_SPACE)
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"not {what}")
+    return value
+
+
 def _boolean(text: str) -> bool:
-    value = text.strip()
+    value = text.strip(_XML_SPACE)
     if value in ("true", "1"):
         return True
     if value in ("false", "0"):
@@ -59,32 +81,87 @@ def _boolean(text: str) -> bool:
 
 def _decimal(text: str) -> Decimal:
     try:
-        return Decimal(text.strip())
+        return Decimal(_lexical(_DECIMAL, text, "a decimal number"))
     except InvalidOperation:
         raise ValueError("not a decimal number") from None
+
+
+def _floating(text: str) -> float:
+    value = float(_lexical(_FLOATING, text, "a floating-point number"))
+    if not math.isfinite(value):  # xsd has them, Salesforce sends none, and JSON has none
+        raise ValueError("not a finite number")
+    return value
+
+
+def _integer(low: int | None, high: int | None) -> Converter:
+    def convert(text: str) -> int:
+        value = int(_lexical(_INTEGER, text, "a whole number"))
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError("outside the type's range")
+        return value
+
+    return convert
+
+
+def _moment(zeep_type: Any, pattern: str, what: str) -> Converter:
+    via_zeep = _via_zeep(zeep_type)
+
+    def convert(text: str) -> FieldValue:
+        value = via_zeep(_lexical(pattern, text, what))
+        if isinstance(value, dt.datetime | dt.time):
+            value.utcoffset()  # an offset Python cannot hold raises here, not when stored
+        return value
+
+    return convert
+
+
+def _via_zeep(zeep_type: Any) -> Converter:
+    def via_zeep(text: str) -> FieldValue:
+        value = zeep_type.pythonvalue(text.strip(_XML_SPACE))
+        if not isinstance(value, str | int | float | Decimal | dt.date | dt.time):
+            raise ValueError("not a value of this type")
+        return value
+
+    return via_zeep
+
+
+def _integer_ranges() -> list[tuple[type, int | None, int | None]]:
+    """zeep's integer types, the narrower before the types they restrict."""
+    from zeep.xsd.types import builtins as xsd
+
+    return [
+        (xsd.Byte, -2**7, 2**7 - 1), (xsd.Short, -2**15, 2**15 - 1),
+        (xsd.Int, -2**31, 2**31 - 1), (xsd.Long, -2**63, 2**63 - 1),
+        (xsd.UnsignedByte, 0, 2**8 - 1), (xsd.UnsignedShort, 0, 2**16 - 1),
+        (xsd.UnsignedInt, 0, 2**32 - 1), (xsd.UnsignedLong, 0, 2**64 - 1),
+        (xsd.PositiveInteger, 1, None), (xsd.NonNegativeInteger, 0, None),
+        (xsd.NegativeInteger, None, -1), (xsd.NonPositiveInteger, None, 0),
+        (xsd.Integer, None, None),
+    ]
 
 
 def _converter(zeep_type: Any) -> Converter:
     """Pick a strict conversion for a zeep simple type (restrictions inherit their base's)."""
     from zeep.xsd.types import builtins as xsd
 
-    strict: list[tuple[type, Converter]] = [
-        (xsd.Boolean, _boolean),
-        (xsd.Decimal, _decimal),  # before Integer: zeep's Integer derives from Decimal
-    ]
-    for base, convert in strict:
-        if isinstance(zeep_type, base) and not isinstance(zeep_type, xsd.Integer):
-            return convert
+    for base, low, high in _integer_ranges():  # before Decimal: zeep's Integer derives from it
+        if isinstance(zeep_type, base):
+            return _integer(low, high)
+    if isinstance(zeep_type, xsd.Boolean):
+        return _boolean
+    if isinstance(zeep_type, xsd.Decimal):
+        return _decimal
+    if isinstance(zeep_type, xsd.Double | xsd.Float):
+        return _floating
+    moments = ((xsd.DateTime, f"{_DATE}T{_CLOCK}{_TIMEZONE}", "a dateTime (date T hh:mm:ss)"),
+               (xsd.Date, _DATE + _TIMEZONE, "a date (YYYY-MM-DD)"),
+               (xsd.Time, _CLOCK + _TIMEZONE, "a time (hh:mm:ss)"))
+    for base, pattern, what in moments:
+        if isinstance(zeep_type, base):
+            return _moment(zeep_type, pattern, what)
     if isinstance(zeep_type, xsd.String | xsd.AnyURI | xsd.Base64Binary | xsd.HexBinary):
         return str
-
-    def via_zeep(text: str) -> FieldValue:
-        value = zeep_type.pythonvalue(text.strip())
-        if not isinstance(value, str | int | float | Decimal | dt.date | dt.time):
-            raise ValueError("not a value of this type")
-        return value
-
-    return via_zeep
+    return _via_zeep(zeep_type)
 
 
 def _type_label(zeep_type: Any) -> str:
