@@ -162,10 +162,14 @@ def _xfcc(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
 
 def _aws_alb(headers: Mapping[str, str]) -> tuple[x509.Certificate, ...]:
     passthrough = headers.get("x-amzn-mtls-clientcert")
+    leaf_value = headers.get("x-amzn-mtls-clientcert-leaf")
+    if passthrough and leaf_value:
+        raise ForwardedCertError(
+            "X-Amzn-Mtls-Clientcert (passthrough) and X-Amzn-Mtls-Clientcert-Leaf (verify): "
+            "ALB sends one or the other, never both, so one of them is the client's")
     if passthrough:  # '+' is literal here: ALB leaves '+', '=' and '/' unencoded
         return pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert", passthrough)),
                                 "X-Amzn-Mtls-Clientcert")
-    leaf_value = headers.get("x-amzn-mtls-clientcert-leaf")
     if not leaf_value:
         return ()
     leaf = _one(pem_certificates(unquote(_limit("X-Amzn-Mtls-Clientcert-Leaf", leaf_value)),

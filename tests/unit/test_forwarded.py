@@ -248,6 +248,10 @@ def test_aws_alb_passthrough_keeps_plus_and_verify_mode_checks_the_serial(chain)
     assert parsed("aws-alb", verify) == (leaf,)
     with pytest.raises(ForwardedCertError, match="Serial-Number"):
         parsed("aws-alb", {**verify, "X-Amzn-Mtls-Clientcert-Serial-Number": "0BAD"})
+    # ALB in one mode never sends the other's header: with both, one is the client's (a
+    # passthrough chain it chose, in front of the leaf ALB verified)
+    with pytest.raises(ForwardedCertError, match="never both"):
+        parsed("aws-alb", {**verify, "X-Amzn-Mtls-Clientcert": value})
 
 
 def test_pem_header_reads_nginx_apache_and_haproxy(chain):
