@@ -204,7 +204,8 @@ class Supervisor:
         for slot in self.slots:
             if not self.stopping:
                 self._start(slot)
-        log.info("supervisor.started", workers=len(self.slots))
+        log.info("supervisor.started",  # a stop may have come before every worker started
+                 workers=sum(slot.pid is not None for slot in self.slots))
         while True:
             live = [slot for slot in self.slots if slot.pid is not None]
             due = [slot.restart_at for slot in self.slots

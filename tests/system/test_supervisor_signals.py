@@ -4,6 +4,7 @@ being forked must still stop that worker, or omgate never exits."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,3 +49,4 @@ def test_a_sigterm_during_a_workers_fork_still_stops_that_worker(tmp_path: Path)
         raise AssertionError("omgate did not exit 30 s after SIGTERM: the worker forked as "
                              "it arrived was never told to stop\n" + output[-1500:]) from None
     assert process.returncode == 0 and "exit 0" in output, output[-1500:]
+    assert re.search(r"supervisor\.started\W.*\bworkers\W+1\b", output), output[-1500:]
