@@ -123,25 +123,36 @@ async def open_inbox_of(config: Config, *, group_commit: bool | None = None) -> 
         raise config.error("inbox", "url", str(error)) from None
 
 
-def ready_inbox_folder(config: Config, *, create: bool) -> Path | None:
-    """Before anything listens: the folder of a SQLite inbox at an absolute path must exist
-    (a mistyped URL would otherwise start an inbox nobody reads), unless ``create``
-    (``omgate serve --create-inbox-dir``). The built-in default's folder (omgate's state
-    folder) and that of a URL relative to the configuration's folder (a project's layout,
-    as ``omgate init`` writes it) are created. Returns the folder created, if any: the
-    ``inbox.location`` line says so."""
+def inbox_folder_to_create(config: Config, *, create: bool) -> Path | None:
+    """The folder of a SQLite inbox that is missing and that serve would create (None: it
+    exists, or the inbox is PostgreSQL); a ConfigError when serve would refuse to start
+    without it. A folder at an absolute path must exist (a mistyped URL would otherwise
+    start an inbox nobody reads), unless ``create`` (``omgate serve
+    --create-inbox-dir``). The built-in default's folder (omgate's state folder) and that
+    of a URL relative to the configuration's folder (a project's layout, as ``omgate init``
+    writes it) are created."""
     database = sqlite_path(config.inbox.url)
     if database is None or database.parent.is_dir():
         return None
     own = config.inbox.relative or config.origin("inbox", "url") == BUILT_IN_DEFAULT
     if not (create or own):
         raise config.error("inbox", "url", str(MissingFolderError(database)))
-    try:
-        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as error:
-        raise config.error("inbox", "url", f"cannot create the folder {database.parent}: "
-                                           f"{error.strerror}") from None
     return database.parent
+
+
+def ready_inbox_folder(config: Config, *, create: bool) -> Path | None:
+    """Before anything listens: the inbox's folder, created when serve may create it
+    (:func:`inbox_folder_to_create`). Returns the folder created, if any: the
+    ``inbox.location`` line says so."""
+    folder = inbox_folder_to_create(config, create=create)
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise config.error("inbox", "url", f"cannot create the folder {folder}: "
+                                           f"{error.strerror}") from None
+    return folder
 
 
 def log_inbox_location(config: Config, created: Path | None) -> None:
@@ -245,14 +256,21 @@ class Prepared:
     console_token: str | None = None  # server.admin_bind's token (None: none asked for)
 
 
-def prepare(config: Config) -> Prepared:
-    """Load WSDLs, trust, pins, CRLs, the server certificate and the delivery target; every
-    problem is a ConfigError naming the key and the file."""
+def check_listening(config: Config) -> str | None:
+    """What serve refuses before it loads any file but the console's token: nothing to
+    listen on, a body the budget can never hold. Returns the console's token (None
+    without ``server.admin_bind``)."""
     if not config.server.bind and not config.server.plain_bind:
         raise _config_error(config, "[server] bind and plain_bind are both empty; "
                                     "nothing would listen")
     _check_body_fits(config)
-    token = console_token(config) if config.server.admin_bind is not None else None
+    return console_token(config) if config.server.admin_bind is not None else None
+
+
+def prepare(config: Config) -> Prepared:
+    """Load WSDLs, trust, pins, CRLs, the server certificate and the delivery target; every
+    problem is a ConfigError naming the key and the file."""
+    token = check_listening(config)
     policies = PolicyLoader(config)
     endpoints = build_endpoints(config, load_schemas(config), policies.endpoint_policies())
     server_tls = build_server_tls(config, policies) if config.server.bind else None

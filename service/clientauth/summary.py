@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from service.clientauth.dn import shown_name
 from service.clientauth.extensions import oid_name, optional_extension
+from service.text import clipped
 
 
 def fingerprint(certificate: x509.Certificate) -> str:
@@ -80,18 +81,32 @@ def validity_words(days: int) -> str:
     return f"{days} day{'s' * (days != 1)} left"
 
 
+SHOWN_SANS = 16  # of a certificate's subjectAltNames in its summary: the rest are counted
+
+
+def _shown_sans(names: list[str]) -> list[str]:
+    """Names as a summary shows them: a client chooses how many and how long (every
+    decision line holds a new chain's summary, and JSON writes a control character as six)."""
+    shown = [clipped(name) for name in names[:SHOWN_SANS]]
+    if len(names) > SHOWN_SANS:
+        shown.append(f"... ({len(names) - SHOWN_SANS} more)")
+    return shown
+
+
 def summarize(certificate: x509.Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
+    """A certificate's facts for people (a decision line, check, inspect, probe): names
+    clipped to SHOWN_CHARACTERS, at most SHOWN_SANS alternative names."""
     now = now or dt.datetime.now(dt.UTC)
     return {
-        "subject": shown_name(certificate.subject),
-        "issuer": shown_name(certificate.issuer),
+        "subject": clipped(shown_name(certificate.subject)),
+        "issuer": clipped(shown_name(certificate.issuer)),
         "serial": format(certificate.serial_number, "x"),
         "not_before": certificate.not_valid_before_utc.isoformat(),
         "not_after": certificate.not_valid_after_utc.isoformat(),
         "days_left": days_left(certificate, now),
         "sha256": fingerprint(certificate),
         "spki_sha256": spki_sha256(certificate),
-        "sans": subject_alternative_names(certificate),
+        "sans": _shown_sans(subject_alternative_names(certificate)),
         "key": describe_key(certificate),
         "signature_algorithm": signature_algorithm(certificate),
         "is_ca": is_ca(certificate),

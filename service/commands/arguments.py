@@ -50,10 +50,37 @@ def load_quietly(args: argparse.Namespace) -> Config:
     return config
 
 
+MAX_COUNT = 10**9  # of a count on the command line (SQLite takes no more than 64 bits)
+
+
 def positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_COUNT:,}")
+    return value
+
+
+def inbox_id(text: str) -> int:
+    """An inbox id ("id" in ``omgate inbox list``)."""
+    from service.inbox.model import inbox_id_of  # when read: building the parser is fast
+
+    value = inbox_id_of(text.strip())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an inbox id (a positive whole "
+                                         "number of at most 19 digits)")
+    return value
+
+
+def inbox_id_or_zero(text: str) -> int:
+    """An inbox id, or 0 (from the start)."""
+    from service.inbox.model import inbox_id_of
+
+    value = inbox_id_of(text.strip(), least=0)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an inbox id (a whole number of at "
+                                         "most 19 digits)")
     return value
 
 
@@ -76,4 +103,7 @@ def since(text: str) -> dt.datetime:
     if age is None:
         return moment(text)
     seconds = int(age.group(1)) * AGE_UNITS[age.group(2)]
-    return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text} reaches back before the year 1") from None

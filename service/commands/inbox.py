@@ -6,7 +6,14 @@ import argparse
 import asyncio
 import sys
 
-from service.commands.arguments import add_config, load_quietly, positive, since
+from service.commands.arguments import (
+    add_config,
+    inbox_id,
+    inbox_id_or_zero,
+    load_quietly,
+    positive,
+    since,
+)
 from service.commands.command import Command
 from service.inbox import STATES
 
@@ -23,7 +30,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--since", type=since, metavar="TIME",
                          help="only notifications received since TIME: an ISO 8601 time, or "
                               "an age such as 30m, 12h or 7d")
-    listing.add_argument("--after", type=int, default=0, metavar="ID",
+    listing.add_argument("--after", type=inbox_id_or_zero, default=0, metavar="ID",
                          help="only notifications with an inbox id above ID (for paging)")
     listing.add_argument("--state", choices=STATES,
                          help="only notifications in this delivery state")
@@ -32,7 +39,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                               "`inbox show ID` for what each redelivery said)")
     show = actions.add_parser(
         "show", help="one notification by its inbox id (and any conflicting redeliveries)")
-    show.add_argument("id", type=int, metavar="ID", help='the inbox id ("id" in `inbox list`)')
+    show.add_argument("id", type=inbox_id, metavar="ID",
+                      help='the inbox id ("id" in `inbox list`)')
     add_config(show)
     export = actions.add_parser("export", help="every notification, as JSON Lines")
     add_config(export)
@@ -41,7 +49,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         description="Make a notification pending delivery again, at once: one by its inbox id, "
                     "or with --dead every notification given up on.")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", type=int, nargs="?", metavar="ID", help="an inbox id")
+    which.add_argument("id", type=inbox_id, nargs="?", metavar="ID", help="an inbox id")
     which.add_argument("--dead", action="store_true", help="every dead letter")
     add_config(retry)
     migrate = actions.add_parser(

@@ -22,9 +22,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from service.console.auth import CSRF_COOKIE, CSRF_FIELD, csrf_matches, from_own_pages
-from service.console.queries import QueryReader, inbox_id_of
+from service.console.queries import QueryReader
 from service.console.rendering import redirect_with_notice, render
-from service.inbox import DEAD, STATES, Inbox, ListedNotification, State
+from service.inbox import DEAD, STATES, Inbox, ListedNotification, State, inbox_id_of
 from service.inbox.chains import LISTENER, ChainRecord, EndpointSeen
 from service.observatory.views import chain_row
 from service.text import clipped

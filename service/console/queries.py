@@ -5,25 +5,15 @@ ignored and what is shown instead)."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service.inbox import inbox_id_of
 from service.observatory.views import parse_duration
 from service.text import clipped
 
 SHOWN_VALUE = 60  # characters of a value the page repeats
-LARGEST_ID = 2**63 - 1  # an inbox id fits a signed 64-bit column
-_ID_DIGITS = re.compile(r"[0-9]{1,19}")  # int() refuses more than 4,300 digits (ValueError)
-
-
-def inbox_id_of(text: str) -> int | None:
-    """The positive inbox id ``text`` names, or None."""
-    if _ID_DIGITS.fullmatch(text) and 0 < (number := int(text)) <= LARGEST_ID:
-        return number
-    return None
-
 Choice = TypeVar("Choice", bound=str)
 
 

@@ -21,6 +21,7 @@ from service.inbox.model import (
     State,
     StoredNotification,
     StoreResult,
+    inbox_id_of,
 )
 from service.inbox.sqlite import SqliteInbox
 from service.inbox.stores import ChainStore, Inbox, NotificationStore
@@ -74,6 +75,7 @@ __all__ = [
     "State",
     "StoreResult",
     "StoredNotification",
+    "inbox_id_of",
     "open_inbox",
     "sqlite_path",
 ]

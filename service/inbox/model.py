@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -37,6 +38,17 @@ class MissingFolderError(InboxError):
             "serve --create-inbox-dir` creates it at start)")
         self.folder = folder
 
+
+LARGEST_ID = 2**63 - 1  # an inbox id fits a signed 64-bit column
+_ID_DIGITS = re.compile(r"[0-9]{1,19}")  # int() refuses more than 4,300 digits (ValueError)
+
+
+def inbox_id_of(text: str, *, least: int = 1) -> int | None:
+    """The inbox id ``text`` names (at least ``least``), or None: the console's pages and
+    the tools read ids a person typed, which SQLite cannot take past 64 bits."""
+    if _ID_DIGITS.fullmatch(text) and least <= (number := int(text)) <= LARGEST_ID:
+        return number
+    return None
 
 @dataclass(frozen=True)
 class IncomingMessage:

@@ -151,7 +151,11 @@ def show_chain(config: Config, out: TextIO, err: TextIO, prefix: str, *, pem: bo
     if html is not None:
         from service.console.report import standalone_report
 
-        html.write_text(standalone_report(config, record, now), encoding="utf-8")
+        try:
+            html.write_text(standalone_report(config, record, now), encoding="utf-8")
+        except OSError as error:
+            err.write(f"omgate chains show: cannot write {html}: {error.strerror}\n")
+            return EXIT_USAGE
         err.write(f"wrote {html}\n")
     if as_json:
         out.write(json.dumps(document, indent=2) + "\n")

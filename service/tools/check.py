@@ -307,9 +307,30 @@ def write_text(report: CheckReport, config: Config, out: TextIO) -> None:
     out.write(f"\n{'FAILED' if report.failed else 'OK'}: {count_line(report.findings)}\n")
 
 
+def check_serve_starts(config: Config, report: CheckReport) -> None:
+    """What ``omgate serve`` refuses before it listens and the rest of check does not read
+    (the event loop, the inbox's folder, the listeners and the body budget, the console's
+    token, the WSDLs): each as an error finding, so check never passes a configuration
+    serve refuses. Nothing is created. Not part of :func:`check_deployment`, which serve
+    runs itself before its supervisor's metrics (these imports bring prometheus_client)."""
+    from service.server import check_listening, inbox_folder_to_create, load_schemas
+    from service.supervisor import event_loop_factory
+
+    steps = (event_loop_factory, lambda checked: inbox_folder_to_create(checked, create=False),
+             check_listening, load_schemas)
+    for step in steps:
+        try:
+            step(config)
+        except ConfigError as error:
+            report.findings.append(_conflict(
+                "error", f"omgate serve would refuse to start: {error}",
+                "Fix it as the message says."))
+
+
 def run_check(config: Config, out: TextIO, *, trust: Path | None, as_json: bool,
               now: dt.datetime | None = None) -> int:
     report = check_deployment(config, trust=trust, now=now)
+    check_serve_starts(config, report)
     if as_json:
         out.write(json_text(report.to_json(), indent=2) + "\n")
     else:

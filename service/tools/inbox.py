@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from service.config import Config
-from service.inbox import Inbox, State
+from service.inbox import Inbox, State, sqlite_path
 from service.terminal import json_text
 
 PAGE = 500
@@ -21,11 +21,17 @@ def _dump(document: object) -> str:
     return json_text(document, indent=2)
 
 
-async def open_configured(config: Config) -> Inbox:
-    """The configured inbox, for the tools: a SQLite inbox whose folder does not exist is an
-    error naming inbox.url, not a new empty inbox."""
+async def open_configured(config: Config, *, create: bool = False) -> Inbox:
+    """The configured inbox, for the tools: a SQLite inbox that does not exist (its folder,
+    or its file unless ``create``, as ``omgate inbox migrate`` may) is an error naming
+    inbox.url, not a new empty inbox at a mistyped path that reports nothing."""
     from service.server import open_inbox_of
 
+    database = sqlite_path(config.inbox.url)
+    if not create and database is not None and not database.exists():
+        raise config.error("inbox", "url", f"there is no inbox at {database} (omgate serve, "
+                                           "or omgate inbox migrate, creates it there); "
+                                           "check the URL")
     return await open_inbox_of(config, group_commit=False)
 
 
@@ -97,8 +103,13 @@ async def retry_notifications(config: Config, out: TextIO, err: TextIO,
     inbox = await open_configured(config)
     try:
         count = await inbox.retry(inbox_id, dt.datetime.now(dt.UTC))
+        held = inbox_id is not None and count == 0 and await inbox.get(inbox_id) is not None
     finally:
         await inbox.close()
+    if held:
+        err.write(f"omgate inbox retry: notification {inbox_id} is being delivered (a worker "
+                  "holds its lease); it is left to that attempt\n")
+        return 1
     if inbox_id is not None and count == 0:
         err.write(f"omgate inbox retry: no notification with inbox id {inbox_id}\n")
         return 1
@@ -107,7 +118,7 @@ async def retry_notifications(config: Config, out: TextIO, err: TextIO,
 
 
 async def migrate(config: Config, out: TextIO) -> int:
-    inbox = await open_configured(config)  # opening creates or upgrades the schema
+    inbox = await open_configured(config, create=True)  # creates or upgrades the schema
     try:
         version = await inbox.migrate()
     finally:

@@ -32,6 +32,10 @@ def write_config(folder: Path) -> Path:
     path = folder / CONFIG_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # FileExistsError too: DIR is a file
+        raise InitError(f"cannot make the folder {folder}: "
+                        f"{error.strerror or 'it exists and is not a folder'}") from None
+    try:
         with path.open("x", encoding="utf-8") as handle:  # "x": never over an existing file
             handle.write(commented_config())
     except FileExistsError:
