@@ -28,7 +28,8 @@ async def open_configured(config: Config, *, create: bool = False) -> Inbox:
     from service.server import open_inbox_of
 
     database = sqlite_path(config.inbox.url)
-    if not create and database is not None and not database.exists():
+    if not create and database is not None and database.parent.is_dir() \
+            and not database.exists():  # (a missing folder: open_inbox_of names it)
         raise config.error("inbox", "url", f"there is no inbox at {database} (omgate serve, "
                                            "or omgate inbox migrate, creates it there); "
                                            "check the URL")

@@ -45,7 +45,9 @@ def test_serve_requires_the_server_certificate_and_key_and_names_them(tmp_path):
     assert result.returncode == 2
     assert (f"omgate: configuration error: {path}: [server] certfile and keyfile: required by "
             "the TLS listeners of [server] bind") in result.stderr
-    assert run_omgate("inbox", "list", "--config", str(path)).returncode == 0  # needs neither
+    # the inbox tools need neither (and create no inbox: migrate does)
+    assert run_omgate("inbox", "migrate", "--config", str(path)).returncode == 0
+    assert run_omgate("inbox", "list", "--config", str(path)).returncode == 0
     path.write_text('[server]\nbind = []\nplain_bind = ["127.0.0.1:8080"]\n')
     assert load_config(path, {}).server.certfile is None  # a balancer terminates TLS
 
@@ -138,9 +140,11 @@ def test_the_configuration_is_looked_for_in_order_and_the_error_says_where(tmp_p
     assert find_config(None, {}, (tmp_path / "none.toml", found)).path == found
     assert find_config(None, {"OMGATE_CONFIG": str(variable)}, (found,)).path == variable
     assert find_config(flag, {"OMGATE_CONFIG": str(variable)}, (found,)).path == flag
-    # and the real command, from the folder that holds config/omgate.toml
-    assert omgate_in(tmp_path, "inbox", "list").stdout.strip() == "[]"
+    # and the real commands, from the folder that holds config/omgate.toml (migrate creates
+    # the inbox its URL names, relative to that file; list reads it)
+    assert omgate_in(tmp_path, "inbox", "migrate").returncode == 0
     assert (tmp_path / "config" / "inbox.db").exists()
+    assert omgate_in(tmp_path, "inbox", "list").stdout.strip() == "[]"
     missing = omgate_in(tmp_path, "inbox", "list", env={"OMGATE_CONFIG": "gone.toml"})
     assert missing.returncode == 2
     assert "gone.toml: configuration file not found (named by $OMGATE_CONFIG)" in missing.stderr

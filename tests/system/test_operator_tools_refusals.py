@@ -122,8 +122,9 @@ def test_retry_of_a_notification_under_lease_does_not_say_it_does_not_exist(tmp_
     async def store_and_lease() -> int:
         inbox = await open_inbox(url, group_commit=False)
         try:
-            await inbox.store(IncomingMessage(message, "/salesforce/outbound", NOW))
-            [claimed] = await inbox.claim(limit=10, lease_seconds=600, now=NOW)
+            now = dt.datetime.now(dt.UTC)  # the lease must still run when retry is asked
+            await inbox.store(IncomingMessage(message, "/salesforce/outbound", now))
+            [claimed] = await inbox.claim(limit=10, lease_seconds=600, now=now)
             return claimed.id
         finally:
             await inbox.close()
