@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,10 +60,40 @@ def require_executable(name: str) -> str:
     return str(path)
 
 
+# Ports a test's server listens on come from below the kernel's ephemeral range: a port
+# the kernel handed out for a bind to port 0 was free only until it was closed, and any
+# client's outgoing connection (a test's, PostgreSQL's, curl's) could take it as its own
+# local port before the server bound it ("address already in use", seen in CI). Ports
+# below the range are never handed out that way; each is handed out once per test run.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_TEST_PORTS = 10_000
+
+
+def _test_ports() -> Iterator[int]:
+    try:
+        lowest_ephemeral = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 32768
+    first = max(1024, lowest_ephemeral - _TEST_PORTS)
+    count = lowest_ephemeral - first
+    start = random.randrange(count)  # two runs at once start apart
+    for step in range(count):
+        yield first + (start + step) % count
+
+
+_ports = _test_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port of 127.0.0.1 nobody uses now and no other call of this run has returned."""
+    for port in _ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port left below the ephemeral range")
 
 
 def can_listen(port: int) -> bool:
