@@ -126,12 +126,28 @@ def _client_address(request: Request) -> Address | None:
     return origin.client if origin else None
 
 
-def _client_key(request: Request) -> str:
-    """Who a body counts against in the budget: the client address, else the TCP peer."""
-    client = _client_address(request)
+def _client_key(request: Request, client: Address | None) -> str:
+    """Who a body counts against in the budget: the client address (``client``, from
+    ``_client_address``), else the TCP peer."""
     if client is not None:
         return str(client)
     return request.client.host if request.client else "unknown"
+
+
+_ACK_HEADERS = ((b"content-length", str(len(ACK)).encode()),
+                (b"content-type", CONTENT_TYPE.encode()))
+
+
+class Acknowledgement(Response):
+    """The Ack, with its headers made once: Response's own constructor works them out
+    anew for every message."""
+
+    def __init__(self, correlation_id: str) -> None:  # Response.__init__ not called
+        self.status_code = 200
+        self.media_type = CONTENT_TYPE
+        self.background = None
+        self.body = ACK
+        self.raw_headers = [(b"x-correlation-id", correlation_id.encode()), *_ACK_HEADERS]
 
 
 def fault_response(error: SoapFaultError, correlation_id: str) -> Response:
@@ -276,11 +292,12 @@ class OutboundMessageHandler:
             return parse_message(body, self.endpoint.schema)
         return await asyncio.to_thread(parse_message, body, self.endpoint.schema)
 
-    async def _check_client(self, request: Request) -> RequestIdentity | None:
-        """Refuse a client outside allowed_client_networks, or one the policy refuses; the
-        identity that applied (None: no certificate is asked for)."""
+    async def _check_client(self, request: Request, client: Address | None,
+                            peer: str | None) -> RequestIdentity | None:
+        """Refuse a client (its address ``client``, its TCP peer ``peer``) outside
+        allowed_client_networks, or one the policy refuses; the identity that applied
+        (None: no certificate is asked for)."""
         allowed = self.endpoint.allowed_networks
-        client = _client_address(request)
         if allowed and not within(client, allowed):
             raise SoapFaultError(
                 "client_address_not_allowed",
@@ -290,7 +307,7 @@ class OutboundMessageHandler:
             return None
         applied = await request_identity(request.scope.get("extensions") or {}, self.gate,
                                          self.endpoint.policy, self.endpoint.config.path,
-                                         _peer(request))
+                                         peer)
         if applied.verdict.refuse:
             raise _client_cert_refused()
         return applied
@@ -304,17 +321,24 @@ class OutboundMessageHandler:
     async def _handle(self, request: Request) -> Response:
         correlation_id = new_correlation_id()
         # Every line about this request carries its id, client_auth.decision included.
-        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+        # (bind and reset rather than bound_contextvars, which copies the whole context
+        # twice: this runs for every message)
+        tokens = structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        try:
             return await self._answer(request, correlation_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _answer(self, request: Request, correlation_id: str) -> Response:
-        context = {"endpoint": self.endpoint.config.path, "peer": _peer(request)}
+        peer = _peer(request)
+        context = {"endpoint": self.endpoint.config.path, "peer": peer}
         body_read = False
         applied: RequestIdentity | None = None
         try:
-            applied = await self._check_client(request)
+            client = _client_address(request)
+            applied = await self._check_client(request, client, peer)
             _check_request_line(request)
-            async with self.budget.hold(_client_key(request),
+            async with self.budget.hold(_client_key(request, client),
                                         _declared_size(request, self.endpoint.max_body_bytes)
                                         ) as share:
                 body = await read_body(request, self.endpoint.max_body_bytes, share)
@@ -366,11 +390,14 @@ class OutboundMessageHandler:
             log.warning("om.warning", code=warning.code, where=warning.where,
                         detail=warning.message, **context)
         self._accepted.inc()
-        self._stored["new"].inc(result.new)
+        # (a count of nothing skipped: each takes the metric's lock)
         if result.new:
+            self._stored["new"].inc(result.new)
             self.state.stored.set()
-        self._stored["duplicate"].inc(result.duplicates)
-        self._stored["conflict"].inc(len(result.conflicts))
+        if result.duplicates:
+            self._stored["duplicate"].inc(result.duplicates)
+        if result.conflicts:
+            self._stored["conflict"].inc(len(result.conflicts))
         for conflict in result.conflicts:
             log.warning("om.duplicate_conflict", org_id=message.organization_id,
                         notification_id=conflict.notification_id, inbox_id=conflict.inbox_id,
@@ -386,8 +413,7 @@ class OutboundMessageHandler:
             conflicts=len(result.conflicts),
             **context,
         )
-        return Response(ACK, media_type=CONTENT_TYPE,
-                        headers={"X-Correlation-Id": correlation_id})
+        return Acknowledgement(correlation_id)
 
 
 async def _not_ready_reason(inbox: Inbox, state: ServiceState) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from service.soap import SoapFaultError
@@ -69,6 +68,12 @@ class BodyHold:
     async def take(self, size: int) -> None:
         await self.budget.take(self, size)
 
+    async def __aenter__(self) -> BodyHold:
+        return self
+
+    async def __aexit__(self, *_exception: object) -> None:
+        await self.budget.give_back(self)
+
 
 class BodyBudget:
     def __init__(self, rules: BudgetRules, wait: float) -> None:
@@ -85,20 +90,20 @@ class BodyBudget:
     def held_by(self, client: str) -> int:
         return self._by_client.get(client, 0)
 
-    @contextlib.asynccontextmanager
-    async def hold(self, client: str, declared: int) -> AsyncIterator[BodyHold]:
+    def hold(self, client: str, declared: int) -> BodyHold:
         """A share for one body from ``client`` that says it has ``declared`` bytes (only
-        a hint: bytes count as they arrive); what it took is given back on exit."""
-        share = BodyHold(self, client, next(self._orders), declared)
-        try:
-            yield share
-        finally:
-            if self._quiet():
-                self._give_back(share)
-            else:
-                async with self._changed:
-                    if self._give_back(share):
-                        self._changed.notify_all()
+        a hint: bytes count as they arrive), to use in ``async with``: what it took is
+        given back on exit. (A class rather than a generator: this runs for every
+        message.)"""
+        return BodyHold(self, client, next(self._orders), declared)
+
+    async def give_back(self, share: BodyHold) -> None:
+        if self._quiet():
+            self._give_back(share)
+        else:
+            async with self._changed:
+                if self._give_back(share):
+                    self._changed.notify_all()
 
     def _quiet(self) -> bool:
         """Nobody waits for room and nobody is deciding: a body may take or give back

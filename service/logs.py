@@ -13,11 +13,13 @@ escaped: many values (paths, certificate names) were written by peers.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -43,7 +45,34 @@ def _drop_secret_keys(_logger: WrappedLogger, _method: str, event: EventDict) ->
 
 
 _HEAD = ("timestamp", "level", "event")
-_STAMP = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+class _UtcClock:
+    """The time as structlog's ISO UTC TimeStamper writes it
+    (``datetime.now(UTC).isoformat()``, ``+00:00`` as ``Z``), with the part up to the
+    second made once a second: a line is written for every message."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+        if second != self._second:
+            # a thread that makes it too writes the same text
+            self._text = dt.datetime.fromtimestamp(second, dt.UTC).replace(
+                tzinfo=None).isoformat()
+            self._second = second
+        microseconds = nanoseconds // 1000
+        return f"{self._text}.{microseconds:06d}Z" if microseconds else f"{self._text}Z"
+
+
+_CLOCK = _UtcClock()
+
+
+def _stamp(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    event["timestamp"] = _CLOCK.now()
+    return event
 
 
 def _event_first(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
@@ -144,7 +173,7 @@ def _omgate_json_line(logger: WrappedLogger, method: str, event: EventDict) -> s
         event = structlog.processors.format_exc_info(logger, method, event)
     _drop_secret_keys(logger, method, event)
     # the head _event_first would move to the front, made first
-    line = structlog.processors.add_log_level(logger, method, _STAMP(logger, method, {}))
+    line = structlog.processors.add_log_level(logger, method, {"timestamp": _CLOCK.now()})
     if "event" in event:
         line["event"] = event.pop("event")
     for key in _HEAD:
@@ -183,7 +212,7 @@ def configure_logging(log_format: str = "auto", level: str = "info",
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _STAMP,
+        _stamp,
         _drop_secret_keys,
     ]
     rendering: list[Processor] = [structlog.processors.format_exc_info, _event_first,

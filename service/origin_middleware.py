@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.forwarded.addresses import parse_address
-from service.forwarded.origin import ForwardingSettings, resolve
+from service.forwarded.origin import ForwardingSettings, resolve, untrusted_origin
 from service.identity import ORIGIN_KEY, connection_facts
 
 
@@ -46,9 +46,14 @@ class ForwardedMiddleware:
         connection = connection_facts(extensions)
         relayed = connection is not None and connection.origin.proxied
         proxied = connection.origin.client if connection is not None and relayed else None
-        headers, repeated = _headers(scope["headers"])
-        origin = resolve(headers, peer, parse_address(proxied[0]) if proxied else None,
-                         self.settings, relayed=relayed, repeated=repeated)
+        if relayed or self.settings.trusted_proxies:
+            headers, repeated = _headers(scope["headers"])
+            origin = resolve(headers, peer, parse_address(proxied[0]) if proxied else None,
+                             self.settings, relayed=relayed, repeated=repeated)
+        else:  # nobody is believed: only the names of what was forwarded count
+            origin = untrusted_origin(peer, peer, (name.decode("latin-1").lower()
+                                                   for name, _value in scope["headers"]),
+                                      self.settings)
         scope = dict(scope)
         if origin.ignored_headers:
             dropped = {name.encode("latin-1") for name in origin.ignored_headers}

@@ -10,7 +10,7 @@ sent one in the configured format) and the forwarded headers to drop come out.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from service.clientauth.presented import (
@@ -90,8 +90,7 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     """
     sender = proxied_client if relayed or proxied_client is not None else peer
     if not within(sender, settings.trusted_proxies):
-        ignored = tuple(sorted(name for name in headers if name in settings.header_names))
-        return RequestOrigin(peer, sender, ignored_headers=ignored)
+        return untrusted_origin(peer, sender, headers, settings)
     header = settings.client_address_header
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
@@ -100,6 +99,15 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
                          forwarded_chain=forwarded(headers, settings.certificate_format,
                                                    repeated),
                          forwarded_format=settings.certificate_format.name)
+
+
+def untrusted_origin(peer: Address | None, sender: Address | None, names: Iterable[str],
+                     settings: ForwardingSettings) -> RequestOrigin:
+    """A request from ``sender``, no trusted proxy (``names``: its headers' lower-case
+    names): what it forwarded is ignored."""
+    header_names = settings.header_names
+    ignored = tuple(sorted({name for name in names if name in header_names}))
+    return RequestOrigin(peer, sender, ignored_headers=ignored)
 
 
 def forwarded(headers: Mapping[str, str], certificate_format: ForwardedFormat,

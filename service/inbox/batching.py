@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -26,8 +27,11 @@ class GroupCommitter(Generic[Prepared]):
                  limit: int = GROUP_COMMIT_LIMIT) -> None:
         self._store_batch = store_batch
         self._limit = limit
-        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[StoreResult]]] = (
-            asyncio.Queue())
+        # the stores waiting for the next batch (a deque and a wake-up rather than an
+        # asyncio.Queue: its locking and bookkeeping cost every message a few µs, for a
+        # single reader that needs none of it)
+        self._queued: deque[tuple[Prepared, asyncio.Future[StoreResult]]] = deque()
+        self._wake_up: asyncio.Future[None] | None = None  # the runner waits for a store
         self._task: asyncio.Task[None] | None = None
         self._committing: list[asyncio.Future[StoreResult]] = []  # the batch under way
 
@@ -35,14 +39,21 @@ class GroupCommitter(Generic[Prepared]):
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put((message, future))
+        self._queued.append((message, future))
+        if self._wake_up is not None and not self._wake_up.done():
+            self._wake_up.set_result(None)
         return await future
+
+    async def _next_batch(self) -> list[tuple[Prepared, asyncio.Future[StoreResult]]]:
+        while not self._queued:
+            self._wake_up = asyncio.get_running_loop().create_future()
+            await self._wake_up
+        queued = self._queued
+        return [queued.popleft() for _ in range(min(self._limit, len(queued)))]
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._limit and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch()
             self._committing = [future for _, future in batch]
             try:
                 results = await self._store_batch([message for message, _ in batch])
@@ -65,8 +76,8 @@ class GroupCommitter(Generic[Prepared]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while not self._queue.empty():
-            waiting.append(self._queue.get_nowait()[1])
+        waiting.extend(future for _, future in self._queued)
+        self._queued.clear()
         for future in waiting:
             if not future.done():
                 future.set_exception(InboxError("the inbox closed before the message was "

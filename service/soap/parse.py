@@ -62,13 +62,14 @@ def _hardened_parser() -> etree.XMLParser:
 def _prolog_declares_dtd(body: bytes) -> bool:
     """True when a DOCTYPE comes before the first element (checked before lxml sees it)."""
     position = 0
-    skips = {b"<?": b"?>", b"<!--": b"-->"}
     while (start := body.find(b"<", position)) >= 0:
         if body.startswith(b"<!DOCTYPE", start):
             return True
-        closing = next((end for opening, end in skips.items() if body.startswith(opening, start)),
-                       None)
-        if closing is None:
+        if body.startswith(b"<?", start):
+            closing = b"?>"
+        elif body.startswith(b"<!--", start):
+            closing = b"-->"
+        else:
             return False
         position = body.find(closing, start)
         if position < 0:
@@ -104,9 +105,16 @@ def _markup_is_ascii(encoding: str) -> bool:
     return name in _ASCII_MARKUP_ENCODINGS or name.startswith(("iso8859-", "cp125"))
 
 
+# How Salesforce begins every message: no other check of the encoding is needed.
+_USUAL_DECLARATIONS = (b'<?xml version="1.0" encoding="UTF-8"?>',
+                       b'<?xml version="1.0" encoding="utf-8"?>')
+
+
 def _scannable(body: bytes) -> bytes:
     """The body in bytes where markup is ASCII, for the DTD scan; refuses an encoding in
     which it would not be (a DOCTYPE the scan cannot see must never reach the parser)."""
+    if body.startswith(_USUAL_DECLARATIONS):
+        return body
     for mark, encoding in _WIDE_ENCODINGS:
         if body.startswith(mark):
             return body.decode(encoding, errors="replace").encode()
@@ -172,22 +180,27 @@ def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
             _refuse_an_entity(child)
 
 
+_ENVELOPE_TAG = f"{{{SOAP_ENV_NS}}}Envelope"
+_BODY_TAG = f"{{{SOAP_ENV_NS}}}Body"
+_NOTIFICATIONS_TAG = f"{{{OUTBOUND_NS}}}notifications"
+
+
 def _notifications_element(root: etree._Element) -> etree._Element:
     if root.tag == f"{{{SOAP12_ENV_NS}}}Envelope":
         raise SoapFaultError(
             "not_soap_envelope",
             "This is a SOAP 1.2 envelope; Salesforce Outbound Messaging uses SOAP 1.1.",
         )
-    if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
+    if root.tag != _ENVELOPE_TAG:
         raise SoapFaultError(
             "not_soap_envelope",
             f"The document element is {etree.QName(root).localname!r}, not a SOAP 1.1 Envelope.",
         )
-    body = _first_child(root, f"{{{SOAP_ENV_NS}}}Body")
+    body = _first_child(root, _BODY_TAG)
     if body is None:
         raise SoapFaultError("not_soap_envelope", "The SOAP envelope has no Body.")
     payload = next(_child_elements(body), None)
-    if payload is None or payload.tag != f"{{{OUTBOUND_NS}}}notifications":
+    if payload is None or payload.tag != _NOTIFICATIONS_TAG:
         found = "nothing" if payload is None else repr(etree.QName(payload).text)
         raise SoapFaultError(
             "no_notifications",
@@ -272,6 +285,11 @@ def _resolve_xsi_type(sobject: etree._Element, where: str) -> tuple[str | None, 
 
 _ID_TAG = _tag("Id")
 _SOBJECT_TAG = _tag("sObject")
+_ORGANIZATION_ID_TAG = _tag("OrganizationId")
+_ACTION_ID_TAG = _tag("ActionId")
+_SESSION_ID_TAG = _tag("SessionId")
+_ENTERPRISE_URL_TAG = _tag("EnterpriseUrl")
+_PARTNER_URL_TAG = _tag("PartnerUrl")
 
 
 def _notification(element: etree._Element, index: int) -> Notification:
@@ -322,19 +340,17 @@ def _short_id_warnings(
     schema: NotificationSchema | None,
 ) -> tuple[ParseWarning, ...]:
     places: dict[str, int] = {}
-
-    def count(place: str, value: object) -> None:
+    id_fields = [(f"field {spec.name}", spec.name)
+                 for spec in (schema.id_fields if schema else ()) if spec.name != "Id"]
+    values: list[tuple[str, object]] = [("OrganizationId", organization_id),
+                                        ("ActionId", action_id)]
+    for notification in notifications:
+        values.append(("Notification Id", notification.id))
+        values.append(("sObject Id", notification.record_id))
+        values.extend((place, notification.fields.get(name)) for place, name in id_fields)
+    for place, value in values:
         if isinstance(value, str) and len(value) == 15:
             places[place] = places.get(place, 0) + 1
-
-    count("OrganizationId", organization_id)
-    count("ActionId", action_id)
-    for notification in notifications:
-        count("Notification Id", notification.id)
-        count("sObject Id", notification.record_id)
-        for spec in schema.id_fields if schema else ():
-            if spec.name != "Id":
-                count(f"field {spec.name}", notification.fields.get(spec.name))
     return tuple(
         ParseWarning(
             "short_id",
@@ -354,7 +370,7 @@ def acknowledges(body: bytes) -> bool:
         root = _parse_xml(body)
     except SoapFaultError:
         return False
-    if root.tag != f"{{{SOAP_ENV_NS}}}Envelope":
+    if root.tag != _ENVELOPE_TAG:
         return False
     ack = root.find(f"{{{SOAP_ENV_NS}}}Body/{{{OUTBOUND_NS}}}notificationsResponse"
                     f"/{{{OUTBOUND_NS}}}Ack")
@@ -367,10 +383,10 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
     _check_namespaces(payload)
     notification_elements = _notification_elements(payload)
     first = _first_children(payload)
-    organization_id = _required_id(first.get(_tag("OrganizationId")), "OrganizationId",
+    organization_id = _required_id(first.get(_ORGANIZATION_ID_TAG), "OrganizationId",
                                    "notifications")
-    action_id = _required_id(first.get(_tag("ActionId")), "ActionId", "notifications")
-    session_text = _optional_text(first.get(_tag("SessionId")))
+    action_id = _required_id(first.get(_ACTION_ID_TAG), "ActionId", "notifications")
+    session_text = _optional_text(first.get(_SESSION_ID_TAG))
     notifications = tuple(
         _notification(element, index)
         for index, element in enumerate(notification_elements, start=1)
@@ -384,8 +400,8 @@ def parse_message(body: bytes, schema: NotificationSchema | None = None) -> Outb
         organization_id=organization_id,
         action_id=action_id,
         session_id=Secret(session_text) if session_text else None,
-        enterprise_url=_optional_text(first.get(_tag("EnterpriseUrl"))),
-        partner_url=_optional_text(first.get(_tag("PartnerUrl"))),
+        enterprise_url=_optional_text(first.get(_ENTERPRISE_URL_TAG)),
+        partner_url=_optional_text(first.get(_PARTNER_URL_TAG)),
         notifications=notifications,
         warnings=_short_id_warnings(organization_id, action_id, notifications, schema),
     )

@@ -441,3 +441,27 @@ def test_pem_blocks_are_found_in_time_linear_in_the_value():
     with pytest.raises(ForwardedCertError, match="no PEM certificate"):
         parsed("pem-header:X-SSL-Cert", {"X-SSL-Cert": value})
     assert time.process_time() - started < 0.2
+
+
+def test_without_trusted_proxies_forwarded_headers_are_dropped_and_named():
+    """A listener that trusts no proxy believes nobody's forwarded facts: every line of a
+    forwarded header (any case, any number of times) is gone from what the app sees, named
+    once among the ignored headers, and the client is the TCP peer."""
+    seen: list[dict] = []
+
+    async def app(scope: dict, _receive: object, _send: object) -> None:
+        seen.append(scope)
+
+    middleware = ForwardedMiddleware(app, ForwardingSettings((), None))
+    lines = [(b"X-Forwarded-For", b"203.0.113.9"), (b"content-type", b"text/xml"),
+             (b"x-forwarded-for", b"198.51.100.1"), (b"X-SSL-Client-Cert", b"forged"),
+             (b"Forwarded", b"for=192.0.2.1")]
+    asyncio.run(middleware({"type": "http", "headers": lines,
+                            "client": ("10.0.0.2", 40000), "extensions": {}}, None, None))
+    [scope] = seen
+    origin = scope["extensions"][ORIGIN_KEY]
+    assert origin.ignored_headers == ("forwarded", "x-forwarded-for", "x-ssl-client-cert")
+    assert scope["headers"] == [(b"content-type", b"text/xml")]
+    assert origin.client == origin.peer == parse_address("10.0.0.2")
+    assert not origin.from_trusted_proxy and origin.forwarded_chain is None
+    assert scope["client"] == ("10.0.0.2", 40000)
