@@ -53,18 +53,16 @@ class _UtcClock:
     second made once a second: a line is written for every message."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._text = ""
+        self._second: tuple[int, str] = (-1, "")  # a second and its text, replaced whole
 
     def now(self) -> str:
         second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-        if second != self._second:
-            # a thread that makes it too writes the same text
-            self._text = dt.datetime.fromtimestamp(second, dt.UTC).replace(
-                tzinfo=None).isoformat()
-            self._second = second
+        made, text = self._second  # (one read: another thread may replace it meanwhile)
+        if made != second:
+            text = dt.datetime.fromtimestamp(second, dt.UTC).replace(tzinfo=None).isoformat()
+            self._second = (second, text)
         microseconds = nanoseconds // 1000
-        return f"{self._text}.{microseconds:06d}Z" if microseconds else f"{self._text}Z"
+        return f"{text}.{microseconds:06d}Z" if microseconds else f"{text}Z"
 
 
 _CLOCK = _UtcClock()
