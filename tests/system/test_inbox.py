@@ -211,6 +211,32 @@ def test_concurrent_stores_each_get_their_own_answer(inbox_url, group_commit):
         opened.shutdown()
 
 
+def test_a_group_commit_stores_each_message_whole_and_tells_each_its_result(inbox_url):
+    """A group of messages is written in one statement when every notification is new; a
+    redelivery inside the group (the same notification, other content) sends them one by
+    one instead, so each still learns what became of its own."""
+    opened = SyncInbox(inbox_url, group_commit=True)
+    try:
+        several = incoming("amplabs-batch_update_contacts.xml")
+        fresh = opened.concurrently([unique_message(1), several, unique_message(2)])
+        assert [result.new for result in fresh] == [1, len(several.message.notifications), 1]
+        assert all(result.duplicates == 0 and not result.conflicts for result in fresh)
+        redelivered = "04l000000000009AAA"
+        mixed = opened.concurrently([contact("Jeraldine", notification_id=redelivered),
+                                     unique_message(3),
+                                     contact("Mallory", notification_id=redelivered),
+                                     unique_message(4), unique_message(1)])
+        assert [(result.new, result.duplicates, len(result.conflicts))
+                for result in mixed] == [(1, 0, 0), (1, 0, 0), (0, 0, 1), (1, 0, 0), (0, 1, 0)]
+        stored = opened.list(limit=100)
+        assert [item.notification_id for item in stored] == [
+            "04l000000000001AAA", *(n.id for n in several.message.notifications),
+            "04l000000000002AAA", redelivered, "04l000000000003AAA", "04l000000000004AAA"]
+        assert stored[-3].fields["FirstName"] == "Jeraldine"  # the first content is kept
+    finally:
+        opened.shutdown()
+
+
 def test_claims_keep_each_records_order_and_lease(inbox):
     inbox.prepare_delivery()  # as a delivery worker does first
     for index, record in enumerate(["001A00000000001AAA", "001A00000000001AAA",
