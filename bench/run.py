@@ -175,8 +175,9 @@ trust = ["client-ca.pem", "client-intermediate.pem"]"""
 
 @contextmanager
 def omgate(folder: Path, inbox_url: str, group_commit: bool = True,
-           chains: bool = True, workers: int = 1, behind_proxy: bool = False
-           ) -> Iterator[Server]:
+           chains: bool = True, workers: int = 1, behind_proxy: bool = False,
+           tree: Path = ROOT) -> Iterator[Server]:
+    """omgate from the source ``tree`` (this checkout, or another: bench/two_trees.py)."""
     port, health = _free_port(), _free_port()
     config = folder / f"omgate-{port}.toml"
     listener = (BEHIND_PROXY.format(port=port) if behind_proxy
@@ -207,7 +208,7 @@ format = "json"
     log = folder / f"omgate-{port}.log"
     command = [sys.executable, "-m", "service", "serve", "--config", str(config)]
     pinned = _pinned(command, 0 if workers == 1 else TWO_WORKER_CORES)
-    process = subprocess.Popen(pinned, cwd=ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(pinned, cwd=tree, stdout=subprocess.DEVNULL,
                                stderr=log.open("wb"))
     try:
         deadline = time.monotonic() + 30
