@@ -25,6 +25,10 @@ MIGRATIONS = schema_migrations(POSTGRES)
 _CONFLICTS = conflict_statements(POSTGRES)
 
 
+CONNECT_WAIT_SECONDS = 30  # for the first connection: PostgreSQL may still be starting
+CAUSE_CONNECT_SECONDS = 5  # for the one attempt that learns why there was none
+
+
 class PostgresDatabase:
     """One PostgreSQL database an inbox is kept in, through a pool of connections."""
 
@@ -49,10 +53,26 @@ class PostgresDatabase:
             self.url, min_size=1, max_size=self._pool_size, open=False, timeout=30,
             kwargs={"row_factory": dict_row, "autocommit": False})
         try:
-            await self._pool.open(wait=True, timeout=30)
+            await self._pool.open(wait=True, timeout=CONNECT_WAIT_SECONDS)
         except psycopg.Error as error:  # a PoolTimeout too
-            raise self._error(error, "cannot connect") from None
+            raise self._error(await self._why_not(error), "cannot connect") from None
         await self.migrate()
+
+    async def _why_not(self, pool_error: Exception) -> str:
+        """Why the pool found no connection: its own error says only that it waited, so
+        one connection is tried to learn what the server (or the network) answers."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        if not isinstance(pool_error, PoolTimeout):
+            return str(pool_error)
+        try:
+            connection = await psycopg.AsyncConnection.connect(
+                self.url, connect_timeout=CAUSE_CONNECT_SECONDS)
+        except psycopg.Error as error:
+            return f"{error} (tried for {CONNECT_WAIT_SECONDS} s)"
+        await connection.close()  # it answers now: it came up as the pool gave up
+        return f"{pool_error} (it answers now: try again)"
 
     async def _execute(self, statement: str, parameters: Any = None) -> list[dict[str, Any]]:
         """The rows one statement returns (none: an empty list), on a pooled connection."""
