@@ -39,7 +39,7 @@ from service.inbox.model import (
     StoreResult,
 )
 from service.inbox.postgres_chains import PostgresChainStore
-from service.inbox.postgres_database import MIGRATION_LOCK, PostgresDatabase
+from service.inbox.postgres_database import PostgresDatabase, take_migration_lock
 from service.inbox.statements import (
     DELIVERY_INDEX,
     SELECT_COLUMNS,
@@ -204,7 +204,7 @@ class PostgresInbox(PostgresChainStore, Inbox):
     async def prepare_delivery(self) -> None:
         async with self._transaction("cannot build the delivery index") as connection:
             # two replicas building it at once would collide on its name
-            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await take_migration_lock(connection)
             await connection.execute(DELIVERY_INDEX)
 
     async def _change(self, statement: str, parameters: tuple[Any, ...],

@@ -27,6 +27,15 @@ _CONFLICTS = conflict_statements(POSTGRES)
 
 CONNECT_WAIT_SECONDS = 30  # for the first connection: PostgreSQL may still be starting
 CAUSE_CONNECT_SECONDS = 5  # for the one attempt that learns why there was none
+MIGRATION_LOCK_WAIT_SECONDS = 60  # for another omgate's migration (seconds, at most)
+
+
+async def take_migration_lock(connection: Any) -> None:
+    """The lock one omgate migrating (or building an index) holds, in ``connection``'s
+    transaction; waited for MIGRATION_LOCK_WAIT_SECONDS at most: one stuck holding it must
+    not hang another's start, or a tool, for good."""
+    await connection.execute(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_WAIT_SECONDS * 1000}ms'")
+    await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
 
 
 class PostgresDatabase:
@@ -99,7 +108,7 @@ class PostgresDatabase:
 
     async def migrate(self) -> int:
         async with self._transaction("migration failed") as connection:
-            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await take_migration_lock(connection)
             await connection.execute(
                 "CREATE TABLE IF NOT EXISTS omgate_schema (version INTEGER NOT NULL)")
             row = await (await connection.execute(

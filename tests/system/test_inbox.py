@@ -821,6 +821,28 @@ def test_postgresql_stores_of_one_record_take_turns(postgres):
     assert asyncio.run(scenario()) == ["000000000001"]  # the older state, alone
 
 
+def test_a_migration_waits_for_anothers_lock_only_so_long(postgres, monkeypatch):
+    """An omgate stuck holding the migration lock stops another's start (or tool) for
+    MIGRATION_LOCK_WAIT_SECONDS, then says so, instead of hanging it for good."""
+    import psycopg
+
+    from service.inbox import postgres_database
+
+    monkeypatch.setattr(postgres_database, "MIGRATION_LOCK_WAIT_SECONDS", 1)
+    url = postgres.new_database()
+
+    async def scenario() -> None:
+        async with await psycopg.AsyncConnection.connect(url) as stuck, stuck.transaction():
+            await stuck.execute("SELECT pg_advisory_xact_lock(%s)",
+                                (postgres_database.MIGRATION_LOCK,))
+            with pytest.raises(InboxError, match=r"migration failed: .*lock timeout"):
+                await asyncio.wait_for(open_inbox(url), 20)
+        inbox = await open_inbox(url)  # the lock given back, the start goes on
+        await inbox.close()
+
+    asyncio.run(scenario())
+
+
 def test_postgresql_store_waits_for_a_record_lock_only_so_long(postgres, monkeypatch):
     import psycopg
 
