@@ -9,9 +9,10 @@ Writes, under ``--out`` (default ``certs/dev``):
 - ``client.pem`` / ``client.key`` / ``client-chain.pem``: the client leaf, its key, and the
   leaf followed by its intermediate (what a client should send).
 
-No CA private key is written: development CAs cannot issue anything later. Every file is
-written by ``service.secretfiles.write_private`` (keys 0600, certificates 0644): a new file
-renamed over the old one, never through a symbolic link.
+No CA private key is written: development CAs cannot issue anything later. The files are
+written together by ``service.secretfiles.write_private_files`` (keys 0600, certificates
+0644): each a new file renamed over the old one, never through a symbolic link, and none
+renamed until all are written.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from service.secretfiles import PRIVATE_MODE, SecretFileError, refuse_links, write_private
+from service.secretfiles import PRIVATE_MODE, SecretFileError, refuse_links, write_private_files
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 # The hashes CertificateBuilder.sign accepts for these keys (SHA-2 and SHA-3).
@@ -199,10 +200,10 @@ def write_dev_pki(out: Path, *, force: bool = False) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise PkiError(f"cannot make the folder {out}: {error.strerror}") from None
-    for path in paths:
-        mode = PRIVATE_MODE if path.suffix == ".key" else 0o644
-        try:
-            write_private(path, files[path.name], mode=mode)
-        except SecretFileError as error:
-            raise PkiError(str(error)) from None
+    try:  # all or none: a failure halfway leaves the files of before
+        write_private_files({path: (files[path.name],
+                                    PRIVATE_MODE if path.suffix == ".key" else 0o644)
+                             for path in paths})
+    except SecretFileError as error:
+        raise PkiError(str(error)) from None
     return paths
