@@ -23,7 +23,6 @@ so the youngest is refused at once and the older ones go on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -72,7 +71,7 @@ class BodyHold:
         return self
 
     async def __aexit__(self, *_exception: object) -> None:
-        await self.budget.give_back(self)
+        self.budget.give_back(self)
 
 
 class BodyBudget:
@@ -84,8 +83,12 @@ class BodyBudget:
         self._holding = 0  # holds with bytes
         self._waiting: set[BodyHold] = set()  # holds with bytes, waiting for room
         self._orders = itertools.count()
-        self._changed = asyncio.Condition()
-        self._sleepers = 0  # bodies waiting on _changed for room
+        # resolved at the next change, when a body waits for room. Not an asyncio.Condition:
+        # its lock guarded nothing (every check and count runs between two awaits), and in
+        # Python 3.11 a request cancelled twice while it waited left that lock taken for
+        # good, and every body after it waiting for it without a deadline.
+        self._change: asyncio.Future[None] | None = None
+        self._sleepers = 0  # bodies waiting for a change
 
     def held_by(self, client: str) -> int:
         return self._by_client.get(client, 0)
@@ -97,18 +100,20 @@ class BodyBudget:
         message.)"""
         return BodyHold(self, client, next(self._orders), declared)
 
-    async def give_back(self, share: BodyHold) -> None:
-        if self._quiet():
-            self._give_back(share)
-        else:
-            async with self._changed:
-                if self._give_back(share):
-                    self._changed.notify_all()
+    def give_back(self, share: BodyHold) -> None:
+        if self._give_back(share):
+            self._notify()
 
     def _quiet(self) -> bool:
-        """Nobody waits for room and nobody is deciding: a body may take or give back
-        without the lock (the usual case: one message at a time fits at once)."""
-        return not self._sleepers and not self._changed.locked()
+        """Nobody waits for room: a body that fits goes ahead at once (the usual case: one
+        message at a time fits at once)."""
+        return not self._sleepers
+
+    def _notify(self) -> None:
+        """Wake every body waiting for room, to look again."""
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
 
     def fits(self, share: BodyHold, size: int) -> bool:
         if self.held_by(share.client) + size > self.rules.per_client:
@@ -122,13 +127,12 @@ class BodyBudget:
                 and self.fits(share, size)):
             self._count(share, size)
             return
-        async with self._changed:
-            deadline = asyncio.get_running_loop().time() + self.wait
-            if not share.held:
-                await self._wait_for_room_for_all_of_it(share, deadline)
-            if not self.fits(share, size):
-                await self._wait_for_room(share, size, deadline)
-            self._count(share, size)
+        deadline = asyncio.get_running_loop().time() + self.wait
+        if not share.held:
+            await self._wait_for_room_for_all_of_it(share, deadline)
+        if not self.fits(share, size):
+            await self._wait_for_room(share, size, deadline)
+        self._count(share, size)  # (fits was checked since the last await)
 
     def _count(self, share: BodyHold, size: int) -> None:
         if not share.held:
@@ -164,10 +168,13 @@ class BodyBudget:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise _server_busy()
+        loop = asyncio.get_running_loop()
+        if self._change is None:
+            self._change = loop.create_future()
         self._sleepers += 1
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            # asyncio.wait: this body's cancel leaves the change to the others waiting
+            await asyncio.wait((self._change,), timeout=remaining)
         finally:
             self._sleepers -= 1
 
@@ -179,7 +186,7 @@ class BodyBudget:
         victim = max(self._waiting, key=lambda waiting: waiting.order, default=share)
         victim.refused = True
         self._waiting.discard(victim)
-        self._changed.notify_all()
+        self._notify()
 
     def _give_back(self, share: BodyHold) -> bool:
         """Whether ``share`` held anything, now given back."""

@@ -191,3 +191,38 @@ def test_bodies_that_declare_much_and_send_little_do_not_keep_others_out():
                 return budget.used
 
     assert run(scenario()) == 50 + 10_000 + 2 * MIB
+
+
+@pytest.mark.parametrize("turns_between", [0, 1, 2])
+def test_requests_cancelled_twice_while_waiting_for_room_leave_nothing_behind(turns_between):
+    """A request's task cancelled twice (its client gone, then the server stopping) while
+    its body waited for room: with asyncio.Condition's lock in Python 3.11 the lock stayed
+    taken, one task never ended, and every body after it waited on the lock for good."""
+    async def scenario() -> None:
+        budget = BodyBudget(RULES, wait=10)
+        stay = asyncio.Event()
+
+        async def body(client: str) -> None:
+            async with budget.hold(client, 2 * MIB) as share:
+                await share.take(MIB)
+                await share.take(MIB)
+                await stay.wait()
+
+        tasks = [asyncio.create_task(body(f"10.0.0.{index}")) for index in range(3)]
+        await asyncio.sleep(0.1)  # one holds 2 MiB, two wait for room
+        for task in tasks:
+            task.cancel()
+        for _ in range(turns_between):
+            await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        _done, pending = await asyncio.wait(tasks, timeout=2)
+        assert not pending, "a request never ended"
+        assert (budget.used, budget.held_by("10.0.0.0")) == (0, 0)
+        later = asyncio.create_task(body("10.0.0.9"))
+        await asyncio.sleep(0.1)
+        assert budget.used == 2 * MIB  # a new body goes in at once
+        later.cancel()
+        await asyncio.gather(later, return_exceptions=True)
+
+    run(scenario())
