@@ -90,6 +90,8 @@ def _all_new(connection: sqlite3.Connection,
         inserted = connection.executemany(
             _INSERT_IN_ORDER, [_IN_ORDER(row) for rows in messages for row in rows]).rowcount
     except sqlite3.Error:
+        if not connection.in_transaction:  # SQLite rolled it all back (a full disk): say so
+            raise
         inserted = -1
     if inserted == sum(len(rows) for rows in messages):
         connection.execute("RELEASE batch")
@@ -130,6 +132,8 @@ class SqliteInbox(SqliteChainStore, Inbox):
                 try:
                     results.append(self._store_rows(connection, rows))
                 except sqlite3.Error as error:
+                    if not connection.in_transaction:  # all rolled back: the cause, not
+                        raise  # "no such savepoint"
                     connection.execute("ROLLBACK TO message")
                     results.append(self._error(error))
                 connection.execute("RELEASE message")

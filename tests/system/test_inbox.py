@@ -645,6 +645,36 @@ def test_a_failed_message_stores_none_of_its_notifications(sqlite_inbox, sqlite_
         "04lxx000000CaSdAAK", "04l000000000007AAA"}
 
 
+def test_a_group_that_fills_the_database_fails_naming_the_cause(sqlite_path):
+    """SQLite rolls a whole transaction back when the database is full: the group's
+    savepoint is gone with it, and "no such savepoint" replaced the cause."""
+    async def scenario() -> list:
+        inbox = await open_inbox(f"sqlite:///{sqlite_path}")
+        try:
+            await inbox.store(unique_message(0))
+            def no_more_pages() -> None:  # the file may grow no more
+                connection = inbox._connect()
+                [pages] = connection.execute("PRAGMA page_count").fetchone()
+                connection.execute(f"PRAGMA max_page_count = {pages}")
+
+            await inbox._run(no_more_pages)
+            fields = "".join(f"<sf:F{index}>{'v' * 500}</sf:F{index}>" for index in range(40))
+            large = [IncomingMessage(parse_message(envelope(notification(
+                f"04l{index:012d}AAA", fields=fields))), "/salesforce/outbound", NOW)
+                for index in range(1, 40)]
+            grouped = await asyncio.gather(*(inbox.store(message) for message in large),
+                                           return_exceptions=True)
+            alone = await asyncio.gather(inbox.store(large[0]), return_exceptions=True)
+            return [*grouped, *alone]  # (one alone is stored behind its own savepoint)
+        finally:
+            await inbox.close()
+
+    results = asyncio.run(scenario())
+    assert results and all(isinstance(result, InboxError) for result in results), results
+    assert all("full" in str(result) for result in results), results[0]
+    assert not any("savepoint" in str(result) for result in results), results[0]
+
+
 def test_unwritable_inbox_is_reported(sqlite_inbox, sqlite_path):
     sqlite_inbox.check_writable()
     break_writes(sqlite_path, "heartbeat", "disk is read-only")
