@@ -25,6 +25,8 @@ class GroupCommitter(Generic[Prepared]):
 
     def __init__(self, store_batch: BatchStore[Prepared],
                  limit: int = GROUP_COMMIT_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError(f"a batch holds at least one message, not {limit}")
         self._store_batch = store_batch
         self._limit = limit
         # the stores waiting for the next batch (a deque and a wake-up rather than an
