@@ -47,6 +47,10 @@ from stacks import omgate_behind_nginx, peer_stack
 
 START, END = "<!-- bench-peer:start -->", "<!-- bench-peer:end -->"
 ROUNDS = 2
+# An unmeasured round of a load row's load for each server first: a server's first seconds
+# under a load it has not carried yet (its heap, its caches, SQLite's WAL growing) cost
+# omgate 5-10% more CPU a message than the rounds after, in three runs of row (a).
+WARM_UP_SECONDS = 3.0
 IDLE_CONNECTIONS = 500
 GROWTH_TARGET = 1.10  # omgate's resident memory, second round of 500 against the first
 PEER_PACKAGES = ("gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools", "starlette",
@@ -92,10 +96,14 @@ def ratio(ours: float, peer: float) -> float:
 
 
 def interleaved(label: str, ours: Server, peer: Server, measure: Measure,
-                figures: tuple[Figure, ...]) -> Row:
-    """``measure`` on omgate, the peer, omgate, the peer."""
+                figures: tuple[Figure, ...], warm_up: Measure | None = None) -> Row:
+    """``measure`` on omgate, the peer, omgate, the peer (after ``warm_up`` on each, not
+    counted)."""
     load_average = os.getloadavg()[0]
     print(f"== {label} (load average {load_average:.2f})", flush=True)
+    if warm_up is not None:
+        warm_up(ours, ROUNDS)
+        warm_up(peer, ROUNDS)
     rounds = []
     for number in range(ROUNDS):
         rounds.append((measure(ours, number), measure(peer, number)))
@@ -128,6 +136,11 @@ RESIDENT = Figure(f"RSS MiB, {IDLE_CONNECTIONS} open", "rss_mib", 1.0, "at most"
 
 def run_rows(folder: Path, seconds: float, write: bool) -> list[Row]:
     keep_alive = loading(folder, seconds, "a", "keep-alive", 32, PAYLOAD_1)
+    batch = batch_message(folder)
+
+    def warm_up(row_id: str, mode: str, concurrency: int, body: Path) -> Measure:
+        return loading(folder, WARM_UP_SECONDS, row_id, mode, concurrency, body)
+
     rows = []
     with ExitStack() as servers:
         ours = servers.enter_context(omgate(folder, f"sqlite:///{folder}/peer-rows.db"))
@@ -136,19 +149,22 @@ def run_rows(folder: Path, seconds: float, write: bool) -> list[Row]:
             omgate_behind_nginx(folder, f"sqlite:///{folder}/behind-nginx.db"))
         rows.append(interleaved(
             "(a) keep-alive, 1 notification/message, 32 connections, durable", ours, peer,
-            keep_alive, (MESSAGES, CPU_PER_MESSAGE)))
+            keep_alive, (MESSAGES, CPU_PER_MESSAGE), warm_up("a", "keep-alive", 32, PAYLOAD_1)))
         rows.append(interleaved(
             "(e) omgate behind the peer's nginx, row (a)'s load", behind, peer,
             loading(folder, seconds, "e", "keep-alive", 32, PAYLOAD_1),
-            (MESSAGES, Figure("CPU ms per message", "cpu_per_1000", None, "at most"))))
+            (MESSAGES, Figure("CPU ms per message", "cpu_per_1000", None, "at most")),
+            warm_up("e", "keep-alive", 32, PAYLOAD_1)))
         rows.append(interleaved(
             "(b) keep-alive, 100 notifications/message, 32 connections, durable", ours, peer,
-            loading(folder, seconds, "b", "keep-alive", 32, batch_message(folder)),
-            (Figure("notifications/s", "notifications_per_second", 1.3),)))
+            loading(folder, seconds, "b", "keep-alive", 32, batch),
+            (Figure("notifications/s", "notifications_per_second", 1.3),),
+            warm_up("b", "keep-alive", 32, batch)))
         rows.append(interleaved(
             "(c) new TLS connection + client certificate per message, 16 connections", ours,
             peer, loading(folder, seconds, "c", "new-connection", 16, PAYLOAD_1),
-            (Figure("connections/s", "rate", 1.0),)))
+            (Figure("connections/s", "rate", 1.0),),
+            warm_up("c", "new-connection", 16, PAYLOAD_1)))
     with (omgate(folder, f"sqlite:///{folder}/peer-memory.db") as ours,
           peer_stack(folder, "peer-memory") as peer):
         rows.append(interleaved(
