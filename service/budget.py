@@ -165,10 +165,10 @@ class BodyBudget:
 
     async def _wait_until(self, deadline: float) -> None:
         """Wait for a change; refused as busy once ``deadline`` has passed."""
-        remaining = deadline - asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        remaining = deadline - loop.time()
         if remaining <= 0:
             raise _server_busy()
-        loop = asyncio.get_running_loop()
         if self._change is None:
             self._change = loop.create_future()
         self._sleepers += 1

@@ -15,13 +15,17 @@ from service.forwarded.origin import ForwardingSettings, resolve, untrusted_orig
 from service.identity import ORIGIN_KEY, connection_facts
 
 
+def _header_name(raw: bytes) -> str:
+    return raw.decode("latin-1").lower()
+
+
 def _headers(raw: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], frozenset[str]]:
     """The headers by lower-case name, the lines of one name joined by commas (RFC 9110
     section 5.3), and the names that came in more than one line."""
     merged: dict[str, str] = {}
     repeated: set[str] = set()
     for name, value in raw:
-        key = name.decode("latin-1").lower()
+        key = _header_name(name)
         text = value.decode("latin-1")
         if key in merged:
             repeated.add(key)
@@ -51,7 +55,7 @@ class ForwardedMiddleware:
             origin = resolve(headers, peer, parse_address(proxied[0]) if proxied else None,
                              self.settings, relayed=relayed, repeated=repeated)
         else:  # nobody is believed: only the names of what was forwarded count
-            origin = untrusted_origin(peer, peer, (name.decode("latin-1").lower()
+            origin = untrusted_origin(peer, peer, (_header_name(name)
                                                    for name, _value in scope["headers"]),
                                       self.settings)
         scope = dict(scope)

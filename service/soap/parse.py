@@ -182,7 +182,7 @@ def _child_elements(element: etree._Element) -> Iterator[etree._Element]:
 
 _ENVELOPE_TAG = f"{{{SOAP_ENV_NS}}}Envelope"
 _BODY_TAG = f"{{{SOAP_ENV_NS}}}Body"
-_NOTIFICATIONS_TAG = f"{{{OUTBOUND_NS}}}notifications"
+_NOTIFICATIONS_TAG = _tag("notifications")
 
 
 def _notifications_element(root: etree._Element) -> etree._Element:
@@ -340,17 +340,19 @@ def _short_id_warnings(
     schema: NotificationSchema | None,
 ) -> tuple[ParseWarning, ...]:
     places: dict[str, int] = {}
-    id_fields = [(f"field {spec.name}", spec.name)
-                 for spec in (schema.id_fields if schema else ()) if spec.name != "Id"]
-    values: list[tuple[str, object]] = [("OrganizationId", organization_id),
-                                        ("ActionId", action_id)]
-    for notification in notifications:
-        values.append(("Notification Id", notification.id))
-        values.append(("sObject Id", notification.record_id))
-        values.extend((place, notification.fields.get(name)) for place, name in id_fields)
-    for place, value in values:
+
+    def count(place: str, value: object) -> None:
         if isinstance(value, str) and len(value) == 15:
             places[place] = places.get(place, 0) + 1
+
+    count("OrganizationId", organization_id)
+    count("ActionId", action_id)
+    for notification in notifications:
+        count("Notification Id", notification.id)
+        count("sObject Id", notification.record_id)
+        for spec in schema.id_fields if schema else ():
+            if spec.name != "Id":
+                count(f"field {spec.name}", notification.fields.get(spec.name))
     return tuple(
         ParseWarning(
             "short_id",

@@ -28,3 +28,36 @@ def test_a_client_behind_an_rfc7239_proxy_cannot_pass_for_an_allowed_network(omg
     assert not is_ack(forged), "a client outside allowed_client_networks was acknowledged"
     assert forged.status_code == 403
     server.wait_for("om.rejected", lambda e: "203.0.113.66" in e.get("detail", ""))
+
+
+def test_with_no_proxy_trusted_forwarded_headers_pass_nobody_off_as_another(
+        omgate_server):
+    """No proxy is trusted: a client that names an allowed address in every forwarded
+    header there is (any case, sent twice) is still judged as the TCP peer it is, on the
+    plain listener and on the TLS one, and its decision line says what it forwarded."""
+    plain = free_port()
+    server = omgate_server({
+        "server": {"plain_bind": [f"127.0.0.1:{plain}"],
+                   "allowed_client_networks": ["198.51.100.0/24", "127.0.0.1/32"]}})
+    forged = [("X-Forwarded-For", "198.51.100.7"), ("x-forwarded-for", "198.51.100.8"),
+              ("Forwarded", "for=198.51.100.7"), ("X-Real-IP", "198.51.100.7"),
+              ("Content-Type", SOAP_HEADERS["Content-Type"])]
+    over_tls = server.post(BODY, headers=httpx.Headers(forged))
+    assert is_ack(over_tls)  # from 127.0.0.1, which is allowed
+    decision = server.wait_for("client_auth.decision", lambda e: any(
+        f["code"] == "forwarded_from_untrusted_peer" for f in e["findings"]))
+    assert decision["peer"].startswith("127.0.0.1") and decision["source"] == "tls"
+    [finding] = [f for f in decision["findings"] if f["code"] == "forwarded_from_untrusted_peer"]
+    for name in ("forwarded", "x-forwarded-for", "x-real-ip"):
+        assert name in finding["message"]
+    server.stop()
+    plain = free_port()
+    only_proxies = omgate_server({
+        "server": {"plain_bind": [f"127.0.0.1:{plain}"],
+                   "allowed_client_networks": ["198.51.100.0/24"]},
+        "client_auth": {"mode": "off"}})
+    refused = httpx.post(f"http://127.0.0.1:{plain}/salesforce/outbound", content=BODY,
+                         headers=httpx.Headers(forged))
+    assert not is_ack(refused), "a forwarded header made 127.0.0.1 pass for an allowed address"
+    assert refused.status_code == 403
+    only_proxies.wait_for("om.rejected", lambda e: "127.0.0.1" in e.get("detail", ""))
