@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography import x509
-from run import BEHIND_PROXY, FORWARDED_LEAF, PAYLOAD_1, prepare
+from run import BEHIND_PROXY, FORWARDED_LEAF, PAYLOAD_1, batch_message, prepare
 
 from service.clientauth.presented import PresentedChain
 from service.config import load_config
@@ -91,8 +91,8 @@ async def built_app(folder: Path, identity: str
 class Requests:
     """Requests with new notification IDs, as nginx forwards them or a client sends them."""
 
-    def __init__(self, folder: Path, facts: ConnectionFacts) -> None:
-        self._payload = PAYLOAD_1.read_bytes()
+    def __init__(self, folder: Path, facts: ConnectionFacts, payload: Path) -> None:
+        self._payload = payload.read_bytes()
         self._serial = itertools.count()
         self._facts = facts
         certificate = quote((folder / "client.pem").read_text(), safe="").encode()
@@ -102,8 +102,7 @@ class Requests:
 
     def _body(self) -> bytes:
         return NOTIFICATION_ID.sub(
-            lambda _: f"<Id>04lap{next(self._serial):010d}AAA</Id>".encode(), self._payload,
-            count=1)
+            lambda _: f"<Id>04lap{next(self._serial):010d}AAA</Id>".encode(), self._payload)
 
     async def send_one(self, app: App) -> None:
         body = self._body()
@@ -145,6 +144,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--notifications", type=int, choices=(1, 100), default=1,
+                        help="per message: row (a)'s message, or row (b)'s")
     parser.add_argument("--pki", type=Path, help="a folder the bench's PKI is made in once "
                         "and read from afterwards (the same keys, the same instructions)")
     args = parser.parse_args()
@@ -166,7 +167,8 @@ def main() -> None:
 async def measure(folder: Path, args: argparse.Namespace) -> None:
     app, facts, parts = await built_app(folder, args.identity)
     try:
-        await _rounds(app, Requests(folder, facts), args)
+        payload = PAYLOAD_1 if args.notifications == 1 else batch_message(folder)
+        await _rounds(app, Requests(folder, facts, payload), args)
     finally:
         await parts.inbox.close()
         parts.gate.close()

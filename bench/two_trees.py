@@ -20,7 +20,7 @@ import contextlib
 import statistics
 from pathlib import Path
 
-from run import PAYLOAD_1, bench_folder, load, omgate
+from run import PAYLOAD_1, batch_message, bench_folder, load, omgate
 
 CLOCK_TICKS = 100  # of /proc/PID/stat's times a second (USER_HZ)
 
@@ -38,12 +38,16 @@ def main() -> None:
     parser.add_argument("--mode", choices=("keep-alive", "new-connection"),
                         default="keep-alive")
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8, choices=range(1, 11),
+                        metavar="1..10")
+    parser.add_argument("--notifications", type=int, choices=(1, 100), default=1,
+                        help="per message: row (a)'s message, or row (b)'s")
     args = parser.parse_args()
     concurrency = 16 if args.mode == "new-connection" else 32
     cpu: dict[str, list[float]] = {"A": [], "B": []}
     event_loop: dict[str, list[float]] = {"A": [], "B": []}
     with bench_folder() as folder, contextlib.ExitStack() as stack:
+        payload = PAYLOAD_1 if args.notifications == 1 else batch_message(folder)
         servers = {}
         for name, tree in (("A", args.before), ("B", args.after)):
             servers[name] = stack.enter_context(
@@ -52,7 +56,7 @@ def main() -> None:
             for name in "AB" if number % 2 == 0 else "BA":
                 server = servers[name]
                 before = _event_loop_user_seconds(server.process.pid)
-                result = load(folder, server, args.mode, concurrency, args.seconds, PAYLOAD_1,
+                result = load(folder, server, args.mode, concurrency, args.seconds, payload,
                               unique=True, run_id=f"{name.lower()}{number}")
                 used = _event_loop_user_seconds(server.process.pid) - before
                 cpu[name].append(result["cpu_per_1000"])

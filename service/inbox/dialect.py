@@ -3,7 +3,6 @@ builder takes: parameter styles, column types, and the few statements written ap
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 
@@ -18,14 +17,13 @@ class Dialect:
     add_next_attempt_at: tuple[str, ...]
     # what this backend alone adds to schema version 1
     own_tables: tuple[str, ...] = ()
+    # formats a parameter's number into a numbered parameter ("?{}"); None: the backend's
+    # driver has none
+    numbered_style: str | None = None
 
     def named(self, *names: str) -> str:
         """Named parameters, comma-separated."""
         return ", ".join(self.named_style.format(name) for name in names)
-
-    def by_position(self) -> Dialect:
-        """This dialect with every parameter by position (SQLite binds those faster)."""
-        return dataclasses.replace(self, named_style=self.positional)
 
 
 SQLITE = Dialect(
@@ -38,6 +36,7 @@ SQLITE = Dialect(
         "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at TEXT)",
         "INSERT INTO heartbeat (id, at) VALUES (1, NULL)",
     ),
+    numbered_style="?{}",
 )
 POSTGRES = Dialect(
     named_style="%({})s", positional="%s", id_type="BIGSERIAL", timestamp_type="TIMESTAMPTZ",

@@ -52,17 +52,22 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def _json(value: Any, *, sort_keys: bool = False, plain: bool | None = None) -> str:
-    """Compact JSON, non-ASCII as is: json.dumps's text, by orjson where it is the same
-    (fields without a WSDL's types: nearly always). ``plain``: what :func:`_plain` says of
-    ``value``, when the caller knows it."""
+def _json_bytes(value: Any, *, sort_keys: bool = False, plain: bool | None = None) -> bytes:
+    """Compact JSON in UTF-8, non-ASCII as is: json.dumps's text, by orjson where it is the
+    same (fields without a WSDL's types: nearly always). ``plain``: what :func:`_plain` says
+    of ``value``, when the caller knows it."""
     if _plain(value) if plain is None else plain:
         try:  # not contextlib.suppress: this runs for every notification, twice
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
         except orjson.JSONEncodeError:  # an integer past 64 bits
             pass
     return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=sort_keys)
+                      sort_keys=sort_keys).encode()
+
+
+def _json(value: Any, *, sort_keys: bool = False, plain: bool | None = None) -> str:
+    """:func:`_json_bytes` as text."""
+    return _json_bytes(value, sort_keys=sort_keys, plain=plain).decode()
 
 
 def encode_fields(fields: dict[str, FieldValue]) -> str:
@@ -77,7 +82,7 @@ def isoformat(value: Any) -> str | None:
 
 
 def _digest(content: Mapping[str, Any], *, plain: bool | None = None) -> str:
-    return hashlib.sha256(_json(content, sort_keys=True, plain=plain).encode()).hexdigest()
+    return hashlib.sha256(_json_bytes(content, sort_keys=True, plain=plain)).hexdigest()
 
 
 def content_digest(row: Mapping[str, Any]) -> str:
@@ -124,24 +129,25 @@ def row_values(incoming: IncomingMessage) -> list[dict[str, Any]]:
 
 
 def _row(shared: dict[str, Any], notification: Notification) -> dict[str, Any]:
+    record_id, fields = notification.record_id, notification.fields
     row = {
         **shared,
         "notification_key": id_key(notification.id),
         "notification_id": notification.id,
         "sobject_type": notification.sobject_type,
-        "record_id": notification.record_id,
-        "record_key": id_key(notification.record_id) if notification.record_id else None,
+        "record_id": record_id,
+        "record_key": id_key(record_id) if record_id else None,
     }
     # the fields are judged plain once, for their text and for the digest (the other
     # content columns are text or null)
-    plain = _plain(notification.fields)
-    row["fields"] = _json(notification.fields, plain=plain)
+    plain = _plain(fields)
+    row["fields"] = _json(fields, plain=plain)
     # content_digest(row) without decoding the fields just encoded: dumping the values
     # gives the same text as dumping what decoding them gives back.
-    row["content_sha256"] = _digest({**{name: row[name] for name in CONTENT_COLUMNS},
-                                     "fields": notification.fields}, plain=plain)
+    content = {name: row[name] for name in CONTENT_COLUMNS}
+    content["fields"] = fields
+    row["content_sha256"] = _digest(content, plain=plain)
     return row
-
 
 
 def digests(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

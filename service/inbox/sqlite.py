@@ -37,11 +37,13 @@ from service.inbox.sqlite_chains import SqliteChainStore
 from service.inbox.sqlite_database import SqliteDatabase, timestamp, with_timestamps
 from service.inbox.statements import (
     DELIVERY_INDEX,
-    INSERT_COLUMNS,
+    MESSAGE_COLUMNS,
+    NOTIFICATION_COLUMNS,
     SELECT_COLUMNS,
     claimable_condition,
     conflict_statements,
     event_statements,
+    insert_rows_statement,
     insert_statement,
     list_filter,
     recent_filter,
@@ -52,10 +54,12 @@ from service.inbox.storeplan import store_plan
 from service.inbox.stores import Inbox, NotificationStore
 
 _INSERT = insert_statement(SQLITE)
-# The same INSERT with parameters by position (SQLite binds those faster than by name); the
-# last is next_attempt_at, which starts at received_at.
-_INSERT_IN_ORDER = insert_statement(SQLITE.by_position())
-_IN_ORDER = operator.itemgetter(*INSERT_COLUMNS, "received_at")
+# A message's notifications are inserted by statements of these sizes (100: 64 + 32 + 4), so
+# that SQLite's statement cache holds every one of them.
+_ROWS_PER_INSERT = (64, 32, 16, 8, 4, 2, 1)
+_INSERT_ROWS = {count: insert_rows_statement(SQLITE, count) for count in _ROWS_PER_INSERT}
+_MESSAGE_VALUES = operator.itemgetter(*MESSAGE_COLUMNS)
+_NOTIFICATION_VALUES = operator.itemgetter(*NOTIFICATION_COLUMNS)
 _CONFLICTS = conflict_statements(SQLITE)
 _EVENTS = event_statements(SQLITE)
 
@@ -78,17 +82,33 @@ def _stored(row: sqlite3.Row) -> StoredNotification:
     return stored_notification(dict(row))
 
 
+def _insert_message(connection: sqlite3.Connection, rows: Rows) -> int:
+    """One message's rows (made by one row_values: their MESSAGE_COLUMNS are the same),
+    inserted in order; the number that were new. A statement of many rows costs about half
+    as much as a step per row: the values the rows share are bound once, and the
+    interpreter's lock goes to this thread and back once a statement, not once a row."""
+    shared = _MESSAGE_VALUES(rows[0]) if rows else ()
+    inserted = start = 0
+    while start < len(rows):
+        count = next(size for size in _ROWS_PER_INSERT if size <= len(rows) - start)
+        parameters = list(shared)
+        for row in rows[start:start + count]:
+            parameters += _NOTIFICATION_VALUES(row)
+        inserted += connection.execute(_INSERT_ROWS[count], parameters).rowcount
+        start += count
+    return inserted
+
+
 def _all_new(connection: sqlite3.Connection,
              messages: Sequence[Rows]) -> list[StoreResult | Exception] | None:
-    """Every message's rows in one statement, kept when every row was new (nearly always);
-    None, with nothing kept, when one was not or a statement failed: the messages are then
-    stored one by one, each behind its own savepoint, to tell each its result. (Three
-    statements a message, each handing the interpreter's lock to this thread and back,
-    cost more than the rows.)"""
+    """Every message's rows behind one savepoint, kept when every row was new (nearly
+    always); None, with nothing kept, when one was not or a statement failed: the messages
+    are then stored one by one, each behind its own savepoint, to tell each its result.
+    (Three statements a message, each handing the interpreter's lock to this thread and
+    back, cost more than the rows.)"""
     connection.execute("SAVEPOINT batch")
     try:
-        inserted = connection.executemany(
-            _INSERT_IN_ORDER, [_IN_ORDER(row) for rows in messages for row in rows]).rowcount
+        inserted = sum(_insert_message(connection, rows) for rows in messages)
     except sqlite3.Error:
         if not connection.in_transaction:  # SQLite rolled it all back (a full disk): say so
             raise
@@ -145,7 +165,7 @@ class SqliteInbox(SqliteChainStore, Inbox):
     def _store_rows(connection: sqlite3.Connection, rows: Rows) -> StoreResult:
         """All rows in one statement when all are new (nearly always); otherwise again one
         at a time, to tell the duplicates and conflicts apart."""
-        if connection.executemany(_INSERT_IN_ORDER, map(_IN_ORDER, rows)).rowcount == len(rows):
+        if _insert_message(connection, rows) == len(rows):
             return StoreResult(len(rows), 0)
         connection.execute("ROLLBACK TO message")
         plan = store_plan(rows, _INSERT, _CONFLICTS)

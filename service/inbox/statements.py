@@ -27,6 +27,13 @@ INSERT_COLUMNS = (
     "sobject_type", "record_id", "record_key", "fields", "endpoint", "enterprise_url",
     "partner_url", "session_id", "received_at", "content_sha256", "chain_sha256",
 )
+# INSERT_COLUMNS split: those the notifications of one message share (row_values' shared
+# part), and each notification's own.
+MESSAGE_COLUMNS = (
+    "org_key", "organization_id", "action_id", "endpoint", "enterprise_url", "partner_url",
+    "session_id", "received_at", "chain_sha256",
+)
+NOTIFICATION_COLUMNS = tuple(name for name in INSERT_COLUMNS if name not in MESSAGE_COLUMNS)
 DIGEST_PAGE = 500  # rows given a digest per statement when an inbox is migrated
 
 # What keeps a record's deliveries in order fast: the claim's "no earlier pending
@@ -50,13 +57,37 @@ def claimable_condition(dialect: Dialect) -> str:
             f" AND o.id < n.id AND o.state = '{PENDING}'))")
 
 
-def insert_statement(dialect: Dialect) -> str:
-    """The deduplicating INSERT, its parameters named (or by position, in INSERT_COLUMNS'
-    order and then next_attempt_at, from :meth:`Dialect.by_position`)."""
+def _insert(values: str) -> str:
+    """The deduplicating INSERT of INSERT_COLUMNS and next_attempt_at (received_at's value)."""
     names = ", ".join(INSERT_COLUMNS)
     return (f"INSERT INTO notifications ({names}, next_attempt_at) "  # noqa: S608 - constants
-            f"VALUES ({dialect.named(*INSERT_COLUMNS)}, {dialect.named('received_at')}) "
-            "ON CONFLICT (org_key, notification_key) DO NOTHING")
+            f"VALUES {values} ON CONFLICT (org_key, notification_key) DO NOTHING")
+
+
+def insert_statement(dialect: Dialect) -> str:
+    """The deduplicating INSERT of one notification, its parameters named."""
+    return _insert(f"({dialect.named(*INSERT_COLUMNS)}, {dialect.named('received_at')})")
+
+
+def insert_rows_statement(dialect: Dialect, count: int) -> str:
+    """The deduplicating INSERT of ``count`` notifications of one message, in the order
+    given, by numbered parameters: MESSAGE_COLUMNS' values once, then each notification's
+    NOTIFICATION_COLUMNS in turn."""
+    style = dialect.numbered_style
+    if style is None:
+        raise ValueError("this dialect has no numbered parameters")
+    if count < 1:
+        raise ValueError(f"an INSERT of {count} rows")
+    shared, own = len(MESSAGE_COLUMNS), len(NOTIFICATION_COLUMNS)
+
+    def number(name: str, row: int) -> str:
+        if name in MESSAGE_COLUMNS:
+            return style.format(MESSAGE_COLUMNS.index(name) + 1)
+        return style.format(shared + row * own + NOTIFICATION_COLUMNS.index(name) + 1)
+
+    return _insert(", ".join(
+        "(" + ", ".join(number(name, row) for name in (*INSERT_COLUMNS, "received_at")) + ")"
+        for row in range(count)))
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,24 @@ def test_a_new_rows_digest_is_the_one_its_stored_form_gives():
     assert row["content_sha256"] == content_digest(row)
 
 
+def test_what_a_store_binds_once_a_message_is_the_same_in_each_of_its_rows():
+    """SQLite binds MESSAGE_COLUMNS once for all of a message's rows: a column that can
+    differ between two notifications of one message must not be among them."""
+    from service.inbox.encoding import row_values
+    from service.inbox.statements import INSERT_COLUMNS, MESSAGE_COLUMNS, NOTIFICATION_COLUMNS
+
+    body = envelope(notification("04l000000000001AAA", "<sf:Name>a</sf:Name>"),
+                    notification("04l000000000002AAA", "<sf:Name>b</sf:Name>",
+                                 sobject_attrs='xsi:type="sf:Contact"',
+                                 record_id="003000000000002AAA"))
+    rows = row_values(IncomingMessage(parse_message(body), "/salesforce/outbound", NOW,
+                                      chain_sha256="ab" * 32))
+    differing = {name for name in INSERT_COLUMNS if rows[0][name] != rows[1][name]}
+    assert differing == set(NOTIFICATION_COLUMNS)
+    assert not differing & set(MESSAGE_COLUMNS)
+    assert sorted((*MESSAGE_COLUMNS, *NOTIFICATION_COLUMNS)) == sorted(INSERT_COLUMNS)
+
+
 def test_fields_and_digests_are_json_dumps_text_whoever_writes_them():
     """Plain values are written by orjson: the text must be json.dumps's, byte for byte (a
     digest of it is compared with those stored by earlier versions)."""
@@ -233,6 +251,47 @@ def test_a_group_commit_stores_each_message_whole_and_tells_each_its_result(inbo
             "04l000000000001AAA", *(n.id for n in several.message.notifications),
             "04l000000000002AAA", redelivered, "04l000000000003AAA", "04l000000000004AAA"]
         assert stored[-3].fields["FirstName"] == "Jeraldine"  # the first content is kept
+    finally:
+        opened.shutdown()
+
+
+def numbered_message(numbers: list[int]) -> IncomingMessage:
+    """A notification for each number, its ID, record and a field naming the number."""
+    body = envelope(*(notification(f"04l{number:012d}AAA", f"<sf:Name>n{number}</sf:Name>",
+                                   record_id=f"001{number:012d}AAA") for number in numbers))
+    return IncomingMessage(parse_message(body), "/salesforce/outbound", NOW)
+
+
+@pytest.mark.parametrize("count", [2, 3, 63, 64, 65, 100])
+def test_every_notification_of_a_message_is_stored_in_its_order_with_its_own_values(
+        inbox_url, count):
+    """A message's rows are written by a few statements of many rows each (SQLite): each
+    row keeps its own notification's values and the message's, in the message's order,
+    whatever the number of rows; a notification stored before, or twice in the message,
+    is a duplicate, and the others are stored still."""
+    opened = SyncInbox(inbox_url, group_commit=True)
+    try:
+        first = list(range(1000, 1000 + count))
+        group = opened.concurrently([numbered_message(first), unique_message(1)])
+        assert [(result.new, result.duplicates) for result in group] == [(count, 0), (1, 0)]
+        twice = list(range(2000, 2000 + count - 1))
+        alone = opened.store(numbered_message([*twice, twice[0]]))
+        assert (alone.new, alone.duplicates) == (count - 1, 1)
+        later = list(range(3000, 3000 + count - 1))
+        again = opened.store(numbered_message([first[-1], *later]))
+        assert (again.new, again.duplicates) == (count - 1, 1)
+        stored = opened.list(limit=1000)
+        expected = [*first, None, *twice, *later]
+        assert [item.notification_id for item in stored] == [
+            "04l000000000001AAA" if number is None else f"04l{number:012d}AAA"
+            for number in expected]
+        for item, number in zip(stored, expected, strict=True):
+            if number is not None:
+                assert item.fields["Name"] == f"n{number}"
+                assert item.record_id == f"001{number:012d}AAA"
+            assert (item.organization_id, item.action_id, item.endpoint) == (
+                "00Dxx0000001gPFEAY", "04kxx00000000blAAA", "/salesforce/outbound")
+            assert dt.datetime.fromisoformat(item.received_at) == NOW
     finally:
         opened.shutdown()
 
