@@ -89,14 +89,20 @@ class Applicable:
 
 def applicable(connection: ConnectionFacts | None, origin: RequestOrigin | None,
                peer: str | None) -> Applicable:
-    """A certificate a trusted proxy forwarded wins; else the TLS connection's own chain
+    """What a trusted proxy that forwards certificates relayed: the certificate it
+    forwarded, or none when it forwarded none (never the chain the proxy itself connected
+    with: that one is the proxy's, not its client's); else the TLS connection's own chain
     (with the forwarding headers an untrusted peer sent, which make it a decision of this
     request's); else, on a plain listener, no certificate at all."""
     forwarded_format = origin.forwarded_format if origin else None
-    if origin is not None and origin.forwarded_chain is not None:
+    if origin is not None and origin.from_trusted_proxy and forwarded_format is not None:
+        proxy = str(origin.peer) if origin.peer else None
+        if origin.forwarded_chain is None:
+            return Applicable(ClientIdentity((), "forwarded", peer,
+                                             forwarded_format=forwarded_format), True, proxy)
         identity = origin.forwarded_chain.identity("forwarded", peer,
                                                    forwarded_format=forwarded_format)
-        return Applicable(identity, True, str(origin.peer) if origin.peer else None)
+        return Applicable(identity, True, proxy)
     ignored = origin.ignored_headers if origin else ()
     if connection is None or connection.client is None:
         return Applicable(ClientIdentity((), "forwarded", peer, ignored_headers=ignored,

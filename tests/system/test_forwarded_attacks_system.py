@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 from behind_proxy import BODY
 from harness import SOAP_HEADERS, free_port, is_ack
@@ -61,3 +63,28 @@ def test_with_no_proxy_trusted_forwarded_headers_pass_nobody_off_as_another(
     assert not is_ack(refused), "a forwarded header made 127.0.0.1 pass for an allowed address"
     assert refused.status_code == 403
     only_proxies.wait_for("om.rejected", lambda e: "127.0.0.1" in e.get("detail", ""))
+
+
+def test_a_trusted_proxy_that_forwards_no_certificate_cannot_pass_off_its_own(
+        omgate_server, client_pki):
+    """A proxy terminates its clients' TLS and connects to omgate's TLS listener with a
+    certificate of its own, one the policy accepts, and forwards each client's certificate
+    in a header. A client that gave the proxy none arrives with no header: omgate judged
+    the proxy's own chain instead, and stored the message. A request a trusted proxy
+    relays is judged on what it forwarded, and nothing forwarded is no certificate."""
+    server = omgate_server({
+        "server": {"trusted_proxies": ["127.0.0.1/32"]},
+        "client_auth": {"mode": "require", "forwarded_cert": "aws-alb"}})
+    proxy = client_pki.cases["valid"]
+    relayed = {**SOAP_HEADERS, "X-Forwarded-For": "203.0.113.66"}
+    refused = server.post(BODY, headers=relayed, cert=proxy)
+    assert not is_ack(refused), "a client with no certificate passed with the proxy's"
+    assert refused.status_code == 403
+    decision = server.wait_for("client_auth.decision",
+                               lambda e: e["source"] == "forwarded" and e["chain"] == [])
+    assert decision["outcome"] == "reject" and decision["proxy"] == "127.0.0.1"
+    accepted = server.post(BODY, cert=proxy, headers={  # as ALB forwards a chain
+        **relayed, "X-Amzn-Mtls-Clientcert": quote(proxy.chain.read_text(), safe="")})
+    assert is_ack(accepted)
+    server.wait_for("client_auth.decision", lambda e: e["source"] == "forwarded"
+                    and e["outcome"] == "accept")

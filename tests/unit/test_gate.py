@@ -67,6 +67,26 @@ def test_a_certificate_a_trusted_proxy_forwarded_wins(pki):
     assert chosen.proxy == "10.0.0.2"
 
 
+def test_a_trusted_proxy_that_forwarded_no_certificate_relays_a_client_without_one(pki):
+    """The TLS connection is the proxy's own: its chain is not the client's."""
+    origin = RequestOrigin(ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("203.0.113.9"),
+                           from_trusted_proxy=True, forwarded_format="pem-header")
+    chosen = applicable(connection(pki), origin, "203.0.113.9:0")
+    assert chosen.per_request and not chosen.identity.presented
+    assert chosen.identity.source == "forwarded"
+    assert chosen.identity.forwarded_format == "pem-header"
+    assert chosen.proxy == "10.0.0.2"
+
+
+def test_a_trusted_proxy_that_forwards_no_certificates_is_judged_on_its_connection(pki):
+    """No forwarded_cert configured: the proxy authenticates with its own chain."""
+    origin = RequestOrigin(ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("203.0.113.9"),
+                           from_trusted_proxy=True)
+    facts = connection(pki)
+    chosen = applicable(facts, origin, "203.0.113.9:0")
+    assert chosen.identity is facts.client and not chosen.per_request
+
+
 def test_headers_an_untrusted_peer_forwarded_make_a_decision_of_the_request(pki):
     origin = RequestOrigin(ipaddress.ip_address("198.51.100.7"), None,
                            ignored_headers=("x-forwarded-client-cert",))
