@@ -56,6 +56,10 @@ log = get_logger("omgate")
 
 
 READINESS_FRESH_SECONDS = 1.0
+# How long after a store failed for its storage's sake (a full disk) this worker says it is
+# not ready, unless a store succeeds first: the write check alone passes on a full disk (it
+# rolls back), and a load balancer should send the messages elsewhere meanwhile.
+STORE_FAILURE_HOLD_SECONDS = 10.0
 
 
 @dataclass
@@ -63,14 +67,34 @@ class InboxReadiness:
     """The inbox's last write check, the answer of every /readyz of this worker for a
     second: the public listeners answer anyone, and each check takes the inbox's write
     lock, which a flood of /readyz would hold against the stores. Callers that come while
-    a check runs wait for that one."""
+    a check runs wait for that one. A store that failed because the storage did makes the
+    worker not ready for STORE_FAILURE_HOLD_SECONDS after the last such failure; one that
+    failed for its message's sake changes nothing (a message that cannot be stored, sent
+    again and again, must not take every worker out)."""
 
     checked_at: float = -READINESS_FRESH_SECONDS  # time.monotonic()
     problem: str | None = None
+    failed_store: str | None = None  # why the last store failed for its storage's sake
+    failed_store_at: float = 0.0  # time.monotonic()
     _running: asyncio.Future[str | None] | None = field(default=None, repr=False)
+
+    def store_failed(self, error: InboxError) -> None:
+        if not error.storage:
+            return
+        if self.failed_store is None:
+            log.warning("health.not_ready", reason="inbox_store_failed", detail=str(error))
+        self.failed_store = f"inbox store failed: {error}"
+        self.failed_store_at = time.monotonic()
+
+    def store_succeeded(self) -> None:
+        self.failed_store = None
 
     async def problem_now(self, inbox: Inbox) -> str | None:
         """Why the inbox cannot take a write (None: it can)."""
+        if self.failed_store is not None:
+            if time.monotonic() - self.failed_store_at < STORE_FAILURE_HOLD_SECONDS:
+                return self.failed_store
+            self.failed_store = None
         if time.monotonic() - self.checked_at < READINESS_FRESH_SECONDS:
             return self.problem
         if self._running is None:
@@ -379,6 +403,8 @@ class OutboundMessageHandler:
         except Exception as error:  # noqa: BLE001 - any failure to store means no ack
             log.error("om.rejected", reason="store_failed", status=500, detail=str(error),
                       org_id=message.organization_id, **context)
+            if isinstance(error, InboxError):
+                self.state.readiness.store_failed(error)
             self.metrics.messages.labels("rejected", "store_failed").inc()
             return fault_response(
                 SoapFaultError("store_failed",
@@ -389,6 +415,7 @@ class OutboundMessageHandler:
         for warning in message.warnings:
             log.warning("om.warning", code=warning.code, where=warning.where,
                         detail=warning.message, **context)
+        self.state.readiness.store_succeeded()
         self._accepted.inc()
         # (a count of nothing skipped: each takes the metric's lock)
         if result.new:

@@ -23,7 +23,13 @@ DeliveryEventKind = Literal["delivered", "failed", "dead", "retried"]
 
 
 class InboxError(Exception):
-    """The inbox could not do what was asked; the message says why."""
+    """The inbox could not do what was asked; the message says why. ``storage``: the
+    storage itself failed (full, failing, unreachable, held by another writer too long),
+    not what was asked of it, so every write fails alike until it recovers."""
+
+    def __init__(self, message: str, *, storage: bool = False) -> None:
+        super().__init__(message)
+        self.storage = storage
 
 
 class MissingFolderError(InboxError):

@@ -30,6 +30,25 @@ CAUSE_CONNECT_SECONDS = 5  # for the one attempt that learns why there was none
 MIGRATION_LOCK_WAIT_SECONDS = 60  # for another omgate's migration (seconds, at most)
 
 
+# SQLSTATE classes that say the server or the connection failed, not the statement:
+# connection exceptions, insufficient resources (a full disk), operator intervention (a
+# shutdown), system errors (I/O) and internal errors; and a read-only transaction (the
+# server is a standby now).
+_STORAGE_CLASSES = frozenset({"08", "53", "57", "58", "XX"})
+_READ_ONLY_TRANSACTION = "25006"
+
+
+def storage_failed(error: Exception) -> bool:
+    """Whether psycopg's ``error`` is the database failing rather than the statement: its
+    SQLSTATE says so, or it has none and is operational (no connection, the pool's wait)."""
+    import psycopg
+
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is None:
+        return isinstance(error, psycopg.OperationalError)
+    return sqlstate[:2] in _STORAGE_CLASSES or sqlstate == _READ_ONLY_TRANSACTION
+
+
 async def take_migration_lock(connection: Any) -> None:
     """The lock one omgate migrating (or building an index) holds, in ``connection``'s
     transaction; waited for MIGRATION_LOCK_WAIT_SECONDS at most: one stuck holding it must
@@ -51,7 +70,8 @@ class PostgresDatabase:
         """An InboxError naming the database, with the password masked out of everything
         (psycopg's text may quote the connection string)."""
         prefix = f"{self._masked}: {doing}: " if doing else f"{self._masked}: "
-        return InboxError(prefix + self._masked.scrub(str(error)))
+        return InboxError(prefix + self._masked.scrub(str(error)),
+                          storage=isinstance(error, Exception) and storage_failed(error))
 
     async def open(self) -> None:
         import psycopg

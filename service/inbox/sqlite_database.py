@@ -42,6 +42,14 @@ _CONFLICTS = conflict_statements(SQLITE)
 TURN_POLL_SECONDS = 0.002
 
 
+# SQLite's primary result codes that say the storage failed, not the statement.
+_STORAGE_FAILURES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOTADB,
+})
+
+
 def timestamp(moment: dt.datetime) -> str:
     """UTC, fixed width: compares as text the way it does as time."""
     return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")  # half strftime's cost
@@ -195,7 +203,9 @@ class SqliteDatabase:
                 for statement, parameters in steps]
 
     def _error(self, error: sqlite3.Error) -> InboxError:
-        return InboxError(f"{self.path}: {error}")
+        code = getattr(error, "sqlite_errorcode", None)
+        return InboxError(f"{self.path}: {error}",
+                          storage=code is not None and code & 0xFF in _STORAGE_FAILURES)
 
     def _close_connection(self) -> None:
         if self._connection is not None:

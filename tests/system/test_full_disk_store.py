@@ -70,3 +70,86 @@ def test_a_store_on_a_full_disk_fails_naming_the_cause(tmp_path: Path, group: in
     assert failed, done.stdout
     assert "no transaction is active" not in failed[0], failed[0]
     assert "no such savepoint" not in failed[0], failed[0]
+
+
+_NOT_READY_WHILE_FULL = r'''
+import asyncio, resource, sys
+from pathlib import Path
+import httpx
+from service.app import create_health_app
+from service.config import load_config
+from service.connections import OpenConnections
+from service.logs import configure_logging
+from service.server import build_main_app, build_worker_parts, connection_limits, prepare
+
+folder, payload = Path(sys.argv[1]), Path(sys.argv[2])
+configure_logging("json", "info", stream=sys.stderr)
+(folder / "omgate.toml").write_text(f"""
+[server]
+bind = []
+plain_bind = ["127.0.0.1:1"]
+[client_auth]
+mode = "off"
+[inbox]
+url = "sqlite:///{folder / 'inbox.db'}"
+""")
+
+async def main() -> None:
+    config = load_config(folder / "omgate.toml", {})
+    prepared = prepare(config)
+    parts = await build_worker_parts(config, prepared)
+    app = build_main_app(config, prepared.endpoints, parts.inbox, parts.state, parts.gate,
+                         parts.metrics, OpenConnections(connection_limits(config, 100)),
+                         parts.chains)
+    health = create_health_app(parts.inbox, parts.state, parts.metrics)
+    number = 0
+
+    async def post(client: httpx.AsyncClient) -> httpx.Response:
+        nonlocal number
+        number += 1
+        body = payload.read_bytes().replace(b"04lxx000000CaSdAAK",
+                                            f"04lxx{number:010d}AAB".encode())
+        return await client.post("/salesforce/outbound", content=body,
+                                 headers={"Content-Type": "text/xml; charset=utf-8"})
+
+    async with (httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 9)),
+                                  base_url="http://127.0.0.1") as client,
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=health),
+                                  base_url="http://health") as checks):
+        print("stored", (await post(client)).status_code, flush=True)
+        print("before", (await checks.get("/readyz")).status_code, flush=True)
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))  # the disk is full
+        for _ in range(5000):
+            answer = await post(client)
+            if answer.status_code != 200:
+                print("refused", answer.status_code, flush=True)
+                break
+        ready = await checks.get("/readyz")
+        print("full", ready.status_code, ready.text.strip(), flush=True)
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)  # room again
+        print("stored again", (await post(client)).status_code, flush=True)
+        print("after", (await checks.get("/readyz")).status_code, flush=True)
+    await parts.inbox.close()
+    parts.gate.close()
+
+asyncio.run(main())
+'''
+
+
+def test_a_worker_whose_stores_fail_on_a_full_disk_is_not_ready_until_one_succeeds(
+        tmp_path: Path):
+    """/readyz took a write transaction and rolled it back, which a full disk lets through:
+    it answered 200 while every message was refused with a 500. A store that fails for its
+    storage's sake now makes the worker not ready (the reason on the health listener), and
+    the next store that succeeds makes it ready again."""
+    payload = PAYLOADS / "amplabs-create_account.xml"
+    done = subprocess.run([sys.executable, "-c", _NOT_READY_WHILE_FULL, str(tmp_path),
+                           str(payload)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["stored 200", "before 200"], done.stdout + done.stderr[-1500:]
+    assert "refused 500" in lines, done.stdout + done.stderr[-1500:]
+    [full] = [line for line in lines if line.startswith("full ")]
+    assert full.startswith("full 503 inbox store failed: "), full
+    assert "disk" in full or "I/O" in full, full
+    assert lines[-2:] == ["stored again 200", "after 200"], done.stdout
