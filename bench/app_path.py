@@ -45,11 +45,19 @@ from service.connections import OpenConnections
 from service.forwarded.origin import ConnectionOrigin
 from service.identity import CONNECTION_KEY, ConnectionFacts
 from service.logs import configure_logging
-from service.server import WorkerParts, build_main_app, build_worker_parts, connection_limits
+from service.server import (
+    WorkerParts,
+    build_worker_parts,
+    connection_limits,
+    worker_main_app,
+)
 from service.server import prepare as prepare_service
 
 PATH = "/salesforce/outbound"
-CLIENT = ("127.0.0.1", 40000)
+# row (e)'s nginx, a trusted proxy; the sender nginx names, or that the TLS listener serves
+# (not a trusted proxy: its TLS chain is what it is judged on)
+NGINX = ("127.0.0.1", 40000)
+SENDER = ("198.51.100.7", 40000)
 NOTIFICATION_ID = re.compile(rb"<Id>04l[0-9A-Za-z]{12,15}</Id>")
 # the configuration of row (e)'s omgate (bench/run.py), with nothing to listen on
 CONFIG = f"""
@@ -72,20 +80,16 @@ async def built_app(folder: Path, identity: str
     the app was built from (to close)."""
     (folder / "omgate.toml").write_text(CONFIG.format(folder=folder))
     config = load_config(folder / "omgate.toml", {})
-    prepared = prepare_service(config)
-    parts = await build_worker_parts(config, prepared)
-    app = build_main_app(config, prepared.endpoints, parts.inbox, parts.state, parts.gate,
-                         parts.metrics, OpenConnections(connection_limits(config, 10_000)),
-                         parts.chains)
-    origin = ConnectionOrigin(CLIENT)
+    parts = await build_worker_parts(config, prepare_service(config))
+    app = worker_main_app(parts, OpenConnections(connection_limits(config, 10_000)))
     if identity == "forwarded":
-        return app, ConnectionFacts(origin), parts
+        return app, ConnectionFacts(ConnectionOrigin(NGINX)), parts
     chain = x509.load_pem_x509_certificates((folder / "client-chain.pem").read_bytes())
-    client = PresentedChain(tuple(chain)).identity("tls", f"{CLIENT[0]}:{CLIENT[1]}")
+    client = PresentedChain(tuple(chain)).identity("tls", f"{SENDER[0]}:{SENDER[1]}")
     verdict = parts.gate.evaluate(client)
     if not verdict.decision.accepted:
         raise SystemExit(f"the bench's client chain is refused: {verdict.decision}")
-    return app, ConnectionFacts(origin, client, verdict), parts
+    return app, ConnectionFacts(ConnectionOrigin(SENDER), client, verdict), parts
 
 
 class Requests:
@@ -95,9 +99,10 @@ class Requests:
         self._payload = payload.read_bytes()
         self._serial = itertools.count()
         self._facts = facts
+        self._peer = SENDER if facts.client is not None else NGINX
         certificate = quote((folder / "client.pem").read_text(), safe="").encode()
         self._forwarded = [] if facts.client is not None else [
-            (b"x-forwarded-for", CLIENT[0].encode()), (b"x-ssl-client-verify", b"SUCCESS"),
+            (b"x-forwarded-for", SENDER[0].encode()), (b"x-ssl-client-verify", b"SUCCESS"),
             (b"x-ssl-client-cert", certificate)]
 
     def _body(self) -> bytes:
@@ -109,7 +114,7 @@ class Requests:
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "method": "POST", "scheme": "http", "path": PATH, "raw_path": PATH.encode(),
-            "query_string": b"", "root_path": "", "client": CLIENT, "server": ("127.0.0.1", 1),
+            "query_string": b"", "root_path": "", "client": self._peer, "server": ("127.0.0.1", 1),
             "headers": [(b"host", b"127.0.0.1"), *self._forwarded,
                         (b"content-type", b"text/xml; charset=utf-8"), (b"soapaction", b'""'),
                         (b"content-length", str(len(body)).encode())],

@@ -314,6 +314,12 @@ class WorkerParts:
     state: ServiceState = field(default_factory=ServiceState)
 
 
+def worker_main_app(parts: WorkerParts, connections: OpenConnections) -> Any:
+    """The main app a worker serves (the public listeners'), from what it was built with."""
+    return build_main_app(parts.config, parts.prepared.endpoints, parts.inbox, parts.state,
+                          parts.gate, parts.metrics, connections, parts.chains)
+
+
 async def build_worker_parts(config: Config, prepared: Prepared) -> WorkerParts:
     metrics = Metrics()
     chains = chain_registry(config, prepared, metrics)
@@ -434,9 +440,8 @@ def _listening(parts: WorkerParts, public: OpenConnections) -> Listening:
     config = parts.config
     deadlines = Deadlines(request=config.server.request_timeout,
                           write=config.server.write_timeout)
-    main_app = build_main_app(config, parts.prepared.endpoints, parts.inbox, parts.state,
-                              parts.gate, parts.metrics, public, parts.chains)
-    return Listening(HttpServing(main_app, http_config(config, refusal_fault), deadlines),
+    return Listening(HttpServing(worker_main_app(parts, public), http_config(config, refusal_fault),
+                                 deadlines),
                      HttpServing(create_health_app(parts.inbox, parts.state, parts.metrics),
                                  http_config(config), deadlines))
 

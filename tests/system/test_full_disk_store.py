@@ -80,7 +80,7 @@ from service.app import create_health_app
 from service.config import load_config
 from service.connections import OpenConnections
 from service.logs import configure_logging
-from service.server import build_main_app, build_worker_parts, connection_limits, prepare
+from service.server import build_worker_parts, connection_limits, prepare, worker_main_app
 
 folder, payload = Path(sys.argv[1]), Path(sys.argv[2])
 configure_logging("json", "info", stream=sys.stderr)
@@ -96,11 +96,8 @@ url = "sqlite:///{folder / 'inbox.db'}"
 
 async def main() -> None:
     config = load_config(folder / "omgate.toml", {})
-    prepared = prepare(config)
-    parts = await build_worker_parts(config, prepared)
-    app = build_main_app(config, prepared.endpoints, parts.inbox, parts.state, parts.gate,
-                         parts.metrics, OpenConnections(connection_limits(config, 100)),
-                         parts.chains)
+    parts = await build_worker_parts(config, prepare(config))
+    app = worker_main_app(parts, OpenConnections(connection_limits(config, 100)))
     health = create_health_app(parts.inbox, parts.state, parts.metrics)
     number = 0
 
