@@ -96,7 +96,7 @@ def applicable(connection: ConnectionFacts | None, origin: RequestOrigin | None,
     request's); else, on a plain listener, no certificate at all."""
     forwarded_format = origin.forwarded_format if origin else None
     if origin is not None and origin.from_trusted_proxy and forwarded_format is not None:
-        proxy = str(origin.peer) if origin.peer else None
+        proxy = str(origin.proxy) if origin.proxy else None
         if origin.forwarded_chain is None:
             return Applicable(ClientIdentity((), "forwarded", peer,
                                              forwarded_format=forwarded_format), True, proxy)

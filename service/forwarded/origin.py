@@ -75,6 +75,9 @@ class RequestOrigin:
     # a header that cannot be read is one unreadable certificate, judged by the policy.
     forwarded_chain: PresentedChain | None = None
     forwarded_format: str | None = None  # the format the trusted proxy's headers were read in
+    # the trusted proxy whose headers were believed: the TCP peer, or the client a PROXY
+    # header named (a load balancer relaying the proxy)
+    proxy: Address | None = None
 
 
 def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Address | None,
@@ -94,11 +97,11 @@ def resolve(headers: Mapping[str, str], peer: Address | None, proxied_client: Ad
     header = settings.client_address_header
     client = client_address(sender, settings.trusted_proxies, header, headers.get(header))
     if settings.certificate_format is None:
-        return RequestOrigin(peer, client, from_trusted_proxy=True)
+        return RequestOrigin(peer, client, from_trusted_proxy=True, proxy=sender)
     return RequestOrigin(peer, client, from_trusted_proxy=True,
                          forwarded_chain=forwarded(headers, settings.certificate_format,
                                                    repeated),
-                         forwarded_format=settings.certificate_format.name)
+                         forwarded_format=settings.certificate_format.name, proxy=sender)
 
 
 def untrusted_origin(peer: Address | None, sender: Address | None, names: Iterable[str],

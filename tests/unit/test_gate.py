@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from service.clientauth import ClientIdentity, Decision, Policy
 from service.clientauth.presented import PresentedChain
-from service.forwarded.origin import ConnectionOrigin, RequestOrigin
+from service.forwarded import ForwardingSettings, forwarded_format
+from service.forwarded.origin import ConnectionOrigin, RequestOrigin, resolve
 from service.gate import ClientAuthGate, Verdict
 from service.gate.cache import DecisionCache, cache_key
 from service.gate.decision_log import SeenChains, decision_fields
@@ -58,7 +59,7 @@ def test_a_certificate_a_trusted_proxy_forwarded_wins(pki):
     forwarded = PresentedChain((pki.extras["expired"].certificate,))
     origin = RequestOrigin(ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("203.0.113.9"),
                            from_trusted_proxy=True, forwarded_chain=forwarded,
-                           forwarded_format="xfcc")
+                           forwarded_format="xfcc", proxy=ipaddress.ip_address("10.0.0.2"))
     chosen = applicable(connection(pki), origin, "203.0.113.9:0")
     assert chosen.per_request
     assert chosen.identity.source == "forwarded"
@@ -70,12 +71,24 @@ def test_a_certificate_a_trusted_proxy_forwarded_wins(pki):
 def test_a_trusted_proxy_that_forwarded_no_certificate_relays_a_client_without_one(pki):
     """The TLS connection is the proxy's own: its chain is not the client's."""
     origin = RequestOrigin(ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("203.0.113.9"),
-                           from_trusted_proxy=True, forwarded_format="pem-header")
+                           from_trusted_proxy=True, forwarded_format="pem-header",
+                           proxy=ipaddress.ip_address("10.0.0.2"))
     chosen = applicable(connection(pki), origin, "203.0.113.9:0")
     assert chosen.per_request and not chosen.identity.presented
     assert chosen.identity.source == "forwarded"
     assert chosen.identity.forwarded_format == "pem-header"
     assert chosen.proxy == "10.0.0.2"
+
+
+def test_the_proxy_named_is_the_one_that_forwarded_not_the_balancer_relaying_it(pki):
+    """A load balancer (PROXY protocol) relays a trusted proxy that forwarded nothing: the
+    decision names that proxy (a review found the balancer named instead)."""
+    balancer, proxy = ipaddress.ip_address("10.0.0.5"), ipaddress.ip_address("10.0.0.9")
+    settings = ForwardingSettings((ipaddress.ip_network("10.0.0.0/24"),), forwarded_format("xfcc"))
+    origin = resolve({}, balancer, proxy, settings, relayed=True)
+    chosen = applicable(connection(pki), origin, "198.51.100.7:5000")
+    assert chosen.per_request and not chosen.identity.presented
+    assert chosen.proxy == "10.0.0.9"
 
 
 def test_a_trusted_proxy_that_forwards_no_certificates_is_judged_on_its_connection(pki):
