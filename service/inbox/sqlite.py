@@ -39,6 +39,7 @@ from service.inbox.statements import (
     DELIVERY_INDEX,
     MESSAGE_COLUMNS,
     NOTIFICATION_COLUMNS,
+    ROWS_PER_INSERT,
     SELECT_COLUMNS,
     claimable_condition,
     conflict_statements,
@@ -49,15 +50,13 @@ from service.inbox.statements import (
     recent_filter,
     recent_statement,
     retry_statements,
+    row_chunks,
 )
 from service.inbox.storeplan import store_plan
 from service.inbox.stores import Inbox, NotificationStore
 
 _INSERT = insert_statement(SQLITE)
-# A message's notifications are inserted by statements of these sizes (100: 64 + 32 + 4), so
-# that SQLite's statement cache holds every one of them.
-_ROWS_PER_INSERT = (64, 32, 16, 8, 4, 2, 1)
-_INSERT_ROWS = {count: insert_rows_statement(SQLITE, count) for count in _ROWS_PER_INSERT}
+_INSERT_ROWS = {count: insert_rows_statement(SQLITE, count) for count in ROWS_PER_INSERT}
 _MESSAGE_VALUES = operator.itemgetter(*MESSAGE_COLUMNS)
 _NOTIFICATION_VALUES = operator.itemgetter(*NOTIFICATION_COLUMNS)
 _CONFLICTS = conflict_statements(SQLITE)
@@ -88,14 +87,12 @@ def _insert_message(connection: sqlite3.Connection, rows: Rows) -> int:
     as much as a step per row: the values the rows share are bound once, and the
     interpreter's lock goes to this thread and back once a statement, not once a row."""
     shared = _MESSAGE_VALUES(rows[0]) if rows else ()
-    inserted = start = 0
-    while start < len(rows):
-        count = next(size for size in _ROWS_PER_INSERT if size <= len(rows) - start)
+    inserted = 0
+    for chunk in row_chunks(rows):
         parameters = list(shared)
-        for row in rows[start:start + count]:
+        for row in chunk:
             parameters += _NOTIFICATION_VALUES(row)
-        inserted += connection.execute(_INSERT_ROWS[count], parameters).rowcount
-        start += count
+        inserted += connection.execute(_INSERT_ROWS[len(chunk)], parameters).rowcount
     return inserted
 
 

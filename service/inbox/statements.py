@@ -3,11 +3,12 @@ builder takes the backend's :class:`Dialect`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from service.inbox.dialect import Dialect
-from service.inbox.encoding import CONFLICT_COLUMNS, CONTENT_COLUMNS
+from service.inbox.encoding import CONFLICT_COLUMNS, CONTENT_COLUMNS, Rows
 from service.inbox.model import DEAD, PENDING, State
 from service.soap import id_key
 
@@ -69,25 +70,47 @@ def insert_statement(dialect: Dialect) -> str:
     return _insert(f"({dialect.named(*INSERT_COLUMNS)}, {dialect.named('received_at')})")
 
 
+# A message's notifications are inserted by statements of these sizes (100: 64 + 32 + 4),
+# so that a backend's cache of statements holds every one of them.
+ROWS_PER_INSERT = (64, 32, 16, 8, 4, 2, 1)
+
+
+def row_chunks(rows: Rows) -> Iterator[Rows]:
+    """``rows`` in order, in parts of the ROWS_PER_INSERT sizes."""
+    start = 0
+    while start < len(rows):
+        count = next(size for size in ROWS_PER_INSERT if size <= len(rows) - start)
+        yield rows[start:start + count]
+        start += count
+
+
 def insert_rows_statement(dialect: Dialect, count: int) -> str:
     """The deduplicating INSERT of ``count`` notifications of one message, in the order
-    given, by numbered parameters: MESSAGE_COLUMNS' values once, then each notification's
-    NOTIFICATION_COLUMNS in turn."""
-    style = dialect.numbered_style
-    if style is None:
-        raise ValueError("this dialect has no numbered parameters")
+    given: MESSAGE_COLUMNS' parameters once, then each notification's NOTIFICATION_COLUMNS
+    in turn; numbered where the dialect numbers parameters (1, 2, ...), else named
+    (``org_key``, ..., then ``notification_key_0``, ...: :func:`named_row_parameters`)."""
     if count < 1:
         raise ValueError(f"an INSERT of {count} rows")
-    shared, own = len(MESSAGE_COLUMNS), len(NOTIFICATION_COLUMNS)
+    style, shared, own = dialect.numbered_style, len(MESSAGE_COLUMNS), len(NOTIFICATION_COLUMNS)
 
-    def number(name: str, row: int) -> str:
+    def parameter(name: str, row: int) -> str:
+        if style is None:
+            return dialect.named(name if name in MESSAGE_COLUMNS else f"{name}_{row}")
         if name in MESSAGE_COLUMNS:
             return style.format(MESSAGE_COLUMNS.index(name) + 1)
         return style.format(shared + row * own + NOTIFICATION_COLUMNS.index(name) + 1)
 
     return _insert(", ".join(
-        "(" + ", ".join(number(name, row) for name in (*INSERT_COLUMNS, "received_at")) + ")"
+        "(" + ", ".join(parameter(name, row) for name in (*INSERT_COLUMNS, "received_at")) + ")"
         for row in range(count)))
+
+
+def named_row_parameters(rows: Rows) -> dict[str, Any]:
+    """The named parameters of :func:`insert_rows_statement` for ``rows`` of one message."""
+    parameters = {name: rows[0][name] for name in MESSAGE_COLUMNS}
+    for number, row in enumerate(rows):
+        parameters.update({f"{name}_{number}": row[name] for name in NOTIFICATION_COLUMNS})
+    return parameters
 
 
 @dataclass(frozen=True)
