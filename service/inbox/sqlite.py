@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import operator
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +36,6 @@ from service.inbox.sqlite_chains import SqliteChainStore
 from service.inbox.sqlite_database import SqliteDatabase, timestamp, with_timestamps
 from service.inbox.statements import (
     DELIVERY_INDEX,
-    MESSAGE_COLUMNS,
-    NOTIFICATION_COLUMNS,
     ROWS_PER_INSERT,
     SELECT_COLUMNS,
     claimable_condition,
@@ -47,6 +44,7 @@ from service.inbox.statements import (
     insert_rows_statement,
     insert_statement,
     list_filter,
+    numbered_row_parameters,
     recent_filter,
     recent_statement,
     retry_statements,
@@ -57,8 +55,6 @@ from service.inbox.stores import Inbox, NotificationStore
 
 _INSERT = insert_statement(SQLITE)
 _INSERT_ROWS = {count: insert_rows_statement(SQLITE, count) for count in ROWS_PER_INSERT}
-_MESSAGE_VALUES = operator.itemgetter(*MESSAGE_COLUMNS)
-_NOTIFICATION_VALUES = operator.itemgetter(*NOTIFICATION_COLUMNS)
 _CONFLICTS = conflict_statements(SQLITE)
 _EVENTS = event_statements(SQLITE)
 
@@ -86,14 +82,9 @@ def _insert_message(connection: sqlite3.Connection, rows: Rows) -> int:
     inserted in order; the number that were new. A statement of many rows costs about half
     as much as a step per row: the values the rows share are bound once, and the
     interpreter's lock goes to this thread and back once a statement, not once a row."""
-    shared = _MESSAGE_VALUES(rows[0]) if rows else ()
-    inserted = 0
-    for chunk in row_chunks(rows):
-        parameters = list(shared)
-        for row in chunk:
-            parameters += _NOTIFICATION_VALUES(row)
-        inserted += connection.execute(_INSERT_ROWS[len(chunk)], parameters).rowcount
-    return inserted
+    return sum(connection.execute(_INSERT_ROWS[len(chunk)],
+                                  numbered_row_parameters(chunk)).rowcount
+               for chunk in row_chunks(rows))
 
 
 def _all_new(connection: sqlite3.Connection,
@@ -160,8 +151,8 @@ class SqliteInbox(SqliteChainStore, Inbox):
 
     @staticmethod
     def _store_rows(connection: sqlite3.Connection, rows: Rows) -> StoreResult:
-        """All rows in one statement when all are new (nearly always); otherwise again one
-        at a time, to tell the duplicates and conflicts apart."""
+        """All rows in a few statements when all are new (nearly always); otherwise again
+        one at a time, to tell the duplicates and conflicts apart."""
         if _insert_message(connection, rows) == len(rows):
             return StoreResult(len(rows), 0)
         connection.execute("ROLLBACK TO message")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from service.inbox.dialect import Dialect
@@ -35,6 +36,8 @@ MESSAGE_COLUMNS = (
     "session_id", "received_at", "chain_sha256",
 )
 NOTIFICATION_COLUMNS = tuple(name for name in INSERT_COLUMNS if name not in MESSAGE_COLUMNS)
+_MESSAGE_VALUES = itemgetter(*MESSAGE_COLUMNS)
+_NOTIFICATION_VALUES = itemgetter(*NOTIFICATION_COLUMNS)
 DIGEST_PAGE = 500  # rows given a digest per statement when an inbox is migrated
 
 # What keeps a record's deliveries in order fast: the claim's "no earlier pending
@@ -103,6 +106,15 @@ def insert_rows_statement(dialect: Dialect, count: int) -> str:
     return _insert(", ".join(
         "(" + ", ".join(parameter(name, row) for name in (*INSERT_COLUMNS, "received_at")) + ")"
         for row in range(count)))
+
+
+def numbered_row_parameters(rows: Rows) -> list[Any]:
+    """The numbered parameters of :func:`insert_rows_statement` for ``rows`` of one
+    message."""
+    parameters = list(_MESSAGE_VALUES(rows[0]))
+    for row in rows:
+        parameters += _NOTIFICATION_VALUES(row)
+    return parameters
 
 
 def named_row_parameters(rows: Rows) -> dict[str, Any]:
