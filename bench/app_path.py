@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import re
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ from cryptography import x509
 from run import BEHIND_PROXY, FORWARDED_LEAF, PAYLOAD_1, batch_message, prepare
 
 from service.clientauth.presented import PresentedChain
+from service.collector import settle_garbage_collector
 from service.config import load_config
 from service.connections import OpenConnections
 from service.forwarded.origin import ConnectionOrigin
@@ -82,6 +84,7 @@ async def built_app(folder: Path, identity: str
     config = load_config(folder / "omgate.toml", {})
     parts = await build_worker_parts(config, prepare_service(config))
     app = worker_main_app(parts, OpenConnections(connection_limits(config, 10_000)))
+    settle_garbage_collector()  # as a worker does once it listens
     if identity == "forwarded":
         return app, ConnectionFacts(ConnectionOrigin(NGINX)), parts
     chain = x509.load_pem_x509_certificates((folder / "client-chain.pem").read_bytes())
@@ -105,12 +108,14 @@ class Requests:
             (b"x-forwarded-for", SENDER[0].encode()), (b"x-ssl-client-verify", b"SUCCESS"),
             (b"x-ssl-client-cert", certificate)]
 
-    def _body(self) -> bytes:
-        return NOTIFICATION_ID.sub(
+    def bodies(self, count: int) -> list[bytes]:
+        """``count`` bodies with new notification IDs, made before a round is timed (a
+        server is handed its bodies: making them is no part of a request's cost)."""
+        return [NOTIFICATION_ID.sub(
             lambda _: f"<Id>04lap{next(self._serial):010d}AAA</Id>".encode(), self._payload)
+            for _ in range(count)]
 
-    async def send_one(self, app: App) -> None:
-        body = self._body()
+    async def send_one(self, app: App, body: bytes) -> None:
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
             "method": "POST", "scheme": "http", "path": PATH, "raw_path": PATH.encode(),
@@ -133,12 +138,12 @@ class Requests:
             raise SystemExit(f"answered {answer[0]['status']}: {answer[1:]}")
 
 
-async def drive(app: App, requests: Requests, total: int, concurrency: int) -> None:
-    left = iter(range(total))
+async def drive(app: App, requests: Requests, bodies: list[bytes], concurrency: int) -> None:
+    left = iter(bodies)
 
     async def client() -> None:
-        for _ in left:
-            await requests.send_one(app)
+        for body in left:
+            await requests.send_one(app, body)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
 
@@ -151,6 +156,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--notifications", type=int, choices=(1, 100), default=1,
                         help="per message: row (a)'s message, or row (b)'s")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON line at the end: each round's µs of CPU a request")
     parser.add_argument("--pki", type=Path, help="a folder the bench's PKI is made in once "
                         "and read from afterwards (the same keys, the same instructions)")
     args = parser.parse_args()
@@ -173,22 +180,34 @@ async def measure(folder: Path, args: argparse.Namespace) -> None:
     app, facts, parts = await built_app(folder, args.identity)
     try:
         payload = PAYLOAD_1 if args.notifications == 1 else batch_message(folder)
-        await _rounds(app, Requests(folder, facts, payload), args)
+        rounds = await _rounds(app, Requests(folder, facts, payload), args)
     finally:
         await parts.inbox.close()
         parts.gate.close()
+    if args.json:
+        print(json.dumps({"identity": args.identity, "notifications": args.notifications,
+                          "cpu_us": [round(cpu, 1) for cpu, _, _ in rounds]}))
 
 
-async def _rounds(app: App, requests: Requests, args: argparse.Namespace) -> None:
-    await drive(app, requests, 300, args.concurrency)  # warm: caches, the inbox, the registry
+async def _rounds(app: App, requests: Requests, args: argparse.Namespace
+                  ) -> list[tuple[float, float, float]]:
+    """Each round's CPU, event loop thread's CPU and elapsed time, in µs a request."""
+    # warm: caches, the inbox, the registry
+    await drive(app, requests, requests.bodies(300), args.concurrency)
+    rounds = []
     for _ in range(args.rounds):
+        bodies = requests.bodies(args.requests)
         process, thread, wall = time.process_time(), time.thread_time(), time.perf_counter()
-        await drive(app, requests, args.requests, args.concurrency)
+        await drive(app, requests, bodies, args.concurrency)
         per_request = 1e6 / args.requests
-        print(f"{args.identity}: {(time.process_time() - process) * per_request:.1f} µs of CPU "
-              f"a request ({(time.thread_time() - thread) * per_request:.1f} µs on the event "
-              f"loop's thread), {(time.perf_counter() - wall) * per_request:.1f} µs elapsed",
-              flush=True)
+        figures = ((time.process_time() - process) * per_request,
+                   (time.thread_time() - thread) * per_request,
+                   (time.perf_counter() - wall) * per_request)
+        rounds.append(figures)
+        if not args.json:
+            print(f"{args.identity}: {figures[0]:.1f} µs of CPU a request ({figures[1]:.1f} µs "
+                  f"on the event loop's thread), {figures[2]:.1f} µs elapsed", flush=True)
+    return rounds
 
 
 if __name__ == "__main__":

@@ -19,13 +19,21 @@ row's start and the issue's target beside each ratio:
 - (e) omgate behind the same nginx (mutual TLS there, the leaf forwarded to omgate's
   plain listener) against the peer on row (a)'s load.
 
+Under the verdicts, for rows (a), (b) and (e): the CPU a message their rate target leaves
+omgate (:func:`budgets`), what omgate spent, and what its main app spends alone
+(bench/app_path.py).
+
 `make bench BENCH_ARGS='--only peer'` runs these rows alone (bench/run.py); the table is
 written between the bench-peer markers of docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -35,7 +43,9 @@ from typing import Literal
 
 from run import (
     PAYLOAD_1,
+    ROOT,
     Server,
+    _pinned,
     batch_message,
     load,
     measured_on,
@@ -43,7 +53,7 @@ from run import (
     open_connections_memory,
     write_between,
 )
-from stacks import omgate_behind_nginx, peer_stack
+from stacks import SERVER_CORE, omgate_behind_nginx, peer_stack
 
 START, END = "<!-- bench-peer:start -->", "<!-- bench-peer:end -->"
 ROUNDS = 2
@@ -52,6 +62,7 @@ ROUNDS = 2
 # omgate 5-10% more CPU a message than the rounds after, in three runs of row (a).
 WARM_UP_SECONDS = 3.0
 IDLE_CONNECTIONS = 500
+APP_ALONE_MESSAGES = 3000  # a round of omgate's app alone, 1 notification a message
 GROWTH_TARGET = 1.10  # omgate's resident memory, second round of 500 against the first
 PEER_PACKAGES = ("gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools", "starlette",
                  "lxml")
@@ -81,11 +92,27 @@ class Figure:
 
 
 @dataclass(frozen=True)
+class AppAlone:
+    """What omgate's main app is measured alone with for a row (bench/app_path.py): in one
+    process, without sockets, HTTP or TLS, as many requests as ``requests`` a round."""
+
+    identity: Literal["tls", "forwarded"]
+    notifications: int
+    requests: int
+
+
+@dataclass(frozen=True)
 class Row:
     label: str
     load_average: float  # 1-minute, at the row's start
     rounds: tuple[tuple[Measurement, Measurement], ...]  # (omgate, peer) per round
     figures: tuple[Figure, ...]
+    app_alone: AppAlone | None = None  # what the budget line compares with, if any
+
+    @property
+    def key(self) -> str:
+        """``(a)``, ``(b)``...: the row's name in the issue."""
+        return self.label.split(")")[0] + ")"
 
     def ratios(self, figure: Figure) -> list[float]:
         return [ratio(ours[figure.key], peer[figure.key]) for ours, peer in self.rounds]
@@ -96,7 +123,8 @@ def ratio(ours: float, peer: float) -> float:
 
 
 def interleaved(label: str, ours: Server, peer: Server, measure: Measure,
-                figures: tuple[Figure, ...], warm_up: Measure | None = None) -> Row:
+                figures: tuple[Figure, ...], warm_up: Measure | None = None,
+                app_alone: AppAlone | None = None) -> Row:
     """``measure`` on omgate, the peer, omgate, the peer (after ``warm_up`` on each, not
     counted)."""
     load_average = os.getloadavg()[0]
@@ -107,7 +135,7 @@ def interleaved(label: str, ours: Server, peer: Server, measure: Measure,
     rounds = []
     for number in range(ROUNDS):
         rounds.append((measure(ours, number), measure(peer, number)))
-    return Row(label, load_average, tuple(rounds), figures)
+    return Row(label, load_average, tuple(rounds), figures, app_alone)
 
 
 def loading(folder: Path, seconds: float, row_id: str, mode: str, concurrency: int,
@@ -127,6 +155,20 @@ def idle_memory(folder: Path) -> Measure:
                 "before_mib": memory.before_mib, "errors": 0}
 
     return measure
+
+
+def app_alone_ms(app_alone: AppAlone) -> float:
+    """The CPU of a message in omgate's main app alone, in ms: the least of three rounds
+    (bench/app_path.py, on the servers' core, after the rows: nothing else runs)."""
+    command = [sys.executable, str(ROOT / "bench" / "app_path.py"),
+               "--identity", app_alone.identity,
+               "--notifications", str(app_alone.notifications),
+               "--requests", str(app_alone.requests), "--rounds", "3", "--json"]
+    print(f"== omgate's app alone: {app_alone.identity}, {app_alone.notifications} "
+          "notification(s) a message", flush=True)
+    output = subprocess.run(_pinned(command, SERVER_CORE), capture_output=True, text=True,
+                            check=True, timeout=600).stdout
+    return float(min(json.loads(output.splitlines()[-1])["cpu_us"])) / 1000
 
 
 MESSAGES = Figure("messages/s", "rate", 1.3)
@@ -149,17 +191,20 @@ def run_rows(folder: Path, seconds: float, write: bool) -> list[Row]:
             omgate_behind_nginx(folder, f"sqlite:///{folder}/behind-nginx.db"))
         rows.append(interleaved(
             "(a) keep-alive, 1 notification/message, 32 connections, durable", ours, peer,
-            keep_alive, (MESSAGES, CPU_PER_MESSAGE), warm_up("a", "keep-alive", 32, PAYLOAD_1)))
+            keep_alive, (MESSAGES, CPU_PER_MESSAGE), warm_up("a", "keep-alive", 32, PAYLOAD_1),
+            AppAlone("tls", 1, APP_ALONE_MESSAGES)))
         rows.append(interleaved(
             "(e) omgate behind the peer's nginx, row (a)'s load", behind, peer,
             loading(folder, seconds, "e", "keep-alive", 32, PAYLOAD_1),
             (MESSAGES, Figure("CPU ms per message", "cpu_per_1000", None, "at most")),
-            warm_up("e", "keep-alive", 32, PAYLOAD_1)))
+            warm_up("e", "keep-alive", 32, PAYLOAD_1),
+            AppAlone("forwarded", 1, APP_ALONE_MESSAGES)))
         rows.append(interleaved(
             "(b) keep-alive, 100 notifications/message, 32 connections, durable", ours, peer,
             loading(folder, seconds, "b", "keep-alive", 32, batch),
             (Figure("notifications/s", "notifications_per_second", 1.3),),
-            warm_up("b", "keep-alive", 32, batch)))
+            warm_up("b", "keep-alive", 32, batch),
+            AppAlone("tls", 100, APP_ALONE_MESSAGES // 5)))
         rows.append(interleaved(
             "(c) new TLS connection + client certificate per message, 16 connections", ours,
             peer, loading(folder, seconds, "c", "new-connection", 16, PAYLOAD_1),
@@ -171,7 +216,8 @@ def run_rows(folder: Path, seconds: float, write: bool) -> list[Row]:
             f"(d) {IDLE_CONNECTIONS} idle TLS connections with a client certificate, twice "
             "on the same servers", ours, peer, idle_memory(folder),
             (RESIDENT, Figure(f"PSS MiB, {IDLE_CONNECTIONS} open", "pss_mib", None))))
-    table, verdicts = render(rows), judge(rows)
+    floors = {row.key: app_alone_ms(row.app_alone) for row in rows if row.app_alone}
+    table, verdicts = render(rows), judge(rows) + budgets(rows, floors)
     print(table)
     print("\n".join(verdicts))
     if write:
@@ -241,4 +287,46 @@ def judge(rows: list[Row]) -> list[str]:
                  f"{ours_first['rss_mib']} → {ours_second['rss_mib']} MiB, {growth:.2f} x "
                  f"(target ≤ {GROWTH_TARGET}); the peer's {peer_first['rss_mib']} → "
                  f"{peer_second['rss_mib']} MiB, {peer_growth:.2f} x")
+    return lines
+
+
+def _mean(row: Row, side: int, key: str) -> float | None:
+    values = [pair[side].get(key) for pair in row.rounds]
+    return None if None in values else statistics.fmean(values)  # type: ignore[arg-type]
+
+
+def budgets(rows: list[Row], floors: dict[str, float]) -> list[str]:
+    """A line per row with a rate target: the CPU a message that target leaves omgate.
+
+    Every server process runs on core 0 and, under these loads, keeps it busy: a server's
+    rate is then one second of the core divided by its CPU a message, and 1.3 x the peer's
+    rate leaves all of omgate's processes at most the peer's CPU a message / 1.3 (with
+    nginx in front, row (e): less what nginx spends). Beside it: what omgate spent, and
+    what its main app spends alone (bench/app_path.py: no sockets, HTTP or TLS).
+    """
+    lines = []
+    for row in rows:
+        rate = next((figure for figure in row.figures
+                     if figure.target is not None and figure.bound == "at least"
+                     and figure.key in ("rate", "notifications_per_second")), None)
+        if rate is None or row.key not in floors:
+            continue
+        figures = [_mean(row, side, key) for side in (0, 1)
+                   for key in ("cpu_per_1000", "server_cpu_percent")]
+        if rate.target is None or any(figure is None for figure in figures):
+            continue
+        ours_cpu, ours_busy, peer_cpu, busy = (float(figure or 0.0) for figure in figures)
+        allowed = peer_cpu / rate.target
+        front = _mean(row, 0, "front_cpu_per_1000")
+        left = allowed - (front or 0.0)
+        in_front = (f"; nginx in front of omgate spent {front:.3f} of it, which leaves "
+                    f"omgate {left:.3f}" if front is not None else "")
+        lines.append(
+            f"{row.key} what {rate.target} x the peer's {rate.name} leaves: {allowed:.3f} ms "
+            f"of CPU a message for every server process (the peer's {peer_cpu:.3f} / "
+            f"{rate.target}; its processes kept core 0 {busy:.0f}% busy, omgate's "
+            f"{ours_busy:.0f}%){in_front}. omgate "
+            f"spent {ours_cpu - (front or 0.0):.3f}; its main app alone (one process, no "
+            f"sockets, HTTP or TLS) {floors[row.key]:.3f}"
+            + (": more than the target leaves" if floors[row.key] > left else ""))
     return lines

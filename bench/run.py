@@ -112,6 +112,26 @@ def _wait_port(port: int, process: subprocess.Popen, log: Path) -> None:
     raise SystemExit(f"server did not start:\n{log.read_text()}")
 
 
+def _family(process: subprocess.Popen) -> list[int]:
+    """``process`` and its children."""
+    children = subprocess.run([shutil.which("pgrep") or "/usr/bin/pgrep", "-P",
+                               str(process.pid)], capture_output=True, text=True,
+                              check=False).stdout.split()
+    return [process.pid, *map(int, children)]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of ``pids`` so far (a process that has gone counts nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
 @dataclass
 class Server:
     name: str
@@ -122,23 +142,15 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server's processes and their children (nginx: master and workers)."""
-        pids = []
-        for process in (self.process, *self.also):
-            children = subprocess.run([shutil.which("pgrep") or "/usr/bin/pgrep", "-P",
-                                       str(process.pid)], capture_output=True, text=True,
-                                      check=False).stdout.split()
-            pids += [process.pid, *map(int, children)]
-        return pids
+        return [pid for process in (self.process, *self.also) for pid in _family(process)]
 
     def cpu_seconds(self) -> float:
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / CLOCK_TICKS
+        return _cpu_seconds(self.pids())
+
+    def front_cpu_seconds(self) -> float | None:
+        """The CPU of the process in front (nginx, master and workers) without the ones
+        behind it; None for a server that is one process and its threads."""
+        return _cpu_seconds(_family(self.process)) if self.also else None
 
     def open_descriptors(self) -> int:
         total = 0
@@ -300,13 +312,16 @@ def load(folder: Path, server: Server, mode: str, concurrency: int, seconds: flo
                "--concurrency", str(concurrency), "--seconds", str(seconds),
                "--run-id", run_id, *(["--unique"] if unique else []),
                *(["--silent-close"] if silent_close else [])]
-    cpu_before = server.cpu_seconds()
+    cpu_before, front_before = server.cpu_seconds(), server.front_cpu_seconds()
     started = time.perf_counter()
     generator = subprocess.run(_pinned(command, core), capture_output=True, text=True,
                                check=True, timeout=seconds + 120)
     result = json.loads(generator.stdout)
-    cpu = server.cpu_seconds() - cpu_before
-    result["cpu_per_1000"] = round(cpu / max(result["acks"], 1) * 1000, 3)
+    cpu, front_after = server.cpu_seconds() - cpu_before, server.front_cpu_seconds()
+    acks = max(result["acks"], 1)
+    result["cpu_per_1000"] = round(cpu / acks * 1000, 3)
+    if front_before is not None and front_after is not None:
+        result["front_cpu_per_1000"] = round((front_after - front_before) / acks * 1000, 3)
     result["server_cpu_percent"] = round(cpu / (time.perf_counter() - started) * 100)
     result["peak_mib"] = round(server.memory_kib() / 1024, 1)
     return result
