@@ -12,6 +12,7 @@ from __future__ import annotations
 from OpenSSL import SSL
 
 from service.listeners.layers import LayerError, Received
+from service.tls.openssl_glue import unread_bytes
 from service.tls.stream import READ_SIZE, describe_ssl_error, outgoing
 
 
@@ -38,6 +39,8 @@ class TlsLayer:
                 break
             except SSL.Error as error:
                 raise LayerError(describe_ssl_error(error)[1]) from None
+            if not (connection.pending() or unread_bytes(connection)):
+                break  # all read: one more read would only fail with WantReadError
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         return Received(data, outgoing(self.connection), closed)
 

@@ -260,6 +260,20 @@ def release_handshake_buffers(connection: SSL.Connection) -> bool:
     return True
 
 
+def unread_bytes(connection: SSL.Connection) -> int:
+    """Bytes of records in the connection's incoming memory BIO that OpenSSL has not read.
+
+    Asking spares the read that would only fail with WantReadError: pyOpenSSL raises it
+    as an exception, and two of them (a read, and the write BIO's) were about 4% of a
+    keep-alive message's CPU. pyOpenSSL has no call for it, hence its internals."""
+    return int(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL))
+
+
+def unsent_bytes(connection: SSL.Connection) -> int:
+    """Bytes OpenSSL wrote to the connection's outgoing memory BIO that are not sent yet."""
+    return int(lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL))
+
+
 def session_reused(connection: SSL.Connection) -> bool:
     return bool(lib.SSL_session_reused(connection._ssl))
 

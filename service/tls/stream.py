@@ -67,14 +67,8 @@ def describe_ssl_error(error: SSL.Error) -> tuple[str, str]:
 def outgoing(connection: SSL.Connection) -> bytes:
     """Every byte OpenSSL wrote to the connection's outgoing memory BIO."""
     parts = []
-    while True:
-        try:
-            chunk = connection.bio_read(READ_SIZE)
-        except SSL.WantReadError:
-            break
-        parts.append(chunk)
-        if len(chunk) < READ_SIZE:  # a memory BIO gives all it holds, up to the size
-            break
+    while openssl_glue.unsent_bytes(connection):
+        parts.append(connection.bio_read(READ_SIZE))
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -227,6 +227,25 @@ def test_every_record_one_read_brought_comes_out_in_one_piece_and_answers_go_bac
     assert layer.receive(b"") == Received(b"")  # nothing held: nothing to give
 
 
+def test_records_cut_anywhere_between_reads_come_out_whole_and_in_order(dev_pki):
+    """A slow or fragmenting client: whatever a read stops in (a record's header, its
+    body, between two records), the plaintext of every record it completes comes out, and
+    nothing is left behind for a read that never comes."""
+    sent = (b"first ", b"second ", b"x" * 20_000, b" last")  # the long one: two records
+    for size in (1, 2, 3, 5, 7, 4096):
+        server, client, to_client, from_client = _memory_pair(dev_pki)
+        _handshake(server, client, to_client, from_client)
+        layer = TlsLayer(server)
+        for part in sent:
+            client.write(part)
+        wire = from_client.read()
+        received = [layer.receive(wire[start:start + size])
+                    for start in range(0, len(wire), size)]
+        assert b"".join(part.data for part in received) == b"".join(sent), size
+        assert not any(part.reply or part.closed for part in received)
+        assert layer.receive(b"") == Received(b"")
+
+
 def test_a_close_notify_ends_the_layer_and_a_forged_record_is_an_error(dev_pki):
     server, client, to_client, from_client = _memory_pair(dev_pki)
     _handshake(server, client, to_client, from_client)
