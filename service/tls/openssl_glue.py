@@ -264,8 +264,9 @@ def unread_bytes(connection: SSL.Connection) -> int:
     """Bytes of records in the connection's incoming memory BIO that OpenSSL has not read.
 
     Asking spares the read that would only fail with WantReadError: pyOpenSSL raises it
-    as an exception, and two of them (a read, and the write BIO's) were about 4% of a
-    keep-alive message's CPU. pyOpenSSL has no call for it, hence its internals."""
+    as an exception, and two of them (a read, and the write BIO's) cost 5-9 µs of a
+    keep-alive exchange (docs/PERFORMANCE.md, "TLS records read without WantReadError").
+    pyOpenSSL has no call for it, hence its internals."""
     return int(lib.BIO_get_mem_data(connection._into_ssl, ffi.NULL))
 
 
