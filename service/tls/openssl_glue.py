@@ -236,30 +236,6 @@ def install(context: SSL.Context, *, verify_mode: int, server_names: ServerNameC
     lib.SSL_CTX_set_tlsext_servername_callback(context._context, server_names.callback)
 
 
-def release_handshake_buffers(connection: SSL.Connection) -> bool:
-    """Replace the connection's two memory BIOs with empty ones, once its handshake is done.
-
-    A memory BIO keeps the largest buffer it ever held: after a handshake with a client
-    chain, about 6 KiB a connection, for as long as the connection stays open (most are
-    idle keep-alive ones) and used by nothing. pyOpenSSL has no call for it, hence its
-    internals. Only when both are empty (a client may send its first request with its
-    Finished, and that must not be lost); says whether they were replaced.
-    """
-    data = ffi.new("char **")
-    if (lib.BIO_get_mem_data(connection._into_ssl, data)
-            or lib.BIO_get_mem_data(connection._from_ssl, data)):
-        return False
-    into_ssl, from_ssl = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
-    if into_ssl == ffi.NULL or from_ssl == ffi.NULL:
-        for bio in (into_ssl, from_ssl):
-            if bio != ffi.NULL:
-                lib.BIO_free(bio)
-        return False
-    lib.SSL_set_bio(connection._ssl, into_ssl, from_ssl)  # frees the two it held
-    connection._into_ssl, connection._from_ssl = into_ssl, from_ssl
-    return True
-
-
 def unread_bytes(connection: SSL.Connection) -> int:
     """Bytes of records in the connection's incoming memory BIO that OpenSSL has not read.
 
@@ -273,6 +249,28 @@ def unread_bytes(connection: SSL.Connection) -> int:
 def unsent_bytes(connection: SSL.Connection) -> int:
     """Bytes OpenSSL wrote to the connection's outgoing memory BIO that are not sent yet."""
     return int(lib.BIO_get_mem_data(connection._from_ssl, ffi.NULL))
+
+
+def release_handshake_buffers(connection: SSL.Connection) -> bool:
+    """Replace the connection's two memory BIOs with empty ones, once its handshake is done.
+
+    A memory BIO keeps the largest buffer it ever held: after a handshake with a client
+    chain, about 6 KiB a connection, for as long as the connection stays open (most are
+    idle keep-alive ones) and used by nothing. pyOpenSSL has no call for it, hence its
+    internals. Only when both are empty (a client may send its first request with its
+    Finished, and that must not be lost); says whether they were replaced.
+    """
+    if unread_bytes(connection) or unsent_bytes(connection):
+        return False
+    into_ssl, from_ssl = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
+    if into_ssl == ffi.NULL or from_ssl == ffi.NULL:
+        for bio in (into_ssl, from_ssl):
+            if bio != ffi.NULL:
+                lib.BIO_free(bio)
+        return False
+    lib.SSL_set_bio(connection._ssl, into_ssl, from_ssl)  # frees the two it held
+    connection._into_ssl, connection._from_ssl = into_ssl, from_ssl
+    return True
 
 
 def session_reused(connection: SSL.Connection) -> bool:

@@ -116,7 +116,6 @@ PYOPENSSL = (
     # the memory BIOs a connection reads and writes through (replaced after the handshake)
     Internal("OpenSSL.SSL.Connection._into_ssl", (OPENSSL_GLUE,), "instance attribute"),
     Internal("OpenSSL.SSL.Connection._from_ssl", (OPENSSL_GLUE,), "instance attribute"),
-    Internal("OpenSSL._util.ffi.new", (OPENSSL_GLUE,), "callable"),
     Internal("OpenSSL.crypto.X509._from_raw_x509_ptr", (OPENSSL_GLUE,), "callable",
              parameters=("x509",)),
     Internal("OpenSSL.SSL._NoOverlappingProtocols", (TLS_CONTEXT,), "class"),
